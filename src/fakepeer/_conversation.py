@@ -1,0 +1,441 @@
+"""The conversation: a state machine from connection events to actions.
+
+The runtime feeds it what the network did (:meth:`Conversation.connect`,
+:meth:`~Conversation.receive`, :meth:`~Conversation.eof`, :meth:`~Conversation.lost`) with a
+timestamp, and executes the actions it gets back, in order, per connection:
+
+==============  =======================================================================
+action           the runtime must
+==============  =======================================================================
+``Write(b)``     write ``b`` (already framed), then report it with :meth:`~Conversation.sent`
+``Wait(s)``      wait ``s`` seconds before the next action of that connection
+``Close()``      close gracefully once written bytes are flushed
+``HalfClose()``  shut down writing, keep reading
+``Reset()``      abort with a TCP RST
+``Hold()``       nothing: the connection now hangs; report it with :meth:`~Conversation.held`
+==============  =======================================================================
+
+The runtime reports what it did (:meth:`~Conversation.sent`, :meth:`~Conversation.closed`,
+:meth:`~Conversation.held`) so the transcript shows when it really happened.
+
+It keeps the books the verdict needs: which expectation comes next, which bytes nobody
+expected (``problems``), and which expectations were never met (:meth:`unmet`). It does no I/O,
+reads no clock and takes no lock; the runtime serialises calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, TypeAlias
+
+from ._errors import (
+    ConversationError,
+    IncompleteMessage,
+    ReplyFailed,
+    UnexpectedData,
+    UnmetExpectations,
+)
+from ._framing import Framing
+from ._matchers import NEED_MORE, Matched, Matcher
+from ._script import After, Close, HalfClose, Hang, Reply, Reset, Rule, Send, Step
+from ._transcript import Event, Transcript, show
+
+__all__ = [
+    "Action",
+    "Close",
+    "Connection",
+    "Conversation",
+    "HalfClose",
+    "Hold",
+    "Reset",
+    "Wait",
+    "Write",
+]
+
+#: A client that sends more than this without completing a message fails the test.
+MAX_BUFFER: Final = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """Write these (already framed) bytes."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Wait before the next action of the connection."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """The connection hangs from now on: answer nothing more."""
+
+
+Action: TypeAlias = Write | Wait | Close | HalfClose | Reset | Hold
+
+
+class Connection:
+    """One accepted connection, as the script sees it.
+
+    ``id`` counts connections from 1 in order of arrival; ``client`` is the client's
+    ``host:port``; ``received`` the messages it sent (for :class:`~fakepeer.Raw`, the byte runs
+    that rules matched); ``open`` is false once either side closed it.
+    """
+
+    __slots__ = ("_transcript", "buffer", "client", "ended", "failed", "held", "id", "received")
+
+    def __init__(self, id: int, client: str, transcript: Transcript) -> None:
+        self.id = id
+        self.client = client
+        self.received: list[bytes] = []
+        self.buffer = bytearray()
+        self.held = False
+        self.failed = False
+        self.ended = False
+        self._transcript = transcript
+
+    @property
+    def open(self) -> bool:
+        """True until the connection was closed, reset or lost."""
+        return not self.ended
+
+    @property
+    def transcript(self) -> str:
+        """This connection's part of the transcript, rendered."""
+        return self._transcript.render(connection=self.id)
+
+    def __repr__(self) -> str:
+        state = "open" if self.open else "closed"
+        return f"<Connection #{self.id} from {self.client} {state}, {len(self.received)} received>"
+
+
+class Conversation:
+    """The peer's state machine; see the module docstring for the event/action contract."""
+
+    def __init__(self, framing: Framing, title: str = "fake peer") -> None:
+        self.framing = framing
+        self.stream = framing.streaming
+        self.connect_rules: list[Rule] = []
+        self.expectations: list[Rule] = []
+        self.permanent: list[Rule] = []
+        self.next = 0
+        self.connections: list[Connection] = []
+        self.received: list[bytes] = []
+        self.problems: list[ConversationError] = []
+        self.transcript = Transcript(title)
+
+    # -- the script --------------------------------------------------------------------------
+
+    def add_rule(self, kind: str, matcher: Matcher | None, where: str) -> Rule:
+        """Append a rule of ``kind`` (``connect``, ``expect``, ``always``) and return it."""
+        rules = {
+            "connect": self.connect_rules,
+            "expect": self.expectations,
+            "always": self.permanent,
+        }[kind]
+        rule = Rule(kind, matcher, len(rules) + 1, where)
+        rules.append(rule)
+        return rule
+
+    def head(self) -> Rule | None:
+        """The expectation the script waits for now, or None when all are met."""
+        expectations = self.expectations
+        while self.next < len(expectations) and expectations[self.next].exhausted:
+            self.next += 1
+        return expectations[self.next] if self.next < len(expectations) else None
+
+    @property
+    def done(self) -> bool:
+        """True when every expectation was met."""
+        return self.head() is None
+
+    def unmet(self) -> list[Rule]:
+        """Expectations not (fully) met yet, in script order."""
+        return [rule for rule in self.expectations[self.next :] if not rule.exhausted]
+
+    # -- events in ---------------------------------------------------------------------------
+
+    def connect(self, client: str, at: float) -> tuple[Connection, list[Action]]:
+        """A client connected: record it and return the greeting actions."""
+        connection = Connection(len(self.connections) + 1, client, self.transcript)
+        self.connections.append(connection)
+        self._event(at, connection, "connected", note=f"from {client}")
+        actions: list[Action] = []
+        for rule in self.connect_rules:
+            rule.count += 1
+            actions.extend(self._steps(rule, connection, None, at))
+        return connection, actions
+
+    def receive(self, connection: Connection, data: bytes, at: float) -> list[Action]:
+        """Bytes arrived on ``connection``; return what to do about them."""
+        if connection.failed or connection.held or connection.ended:
+            why = "failed" if connection.failed else "hanging" if connection.held else "closed"
+            self._event(at, connection, "received", data, f"(not answered: connection {why})")
+            connection.received.append(data)
+            self.received.append(data)
+            return []
+        buffer = connection.buffer
+        buffer += data
+        if self.stream:
+            self._event(at, connection, "received", data)
+            return self._match_stream(connection, at)
+        if len(buffer) > MAX_BUFFER:
+            return self._fail(
+                IncompleteMessage(
+                    f"connection #{connection.id}: the client sent {len(buffer)} bytes without "
+                    f"completing a message ({self.framing!r}, limit {MAX_BUFFER} bytes)",
+                    connection=connection.id,
+                    leftover=bytes(buffer[:64]),
+                ),
+                connection,
+                at,
+            )
+        messages, consumed = self.framing.decode(bytes(buffer), False)
+        if consumed:
+            del buffer[:consumed]
+        actions: list[Action] = []
+        for message in messages:
+            actions.extend(self._dispatch(connection, message, at))
+            if connection.failed:
+                break
+        return actions
+
+    def eof(self, connection: Connection, at: float) -> list[Action]:
+        """The client shut down its sending side (or closed): finish, then close ours."""
+        self._event(at, connection, "eof")
+        actions: list[Action] = []
+        if not (connection.failed or connection.held):
+            actions = self._finish_buffer(connection, at)
+        actions.append(Close())
+        return actions
+
+    def lost(self, connection: Connection, at: float, reason: str | None) -> None:
+        """The connection is gone; ``reason`` is the error text, or None for a clean close."""
+        if connection.ended:
+            return
+        if not (connection.failed or connection.held):
+            self._finish_buffer(connection, at)
+        connection.ended = True
+        self._event(at, connection, "lost", note=reason or "closed by the client")
+
+    # -- what the runtime did ----------------------------------------------------------------
+
+    def sent(self, connection: Connection, data: bytes, at: float) -> None:
+        """The runtime wrote ``data`` on ``connection``."""
+        self._event(at, connection, "sent", data)
+
+    def closed(self, connection: Connection, at: float, how: str, note: str = "") -> None:
+        """The peer ended the connection: ``how`` is ``closed``, ``reset`` or ``half-closed``."""
+        if how != "half-closed":
+            if connection.ended:
+                return
+            connection.ended = True
+        self._event(at, connection, how, note=note)
+
+    def held(self, connection: Connection, at: float) -> None:
+        """The connection hangs from now on."""
+        connection.held = True
+        self._event(at, connection, "hanging", note="(answering nothing more)")
+
+    # -- the verdict -------------------------------------------------------------------------
+
+    def verdict(self) -> ConversationError | None:
+        """The first problem, or unmet expectations once the conversation is over, or None."""
+        if self.problems:
+            return self.problems[0]
+        unmet = self.unmet()
+        if not unmet:
+            return None
+        lines = []
+        for rule in unmet:
+            if rule.count:
+                lines.append(f"{rule.describe()}: met {rule.count} of {rule.limit} times")
+            else:
+                lines.append(f"{rule.describe()}: never met")
+        count = len(unmet)
+        noun = "expectation was" if count == 1 else "expectations were"
+        waiting = "no client ever connected" if not self.connections else (
+            f"{len(self.connections)} connection(s), "
+            f"{len(self.received)} message(s) received"
+        )
+        diagnosis = f"{count} {noun} not met when the peer stopped ({waiting}):\n" + "\n".join(
+            f"  {line}" for line in lines
+        )
+        return UnmetExpectations(diagnosis, unmet=lines)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _event(
+        self, at: float, connection: Connection | None, kind: str, data: bytes = b"", note: str = ""
+    ) -> None:
+        self.transcript.add(Event(at, connection.id if connection else 0, kind, data, note))
+
+    def _candidates(self) -> list[Rule]:
+        head = self.head()
+        rules = [] if head is None else [head]
+        rules.extend(rule for rule in self.permanent if not rule.exhausted)
+        return rules
+
+    def _dispatch(self, connection: Connection, message: bytes, at: float) -> list[Action]:
+        connection.received.append(message)
+        self.received.append(message)
+        for rule in self._candidates():
+            assert rule.matcher is not None
+            outcome = rule.matcher.match(message, stream=False)
+            if isinstance(outcome, Matched):
+                self._event(at, connection, "received", message, f"-> {rule.describe()}")
+                rule.count += 1
+                return self._steps(rule, connection, outcome.value, at)
+        self._event(at, connection, "unexpected", message)
+        return self._fail(self._unexpected(connection, message), connection, at)
+
+    def _match_stream(self, connection: Connection, at: float) -> list[Action]:
+        buffer = connection.buffer
+        actions: list[Action] = []
+        while buffer and not (connection.failed or connection.held):
+            data = bytes(buffer)
+            waiting = False
+            for rule in self._candidates():
+                assert rule.matcher is not None
+                outcome = rule.matcher.match(data, stream=True)
+                if isinstance(outcome, Matched) and outcome.consumed > 0:
+                    message = data[: outcome.consumed]
+                    del buffer[: outcome.consumed]
+                    connection.received.append(message)
+                    self.received.append(message)
+                    self._event(at, connection, "matched", message, f"-> {rule.describe()}")
+                    rule.count += 1
+                    actions.extend(self._steps(rule, connection, outcome.value, at))
+                    break
+                if outcome is NEED_MORE:
+                    waiting = True
+            else:
+                if waiting:
+                    return actions
+                buffer.clear()
+                actions.extend(self._fail(self._unexpected(connection, data), connection, at))
+                return actions
+        return actions
+
+    def _finish_buffer(self, connection: Connection, at: float) -> list[Action]:
+        buffer = connection.buffer
+        if not buffer:
+            return []
+        actions: list[Action] = []
+        if not self.stream:
+            messages, consumed = self.framing.decode(bytes(buffer), True)
+            del buffer[:consumed]
+            for message in messages:
+                actions.extend(self._dispatch(connection, message, at))
+                if connection.failed:
+                    return actions
+        if buffer:
+            leftover = bytes(buffer)
+            buffer.clear()
+            head = self.head()
+            expected = f"\n  expected:  {head.describe()}" if head else ""
+            actions.extend(
+                self._fail(
+                    IncompleteMessage(
+                        f"connection #{connection.id} ended in the middle of a message "
+                        f"({self.framing!r})\n  leftover:  {show(leftover)}{expected}",
+                        connection=connection.id,
+                        leftover=leftover,
+                    ),
+                    connection,
+                    at,
+                )
+            )
+        return actions
+
+    def _unexpected(self, connection: Connection, data: bytes) -> UnexpectedData:
+        head = self.head()
+        lines = [f"connection #{connection.id} received data that no rule expected"]
+        lines.append(f"  received:  {show(data)}")
+        if head is not None:
+            assert head.matcher is not None
+            lines.append(f"  expected:  {head.describe()}")
+            lines.append(f"             the data {head.matcher.explain(data)}")
+        else:
+            met = len(self.expectations)
+            lines.append(
+                "  expected:  nothing more"
+                + (f" (all {met} expectation(s) were already met)" if met else "")
+            )
+        others = [rule for rule in self.permanent if not rule.exhausted]
+        if others:
+            lines.append("  also tried:")
+            lines.extend(f"    {rule.describe()}" for rule in others)
+        return UnexpectedData(
+            "\n".join(lines),
+            connection=connection.id,
+            received=data,
+            expected=head.describe() if head else None,
+        )
+
+    def _fail(
+        self, problem: ConversationError, connection: Connection, at: float
+    ) -> list[Action]:
+        self.problems.append(problem)
+        connection.failed = True
+        self._event(at, connection, "error", note=problem.diagnosis.splitlines()[0])
+        return [Close()]
+
+    def _steps(
+        self, rule: Rule, connection: Connection, value: object, at: float
+    ) -> list[Action]:
+        actions: list[Action] = []
+        encode = self.framing.encode
+        step: Step
+        for step in rule.steps:
+            if isinstance(step, Reply):
+                data = step.data
+                if step.function is not None:
+                    reply = self._call(step, rule, connection, value, at)
+                    if isinstance(reply, ConversationError):
+                        actions.extend(self._fail(reply, connection, at))
+                        return actions
+                    data = reply
+                if data is not None:
+                    actions.append(Write(encode(data)))
+            elif isinstance(step, Send):
+                actions.append(Write(encode(step.data)))
+            elif isinstance(step, After):
+                actions.append(Wait(step.seconds))
+            elif isinstance(step, Hang):
+                actions.append(Hold())
+            else:
+                actions.append(step)
+        return actions
+
+    def _call(
+        self, step: Reply, rule: Rule, connection: Connection, value: object, at: float
+    ) -> bytes | None | ConversationError:
+        assert step.function is not None
+        name = getattr(step.function, "__qualname__", repr(step.function))
+        try:
+            if step.wants_connection:
+                result = step.function(value, connection)
+            else:
+                result = step.function(value)
+        except Exception as exc:
+            problem = ReplyFailed(
+                f"the reply callable {name} of {rule.describe()} raised "
+                f"{type(exc).__name__}: {exc}",
+                connection=connection.id,
+            )
+            problem.__cause__ = exc
+            return problem
+        if result is None or isinstance(result, bytes):
+            return result
+        if isinstance(result, str):
+            return result.encode()
+        return ReplyFailed(
+            f"the reply callable {name} of {rule.describe()} returned "
+            f"{type(result).__name__} {result!r}; it must return bytes, str or None",
+            connection=connection.id,
+        )

@@ -1,0 +1,121 @@
+"""fakepeer's exceptions, split by whose fault it is.
+
+::
+
+    Error                              anything fakepeer raises on purpose
+    ├── ScriptError (ValueError)       the test's script is wrong; raised where it is written
+    └── ConversationError              the client under test misbehaved (an AssertionError,
+        │   (AssertionError)           so pytest reports it as a test failure)
+        ├── UnexpectedData             bytes arrived that no rule expected
+        ├── IncompleteMessage          the connection ended in the middle of a message
+        ├── UnmetExpectations          the conversation ended before every ``expect`` was met
+        ├── ReplyFailed                a reply callable of the script raised
+        └── WaitTimeout                a wait for the client (connections, script done) ran out
+
+Every :class:`ConversationError` carries the transcript of the conversation as it stood when
+the error was raised, rendered after the diagnosis in ``str(error)``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConversationError",
+    "Error",
+    "IncompleteMessage",
+    "ReplyFailed",
+    "ScriptError",
+    "UnexpectedData",
+    "UnmetExpectations",
+    "WaitTimeout",
+]
+
+
+class Error(Exception):
+    """Base class of every exception fakepeer raises on purpose."""
+
+
+class ScriptError(Error, ValueError):
+    """The script is invalid: the test's fault, raised at the line that wrote it.
+
+    Example: ``peer.expect(b"PING").times(0)`` raises ``ScriptError`` at once.
+    """
+
+
+class ConversationError(Error, AssertionError):
+    """The client under test did not follow the script.
+
+    ``diagnosis`` says what went wrong; ``transcript`` is the rendered conversation
+    (possibly empty); ``connection`` is the id of the connection concerned, or ``None``.
+    ``str(error)`` is the diagnosis followed by the transcript.
+    """
+
+    def __init__(self, diagnosis: str, *, connection: int | None = None) -> None:
+        super().__init__(diagnosis)
+        self.diagnosis = diagnosis
+        self.connection = connection
+        self.transcript = ""
+        self.others: list[str] = []
+
+    def with_transcript(self, transcript: str) -> ConversationError:
+        """Attach the rendered transcript (returns ``self`` for ``raise ... from``)."""
+        self.transcript = transcript
+        return self
+
+    def __str__(self) -> str:
+        text = self.diagnosis
+        if self.others:
+            text += f"\n\nand {len(self.others)} more problem(s):"
+            text += "".join(f"\n  - {line}" for line in self.others)
+        if self.transcript:
+            text += f"\n\n{self.transcript}"
+        return text
+
+
+class UnexpectedData(ConversationError):
+    """Bytes arrived that matched no rule of the script.
+
+    ``received`` is the message (or, for :class:`~fakepeer.Raw` framing, the buffered
+    bytes) that matched nothing; ``expected`` describes what the script was waiting for.
+    """
+
+    def __init__(
+        self,
+        diagnosis: str,
+        *,
+        connection: int | None,
+        received: bytes,
+        expected: str | None,
+    ) -> None:
+        super().__init__(diagnosis, connection=connection)
+        self.received = received
+        self.expected = expected
+
+
+class IncompleteMessage(ConversationError):
+    """A connection ended with bytes that never formed a whole message."""
+
+    def __init__(self, diagnosis: str, *, connection: int | None, leftover: bytes) -> None:
+        super().__init__(diagnosis, connection=connection)
+        self.leftover = leftover
+
+
+class UnmetExpectations(ConversationError):
+    """The conversation ended while ``expect`` rules were still waiting.
+
+    ``unmet`` lists a description of each rule that was not (fully) met.
+    """
+
+    def __init__(self, diagnosis: str, *, unmet: list[str]) -> None:
+        super().__init__(diagnosis)
+        self.unmet = unmet
+
+
+class ReplyFailed(ConversationError):
+    """A reply callable raised, or returned something that is not bytes, str or None.
+
+    The original exception, if any, is the ``__cause__``.
+    """
+
+
+class WaitTimeout(ConversationError, TimeoutError):
+    """A wait for the client ran out of time (it did not connect, or did not finish)."""

@@ -1,0 +1,103 @@
+"""The hub: one process-wide event loop on a background thread, shared by all peers.
+
+``with peer.serve():`` hosts the peer here, so it answers even while the test's own thread
+blocks: a blocking client in a sync test, or a blocking call inside an async test (which
+starves the test's loop, but not the hub's).
+
+The thread starts on first use, is a daemon (it never keeps the interpreter alive), and is
+stopped at interpreter exit or by :func:`shutdown`. Every call into it is bounded by a
+timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+__all__ = ["Hub", "hub"]
+
+T = TypeVar("T")
+
+
+class Hub:
+    """A lazily started event loop on a daemon thread named ``fakepeer-hub``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        """True while the hub thread is alive."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def in_hub_thread(self) -> bool:
+        """True when called from the hub's own thread (where blocking calls would deadlock)."""
+        return self._thread is not None and threading.current_thread() is self._thread
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The hub's loop, starting the thread if needed."""
+        with self._lock:
+            if self._loop is not None and self.running:
+                return self._loop
+            loop = asyncio.new_event_loop()
+            ready = threading.Event()
+            thread = threading.Thread(
+                target=self._main, args=(loop, ready), name="fakepeer-hub", daemon=True
+            )
+            thread.start()
+            if not ready.wait(10):  # pragma: no cover - a thread that cannot start
+                raise RuntimeError("the fakepeer hub thread did not start within 10 s")
+            self._loop, self._thread = loop, thread
+            return loop
+
+    @staticmethod
+    def _main(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+        asyncio.set_event_loop(loop)
+        loop.call_soon(ready.set)
+        try:
+            loop.run_forever()
+        finally:
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                loop.run_until_complete(asyncio.wait(tasks, timeout=1.0))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float) -> T:
+        """Run ``coroutine`` on the hub and wait at most ``timeout`` seconds for its result."""
+        if self.in_hub_thread():
+            coroutine.close()
+            raise RuntimeError(
+                "a blocking fakepeer call was made from the hub thread itself "
+                "(from a reply callable?); it would deadlock"
+            )
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop())
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"the fakepeer hub did not answer within {timeout} s") from None
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop the loop and join the thread. The hub starts again on next use."""
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or thread is None or not thread.is_alive():
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        if threading.current_thread() is not thread:
+            thread.join(timeout)
+
+
+hub = Hub()
+atexit.register(hub.shutdown)

@@ -1,0 +1,358 @@
+"""FakePeer: the object a test scripts, serves, inspects and waits on."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from types import TracebackType
+from typing import Final
+
+from ._conversation import Connection, Conversation
+from ._errors import ConversationError, WaitTimeout
+from ._framing import Framing, check_framing
+from ._hub import hub
+from ._matchers import as_matcher
+from ._runtime import PeerServer, clock
+from ._script import Rule, caller_location
+from ._transcript import Transcript
+from ._wait import Waiters, current_async_library
+
+__all__ = ["FakePeer"]
+
+#: How long leaving ``serve()`` may take, whatever the client does.
+STOP_TIMEOUT: Final = 1.0
+#: How long starting a server on the hub may take.
+START_TIMEOUT: Final = 10.0
+
+
+class FakePeer:
+    """A scripted fake TCP server on loopback for testing a client.
+
+    Script it with :meth:`on_connect`, :meth:`expect` and :meth:`always`, then serve it::
+
+        peer = FakePeer(framing=Lines())
+        peer.expect(b"PING").reply(b"PONG")
+        with peer.serve():                  # on the background hub thread
+            client_under_test(peer.address)
+        # leaving serve() raised ConversationError if the client misbehaved
+
+    ``async with peer.serve():`` serves in the running asyncio loop instead (under trio it
+    uses the hub). Either way the peer listens on ``host`` (default ``127.0.0.1``), port 0
+    unless ``port`` is given, before ``serve()`` returns, and leaving ``serve()`` closes every
+    connection within about one second, then raises the first problem, if any, with the
+    transcript.
+
+    ``timeout`` is the default bound, in seconds, of the ``wait_*`` methods. A peer serves
+    once; make a new one for another conversation.
+    """
+
+    def __init__(
+        self,
+        *,
+        framing: Framing | None = None,
+        name: str = "fake peer",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        timeout: float = 5.0,
+    ) -> None:
+        self.framing: Framing = check_framing(framing)
+        self.name = name
+        self._host = host
+        self._port = port
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._conversation = Conversation(self.framing, f"fake peer {name!r}")
+        self._waiters = Waiters(self._lock)
+        self._server: PeerServer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._state = "new"  # new -> serving -> stopped
+
+    def __repr__(self) -> str:
+        where = f" on {self._host}:{self._port}" if self._state == "serving" else ""
+        return f"<FakePeer {self.name!r} {self._state}{where} framing={self.framing!r}>"
+
+    # -- the script --------------------------------------------------------------------------
+
+    def _rule(self, kind: str, matcher: object) -> Rule:
+        where = caller_location()
+        built = None if kind == "connect" else as_matcher(matcher)
+        with self._lock:
+            rule = self._conversation.add_rule(kind, built, where)
+            self._waiters.notify()
+        return rule
+
+    def on_connect(self) -> Rule:
+        """A rule run on every new connection before anything is read: ``.send()`` a greeting."""
+        return self._rule("connect", None)
+
+    def expect(self, matcher: object) -> Rule:
+        """The next ordered expectation: met once (or ``.times(n)``), in order, over all
+        connections. ``matcher`` is bytes, str, a compiled regex, a predicate or ``ANY``."""
+        return self._rule("expect", matcher)
+
+    def always(self, matcher: object) -> Rule:
+        """A permanent rule, tried whenever the next expectation does not match."""
+        return self._rule("always", matcher)
+
+    # -- serving -----------------------------------------------------------------------------
+
+    def serve(self) -> Serving:
+        """Serve the script: ``with`` on the hub thread, ``async with`` in this loop."""
+        return Serving(self)
+
+    def _claim(self) -> None:
+        if self._state != "new":
+            raise RuntimeError(
+                f"{self!r} already served; a FakePeer serves once, make a new one"
+            )
+        self._state = "starting"
+
+    def _make_server(self) -> PeerServer:
+        def changed() -> None:
+            if self._waiters:
+                self._waiters.notify()
+
+        return PeerServer(self._conversation, self._lock, changed, self._host, self._port)
+
+    def _started(self, server: PeerServer, loop: asyncio.AbstractEventLoop) -> None:
+        self._server, self._loop = server, loop
+        self._host, self._port = server.address
+        self._conversation.transcript.title = (
+            f"fake peer {self.name!r} on {self._host}:{self._port}"
+        )
+        self._conversation.transcript.started = clock()
+        self._state = "serving"
+
+    def _start_on_hub(self) -> None:
+        self._claim()
+        server = self._make_server()
+        try:
+            hub.run(server.start(), START_TIMEOUT)
+        except BaseException:
+            self._state = "stopped"
+            raise
+        self._started(server, hub.loop())
+
+    def _stop_on_hub(self) -> None:
+        server, self._server = self._server, None
+        self._state = "stopped"
+        if server is not None:
+            hub.run(server.stop(STOP_TIMEOUT), STOP_TIMEOUT + 4.0)
+
+    async def _start_in_loop(self) -> None:
+        self._claim()
+        server = self._make_server()
+        try:
+            await server.start()
+        except BaseException:
+            self._state = "stopped"
+            raise
+        self._started(server, asyncio.get_running_loop())
+
+    async def _stop_in_loop(self) -> None:
+        server, self._server = self._server, None
+        self._state = "stopped"
+        if server is not None:
+            await server.stop(STOP_TIMEOUT)
+
+    def _conclude(self, exc: BaseException | None) -> None:
+        """After stopping: raise the verdict, or note it on the exception already raised."""
+        problem = self._verdict(final=True)
+        if problem is None:
+            return
+        if exc is None:
+            raise problem
+        if isinstance(exc, Exception):
+            exc.add_note(f"\nfakepeer: the peer also saw a problem:\n{problem}")
+
+    # -- where --------------------------------------------------------------------------------
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)`` the peer listens on; for ``socket.create_connection(peer.address)``."""
+        self._require_serving("address")
+        return (self._host, self._port)
+
+    @property
+    def host(self) -> str:
+        """The host the peer listens on (``127.0.0.1`` unless set)."""
+        self._require_serving("host")
+        return self._host
+
+    @property
+    def port(self) -> int:
+        """The port the peer listens on (chosen by the OS)."""
+        self._require_serving("port")
+        return self._port
+
+    def _require_serving(self, what: str) -> None:
+        if self._state not in ("serving", "stopped"):
+            raise RuntimeError(f"peer.{what} is known once the peer serves: use peer.serve()")
+
+    # -- inspection --------------------------------------------------------------------------
+
+    @property
+    def connections(self) -> list[Connection]:
+        """Every connection accepted so far, in order of arrival (a copy of the list)."""
+        with self._lock:
+            return list(self._conversation.connections)
+
+    @property
+    def received(self) -> list[bytes]:
+        """Every message received so far, over all connections, in order of arrival."""
+        with self._lock:
+            return list(self._conversation.received)
+
+    @property
+    def transcript(self) -> Transcript:
+        """The transcript of every connection; ``str()`` renders it."""
+        return self._conversation.transcript
+
+    def render_transcript(self) -> str:
+        """The transcript rendered as text (taken under the lock)."""
+        with self._lock:
+            return self._conversation.transcript.render()
+
+    @property
+    def done(self) -> bool:
+        """True once every ``expect`` was met."""
+        with self._lock:
+            return self._conversation.done
+
+    def _verdict(self, *, final: bool) -> ConversationError | None:
+        with self._lock:
+            conversation = self._conversation
+            if final:
+                problem = conversation.verdict()
+            else:
+                problem = conversation.problems[0] if conversation.problems else None
+            if problem is None:
+                return None
+            problem.others = [
+                p.diagnosis.splitlines()[0] for p in conversation.problems if p is not problem
+            ]
+            return problem.with_transcript(conversation.transcript.render())
+
+    def check(self) -> None:
+        """Raise the first problem seen so far (unexpected data, a failing reply), if any.
+
+        Unmet expectations are not a problem yet: the client may still be talking.
+        Leaving ``serve()`` checks those too.
+        """
+        problem = self._verdict(final=False)
+        if problem is not None:
+            raise problem
+
+    def verify(self) -> None:
+        """Like :meth:`check`, and also fail if any ``expect`` is still unmet."""
+        problem = self._verdict(final=True)
+        if problem is not None:
+            raise problem
+
+    # -- sync points --------------------------------------------------------------------------
+
+    def _connected(self, count: int) -> Callable[[], bool]:
+        conversation = self._conversation
+        return lambda: bool(conversation.problems) or len(conversation.connections) >= count
+
+    def _finished(self) -> Callable[[], bool]:
+        conversation = self._conversation
+        return lambda: bool(conversation.problems) or conversation.done
+
+    def _after_wait(self, ok: bool, what: str, timeout: float) -> None:
+        self.check()
+        if not ok:
+            with self._lock:
+                unmet = self._conversation.unmet()
+                transcript = self._conversation.transcript.render()
+            waiting = "".join(f"\n  still expected: {rule.describe()}" for rule in unmet)
+            error = WaitTimeout(f"timed out after {timeout} s waiting for {what}{waiting}")
+            raise error.with_transcript(transcript)
+
+    def _blocking_ok(self, method: str) -> None:
+        if self._state != "serving":
+            raise RuntimeError(f"peer.{method}() needs a serving peer: use peer.serve()")
+        if hub.in_hub_thread():
+            raise RuntimeError(f"peer.{method}() called from the hub thread would deadlock")
+        if self._loop is not None and current_async_library() == "asyncio":
+            if asyncio.get_running_loop() is self._loop:
+                raise RuntimeError(
+                    f"peer.{method}() would block the event loop that serves this peer; "
+                    f"use 'await peer.{method}_async()'"
+                )
+
+    def wait_for_connections(self, count: int = 1, *, timeout: float | None = None) -> None:
+        """Block until ``count`` connections have arrived in all (or a problem was seen).
+
+        Raises :class:`~fakepeer.WaitTimeout` after ``timeout`` (default: the peer's timeout).
+        """
+        self._blocking_ok("wait_for_connections")
+        limit = self.timeout if timeout is None else timeout
+        ok = self._waiters.wait(self._connected(count), limit)
+        self._after_wait(ok, f"{count} connection(s)", limit)
+
+    async def wait_for_connections_async(
+        self, count: int = 1, *, timeout: float | None = None
+    ) -> None:
+        """:meth:`wait_for_connections` for asyncio and trio code."""
+        limit = self.timeout if timeout is None else timeout
+        ok = await self._waiters.wait_async(self._connected(count), limit)
+        self._after_wait(ok, f"{count} connection(s)", limit)
+
+    def wait_until_done(self, *, timeout: float | None = None) -> None:
+        """Block until every ``expect`` was met (or a problem was seen).
+
+        Raises :class:`~fakepeer.WaitTimeout` naming the unmet expectations after ``timeout``.
+        """
+        self._blocking_ok("wait_until_done")
+        limit = self.timeout if timeout is None else timeout
+        ok = self._waiters.wait(self._finished(), limit)
+        self._after_wait(ok, "the script to be done", limit)
+
+    async def wait_until_done_async(self, *, timeout: float | None = None) -> None:
+        """:meth:`wait_until_done` for asyncio and trio code."""
+        limit = self.timeout if timeout is None else timeout
+        ok = await self._waiters.wait_async(self._finished(), limit)
+        self._after_wait(ok, "the script to be done", limit)
+
+
+class Serving:
+    """What :meth:`FakePeer.serve` returns: a sync and an async context manager."""
+
+    def __init__(self, peer: FakePeer) -> None:
+        self._peer = peer
+        self._hosted_in_loop = False
+
+    def __enter__(self) -> FakePeer:
+        self._peer._start_on_hub()
+        return self._peer
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._peer._stop_on_hub()
+        self._peer._conclude(exc)
+
+    async def __aenter__(self) -> FakePeer:
+        if current_async_library() == "asyncio":
+            self._hosted_in_loop = True
+            await self._peer._start_in_loop()
+        else:  # trio (or anything else): the hub serves, our loop only waits briefly
+            self._peer._start_on_hub()
+        return self._peer
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._hosted_in_loop:
+            await self._peer._stop_in_loop()
+        else:
+            self._peer._stop_on_hub()
+        self._peer._conclude(exc)

@@ -1,0 +1,271 @@
+"""The runtime: an asyncio server that executes the conversation's actions.
+
+One :class:`PeerServer` per serving peer, in whichever event loop hosts it (the test's own, or
+the hub's background thread). It sits on a bare :class:`asyncio.Protocol`, not streams: a reply
+that needs no wait is written inside ``data_received`` itself, with no task or queue involved.
+Only a connection whose actions include a :class:`~fakepeer._conversation.Wait` gets a worker
+task, which runs its remaining actions in order and is cancelled when the peer stops.
+
+Every call into the conversation holds the peer's lock, so the test's thread can read the
+transcript or add rules while the hub thread serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Final
+
+from ._conversation import (
+    Action,
+    Close,
+    Connection,
+    Conversation,
+    HalfClose,
+    Hold,
+    Reset,
+    Wait,
+    Write,
+)
+from ._errors import ConversationError
+
+__all__ = ["PeerServer"]
+
+_LINGER_RESET: Final = struct.pack("ii", 1, 0)
+clock: Final = time.monotonic
+
+
+def _format_address(address: object) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address) if address else "?"
+
+
+class _PeerProtocol(asyncio.Protocol):
+    __slots__ = ("connection", "queue", "server", "transport", "worker")
+
+    def __init__(self, server: PeerServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.connection: Connection | None = None
+        self.queue: deque[Action] = deque()
+        self.worker: asyncio.Task[None] | None = None
+
+    # -- asyncio callbacks -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        server = self.server
+        server.protocols.add(self)
+        client = _format_address(transport.get_extra_info("peername"))
+        with server.lock:
+            self.connection, actions = server.conversation.connect(client, clock())
+            server.changed()
+        if actions:
+            self._run(actions)
+
+    def data_received(self, data: bytes) -> None:
+        server = self.server
+        connection = self.connection
+        assert connection is not None
+        with server.lock:
+            try:
+                actions = server.conversation.receive(connection, data, clock())
+            except Exception as exc:  # a bug of ours or a custom framing's: never lose it
+                actions = server.crashed(exc, connection)
+            server.changed()
+        if actions:
+            self._run(actions)
+
+    def eof_received(self) -> bool:
+        server = self.server
+        assert self.connection is not None
+        with server.lock:
+            try:
+                actions = server.conversation.eof(self.connection, clock())
+            except Exception as exc:
+                actions = server.crashed(exc, self.connection)
+            server.changed()
+        self._run(actions)
+        return True  # keep the transport: the Close action ends it after pending steps
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        server = self.server
+        server.protocols.discard(self)
+        if self.worker is not None:
+            self.worker.cancel()
+        if self.connection is None:
+            return
+        reason = None if exc is None else f"{type(exc).__name__}: {exc}"
+        with server.lock:
+            try:
+                server.conversation.lost(self.connection, clock(), reason)
+            except Exception as error:
+                server.crashed(error, self.connection)
+            server.changed()
+
+    # -- executing actions -------------------------------------------------------------------
+
+    def _run(self, actions: list[Action]) -> None:
+        if self.worker is not None:
+            self.queue.extend(actions)
+            return
+        for index, action in enumerate(actions):
+            if isinstance(action, Wait):
+                self.queue.extend(actions[index:])
+                self.worker = asyncio.get_running_loop().create_task(self._work())
+                return
+            self._do(action)
+
+    async def _work(self) -> None:
+        try:
+            while self.queue:
+                action = self.queue.popleft()
+                if isinstance(action, Wait):
+                    await asyncio.sleep(action.seconds)
+                else:
+                    self._do(action)
+        finally:
+            self.worker = None
+
+    def _do(self, action: Action) -> None:
+        transport = self.transport
+        connection = self.connection
+        assert transport is not None
+        assert connection is not None
+        if transport.is_closing():
+            return
+        server = self.server
+        conversation = server.conversation
+        if isinstance(action, Write):
+            transport.write(action.data)
+            with server.lock:
+                conversation.sent(connection, action.data, clock())
+                server.changed()
+        elif isinstance(action, Close):
+            transport.close()
+            with server.lock:
+                conversation.closed(connection, clock(), "closed")
+                server.changed()
+        elif isinstance(action, HalfClose):
+            if transport.can_write_eof():
+                transport.write_eof()
+            with server.lock:
+                conversation.closed(connection, clock(), "half-closed")
+        elif isinstance(action, Reset):
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            transport.abort()
+            with server.lock:
+                conversation.closed(connection, clock(), "reset")
+                server.changed()
+        elif isinstance(action, Hold):
+            with server.lock:
+                conversation.held(connection, clock())
+
+    def shutdown(self) -> None:
+        """Stop this connection now: cancel its steps, close (abort if writes are stuck)."""
+        if self.worker is not None:
+            self.worker.cancel()
+        self.queue.clear()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        stuck = transport.get_write_buffer_size() > 0
+        if stuck:
+            transport.abort()
+        else:
+            transport.close()
+        if self.connection is not None:
+            with self.server.lock:
+                self.server.conversation.closed(
+                    self.connection, clock(), "closed", note="(the peer stopped)"
+                )
+
+
+class PeerServer:
+    """Serves one conversation on the running loop; see the module docstring.
+
+    ``changed`` is called, with ``lock`` held, after every event, so the peer can wake
+    whoever waits for a condition.
+    """
+
+    def __init__(
+        self,
+        conversation: Conversation,
+        lock: threading.Lock,
+        changed: Callable[[], None],
+        host: str,
+        port: int,
+    ) -> None:
+        self.conversation = conversation
+        self.lock = lock
+        self.changed = changed
+        self.host = host
+        self.port = port
+        self.protocols: set[_PeerProtocol] = set()
+        self.server: asyncio.Server | None = None
+        self.address: tuple[str, int] = (host, port)
+
+    async def start(self) -> tuple[str, int]:
+        """Bind and listen; return the bound ``(host, port)``. Listening when it returns."""
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(
+            lambda: _PeerProtocol(self), self.host, self.port, backlog=128
+        )
+        sockname = self.server.sockets[0].getsockname()
+        self.address = (str(sockname[0]), int(sockname[1]))
+        return self.address
+
+    def crashed(self, exc: BaseException, connection: Connection) -> list[Action]:
+        """Record an exception raised while handling an event; close that connection.
+
+        Call with the lock held.
+        """
+        problem = ConversationError(
+            f"connection #{connection.id}: handling an event raised "
+            f"{type(exc).__name__}: {exc}",
+            connection=connection.id,
+        )
+        problem.__cause__ = exc
+        self.conversation.problems.append(problem)
+        connection.failed = True
+        return [Close()]
+
+    async def stop(self, timeout: float = 1.0) -> None:
+        """Stop listening, end every connection and step; return within about ``timeout``.
+
+        Bytes the peer wrote are flushed if the client reads them; a client that does not
+        read (or never closes) cannot delay this past ``timeout``: its connection is aborted.
+        """
+        server = self.server
+        if server is None:
+            return
+        server.close()
+        protocols = list(self.protocols)
+        workers = [p.worker for p in protocols if p.worker is not None]
+        for protocol in protocols:
+            protocol.shutdown()
+        deadline = asyncio.get_running_loop().time() + timeout
+        if workers:
+            await asyncio.wait(workers, timeout=timeout)
+        remaining = max(0.0, deadline - asyncio.get_running_loop().time())
+        try:
+            await asyncio.wait_for(server.wait_closed(), remaining)
+        except TimeoutError:
+            for protocol in list(self.protocols):
+                if protocol.transport is not None:
+                    protocol.transport.abort()
+        # Let connection_lost callbacks scheduled by close()/abort() run now.
+        await asyncio.sleep(0)
+        self.server = None

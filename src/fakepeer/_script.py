@@ -1,0 +1,253 @@
+"""The script: rules the test writes, each a matcher and a chain of steps.
+
+Three kinds of rule:
+
+``on_connect()``
+    runs its steps on every new connection, before anything is read (a greeting).
+``expect(matcher)``
+    ordered: the script waits for the expectations one after another, across all connections,
+    each consumed once (or ``times(n)``). Unmet ones fail the test when the peer stops.
+``always(matcher)``
+    permanent: matches any time the next expectation does not, as often as needed
+    (or at most ``times(n)``). Never required.
+
+Steps run in the order written, like a sentence::
+
+    peer.expect(b"SLOW").after(0.2).reply(b"OK")      # wait 0.2 s, then reply
+    peer.expect(b"PING").reply(b"PONG").close()        # reply, then close
+
+Every method validates at once and raises :class:`~fakepeer.ScriptError` at the line that
+wrote the mistake (a negative delay, a reply after ``hang()``, ``times(0)``...).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, TypeAlias
+
+from ._errors import ScriptError
+from ._matchers import Matcher
+
+__all__ = [
+    "After",
+    "Close",
+    "HalfClose",
+    "Hang",
+    "Reply",
+    "ReplyFunction",
+    "Reset",
+    "Rule",
+    "Send",
+    "Step",
+]
+
+#: A reply callable: ``f(match)`` or ``f(match, connection)`` returning bytes, str or None.
+#: ``match`` is the ``re.Match`` for a regex rule, else the message bytes.
+ReplyFunction: TypeAlias = Callable[..., bytes | str | None]
+
+_PACKAGE_DIR: Final = os.path.dirname(os.path.abspath(__file__))
+
+
+def caller_location() -> str:
+    """``file:line`` of the first frame outside fakepeer (where the script was written)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if os.path.dirname(os.path.abspath(filename)) != _PACKAGE_DIR:
+            return f"{os.path.basename(filename)}:{frame.f_lineno}"
+        frame = frame.f_back  # type: ignore[assignment]  # None ends the loop
+    return "?"
+
+
+def to_bytes(data: object, what: str) -> bytes:
+    """bytes as is, str as UTF-8; anything else is a :class:`ScriptError`."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        return data.encode()
+    if isinstance(data, bytearray | memoryview):
+        return bytes(data)
+    raise ScriptError(f"{what} takes bytes or str, got {type(data).__name__} {data!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Write framed ``data``, or what ``function`` returns for the match."""
+
+    data: bytes | None
+    function: ReplyFunction | None = None
+    wants_connection: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Write framed ``data``."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class After:
+    """Wait ``seconds`` before the next step."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close the connection gracefully (FIN) after what was written is sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class HalfClose:
+    """Send EOF (shut down writing) but keep reading."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    """Abort the connection with a TCP RST."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hang:
+    """Keep the connection open and answer nothing more on it."""
+
+
+Step: TypeAlias = Reply | Send | After | Close | HalfClose | Reset | Hang
+_ENDINGS: Final = (Close, Reset, Hang)
+
+
+def _reply_arity(function: Callable[..., object]) -> bool:
+    """True if ``function`` takes (match, connection), False if (match); else ScriptError."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # some builtins have no signature: give them the match
+        return False
+    if _binds(signature, 2):
+        return True
+    if _binds(signature, 1):
+        return False
+    raise ScriptError(
+        f"reply callable {getattr(function, '__qualname__', function)!r} must accept "
+        "(match) or (match, connection)"
+    )
+
+
+def _binds(signature: inspect.Signature, count: int) -> bool:
+    try:
+        signature.bind(*range(count))
+    except TypeError:
+        return False
+    return True
+
+
+class Rule:
+    """One rule of the script; its methods add steps and return the rule, so they chain.
+
+    ``kind`` is ``"connect"``, ``"expect"`` or ``"always"``; ``number`` counts rules of the
+    same kind from 1; ``where`` is the ``file:line`` that wrote it.
+    """
+
+    def __init__(self, kind: str, matcher: Matcher | None, number: int, where: str) -> None:
+        self.kind = kind
+        self.matcher = matcher
+        self.number = number
+        self.where = where
+        self.steps: list[Step] = []
+        self.limit: int | None = 1 if kind == "expect" else None
+        self.count = 0
+
+    # -- description -------------------------------------------------------------------------
+
+    def describe(self) -> str:
+        """``expect #2 'PING' (test_x.py:14)``."""
+        what = "on_connect" if self.matcher is None else f"{self.kind} #{self.number}"
+        matcher = "" if self.matcher is None else f" {self.matcher.describe()}"
+        times = f" x{self.limit}" if self.limit not in (None, 1) else ""
+        return f"{what}{matcher}{times} ({self.where})"
+
+    def __repr__(self) -> str:
+        return f"<Rule {self.describe()}>"
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def _add(self, step: Step, method: str) -> Rule:
+        if self.steps and isinstance(self.steps[-1], _ENDINGS):
+            ended = type(self.steps[-1]).__name__.lower()
+            raise ScriptError(
+                f".{method}() after .{ended}() on {self.describe()}: "
+                f"nothing can happen on a connection after {ended}()"
+            )
+        if isinstance(step, Reply | Send) and any(isinstance(s, HalfClose) for s in self.steps):
+            raise ScriptError(
+                f".{method}() after .half_close() on {self.describe()}: "
+                "the peer can no longer write on that connection"
+            )
+        self.steps.append(step)
+        return self
+
+    def reply(self, data: bytes | str | ReplyFunction) -> Rule:
+        """Answer with ``data`` (framed), or with what ``data(match[, connection])`` returns.
+
+        A callable gets the ``re.Match`` for a regex rule, else the matched bytes; it may
+        return bytes, str, or None (no reply). Its exceptions fail the test as
+        :class:`~fakepeer.ReplyFailed`.
+        """
+        if self.matcher is None:
+            raise ScriptError(
+                f".reply() on {self.describe()}: a connect rule has no message to reply to; "
+                "use .send()"
+            )
+        if callable(data) and not isinstance(data, bytes | str):
+            wants = _reply_arity(data)
+            return self._add(Reply(None, data, wants), "reply")
+        return self._add(Reply(to_bytes(data, ".reply()")), "reply")
+
+    def send(self, data: bytes | str) -> Rule:
+        """Write ``data`` (framed) to the connection."""
+        return self._add(Send(to_bytes(data, ".send()")), "send")
+
+    def after(self, seconds: float) -> Rule:
+        """Wait ``seconds`` before the next step (the connection keeps reading meanwhile)."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise ScriptError(f".after() takes seconds as a number, got {seconds!r}")
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ScriptError(f".after() takes a finite number of seconds >= 0, got {seconds!r}")
+        return self._add(After(float(seconds)), "after")
+
+    def close(self) -> Rule:
+        """Close the connection (FIN) once everything before is written."""
+        return self._add(Close(), "close")
+
+    def half_close(self) -> Rule:
+        """Shut down the peer's sending side (the client reads EOF) but keep reading."""
+        return self._add(HalfClose(), "half_close")
+
+    def reset(self) -> Rule:
+        """Abort the connection with a TCP RST (the client sees ``ConnectionResetError``)."""
+        return self._add(Reset(), "reset")
+
+    def hang(self) -> Rule:
+        """Keep the connection open and never answer on it again (until the peer stops)."""
+        return self._add(Hang(), "hang")
+
+    def times(self, n: int) -> Rule:
+        """``expect``: must be met ``n`` times in a row. ``always``: may match at most ``n``."""
+        if self.matcher is None:
+            raise ScriptError(".times() on an on_connect rule: it runs once per connection")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ScriptError(f".times() takes a whole number >= 1, got {n!r}")
+        self.limit = n
+        return self
+
+    # -- bookkeeping (used by the conversation) ----------------------------------------------
+
+    @property
+    def exhausted(self) -> bool:
+        """True once the rule matched as often as it may."""
+        return self.limit is not None and self.count >= self.limit
