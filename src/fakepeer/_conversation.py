@@ -258,9 +258,12 @@ class Conversation:
                 lines.append(f"{rule.describe()}: never met")
         count = len(unmet)
         noun = "expectation was" if count == 1 else "expectations were"
-        waiting = "no client ever connected" if not self.connections else (
-            f"{len(self.connections)} connection(s), "
-            f"{len(self.received)} message(s) received"
+        waiting = (
+            "no client ever connected"
+            if not self.connections
+            else (
+                f"{len(self.connections)} connection(s), {len(self.received)} message(s) received"
+            )
         )
         diagnosis = f"{count} {noun} not met when the peer stopped ({waiting}):\n" + "\n".join(
             f"  {line}" for line in lines
@@ -377,17 +380,13 @@ class Conversation:
             expected=head.describe() if head else None,
         )
 
-    def _fail(
-        self, problem: ConversationError, connection: Connection, at: float
-    ) -> list[Action]:
+    def _fail(self, problem: ConversationError, connection: Connection, at: float) -> list[Action]:
         self.problems.append(problem)
         connection.failed = True
         self._event(at, connection, "error", note=problem.diagnosis.splitlines()[0])
         return [Close()]
 
-    def _steps(
-        self, rule: Rule, connection: Connection, value: object, at: float
-    ) -> list[Action]:
+    def _steps(self, rule: Rule, connection: Connection, value: object, at: float) -> list[Action]:
         actions: list[Action] = []
         encode = self.framing.encode
         step: Step
@@ -414,7 +413,7 @@ class Conversation:
 
     def _call(
         self, step: Reply, rule: Rule, connection: Connection, value: object, at: float
-    ) -> bytes | None | ConversationError:
+    ) -> bytes | ConversationError | None:
         assert step.function is not None
         name = getattr(step.function, "__qualname__", repr(step.function))
         try:

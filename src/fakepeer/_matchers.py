@@ -128,7 +128,7 @@ class Regex(Matcher):
                     f"{exc}; write it as rb'...'"
                 ) from exc
         else:
-            compiled = pattern  # type: ignore[assignment]  # narrowed by the isinstance above
+            compiled = pattern
         self.pattern = compiled
 
     def match(self, data: bytes, *, stream: bool) -> MatchOutcome:

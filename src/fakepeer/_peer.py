@@ -103,9 +103,7 @@ class FakePeer:
 
     def _claim(self) -> None:
         if self._state != "new":
-            raise RuntimeError(
-                f"{self!r} already served; a FakePeer serves once, make a new one"
-            )
+            raise RuntimeError(f"{self!r} already served; a FakePeer serves once, make a new one")
         self._state = "starting"
 
     def _make_server(self) -> PeerServer:
@@ -155,6 +153,17 @@ class FakePeer:
         self._state = "stopped"
         if server is not None:
             await server.stop(STOP_TIMEOUT)
+
+    def _settle(self) -> None:
+        """Let the hub read what clients already sent before judging (hub-hosted peers)."""
+        server = self._server
+        if (
+            server is not None
+            and self._loop is not None
+            and not hub.in_hub_thread()
+            and self._loop is hub.loop()
+        ):
+            hub.run(server.settle(), STOP_TIMEOUT)
 
     def _conclude(self, exc: BaseException | None) -> None:
         """After stopping: raise the verdict, or note it on the exception already raised."""
@@ -275,12 +284,15 @@ class FakePeer:
             raise RuntimeError(f"peer.{method}() needs a serving peer: use peer.serve()")
         if hub.in_hub_thread():
             raise RuntimeError(f"peer.{method}() called from the hub thread would deadlock")
-        if self._loop is not None and current_async_library() == "asyncio":
-            if asyncio.get_running_loop() is self._loop:
-                raise RuntimeError(
-                    f"peer.{method}() would block the event loop that serves this peer; "
-                    f"use 'await peer.{method}_async()'"
-                )
+        if (
+            self._loop is not None
+            and current_async_library() == "asyncio"
+            and asyncio.get_running_loop() is self._loop
+        ):
+            raise RuntimeError(
+                f"peer.{method}() would block the event loop that serves this peer; "
+                f"use 'await peer.{method}_async()'"
+            )
 
     def wait_for_connections(self, count: int = 1, *, timeout: float | None = None) -> None:
         """Block until ``count`` connections have arrived in all (or a problem was seen).

@@ -233,14 +233,22 @@ class PeerServer:
         Call with the lock held.
         """
         problem = ConversationError(
-            f"connection #{connection.id}: handling an event raised "
-            f"{type(exc).__name__}: {exc}",
+            f"connection #{connection.id}: handling an event raised {type(exc).__name__}: {exc}",
             connection=connection.id,
         )
         problem.__cause__ = exc
         self.conversation.problems.append(problem)
         connection.failed = True
         return [Close()]
+
+    async def settle(self) -> None:
+        """Give the loop two turns so bytes already sent by clients are read.
+
+        On loopback, bytes a client sent are in our socket's buffer by the time its ``send``
+        returns; one turn of the selector hands them to ``data_received``.
+        """
+        for _ in range(2):
+            await asyncio.sleep(0)
 
     async def stop(self, timeout: float = 1.0) -> None:
         """Stop listening, end every connection and step; return within about ``timeout``.
@@ -251,6 +259,7 @@ class PeerServer:
         server = self.server
         if server is None:
             return
+        await self.settle()
         server.close()
         protocols = list(self.protocols)
         workers = [p.worker for p in protocols if p.worker is not None]

@@ -28,6 +28,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import FrameType
 from typing import Final, TypeAlias
 
 from ._errors import ScriptError
@@ -55,12 +56,12 @@ _PACKAGE_DIR: Final = os.path.dirname(os.path.abspath(__file__))
 
 def caller_location() -> str:
     """``file:line`` of the first frame outside fakepeer (where the script was written)."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         filename = frame.f_code.co_filename
         if os.path.dirname(os.path.abspath(filename)) != _PACKAGE_DIR:
             return f"{os.path.basename(filename)}:{frame.f_lineno}"
-        frame = frame.f_back  # type: ignore[assignment]  # None ends the loop
+        frame = frame.f_back
     return "?"
 
 

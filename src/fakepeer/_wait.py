@@ -124,10 +124,8 @@ class Waiters:
         token = trio.lowlevel.current_trio_token()
 
         def wake() -> None:
-            try:
+            with contextlib.suppress(trio.RunFinishedError):  # the run ended: nobody to wake
                 token.run_sync_soon(event.set)
-            except trio.RunFinishedError:  # the run ended meanwhile: nobody to wake
-                pass
 
         with self._lock:
             key = self._add(condition, wake)
