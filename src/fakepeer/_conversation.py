@@ -383,7 +383,8 @@ class Conversation:
     def _fail(self, problem: ConversationError, connection: Connection, at: float) -> list[Action]:
         self.problems.append(problem)
         connection.failed = True
-        self._event(at, connection, "error", note=problem.diagnosis.splitlines()[0])
+        if not isinstance(problem, UnexpectedData):  # its "unexpected" event says it already
+            self._event(at, connection, "error", note=problem.diagnosis.splitlines()[0])
         return [Close()]
 
     def _steps(self, rule: Rule, connection: Connection, value: object, at: float) -> list[Action]:

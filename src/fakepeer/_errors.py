@@ -119,3 +119,8 @@ class ReplyFailed(ConversationError):
 
 class WaitTimeout(ConversationError, TimeoutError):
     """A wait for the client ran out of time (it did not connect, or did not finish)."""
+
+
+# Show the public name in tracebacks ("fakepeer.UnexpectedData", not "fakepeer._errors...").
+for _name in __all__:
+    globals()[_name].__module__ = "fakepeer"

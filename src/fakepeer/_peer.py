@@ -167,6 +167,7 @@ class FakePeer:
 
     def _conclude(self, exc: BaseException | None) -> None:
         """After stopping: raise the verdict, or note it on the exception already raised."""
+        __tracebackhide__ = True
         problem = self._verdict(final=True)
         if problem is None:
             return
@@ -249,12 +250,14 @@ class FakePeer:
         Unmet expectations are not a problem yet: the client may still be talking.
         Leaving ``serve()`` checks those too.
         """
+        __tracebackhide__ = True
         problem = self._verdict(final=False)
         if problem is not None:
             raise problem
 
     def verify(self) -> None:
         """Like :meth:`check`, and also fail if any ``expect`` is still unmet."""
+        __tracebackhide__ = True
         problem = self._verdict(final=True)
         if problem is not None:
             raise problem
@@ -270,6 +273,7 @@ class FakePeer:
         return lambda: bool(conversation.problems) or conversation.done
 
     def _after_wait(self, ok: bool, what: str, timeout: float) -> None:
+        __tracebackhide__ = True
         self.check()
         if not ok:
             with self._lock:

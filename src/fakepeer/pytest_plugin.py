@@ -64,6 +64,7 @@ class PeerFactory(Protocol):
 class _ItemState:
     peers: list[tuple[FakePeer, Serving]] = dataclasses.field(default_factory=list)
     reported: bool = False  # a failure was already reported for this test
+    verdict_shown: bool = False  # the failure is the peer's verdict, transcript included
 
 
 _OPTIONS: Final = pytest.StashKey[PeerOptions]()
@@ -145,6 +146,7 @@ def fake_peer_factory(request: pytest.FixtureRequest) -> Iterator[PeerFactory]:
 
     yield factory
 
+    __tracebackhide__ = True
     first: BaseException | None = None
     for peer, _serving in reversed(own):
         try:
@@ -173,6 +175,7 @@ def fake_peer(request: pytest.FixtureRequest, fake_peer_factory: PeerFactory) ->
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    __tracebackhide__ = True
     state = item.stash.get(_ITEM, None)
     try:
         result = yield
@@ -186,7 +189,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
             try:
                 peer.verify()
             except BaseException:
-                state.reported = True
+                state.reported = state.verdict_shown = True
                 raise
     return result
 
@@ -197,7 +200,7 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     state = item.stash.get(_ITEM, None)
-    if state is not None and report.failed:
+    if state is not None and report.failed and not (call.when == "call" and state.verdict_shown):
         for peer, _serving in state.peers:
             report.sections.append((f"fakepeer {peer.name!r}", peer.render_transcript()))
     return report

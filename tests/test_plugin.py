@@ -1,0 +1,353 @@
+"""The pytest plugin, end to end with pytester: fixtures, verdicts, options, report text."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+CLIENT = """
+import socket
+
+def talk(address, *lines, read=True):
+    with socket.create_connection(address, timeout=5) as sock:
+        stream = sock.makefile("rb")
+        answers = []
+        for line in lines:
+            sock.sendall(line + b"\\n")
+            if read:
+                answers.append(stream.readline())
+        stream.close()
+        return answers
+"""
+
+
+BASE_INI = (
+    "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+    # hypothesis's plugin costs about a second per session and these runs do not use it
+    "addopts = -p no:hypothesispytest\n"
+)
+
+
+@pytest.fixture(autouse=True)
+def base_ini(pytester: pytest.Pytester) -> None:
+    """Inner runs use pytest-asyncio's explicit loop scope, like any current project."""
+    pytester.makeini(BASE_INI)
+
+
+@pytest.fixture
+def client_module(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(client=CLIENT)
+
+
+def test_passing_sync_test(pytester: pytest.Pytester, client_module: None) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        from fakepeer import Lines
+        from client import talk
+
+        @pytest.mark.fakepeer(framing=Lines())
+        def test_ping(fake_peer):
+            fake_peer.expect(b"PING").reply(b"PONG")
+            assert talk(fake_peer.address, b"PING") == [b"PONG\\n"]
+        """
+    )
+    result = pytester.runpytest("-W", "error")
+    result.assert_outcomes(passed=1)
+
+
+def test_wrong_bytes_fail_the_test_with_diagnosis(
+    pytester: pytest.Pytester, client_module: None
+) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        from fakepeer import Lines
+        from client import talk
+
+        @pytest.mark.fakepeer(framing=Lines(), name="pinger")
+        def test_ping(fake_peer):
+            fake_peer.expect(b"PING").reply(b"PONG")
+            talk(fake_peer.address, b"PONK", read=False)
+        """
+    )
+    result = pytester.runpytest("-W", "error")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*UnexpectedData: connection #1 received data that no rule expected",
+            "*received:  'PONK'",
+            "*expected:  expect #1 'PING' (test_wrong_bytes_fail_the_test_with_diagnosis.py:7)",
+            "*the data differs at byte 1: expected 'ING', received 'ONK'",
+            "*fake peer 'pinger' on 127.0.0.1:*",
+            "*#1 connected  from 127.0.0.1:*",
+            "*#1 unexpected 'PONK'",
+        ]
+    )
+    # The transcript is in the failure itself: no duplicate report section.
+    assert "- fakepeer 'pinger' -" not in result.stdout.str()
+    # One failure, reported once: not a second error at teardown.
+    assert "ERROR" not in result.stdout.str()
+
+
+def test_client_that_stops_early_lists_unmet(
+    pytester: pytest.Pytester, client_module: None
+) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        from fakepeer import Lines
+        from client import talk
+
+        @pytest.mark.fakepeer(framing=Lines())
+        def test_login(fake_peer):
+            fake_peer.expect(b"LOGIN").reply(b"OK")
+            fake_peer.expect(b"GET").reply(b"DATA")
+            fake_peer.expect(b"QUIT").reply(b"BYE")
+            talk(fake_peer.address, b"LOGIN")
+        """
+    )
+    result = pytester.runpytest("-W", "error")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*UnmetExpectations: 2 expectations were not met when the peer stopped "
+            "(1 connection(s), 1 message(s) received):",
+            "*expect #2 'GET' (test_client_that_stops_early_lists_unmet.py:8): never met",
+            "*expect #3 'QUIT' (test_client_that_stops_early_lists_unmet.py:9): never met",
+        ]
+    )
+
+
+def test_failing_test_body_gets_transcript_section(
+    pytester: pytest.Pytester, client_module: None
+) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        from fakepeer import Lines
+        from client import talk
+
+        @pytest.mark.fakepeer(framing=Lines())
+        def test_body_fails(fake_peer):
+            fake_peer.expect(b"PING").reply(b"PONG")
+            assert talk(fake_peer.address, b"PING") == [b"PANG\\n"]
+        """
+    )
+    result = pytester.runpytest("-W", "error")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*AssertionError: assert*PONG*PANG*",
+            "*- fakepeer 'fake peer' -*",
+            "*#1 received   'PING' -> expect #1 'PING'*",
+            "*#1 sent       'PONG\\n'",
+        ]
+    )
+    assert "ERROR" not in result.stdout.str()
+
+
+def test_passing_test_has_no_section(pytester: pytest.Pytester, client_module: None) -> None:
+    pytester.makepyfile(
+        """
+        from client import talk
+
+        def test_ok(fake_peer):
+            fake_peer.expect(b"PING\\n").reply(b"PONG\\n")
+            assert talk(fake_peer.address, b"PING") == [b"PONG\\n"]
+        """
+    )
+    result = pytester.runpytest("-W", "error", "-rA")
+    result.assert_outcomes(passed=1)
+    assert "fakepeer 'fake peer'" not in result.stdout.str()
+
+
+@pytest.mark.parametrize("mode", ["strict", "auto"])
+@pytest.mark.parametrize("scope", ["function", "module", "session"])
+def test_pytest_asyncio_modes_and_loop_scopes(
+    pytester: pytest.Pytester, client_module: None, mode: str, scope: str
+) -> None:
+    pytester.makeini(
+        f"""
+        [pytest]
+        asyncio_mode = {mode}
+        asyncio_default_fixture_loop_scope = {scope}
+        asyncio_default_test_loop_scope = {scope}
+        """
+    )
+    pytester.makepyfile(
+        """
+        import asyncio
+        import pytest
+        from fakepeer import Lines
+
+        @pytest.mark.asyncio
+        @pytest.mark.fakepeer(framing=Lines())
+        async def test_streams(fake_peer):
+            fake_peer.on_connect().send(b"HELLO")
+            fake_peer.expect(b"PING").reply(b"PONG")
+            reader, writer = await asyncio.open_connection(*fake_peer.address)
+            assert await reader.readline() == b"HELLO\\n"
+            writer.write(b"PING\\n")
+            assert await reader.readline() == b"PONG\\n"
+            writer.close()
+            await writer.wait_closed()
+            await fake_peer.wait_until_done_async()
+
+        @pytest.mark.asyncio
+        async def test_unmet_fails(fake_peer):
+            fake_peer.expect(b"NEVER")
+            await asyncio.sleep(0)
+        """
+    )
+    result = pytester.runpytest("-W", "error")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*UnmetExpectations: 1 expectation was not met*"])
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_anyio_backends(pytester: pytest.Pytester, backend: str) -> None:
+    pytester.makepyfile(
+        f"""
+        import anyio
+        import pytest
+        from fakepeer import Lines
+
+        @pytest.fixture
+        def anyio_backend():
+            return "{backend}"
+
+        @pytest.mark.anyio
+        @pytest.mark.fakepeer(framing=Lines())
+        async def test_anyio_client(fake_peer):
+            fake_peer.expect(b"PING").reply(b"PONG")
+            async with await anyio.connect_tcp(*fake_peer.address) as stream:
+                await stream.send(b"PING\\n")
+                assert await stream.receive() == b"PONG\\n"
+            await fake_peer.wait_until_done_async()
+        """
+    )
+    result = pytester.runpytest("-W", "error", "-p", "anyio")
+    result.assert_outcomes(passed=1)
+
+
+def test_factory_makes_more_peers(pytester: pytest.Pytester, client_module: None) -> None:
+    pytester.makepyfile(
+        """
+        from fakepeer import Lines
+        from client import talk
+
+        def test_two(fake_peer_factory):
+            primary = fake_peer_factory(framing=Lines(), name="primary")
+            replica = fake_peer_factory(framing=Lines(b"\\r\\n"), name="replica")
+            primary.expect(b"READ").reply(b"1")
+            replica.expect(b"READ").reply(b"2")
+            assert primary.port != replica.port
+            assert talk(primary.address, b"READ") == [b"1\\n"]
+            with __import__("socket").create_connection(replica.address) as sock:
+                sock.sendall(b"READ\\r\\n")
+                assert sock.recv(10) == b"2\\r\\n"
+
+        def test_unmet_on_second(fake_peer_factory):
+            fake_peer_factory(name="one")
+            fake_peer_factory(name="two").expect(b"X")
+        """
+    )
+    result = pytester.runpytest("-W", "error")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*UnmetExpectations*", "*fake peer 'two' on 127.0.0.1:*"])
+
+
+def test_marker_typo_is_a_clear_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.fakepeer(framming=None)
+        def test_typo(fake_peer):
+            pass
+        """
+    )
+    result = pytester.runpytest("-W", "error")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*TypeError: *unexpected keyword argument 'framming'; fakepeer options are: "
+            "framing, name, host, port, timeout"
+        ]
+    )
+
+
+def test_timeout_option_precedence_and_header(pytester: pytest.Pytester) -> None:
+    pytester.makeini(BASE_INI + "fakepeer_timeout = 7\n")
+    pytester.makepyfile(
+        """
+        import pytest
+
+        def test_ini(fake_peer):
+            assert fake_peer.timeout == EXPECTED
+
+        @pytest.mark.fakepeer(timeout=0.25)
+        def test_marker(fake_peer):
+            assert fake_peer.timeout == 0.25
+        """.replace("EXPECTED", "float(__import__('os').environ['EXPECTED'])")
+    )
+    pytester._monkeypatch.setenv("EXPECTED", "7")
+    result = pytester.runpytest("-W", "error")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["fakepeer: *, timeout=7s, host=127.0.0.1"])
+    pytester._monkeypatch.setenv("EXPECTED", "2.5")
+    result = pytester.runpytest("-W", "error", "--fakepeer-timeout", "2.5")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["fakepeer: *, timeout=2.5s, host=127.0.0.1"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--fakepeer-timeout", "soon"],
+            "*--fakepeer-timeout: expected a number of seconds, got 'soon'",
+        ),
+        (
+            ["--fakepeer-timeout", "-1"],
+            "*--fakepeer-timeout: expected a positive number of seconds, got '-1'",
+        ),
+    ],
+)
+def test_bad_timeout_names_its_source(
+    pytester: pytest.Pytester, args: list[str], message: str
+) -> None:
+    pytester.makepyfile("def test_nothing(): pass")
+    result = pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_bad_ini_timeout_names_its_source(pytester: pytest.Pytester) -> None:
+    pytester.makeini(BASE_INI + "fakepeer_timeout = never\n")
+    pytester.makepyfile("def test_nothing(): pass")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*ini fakepeer_timeout: expected a number of seconds, got 'never'"]
+    )
+
+
+def test_under_xdist(pytester: pytest.Pytester, client_module: None) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        from fakepeer import Lines
+        from client import talk
+
+        @pytest.mark.parametrize("n", range(8))
+        @pytest.mark.fakepeer(framing=Lines())
+        def test_many(fake_peer, n):
+            fake_peer.expect(b"N").reply(str(n))
+            assert talk(fake_peer.address, b"N") == [f"{n}\\n".encode()]
+        """
+    )
+    result = pytester.runpytest_subprocess("-n", "2", "-W", "error")
+    result.assert_outcomes(passed=8)
