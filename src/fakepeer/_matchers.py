@@ -141,7 +141,7 @@ class Regex(Matcher):
         return Matched(found, found.end())
 
     def describe(self) -> str:
-        return f"regex {self.pattern.pattern!r}"
+        return f"regex '{self.pattern.pattern.decode(errors='backslashreplace')}'"
 
 
 class Predicate_(Matcher):

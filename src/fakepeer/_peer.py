@@ -224,6 +224,11 @@ class FakePeer:
         with self._lock:
             return self._conversation.transcript.render()
 
+    def _report(self) -> str:
+        """The peer's problems, if any, then the transcript: for a failing test's report."""
+        problem = self._verdict(final=self._state == "stopped")
+        return self.render_transcript() if problem is None else str(problem)
+
     @property
     def done(self) -> bool:
         """True once every ``expect`` was met."""

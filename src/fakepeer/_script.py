@@ -52,6 +52,10 @@ __all__ = [
 ReplyFunction: TypeAlias = Callable[..., bytes | str | None]
 
 _PACKAGE_DIR: Final = os.path.dirname(os.path.abspath(__file__))
+#: The modules a script call passes through on its way in; the frame after them wrote it.
+_PLUMBING: Final = frozenset(
+    os.path.join(_PACKAGE_DIR, name) for name in ("_script.py", "_peer.py", "_conversation.py")
+)
 
 
 def caller_location() -> str:
@@ -59,7 +63,7 @@ def caller_location() -> str:
     frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         filename = frame.f_code.co_filename
-        if os.path.dirname(os.path.abspath(filename)) != _PACKAGE_DIR:
+        if os.path.abspath(filename) not in _PLUMBING:
             return f"{os.path.basename(filename)}:{frame.f_lineno}"
         frame = frame.f_back
     return "?"

@@ -202,5 +202,5 @@ def pytest_runtest_makereport(
     state = item.stash.get(_ITEM, None)
     if state is not None and report.failed and not (call.when == "call" and state.verdict_shown):
         for peer, _serving in state.peers:
-            report.sections.append((f"fakepeer {peer.name!r}", peer.render_transcript()))
+            report.sections.append((f"fakepeer {peer.name!r}", peer._report()))
     return report
