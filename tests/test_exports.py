@@ -1,0 +1,85 @@
+"""The public surface: a sorted, complete __all__ of names defined behind it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+
+import fakepeer
+
+
+def test_all_is_sorted_and_unique() -> None:
+    assert fakepeer.__all__ == sorted(set(fakepeer.__all__))
+
+
+def test_all_names_exist_and_nothing_else_is_public() -> None:
+    public = {
+        name
+        for name, value in vars(fakepeer).items()
+        if not name.startswith(("_", "@"))  # "@py_builtins": pytest's assertion rewriting
+        and not isinstance(value, types.ModuleType)  # fakepeer.pytest_plugin, a submodule
+        and name != "annotations"  # from __future__
+    }
+    assert set(fakepeer.__all__) - {"__version__"} == public
+
+
+def test_exceptions_show_their_public_module() -> None:
+    for name in fakepeer.__all__:
+        value = getattr(fakepeer, name)
+        if isinstance(value, type) and issubclass(value, BaseException):
+            assert value.__module__ == "fakepeer", name
+
+
+def test_exception_tree() -> None:
+    assert issubclass(fakepeer.ScriptError, fakepeer.Error)
+    assert issubclass(fakepeer.ScriptError, ValueError)
+    assert issubclass(fakepeer.ConversationError, fakepeer.Error)
+    assert issubclass(fakepeer.ConversationError, AssertionError)
+    for name in ("UnexpectedData", "IncompleteMessage", "UnmetExpectations", "ReplyFailed"):
+        assert issubclass(getattr(fakepeer, name), fakepeer.ConversationError), name
+    assert issubclass(fakepeer.WaitTimeout, TimeoutError)
+
+
+def test_importing_starts_no_thread() -> None:
+    code = (
+        "import threading, fakepeer, fakepeer.pytest_plugin;"
+        "print(sorted(t.name for t in threading.enumerate()))"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert output.strip() == "['MainThread']"
+
+
+def test_cli_version_and_help() -> None:
+    version = subprocess.run(
+        [sys.executable, "-m", "fakepeer", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert version.stdout.strip() == f"fakepeer {fakepeer.__version__}"
+    bare = subprocess.run(
+        [sys.executable, "-m", "fakepeer"], capture_output=True, text=True, timeout=60
+    )
+    assert bare.returncode == 2
+    assert "demo" in bare.stdout
+
+
+def test_demo_prints_a_transcript_and_a_diagnosis() -> None:
+    demo = subprocess.run(
+        [sys.executable, "-m", "fakepeer", "demo"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    out = demo.stdout
+    assert "fake peer 'kv' on 127.0.0.1:" in out
+    assert "#1 received   'GET colour' -> expect #2 regex 'GET (\\w+)' (_demo.py:" in out
+    assert "#1 sent       'VALUE COLOUR\\r\\n'" in out
+    assert "UnmetExpectations: 2 expectations were not met when the peer stopped" in out
+    assert "expect #3 'QUIT' (_demo.py:" in out
+    assert demo.stderr == ""
