@@ -86,7 +86,17 @@ class Connection:
     that rules matched); ``open`` is false once either side closed it.
     """
 
-    __slots__ = ("_transcript", "buffer", "client", "ended", "failed", "held", "id", "received")
+    __slots__ = (
+        "_transcript",
+        "buffer",
+        "client",
+        "ended",
+        "failed",
+        "finishing",
+        "held",
+        "id",
+        "received",
+    )
 
     def __init__(self, id: int, client: str, transcript: Transcript) -> None:
         self.id = id
@@ -95,8 +105,16 @@ class Connection:
         self.buffer = bytearray()
         self.held = False
         self.failed = False
+        # A matched rule ended the talk (close, reset or hang), perhaps after a delay: later
+        # messages, even ones in the same segment, are recorded but not answered.
+        self.finishing = False
         self.ended = False
         self._transcript = transcript
+
+    @property
+    def answering(self) -> bool:
+        """True while incoming messages are still matched against the script."""
+        return not (self.failed or self.held or self.ended or self.finishing)
 
     @property
     def open(self) -> bool:
@@ -172,19 +190,25 @@ class Conversation:
 
     def receive(self, connection: Connection, data: bytes, at: float) -> list[Action]:
         """Bytes arrived on ``connection``; return what to do about them."""
-        if connection.failed or connection.held or connection.ended:
-            why = "failed" if connection.failed else "hanging" if connection.held else "closed"
-            self._event(at, connection, "received", data, f"(not answered: connection {why})")
-            connection.received.append(data)
-            self.received.append(data)
+        if not connection.answering:
+            self._unanswered(connection, data, at)
             return []
         buffer = connection.buffer
         buffer += data
         if self.stream:
             self._event(at, connection, "received", data)
             return self._match_stream(connection, at)
-        if len(buffer) > MAX_BUFFER:
-            return self._fail(
+        messages, consumed = self.framing.decode(bytes(buffer), False)
+        if consumed:
+            del buffer[:consumed]
+        actions: list[Action] = []
+        for message in messages:
+            if not connection.answering:
+                self._unanswered(connection, message, at)
+                continue
+            actions.extend(self._dispatch(connection, message, at))
+        if len(buffer) > MAX_BUFFER and not connection.failed:
+            actions += self._fail(
                 IncompleteMessage(
                     f"connection #{connection.id}: the client sent {len(buffer)} bytes without "
                     f"completing a message ({self.framing!r}, limit {MAX_BUFFER} bytes)",
@@ -194,22 +218,18 @@ class Conversation:
                 connection,
                 at,
             )
-        messages, consumed = self.framing.decode(bytes(buffer), False)
-        if consumed:
-            del buffer[:consumed]
-        actions: list[Action] = []
-        for message in messages:
-            actions.extend(self._dispatch(connection, message, at))
-            if connection.failed:
-                break
+            buffer.clear()
         return actions
 
     def eof(self, connection: Connection, at: float) -> list[Action]:
         """The client shut down its sending side (or closed): finish, then close ours."""
         self._event(at, connection, "eof")
-        actions: list[Action] = []
-        if not (connection.failed or connection.held):
+        if connection.answering:
             actions = self._finish_buffer(connection, at)
+            if connection.failed:  # _fail already closes
+                return actions
+        else:
+            actions = []
         actions.append(Close())
         return actions
 
@@ -217,7 +237,7 @@ class Conversation:
         """The connection is gone; ``reason`` is the error text, or None for a clean close."""
         if connection.ended:
             return
-        if not (connection.failed or connection.held):
+        if connection.answering:
             self._finish_buffer(connection, at)
         connection.ended = True
         self._event(at, connection, "lost", note=reason or "closed by the client")
@@ -277,6 +297,19 @@ class Conversation:
     ) -> None:
         self.transcript.add(Event(at, connection.id if connection else 0, kind, data, note))
 
+    def _unanswered(self, connection: Connection, data: bytes, at: float) -> None:
+        if connection.failed:
+            why = "failed"
+        elif connection.held:
+            why = "hanging"
+        elif connection.ended:
+            why = "closed"
+        else:
+            why = "ending"
+        self._event(at, connection, "received", data, f"(not answered: connection {why})")
+        connection.received.append(data)
+        self.received.append(data)
+
     def _candidates(self) -> list[Rule]:
         head = self.head()
         rules = [] if head is None else [head]
@@ -299,7 +332,7 @@ class Conversation:
     def _match_stream(self, connection: Connection, at: float) -> list[Action]:
         buffer = connection.buffer
         actions: list[Action] = []
-        while buffer and not (connection.failed or connection.held):
+        while buffer and connection.answering:
             data = bytes(buffer)
             waiting = False
             for rule in self._candidates():
@@ -333,9 +366,9 @@ class Conversation:
             messages, consumed = self.framing.decode(bytes(buffer), True)
             del buffer[:consumed]
             for message in messages:
-                actions.extend(self._dispatch(connection, message, at))
-                if connection.failed:
+                if not connection.answering:
                     return actions
+                actions.extend(self._dispatch(connection, message, at))
         if buffer:
             leftover = bytes(buffer)
             buffer.clear()
@@ -408,8 +441,11 @@ class Conversation:
                 actions.append(Wait(step.seconds))
             elif isinstance(step, Hang):
                 actions.append(Hold())
+                connection.finishing = True
             else:
                 actions.append(step)
+                if not isinstance(step, HalfClose):
+                    connection.finishing = True
         return actions
 
     def _call(

@@ -64,6 +64,9 @@ class _PeerProtocol(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         server = self.server
+        if server.stopping:  # accepted while the peer was stopping: nobody will serve it
+            transport.abort()
+            return
         server.protocols.add(self)
         client = _format_address(transport.get_extra_info("peername"))
         with server.lock:
@@ -215,6 +218,7 @@ class PeerServer:
         self.port = port
         self.protocols: set[_PeerProtocol] = set()
         self.server: asyncio.Server | None = None
+        self.stopping = False
         self.address: tuple[str, int] = (host, port)
 
     async def start(self) -> tuple[str, int]:
@@ -260,6 +264,7 @@ class PeerServer:
         if server is None:
             return
         await self.settle()
+        self.stopping = True
         server.close()
         protocols = list(self.protocols)
         workers = [p.worker for p in protocols if p.worker is not None]

@@ -1,0 +1,804 @@
+"""Tests of ``fakepeer._conversation``: the state machine, driven by hand with fake timestamps.
+
+``perform`` plays the runtime: it reports back what the actions did (``sent``, ``closed``,
+``held``), as ``_runtime._PeerProtocol._do`` does, and skips waits.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterable, Sequence
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fakepeer import (
+    ANY,
+    Connection,
+    Framing,
+    IncompleteMessage,
+    Lines,
+    Raw,
+    ReplyFailed,
+    Rule,
+    UnexpectedData,
+    UnmetExpectations,
+)
+from fakepeer._conversation import (
+    MAX_BUFFER,
+    Action,
+    Close,
+    Conversation,
+    HalfClose,
+    Hold,
+    Reset,
+    Wait,
+    Write,
+)
+from fakepeer._matchers import as_matcher
+
+WHERE = "test_conversation.py:1"
+T0 = 1000.0
+
+
+def expect(conversation: Conversation, spec: object) -> Rule:
+    return conversation.add_rule("expect", as_matcher(spec), WHERE)
+
+
+def always(conversation: Conversation, spec: object) -> Rule:
+    return conversation.add_rule("always", as_matcher(spec), WHERE)
+
+
+def on_connect(conversation: Conversation) -> Rule:
+    return conversation.add_rule("connect", None, WHERE)
+
+
+def perform(
+    conversation: Conversation, connection: Connection, actions: Iterable[Action], at: float
+) -> None:
+    """Report ``actions`` back as the runtime would after executing them (waits skipped)."""
+    for action in actions:
+        if not connection.open:
+            return
+        if isinstance(action, Write):
+            conversation.sent(connection, action.data, at)
+        elif isinstance(action, Close):
+            conversation.closed(connection, at, "closed")
+        elif isinstance(action, Reset):
+            conversation.closed(connection, at, "reset")
+        elif isinstance(action, HalfClose):
+            conversation.closed(connection, at, "half-closed")
+        elif isinstance(action, Hold):
+            conversation.held(connection, at)
+
+
+def writes(actions: Iterable[Action]) -> list[bytes]:
+    return [action.data for action in actions if isinstance(action, Write)]
+
+
+def connect(conversation: Conversation, at: float = T0) -> tuple[Connection, list[Action]]:
+    connection, actions = conversation.connect(
+        f"127.0.0.1:{50000 + len(conversation.connections)}", at
+    )
+    perform(conversation, connection, actions, at)
+    return connection, actions
+
+
+def send(
+    conversation: Conversation, connection: Connection, data: bytes, at: float = T0
+) -> list[Action]:
+    """The client sent ``data`` in one segment: return the actions, after performing them."""
+    actions = conversation.receive(connection, data, at)
+    perform(conversation, connection, actions, at)
+    return actions
+
+
+def rendered(conversation: Conversation) -> list[str]:
+    return conversation.transcript.render(times=False).splitlines()
+
+
+# -- greetings -----------------------------------------------------------------------------
+
+
+def test_greeting_on_every_connection() -> None:
+    conversation = Conversation(Lines(b"\r\n"))
+    greeting = on_connect(conversation).send(b"220 ready").after(0.1).send("220-more")
+    first, actions = conversation.connect("127.0.0.1:5001", T0)
+    assert actions == [Write(b"220 ready\r\n"), Wait(0.1), Write(b"220-more\r\n")]
+    assert (first.id, first.client, first.open) == (1, "127.0.0.1:5001", True)
+    second, actions = conversation.connect("127.0.0.1:5002", T0 + 1)
+    assert writes(actions) == [b"220 ready\r\n", b"220-more\r\n"]
+    assert second.id == 2
+    assert conversation.connections == [first, second]
+    assert greeting.count == 2
+    # A greeting is not an expectation: nothing is waiting.
+    assert conversation.done
+    assert conversation.verdict() is None
+
+
+def test_connect_rules_run_in_order_and_can_end_the_connection() -> None:
+    conversation = Conversation(Raw())
+    on_connect(conversation).send(b"one")
+    on_connect(conversation).send(b"two").close()
+    _, actions = conversation.connect("c", T0)
+    assert actions == [Write(b"one"), Write(b"two"), Close()]
+
+
+def test_no_connect_rule_no_action() -> None:
+    conversation = Conversation(Raw())
+    connection, actions = conversation.connect("c", T0)
+    assert actions == []
+    assert rendered(conversation) == ["fake peer", "  #1 connected  from c"]
+    assert repr(connection) == "<Connection #1 from c open, 0 received>"
+
+
+# -- ordered expectations ------------------------------------------------------------------
+
+
+def test_expectations_are_met_in_order() -> None:
+    conversation = Conversation(Lines())
+    expect(conversation, b"HELLO").reply(b"HI")
+    expect(conversation, b"BYE").reply(b"CIAO").close()
+    connection, _ = connect(conversation)
+    assert send(conversation, connection, b"HELLO\n") == [Write(b"HI\n")]
+    assert not conversation.done
+    assert send(conversation, connection, b"BYE\n") == [Write(b"CIAO\n"), Close()]
+    assert conversation.done
+    assert not connection.open
+    assert connection.received == [b"HELLO", b"BYE"]
+    assert conversation.verdict() is None
+
+
+def test_first_connection_is_reset_reconnect_succeeds() -> None:
+    conversation = Conversation(Lines())
+    expect(conversation, b"LOGIN").reset()
+    expect(conversation, b"LOGIN").reply(b"WELCOME")
+    first, _ = connect(conversation, T0)
+    assert send(conversation, first, b"LOGIN\n", T0 + 0.001) == [Reset()]
+    assert not first.open
+    second, _ = connect(conversation, T0 + 0.002)
+    assert send(conversation, second, b"LOGIN\n", T0 + 0.003) == [Write(b"WELCOME\n")]
+    assert conversation.verdict() is None
+    assert conversation.received == [b"LOGIN", b"LOGIN"]
+    assert rendered(conversation) == [
+        "fake peer",
+        "  #1 connected  from 127.0.0.1:50000",
+        f"  #1 received   'LOGIN' -> expect #1 'LOGIN' ({WHERE})",
+        "  #1 reset",
+        "  #2 connected  from 127.0.0.1:50001",
+        f"  #2 received   'LOGIN' -> expect #2 'LOGIN' ({WHERE})",
+        "  #2 sent       'WELCOME\\n'",
+    ]
+
+
+def test_times_n_must_be_met_n_times_in_a_row() -> None:
+    conversation = Conversation(Lines())
+    ping = expect(conversation, b"PING").reply(b"PONG").times(3)
+    expect(conversation, b"QUIT")
+    connection, _ = connect(conversation)
+    for _ in range(3):
+        assert send(conversation, connection, b"PING\n") == [Write(b"PONG\n")]
+    assert ping.exhausted
+    assert send(conversation, connection, b"PING\n") == [Close()]
+    problem = conversation.verdict()
+    assert isinstance(problem, UnexpectedData)
+    assert problem.expected == f"expect #2 'QUIT' ({WHERE})"
+
+
+def test_times_n_is_ordered() -> None:
+    conversation = Conversation(Lines())
+    expect(conversation, b"A").times(2)
+    expect(conversation, b"B")
+    connection, _ = connect(conversation)
+    send(conversation, connection, b"A\nB\n")
+    problem = conversation.verdict()
+    assert isinstance(problem, UnexpectedData)
+    assert problem.received == b"B"
+    assert problem.expected == f"expect #1 'A' x2 ({WHERE})"
+
+
+# -- always rules --------------------------------------------------------------------------
+
+
+def test_always_rules_match_whenever_the_next_expectation_does_not() -> None:
+    conversation = Conversation(Lines())
+    noop = always(conversation, b"NOOP").reply(b"OK")
+    expect(conversation, b"DATA").reply(b"GO")
+    expect(conversation, b"NOOP").reply(b"EXPECTED")
+    connection, _ = connect(conversation)
+    actions = send(conversation, connection, b"NOOP\nNOOP\nDATA\nNOOP\nNOOP\n")
+    # The next expectation is tried first, so the last-but-one NOOP meets expect #2.
+    assert writes(actions) == [b"OK\n", b"OK\n", b"GO\n", b"EXPECTED\n", b"OK\n"]
+    assert noop.count == 3
+    assert conversation.verdict() is None
+
+
+def test_always_times_n_is_a_maximum() -> None:
+    conversation = Conversation(Lines())
+    always(conversation, ANY).reply(b"?").times(2)
+    connection, _ = connect(conversation)
+    assert writes(send(conversation, connection, b"a\nb\n")) == [b"?\n", b"?\n"]
+    assert send(conversation, connection, b"c\n") == [Close()]
+    problem = conversation.verdict()
+    assert isinstance(problem, UnexpectedData)
+    assert problem.received == b"c"
+    assert problem.expected is None
+
+
+def test_always_rules_are_never_required() -> None:
+    conversation = Conversation(Lines())
+    always(conversation, b"NOOP").reply(b"OK")
+    connect(conversation)
+    assert conversation.done
+    assert conversation.verdict() is None
+
+
+# -- unexpected data -----------------------------------------------------------------------
+
+
+def test_unexpected_message() -> None:
+    conversation = Conversation(Lines())
+    expect(conversation, b"PING").reply(b"PONG")
+    always(conversation, b"NOOP")
+    connection, _ = connect(conversation)
+    actions = send(conversation, connection, b"PONG\nPING\n")
+    assert actions == [Close()]
+    assert connection.failed
+    problem = conversation.verdict()
+    assert isinstance(problem, UnexpectedData)
+    assert problem.received == b"PONG"
+    assert problem.expected == f"expect #1 'PING' ({WHERE})"
+    assert problem.connection == 1
+    assert problem.diagnosis == (
+        "connection #1 received data that no rule expected\n"
+        "  received:  'PONG'\n"
+        f"  expected:  expect #1 'PING' ({WHERE})\n"
+        "             the data differs at byte 1: expected 'ING', received 'ONG'\n"
+        "  also tried:\n"
+        f"    always #1 'NOOP' ({WHERE})"
+    )
+    assert isinstance(problem, AssertionError)
+    # The message after the unexpected one is recorded, but not dispatched.
+    assert conversation.problems == [problem]
+    assert connection.received == [b"PONG", b"PING"]
+    [late] = [event for event in conversation.transcript.events if event.data == b"PING"]
+    assert late.note == "(not answered: connection failed)"
+
+
+def test_unexpected_when_everything_was_met() -> None:
+    conversation = Conversation(Lines())
+    expect(conversation, b"PING")
+    connection, _ = connect(conversation)
+    send(conversation, connection, b"PING\nMORE\n")
+    problem = conversation.verdict()
+    assert isinstance(problem, UnexpectedData)
+    assert problem.diagnosis == (
+        "connection #1 received data that no rule expected\n"
+        "  received:  'MORE'\n"
+        "  expected:  nothing more (all 1 expectation(s) were already met)"
+    )
+
+
+def test_unexpected_with_an_empty_script() -> None:
+    conversation = Conversation(Lines())
+    connection, _ = connect(conversation)
+    send(conversation, connection, b"HELLO\n")
+    problem = conversation.verdict()
+    assert isinstance(problem, UnexpectedData)
+    assert problem.diagnosis.splitlines()[-1] == "  expected:  nothing more"
+
+
+def test_a_failed_connection_answers_nothing_more() -> None:
+    conversation = Conversation(Lines())
+    always(conversation, b"PING").reply(b"PONG")
+    connection, _ = connect(conversation)
+    # Before the runtime has carried out the Close, more bytes arrive.
+    assert conversation.receive(connection, b"BAD\n", T0) == [Close()]
+    assert connection.open
+    assert conversation.receive(connection, b"PING\n", T0) == []
+    assert len(conversation.problems) == 1
+    assert rendered(conversation)[-1] == (
+        "  #1 received   'PING\\n' (not answered: connection failed)"
+    )
+
+
+def test_unexpected_raw_bytes() -> None:
+    conversation = Conversation(Raw())
+    expect(conversation, b"HELLO")
+    connection, _ = connect(conversation)
+    assert send(conversation, connection, b"HELP!") == [Close()]
+    problem = conversation.verdict()
+    assert isinstance(problem, UnexpectedData)
+    assert problem.received == b"HELP!"
+    assert "the data differs at byte 3: expected 'LO', received 'P!'" in problem.diagnosis
+
+
+# -- unmet expectations --------------------------------------------------------------------
+
+
+def test_unmet_when_no_client_connected() -> None:
+    conversation = Conversation(Lines())
+    expect(conversation, b"PING")
+    problem = conversation.verdict()
+    assert isinstance(problem, UnmetExpectations)
+    assert problem.diagnosis == (
+        "1 expectation was not met when the peer stopped (no client ever connected):\n"
+        f"  expect #1 'PING' ({WHERE}): never met"
+    )
+    assert problem.unmet == [f"expect #1 'PING' ({WHERE}): never met"]
+
+
+def test_unmet_partially_met() -> None:
+    conversation = Conversation(Lines())
+    expect(conversation, b"HELLO")
+    expect(conversation, b"PING").times(3)
+    expect(conversation, b"BYE")
+    connection, _ = connect(conversation)
+    send(conversation, connection, b"HELLO\nPING\n")
+    assert [rule.describe() for rule in conversation.unmet()] == [
+        f"expect #2 'PING' x3 ({WHERE})",
+        f"expect #3 'BYE' ({WHERE})",
+    ]
+    problem = conversation.verdict()
+    assert isinstance(problem, UnmetExpectations)
+    assert problem.diagnosis == (
+        "2 expectations were not met when the peer stopped "
+        "(1 connection(s), 2 message(s) received):\n"
+        f"  expect #2 'PING' x3 ({WHERE}): met 1 of 3 times\n"
+        f"  expect #3 'BYE' ({WHERE}): never met"
+    )
+
+
+def test_a_problem_comes_before_unmet_expectations() -> None:
+    conversation = Conversation(Lines())
+    expect(conversation, b"A")
+    expect(conversation, b"B")
+    connection, _ = connect(conversation)
+    send(conversation, connection, b"X\n")
+    assert isinstance(conversation.verdict(), UnexpectedData)
+
+
+# -- reply callables -----------------------------------------------------------------------
+
+
+def test_reply_callable_gets_the_message_bytes() -> None:
+    conversation = Conversation(Lines())
+    seen: list[object] = []
+
+    def upper(message: bytes) -> bytes:
+        seen.append(message)
+        return message.upper()
+
+    always(conversation, lambda message: message.startswith(b"echo ")).reply(upper)
+    connection, _ = connect(conversation)
+    assert send(conversation, connection, b"echo hi\n") == [Write(b"ECHO HI\n")]
+    assert seen == [b"echo hi"]
+
+
+def test_reply_callable_gets_the_regex_match() -> None:
+    conversation = Conversation(Lines(b"\r\n"))
+    expect(conversation, re.compile(rb"ADD (\d+) (\d+)")).reply(
+        lambda match: str(int(match[1]) + int(match[2]))
+    )
+    connection, _ = connect(conversation)
+    assert send(conversation, connection, b"ADD 2 40\r\n") == [Write(b"42\r\n")]
+
+
+def test_reply_callable_gets_the_connection() -> None:
+    conversation = Conversation(Lines())
+    seen: list[Connection] = []
+
+    def who(message: bytes, connection: Connection) -> str:
+        seen.append(connection)
+        return f"#{connection.id} said {message.decode()}"
+
+    always(conversation, ANY).reply(who)
+    first, _ = connect(conversation)
+    second, _ = connect(conversation)
+    assert send(conversation, second, b"hi\n") == [Write(b"#2 said hi\n")]
+    assert send(conversation, first, b"yo\n") == [Write(b"#1 said yo\n")]
+    assert seen == [second, first]
+
+
+def test_reply_callable_returning_none_writes_nothing() -> None:
+    conversation = Conversation(Lines())
+    expect(conversation, b"QUIET").reply(lambda message: None).send(b"after")
+    connection, _ = connect(conversation)
+    assert send(conversation, connection, b"QUIET\n") == [Write(b"after\n")]
+
+
+def test_reply_callable_that_raises() -> None:
+    conversation = Conversation(Lines())
+
+    def broken(message: bytes) -> bytes:
+        raise KeyError(message)
+
+    rule = expect(conversation, b"GET").send(b"first").reply(broken).send(b"never")
+    connection, _ = connect(conversation)
+    actions = send(conversation, connection, b"GET\n")
+    assert actions == [Write(b"first\n"), Close()]
+    problem = conversation.verdict()
+    assert isinstance(problem, ReplyFailed)
+    assert problem.diagnosis == (
+        "the reply callable test_reply_callable_that_raises.<locals>.broken of "
+        f"{rule.describe()} raised KeyError: b'GET'"
+    )
+    assert isinstance(problem.__cause__, KeyError)
+    assert problem.__cause__.args == (b"GET",)
+    assert problem.connection == 1
+    assert connection.failed
+
+
+def test_reply_callable_returning_an_int() -> None:
+    conversation = Conversation(Lines())
+
+    def count(message: bytes) -> bytes:
+        return len(message)  # type: ignore[return-value]  # the mistake under test
+
+    rule = expect(conversation, b"COUNT").reply(count)
+    connection, _ = connect(conversation)
+    assert send(conversation, connection, b"COUNT\n") == [Close()]
+    problem = conversation.verdict()
+    assert isinstance(problem, ReplyFailed)
+    assert problem.diagnosis == (
+        "the reply callable test_reply_callable_returning_an_int.<locals>.count of "
+        f"{rule.describe()} returned int 5; it must return bytes, str or None"
+    )
+    assert problem.__cause__ is None
+
+
+# -- Raw streaming -------------------------------------------------------------------------
+
+
+def test_raw_prefix_matching_across_segments() -> None:
+    conversation = Conversation(Raw())
+    expect(conversation, b"HELLO").reply(b"hi")
+    connection, _ = connect(conversation)
+    assert send(conversation, connection, b"HE") == []
+    assert send(conversation, connection, b"LL") == []
+    assert send(conversation, connection, b"O") == [Write(b"hi")]
+    assert connection.received == [b"HELLO"]
+    assert conversation.verdict() is None
+
+
+def test_raw_several_messages_in_one_segment() -> None:
+    conversation = Conversation(Raw())
+    expect(conversation, b"HELLO").reply(b"1")
+    expect(conversation, b"WORLD").reply(b"2")
+    expect(conversation, b"WOW")
+    always(conversation, b"!").reply(b"bang")
+    connection, _ = connect(conversation)
+    actions = send(conversation, connection, b"HELLO!WORLD!WO")
+    assert actions == [Write(b"1"), Write(b"bang"), Write(b"2"), Write(b"bang")]
+    assert connection.received == [b"HELLO", b"!", b"WORLD", b"!"]
+    assert bytes(connection.buffer) == b"WO"
+
+
+def test_raw_regex_across_segments() -> None:
+    conversation = Conversation(Raw())
+    expect(conversation, re.compile(rb"LEN (\d+);")).reply(lambda match: match[1] * 2)
+    expect(conversation, b"rest!")
+    connection, _ = connect(conversation)
+    assert send(conversation, connection, b"LEN 1") == []
+    assert send(conversation, connection, b"2;rest") == [Write(b"1212")]
+    assert bytes(connection.buffer) == b"rest"
+
+
+def test_raw_reply_gets_the_expected_bytes() -> None:
+    conversation = Conversation(Raw())
+    expect(conversation, b"AB").reply(lambda value: value + b"!")
+    connection, _ = connect(conversation)
+    assert send(conversation, connection, b"AB") == [Write(b"AB!")]
+
+
+def test_raw_transcript() -> None:
+    conversation = Conversation(Raw(), "fake peer 'raw'")
+    expect(conversation, b"HI").reply(b"yo")
+    connection, _ = connect(conversation)
+    send(conversation, connection, b"H")
+    send(conversation, connection, b"I")
+    assert rendered(conversation) == [
+        "fake peer 'raw'",
+        "  #1 connected  from 127.0.0.1:50000",
+        "  #1 received   'H'",
+        "  #1 received   'I'",
+        f"  #1 matched    'HI' -> expect #1 'HI' ({WHERE})",
+        "  #1 sent       'yo'",
+    ]
+
+
+# -- EOF and incomplete messages -----------------------------------------------------------
+
+
+def test_clean_eof_closes() -> None:
+    conversation = Conversation(Lines())
+    expect(conversation, b"PING")
+    connection, _ = connect(conversation)
+    send(conversation, connection, b"PING\n")
+    assert conversation.eof(connection, T0) == [Close()]
+    assert conversation.verdict() is None
+
+
+@pytest.mark.parametrize(
+    ("framing", "data", "leftover", "shown"),
+    [
+        (Lines(), b"PING\nPI", b"PI", "'PI'"),
+        (Lines(b"\r\n"), b"PING\r\nPI\r", b"PI\r", "'PI\\r'"),
+        (Raw(), b"PINGPI", b"PI", "'PI'"),
+    ],
+)
+def test_incomplete_message_at_eof(
+    framing: Framing, data: bytes, leftover: bytes, shown: str
+) -> None:
+    conversation = Conversation(framing)
+    expect(conversation, b"PING").reply(b"PONG")
+    expect(conversation, b"PING")
+    connection, _ = connect(conversation)
+    send(conversation, connection, data)
+    actions = conversation.eof(connection, T0)
+    assert actions[-1] == Close()
+    problem = conversation.verdict()
+    assert isinstance(problem, IncompleteMessage)
+    assert problem.leftover == leftover
+    assert problem.connection == 1
+    assert problem.diagnosis == (
+        f"connection #1 ended in the middle of a message ({framing!r})\n"
+        f"  leftover:  {shown}\n"
+        f"  expected:  expect #2 'PING' ({WHERE})"
+    )
+
+
+def test_incomplete_message_at_eof_closes_once() -> None:
+    conversation = Conversation(Lines())
+    expect(conversation, b"PING")
+    connection, _ = connect(conversation)
+    send(conversation, connection, b"PI")
+    assert conversation.eof(connection, T0) == [Close()]
+
+
+def test_raw_regex_that_never_matched_is_incomplete_at_eof() -> None:
+    conversation = Conversation(Raw())
+    expect(conversation, re.compile(rb"\d+;"))
+    connection, _ = connect(conversation)
+    assert send(conversation, connection, b"abc") == []
+    conversation.eof(connection, T0)
+    problem = conversation.verdict()
+    assert isinstance(problem, IncompleteMessage)
+    assert problem.leftover == b"abc"
+
+
+def test_lost_with_leftover_is_incomplete() -> None:
+    conversation = Conversation(Lines())
+    connection, _ = connect(conversation)
+    send(conversation, connection, b"half")
+    conversation.lost(connection, T0, "ConnectionResetError: reset by peer")
+    assert not connection.open
+    problem = conversation.verdict()
+    assert isinstance(problem, IncompleteMessage)
+    assert problem.leftover == b"half"
+    assert rendered(conversation)[-1] == "  #1 lost       ConnectionResetError: reset by peer"
+
+
+def test_lost_twice_and_closed_after_lost_record_once() -> None:
+    conversation = Conversation(Lines())
+    connection, _ = connect(conversation)
+    conversation.lost(connection, T0, None)
+    conversation.lost(connection, T0, "again")
+    conversation.closed(connection, T0, "closed")
+    assert rendered(conversation)[-1] == "  #1 lost       closed by the client"
+    assert len(conversation.transcript) == 2
+
+
+def test_eof_on_a_hanging_connection_does_not_judge_the_buffer() -> None:
+    conversation = Conversation(Lines())
+    expect(conversation, b"WAIT").hang()
+    connection, _ = connect(conversation)
+    assert send(conversation, connection, b"WAIT\n") == [Hold()]
+    assert connection.held
+    assert send(conversation, connection, b"more\npartial") == []
+    assert conversation.eof(connection, T0) == [Close()]
+    assert conversation.verdict() is None
+
+
+# -- waits and endings ---------------------------------------------------------------------
+
+
+def test_after_gives_waits_in_order() -> None:
+    conversation = Conversation(Lines())
+    expect(conversation, b"SLOW").after(0.2).reply(b"1").after(0).send(b"2").after(1.5).close()
+    connection, _ = connect(conversation)
+    assert conversation.receive(connection, b"SLOW\n", T0) == [
+        Wait(0.2),
+        Write(b"1\n"),
+        Wait(0.0),
+        Write(b"2\n"),
+        Wait(1.5),
+        Close(),
+    ]
+
+
+def test_hang_gives_hold_and_nothing_more_is_answered() -> None:
+    conversation = Conversation(Lines())
+    expect(conversation, b"PING").reply(b"PONG").hang()
+    always(conversation, ANY).reply(b"?")
+    connection, _ = connect(conversation)
+    assert send(conversation, connection, b"PING\n") == [Write(b"PONG\n"), Hold()]
+    assert send(conversation, connection, b"ANYTHING\n") == []
+    assert conversation.verdict() is None
+    assert rendered(conversation)[-2:] == [
+        "  #1 hanging    (answering nothing more)",
+        "  #1 received   'ANYTHING\\n' (not answered: connection hanging)",
+    ]
+
+
+def test_half_close_then_keep_reading() -> None:
+    conversation = Conversation(Lines())
+    expect(conversation, b"PING").reply(b"PONG").half_close()
+    expect(conversation, b"THANKS")
+    connection, _ = connect(conversation)
+    assert send(conversation, connection, b"PING\n") == [Write(b"PONG\n"), HalfClose()]
+    assert connection.open
+    assert send(conversation, connection, b"THANKS\n") == []
+    assert conversation.verdict() is None
+
+
+def test_data_after_close_is_recorded_not_answered() -> None:
+    conversation = Conversation(Lines())
+    expect(conversation, b"QUIT").reply(b"BYE").close()
+    connection, _ = connect(conversation)
+    assert send(conversation, connection, b"QUIT\n") == [Write(b"BYE\n"), Close()]
+    assert send(conversation, connection, b"NOOP\n") == []
+    assert conversation.verdict() is None
+
+
+# The same bytes in one segment instead of two must not change the outcome: after an action
+# that ends the conversation on a connection (close, reset, hang), the messages that follow
+# in the same segment are not dispatched, exactly as when they arrive in a later segment.
+
+
+@pytest.mark.parametrize(
+    "segments", [[b"QUIT\n", b"NOOP\n"], [b"QUIT\nNOOP\n"]], ids=["two segments", "one segment"]
+)
+def test_messages_after_close_are_not_answered_however_segmented(
+    segments: list[bytes],
+) -> None:
+    conversation = Conversation(Lines())
+    expect(conversation, b"QUIT").reply(b"BYE").close()
+    connection, _ = connect(conversation)
+    actions = [action for segment in segments for action in send(conversation, connection, segment)]
+    assert actions == [Write(b"BYE\n"), Close()]
+    assert conversation.verdict() is None
+
+
+@pytest.mark.parametrize(
+    "segments", [[b"WAIT\n", b"PING\n"], [b"WAIT\nPING\n"]], ids=["two segments", "one segment"]
+)
+def test_messages_after_hang_are_not_answered_however_segmented(segments: list[bytes]) -> None:
+    conversation = Conversation(Lines())
+    expect(conversation, b"WAIT").hang()
+    always(conversation, b"PING").reply(b"PONG")
+    connection, _ = connect(conversation)
+    actions = [action for segment in segments for action in send(conversation, connection, segment)]
+    assert actions == [Hold()]
+
+
+@pytest.mark.parametrize(
+    "segments", [[b"AB", b"CD"], [b"ABCD"]], ids=["two segments", "one segment"]
+)
+def test_raw_bytes_after_reset_are_not_answered_however_segmented(segments: list[bytes]) -> None:
+    conversation = Conversation(Raw())
+    expect(conversation, b"AB").reset()
+    always(conversation, b"CD").reply(b"late")
+    connection, _ = connect(conversation)
+    actions = [action for segment in segments for action in send(conversation, connection, segment)]
+    assert actions == [Reset()]
+    assert conversation.verdict() is None
+
+
+# -- the buffer limit ----------------------------------------------------------------------
+
+
+def test_a_client_that_never_completes_a_message_fails() -> None:
+    conversation = Conversation(Lines())
+    connection, _ = connect(conversation)
+    chunk = b"x" * 65536
+    for _ in range(MAX_BUFFER // len(chunk)):
+        assert send(conversation, connection, chunk) == []
+    assert send(conversation, connection, b"x") == [Close()]
+    problem = conversation.verdict()
+    assert isinstance(problem, IncompleteMessage)
+    assert problem.diagnosis == (
+        f"connection #1: the client sent {MAX_BUFFER + 1} bytes without completing a message "
+        f"(Lines(b'\\n'), limit {MAX_BUFFER} bytes)"
+    )
+    assert problem.leftover == b"x" * 64
+
+
+def test_the_buffer_limit_counts_incomplete_bytes_only() -> None:
+    # A long line (under the limit) completed by a segment that also brings many short lines:
+    # no run of bytes without a delimiter ever exceeds MAX_BUFFER, so nothing may fail.
+    conversation = Conversation(Lines())
+    expect(conversation, ANY)
+    always(conversation, b"y")
+    connection, _ = connect(conversation)
+    long_line = b"x" * (MAX_BUFFER - 60_000)
+    for start in range(0, len(long_line), 65536):
+        send(conversation, connection, long_line[start : start + 65536])
+    send(conversation, connection, b"\n" + b"y\n" * 60_000)
+    assert conversation.verdict() is None
+    assert len(connection.received) == 60_001
+
+
+# -- property: slicing never changes the outcome --------------------------------------------
+
+
+def run(
+    framing: Framing, script: list[tuple[bytes, int]], chunks: Sequence[bytes]
+) -> tuple[list[Action], list[bytes], object]:
+    """Play ``script`` (expectations with a repeat count, each replying) against ``chunks``."""
+    conversation = Conversation(framing)
+    for index, (literal, times) in enumerate(script):
+        rule = expect(conversation, literal).times(times)
+        rule.reply(b"r%d" % index).after(0.01 * index).reply(lambda value: b"<" + value + b">")
+    always(conversation, b"\x00NOOP").send(b"ok")
+    connection, actions = connect(conversation)
+    for chunk in chunks:
+        actions.extend(send(conversation, connection, chunk))
+    actions.extend(conversation.eof(connection, T0))
+    verdict = conversation.verdict()
+    return actions, list(connection.received), verdict and verdict.diagnosis
+
+
+def cut(data: bytes, points: Iterable[int]) -> list[bytes]:
+    edges = sorted({0, len(data), *(min(point, len(data)) for point in points)})
+    return [data[a:b] for a, b in itertools.pairwise(edges)]
+
+
+literals = st.binary(min_size=1, max_size=6).filter(lambda b: b"\n" not in b and b"\x00" not in b)
+scripts = st.lists(st.tuples(literals, st.integers(1, 3)), min_size=1, max_size=5)
+
+
+@st.composite
+def conversations(draw: st.DrawFn) -> tuple[list[tuple[bytes, int]], list[bytes], list[int]]:
+    """A script, what the client sends (each expected message, NOOPs between), cut points."""
+    script = draw(scripts)
+    messages = []
+    for literal, times in script:
+        for _ in range(times):
+            if draw(st.booleans()):
+                messages.append(b"\x00NOOP")
+            messages.append(literal)
+    points = draw(st.lists(st.integers(0, 200), max_size=12))
+    return script, messages, points
+
+
+@settings(max_examples=100, deadline=None)
+@given(conversations())
+def test_lines_slicing_never_changes_the_actions(
+    case: tuple[list[tuple[bytes, int]], list[bytes], list[int]],
+) -> None:
+    script, messages, points = case
+    data = b"".join(message + b"\n" for message in messages)
+    whole = run(Lines(), script, [data])
+    assert whole[1] == messages
+    assert whole[2] is None
+    assert run(Lines(), script, cut(data, points)) == whole
+
+
+@settings(max_examples=100, deadline=None)
+@given(conversations())
+def test_raw_slicing_never_changes_the_actions(
+    case: tuple[list[tuple[bytes, int]], list[bytes], list[int]],
+) -> None:
+    script, messages, points = case
+    # With Raw, an always rule may take bytes the next expectation is still waiting for;
+    # the NOOPs here start with a byte no literal has, so no rule is ambiguous.
+    data = b"".join(messages)
+    whole = run(Raw(), script, [data])
+    assert whole[1] == messages
+    assert whole[2] is None
+    sliced = run(Raw(), script, cut(data, points))
+    assert writes(sliced[0]) == writes(whole[0])
+    assert sliced == whole
