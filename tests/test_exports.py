@@ -62,7 +62,7 @@ def test_cli_version_and_help() -> None:
     )
     assert version.stdout.strip() == f"fakepeer {fakepeer.__version__}"
     bare = subprocess.run(
-        [sys.executable, "-m", "fakepeer"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "fakepeer"], capture_output=True, text=True, timeout=60, check=False
     )
     assert bare.returncode == 2
     assert "demo" in bare.stdout

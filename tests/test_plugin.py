@@ -273,8 +273,8 @@ def test_marker_typo_is_a_clear_error(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
         [
-            "*TypeError: *unexpected keyword argument 'framming'; fakepeer options are: "
-            "framing, name, host, port, timeout"
+            "*TypeError: unknown fakepeer option(s): framming; "
+            "the options are: framing, name, host, port, timeout"
         ]
     )
 

@@ -26,12 +26,14 @@ reads no clock and takes no lock; the runtime serialises calls.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final, TypeAlias
+from typing import Final, NamedTuple, TypeAlias
 
 from ._errors import (
     ConversationError,
+    Error,
     IncompleteMessage,
     ReplyFailed,
+    ScriptError,
     UnexpectedData,
     UnmetExpectations,
 )
@@ -56,15 +58,13 @@ __all__ = [
 MAX_BUFFER: Final = 1 << 20
 
 
-@dataclass(frozen=True, slots=True)
-class Write:
+class Write(NamedTuple):
     """Write these (already framed) bytes."""
 
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Wait:
+class Wait(NamedTuple):
     """Wait before the next action of the connection."""
 
     seconds: float
@@ -96,6 +96,7 @@ class Connection:
         "held",
         "id",
         "received",
+        "write_closed",
     )
 
     def __init__(self, id: int, client: str, transcript: Transcript) -> None:
@@ -108,6 +109,7 @@ class Connection:
         # A matched rule ended the talk (close, reset or hang), perhaps after a delay: later
         # messages, even ones in the same segment, are recorded but not answered.
         self.finishing = False
+        self.write_closed = False  # a HalfClose was emitted: no Write may follow
         self.ended = False
         self._transcript = transcript
 
@@ -143,7 +145,7 @@ class Conversation:
         self.next = 0
         self.connections: list[Connection] = []
         self.received: list[bytes] = []
-        self.problems: list[ConversationError] = []
+        self.problems: list[Error] = []
         self.transcript = Transcript(title)
 
     # -- the script --------------------------------------------------------------------------
@@ -194,13 +196,19 @@ class Conversation:
             self._unanswered(connection, data, at)
             return []
         buffer = connection.buffer
-        buffer += data
         if self.stream:
+            buffer += data
             self._event(at, connection, "received", data)
             return self._match_stream(connection, at)
-        messages, consumed = self.framing.decode(bytes(buffer), False)
-        if consumed:
-            del buffer[:consumed]
+        if buffer:
+            buffer += data
+            messages, consumed = self.framing.decode(bytes(buffer), False)
+            if consumed:
+                del buffer[:consumed]
+        else:  # the common case: nothing left over from before, decode what arrived
+            messages, consumed = self.framing.decode(data, False)
+            if consumed < len(data):
+                buffer += data[consumed:]
         actions: list[Action] = []
         for message in messages:
             if not connection.answering:
@@ -263,7 +271,7 @@ class Conversation:
 
     # -- the verdict -------------------------------------------------------------------------
 
-    def verdict(self) -> ConversationError | None:
+    def verdict(self) -> Error | None:
         """The first problem, or unmet expectations once the conversation is over, or None."""
         if self.problems:
             return self.problems[0]
@@ -319,10 +327,14 @@ class Conversation:
     def _dispatch(self, connection: Connection, message: bytes, at: float) -> list[Action]:
         connection.received.append(message)
         self.received.append(message)
-        for rule in self._candidates():
+        head = self.head()
+        for rule in self.permanent if head is None else (head, *self.permanent):
+            if rule.exhausted:
+                continue
             assert rule.matcher is not None
             outcome = rule.matcher.match(message, stream=False)
-            if isinstance(outcome, Matched):
+            if outcome is not None and outcome is not NEED_MORE:
+                assert isinstance(outcome, Matched)
                 self._event(at, connection, "received", message, f"-> {rule.describe()}")
                 rule.count += 1
                 return self._steps(rule, connection, outcome.value, at)
@@ -413,7 +425,7 @@ class Conversation:
             expected=head.describe() if head else None,
         )
 
-    def _fail(self, problem: ConversationError, connection: Connection, at: float) -> list[Action]:
+    def _fail(self, problem: Error, connection: Connection, at: float) -> list[Action]:
         self.problems.append(problem)
         connection.failed = True
         if not isinstance(problem, UnexpectedData):  # its "unexpected" event says it already
@@ -425,18 +437,28 @@ class Conversation:
         encode = self.framing.encode
         step: Step
         for step in rule.steps:
-            if isinstance(step, Reply):
-                data = step.data
-                if step.function is not None:
+            if isinstance(step, Reply | Send):
+                if isinstance(step, Send):
+                    data: bytes | None = step.data
+                elif step.function is None:
+                    data = step.data
+                else:
                     reply = self._call(step, rule, connection, value, at)
                     if isinstance(reply, ConversationError):
                         actions.extend(self._fail(reply, connection, at))
                         return actions
                     data = reply
-                if data is not None:
-                    actions.append(Write(encode(data)))
-            elif isinstance(step, Send):
-                actions.append(Write(encode(step.data)))
+                if data is None:
+                    continue
+                if connection.write_closed:
+                    problem = ScriptError(
+                        f"{rule.describe()} writes on connection #{connection.id}, but an "
+                        "earlier rule half-closed it with .half_close(): the peer can no "
+                        f"longer write there (it would have sent {show(data)})"
+                    )
+                    actions.extend(self._fail(problem, connection, at))
+                    return actions
+                actions.append(Write(encode(data)))
             elif isinstance(step, After):
                 actions.append(Wait(step.seconds))
             elif isinstance(step, Hang):
@@ -444,7 +466,9 @@ class Conversation:
                 connection.finishing = True
             else:
                 actions.append(step)
-                if not isinstance(step, HalfClose):
+                if isinstance(step, HalfClose):
+                    connection.write_closed = True
+                else:
                     connection.finishing = True
         return actions
 

@@ -31,33 +31,21 @@ __all__ = [
 
 
 class Error(Exception):
-    """Base class of every exception fakepeer raises on purpose."""
+    """Base class of every exception fakepeer raises on purpose.
 
-
-class ScriptError(Error, ValueError):
-    """The script is invalid: the test's fault, raised at the line that wrote it.
-
-    Example: ``peer.expect(b"PING").times(0)`` raises ``ScriptError`` at once.
+    ``diagnosis`` says what went wrong; ``transcript`` is the rendered conversation when the
+    error comes from a serving peer (else empty); ``str(error)`` is the diagnosis, a list of
+    further problems if the peer saw several, then the transcript.
     """
 
-
-class ConversationError(Error, AssertionError):
-    """The client under test did not follow the script.
-
-    ``diagnosis`` says what went wrong; ``transcript`` is the rendered conversation
-    (possibly empty); ``connection`` is the id of the connection concerned, or ``None``.
-    ``str(error)`` is the diagnosis followed by the transcript.
-    """
-
-    def __init__(self, diagnosis: str, *, connection: int | None = None) -> None:
+    def __init__(self, diagnosis: str) -> None:
         super().__init__(diagnosis)
         self.diagnosis = diagnosis
-        self.connection = connection
         self.transcript = ""
         self.others: list[str] = []
 
-    def with_transcript(self, transcript: str) -> ConversationError:
-        """Attach the rendered transcript (returns ``self`` for ``raise ... from``)."""
+    def with_transcript(self, transcript: str) -> Error:
+        """Attach the rendered transcript; returns ``self``."""
         self.transcript = transcript
         return self
 
@@ -69,6 +57,27 @@ class ConversationError(Error, AssertionError):
         if self.transcript:
             text += f"\n\n{self.transcript}"
         return text
+
+
+class ScriptError(Error, ValueError):
+    """The script is invalid: the test's fault, raised at the line that wrote it.
+
+    Example: ``peer.expect(b"PING").times(0)`` raises ``ScriptError`` at once. A mistake
+    that only shows while serving (two rules that are each valid, but the second writes on a
+    connection the first half-closed) is raised like a conversation problem, with the
+    transcript.
+    """
+
+
+class ConversationError(Error, AssertionError):
+    """The client under test did not follow the script.
+
+    ``connection`` is the id of the connection concerned, or ``None``.
+    """
+
+    def __init__(self, diagnosis: str, *, connection: int | None = None) -> None:
+        super().__init__(diagnosis)
+        self.connection = connection
 
 
 class UnexpectedData(ConversationError):

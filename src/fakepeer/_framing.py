@@ -110,6 +110,8 @@ def check_framing(framing: object) -> Framing:
     """Return ``framing`` if it follows the protocol, else raise :class:`ScriptError`."""
     if framing is None:
         return Raw()
+    if type(framing) in (Raw, Lines):  # fast path: isinstance on a Protocol is slow
+        return framing  # type: ignore[return-value]  # both follow the protocol
     if isinstance(framing, type):
         raise ScriptError(f"framing must be an instance, not the class: use {framing.__name__}()")
     if not isinstance(framing, Framing):

@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from ._errors import ScriptError
 from ._transcript import escape
@@ -34,8 +33,7 @@ __all__ = ["ANY", "NEED_MORE", "Matched", "Matcher", "as_matcher"]
 Predicate = Callable[[bytes], object]
 
 
-@dataclass(frozen=True, slots=True)
-class Matched:
+class Matched(NamedTuple):
     """A successful match: ``value`` is given to reply callables; ``consumed`` bytes are used."""
 
     value: object

@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import Final
 
 from ._conversation import Connection, Conversation
-from ._errors import ConversationError, WaitTimeout
+from ._errors import Error, WaitTimeout
 from ._framing import Framing, check_framing
 from ._hub import hub
 from ._matchers import as_matcher
@@ -169,7 +169,7 @@ class FakePeer:
         """After stopping: raise the verdict, or note it on the exception already raised."""
         __tracebackhide__ = True
         problem = self._verdict(final=True)
-        if problem is None:
+        if problem is None or problem is exc:  # a wait or check() already raised it
             return
         if exc is None:
             raise problem
@@ -235,7 +235,7 @@ class FakePeer:
         with self._lock:
             return self._conversation.done
 
-    def _verdict(self, *, final: bool) -> ConversationError | None:
+    def _verdict(self, *, final: bool) -> Error | None:
         with self._lock:
             conversation = self._conversation
             if final:

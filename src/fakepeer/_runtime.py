@@ -49,6 +49,9 @@ def _format_address(address: object) -> str:
 
 
 class _PeerProtocol(asyncio.Protocol):
+    """One connection. Every method that touches the conversation holds the peer's lock;
+    actions that need no wait run right away, inside the same locked section."""
+
     __slots__ = ("connection", "queue", "server", "transport", "worker")
 
     def __init__(self, server: PeerServer) -> None:
@@ -70,34 +73,39 @@ class _PeerProtocol(asyncio.Protocol):
         server.protocols.add(self)
         client = _format_address(transport.get_extra_info("peername"))
         with server.lock:
-            self.connection, actions = server.conversation.connect(client, clock())
+            now = clock()
+            self.connection, actions = server.conversation.connect(client, now)
+            try:
+                if actions:
+                    self._run(actions, now)
+            except Exception as exc:
+                self._crash(exc, now)
             server.changed()
-        if actions:
-            self._run(actions)
 
     def data_received(self, data: bytes) -> None:
         server = self.server
         connection = self.connection
         assert connection is not None
         with server.lock:
+            now = clock()
             try:
-                actions = server.conversation.receive(connection, data, clock())
+                actions = server.conversation.receive(connection, data, now)
+                if actions:
+                    self._run(actions, now)
             except Exception as exc:  # a bug of ours or a custom framing's: never lose it
-                actions = server.crashed(exc, connection)
+                self._crash(exc, now)
             server.changed()
-        if actions:
-            self._run(actions)
 
     def eof_received(self) -> bool:
         server = self.server
         assert self.connection is not None
         with server.lock:
+            now = clock()
             try:
-                actions = server.conversation.eof(self.connection, clock())
+                self._run(server.conversation.eof(self.connection, now), now)
             except Exception as exc:
-                actions = server.crashed(exc, self.connection)
+                self._crash(exc, now)
             server.changed()
-        self._run(actions)
         return True  # keep the transport: the Close action ends it after pending steps
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -105,19 +113,28 @@ class _PeerProtocol(asyncio.Protocol):
         server.protocols.discard(self)
         if self.worker is not None:
             self.worker.cancel()
-        if self.connection is None:
-            return
-        reason = None if exc is None else f"{type(exc).__name__}: {exc}"
-        with server.lock:
-            try:
-                server.conversation.lost(self.connection, clock(), reason)
-            except Exception as error:
-                server.crashed(error, self.connection)
-            server.changed()
+        if self.connection is not None:
+            reason = None if exc is None else f"{type(exc).__name__}: {exc}"
+            with server.lock:
+                try:
+                    server.conversation.lost(self.connection, clock(), reason)
+                except Exception as error:
+                    server.crashed(error, self.connection)
+                server.changed()
+        server.forget(self)
 
-    # -- executing actions -------------------------------------------------------------------
+    # -- executing actions (lock held) -------------------------------------------------------
 
-    def _run(self, actions: list[Action]) -> None:
+    def _crash(self, exc: Exception, now: float) -> None:
+        """Record ``exc`` as a problem of this connection and abort it."""
+        assert self.connection is not None
+        self.server.crashed(exc, self.connection)
+        self.queue.clear()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.abort()
+            self.server.conversation.closed(self.connection, now, "reset", "(after the error)")
+
+    def _run(self, actions: list[Action], now: float) -> None:
         if self.worker is not None:
             self.queue.extend(actions)
             return
@@ -126,55 +143,53 @@ class _PeerProtocol(asyncio.Protocol):
                 self.queue.extend(actions[index:])
                 self.worker = asyncio.get_running_loop().create_task(self._work())
                 return
-            self._do(action)
+            self._do(action, now)
 
     async def _work(self) -> None:
+        server = self.server
         try:
             while self.queue:
                 action = self.queue.popleft()
                 if isinstance(action, Wait):
                     await asyncio.sleep(action.seconds)
-                else:
-                    self._do(action)
+                    continue
+                with server.lock:
+                    now = clock()
+                    try:
+                        self._do(action, now)
+                    except Exception as exc:
+                        self._crash(exc, now)
+                    server.changed()
         finally:
             self.worker = None
 
-    def _do(self, action: Action) -> None:
+    def _do(self, action: Action, now: float) -> None:
         transport = self.transport
         connection = self.connection
         assert transport is not None
         assert connection is not None
         if transport.is_closing():
             return
-        server = self.server
-        conversation = server.conversation
+        conversation = self.server.conversation
         if isinstance(action, Write):
             transport.write(action.data)
-            with server.lock:
-                conversation.sent(connection, action.data, clock())
-                server.changed()
+            conversation.sent(connection, action.data, now)
         elif isinstance(action, Close):
             transport.close()
-            with server.lock:
-                conversation.closed(connection, clock(), "closed")
-                server.changed()
+            conversation.closed(connection, now, "closed")
         elif isinstance(action, HalfClose):
             if transport.can_write_eof():
                 transport.write_eof()
-            with server.lock:
-                conversation.closed(connection, clock(), "half-closed")
+            conversation.closed(connection, now, "half-closed")
         elif isinstance(action, Reset):
             sock = transport.get_extra_info("socket")
             if sock is not None:
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
             transport.abort()
-            with server.lock:
-                conversation.closed(connection, clock(), "reset")
-                server.changed()
+            conversation.closed(connection, now, "reset")
         elif isinstance(action, Hold):
-            with server.lock:
-                conversation.held(connection, clock())
+            conversation.held(connection, now)
 
     def shutdown(self) -> None:
         """Stop this connection now: cancel its steps, close (abort if writes are stuck)."""
@@ -182,10 +197,13 @@ class _PeerProtocol(asyncio.Protocol):
             self.worker.cancel()
         self.queue.clear()
         transport = self.transport
-        if transport is None or transport.is_closing():
+        if transport is None:
             return
-        stuck = transport.get_write_buffer_size() > 0
-        if stuck:
+        if transport.is_closing():  # closing, but perhaps stuck on bytes nobody reads
+            if transport.get_write_buffer_size() > 0:
+                transport.abort()
+            return
+        if transport.get_write_buffer_size() > 0:
             transport.abort()
         else:
             transport.close()
@@ -219,6 +237,7 @@ class PeerServer:
         self.protocols: set[_PeerProtocol] = set()
         self.server: asyncio.Server | None = None
         self.stopping = False
+        self._drained: asyncio.Future[None] | None = None
         self.address: tuple[str, int] = (host, port)
 
     async def start(self) -> tuple[str, int]:
@@ -231,11 +250,8 @@ class PeerServer:
         self.address = (str(sockname[0]), int(sockname[1]))
         return self.address
 
-    def crashed(self, exc: BaseException, connection: Connection) -> list[Action]:
-        """Record an exception raised while handling an event; close that connection.
-
-        Call with the lock held.
-        """
+    def crashed(self, exc: BaseException, connection: Connection) -> None:
+        """Record an exception raised while handling an event. Call with the lock held."""
         problem = ConversationError(
             f"connection #{connection.id}: handling an event raised {type(exc).__name__}: {exc}",
             connection=connection.id,
@@ -243,7 +259,6 @@ class PeerServer:
         problem.__cause__ = exc
         self.conversation.problems.append(problem)
         connection.failed = True
-        return [Close()]
 
     async def settle(self) -> None:
         """Give the loop two turns so bytes already sent by clients are read.
@@ -254,6 +269,12 @@ class PeerServer:
         for _ in range(2):
             await asyncio.sleep(0)
 
+    def forget(self, protocol: _PeerProtocol) -> None:
+        """A connection is gone; wake :meth:`stop` when it was the last one."""
+        drained = self._drained
+        if drained is not None and not self.protocols and not drained.done():
+            drained.set_result(None)
+
     async def stop(self, timeout: float = 1.0) -> None:
         """Stop listening, end every connection and step; return within about ``timeout``.
 
@@ -263,23 +284,29 @@ class PeerServer:
         server = self.server
         if server is None:
             return
-        await self.settle()
+        self.server = None
+        loop = asyncio.get_running_loop()
+        if self.protocols:
+            await self.settle()
         self.stopping = True
         server.close()
         protocols = list(self.protocols)
         workers = [p.worker for p in protocols if p.worker is not None]
         for protocol in protocols:
             protocol.shutdown()
-        deadline = asyncio.get_running_loop().time() + timeout
-        if workers:
-            await asyncio.wait(workers, timeout=timeout)
-        remaining = max(0.0, deadline - asyncio.get_running_loop().time())
+        if self.protocols:
+            self._drained = loop.create_future()
+            if not self.protocols:  # pragma: no cover - emptied between the two checks
+                self._drained.set_result(None)
         try:
-            await asyncio.wait_for(server.wait_closed(), remaining)
+            async with asyncio.timeout(timeout):
+                if self._drained is not None:
+                    await self._drained
+                if workers:
+                    await asyncio.wait(workers)
+                await server.wait_closed()  # at once: every connection is gone by now
         except TimeoutError:
             for protocol in list(self.protocols):
                 if protocol.transport is not None:
                     protocol.transport.abort()
-        # Let connection_lost callbacks scheduled by close()/abort() run now.
-        await asyncio.sleep(0)
-        self.server = None
+            await asyncio.sleep(0)  # let the aborts' connection_lost run

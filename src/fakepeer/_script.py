@@ -22,6 +22,7 @@ wrote the mistake (a negative delay, a reply after ``hang()``, ``times(0)``...).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import os
@@ -58,13 +59,23 @@ _PLUMBING: Final = frozenset(
 )
 
 
+@functools.lru_cache(maxsize=256)
+def _plumbing(filename: str) -> bool:
+    return os.path.abspath(filename) in _PLUMBING
+
+
+@functools.lru_cache(maxsize=256)
+def _basename(filename: str) -> str:
+    return os.path.basename(filename)
+
+
 def caller_location() -> str:
     """``file:line`` of the first frame outside fakepeer (where the script was written)."""
     frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         filename = frame.f_code.co_filename
-        if os.path.abspath(filename) not in _PLUMBING:
-            return f"{os.path.basename(filename)}:{frame.f_lineno}"
+        if not _plumbing(filename):
+            return f"{_basename(filename)}:{frame.f_lineno}"
         frame = frame.f_back
     return "?"
 
@@ -166,15 +177,19 @@ class Rule:
         self.steps: list[Step] = []
         self.limit: int | None = 1 if kind == "expect" else None
         self.count = 0
+        self._description: str | None = None
 
     # -- description -------------------------------------------------------------------------
 
     def describe(self) -> str:
         """``expect #2 'PING' (test_x.py:14)``."""
+        if self._description is not None:
+            return self._description
         what = "on_connect" if self.matcher is None else f"{self.kind} #{self.number}"
         matcher = "" if self.matcher is None else f" {self.matcher.describe()}"
         times = f" x{self.limit}" if self.limit not in (None, 1) else ""
-        return f"{what}{matcher}{times} ({self.where})"
+        self._description = f"{what}{matcher}{times} ({self.where})"
+        return self._description
 
     def __repr__(self) -> str:
         return f"<Rule {self.describe()}>"
@@ -248,6 +263,7 @@ class Rule:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ScriptError(f".times() takes a whole number >= 1, got {n!r}")
         self.limit = n
+        self._description = None
         return self
 
     # -- bookkeeping (used by the conversation) ----------------------------------------------

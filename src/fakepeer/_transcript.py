@@ -15,8 +15,7 @@ mostly binary is shown as a hexdump below the event line.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 __all__ = ["Event", "Transcript", "escape", "hexdump"]
 
@@ -67,8 +66,7 @@ def show(data: bytes, limit: int = INLINE_LIMIT) -> str:
     return f"'{escape(data[:limit])}'... ({len(data)} bytes in all)"
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """One thing that happened: ``kind`` is one of ``Transcript.KINDS``.
 
     ``connection`` is the connection id (1, 2, ...), or 0 for an event of the peer itself;

@@ -126,11 +126,15 @@ def fake_peer_factory(request: pytest.FixtureRequest) -> Iterator[PeerFactory]:
     own: list[tuple[FakePeer, Serving]] = []
 
     def factory(**kwargs: object) -> FakePeer:
-        try:
-            options = dataclasses.replace(base, **kwargs)  # type: ignore[arg-type]
-        except TypeError as exc:
-            fields = ", ".join(field.name for field in dataclasses.fields(PeerOptions))
-            raise TypeError(f"{exc}; fakepeer options are: {fields}") from None
+        __tracebackhide__ = True
+        fields = [field.name for field in dataclasses.fields(PeerOptions)]
+        unknown = sorted(set(kwargs) - set(fields))
+        if unknown:
+            raise TypeError(
+                f"unknown fakepeer option(s): {', '.join(unknown)}; "
+                f"the options are: {', '.join(fields)}"
+            )
+        options = dataclasses.replace(base, **kwargs)  # type: ignore[arg-type]
         peer = FakePeer(
             framing=options.framing,
             name=options.name,
@@ -166,6 +170,7 @@ def fake_peer(request: pytest.FixtureRequest, fake_peer_factory: PeerFactory) ->
 
     Configure it with ``@pytest.mark.fakepeer(framing=Lines(), ...)``.
     """
+    __tracebackhide__ = True
     marker = request.node.get_closest_marker("fakepeer")
     kwargs = {} if marker is None else dict(marker.kwargs)
     if marker is not None and marker.args:
