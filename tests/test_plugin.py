@@ -351,3 +351,54 @@ def test_under_xdist(pytester: pytest.Pytester, client_module: None) -> None:
     )
     result = pytester.runpytest_subprocess("-n", "2", "-W", "error")
     result.assert_outcomes(passed=8)
+
+
+def test_500_tests_leak_no_thread_and_no_fd(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        import os
+        import threading
+
+        import pytest
+
+        counts = []
+
+        def snapshot():
+            return (
+                sorted(thread.name for thread in threading.enumerate()),
+                sorted(os.listdir("/proc/self/fd")),
+            )
+
+        @pytest.hookimpl(trylast=True)
+        def pytest_runtest_logfinish(nodeid, location):
+            counts.append(snapshot())
+
+        def pytest_sessionfinish(session):
+            first, last = counts[0], counts[-1]
+            assert len(counts) == 500
+            assert first == last, f"after test 1: {first}\\nafter test 500: {last}"
+        """
+    )
+    pytester.makepyfile(
+        """
+        import socket
+        import pytest
+        from fakepeer import Lines
+
+        @pytest.mark.parametrize("n", range(500))
+        @pytest.mark.fakepeer(framing=Lines())
+        def test_one(fake_peer, n):
+            fake_peer.on_connect().send(b"HI")
+            fake_peer.expect(b"N").reply(str(n))
+            with socket.create_connection(fake_peer.address) as sock:
+                sock.sendall(b"N\\n")
+                stream = sock.makefile("rb")
+                assert stream.readline() == b"HI\\n"
+                assert stream.readline() == f"{n}\\n".encode()
+                stream.close()
+        """
+    )
+    result = pytester.runpytest_subprocess("-W", "error", "-q")
+    result.assert_outcomes(passed=500)
+    # The conftest's check at session end turns a leak into an internal error and exit 3.
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
