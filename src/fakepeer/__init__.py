@@ -19,6 +19,7 @@ from ._conversation import Connection
 from ._errors import (
     ConversationError,
     Error,
+    FramingError,
     IncompleteMessage,
     ReplyFailed,
     ScriptError,
@@ -41,6 +42,7 @@ __all__ = [
     "Event",
     "FakePeer",
     "Framing",
+    "FramingError",
     "IncompleteMessage",
     "Lines",
     "Matcher",

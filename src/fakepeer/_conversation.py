@@ -31,6 +31,7 @@ from typing import Final, NamedTuple, TypeAlias
 from ._errors import (
     ConversationError,
     Error,
+    FramingError,
     IncompleteMessage,
     ReplyFailed,
     ScriptError,
@@ -54,7 +55,8 @@ __all__ = [
     "Write",
 ]
 
-#: A client that sends more than this without completing a message fails the test.
+#: A client that sends more than this without completing a message fails the test, unless the
+#: framing sets its own ``max_length``.
 MAX_BUFFER: Final = 1 << 20
 
 
@@ -139,6 +141,8 @@ class Conversation:
     def __init__(self, framing: Framing, title: str = "fake peer") -> None:
         self.framing = framing
         self.stream = framing.streaming
+        limit = getattr(framing, "max_length", None)
+        self.limit: int = limit if isinstance(limit, int) and limit > 0 else MAX_BUFFER
         self.connect_rules: list[Rule] = []
         self.expectations: list[Rule] = []
         self.permanent: list[Rule] = []
@@ -200,34 +204,47 @@ class Conversation:
             buffer += data
             self._event(at, connection, "received", data)
             return self._match_stream(connection, at)
-        if buffer:
-            buffer += data
-            messages, consumed = self.framing.decode(bytes(buffer), False)
-            if consumed:
-                del buffer[:consumed]
-        else:  # the common case: nothing left over from before, decode what arrived
-            messages, consumed = self.framing.decode(data, False)
-            if consumed < len(data):
-                buffer += data[consumed:]
+        try:
+            if buffer:
+                buffer += data
+                messages, consumed = self.framing.decode(bytes(buffer), False)
+                if consumed:
+                    del buffer[:consumed]
+            else:  # the common case: nothing left over from before, decode what arrived
+                messages, consumed = self.framing.decode(data, False)
+                if consumed < len(data):
+                    buffer += data[consumed:]
+        except FramingError as problem:
+            return self._framing_failed(problem, connection, at)
         actions: list[Action] = []
         for message in messages:
             if not connection.answering:
                 self._unanswered(connection, message, at)
                 continue
             actions.extend(self._dispatch(connection, message, at))
-        if len(buffer) > MAX_BUFFER and not connection.failed:
-            actions += self._fail(
-                IncompleteMessage(
-                    f"connection #{connection.id}: the client sent {len(buffer)} bytes without "
-                    f"completing a message ({self.framing!r}, limit {MAX_BUFFER} bytes)",
-                    connection=connection.id,
-                    leftover=bytes(buffer[:64]),
-                ),
-                connection,
-                at,
-            )
-            buffer.clear()
+        if len(buffer) > self.limit and not connection.failed:
+            actions += self._over_limit(connection, at)
         return actions
+
+    def _over_limit(self, connection: Connection, at: float) -> list[Action]:
+        buffer = connection.buffer
+        problem = FramingError(
+            f"connection #{connection.id}: the client sent {len(buffer)} bytes without "
+            f"completing a message, over the limit of {self.limit} bytes of {self.framing!r}"
+            f"\n  buffered:  {show(bytes(buffer[:64]))}",
+            connection=connection.id,
+        )
+        buffer.clear()
+        return self._fail(problem, connection, at)
+
+    def _framing_failed(
+        self, problem: FramingError, connection: Connection, at: float
+    ) -> list[Action]:
+        problem.connection = connection.id
+        problem.diagnosis = f"connection #{connection.id}: {problem.diagnosis}"
+        problem.args = (problem.diagnosis,)
+        connection.buffer.clear()
+        return self._fail(problem, connection, at)
 
     def eof(self, connection: Connection, at: float) -> list[Action]:
         """The client shut down its sending side (or closed): finish, then close ours."""
@@ -363,6 +380,8 @@ class Conversation:
                     waiting = True
             else:
                 if waiting:
+                    if len(buffer) > self.limit:
+                        actions.extend(self._over_limit(connection, at))
                     return actions
                 buffer.clear()
                 actions.extend(self._fail(self._unexpected(connection, data), connection, at))
@@ -375,7 +394,10 @@ class Conversation:
             return []
         actions: list[Action] = []
         if not self.stream:
-            messages, consumed = self.framing.decode(bytes(buffer), True)
+            try:
+                messages, consumed = self.framing.decode(bytes(buffer), True)
+            except FramingError as problem:
+                return self._framing_failed(problem, connection, at)
             del buffer[:consumed]
             for message in messages:
                 if not connection.answering:

@@ -7,6 +7,7 @@
     └── ConversationError              the client under test misbehaved (an AssertionError,
         │   (AssertionError)           so pytest reports it as a test failure)
         ├── UnexpectedData             bytes arrived that no rule expected
+        ├── FramingError               the bytes break the framing (too long, bad prefix)
         ├── IncompleteMessage          the connection ended in the middle of a message
         ├── UnmetExpectations          the conversation ended before every ``expect`` was met
         ├── ReplyFailed                a reply callable of the script raised
@@ -21,6 +22,7 @@ from __future__ import annotations
 __all__ = [
     "ConversationError",
     "Error",
+    "FramingError",
     "IncompleteMessage",
     "ReplyFailed",
     "ScriptError",
@@ -98,6 +100,13 @@ class UnexpectedData(ConversationError):
         super().__init__(diagnosis, connection=connection)
         self.received = received
         self.expected = expected
+
+
+class FramingError(ConversationError):
+    """The client's bytes break the framing: a message over the framing's size limit, or a
+    length prefix that cannot be right. Framings raise it from ``decode``; the peer adds the
+    connection and the transcript.
+    """
 
 
 class IncompleteMessage(ConversationError):
