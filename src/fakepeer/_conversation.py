@@ -13,6 +13,9 @@ action           the runtime must
 ``HalfClose()``  shut down writing, keep reading
 ``Reset()``      abort with a TCP RST
 ``Hold()``       nothing: the connection now hangs; report it with :meth:`~Conversation.held`
+``Await(a)``     await ``a`` (what an ``async`` reply callable returned), then hand the
+                 result to :meth:`~Conversation.awaited` and run the actions it returns
+                 before the rest
 ==============  =======================================================================
 
 The runtime reports what it did (:meth:`~Conversation.sent`, :meth:`~Conversation.closed`,
@@ -25,11 +28,14 @@ reads no clock and takes no lock; the runtime serialises calls.
 
 from __future__ import annotations
 
+import difflib
+import inspect
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Final, NamedTuple, TypeAlias
+from typing import Final, NamedTuple, Protocol, TypeAlias
 
+from . import _matchers
 from ._errors import (
-    ConversationError,
     Error,
     FramingError,
     IncompleteMessage,
@@ -40,11 +46,26 @@ from ._errors import (
 )
 from ._framing import Framing
 from ._matchers import NEED_MORE, Matched, Matcher
-from ._script import After, Close, HalfClose, Hang, Reply, Reset, Rule, Send, Step
+from ._script import (
+    START,
+    After,
+    Close,
+    Echo,
+    Goto,
+    HalfClose,
+    Hang,
+    Reply,
+    Reset,
+    Rule,
+    Script,
+    Send,
+    Step,
+)
 from ._transcript import Event, Transcript, show
 
 __all__ = [
     "Action",
+    "Await",
     "Close",
     "Connection",
     "Conversation",
@@ -54,6 +75,11 @@ __all__ = [
     "Wait",
     "Write",
 ]
+
+#: How many similar rules an unexpected-data failure lists.
+SIMILAR: Final = 3
+#: How close (0 to 1, see ``_closeness``) a rule must be to be listed as similar.
+SIMILARITY: Final = 0.6
 
 #: A client that sends more than this without completing a message fails the test, unless the
 #: framing sets its own ``max_length``.
@@ -77,7 +103,29 @@ class Hold:
     """The connection hangs from now on: answer nothing more."""
 
 
-Action: TypeAlias = Write | Wait | Close | HalfClose | Reset | Hold
+class Await(NamedTuple):
+    """Await what a reply callable returned, then report it with ``Conversation.awaited``."""
+
+    awaitable: Awaitable[object]
+    rule: Rule
+    name: str
+
+
+Action: TypeAlias = Write | Wait | Close | HalfClose | Reset | Hold | Await
+
+
+class ConnectionIO(Protocol):
+    """What the runtime plugs into a :class:`Connection` so the test can act on it."""
+
+    def send(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+    def reset(self) -> None: ...
+
+    async def receive(self) -> bytes: ...
+
+    async def receive_exactly(self, count: int) -> bytes: ...
 
 
 class Connection:
@@ -85,7 +133,12 @@ class Connection:
 
     ``id`` counts connections from 1 in order of arrival; ``client`` is the client's
     ``host:port``; ``received`` the messages it sent (for :class:`~fakepeer.Raw`, the byte runs
-    that rules matched); ``open`` is false once either side closed it.
+    that rules matched); ``state`` its state for ``.when()`` rules; ``open`` is false once
+    either side closed it.
+
+    From the test (any thread) or a reply callable: :meth:`send`, :meth:`close`,
+    :meth:`reset`. From a handler: also ``await`` :meth:`receive` and
+    :meth:`receive_exactly`.
     """
 
     __slots__ = (
@@ -95,16 +148,26 @@ class Connection:
         "ended",
         "failed",
         "finishing",
+        "handled",
         "held",
         "id",
+        "io",
         "received",
+        "script",
+        "state",
         "write_closed",
     )
 
-    def __init__(self, id: int, client: str, transcript: Transcript) -> None:
+    def __init__(
+        self, id: int, client: str, transcript: Transcript, script: Script | None = None
+    ) -> None:
         self.id = id
         self.client = client
         self.received: list[bytes] = []
+        self.script = script if script is not None else Script()
+        self.state = START
+        self.handled = self.script.handler is not None
+        self.io: ConnectionIO | None = None
         self.buffer = bytearray()
         self.held = False
         self.failed = False
@@ -130,6 +193,35 @@ class Connection:
         """This connection's part of the transcript, rendered."""
         return self._transcript.render(connection=self.id)
 
+    def _require_io(self, method: str) -> ConnectionIO:
+        if self.io is None:
+            raise RuntimeError(f"connection.{method}() needs a connection of a serving peer")
+        return self.io
+
+    def send(self, data: bytes | str) -> None:
+        """Push ``data`` (framed) to the client now, from any thread; returns at once."""
+        if isinstance(data, str):
+            data = data.encode()
+        self._require_io("send").send(data)
+
+    def close(self) -> None:
+        """Close the connection gracefully, from any thread."""
+        self._require_io("close").close()
+
+    def reset(self) -> None:
+        """Abort the connection with a TCP RST, from any thread."""
+        self._require_io("reset").reset()
+
+    async def receive(self) -> bytes:
+        """In a handler: the next message (framed); raises ``EOFError`` if the client
+        closed, :class:`~fakepeer.WaitTimeout` after the peer's timeout."""
+        return await self._require_io("receive").receive()
+
+    async def receive_exactly(self, count: int) -> bytes:
+        """In a handler: exactly ``count`` raw bytes (not yet framed); raises ``EOFError`` if
+        the client closed first, :class:`~fakepeer.WaitTimeout` after the peer's timeout."""
+        return await self._require_io("receive_exactly").receive_exactly(count)
+
     def __repr__(self) -> str:
         state = "open" if self.open else "closed"
         return f"<Connection #{self.id} from {self.client} {state}, {len(self.received)} received>"
@@ -143,10 +235,10 @@ class Conversation:
         self.stream = framing.streaming
         limit = getattr(framing, "max_length", None)
         self.limit: int = limit if isinstance(limit, int) and limit > 0 else MAX_BUFFER
-        self.connect_rules: list[Rule] = []
-        self.expectations: list[Rule] = []
-        self.permanent: list[Rule] = []
-        self.next = 0
+        self.script = Script()
+        self.scripts: dict[int, Script] = {}  # per-connection scripts, by connection number
+        self.peer_state = START
+        self.unmatched: list[tuple[int, bytes]] = []  # (connection, message) via otherwise
         self.connections: list[Connection] = []
         self.received: list[bytes] = []
         self.problems: list[Error] = []
@@ -154,45 +246,64 @@ class Conversation:
 
     # -- the script --------------------------------------------------------------------------
 
-    def add_rule(self, kind: str, matcher: Matcher | None, where: str) -> Rule:
-        """Append a rule of ``kind`` (``connect``, ``expect``, ``always``) and return it."""
-        rules = {
-            "connect": self.connect_rules,
-            "expect": self.expectations,
-            "always": self.permanent,
-        }[kind]
-        rule = Rule(kind, matcher, len(rules) + 1, where)
-        rules.append(rule)
-        return rule
+    def script_for(self, connection: int | None) -> Script:
+        """The peer's script, or the own script of the ``connection``-th connection."""
+        if connection is None:
+            return self.script
+        script = self.scripts.get(connection)
+        if script is None:
+            script = self.scripts[connection] = Script(f"connection #{connection} ")
+        return script
+
+    def add_rule(
+        self, kind: str, matcher: Matcher | None, where: str, connection: int | None = None
+    ) -> Rule:
+        """Append a rule of ``kind`` (``connect``, ``expect``, ``always``, ``otherwise``)
+        to the peer's script, or to the script of the ``connection``-th connection."""
+        return self.script_for(connection).add(kind, matcher, where)
+
+    @property
+    def expectations(self) -> list[Rule]:
+        """The expectations of the peer's script."""
+        return self.script.expectations
 
     def head(self) -> Rule | None:
-        """The expectation the script waits for now, or None when all are met."""
-        expectations = self.expectations
-        while self.next < len(expectations) and expectations[self.next].exhausted:
-            self.next += 1
-        return expectations[self.next] if self.next < len(expectations) else None
+        """The expectation the peer's script waits for now, or None when all are met."""
+        return self.script.head()
 
     @property
     def done(self) -> bool:
-        """True when every expectation was met."""
-        return self.head() is None
+        """True when every expectation, of every script, was met."""
+        return not self.unmet()
 
     def unmet(self) -> list[Rule]:
-        """Expectations not (fully) met yet, in script order."""
-        return [rule for rule in self.expectations[self.next :] if not rule.exhausted]
+        """Expectations not (fully) met yet, in script order, the peer's first."""
+        unmet = self.script.unmet()
+        for number in sorted(self.scripts):
+            unmet.extend(self.scripts[number].unmet())
+        return unmet
 
     # -- events in ---------------------------------------------------------------------------
 
     def connect(self, client: str, at: float) -> tuple[Connection, list[Action]]:
         """A client connected: record it and return the greeting actions."""
-        connection = Connection(len(self.connections) + 1, client, self.transcript)
+        number = len(self.connections) + 1
+        script = self.scripts.get(number, self.script)
+        connection = Connection(number, client, self.transcript, script)
         self.connections.append(connection)
         self._event(at, connection, "connected", note=f"from {client}")
         actions: list[Action] = []
-        for rule in self.connect_rules:
-            rule.count += 1
-            actions.extend(self._steps(rule, connection, None, at))
+        for rule in script.connect_rules:
+            if self._applies(rule, connection):
+                rule.count += 1
+                actions.extend(self._steps(rule, connection, None, b"", at))
         return connection, actions
+
+    def delivered(self, connection: Connection, message: bytes, at: float) -> None:
+        """A handler took ``message`` (framed, or raw bytes) off the connection."""
+        connection.received.append(message)
+        self.received.append(message)
+        self._event(at, connection, "handled", message, "(by the handler)")
 
     def receive(self, connection: Connection, data: bytes, at: float) -> list[Action]:
         """Bytes arrived on ``connection``; return what to do about them."""
@@ -200,9 +311,11 @@ class Conversation:
             self._unanswered(connection, data, at)
             return []
         buffer = connection.buffer
-        if self.stream:
+        if self.stream or connection.handled:
             buffer += data
             self._event(at, connection, "received", data)
+            if connection.handled:  # the handler reads it with receive() or receive_exactly()
+                return []
             return self._match_stream(connection, at)
         try:
             if buffer:
@@ -249,6 +362,8 @@ class Conversation:
     def eof(self, connection: Connection, at: float) -> list[Action]:
         """The client shut down its sending side (or closed): finish, then close ours."""
         self._event(at, connection, "eof")
+        if connection.handled:
+            return []  # the handler sees EOF in receive(), and ends the connection itself
         if connection.answering:
             actions = self._finish_buffer(connection, at)
             if connection.failed:  # _fail already closes
@@ -262,7 +377,7 @@ class Conversation:
         """The connection is gone; ``reason`` is the error text, or None for a clean close."""
         if connection.ended:
             return
-        if connection.answering:
+        if connection.answering and not connection.handled:
             self._finish_buffer(connection, at)
         connection.ended = True
         self._event(at, connection, "lost", note=reason or "closed by the client")
@@ -295,10 +410,13 @@ class Conversation:
         unmet = self.unmet()
         if not unmet:
             return None
+        arrived = len(self.connections)
         lines = []
         for rule in unmet:
             if rule.count:
                 lines.append(f"{rule.describe()}: met {rule.count} of {rule.limit} times")
+            elif rule.scope and int(rule.scope.split("#")[1].split()[0]) > arrived:
+                lines.append(f"{rule.describe()}: never met (that connection never came)")
             else:
                 lines.append(f"{rule.describe()}: never met")
         count = len(unmet)
@@ -314,6 +432,22 @@ class Conversation:
             f"  {line}" for line in lines
         )
         return UnmetExpectations(diagnosis, unmet=lines)
+
+    def awaited(
+        self,
+        connection: Connection,
+        action: Await,
+        result: object,
+        error: BaseException | None,
+        at: float,
+    ) -> list[Action]:
+        """What an :class:`Await` produced: the actions to run before the rest."""
+        problem = self._check_reply(action.rule, action.name, connection, result, error)
+        if isinstance(problem, Error):
+            return self._fail(problem, connection, at)
+        if problem is None:
+            return []
+        return self._write(action.rule, connection, problem, at)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -335,26 +469,44 @@ class Conversation:
         connection.received.append(data)
         self.received.append(data)
 
-    def _candidates(self) -> list[Rule]:
-        head = self.head()
-        rules = [] if head is None else [head]
-        rules.extend(rule for rule in self.permanent if not rule.exhausted)
+    def _applies(self, rule: Rule, connection: Connection) -> bool:
+        return (
+            not rule.exhausted
+            and (rule.state is None or rule.state == connection.state)
+            and (rule.peer_state is None or rule.peer_state == self.peer_state)
+        )
+
+    def _candidates(self, connection: Connection) -> list[Rule]:
+        """The rules that may match the next message of ``connection``, in order."""
+        script = connection.script
+        head = script.head()
+        applies = self._applies
+        rules = [head] if head is not None and applies(head, connection) else []
+        rules.extend(rule for rule in script.permanent if applies(rule, connection))
+        rules.extend(rule for rule in script.fallbacks if applies(rule, connection))
         return rules
+
+    def _matched(
+        self, rule: Rule, connection: Connection, message: bytes, value: object, at: float
+    ) -> list[Action]:
+        rule.count += 1
+        note = f"-> {rule.describe()}"
+        if rule.kind == "otherwise":
+            self.unmatched.append((connection.id, message))
+            note += " (unmatched)"
+        kind = "matched" if self.stream else "received"
+        self._event(at, connection, kind, message, note)
+        return self._steps(rule, connection, value, message, at)
 
     def _dispatch(self, connection: Connection, message: bytes, at: float) -> list[Action]:
         connection.received.append(message)
         self.received.append(message)
-        head = self.head()
-        for rule in self.permanent if head is None else (head, *self.permanent):
-            if rule.exhausted:
-                continue
+        for rule in self._candidates(connection):
             assert rule.matcher is not None
             outcome = rule.matcher.match(message, stream=False)
             if outcome is not None and outcome is not NEED_MORE:
                 assert isinstance(outcome, Matched)
-                self._event(at, connection, "received", message, f"-> {rule.describe()}")
-                rule.count += 1
-                return self._steps(rule, connection, outcome.value, at)
+                return self._matched(rule, connection, message, outcome.value, at)
         self._event(at, connection, "unexpected", message)
         return self._fail(self._unexpected(connection, message), connection, at)
 
@@ -364,7 +516,7 @@ class Conversation:
         while buffer and connection.answering:
             data = bytes(buffer)
             waiting = False
-            for rule in self._candidates():
+            for rule in self._candidates(connection):
                 assert rule.matcher is not None
                 outcome = rule.matcher.match(data, stream=True)
                 if isinstance(outcome, Matched) and outcome.consumed > 0:
@@ -372,9 +524,7 @@ class Conversation:
                     del buffer[: outcome.consumed]
                     connection.received.append(message)
                     self.received.append(message)
-                    self._event(at, connection, "matched", message, f"-> {rule.describe()}")
-                    rule.count += 1
-                    actions.extend(self._steps(rule, connection, outcome.value, at))
+                    actions.extend(self._matched(rule, connection, message, outcome.value, at))
                     break
                 if outcome is NEED_MORE:
                     waiting = True
@@ -422,24 +572,54 @@ class Conversation:
             )
         return actions
 
+    def _why_not(self, rule: Rule, connection: Connection, data: bytes) -> str:
+        assert rule.matcher is not None
+        outcome = rule.matcher.match(data, stream=self.stream)
+        matches = outcome is not None and outcome is not NEED_MORE
+        if not matches:
+            return rule.matcher.explain(data)
+        if rule.exhausted:
+            return f"matches, but it was already met {rule.count} time(s)"
+        if rule.state is not None and rule.state != connection.state:
+            return (
+                f"matches, but needs connection state {rule.state!r} "
+                f"(connection #{connection.id} is in {connection.state!r})"
+            )
+        if rule.peer_state is not None and rule.peer_state != self.peer_state:
+            return (
+                f"matches, but needs peer state {rule.peer_state!r} "
+                f"(the peer is in {self.peer_state!r})"
+            )
+        head = connection.script.head()
+        if rule.kind == "expect" and head is not None and head is not rule:
+            return f"matches, but the script waits for {head.kind} #{head.number} first"
+        return "matches"  # pragma: no cover - a matching, applicable rule would have matched
+
     def _unexpected(self, connection: Connection, data: bytes) -> UnexpectedData:
-        head = self.head()
+        script = connection.script
+        head = script.head()
         lines = [f"connection #{connection.id} received data that no rule expected"]
         lines.append(f"  received:  {show(data)}")
         if head is not None:
-            assert head.matcher is not None
             lines.append(f"  expected:  {head.describe()}")
-            lines.append(f"             the data {head.matcher.explain(data)}")
+            lines.append(f"             the data {self._why_not(head, connection, data)}")
         else:
-            met = len(self.expectations)
+            met = len(script.expectations)
             lines.append(
                 "  expected:  nothing more"
                 + (f" (all {met} expectation(s) were already met)" if met else "")
             )
-        others = [rule for rule in self.permanent if not rule.exhausted]
-        if others:
-            lines.append("  also tried:")
-            lines.extend(f"    {rule.describe()}" for rule in others)
+        scored = [(_closeness(rule, data, self.stream), rule) for rule in script.rules()]
+        similar = [pair for pair in scored if pair[1] is not head and pair[0] >= SIMILARITY]
+        if similar:
+            similar.sort(key=lambda pair: -pair[0])
+            lines.append("  similar rules:")
+            lines.extend(
+                f"    {rule.describe()}: {self._why_not(rule, connection, data)}"
+                for _, rule in similar[:SIMILAR]
+            )
+            if len(similar) > SIMILAR:
+                lines.append(f"    ... and {len(similar) - SIMILAR} more")
         return UnexpectedData(
             "\n".join(lines),
             connection=connection.id,
@@ -454,38 +634,50 @@ class Conversation:
             self._event(at, connection, "error", note=problem.diagnosis.splitlines()[0])
         return [Close()]
 
-    def _steps(self, rule: Rule, connection: Connection, value: object, at: float) -> list[Action]:
+    def _steps(
+        self, rule: Rule, connection: Connection, value: object, message: bytes, at: float
+    ) -> list[Action]:
         actions: list[Action] = []
-        encode = self.framing.encode
         step: Step
         for step in rule.steps:
-            if isinstance(step, Reply | Send):
+            if isinstance(step, Reply | Send | Echo):
                 if isinstance(step, Send):
-                    data: bytes | None = step.data
+                    data: object = step.data
+                elif isinstance(step, Echo):
+                    data = message
                 elif step.function is None:
                     data = step.data
                 else:
-                    reply = self._call(step, rule, connection, value, at)
-                    if isinstance(reply, ConversationError):
-                        actions.extend(self._fail(reply, connection, at))
+                    name = getattr(step.function, "__qualname__", repr(step.function))
+                    error: Exception | None = None
+                    try:
+                        if step.wants_connection:
+                            data = step.function(value, connection)
+                        else:
+                            data = step.function(value)
+                    except Exception as exc:
+                        data, error = None, exc
+                    if error is None and inspect.isawaitable(data):
+                        actions.append(Await(data, rule, name))
+                        continue
+                    data = self._check_reply(rule, name, connection, data, error)
+                    if isinstance(data, Error):
+                        actions.extend(self._fail(data, connection, at))
                         return actions
-                    data = reply
                 if data is None:
                     continue
-                if connection.write_closed:
-                    problem = ScriptError(
-                        f"{rule.describe()} writes on connection #{connection.id}, but an "
-                        "earlier rule half-closed it with .half_close(): the peer can no "
-                        f"longer write there (it would have sent {show(data)})"
-                    )
-                    actions.extend(self._fail(problem, connection, at))
+                assert isinstance(data, bytes)
+                written = self._write(rule, connection, data, at)
+                actions.extend(written)
+                if connection.failed:
                     return actions
-                actions.append(Write(encode(data)))
             elif isinstance(step, After):
                 actions.append(Wait(step.seconds))
             elif isinstance(step, Hang):
                 actions.append(Hold())
                 connection.finishing = True
+            elif isinstance(step, Goto):
+                self._goto(step, connection, at)
             else:
                 actions.append(step)
                 if isinstance(step, HalfClose):
@@ -494,23 +686,42 @@ class Conversation:
                     connection.finishing = True
         return actions
 
-    def _call(
-        self, step: Reply, rule: Rule, connection: Connection, value: object, at: float
-    ) -> bytes | ConversationError | None:
-        assert step.function is not None
-        name = getattr(step.function, "__qualname__", repr(step.function))
-        try:
-            if step.wants_connection:
-                result = step.function(value, connection)
-            else:
-                result = step.function(value)
-        except Exception as exc:
+    def _goto(self, step: Goto, connection: Connection, at: float) -> None:
+        changes = []
+        if step.connection is not None:
+            changes.append(f"connection {connection.state!r} -> {step.connection!r}")
+            connection.state = step.connection
+        if step.peer is not None:
+            changes.append(f"peer {self.peer_state!r} -> {step.peer!r}")
+            self.peer_state = step.peer
+        self._event(at, connection, "state", note=", ".join(changes))
+
+    def _write(self, rule: Rule, connection: Connection, data: bytes, at: float) -> list[Action]:
+        if connection.write_closed:
+            problem = ScriptError(
+                f"{rule.describe()} writes on connection #{connection.id}, but an "
+                "earlier rule half-closed it with .half_close(): the peer can no "
+                f"longer write there (it would have sent {show(data)})"
+            )
+            return self._fail(problem, connection, at)
+        return [Write(self.framing.encode(data))]
+
+    def _check_reply(
+        self,
+        rule: Rule,
+        name: str,
+        connection: Connection,
+        result: object,
+        error: BaseException | None,
+    ) -> bytes | Error | None:
+        """The bytes a reply callable gave, or the problem it is."""
+        if error is not None:
             problem = ReplyFailed(
                 f"the reply callable {name} of {rule.describe()} raised "
-                f"{type(exc).__name__}: {exc}",
+                f"{type(error).__name__}: {error}",
                 connection=connection.id,
             )
-            problem.__cause__ = exc
+            problem.__cause__ = error
             return problem
         if result is None or isinstance(result, bytes):
             return result
@@ -521,3 +732,19 @@ class Conversation:
             f"{type(result).__name__} {result!r}; it must return bytes, str or None",
             connection=connection.id,
         )
+
+
+def _closeness(rule: Rule, data: bytes, stream: bool) -> float:
+    """How close ``data`` is to what ``rule`` wants, in [0, 1]; 1 when it matches."""
+    matcher = rule.matcher
+    assert matcher is not None
+    if rule.kind == "otherwise":
+        return 0.0  # a fallback matches anything: naming it as "similar" says nothing
+    outcome = matcher.match(data, stream=stream)
+    if outcome is not None and outcome is not NEED_MORE:
+        return 1.0
+    closeness = getattr(_matchers, "closeness", None)
+    if closeness is not None:
+        return float(closeness(matcher, data))
+    target = matcher.describe().encode(errors="replace")
+    return difflib.SequenceMatcher(None, data, target).ratio()

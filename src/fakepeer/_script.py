@@ -1,6 +1,6 @@
 """The script: rules the test writes, each a matcher and a chain of steps.
 
-Three kinds of rule:
+Four kinds of rule, tried in this order for each message:
 
 ``on_connect()``
     runs its steps on every new connection, before anything is read (a greeting).
@@ -10,6 +10,15 @@ Three kinds of rule:
 ``always(matcher)``
     permanent: matches any time the next expectation does not, as often as needed
     (or at most ``times(n)``). Never required.
+``otherwise()``
+    the fallback for a message nothing else matched. Without one, such a message fails the
+    test (strict); with one, it is answered and counted as unmatched
+    (``peer.assert_no_unmatched()`` still catches it).
+
+Any rule can require a state with ``.when("state")`` (the connection's) or
+``.when(peer="state")`` (the peer's, shared by all connections), and a step ``.goto(...)``
+moves the connection or the peer to another state as soon as the rule matches. Both start in
+the state ``"start"``.
 
 Steps run in the order written, like a sentence::
 
@@ -27,7 +36,7 @@ import inspect
 import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Final, TypeAlias
@@ -38,19 +47,29 @@ from ._matchers import Matcher
 __all__ = [
     "After",
     "Close",
+    "Echo",
+    "Goto",
     "HalfClose",
+    "HandlerFunction",
     "Hang",
     "Reply",
     "ReplyFunction",
     "Reset",
     "Rule",
+    "Script",
     "Send",
     "Step",
 ]
 
-#: A reply callable: ``f(match)`` or ``f(match, connection)`` returning bytes, str or None.
-#: ``match`` is the ``re.Match`` for a regex rule, else the message bytes.
-ReplyFunction: TypeAlias = Callable[..., bytes | str | None]
+#: The state connections and the peer start in.
+START: Final = "start"
+
+#: A reply callable: ``f(match)`` or ``f(match, connection)`` returning bytes, str or None,
+#: or an awaitable of one (``async def``). ``match`` is the ``re.Match`` for a regex rule,
+#: else the message bytes.
+ReplyFunction: TypeAlias = Callable[..., object]
+#: A connection handler: ``async def handler(connection) -> None``.
+HandlerFunction: TypeAlias = Callable[..., Awaitable[None]]
 
 _PACKAGE_DIR: Final = os.path.dirname(os.path.abspath(__file__))
 #: The modules a script call passes through on its way in; the frame after them wrote it.
@@ -134,7 +153,44 @@ class Hang:
     """Keep the connection open and answer nothing more on it."""
 
 
-Step: TypeAlias = Reply | Send | After | Close | HalfClose | Reset | Hang
+@dataclass(frozen=True, slots=True)
+class Echo:
+    """Write the matched message back (framed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Goto:
+    """Move the connection and/or the peer to a state (when the rule matches)."""
+
+    connection: str | None
+    peer: str | None
+
+
+Step: TypeAlias = Reply | Send | After | Close | HalfClose | Reset | Hang | Echo | Goto
+
+
+class _Rotation:
+    """A reply that cycles through fixed answers: A, B, C, A, B, ..."""
+
+    def __init__(self, choices: Sequence[bytes]) -> None:
+        self.choices = tuple(choices)
+        self.index = 0
+        self.__qualname__ = f"rotation of {len(self.choices)}"
+
+    def __call__(self, match: object) -> bytes:
+        choice = self.choices[self.index % len(self.choices)]
+        self.index += 1
+        return choice
+
+
+def _state_name(value: object, method: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ScriptError(f".{method}() takes a state name as a non-empty str, got {value!r}")
+    return value
+
+
 _ENDINGS: Final = (Close, Reset, Hang)
 
 
@@ -165,18 +221,24 @@ def _binds(signature: inspect.Signature, count: int) -> bool:
 class Rule:
     """One rule of the script; its methods add steps and return the rule, so they chain.
 
-    ``kind`` is ``"connect"``, ``"expect"`` or ``"always"``; ``number`` counts rules of the
-    same kind from 1; ``where`` is the ``file:line`` that wrote it.
+    ``kind`` is ``"connect"``, ``"expect"``, ``"always"`` or ``"otherwise"``; ``number``
+    counts rules of the same kind from 1; ``where`` is the ``file:line`` that wrote it;
+    ``scope`` is ``""`` for the peer's script, ``"connection #N "`` for a per-connection one.
     """
 
-    def __init__(self, kind: str, matcher: Matcher | None, number: int, where: str) -> None:
+    def __init__(
+        self, kind: str, matcher: Matcher | None, number: int, where: str, scope: str = ""
+    ) -> None:
         self.kind = kind
         self.matcher = matcher
         self.number = number
         self.where = where
+        self.scope = scope
         self.steps: list[Step] = []
         self.limit: int | None = 1 if kind == "expect" else None
         self.count = 0
+        self.state: str | None = None  # the connection state the rule requires
+        self.peer_state: str | None = None  # the peer state the rule requires
         self._description: str | None = None
 
     # -- description -------------------------------------------------------------------------
@@ -185,10 +247,25 @@ class Rule:
         """``expect #2 'PING' (test_x.py:14)``."""
         if self._description is not None:
             return self._description
-        what = "on_connect" if self.matcher is None else f"{self.kind} #{self.number}"
-        matcher = "" if self.matcher is None else f" {self.matcher.describe()}"
+        if self.kind == "connect":
+            what = "on_connect"
+        elif self.kind == "otherwise":
+            what = "otherwise"
+        else:
+            what = f"{self.kind} #{self.number}"
+        matcher = (
+            ""
+            if self.matcher is None or self.kind == "otherwise"
+            else (f" {self.matcher.describe()}")
+        )
         times = f" x{self.limit}" if self.limit not in (None, 1) else ""
-        self._description = f"{what}{matcher}{times} ({self.where})"
+        states = []
+        if self.state is not None:
+            states.append(f"when {self.state!r}")
+        if self.peer_state is not None:
+            states.append(f"when peer {self.peer_state!r}")
+        when = f" [{', '.join(states)}]" if states else ""
+        self._description = f"{self.scope}{what}{matcher}{times}{when} ({self.where})"
         return self._description
 
     def __repr__(self) -> str:
@@ -203,7 +280,9 @@ class Rule:
                 f".{method}() after .{ended}() on {self.describe()}: "
                 f"nothing can happen on a connection after {ended}()"
             )
-        if isinstance(step, Reply | Send) and any(isinstance(s, HalfClose) for s in self.steps):
+        if isinstance(step, Reply | Send | Echo) and any(
+            isinstance(s, HalfClose) for s in self.steps
+        ):
             raise ScriptError(
                 f".{method}() after .half_close() on {self.describe()}: "
                 "the peer can no longer write on that connection"
@@ -223,10 +302,41 @@ class Rule:
                 f".reply() on {self.describe()}: a connect rule has no message to reply to; "
                 "use .send()"
             )
+        if isinstance(data, list | tuple):
+            if not data:
+                raise ScriptError(".reply() of an empty sequence: give at least one answer")
+            rotation = _Rotation([to_bytes(item, ".reply()") for item in data])
+            return self._add(Reply(None, rotation, False), "reply")
         if callable(data) and not isinstance(data, bytes | str):
             wants = _reply_arity(data)
             return self._add(Reply(None, data, wants), "reply")
         return self._add(Reply(to_bytes(data, ".reply()")), "reply")
+
+    def echo(self) -> Rule:
+        """Answer with the message that matched (framed again)."""
+        if self.matcher is None:
+            raise ScriptError(f".echo() on {self.describe()}: a connect rule has nothing to echo")
+        return self._add(Echo(), "echo")
+
+    def when(self, state: str | None = None, *, peer: str | None = None) -> Rule:
+        """Apply the rule only while the connection is in ``state`` (and/or the peer in
+        ``peer``). Every connection and the peer start in ``"start"``."""
+        state = _state_name(state, "when")
+        peer = _state_name(peer, "when")
+        if state is None and peer is None:
+            raise ScriptError(".when() needs a state: .when('ready') or .when(peer='ready')")
+        self.state, self.peer_state = state, peer
+        self._description = None
+        return self
+
+    def goto(self, state: str | None = None, *, peer: str | None = None) -> Rule:
+        """When the rule matches, move the connection to ``state`` (and/or the peer to
+        ``peer``). It takes effect at once, for the very next message."""
+        state = _state_name(state, "goto")
+        peer = _state_name(peer, "goto")
+        if state is None and peer is None:
+            raise ScriptError(".goto() needs a state: .goto('ready') or .goto(peer='ready')")
+        return self._add(Goto(state, peer), "goto")
 
     def send(self, data: bytes | str) -> Rule:
         """Write ``data`` (framed) to the connection."""
@@ -272,3 +382,61 @@ class Rule:
     def exhausted(self) -> bool:
         """True once the rule matched as often as it may."""
         return self.limit is not None and self.count >= self.limit
+
+
+class Script:
+    """The rules of the peer, or of one connection: greetings, expectations, permanent
+    rules, fallbacks, or a handler that takes the connection over.
+
+    ``scope`` prefixes the descriptions of its rules (``"connection #2 "``).
+    """
+
+    def __init__(self, scope: str = "") -> None:
+        self.scope = scope
+        self.connect_rules: list[Rule] = []
+        self.expectations: list[Rule] = []
+        self.permanent: list[Rule] = []
+        self.fallbacks: list[Rule] = []
+        self.next = 0
+        self.handler: HandlerFunction | None = None
+        self.handler_where = ""
+
+    def add(self, kind: str, matcher: Matcher | None, where: str) -> Rule:
+        """Append a rule of ``kind`` and return it."""
+        rules = {
+            "connect": self.connect_rules,
+            "expect": self.expectations,
+            "always": self.permanent,
+            "otherwise": self.fallbacks,
+        }[kind]
+        rule = Rule(kind, matcher, len(rules) + 1, where, self.scope)
+        rules.append(rule)
+        return rule
+
+    def set_handler(self, handler: HandlerFunction, where: str) -> None:
+        """Let ``handler`` take over the connections of this script."""
+        if not inspect.iscoroutinefunction(handler):
+            raise ScriptError(
+                f"a handler must be an 'async def' function taking the connection, got {handler!r}"
+            )
+        if self.handler is not None:
+            raise ScriptError(
+                f"this script already has a handler ({self.handler_where}); one is enough"
+            )
+        self.handler, self.handler_where = handler, where
+
+    def head(self) -> Rule | None:
+        """The expectation the script waits for now, or None when all are met."""
+        expectations = self.expectations
+        while self.next < len(expectations) and expectations[self.next].exhausted:
+            self.next += 1
+        return expectations[self.next] if self.next < len(expectations) else None
+
+    def unmet(self) -> list[Rule]:
+        """Expectations not (fully) met yet, in script order."""
+        self.head()
+        return [rule for rule in self.expectations[self.next :] if not rule.exhausted]
+
+    def rules(self) -> list[Rule]:
+        """Every rule that matches messages, in the order they are tried."""
+        return [*self.expectations, *self.permanent, *self.fallbacks]
