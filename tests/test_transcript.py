@@ -128,7 +128,22 @@ def test_render_with_times() -> None:
         "   600.000 ms  error      something of the peer itself",
         "  1250.000 ms  #1 eof",
     ]
-    assert str(conversation(100.0)) == conversation(100.0).render()
+
+def test_str_leaves_out_times_and_addresses() -> None:
+    transcript = conversation(100.0)
+    transcript.title = "fake peer 'smtp'"
+    transcript.address = "127.0.0.1:2525"
+    assert str(transcript).splitlines() == [
+        "fake peer 'smtp'",
+        "  #1 connected",
+        "  #1 sent       '220 ready\\r\\n'",
+        "  #1 received   'HELO me' -> expect #1 'HELO me'",
+        "  #2 connected",
+        "  error      something of the peer itself",
+        "  #1 eof",
+    ]
+    assert transcript.render().splitlines()[0] == "fake peer 'smtp' on 127.0.0.1:2525"
+    assert str(transcript) == str(conversation(555.0)).replace(" on 127.0.0.1:2525", "")
 
 
 def test_render_without_times_is_stable() -> None:

@@ -11,6 +11,7 @@
         ├── IncompleteMessage          the connection ended in the middle of a message
         ├── UnmetExpectations          the conversation ended before every ``expect`` was met
         ├── ReplyFailed                a reply callable of the script raised
+        ├── HandlerFailed              a connection handler raised
         └── WaitTimeout                a wait for the client (connections, script done) ran out
 
 Every :class:`ConversationError` carries the transcript of the conversation as it stood when
@@ -23,6 +24,7 @@ __all__ = [
     "ConversationError",
     "Error",
     "FramingError",
+    "HandlerFailed",
     "IncompleteMessage",
     "ReplyFailed",
     "ScriptError",
@@ -133,6 +135,10 @@ class ReplyFailed(ConversationError):
 
     The original exception, if any, is the ``__cause__``.
     """
+
+
+class HandlerFailed(ConversationError):
+    """A connection handler (``@peer.handler``) raised; the exception is the ``__cause__``."""
 
 
 class WaitTimeout(ConversationError, TimeoutError):

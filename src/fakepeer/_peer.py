@@ -9,16 +9,16 @@ from types import TracebackType
 from typing import Final
 
 from ._conversation import Connection, Conversation
-from ._errors import Error, WaitTimeout
+from ._errors import Error, ScriptError, WaitTimeout
 from ._framing import Framing, check_framing
 from ._hub import hub
-from ._matchers import as_matcher
+from ._matchers import ANY, as_matcher
 from ._runtime import PeerServer, clock
-from ._script import Rule, caller_location
+from ._script import HandlerFunction, Rule, Script, caller_location
 from ._transcript import Transcript
 from ._wait import Waiters, current_async_library
 
-__all__ = ["FakePeer"]
+__all__ = ["ConnectionScript", "FakePeer"]
 
 #: How long leaving ``serve()`` may take, whatever the client does.
 STOP_TIMEOUT: Final = 1.0
@@ -26,7 +26,71 @@ STOP_TIMEOUT: Final = 1.0
 START_TIMEOUT: Final = 10.0
 
 
-class FakePeer:
+class _Scripting:
+    """The script-writing methods shared by :class:`FakePeer` and :class:`ConnectionScript`."""
+
+    _lock: threading.RLock
+    _conversation: Conversation
+    _waiters: Waiters
+    _number: int | None = None
+
+    def _rule(self, kind: str, matcher: object) -> Rule:
+        where = caller_location()
+        built = as_matcher(ANY if kind == "otherwise" else matcher) if kind != "connect" else None
+        with self._lock:
+            rule = self._conversation.add_rule(kind, built, where, self._number)
+            self._waiters.notify()
+        return rule
+
+    def on_connect(self) -> Rule:
+        """A rule run on every new connection before anything is read: ``.send()`` a greeting."""
+        return self._rule("connect", None)
+
+    def expect(self, matcher: object) -> Rule:
+        """The next ordered expectation: met once (or ``.times(n)``), in order, over all
+        connections. ``matcher`` is bytes, str, a compiled regex, a predicate, a matcher such
+        as ``prefix(b"GET ")``, or ``ANY``."""
+        return self._rule("expect", matcher)
+
+    def always(self, matcher: object) -> Rule:
+        """A permanent rule, tried whenever the next expectation does not match."""
+        return self._rule("always", matcher)
+
+    def otherwise(self) -> Rule:
+        """The fallback for a message no other rule matches, instead of failing the test.
+
+        Such messages count as unmatched: ``peer.assert_no_unmatched()`` fails on them.
+        """
+        return self._rule("otherwise", None)
+
+    def handler(self, function: HandlerFunction) -> HandlerFunction:
+        """Decorator: ``async def handler(connection)`` takes over each connection of this
+        script, for logic no rule expresses. It ``await connection.receive()``s messages and
+        ``connection.send()``s replies; it runs in the loop that serves the peer; when it
+        returns, the connection is closed; if it raises, the test fails with the transcript.
+        """
+        where = caller_location()
+        with self._lock:
+            self._conversation.script_for(self._number).set_handler(function, where)
+        return function
+
+
+class ConnectionScript(_Scripting):
+    """The own script of one connection: see :meth:`FakePeer.on_connection`."""
+
+    def __init__(self, peer: FakePeer, number: int, script: Script) -> None:
+        self._peer = peer
+        self._number = number
+        self._script = script
+        self._lock = peer._lock
+        self._conversation = peer._conversation
+        self._waiters = peer._waiters
+
+    def __repr__(self) -> str:
+        return f"<ConnectionScript of connection #{self._number} of {self._peer!r}>"
+
+
+class FakePeer(_Scripting):
     """A scripted fake TCP server on loopback for testing a client.
 
     Script it with :meth:`on_connect`, :meth:`expect` and :meth:`always`, then serve it::
@@ -61,7 +125,7 @@ class FakePeer:
         self._host = host
         self._port = port
         self.timeout = timeout
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._conversation = Conversation(self.framing, f"fake peer {name!r}")
         self._waiters = Waiters(self._lock)
         self._server: PeerServer | None = None
@@ -74,26 +138,33 @@ class FakePeer:
 
     # -- the script --------------------------------------------------------------------------
 
-    def _rule(self, kind: str, matcher: object) -> Rule:
-        where = caller_location()
-        built = None if kind == "connect" else as_matcher(matcher)
+    def on_connection(self, number: int) -> ConnectionScript:
+        """The own script of the ``number``-th connection (counting from 1).
+
+        That connection follows this script *instead of* the peer's: its greetings, its
+        expectations, its permanent rules, or its handler. Its unmet expectations fail the
+        test like the peer's (also when that connection never comes).
+        """
+        if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+            raise ScriptError(f"on_connection() takes a connection number >= 1, got {number!r}")
         with self._lock:
-            rule = self._conversation.add_rule(kind, built, where)
-            self._waiters.notify()
-        return rule
+            if number <= len(self._conversation.connections):
+                raise ScriptError(
+                    f"on_connection({number}): connection #{number} has already arrived; "
+                    "script it before the client connects"
+                )
+            script = self._conversation.script_for(number)
+        return ConnectionScript(self, number, script)
 
-    def on_connect(self) -> Rule:
-        """A rule run on every new connection before anything is read: ``.send()`` a greeting."""
-        return self._rule("connect", None)
+    # -- pushes --------------------------------------------------------------------------------
 
-    def expect(self, matcher: object) -> Rule:
-        """The next ordered expectation: met once (or ``.times(n)``), in order, over all
-        connections. ``matcher`` is bytes, str, a compiled regex, a predicate or ``ANY``."""
-        return self._rule("expect", matcher)
-
-    def always(self, matcher: object) -> Rule:
-        """A permanent rule, tried whenever the next expectation does not match."""
-        return self._rule("always", matcher)
+    def broadcast(self, data: bytes | str) -> int:
+        """Send ``data`` (framed) to every open connection, from any thread; returns how many
+        connections it was sent to. Each gets it soon after, in the order of calls."""
+        connections = [c for c in self.connections if c.open and c.io is not None]
+        for connection in connections:
+            connection.send(data)
+        return len(connections)
 
     # -- serving -----------------------------------------------------------------------------
 
@@ -111,14 +182,19 @@ class FakePeer:
             if self._waiters:
                 self._waiters.notify()
 
-        return PeerServer(self._conversation, self._lock, changed, self._host, self._port)
+        return PeerServer(
+            self._conversation,
+            self._lock,
+            changed,
+            self._host,
+            self._port,
+            timeout=self.timeout,
+        )
 
     def _started(self, server: PeerServer, loop: asyncio.AbstractEventLoop) -> None:
         self._server, self._loop = server, loop
         self._host, self._port = server.address
-        self._conversation.transcript.title = (
-            f"fake peer {self.name!r} on {self._host}:{self._port}"
-        )
+        self._conversation.transcript.address = f"{self._host}:{self._port}"
         self._conversation.transcript.started = clock()
         self._state = "serving"
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import socket
 import struct
 import threading
@@ -24,6 +25,7 @@ from typing import Final
 
 from ._conversation import (
     Action,
+    Await,
     Close,
     Connection,
     Conversation,
@@ -33,7 +35,7 @@ from ._conversation import (
     Wait,
     Write,
 )
-from ._errors import ConversationError
+from ._errors import ConversationError, HandlerFailed, ScriptError, WaitTimeout
 
 __all__ = ["PeerServer"]
 
@@ -52,7 +54,17 @@ class _PeerProtocol(asyncio.Protocol):
     """One connection. Every method that touches the conversation holds the peer's lock;
     actions that need no wait run right away, inside the same locked section."""
 
-    __slots__ = ("connection", "queue", "server", "transport", "worker")
+    __slots__ = (
+        "connection",
+        "eof",
+        "handler",
+        "pending",
+        "queue",
+        "readable",
+        "server",
+        "transport",
+        "worker",
+    )
 
     def __init__(self, server: PeerServer) -> None:
         self.server = server
@@ -60,6 +72,11 @@ class _PeerProtocol(asyncio.Protocol):
         self.connection: Connection | None = None
         self.queue: deque[Action] = deque()
         self.worker: asyncio.Task[None] | None = None
+        # handler mode: the handler task, framed messages not yet received, and a wake-up
+        self.handler: asyncio.Task[None] | None = None
+        self.pending: deque[bytes] = deque()
+        self.readable: asyncio.Event | None = None
+        self.eof = False
 
     # -- asyncio callbacks -------------------------------------------------------------------
 
@@ -75,12 +92,16 @@ class _PeerProtocol(asyncio.Protocol):
         with server.lock:
             now = clock()
             self.connection, actions = server.conversation.connect(client, now)
+            self.connection.io = self
             try:
                 if actions:
                     self._run(actions, now)
             except Exception as exc:
                 self._crash(exc, now)
             server.changed()
+        if self.connection.handled:
+            self.readable = asyncio.Event()
+            self.handler = asyncio.get_running_loop().create_task(self._handle())
 
     def data_received(self, data: bytes) -> None:
         server = self.server
@@ -95,6 +116,8 @@ class _PeerProtocol(asyncio.Protocol):
             except Exception as exc:  # a bug of ours or a custom framing's: never lose it
                 self._crash(exc, now)
             server.changed()
+        if self.readable is not None:
+            self.readable.set()
 
     def eof_received(self) -> bool:
         server = self.server
@@ -106,6 +129,9 @@ class _PeerProtocol(asyncio.Protocol):
             except Exception as exc:
                 self._crash(exc, now)
             server.changed()
+        self.eof = True
+        if self.readable is not None:
+            self.readable.set()
         return True  # keep the transport: the Close action ends it after pending steps
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -113,6 +139,9 @@ class _PeerProtocol(asyncio.Protocol):
         server.protocols.discard(self)
         if self.worker is not None:
             self.worker.cancel()
+        self.eof = True
+        if self.readable is not None:
+            self.readable.set()
         if self.connection is not None:
             reason = None if exc is None else f"{type(exc).__name__}: {exc}"
             with server.lock:
@@ -129,6 +158,10 @@ class _PeerProtocol(asyncio.Protocol):
         """Record ``exc`` as a problem of this connection and abort it."""
         assert self.connection is not None
         self.server.crashed(exc, self.connection)
+        self._crash_close(now)
+
+    def _crash_close(self, now: float) -> None:
+        assert self.connection is not None
         self.queue.clear()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.abort()
@@ -139,7 +172,7 @@ class _PeerProtocol(asyncio.Protocol):
             self.queue.extend(actions)
             return
         for index, action in enumerate(actions):
-            if isinstance(action, Wait):
+            if isinstance(action, Wait | Await):
                 self.queue.extend(actions[index:])
                 self.worker = asyncio.get_running_loop().create_task(self._work())
                 return
@@ -152,6 +185,9 @@ class _PeerProtocol(asyncio.Protocol):
                 action = self.queue.popleft()
                 if isinstance(action, Wait):
                     await asyncio.sleep(action.seconds)
+                    continue
+                if isinstance(action, Await):
+                    await self._await(action)
                     continue
                 with server.lock:
                     now = clock()
@@ -191,10 +227,151 @@ class _PeerProtocol(asyncio.Protocol):
         elif isinstance(action, Hold):
             conversation.held(connection, now)
 
+    async def _await(self, action: Await) -> None:
+        server = self.server
+        assert self.connection is not None
+        result: object = None
+        error: BaseException | None = None
+        try:
+            async with asyncio.timeout(server.timeout):
+                result = await action.awaitable
+        except TimeoutError:
+            error = TimeoutError(f"it did not finish within {server.timeout} s")
+        except Exception as exc:
+            error = exc
+        with server.lock:
+            more = server.conversation.awaited(self.connection, action, result, error, clock())
+            self.queue.extendleft(reversed(more))
+            server.changed()
+
+    # -- ConnectionIO: what the test, a reply callable or a handler does to the connection ----
+
+    def _in_loop(self) -> bool:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        return running is self.server.loop
+
+    def _later(self, action: Action) -> None:
+        """Run ``action`` now if called on the serving loop, else soon on it (any thread)."""
+        loop = self.server.loop
+        if self._in_loop():
+            self._act(action)
+        elif loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nothing to act on
+                loop.call_soon_threadsafe(self._act, action)
+
+    def _act(self, action: Action) -> None:
+        server = self.server
+        with server.lock:
+            now = clock()
+            try:
+                self._do(action, now)
+            except Exception as exc:
+                self._crash(exc, now)
+            server.changed()
+
+    def send(self, data: bytes) -> None:
+        self._later(Write(self.server.conversation.framing.encode(data)))
+
+    def close(self) -> None:
+        self._later(Close())
+
+    def reset(self) -> None:
+        self._later(Reset())
+
+    async def receive(self) -> bytes:
+        return await self._take(None)
+
+    async def receive_exactly(self, count: int) -> bytes:
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ScriptError(f"receive_exactly() takes a whole number >= 1, got {count!r}")
+        return await self._take(count)
+
+    async def _take(self, count: int | None) -> bytes:
+        """The next framed message (``count`` None) or ``count`` raw bytes, with a bound."""
+        server = self.server
+        connection = self.connection
+        readable = self.readable
+        if connection is None or readable is None or not self._in_loop():
+            raise RuntimeError(
+                "receive() and receive_exactly() are for the connection's handler, "
+                "awaited in the loop that serves the peer"
+            )
+        framing = server.conversation.framing
+        try:
+            async with asyncio.timeout(server.timeout):
+                while True:
+                    with server.lock:
+                        buffer = connection.buffer
+                        if count is None and not self.pending and buffer:
+                            messages, consumed = framing.decode(bytes(buffer), self.eof)
+                            del buffer[:consumed]
+                            self.pending.extend(messages)
+                        if count is None and self.pending:
+                            message = self.pending.popleft()
+                        elif count is not None and not self.pending and len(buffer) >= count:
+                            message = bytes(buffer[:count])
+                            del buffer[:count]
+                        elif count is not None and self.pending:
+                            raise ScriptError(
+                                "receive_exactly() after receive() left framed messages "
+                                "unread; receive() them first"
+                            )
+                        elif self.eof:
+                            left = f" ({len(buffer)} byte(s) left unframed)" if buffer else ""
+                            raise EOFError(f"the client closed the connection{left}")
+                        else:
+                            readable.clear()
+                            message = None
+                        if message is not None:
+                            server.conversation.delivered(connection, message, clock())
+                            server.changed()
+                            return message
+                    await readable.wait()
+        except TimeoutError:
+            what = "a message" if count is None else f"{count} byte(s)"
+            raise WaitTimeout(
+                f"connection #{connection.id}: the handler waited {server.timeout} s "
+                f"for {what} from the client"
+            ) from None
+
+    async def _handle(self) -> None:
+        server = self.server
+        connection = self.connection
+        assert connection is not None
+        handler = connection.script.handler
+        assert handler is not None
+        name = getattr(handler, "__qualname__", repr(handler))
+        try:
+            await handler(connection)
+        except Exception as exc:
+            with server.lock:
+                problem = HandlerFailed(
+                    f"the handler {name} ({connection.script.handler_where}) of connection "
+                    f"#{connection.id} raised {type(exc).__name__}: {exc}",
+                    connection=connection.id,
+                )
+                problem.__cause__ = exc
+                server.conversation.problems.append(problem)
+                connection.failed = True
+                self._crash_close(clock())
+                server.changed()
+        else:
+            self._act(Close())
+        finally:
+            self.handler = None
+
     def shutdown(self) -> None:
         """Stop this connection now: cancel its steps, close (abort if writes are stuck)."""
         if self.worker is not None:
             self.worker.cancel()
+        if self.handler is not None:
+            self.handler.cancel()
+        for action in self.queue:
+            if isinstance(action, Await) and inspect.iscoroutine(action.awaitable):
+                action.awaitable.close()  # never started: say so, quietly
         self.queue.clear()
         transport = self.transport
         if transport is None:
@@ -224,12 +401,16 @@ class PeerServer:
     def __init__(
         self,
         conversation: Conversation,
-        lock: threading.Lock,
+        lock: threading.RLock,
         changed: Callable[[], None],
         host: str,
         port: int,
+        *,
+        timeout: float = 5.0,
     ) -> None:
         self.conversation = conversation
+        self.timeout = timeout
+        self.loop: asyncio.AbstractEventLoop | None = None  # set by start()
         self.lock = lock
         self.changed = changed
         self.host = host
@@ -242,7 +423,7 @@ class PeerServer:
 
     async def start(self) -> tuple[str, int]:
         """Bind and listen; return the bound ``(host, port)``. Listening when it returns."""
-        loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
             lambda: _PeerProtocol(self), self.host, self.port, backlog=128
         )
@@ -291,7 +472,7 @@ class PeerServer:
         self.stopping = True
         server.close()
         protocols = list(self.protocols)
-        workers = [p.worker for p in protocols if p.worker is not None]
+        workers = [task for p in protocols for task in (p.worker, p.handler) if task is not None]
         for protocol in protocols:
             protocol.shutdown()
         if self.protocols:

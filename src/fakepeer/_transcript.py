@@ -81,10 +81,11 @@ class Event(NamedTuple):
 
 
 class Transcript:
-    """An append-only list of :class:`Event` with a stable text rendering.
+    """An append-only list of :class:`Event` with a text rendering.
 
-    ``str(transcript)`` is stable for the same events (timestamps aside, which
-    ``render(times=False)`` leaves out), so it can be compared as a snapshot.
+    ``render()`` shows everything: times, the peer's and the clients' addresses; it is what
+    failures show. ``str(transcript)`` leaves out what changes from run to run (times, ports),
+    so the same conversation always renders the same and can be compared as a snapshot.
     """
 
     KINDS: Final = (
@@ -100,10 +101,13 @@ class Transcript:
         "hanging",
         "lost",
         "error",
+        "state",
+        "handled",
     )
 
     def __init__(self, title: str = "fake peer") -> None:
         self.title = title
+        self.address = ""  # "host:port" of the peer, once it serves
         self.events: list[Event] = []
         self.started: float | None = None
 
@@ -120,9 +124,12 @@ class Transcript:
         """The events of one connection, in order."""
         return [event for event in self.events if event.connection == connection]
 
-    def render(self, *, times: bool = True, connection: int | None = None) -> str:
-        """The transcript as text; ``connection`` limits it to one connection."""
-        lines = [self.title]
+    def render(
+        self, *, times: bool = True, addresses: bool = True, connection: int | None = None
+    ) -> str:
+        """The transcript as text; ``connection`` limits it to one connection; ``times`` and
+        ``addresses`` (the peer's and clients') can be left out."""
+        lines = [f"{self.title} on {self.address}" if addresses and self.address else self.title]
         events = self.events if connection is None else self.for_connection(connection)
         if not events:
             lines.append("  (nothing happened)")
@@ -137,7 +144,7 @@ class Transcript:
                 body.append(show(event.data))
             elif binary:
                 body.append(f"{len(event.data)} bytes:")
-            if event.note:
+            if event.note and (addresses or event.kind != "connected"):
                 body.append(event.note)
             lines.append(f"{head} {' '.join(body)}".rstrip())
             if binary:
@@ -147,4 +154,4 @@ class Transcript:
         return "\n".join(lines)
 
     def __str__(self) -> str:
-        return self.render()
+        return self.render(times=False, addresses=False)

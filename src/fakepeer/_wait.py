@@ -46,7 +46,7 @@ def current_async_library() -> str | None:
 class Waiters:
     """Conditions someone is waiting for, each with a thread-safe wake-up callback."""
 
-    def __init__(self, lock: threading.Lock) -> None:
+    def __init__(self, lock: threading.RLock) -> None:
         self._lock = lock
         self._waiting: dict[int, tuple[Condition, Callable[[], None]]] = {}
         self._next = 0
