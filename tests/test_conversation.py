@@ -699,8 +699,26 @@ def test_raw_bytes_after_reset_are_not_answered_however_segmented(segments: list
 # -- the buffer limit ----------------------------------------------------------------------
 
 
+class UnlimitedLines:
+    """Lines without a ``max_length`` of their own: only the conversation's limit applies."""
+
+    streaming = False
+
+    def decode(self, buffer: bytes, eof: bool) -> tuple[list[bytes], int]:
+        *messages, rest = buffer.split(b"\n")
+        return messages, len(buffer) - len(rest)
+
+    def encode(self, message: bytes) -> bytes:
+        return message + b"\n"
+
+    def __repr__(self) -> str:
+        return "UnlimitedLines()"
+
+
 def test_a_client_that_never_completes_a_message_fails() -> None:
-    conversation = Conversation(Lines())
+    # Lines() checks its own max_length (see test_framing.py); this is the conversation's
+    # fallback for framings that do not.
+    conversation = Conversation(UnlimitedLines())
     connection, _ = connect(conversation)
     chunk = b"x" * 65536
     for _ in range(MAX_BUFFER // len(chunk)):
@@ -710,7 +728,7 @@ def test_a_client_that_never_completes_a_message_fails() -> None:
     assert isinstance(problem, FramingError)
     assert problem.diagnosis == (
         f"connection #1: the client sent {MAX_BUFFER + 1} bytes without completing a message, "
-        f"over the limit of {MAX_BUFFER} bytes of Lines(b'\\n')\n"
+        f"over the limit of {MAX_BUFFER} bytes of UnlimitedLines()\n"
         f"  buffered:  '{'x' * 64}'"
     )
 
@@ -718,7 +736,7 @@ def test_a_client_that_never_completes_a_message_fails() -> None:
 def test_the_buffer_limit_counts_incomplete_bytes_only() -> None:
     # A long line (under the limit) completed by a segment that also brings many short lines:
     # no run of bytes without a delimiter ever exceeds MAX_BUFFER, so nothing may fail.
-    conversation = Conversation(Lines())
+    conversation = Conversation(Lines(max_length=MAX_BUFFER))
     expect(conversation, ANY)
     always(conversation, b"y")
     connection, _ = connect(conversation)

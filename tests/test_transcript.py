@@ -129,6 +129,7 @@ def test_render_with_times() -> None:
         "  1250.000 ms  #1 eof",
     ]
 
+
 def test_str_leaves_out_times_and_addresses() -> None:
     transcript = conversation(100.0)
     transcript.title = "fake peer 'smtp'"

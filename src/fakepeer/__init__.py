@@ -20,6 +20,7 @@ from ._errors import (
     ConversationError,
     Error,
     FramingError,
+    HandlerFailed,
     IncompleteMessage,
     ReplyFailed,
     ScriptError,
@@ -27,23 +28,41 @@ from ._errors import (
     UnmetExpectations,
     WaitTimeout,
 )
-from ._framing import Framing, Lines, Raw
-from ._matchers import ANY, Matcher
-from ._peer import FakePeer, Serving
-from ._script import ReplyFunction, Rule
+from ._framing import Delimited, Fixed, Framing, LengthPrefixed, Lines, Raw, StxEtx
+from ._matchers import (
+    ANY,
+    Matcher,
+    all_of,
+    any_of,
+    contains,
+    exact,
+    json,
+    not_,
+    predicate,
+    prefix,
+    regex,
+)
+from ._peer import ConnectionScript, FakePeer, Serving
+from ._script import HandlerFunction, ReplyFunction, Rule
 from ._transcript import Event, Transcript
 from ._version import __version__
 
 __all__ = [
     "ANY",
     "Connection",
+    "ConnectionScript",
     "ConversationError",
+    "Delimited",
     "Error",
     "Event",
     "FakePeer",
+    "Fixed",
     "Framing",
     "FramingError",
+    "HandlerFailed",
+    "HandlerFunction",
     "IncompleteMessage",
+    "LengthPrefixed",
     "Lines",
     "Matcher",
     "Raw",
@@ -52,9 +71,19 @@ __all__ = [
     "Rule",
     "ScriptError",
     "Serving",
+    "StxEtx",
     "Transcript",
     "UnexpectedData",
     "UnmetExpectations",
     "WaitTimeout",
     "__version__",
+    "all_of",
+    "any_of",
+    "contains",
+    "exact",
+    "json",
+    "not_",
+    "predicate",
+    "prefix",
+    "regex",
 ]

@@ -1,34 +1,101 @@
 """Framing: how a byte stream is cut into messages, and how replies are framed.
 
-A framing is any object with these members (see :class:`Framing`):
+Built-in framings, and what one message looks like on the wire:
+
+==============================  ==============================================================
+:class:`Raw`                    no messages: each rule matches a prefix of the bytes buffered
+:class:`Lines`                  the message, then a delimiter (default: a newline)
+:class:`Delimited`              the message, then a delimiter (any bytes, no default)
+:class:`LengthPrefixed`         an unsigned length (1, 2, 4 or 8 bytes), then the message
+:class:`Fixed`                  exactly ``n`` bytes
+:class:`StxEtx`                 STX (``0x02``), the message, ETX (``0x03``)
+==============================  ==============================================================
+
+A custom framing is any object with these members (see :class:`Framing`):
 
 ``streaming``
     ``True`` for :class:`Raw`: there are no messages, rules match a *prefix* of the bytes
     buffered so far and consume what they matched. ``False`` for message framings.
 ``decode(buffer, eof) -> (messages, consumed)``
     Cut whole messages off the front of ``buffer``. Returns the messages (without their
-    framing) and how many bytes of ``buffer`` they used; the rest stays buffered until more
-    bytes arrive. ``eof`` is true when the client will send nothing more: a framing may then
-    return a final message that has no terminator, or leave the bytes unconsumed (they are
-    reported as an incomplete message). Must not raise for any input.
+    framing) and how many bytes of ``buffer`` they used; the rest stays buffered and is
+    passed again, with more bytes after it, on the next call. ``eof`` is true when the client
+    will send nothing more: a framing may then return a final message that has no
+    terminator, or leave the bytes unconsumed (they are reported as an incomplete message).
+    ``decode`` is called once per segment received, so it must give the same messages
+    however the stream was split. It raises :class:`~fakepeer.FramingError` when the bytes
+    cannot be right (a message over ``max_length``, a bad length prefix); the peer then fails
+    the connection, prefixing the message with the connection (``"connection #1: ..."``).
+    Any other exception is a bug of the framing; it is reported too, never lost.
 ``encode(message) -> bytes``
-    Frame one outgoing message (a reply or a send).
+    Frame one outgoing message (a reply or a send). Raises :class:`~fakepeer.ScriptError`
+    when the message cannot be framed (too long for a length prefix, wrong size for
+    :class:`Fixed`).
+``max_length`` (optional)
+    The most bytes one message may take *on the wire, its framing included* (for
+    :class:`Raw`: the most unmatched bytes). The peer fails a connection whose buffered,
+    unconsumed bytes exceed it, with a generic diagnosis; without the attribute the limit is
+    1 MiB. Built-in framings check it in ``decode`` first, so their diagnosis says what is
+    wrong, and never leave ``max_length`` bytes or more unconsumed.
 
-All framings are pure: no I/O, no clock.
+A custom framing, for example C strings (each ends at a NUL byte), with at most 32 bytes
+waiting for their NUL::
+
+    class CStrings:
+        streaming = False
+        max_length = 32
+
+        def decode(self, buffer: bytes, eof: bool) -> tuple[list[bytes], int]:
+            *messages, rest = buffer.split(b"\\0")
+            return messages, len(buffer) - len(rest)
+
+        def encode(self, message: bytes) -> bytes:
+            return message + b"\\0"
+
+(the built-in ``Delimited(b"\\0", max_length=32)`` is the better version: it also rejects a
+whole message over the limit, with a diagnosis that says which).
+
+All framings are pure: no I/O, no clock. Built-in framings are immutable (frozen
+dataclasses: ``dataclasses.replace`` works), equal when they are of the same class with the
+same arguments, and their ``repr`` is the call that makes them.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import ClassVar, Final, Literal, Protocol, runtime_checkable
 
-from ._errors import ScriptError
+from ._errors import FramingError, ScriptError
+from ._transcript import show
 
-__all__ = ["Framing", "Lines", "Raw"]
+__all__ = [
+    "Delimited",
+    "Fixed",
+    "Framing",
+    "LengthPrefixed",
+    "Lines",
+    "Raw",
+    "StxEtx",
+    "check_framing",
+]
+
+#: Default ``max_length`` of :class:`Lines`, :class:`Delimited` and :class:`StxEtx`.
+DEFAULT_MAX_LENGTH: Final = 65536
+#: Default ``max_length`` of :class:`Raw`: the most unmatched bytes.
+RAW_MAX_LENGTH: Final = 1 << 20
+#: :class:`LengthPrefixed` defaults to the largest message its prefix can declare, up to this.
+PREFIXED_MAX_LENGTH: Final = 16 << 20
+
+STX: Final = 0x02
+ETX: Final = 0x03
 
 
 @runtime_checkable
 class Framing(Protocol):
-    """The framing protocol; see the module docstring for the contract."""
+    """The framing protocol; see the module docstring for the contract.
+
+    ``max_length`` is optional, so it is not part of the protocol class.
+    """
 
     @property
     def streaming(self) -> bool: ...
@@ -38,18 +105,52 @@ class Framing(Protocol):
     def encode(self, message: bytes) -> bytes: ...
 
 
+def _check_max_length(owner: str, value: object, least: int = 1, why: str = "") -> int:
+    """Return ``value`` if it is an int >= ``least``, else raise :class:`ScriptError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ScriptError(
+            f"{owner}(max_length=...) takes a whole number of bytes >= 1, got {value!r}"
+        )
+    if value < least:
+        raise ScriptError(
+            f"{owner}(max_length={value}) leaves no room for a message: the framing alone "
+            f"({why}) takes {least} bytes"
+        )
+    return value
+
+
+def _too_long(what: str, limit: int, framing: object, label: str, data: bytes) -> FramingError:
+    return FramingError(
+        f"{what}, over the limit of {limit} bytes of {framing!r}\n  {label:<10} {show(data)}"
+    )
+
+
+# The dataclasses give __eq__ (same class, same fields) and __hash__; they are frozen so that
+# the hash stays right. __init__ is written by hand to validate and normalise the arguments.
+
+
+@dataclass(frozen=True, slots=True, init=False, repr=False)
 class Raw:
     """No framing: bytes accumulate, and each rule matches a prefix of what has arrived.
 
     ``peer.expect(b"HELLO")`` is met once the first five buffered bytes are ``HELLO``, however
     the client split them into segments; bytes after them stay buffered for the next rule.
     Replies are sent exactly as given. This is the default framing.
+
+    ``max_length`` (default 1 MiB) is the most bytes that may wait unmatched: a client that
+    sends more while no rule matches them fails with a :class:`~fakepeer.FramingError`. EOF
+    with unmatched bytes is an incomplete message.
     """
 
-    streaming = True
+    streaming: ClassVar[bool] = True
+    max_length: int
+
+    def __init__(self, *, max_length: int = RAW_MAX_LENGTH) -> None:
+        object.__setattr__(self, "max_length", _check_max_length("Raw", max_length))
 
     def decode(self, buffer: bytes, eof: bool) -> tuple[list[bytes], int]:
-        """Raw framing has no messages: returns ``([], 0)``."""
+        """Raw framing has no messages: returns ``([], 0)`` for any input (the peer matches
+        rules against the buffer itself, and enforces ``max_length``)."""
         return [], 0
 
     def encode(self, message: bytes) -> bytes:
@@ -57,66 +158,372 @@ class Raw:
         return message
 
     def __repr__(self) -> str:
-        return "Raw()"
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is Raw
-
-    def __hash__(self) -> int:
-        return hash(Raw)
+        if self.max_length == RAW_MAX_LENGTH:
+            return "Raw()"
+        return f"Raw(max_length={self.max_length})"
 
 
-class Lines:
-    """Messages end with ``delimiter`` (default ``b"\\n"``); replies get it appended.
+@dataclass(frozen=True, slots=True, init=False, repr=False)
+class Delimited:
+    """Messages end with ``delimiter``, any non-empty bytes (a ``str`` is UTF-8); replies get it
+    appended.
 
-    The delimiter is not part of the message: with ``Lines(b"\\r\\n")`` the client's
-    ``b"EHLO me\\r\\n"`` is matched as ``b"EHLO me"``. A last line without a delimiter at EOF
-    is reported as an incomplete message, never silently dropped.
+    The delimiter is not part of the message: with ``Delimited(b"\\0")`` the client's
+    ``b"GET x\\0"`` is matched as ``b"GET x"``; ``b"\\0"`` alone is the empty message.
+    Replies are sent with the delimiter appended and are not checked: a delimiter inside a
+    reply reaches the client as two messages, which can be on purpose.
+
+    ``max_length`` (default 65536) counts a message with its delimiter. A longer message, or
+    ``max_length`` bytes without a delimiter, is a :class:`~fakepeer.FramingError` at once
+    (messages before it in the same buffer are not delivered). An empty buffer gives no
+    messages; at EOF, bytes after the last delimiter are left unconsumed and reported as an
+    incomplete message, never silently dropped.
     """
 
-    streaming = False
+    delimiter: bytes
+    max_length: int
+    streaming: ClassVar[bool] = False
 
-    def __init__(self, delimiter: bytes | str = b"\n") -> None:
+    def __init__(self, delimiter: bytes | str, *, max_length: int = DEFAULT_MAX_LENGTH) -> None:
+        name = type(self).__name__
         if isinstance(delimiter, str):
             delimiter = delimiter.encode()
         if not isinstance(delimiter, bytes) or not delimiter:
-            raise ScriptError(f"Lines() needs a non-empty bytes delimiter, got {delimiter!r}")
-        self.delimiter = delimiter
+            raise ScriptError(f"{name}() needs a non-empty bytes delimiter, got {delimiter!r}")
+        why = f"the delimiter {delimiter!r}"
+        max_length = _check_max_length(name, max_length, len(delimiter), why)
+        object.__setattr__(self, "delimiter", delimiter)
+        object.__setattr__(self, "max_length", max_length)
 
     def decode(self, buffer: bytes, eof: bool) -> tuple[list[bytes], int]:
-        """Split off every complete line; the bytes after the last delimiter stay buffered."""
+        """Split off every complete message; the bytes after the last delimiter stay buffered.
+
+        Raises :class:`~fakepeer.FramingError` for a message longer than ``max_length`` with
+        its delimiter, or ``max_length`` buffered bytes or more without a delimiter.
+        """
         delimiter = self.delimiter
-        if delimiter not in buffer:
+        limit = self.max_length
+        if delimiter not in buffer:  # the common case of a partial message: be quick
+            if len(buffer) >= limit:
+                raise self._unterminated(buffer)
             return [], 0
-        *messages, _rest = buffer.split(delimiter)
-        consumed = len(buffer) - len(_rest)
-        return messages, consumed
+        *messages, rest = buffer.split(delimiter)
+        room = limit - len(delimiter)
+        if max(map(len, messages)) > room:
+            message = next(message for message in messages if len(message) > room)
+            raise _too_long(
+                f"the client sent a message of {len(message) + len(delimiter)} bytes "
+                "with its delimiter",
+                limit,
+                self,
+                "message:",
+                message,
+            )
+        if len(rest) >= limit:
+            raise self._unterminated(rest)
+        return messages, len(buffer) - len(rest)
+
+    def _unterminated(self, rest: bytes) -> FramingError:
+        # The message that starts with ``rest`` needs at least one more byte to end.
+        return _too_long(
+            f"the client sent {len(rest)} bytes without the delimiter {self.delimiter!r}: "
+            "the message is longer than allowed",
+            self.max_length,
+            self,
+            "buffered:",
+            rest,
+        )
 
     def encode(self, message: bytes) -> bytes:
         """Append the delimiter."""
         return message + self.delimiter
 
     def __repr__(self) -> str:
-        return f"Lines({self.delimiter!r})"
+        limit = "" if self.max_length == DEFAULT_MAX_LENGTH else f", max_length={self.max_length}"
+        return f"{type(self).__name__}({self.delimiter!r}{limit})"
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Lines) and other.delimiter == self.delimiter
 
-    def __hash__(self) -> int:
-        return hash((Lines, self.delimiter))
+@dataclass(frozen=True, slots=True, init=False, repr=False)
+class Lines(Delimited):
+    """Lines: :class:`Delimited` with ``b"\\n"`` as the default delimiter.
+
+    With ``Lines(b"\\r\\n")`` the client's ``b"EHLO me\\r\\n"`` is matched as ``b"EHLO me"``
+    and the reply ``b"250 ok"`` is sent as ``b"250 ok\\r\\n"``. A ``b"\\r"`` before a
+    ``b"\\n"`` delimiter stays in the message. A last line without a delimiter at EOF is
+    reported as an incomplete message. ``max_length`` (default 65536) counts the delimiter.
+    """
+
+    def __init__(
+        self, delimiter: bytes | str = b"\n", *, max_length: int = DEFAULT_MAX_LENGTH
+    ) -> None:
+        Delimited.__init__(self, delimiter, max_length=max_length)
+
+
+def _prefixed_default(size: int, includes_prefix: bool) -> int:
+    """The largest framed message a ``size``-byte prefix can declare, capped at 16 MiB."""
+    largest = (1 << (8 * size)) - 1
+    return min(largest if includes_prefix else largest + size, PREFIXED_MAX_LENGTH)
+
+
+@dataclass(frozen=True, slots=True, init=False, repr=False)
+class LengthPrefixed:
+    """Each message follows its length: a ``size``-byte unsigned integer in ``byteorder``.
+
+    ``LengthPrefixed()`` reads ``b"\\x00\\x00\\x00\\x04PING"`` as ``b"PING"``, and sends the
+    reply ``b"PONG"`` as ``b"\\x00\\x00\\x00\\x04PONG"``. ``size`` is 1, 2, 4 or 8;
+    ``byteorder`` is ``"big"`` (network order) or ``"little"``. With ``includes_prefix=True``
+    the length counts the prefix too (``b"\\x00\\x00\\x00\\x08PING"``). A declared length of 0
+    is the empty message.
+
+    ``max_length`` counts a message with its prefix; it defaults to the largest the prefix can
+    declare, at most 16 MiB. A prefix that declares more, or (with ``includes_prefix``) less
+    than the prefix itself, is a :class:`~fakepeer.FramingError` as soon as the prefix has
+    arrived, without waiting for the bytes. An empty buffer gives no messages; at EOF a
+    partial prefix or message is left unconsumed and reported as an incomplete message.
+    ``encode`` raises :class:`~fakepeer.ScriptError` for a reply too long for the prefix.
+    """
+
+    size: int
+    byteorder: Literal["big", "little"]
+    includes_prefix: bool
+    max_length: int
+    streaming: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        size: int = 4,
+        byteorder: Literal["big", "little"] = "big",
+        *,
+        includes_prefix: bool = False,
+        max_length: int | None = None,
+    ) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size not in (1, 2, 4, 8):
+            raise ScriptError(f"LengthPrefixed() takes a size of 1, 2, 4 or 8 bytes, got {size!r}")
+        if byteorder not in ("big", "little"):
+            raise ScriptError(
+                f"LengthPrefixed() takes a byteorder of 'big' or 'little', got {byteorder!r}"
+            )
+        if not isinstance(includes_prefix, bool):
+            raise ScriptError(
+                f"LengthPrefixed(includes_prefix=...) takes True or False, got {includes_prefix!r}"
+            )
+        if max_length is None:
+            max_length = _prefixed_default(size, includes_prefix)
+        max_length = _check_max_length(
+            "LengthPrefixed", max_length, size, f"the {size}-byte length prefix"
+        )
+        object.__setattr__(self, "size", size)
+        object.__setattr__(self, "byteorder", byteorder)
+        object.__setattr__(self, "includes_prefix", includes_prefix)
+        object.__setattr__(self, "max_length", max_length)
+
+    def decode(self, buffer: bytes, eof: bool) -> tuple[list[bytes], int]:
+        """Cut off every message whose prefix and bytes have all arrived.
+
+        Raises :class:`~fakepeer.FramingError` as soon as a prefix declares a message over
+        ``max_length`` (or, with ``includes_prefix``, shorter than the prefix).
+        """
+        size = self.size
+        byteorder = self.byteorder
+        overhead = 0 if self.includes_prefix else size
+        messages = []
+        position = 0
+        end = len(buffer)
+        while end - position >= size:
+            prefix = buffer[position : position + size]
+            declared = int.from_bytes(prefix, byteorder)
+            framed = declared + overhead
+            if framed > self.max_length:
+                raise self._over_limit(prefix, declared)
+            if framed < size:
+                raise FramingError(
+                    f"the length prefix declares {declared} bytes, less than the {size}-byte "
+                    f"prefix itself, which {self!r} counts in the length\n"
+                    f"  prefix:    {show(prefix)}"
+                )
+            if end - position < framed:
+                break
+            messages.append(buffer[position + size : position + framed])
+            position += framed
+        return messages, position
+
+    def _over_limit(self, prefix: bytes, declared: int) -> FramingError:
+        if self.includes_prefix:
+            what = f"a message of {declared} bytes with its prefix"
+        else:
+            what = f"a message of {declared} bytes ({declared + self.size} with its prefix)"
+        return _too_long(
+            f"the length prefix declares {what}", self.max_length, self, "prefix:", prefix
+        )
+
+    def encode(self, message: bytes) -> bytes:
+        """Put the length prefix before ``message``; :class:`ScriptError` if it cannot fit."""
+        size = self.size
+        declared = len(message) + (size if self.includes_prefix else 0)
+        largest = (1 << (8 * size)) - 1
+        if declared > largest:
+            counted = " (prefix included)" if self.includes_prefix else ""
+            raise ScriptError(
+                f"a reply of {len(message)} bytes is too long for {self!r}: a {size}-byte "
+                f"length prefix declares at most {largest} bytes{counted}"
+            )
+        return declared.to_bytes(size, self.byteorder) + message
+
+    def __repr__(self) -> str:
+        arguments = []
+        if self.size != 4:
+            arguments.append(f"size={self.size}")
+        if self.byteorder != "big":
+            arguments.append(f"byteorder={self.byteorder!r}")
+        if self.includes_prefix:
+            arguments.append("includes_prefix=True")
+        if self.max_length != _prefixed_default(self.size, self.includes_prefix):
+            arguments.append(f"max_length={self.max_length}")
+        return f"LengthPrefixed({', '.join(arguments)})"
+
+
+@dataclass(frozen=True, slots=True, init=False, repr=False)
+class Fixed:
+    """Every message is exactly ``n`` bytes, with no framing around it.
+
+    ``Fixed(4)`` reads ``b"PINGPONG"`` as ``b"PING"``, ``b"PONG"``. ``encode`` sends a reply
+    as is, and raises :class:`~fakepeer.ScriptError` unless it is exactly ``n`` bytes.
+    ``max_length`` is ``n`` (no message can be longer, so it is not an argument). An empty
+    buffer gives no messages; at EOF fewer than ``n`` bytes are left unconsumed and reported
+    as an incomplete message.
+    """
+
+    n: int
+    streaming: ClassVar[bool] = False
+
+    def __init__(self, n: int) -> None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ScriptError(f"Fixed() takes a message size as a whole number >= 1, got {n!r}")
+        object.__setattr__(self, "n", n)
+
+    @property
+    def max_length(self) -> int:
+        """Always ``n``."""
+        return self.n
+
+    def decode(self, buffer: bytes, eof: bool) -> tuple[list[bytes], int]:
+        """Cut off every whole ``n`` bytes; fewer stay buffered. Never raises."""
+        n = self.n
+        consumed = len(buffer) - len(buffer) % n
+        return [buffer[start : start + n] for start in range(0, consumed, n)], consumed
+
+    def encode(self, message: bytes) -> bytes:
+        """Return ``message`` unchanged if it is ``n`` bytes, else raise :class:`ScriptError`."""
+        if len(message) != self.n:
+            raise ScriptError(
+                f"{self!r} sends messages of exactly {self.n} bytes, got a reply of "
+                f"{len(message)} bytes: {show(message)}"
+            )
+        return message
+
+    def __repr__(self) -> str:
+        return f"Fixed({self.n})"
+
+
+@dataclass(frozen=True, slots=True, init=False, repr=False)
+class StxEtx:
+    """Each message is framed by STX (``0x02``) and ETX (``0x03``): ``b"\\x02PING\\x03"``.
+
+    The message is what lies between an STX and the next ETX; it may hold STX bytes, but not
+    ETX. Replies are wrapped in STX and ETX and are not checked: an ETX inside a reply ends
+    the frame early for the client. Any byte outside a frame, where an STX must start the
+    next one, is a :class:`~fakepeer.FramingError` at once, naming the stray bytes.
+
+    ``max_length`` (default 65536) counts a message with its STX and ETX; a longer one, or
+    ``max_length`` buffered bytes without ETX, is a :class:`~fakepeer.FramingError` at once.
+    An empty buffer gives no messages; at EOF an unfinished frame is left unconsumed and
+    reported as an incomplete message.
+    """
+
+    max_length: int
+    streaming: ClassVar[bool] = False
+
+    def __init__(self, *, max_length: int = DEFAULT_MAX_LENGTH) -> None:
+        max_length = _check_max_length("StxEtx", max_length, 2, "STX and ETX")
+        object.__setattr__(self, "max_length", max_length)
+
+    def decode(self, buffer: bytes, eof: bool) -> tuple[list[bytes], int]:
+        """Cut off every complete frame; an unfinished one stays buffered.
+
+        Raises :class:`~fakepeer.FramingError` for bytes outside a frame, a frame over
+        ``max_length``, or ``max_length`` buffered bytes or more without ETX.
+        """
+        limit = self.max_length
+        messages = []
+        position = 0
+        end = len(buffer)
+        while position < end:
+            if buffer[position] != STX:
+                start = buffer.find(STX, position)
+                stray = buffer[position : end if start < 0 else start]
+                raise FramingError(
+                    f"the client sent {len(stray)} byte(s) outside a frame, where {self!r} "
+                    f"expects STX (0x02) to start a message\n  outside:   {show(stray)}"
+                )
+            stop = buffer.find(ETX, position + 1)
+            if stop < 0:
+                if end - position >= limit:
+                    raise _too_long(
+                        f"the client sent {end - position} bytes of a frame without ETX: "
+                        "the message is longer than allowed",
+                        limit,
+                        self,
+                        "buffered:",
+                        buffer[position:],
+                    )
+                break
+            if stop + 1 - position > limit:
+                raise _too_long(
+                    f"the client sent a message of {stop + 1 - position} bytes with its "
+                    "STX and ETX",
+                    limit,
+                    self,
+                    "message:",
+                    buffer[position + 1 : stop],
+                )
+            messages.append(buffer[position + 1 : stop])
+            position = stop + 1
+        return messages, position
+
+    def encode(self, message: bytes) -> bytes:
+        """Wrap ``message`` in STX and ETX."""
+        return b"\x02" + message + b"\x03"
+
+    def __repr__(self) -> str:
+        if self.max_length == DEFAULT_MAX_LENGTH:
+            return "StxEtx()"
+        return f"StxEtx(max_length={self.max_length})"
+
+
+_BUILT_IN: Final = frozenset({Raw, Delimited, Lines, LengthPrefixed, Fixed, StxEtx})
 
 
 def check_framing(framing: object) -> Framing:
-    """Return ``framing`` if it follows the protocol, else raise :class:`ScriptError`."""
+    """Return ``framing`` if it follows the protocol, else raise :class:`ScriptError`.
+
+    ``None`` gives :class:`Raw`. A custom framing's optional ``max_length`` must be a whole
+    number >= 1 (or ``None``).
+    """
     if framing is None:
         return Raw()
-    if type(framing) in (Raw, Lines):  # fast path: isinstance on a Protocol is slow
-        return framing  # type: ignore[return-value]  # both follow the protocol
+    if type(framing) in _BUILT_IN:  # fast path: isinstance on a Protocol is slow
+        return framing  # type: ignore[return-value]  # they all follow the protocol
     if isinstance(framing, type):
         raise ScriptError(f"framing must be an instance, not the class: use {framing.__name__}()")
     if not isinstance(framing, Framing):
         raise ScriptError(
             f"{framing!r} is not a framing: it needs .streaming, .decode(buffer, eof) "
             "and .encode(message)"
+        )
+    limit = getattr(framing, "max_length", None)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ScriptError(
+            f"{framing!r} has a max_length of {limit!r}: it must be a whole number of bytes "
+            ">= 1, or None for the default"
         )
     return framing

@@ -8,8 +8,9 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Final
 
+from . import _assertions
 from ._conversation import Connection, Conversation
-from ._errors import Error, ScriptError, WaitTimeout
+from ._errors import ConversationError, Error, ScriptError, UnexpectedData, WaitTimeout
 from ._framing import Framing, check_framing
 from ._hub import hub
 from ._matchers import ANY, as_matcher
@@ -324,6 +325,41 @@ class FakePeer(_Scripting):
                 p.diagnosis.splitlines()[0] for p in conversation.problems if p is not problem
             ]
             return problem.with_transcript(conversation.transcript.render())
+
+    # -- assertions ----------------------------------------------------------------------------
+
+    def _assertion(self, diagnosis: str | None) -> None:
+        __tracebackhide__ = True
+        if diagnosis is not None:
+            raise ConversationError(diagnosis).with_transcript(self.render_transcript())
+
+    def assert_received(self, matcher: object, *, times: int | None = None) -> None:
+        """Fail unless the client sent a message matching ``matcher`` (exactly ``times``
+        times, if given), on any connection."""
+        __tracebackhide__ = True
+        if times is not None and (isinstance(times, bool) or not isinstance(times, int)):
+            raise ScriptError(f"assert_received(times=...) takes a whole number, got {times!r}")
+        built = as_matcher(matcher)
+        self._assertion(_assertions.received(built, self.received, times))
+
+    def assert_received_in_order(self, *matchers: object) -> None:
+        """Fail unless messages matching ``matchers`` arrived in this order (other messages
+        may come between them)."""
+        __tracebackhide__ = True
+        if not matchers:
+            raise ScriptError("assert_received_in_order() needs at least one matcher")
+        built = [as_matcher(matcher) for matcher in matchers]
+        self._assertion(_assertions.received_in_order(built, self.received))
+
+    def assert_no_unmatched(self) -> None:
+        """Fail if any message matched no rule but ``otherwise()`` (or none at all)."""
+        __tracebackhide__ = True
+        with self._lock:
+            unanswered = list(self._conversation.unmatched)
+            unexpected = sum(
+                1 for problem in self._conversation.problems if isinstance(problem, UnexpectedData)
+            )
+        self._assertion(_assertions.unmatched(unanswered, unexpected))
 
     def check(self) -> None:
         """Raise the first problem seen so far (unexpected data, a failing reply), if any.

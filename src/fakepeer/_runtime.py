@@ -163,9 +163,13 @@ class _PeerProtocol(asyncio.Protocol):
     def _crash_close(self, now: float) -> None:
         assert self.connection is not None
         self.queue.clear()
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.abort()
-            self.server.conversation.closed(self.connection, now, "reset", "(after the error)")
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            if transport.get_write_buffer_size():
+                transport.abort()
+            else:
+                transport.close()
+            self.server.conversation.closed(self.connection, now, "closed", "(after the error)")
 
     def _run(self, actions: list[Action], now: float) -> None:
         if self.worker is not None:

@@ -290,7 +290,7 @@ class Rule:
         self.steps.append(step)
         return self
 
-    def reply(self, data: bytes | str | ReplyFunction) -> Rule:
+    def reply(self, data: bytes | str | Sequence[bytes | str] | ReplyFunction) -> Rule:
         """Answer with ``data`` (framed), or with what ``data(match[, connection])`` returns.
 
         A callable gets the ``re.Match`` for a regex rule, else the matched bytes; it may
