@@ -15,6 +15,7 @@ from fakepeer import (
     Connection,
     ConversationError,
     FakePeer,
+    Fixed,
     HandlerFailed,
     Lines,
     ReplyFailed,
@@ -370,3 +371,13 @@ def test_the_transcript_renders_the_same_every_run() -> None:
         f"  #1 received   'PING' -> expect #1 'PING' ({where('PING_RULE')})",
         "  #1 sent       'PONG\\n'",
     ]
+
+
+def test_a_reply_the_framing_cannot_frame_is_a_script_error() -> None:
+    peer = FakePeer(framing=Fixed(4))
+    peer.expect(b"PIN\n").reply(b"TOO LONG")  # REPLY_RULE
+    with pytest.raises(ScriptError) as info, peer.serve(), client(peer.address) as c:
+        assert c.call(b"PIN") == b""  # "PIN\n" is one Fixed(4) message: PING's twin
+    assert info.value.diagnosis.startswith(f"expect #1 'PIN\\n' ({where('REPLY_RULE')}): ")
+    assert "Fixed(4)" in info.value.diagnosis
+    assert "fake peer 'fake peer' on 127.0.0.1:" in str(info.value)

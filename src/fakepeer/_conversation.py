@@ -704,7 +704,12 @@ class Conversation:
                 f"longer write there (it would have sent {show(data)})"
             )
             return self._fail(problem, connection, at)
-        return [Write(self.framing.encode(data))]
+        try:
+            return [Write(self.framing.encode(data))]
+        except ScriptError as error:  # e.g. a reply of the wrong size for Fixed(n)
+            problem = ScriptError(f"{rule.describe()}: {error.diagnosis}")
+            problem.__cause__ = error
+            return self._fail(problem, connection, at)
 
     def _check_reply(
         self,
