@@ -183,7 +183,6 @@ class _PeerProtocol(asyncio.Protocol):
             self._do(action, now)
 
     async def _work(self) -> None:
-        server = self.server
         try:
             while self.queue:
                 action = self.queue.popleft()
@@ -193,13 +192,7 @@ class _PeerProtocol(asyncio.Protocol):
                 if isinstance(action, Await):
                     await self._await(action)
                     continue
-                with server.lock:
-                    now = clock()
-                    try:
-                        self._do(action, now)
-                    except Exception as exc:
-                        self._crash(exc, now)
-                    server.changed()
+                self._act(action)
         finally:
             self.worker = None
 
