@@ -409,7 +409,7 @@ def test_describe(matcher: Matcher, description: str) -> None:
         ([1, 2], Json),
         ([], Json),
     ],
-    ids=repr,
+    ids=["bytes", "regex", "predicate", "dict", "list", "empty list"],
 )
 def test_as_matcher_kinds(spec: object, kind: type[Matcher]) -> None:
     assert type(as_matcher(spec)) is kind

@@ -296,11 +296,11 @@ def test_timeout_option_precedence_and_header(pytester: pytest.Pytester) -> None
     pytester._monkeypatch.setenv("EXPECTED", "7")
     result = pytester.runpytest("-W", "error")
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["fakepeer: *, timeout=7s, host=127.0.0.1"])
+    result.stdout.fnmatch_lines(["fakepeer: *, timeout=7s, host=127.0.0.1, loop watchdog=0.5s"])
     pytester._monkeypatch.setenv("EXPECTED", "2.5")
     result = pytester.runpytest("-W", "error", "--fakepeer-timeout", "2.5")
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["fakepeer: *, timeout=2.5s, host=127.0.0.1"])
+    result.stdout.fnmatch_lines(["fakepeer: *, timeout=2.5s, host=127.0.0.1, loop watchdog=0.5s"])
 
 
 @pytest.mark.parametrize(

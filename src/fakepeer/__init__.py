@@ -46,6 +46,7 @@ from ._peer import ConnectionScript, FakePeer, Serving
 from ._script import HandlerFunction, ReplyFunction, Rule
 from ._transcript import Event, Transcript
 from ._version import __version__
+from ._watchdog import LoopBlocked
 
 __all__ = [
     "ANY",
@@ -64,6 +65,7 @@ __all__ = [
     "IncompleteMessage",
     "LengthPrefixed",
     "Lines",
+    "LoopBlocked",
     "Matcher",
     "Raw",
     "ReplyFailed",

@@ -7,12 +7,16 @@ Fixtures
     a failing reply callable, or an unmet ``expect`` fails the test with the transcript.
     ``fake_peer_factory``: call it for more peers, with keyword options.
 
-Option (ini < command line < marker)
+Options (ini < environment < command line < marker)
     ``fakepeer_timeout`` / ``--fakepeer-timeout``: default bound of the ``wait_*`` sync points.
+    ``loop_watchdog`` / ``FAKEPEER_LOOP_WATCHDOG`` / ``--loop-watchdog`` /
+    ``@pytest.mark.loop_watchdog(seconds)``: how long an asyncio loop of a test may go without
+    getting back to its I/O wait before the test fails with :class:`~fakepeer.LoopBlocked`
+    (default 0.5 s; 0 turns the watchdog off). Off under a debugger or tracer.
 
-Marker
+Markers
     ``@pytest.mark.fakepeer(framing=..., name=..., host=..., timeout=...)`` configures the
-    ``fake_peer`` fixture of that test.
+    ``fake_peer`` fixture of that test; ``@pytest.mark.loop_watchdog(seconds)`` its watchdog.
 
 Everything here only wires pytest to the library; the library works without pytest.
 """
@@ -21,6 +25,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import sys
 from collections.abc import Generator, Iterator
 from typing import Final, Protocol
 
@@ -29,6 +35,7 @@ import pytest
 from ._framing import Framing
 from ._peer import FakePeer, Serving
 from ._version import __version__
+from ._watchdog import Interrupt, LoopBlocked, Watchdog
 
 __all__ = ["PeerFactory", "PeerOptions"]
 
@@ -67,17 +74,41 @@ class _ItemState:
     verdict_shown: bool = False  # the failure is the peer's verdict, transcript included
 
 
+_WATCHDOG_HELP: Final = (
+    "seconds an asyncio event loop of a test may go without getting back to its I/O wait "
+    "before the loop watchdog fails that test (default: 0.5; 0 turns it off)"
+)
+_WATCHDOG_DEFAULT: Final = 0.5
+_WATCHDOG_ENV: Final = "FAKEPEER_LOOP_WATCHDOG"
+
+
+@dataclasses.dataclass
+class _WatchdogState:
+    limit: float
+    source: str
+    off_because: str | None = None
+    watchdog: Watchdog | None = None
+    reports: list[str] | None = None  # diagnoses of the phase being watched
+
+    def report(self, diagnosis: str) -> None:
+        reports = self.reports
+        if reports is not None:
+            reports.append(diagnosis)
+
+
 _OPTIONS: Final = pytest.StashKey[PeerOptions]()
+_WATCHDOG: Final = pytest.StashKey[_WatchdogState]()
 _ITEM: Final = pytest.StashKey[_ItemState]()
 
 
-def _parse_timeout(value: object, source: str) -> float:
+def _parse_timeout(value: object, source: str, *, zero: bool = False) -> float:
     try:
         timeout = float(value)  # type: ignore[arg-type]  # validated right here
     except (TypeError, ValueError):
         raise pytest.UsageError(f"{source}: expected a number of seconds, got {value!r}") from None
-    if not math.isfinite(timeout) or timeout <= 0:
-        raise pytest.UsageError(f"{source}: expected a positive number of seconds, got {value!r}")
+    if not math.isfinite(timeout) or timeout < 0 or (timeout == 0 and not zero):
+        kind = "a number of seconds >= 0" if zero else "a positive number of seconds"
+        raise pytest.UsageError(f"{source}: expected {kind}, got {value!r}")
     return timeout
 
 
@@ -85,6 +116,47 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("fakepeer", "fake TCP peers for testing clients")
     group.addoption("--fakepeer-timeout", dest="fakepeer_timeout", default=None, help=_TIMEOUT_HELP)
     parser.addini("fakepeer_timeout", help=_TIMEOUT_HELP, default=None)
+    group.addoption(
+        "--loop-watchdog",
+        dest="loop_watchdog",
+        default=None,
+        metavar="SECONDS",
+        help=_WATCHDOG_HELP,
+    )
+    parser.addini("loop_watchdog", help=_WATCHDOG_HELP, default=None)
+
+
+def _debugging(config: pytest.Config) -> str | None:
+    """Why the watchdog must stay off (a debugger or tracer would look like a blocked loop)."""
+    if config.getoption("usepdb", False) or config.getoption("trace", False):
+        return "--pdb/--trace"
+    if sys.gettrace() is not None:
+        return "a debugger or tracer is active"
+    monitoring = getattr(sys, "monitoring", None)
+    if monitoring is not None and monitoring.get_tool(monitoring.DEBUGGER_ID) is not None:
+        return "a debugger is active"
+    if not Watchdog.available():
+        return "no signal to interrupt the main thread on this platform"
+    return None
+
+
+def _configure_watchdog(config: pytest.Config) -> None:
+    limit, source = _WATCHDOG_DEFAULT, "default"
+    ini = config.getini("loop_watchdog")
+    if ini not in (None, ""):
+        limit, source = _parse_timeout(ini, "ini loop_watchdog", zero=True), "ini"
+    env = os.environ.get(_WATCHDOG_ENV)
+    if env not in (None, ""):
+        limit, source = _parse_timeout(env, _WATCHDOG_ENV, zero=True), _WATCHDOG_ENV
+    cli = config.getoption("loop_watchdog")
+    if cli is not None:
+        limit, source = _parse_timeout(cli, "--loop-watchdog", zero=True), "--loop-watchdog"
+    state = _WatchdogState(limit, source, off_because=_debugging(config))
+    if state.off_because is None:
+        state.watchdog = Watchdog(state.report)
+        state.watchdog.install()
+        config.add_cleanup(state.watchdog.uninstall)
+    config.stash[_WATCHDOG] = state
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -93,6 +165,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "fakepeer(framing=None, name='fake peer', host='127.0.0.1', port=0, timeout=5.0): "
         "options of the fake_peer fixture for this test",
     )
+    config.addinivalue_line(
+        "markers",
+        "loop_watchdog(seconds): the loop watchdog's limit for this test (0 turns it off)",
+    )
+    _configure_watchdog(config)
     options = PeerOptions()
     ini = config.getini("fakepeer_timeout")
     if ini not in (None, ""):
@@ -105,7 +182,68 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_report_header(config: pytest.Config) -> str:
     options = config.stash[_OPTIONS]
-    return f"fakepeer: {__version__}, timeout={options.timeout:g}s, host={options.host}"
+    state = config.stash[_WATCHDOG]
+    if state.off_because is not None:
+        watchdog = f"off ({state.off_because})"
+    elif state.limit == 0:
+        watchdog = f"off (0 from {state.source})"
+    else:
+        watchdog = f"{state.limit:g}s"
+    return (
+        f"fakepeer: {__version__}, timeout={options.timeout:g}s, host={options.host}, "
+        f"loop watchdog={watchdog}"
+    )
+
+
+def _watchdog_limit(item: pytest.Item, state: _WatchdogState) -> float:
+    marker = item.get_closest_marker("loop_watchdog")
+    if marker is None:
+        return state.limit
+    if len(marker.args) != 1 or marker.kwargs:
+        raise pytest.UsageError(
+            f"{item.nodeid}: @pytest.mark.loop_watchdog takes one number of seconds, "
+            f"e.g. loop_watchdog(2)"
+        )
+    return _parse_timeout(marker.args[0], f"{item.nodeid}: loop_watchdog marker", zero=True)
+
+
+def _watched(item: pytest.Item, when: str) -> Generator[None, None, None]:
+    """Run one phase of ``item`` under the loop watchdog; fail it if its loop blocked."""
+    __tracebackhide__ = True
+    state = item.config.stash[_WATCHDOG]
+    watchdog = state.watchdog
+    limit = _watchdog_limit(item, state)
+    if watchdog is None or limit == 0:
+        return (yield)
+    reports: list[str] = []
+    state.reports = reports
+    watchdog.watch(limit, f"during {when} of {item.nodeid}")
+    try:
+        result = yield
+    except BaseException as exc:
+        watchdog.unwatch()
+        if reports:
+            cause = None if isinstance(exc, Interrupt) else exc
+            raise LoopBlocked(reports[0]) from cause
+        raise
+    finally:
+        watchdog.unwatch()
+        state.reports = None
+    if reports:
+        raise LoopBlocked(reports[0])
+    return result
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    __tracebackhide__ = True
+    return (yield from _watched(item, "setup"))
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    __tracebackhide__ = True
+    return (yield from _watched(item, "teardown"))
 
 
 def _item_state(item: pytest.Item) -> _ItemState:
@@ -178,12 +316,12 @@ def fake_peer(request: pytest.FixtureRequest, fake_peer_factory: PeerFactory) ->
     return fake_peer_factory(**kwargs)
 
 
-@pytest.hookimpl(wrapper=True)
+@pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     __tracebackhide__ = True
     state = item.stash.get(_ITEM, None)
     try:
-        result = yield
+        yield from _watched(item, "call")
     except BaseException:
         if state is not None:
             state.reported = True
@@ -196,7 +334,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
             except BaseException:
                 state.reported = state.verdict_shown = True
                 raise
-    return result
+    return None
 
 
 @pytest.hookimpl(wrapper=True)
