@@ -28,6 +28,9 @@ diagnosis to the real stderr and ends the process, as a last resort.
 
 from __future__ import annotations
 
+import bisect
+import dis
+import functools
 import linecache
 import os
 import selectors
@@ -121,9 +124,23 @@ class Place:
     line: str
     expression: str
     columns: tuple[int, int] | None
+    opname: str = ""  # the instruction being executed: a CALL... while a call blocks
 
     def describe(self) -> str:
         return f"{os.path.basename(self.filename)}:{self.lineno} in {self.function}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _instructions(code: types.CodeType) -> tuple[list[int], list[str]]:
+    instructions = list(dis.get_instructions(code))
+    return [i.offset for i in instructions], [i.opname for i in instructions]
+
+
+def _opname(code: types.CodeType, lasti: int) -> str:
+    """The instruction at ``lasti`` (which may point into its inline cache, on 3.11+)."""
+    offsets, names = _instructions(code)
+    index = bisect.bisect_right(offsets, lasti) - 1
+    return names[index] if index >= 0 else ""
 
 
 def _place(frame: types.FrameType) -> Place:
@@ -141,7 +158,15 @@ def _place(frame: types.FrameType) -> Place:
             expression = encoded[start:end].decode(errors="replace")
             prefix = len(encoded[:start].decode(errors="replace"))
             columns = (prefix, prefix + len(expression))
-    return Place(code.co_filename, lineno, code.co_name, line, expression, columns)
+    return Place(
+        code.co_filename,
+        lineno,
+        code.co_name,
+        line,
+        expression,
+        columns,
+        _opname(code, frame.f_lasti),
+    )
 
 
 @dataclass
@@ -239,6 +264,11 @@ _HINTS: Final = (
 )
 
 
+#: Instruction names of a frame that waits for a call to return (3.11: PRECALL/CALL, 3.12+:
+#: CALL, CALL_KW, CALL_FUNCTION_EX).
+_CALLS: Final = ("CALL", "PRECALL")
+
+
 def _hint(expression: str, line: str) -> str | None:
     text = expression or line
     for needles, hint in _HINTS:
@@ -275,20 +305,25 @@ def diagnose(thread: int, blocked_for: float, limit: float, where: str, samples:
         if user.expression:
             lines.append(f"  call:        {user.expression}")
     places = {(s.user.filename, s.user.lineno) if s.user else None for s in taken}
-    if len(places) == 1:
+    calling = all(s.user is not None and s.user.opname.startswith(_CALLS) for s in taken)
+    if len(places) == 1 and calling:
         lines.append(
-            f"  samples:     {len(taken)} of {len(taken)} at the same line: "
+            f"  samples:     {len(taken)} of {len(taken)} in the same call: "
             "one call that does not return"
         )
+        hint = _hint(user.expression, user.line) if user is not None else None
     else:
+        where = "the same line" if len(places) == 1 else f"{len(places)} different lines"
         lines.append(
-            f"  samples:     {len(taken)} samples at {len(places)} different lines: code that "
-            "runs without ever awaiting (CPU-bound)"
+            f"  samples:     {len(taken)} at {where}, running Python code: code that runs "
+            "without ever awaiting (CPU-bound)"
         )
-    if user is not None:
-        hint = _hint(user.expression, user.line)
-        if hint:
-            lines.append(f"  hint:        {hint}")
+        hint = (
+            "a loop that never awaits keeps the event loop from everything else; await "
+            "asyncio.sleep(0) now and then, or move the work to asyncio.to_thread()"
+        )
+    if hint:
+        lines.append(f"  hint:        {hint}")
     lines.append("  stack (innermost last):")
     lines.extend(f"    {place.describe()}: {place.line.strip()}" for place in last.stack[-8:])
     return "\n".join(lines)
@@ -374,7 +409,7 @@ class Watchdog:
         seen: float | None = None  # the busy mark seen with _run_once on the stack last time
         while not self._stop.is_set():
             limit = self._limit
-            interval = min(max(limit / 5, 0.01), 0.1) if limit else 0.05
+            interval = min(max(limit / 10, 0.005), 0.05) if limit else 0.05
             self._stop.wait(interval)
             if not limit or self._stop.is_set():
                 seen = None
