@@ -9,8 +9,16 @@ import types
 import fakepeer
 
 
+def isort_style(name: str) -> tuple[int, str]:
+    """Ruff's RUF022 order: CONSTANTS, then Classes, then everything else."""
+    if name.isupper():
+        return (0, name)
+    return (1 if name[0].isupper() else 2, name)
+
+
 def test_all_is_sorted_and_unique() -> None:
-    assert fakepeer.__all__ == sorted(set(fakepeer.__all__))
+    assert len(set(fakepeer.__all__)) == len(fakepeer.__all__)
+    assert fakepeer.__all__ == sorted(fakepeer.__all__, key=isort_style)
 
 
 def test_all_names_exist_and_nothing_else_is_public() -> None:

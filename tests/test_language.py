@@ -381,3 +381,16 @@ def test_a_reply_the_framing_cannot_frame_is_a_script_error() -> None:
     assert info.value.diagnosis.startswith(f"expect #1 'PIN\\n' ({where('REPLY_RULE')}): ")
     assert "Fixed(4)" in info.value.diagnosis
     assert "fake peer 'fake peer' on 127.0.0.1:" in str(info.value)
+
+
+def test_a_blank_line_is_an_empty_message() -> None:
+    peer = FakePeer(framing=Lines())
+    peer.expect(b"").reply(b"you sent a blank line")
+    with peer.serve(), client(peer.address) as c:
+        assert c.call(b"") == b"you sent a blank line\n"
+    assert "#1 received   '' -> expect #1 ''" in str(peer.transcript)
+
+
+def test_an_empty_message_cannot_be_expected_from_a_raw_stream() -> None:
+    with pytest.raises(ScriptError, match=r"expect\(b''\) can never be met with Raw\(\)"):
+        FakePeer().expect(b"")

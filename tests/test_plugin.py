@@ -402,3 +402,24 @@ def test_500_tests_leak_no_thread_and_no_fd(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=500)
     # The conftest's check at session end turns a leak into an internal error and exit 3.
     assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
+
+
+def test_a_problem_the_test_caught_does_not_fail_it_again(
+    pytester: pytest.Pytester, client_module: None
+) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        from fakepeer import Lines, UnexpectedData
+        from client import talk
+
+        @pytest.mark.fakepeer(framing=Lines())
+        def test_client_misbehaves_on_purpose(fake_peer):
+            fake_peer.expect(b"PING").reply(b"PONG")
+            talk(fake_peer.address, b"PONK", read=False)
+            with pytest.raises(UnexpectedData, match="received:  'PONK'"):
+                fake_peer.wait_until_done()
+        """
+    )
+    result = pytester.runpytest("-W", "error")
+    result.assert_outcomes(passed=1)

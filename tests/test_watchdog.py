@@ -312,3 +312,41 @@ def test_a_bad_marker_is_a_usage_error(session: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         ["*@pytest.mark.loop_watchdog takes one number of seconds, e.g. loop_watchdog(2)*"]
     )
+
+
+def test_a_task_that_died_unseen_fails_the_test_that_started_it(session: pytest.Pytester) -> None:
+    session.makepyfile(
+        """
+        import asyncio
+        import pytest
+
+        async def boom():
+            raise KeyError("lost in the background")
+
+        @pytest.mark.asyncio
+        async def test_fire_and_forget():
+            asyncio.get_running_loop().create_task(boom())
+            await asyncio.sleep(0.01)
+
+        @pytest.mark.asyncio
+        async def test_callback_raises():
+            asyncio.get_running_loop().call_soon(int, "not a number")
+            await asyncio.sleep(0.01)
+
+        def test_innocent_bystander():
+            pass
+        """
+    )
+    result = session.runpytest_subprocess("-rfE")
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*fakepeer.TaskDied: an exception in the event loop went unseen during call of "
+            "test_a_task_that_died_unseen_fails_the_test_that_started_it.py::test_fire_and_forget*",
+            "*Task exception was never retrieved*",
+            "*KeyError: 'lost in the background'*",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        ["*Exception in callback int('not a number')*", "*ValueError: invalid literal*"]
+    )

@@ -31,6 +31,8 @@ from ._errors import (
 from ._framing import Delimited, Fixed, Framing, LengthPrefixed, Lines, Raw, StxEtx
 from ._matchers import (
     ANY,
+    NEED_MORE,
+    Matched,
     Matcher,
     all_of,
     any_of,
@@ -46,10 +48,11 @@ from ._peer import ConnectionScript, FakePeer, Serving
 from ._script import HandlerFunction, ReplyFunction, Rule
 from ._transcript import Event, Transcript
 from ._version import __version__
-from ._watchdog import LoopBlocked
+from ._watchdog import LoopBlocked, TaskDied
 
 __all__ = [
     "ANY",
+    "NEED_MORE",
     "Connection",
     "ConnectionScript",
     "ConversationError",
@@ -66,6 +69,7 @@ __all__ = [
     "LengthPrefixed",
     "Lines",
     "LoopBlocked",
+    "Matched",
     "Matcher",
     "Raw",
     "ReplyFailed",
@@ -74,6 +78,7 @@ __all__ = [
     "ScriptError",
     "Serving",
     "StxEtx",
+    "TaskDied",
     "Transcript",
     "UnexpectedData",
     "UnmetExpectations",

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Collection
 from dataclasses import dataclass
 from typing import Final, NamedTuple, Protocol, TypeAlias
 
@@ -403,10 +403,12 @@ class Conversation:
 
     # -- the verdict -------------------------------------------------------------------------
 
-    def verdict(self) -> Error | None:
-        """The first problem, or unmet expectations once the conversation is over, or None."""
-        if self.problems:
-            return self.problems[0]
+    def verdict(self, skip: Collection[int] = ()) -> Error | None:
+        """The first problem (but those whose ``id()`` is in ``skip``), or unmet expectations
+        once the conversation is over, or None."""
+        for problem in self.problems:
+            if id(problem) not in skip:
+                return problem
         unmet = self.unmet()
         if not unmet:
             return None
@@ -610,7 +612,11 @@ class Conversation:
                 + (f" (all {met} expectation(s) were already met)" if met else "")
             )
         scored = [(_closeness(rule, data, self.stream), rule) for rule in script.rules()]
-        similar = [pair for pair in scored if pair[1] is not head and pair[0] >= SIMILARITY]
+        similar = [
+            (score, rule)
+            for score, rule in scored
+            if rule is not head and (score >= 1.0 or (score >= SIMILARITY and not rule.exhausted))
+        ]
         if similar:
             similar.sort(key=lambda pair: -pair[0])
             lines.append("  similar rules:")

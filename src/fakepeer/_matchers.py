@@ -168,16 +168,13 @@ class Exact(Matcher):
     """Exactly these bytes: the whole message, or a prefix of the raw buffer."""
 
     def __init__(self, expected: bytes) -> None:
-        if not expected:
-            raise ScriptError(
-                "expect(b'') can never be met: an empty message is not sent over TCP "
-                "(use fakepeer.ANY to accept anything)"
-            )
+        # b"" is a real message with message framings (a blank line); a raw byte stream has
+        # no empty message, and the peer refuses b"" with Raw() where the rule is written.
         self.expected = expected
 
     def match(self, data: bytes, *, stream: bool) -> MatchOutcome:
         if stream:
-            return _literal_stream(self.expected, data)
+            return _literal_stream(self.expected, data) if self.expected else None
         return Matched(data, len(data)) if data == self.expected else None
 
     def describe(self) -> str:

@@ -13,7 +13,7 @@ from ._conversation import Connection, Conversation
 from ._errors import ConversationError, Error, ScriptError, UnexpectedData, WaitTimeout
 from ._framing import Framing, check_framing
 from ._hub import hub
-from ._matchers import ANY, as_matcher
+from ._matchers import ANY, Exact, as_matcher
 from ._runtime import PeerServer, clock
 from ._script import HandlerFunction, Rule, Script, caller_location
 from ._transcript import Transcript
@@ -38,6 +38,12 @@ class _Scripting:
     def _rule(self, kind: str, matcher: object) -> Rule:
         where = caller_location()
         built = as_matcher(ANY if kind == "otherwise" else matcher) if kind != "connect" else None
+        if isinstance(built, Exact) and not built.expected and self._conversation.stream:
+            raise ScriptError(
+                f"{kind}(b'') can never be met with {self._conversation.framing!r}: a byte "
+                "stream has no empty message (with Lines() and the like, b'' is a blank line; "
+                "use fakepeer.ANY to accept anything)"
+            )
         with self._lock:
             rule = self._conversation.add_rule(kind, built, where, self._number)
             self._waiters.notify()
@@ -132,6 +138,7 @@ class FakePeer(_Scripting):
         self._server: PeerServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._state = "new"  # new -> serving -> stopped
+        self._delivered: set[int] = set()  # id() of problems already raised to the test
 
     def __repr__(self) -> str:
         where = f" on {self._host}:{self._port}" if self._state == "serving" else ""
@@ -303,7 +310,7 @@ class FakePeer(_Scripting):
 
     def _report(self) -> str:
         """The peer's problems, if any, then the transcript: for a failing test's report."""
-        problem = self._verdict(final=self._state == "stopped")
+        problem = self._verdict(final=self._state == "stopped", deliver=False)
         return self.render_transcript() if problem is None else str(problem)
 
     @property
@@ -312,17 +319,35 @@ class FakePeer(_Scripting):
         with self._lock:
             return self._conversation.done
 
-    def _verdict(self, *, final: bool) -> Error | None:
+    def _verdict(self, *, final: bool, deliver: bool = True) -> Error | None:
+        """The first problem; if ``final`` (the end: leaving ``serve()``, the fixture's
+        check), the first one not raised to the test yet, else unmet expectations.
+
+        ``deliver`` marks the problem as raised: one the test caught from :meth:`check` or a
+        wait is handled there, and does not fail the test a second time at the end (nor do
+        the expectations left unmet after it)."""
         with self._lock:
             conversation = self._conversation
+            skip = self._delivered if deliver and final else ()
+            if (
+                final
+                and skip
+                and conversation.problems
+                and all(id(p) in skip for p in conversation.problems)
+            ):
+                return None  # the test caught what went wrong; unmet rules follow from it
             if final:
-                problem = conversation.verdict()
+                problem = conversation.verdict(skip)
             else:
-                problem = conversation.problems[0] if conversation.problems else None
+                problem = next((p for p in conversation.problems if id(p) not in skip), None)
             if problem is None:
                 return None
+            if deliver:
+                self._delivered.add(id(problem))
             problem.others = [
-                p.diagnosis.splitlines()[0] for p in conversation.problems if p is not problem
+                p.diagnosis.splitlines()[0]
+                for p in conversation.problems
+                if p is not problem and id(p) not in skip
             ]
             return problem.with_transcript(conversation.transcript.render())
 

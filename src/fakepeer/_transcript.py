@@ -31,6 +31,9 @@ _TABLE: Final = [
     for byte in range(256)
 ]
 
+#: Event kinds that carry a message: shown even when empty, as ''.
+_MESSAGES: Final = frozenset({"received", "matched", "unexpected", "sent", "handled"})
+
 #: Longest bytes shown inline on one event line before it is cut (the rest is counted).
 INLINE_LIMIT: Final = 200
 
@@ -140,7 +143,7 @@ class Transcript:
             head = f"{stamp}{who}{event.kind:<10}"
             body = []
             binary = bool(event.data) and is_binary(event.data)
-            if event.data and not binary:
+            if (event.data or event.kind in _MESSAGES) and not binary:
                 body.append(show(event.data))
             elif binary:
                 body.append(f"{len(event.data)} bytes:")

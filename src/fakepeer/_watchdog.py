@@ -32,6 +32,7 @@ import bisect
 import dis
 import functools
 import linecache
+import logging
 import os
 import selectors
 import signal
@@ -39,6 +40,7 @@ import sys
 import sysconfig
 import threading
 import time
+import traceback
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +51,8 @@ from ._errors import Error
 __all__ = [
     "Interrupt",
     "LoopBlocked",
+    "TaskDied",
+    "UnseenErrors",
     "Watchdog",
     "diagnose",
 ]
@@ -71,6 +75,47 @@ class LoopBlocked(Error, AssertionError):
 
 
 LoopBlocked.__module__ = "fakepeer"
+
+
+class TaskDied(Error, AssertionError):
+    """A task raised and nobody awaited it ("Task exception was never retrieved"), or a loop
+    callback raised, while the test ran: asyncio only logs those; the test fails with it."""
+
+
+TaskDied.__module__ = "fakepeer"
+
+
+class UnseenErrors(logging.Handler):
+    """Collects what asyncio logs about exceptions nobody retrieved, during one phase."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.found: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, Interrupt):
+            return  # the watchdog's own interruption: already reported as LoopBlocked
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[0] is not None:
+            text += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+        self.found.append(text)
+
+    def __enter__(self) -> UnseenErrors:
+        logging.getLogger("asyncio").addHandler(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        logging.getLogger("asyncio").removeHandler(self)
+
+    def verdict(self, where: str) -> TaskDied | None:
+        if not self.found:
+            return None
+        more = f"\n\n(and {len(self.found) - 1} more)" if len(self.found) > 1 else ""
+        return TaskDied(
+            f"an exception in the event loop went unseen {where}: asyncio only logged it\n"
+            f"{self.found[0]}{more}"
+        )
 
 
 class Interrupt(BaseException):

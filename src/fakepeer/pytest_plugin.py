@@ -35,7 +35,7 @@ import pytest
 from ._framing import Framing
 from ._peer import FakePeer, Serving
 from ._version import __version__
-from ._watchdog import Interrupt, LoopBlocked, Watchdog
+from ._watchdog import Interrupt, LoopBlocked, UnseenErrors, Watchdog
 
 __all__ = ["PeerFactory", "PeerOptions"]
 
@@ -215,11 +215,13 @@ def _watched(item: pytest.Item, when: str) -> Generator[None, None, None]:
     limit = _watchdog_limit(item, state)
     if watchdog is None or limit == 0:
         return (yield)
+    where = f"during {when} of {item.nodeid}"
     reports: list[str] = []
     state.reports = reports
-    watchdog.watch(limit, f"during {when} of {item.nodeid}")
+    watchdog.watch(limit, where)
     try:
-        result = yield
+        with UnseenErrors() as unseen:
+            result = yield
     except BaseException as exc:
         watchdog.unwatch()
         if reports:
@@ -231,6 +233,9 @@ def _watched(item: pytest.Item, when: str) -> Generator[None, None, None]:
         state.reports = None
     if reports:
         raise LoopBlocked(reports[0])
+    died = unseen.verdict(where)
+    if died is not None:
+        raise died
     return result
 
 
