@@ -90,4 +90,11 @@ def test_demo_prints_a_transcript_and_a_diagnosis() -> None:
     assert "#1 sent       'VALUE COLOUR\\r\\n'" in out
     assert "UnmetExpectations: 2 expectations were not met when the peer stopped" in out
     assert "expect #3 'QUIT' (_demo.py:" in out
+    # The third act: the seed's test fails at setup, naming its blocking call; the fake_peer
+    # version passes.
+    assert "ERROR at setup of test_simple_server" in out
+    assert "fakepeer.LoopBlocked: the event loop was blocked for" in out
+    assert "call:        server_socket.accept()" in out
+    assert "Server: waiting for a connection" in out
+    assert "1 passed, 1 error in" in out
     assert demo.stderr == ""

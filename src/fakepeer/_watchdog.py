@@ -127,17 +127,34 @@ class Interrupt(BaseException):
 
 
 def _watched_selector(base: type[selectors.BaseSelector]) -> type[selectors.BaseSelector]:
+    """A subclass of ``base`` whose ``select`` keeps the main thread's busy mark.
+
+    Loops made on other threads get a plain ``base`` (the watchdog only interrupts the main
+    thread), so the hot path has no thread check; its helpers are bound as default
+    arguments, so it does no global lookups.
+    """
+    base_select = base.select
+
     class WatchedSelector(base):  # type: ignore[valid-type,misc]  # a class from a variable
         """The default selector, noting for the watchdog when the main loop waits."""
 
-        def select(self, timeout: float | None = None) -> list[Any]:
+        def __new__(cls, *args: Any, **kwargs: Any) -> Any:
             if threading.get_ident() != _MAIN:
-                return super().select(timeout)  # type: ignore[no-any-return]
+                return base(*args, **kwargs)
+            return super().__new__(cls)
+
+        def select(
+            self,
+            timeout: float | None = None,
+            _select: Any = base_select,
+            _busy: list[float | None] = _busy,
+            _clock: Callable[[], float] = clock,
+        ) -> list[Any]:
             _busy[0] = None
             try:
-                return super().select(timeout)  # type: ignore[no-any-return]
+                return _select(self, timeout)  # type: ignore[no-any-return]
             finally:
-                _busy[0] = clock()
+                _busy[0] = _clock()
 
     WatchedSelector.__qualname__ = WatchedSelector.__name__ = f"Watched{base.__name__}"
     return WatchedSelector
