@@ -472,8 +472,9 @@ class Conversation:
         self.received.append(data)
 
     def _applies(self, rule: Rule, connection: Connection) -> bool:
+        limit = rule.limit
         return (
-            not rule.exhausted
+            (limit is None or rule.count < limit)
             and (rule.state is None or rule.state == connection.state)
             and (rule.peer_state is None or rule.peer_state == self.peer_state)
         )
@@ -503,12 +504,23 @@ class Conversation:
     def _dispatch(self, connection: Connection, message: bytes, at: float) -> list[Action]:
         connection.received.append(message)
         self.received.append(message)
-        for rule in self._candidates(connection):
-            assert rule.matcher is not None
-            outcome = rule.matcher.match(message, stream=False)
-            if outcome is not None and outcome is not NEED_MORE:
-                assert isinstance(outcome, Matched)
-                return self._matched(rule, connection, message, outcome.value, at)
+        script = connection.script
+        head = script.head()
+        applies = self._applies
+        # The hot path of every message: no list of candidates, the head first.
+        for rules in ((head,) if head is not None else (), script.permanent, script.fallbacks):
+            for rule in rules:
+                if not applies(rule, connection):
+                    continue
+                outcome = rule.matcher.match(message, stream=False)  # type: ignore[union-attr]
+                if outcome is not None and outcome is not NEED_MORE:
+                    return self._matched(
+                        rule,
+                        connection,
+                        message,
+                        outcome.value,  # type: ignore[union-attr]
+                        at,
+                    )
         self._event(at, connection, "unexpected", message)
         return self._fail(self._unexpected(connection, message), connection, at)
 

@@ -209,7 +209,7 @@ class Delimited:
             return [], 0
         *messages, rest = buffer.split(delimiter)
         room = limit - len(delimiter)
-        if max(map(len, messages)) > room:
+        if len(buffer) > room and max(map(len, messages)) > room:
             message = next(message for message in messages if len(message) > room)
             raise _too_long(
                 f"the client sent a message of {len(message) + len(delimiter)} bytes "
