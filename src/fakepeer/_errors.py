@@ -14,6 +14,9 @@
         ├── HandlerFailed              a connection handler raised
         └── WaitTimeout                a wait for the client (connections, script done) ran out
 
+The loop watchdog's ``LoopBlocked`` and ``TaskDied`` (in ``_watchdog``) are ``Error`` and
+``AssertionError`` too: the test's own code blocked its loop, or lost an exception.
+
 Every :class:`ConversationError` carries the transcript of the conversation as it stood when
 the error was raised, rendered after the diagnosis in ``str(error)``.
 """
