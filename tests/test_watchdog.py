@@ -350,3 +350,36 @@ def test_a_task_that_died_unseen_fails_the_test_that_started_it(session: pytest.
     result.stdout.fnmatch_lines(
         ["*Exception in callback int('not a number')*", "*ValueError: invalid literal*"]
     )
+
+
+def test_code_that_swallows_the_interruption_ends_the_run_loudly(
+    session: pytest.Pytester,
+) -> None:
+    session.makepyfile(
+        """
+        import time
+        import pytest
+
+        @pytest.mark.asyncio
+        async def test_stubborn():
+            while True:
+                try:
+                    time.sleep(1)
+                except BaseException:  # swallows even the watchdog's interruption
+                    pass
+        """
+    )
+    started = time.monotonic()
+    result = session.runpytest_subprocess("-s")
+    elapsed = time.monotonic() - started
+    assert result.ret == 3
+    result.stderr.fnmatch_lines(
+        [
+            "fakepeer loop watchdog: the event loop is still blocked 10 s after it was "
+            "interrupted (* time(s)); the code swallows the interruption. Ending the process.",
+            "the event loop was blocked for * s (the loop watchdog allows 0.5 s) during call of "
+            "test_code_that_swallows_the_interruption_ends_the_run_loudly.py::test_stubborn",
+            "*call:        time.sleep(1)",
+        ]
+    )
+    assert elapsed < 30
