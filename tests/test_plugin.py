@@ -274,7 +274,7 @@ def test_marker_typo_is_a_clear_error(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "*TypeError: unknown fakepeer option(s): framming; "
-            "the options are: framing, name, host, port, timeout"
+            "the options are: framing, name, host, port, timeout, seed"
         ]
     )
 
@@ -296,11 +296,15 @@ def test_timeout_option_precedence_and_header(pytester: pytest.Pytester) -> None
     pytester._monkeypatch.setenv("EXPECTED", "7")
     result = pytester.runpytest("-W", "error")
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["fakepeer: *, timeout=7s, host=127.0.0.1, loop watchdog=0.5s"])
+    result.stdout.fnmatch_lines(
+        ["fakepeer: *, timeout=7s, host=127.0.0.1, loop watchdog=0.5s, fault seed=*"]
+    )
     pytester._monkeypatch.setenv("EXPECTED", "2.5")
     result = pytester.runpytest("-W", "error", "--fakepeer-timeout", "2.5")
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["fakepeer: *, timeout=2.5s, host=127.0.0.1, loop watchdog=0.5s"])
+    result.stdout.fnmatch_lines(
+        ["fakepeer: *, timeout=2.5s, host=127.0.0.1, loop watchdog=0.5s, fault seed=*"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -423,3 +427,36 @@ def test_a_problem_the_test_caught_does_not_fail_it_again(
     )
     result = pytester.runpytest("-W", "error")
     result.assert_outcomes(passed=1)
+
+
+def test_fakepeer_seed_replays_the_faults(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import socket
+        from fakepeer import Lines
+        import pytest
+
+        @pytest.mark.fakepeer(framing=Lines())
+        def test_noisy(fake_peer):
+            fake_peer.always(b"PING").reply(b"PONG" * 8)
+            fake_peer.faults.corrupt(0.5)
+            with socket.create_connection(fake_peer.address, timeout=5) as sock:
+                sock.sendall(b"PING\\n")
+                data = b""
+                while len(data) < 33:
+                    data += sock.recv(100)
+            print("GOT", data.hex())
+        """
+    )
+    first = pytester.runpytest("-s", "--fakepeer-seed=42")
+    second = pytester.runpytest("-s", "--fakepeer-seed=42")
+    other = pytester.runpytest("-s", "--fakepeer-seed=43")
+    first.stdout.fnmatch_lines(["fakepeer: *, fault seed=42"])
+
+    def got(result: pytest.RunResult) -> str:
+        return next(line.split("GOT")[1] for line in result.outlines if "GOT" in line)
+
+    assert got(first) == got(second) != got(other)
+    bad = pytester.runpytest("--fakepeer-seed=x")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(["*--fakepeer-seed: expected a whole number, got 'x'"])

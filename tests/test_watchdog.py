@@ -236,7 +236,7 @@ def test_a_longer_limit_from_the_command_line(session: pytest.Pytester) -> None:
     assert session.runpytest_subprocess().ret == pytest.ExitCode.TESTS_FAILED
     result = session.runpytest_subprocess("--loop-watchdog=2")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["fakepeer: *, loop watchdog=2s"])
+    result.stdout.fnmatch_lines(["fakepeer: *, loop watchdog=2s, fault seed=*"])
 
 
 @pytest.mark.parametrize(
@@ -263,7 +263,7 @@ def test_options_and_the_header(
     pytester.makeini(INI)
     pytester.makepyfile("def test_nothing():\n    pass\n")
     result = pytester.runpytest(*args)
-    result.stdout.fnmatch_lines([f"fakepeer: *, {header}"])
+    result.stdout.fnmatch_lines([f"fakepeer: *, {header}, fault seed=*"])
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,7 @@ from ._errors import (
     UnmetExpectations,
     WaitTimeout,
 )
+from ._faults import Fault
 from ._framing import Delimited, Fixed, Framing, LengthPrefixed, Lines, Raw, StxEtx
 from ._matchers import (
     ANY,
@@ -44,7 +45,7 @@ from ._matchers import (
     prefix,
     regex,
 )
-from ._peer import ConnectionScript, FakePeer, Serving
+from ._peer import ActiveFault, ConnectionScript, FakePeer, Faults, Serving
 from ._script import HandlerFunction, ReplyFunction, Rule
 from ._transcript import Event, Transcript
 from ._version import __version__
@@ -53,6 +54,7 @@ from ._watchdog import LoopBlocked, TaskDied
 __all__ = [
     "ANY",
     "NEED_MORE",
+    "ActiveFault",
     "Connection",
     "ConnectionScript",
     "ConversationError",
@@ -60,6 +62,8 @@ __all__ = [
     "Error",
     "Event",
     "FakePeer",
+    "Fault",
+    "Faults",
     "Fixed",
     "Framing",
     "FramingError",

@@ -31,10 +31,10 @@ from __future__ import annotations
 import difflib
 import inspect
 from collections.abc import Awaitable, Collection
-from dataclasses import dataclass
 from typing import Final, NamedTuple, Protocol, TypeAlias
 
 from . import _matchers
+from ._actions import Dropped, Hold, Later, Stop, Wait, Write
 from ._errors import (
     Error,
     FramingError,
@@ -44,6 +44,7 @@ from ._errors import (
     UnexpectedData,
     UnmetExpectations,
 )
+from ._faults import Fault, FaultState, on_connect, shape
 from ._framing import Framing
 from ._matchers import NEED_MORE, Matched, Matcher
 from ._script import (
@@ -86,23 +87,6 @@ SIMILARITY: Final = 0.6
 MAX_BUFFER: Final = 1 << 20
 
 
-class Write(NamedTuple):
-    """Write these (already framed) bytes."""
-
-    data: bytes
-
-
-class Wait(NamedTuple):
-    """Wait before the next action of the connection."""
-
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class Hold:
-    """The connection hangs from now on: answer nothing more."""
-
-
 class Await(NamedTuple):
     """Await what a reply callable returned, then report it with ``Conversation.awaited``."""
 
@@ -111,7 +95,7 @@ class Await(NamedTuple):
     name: str
 
 
-Action: TypeAlias = Write | Wait | Close | HalfClose | Reset | Hold | Await
+Action: TypeAlias = Write | Wait | Close | HalfClose | Reset | Hold | Await | Stop | Later
 
 
 class ConnectionIO(Protocol):
@@ -147,6 +131,7 @@ class Connection:
         "client",
         "ended",
         "failed",
+        "faults",
         "finishing",
         "handled",
         "held",
@@ -168,6 +153,7 @@ class Connection:
         self.state = START
         self.handled = self.script.handler is not None
         self.io: ConnectionIO | None = None
+        self.faults: FaultState | None = None
         self.buffer = bytearray()
         self.held = False
         self.failed = False
@@ -240,6 +226,8 @@ class Conversation:
         self.peer_state = START
         self.unmatched: list[tuple[int, bytes]] = []  # (connection, message) via otherwise
         self.connections: list[Connection] = []
+        self.faults: list[Fault] = []  # active network faults, in the order added
+        self.seed = 0  # the seed of the faults' randomness
         self.received: list[bytes] = []
         self.problems: list[Error] = []
         self.transcript = Transcript(title)
@@ -297,7 +285,24 @@ class Conversation:
             if self._applies(rule, connection):
                 rule.count += 1
                 actions.extend(self._steps(rule, connection, None, b"", at))
+        connection.faults = FaultState.seeded(self.seed, number)
+        if self.faults:
+            actions = self.shape(connection, actions, at)
+            actions.extend(on_connect(self.faults, connection.faults))  # type: ignore[arg-type]
         return connection, actions
+
+    def shape(self, connection: Connection, actions: list[Action], at: float) -> list[Action]:
+        """``actions`` as the active network faults let them happen on ``connection``."""
+        state = connection.faults
+        if not self.faults or state is None:
+            return actions
+        shaped: list[Action] = []
+        for action in shape(self.faults, actions, state):
+            if isinstance(action, Dropped):
+                self._event(at, connection, "dropped", action.data, f"(by {action.why})")
+            else:
+                shaped.append(action)  # type: ignore[arg-type]
+        return shaped
 
     def delivered(self, connection: Connection, message: bytes, at: float) -> None:
         """A handler took ``message`` (framed, or raw bytes) off the connection."""
@@ -307,6 +312,10 @@ class Conversation:
 
     def receive(self, connection: Connection, data: bytes, at: float) -> list[Action]:
         """Bytes arrived on ``connection``; return what to do about them."""
+        actions = self._receive(connection, data, at)
+        return self.shape(connection, actions, at) if self.faults and actions else actions
+
+    def _receive(self, connection: Connection, data: bytes, at: float) -> list[Action]:
         if not connection.answering:
             self._unanswered(connection, data, at)
             return []
@@ -361,6 +370,10 @@ class Conversation:
 
     def eof(self, connection: Connection, at: float) -> list[Action]:
         """The client shut down its sending side (or closed): finish, then close ours."""
+        actions = self._eof(connection, at)
+        return self.shape(connection, actions, at) if self.faults and actions else actions
+
+    def _eof(self, connection: Connection, at: float) -> list[Action]:
         self._event(at, connection, "eof")
         if connection.handled:
             return []  # the handler sees EOF in receive(), and ends the connection itself
@@ -395,6 +408,14 @@ class Conversation:
                 return
             connection.ended = True
         self._event(at, connection, how, note=note)
+
+    def note(self, connection: Connection, at: float, kind: str, note: str) -> None:
+        """Record something the runtime did to ``connection`` (a fault's doing)."""
+        self._event(at, connection, kind, note=note)
+
+    def note_peer(self, at: float, kind: str, note: str) -> None:
+        """Record something that happened to the peer itself (a fault switched on or off)."""
+        self._event(at, None, kind, note=note)
 
     def held(self, connection: Connection, at: float) -> None:
         """The connection hangs from now on."""
@@ -444,6 +465,17 @@ class Conversation:
         at: float,
     ) -> list[Action]:
         """What an :class:`Await` produced: the actions to run before the rest."""
+        actions = self._awaited(connection, action, result, error, at)
+        return self.shape(connection, actions, at) if self.faults and actions else actions
+
+    def _awaited(
+        self,
+        connection: Connection,
+        action: Await,
+        result: object,
+        error: BaseException | None,
+        at: float,
+    ) -> list[Action]:
         problem = self._check_reply(action.rule, action.name, connection, result, error)
         if isinstance(problem, Error):
             return self._fail(problem, connection, at)

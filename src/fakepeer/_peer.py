@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Final
 
-from . import _assertions
+from . import _assertions, _faults
 from ._conversation import Connection, Conversation
 from ._errors import ConversationError, Error, ScriptError, UnexpectedData, WaitTimeout
+from ._faults import Fault
 from ._framing import Framing, check_framing
 from ._hub import hub
 from ._matchers import ANY, Exact, as_matcher
@@ -19,7 +21,7 @@ from ._script import HandlerFunction, Rule, Script, caller_location
 from ._transcript import Transcript
 from ._wait import Waiters, current_async_library
 
-__all__ = ["ConnectionScript", "FakePeer"]
+__all__ = ["ActiveFault", "ConnectionScript", "FakePeer", "Faults"]
 
 #: How long leaving ``serve()`` may take, whatever the client does.
 STOP_TIMEOUT: Final = 1.0
@@ -126,6 +128,7 @@ class FakePeer(_Scripting):
         host: str = "127.0.0.1",
         port: int = 0,
         timeout: float = 5.0,
+        seed: int | None = None,
     ) -> None:
         self.framing: Framing = check_framing(framing)
         self.name = name
@@ -134,6 +137,11 @@ class FakePeer(_Scripting):
         self.timeout = timeout
         self._lock = threading.RLock()
         self._conversation = Conversation(self.framing, f"fake peer {name!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ScriptError(f"FakePeer(seed=...) takes a whole number, got {seed!r}")
+        self._conversation.seed = random.SystemRandom().randrange(1 << 32) if seed is None else seed
+        #: Network faults on what the peer sends; see :class:`Faults`.
+        self.faults = Faults(self)
         self._waiters = Waiters(self._lock)
         self._server: PeerServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -163,6 +171,12 @@ class FakePeer(_Scripting):
                 )
             script = self._conversation.script_for(number)
         return ConnectionScript(self, number, script)
+
+    @property
+    def seed(self) -> int:
+        """The seed of the faults' randomness (give it back as ``FakePeer(seed=...)`` to
+        replay a run)."""
+        return self._conversation.seed
 
     # -- pushes --------------------------------------------------------------------------------
 
@@ -514,3 +528,123 @@ class Serving:
         else:
             self._peer._stop_on_hub()
         self._peer._conclude(exc)
+
+
+class ActiveFault:
+    """A fault applied to a peer: :meth:`remove` it, or use it as a context manager to
+    apply it for a block only (``with peer.faults.latency(0.2): ...``)."""
+
+    def __init__(self, faults: Faults, fault: Fault) -> None:
+        self._faults = faults
+        self.fault = fault
+
+    def remove(self) -> None:
+        """Stop applying the fault (to new writes on every connection). Idempotent."""
+        self._faults._remove(self.fault)
+
+    def __enter__(self) -> ActiveFault:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.remove()
+
+    def __repr__(self) -> str:
+        return f"<ActiveFault {self.fault}>"
+
+
+class Faults:
+    """``peer.faults``: network faults on what the peer sends, switchable mid-test.
+
+    Each method applies its fault at once (also to connections already open) and returns an
+    :class:`ActiveFault`; ``with`` limits it to a block. A fault applied before a client
+    connects applies to it from its first byte. Randomness (jitter, probabilities,
+    corruption) comes from ``peer.seed``, so a run can be replayed exactly.
+    """
+
+    def __init__(self, peer: FakePeer) -> None:
+        self._peer = peer
+
+    def add(self, fault: Fault) -> ActiveFault:
+        """Apply ``fault`` (made by one of the functions of this module's vocabulary)."""
+        if not isinstance(fault, Fault):
+            raise ScriptError(f"peer.faults.add() takes a fault, got {fault!r}")
+        peer = self._peer
+        with peer._lock:
+            conversation = peer._conversation
+            conversation.faults.append(fault)
+            conversation.note_peer(clock(), "fault", f"+ {fault} (seed {conversation.seed})")
+        return ActiveFault(self, fault)
+
+    def _remove(self, fault: Fault) -> None:
+        peer = self._peer
+        with peer._lock:
+            faults = peer._conversation.faults
+            for index, active in enumerate(faults):
+                if active is fault:
+                    del faults[index]
+                    peer._conversation.note_peer(clock(), "fault", f"- {fault}")
+                    return
+
+    def clear(self) -> None:
+        """Remove every fault."""
+        for fault in list(self):
+            self._remove(fault)
+
+    def __iter__(self) -> Iterator[Fault]:
+        with self._peer._lock:
+            return iter(list(self._peer._conversation.faults))
+
+    def __len__(self) -> int:
+        return len(self._peer._conversation.faults)
+
+    def latency(
+        self, seconds: float, jitter: float = 0.0, *, probability: float = 1.0
+    ) -> ActiveFault:
+        """Delay each batch of writes by ``seconds`` (plus or minus up to ``jitter``)."""
+        return self.add(_faults.latency(seconds, jitter, probability=probability))
+
+    def bandwidth(self, bytes_per_second: int, *, probability: float = 1.0) -> ActiveFault:
+        """Send at most ``bytes_per_second``."""
+        return self.add(_faults.bandwidth(bytes_per_second, probability=probability))
+
+    def slice(self, size: int, delay: float = 0.0, *, probability: float = 1.0) -> ActiveFault:
+        """Split each write into ``size``-byte chunks, ``delay`` seconds apart."""
+        return self.add(_faults.slice(size, delay, probability=probability))
+
+    def limit_data(self, n: int) -> ActiveFault:
+        """Close each connection once ``n`` bytes were sent on it."""
+        return self.add(_faults.limit_data(n))
+
+    def truncate(self, n: int, *, probability: float = 1.0) -> ActiveFault:
+        """Cut each write to its first ``n`` bytes."""
+        return self.add(_faults.truncate(n, probability=probability))
+
+    def corrupt(self, probability: float) -> ActiveFault:
+        """Flip each byte sent with ``probability``."""
+        return self.add(_faults.corrupt(probability))
+
+    def reset_peer(self, after: float = 0.0, *, probability: float = 1.0) -> ActiveFault:
+        """Reset each new connection with a TCP RST ``after`` seconds (0: instead of its
+        first write)."""
+        return self.add(_faults.reset_peer(after, probability=probability))
+
+    def timeout(self, seconds: float | None) -> ActiveFault:
+        """Send nothing more; close new connections after ``seconds`` (``None``: never)."""
+        return self.add(_faults.timeout(seconds))
+
+    def blackhole(self) -> ActiveFault:
+        """Accept and never answer: ``timeout(None)``."""
+        return self.add(_faults.blackhole())
+
+    def slow_close(self, seconds: float) -> ActiveFault:
+        """Wait ``seconds`` before each close."""
+        return self.add(_faults.slow_close(seconds))
+
+    def half_close(self) -> ActiveFault:
+        """Send FIN on each new connection, right after its greeting; keep reading."""
+        return self.add(_faults.half_close())
+
+    def stop_reading(self) -> ActiveFault:
+        """Stop reading from each new connection: the client's writes block once the
+        buffers fill."""
+        return self.add(_faults.stop_reading())

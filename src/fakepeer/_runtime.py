@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final
 
+from ._actions import Later, Stop
 from ._conversation import (
     Action,
     Await,
@@ -62,6 +63,7 @@ class _PeerProtocol(asyncio.Protocol):
         "queue",
         "readable",
         "server",
+        "timers",
         "transport",
         "worker",
     )
@@ -77,6 +79,7 @@ class _PeerProtocol(asyncio.Protocol):
         self.pending: deque[bytes] = deque()
         self.readable: asyncio.Event | None = None
         self.eof = False
+        self.timers: list[asyncio.TimerHandle] = []  # faults' Later actions
 
     # -- asyncio callbacks -------------------------------------------------------------------
 
@@ -139,6 +142,8 @@ class _PeerProtocol(asyncio.Protocol):
         server.protocols.discard(self)
         if self.worker is not None:
             self.worker.cancel()
+        for timer in self.timers:
+            timer.cancel()
         self.eof = True
         if self.readable is not None:
             self.readable.set()
@@ -223,6 +228,13 @@ class _PeerProtocol(asyncio.Protocol):
             conversation.closed(connection, now, "reset")
         elif isinstance(action, Hold):
             conversation.held(connection, now)
+        elif isinstance(action, Later):
+            loop = asyncio.get_running_loop()
+            later: Action = action.action  # type: ignore[assignment]  # an action, by contract
+            self.timers.append(loop.call_later(action.seconds, self._act, later))
+        elif isinstance(action, Stop):
+            transport.pause_reading()
+            conversation.note(connection, now, "stopped", "(reading: a stop_reading fault)")
 
     async def _await(self, action: Await) -> None:
         server = self.server
@@ -366,6 +378,8 @@ class _PeerProtocol(asyncio.Protocol):
             self.worker.cancel()
         if self.handler is not None:
             self.handler.cancel()
+        for timer in self.timers:
+            timer.cancel()
         for action in self.queue:
             if isinstance(action, Await) and inspect.iscoroutine(action.awaitable):
                 action.awaitable.close()  # never started: say so, quietly

@@ -106,6 +106,9 @@ class Transcript:
         "error",
         "state",
         "handled",
+        "dropped",
+        "stopped",
+        "fault",
     )
 
     def __init__(self, title: str = "fake peer") -> None:

@@ -24,8 +24,10 @@ Everything here only wires pytest to the library; the library works without pyte
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
+import random
 import sys
 from collections.abc import Generator, Iterator
 from typing import Final, Protocol
@@ -51,6 +53,7 @@ class PeerOptions:
     host: str = "127.0.0.1"
     port: int = 0
     timeout: float = 5.0
+    seed: int | None = None
 
 
 class PeerFactory(Protocol):
@@ -64,6 +67,7 @@ class PeerFactory(Protocol):
         host: str = ...,
         port: int = ...,
         timeout: float = ...,
+        seed: int | None = ...,
     ) -> FakePeer: ...
 
 
@@ -77,6 +81,10 @@ class _ItemState:
 _WATCHDOG_HELP: Final = (
     "seconds an asyncio event loop of a test may go without getting back to its I/O wait "
     "before the loop watchdog fails that test (default: 0.5; 0 turns it off)"
+)
+_SEED_HELP: Final = (
+    "seed of the network faults' randomness, to replay a run (default: a new one each "
+    "session, shown in the report header)"
 )
 _WATCHDOG_DEFAULT: Final = 0.5
 _WATCHDOG_ENV: Final = "FAKEPEER_LOOP_WATCHDOG"
@@ -124,6 +132,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=_WATCHDOG_HELP,
     )
     parser.addini("loop_watchdog", help=_WATCHDOG_HELP, default=None)
+    group.addoption(
+        "--fakepeer-seed",
+        dest="fakepeer_seed",
+        default=None,
+        metavar="N",
+        help=_SEED_HELP,
+    )
 
 
 def _debugging(config: pytest.Config) -> str | None:
@@ -177,6 +192,17 @@ def pytest_configure(config: pytest.Config) -> None:
     cli = config.getoption("fakepeer_timeout")
     if cli is not None:
         options = dataclasses.replace(options, timeout=_parse_timeout(cli, "--fakepeer-timeout"))
+    seed = config.getoption("fakepeer_seed")
+    if seed is None:
+        seed = random.SystemRandom().randrange(1 << 32)
+    else:
+        try:
+            seed = int(seed)
+        except ValueError:
+            raise pytest.UsageError(
+                f"--fakepeer-seed: expected a whole number, got {seed!r}"
+            ) from None
+    options = dataclasses.replace(options, seed=seed)
     config.stash[_OPTIONS] = options
 
 
@@ -191,7 +217,7 @@ def pytest_report_header(config: pytest.Config) -> str:
         watchdog = f"{state.limit:g}s"
     return (
         f"fakepeer: {__version__}, timeout={options.timeout:g}s, host={options.host}, "
-        f"loop watchdog={watchdog}"
+        f"loop watchdog={watchdog}, fault seed={options.seed}"
     )
 
 
@@ -278,7 +304,14 @@ def fake_peer_factory(request: pytest.FixtureRequest) -> Iterator[PeerFactory]:
                 f"the options are: {', '.join(fields)}"
             )
         options = dataclasses.replace(base, **kwargs)  # type: ignore[arg-type]
+        # Each peer's seed follows from the session's, the test's id and the peer's number:
+        # the same --fakepeer-seed replays it, whatever runs before it or on which worker.
+        digest = hashlib.sha256(
+            f"{options.seed}/{request.node.nodeid}/{len(own)}".encode()
+        ).digest()
+        seed = options.seed if "seed" in kwargs else int.from_bytes(digest[:4], "big")
         peer = FakePeer(
+            seed=seed,
             framing=options.framing,
             name=options.name,
             host=options.host,
