@@ -46,6 +46,7 @@ from ._matchers import (
     regex,
 )
 from ._peer import ActiveFault, ConnectionScript, FakePeer, Faults, Serving
+from ._proxy import Proxy, UpstreamError
 from ._script import HandlerFunction, ReplyFunction, Rule
 from ._transcript import Event, Transcript
 from ._version import __version__
@@ -75,6 +76,7 @@ __all__ = [
     "LoopBlocked",
     "Matched",
     "Matcher",
+    "Proxy",
     "Raw",
     "ReplyFailed",
     "ReplyFunction",
@@ -86,6 +88,7 @@ __all__ = [
     "Transcript",
     "UnexpectedData",
     "UnmetExpectations",
+    "UpstreamError",
     "WaitTimeout",
     "__version__",
     "all_of",

@@ -409,6 +409,12 @@ class Conversation:
             connection.ended = True
         self._event(at, connection, how, note=note)
 
+    def relayed(self, connection: Connection, data: bytes, at: float) -> None:
+        """A proxy passed ``data`` from the client to its upstream server."""
+        connection.received.append(data)
+        self.received.append(data)
+        self._event(at, connection, "received", data, "-> upstream")
+
     def note(self, connection: Connection, at: float, kind: str, note: str) -> None:
         """Record something the runtime did to ``connection`` (a fault's doing)."""
         self._event(at, connection, kind, note=note)

@@ -409,6 +409,9 @@ class PeerServer:
     whoever waits for a condition.
     """
 
+    #: What serves each connection (the proxy relays instead).
+    protocol: Callable[[PeerServer], _PeerProtocol] = _PeerProtocol
+
     def __init__(
         self,
         conversation: Conversation,
@@ -436,7 +439,7 @@ class PeerServer:
         """Bind and listen; return the bound ``(host, port)``. Listening when it returns."""
         loop = self.loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
-            lambda: _PeerProtocol(self), self.host, self.port, backlog=128
+            lambda: self.protocol(self), self.host, self.port, backlog=128
         )
         sockname = self.server.sockets[0].getsockname()
         self.address = (str(sockname[0]), int(sockname[1]))

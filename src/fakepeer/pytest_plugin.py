@@ -36,10 +36,11 @@ import pytest
 
 from ._framing import Framing
 from ._peer import FakePeer, Serving
+from ._proxy import Proxy
 from ._version import __version__
 from ._watchdog import Interrupt, LoopBlocked, UnseenErrors, Watchdog
 
-__all__ = ["PeerFactory", "PeerOptions"]
+__all__ = ["PeerFactory", "PeerOptions", "ProxyFactory"]
 
 _TIMEOUT_HELP: Final = "default timeout in seconds of fakepeer's wait_* sync points (default: 5)"
 
@@ -284,6 +285,56 @@ def _item_state(item: pytest.Item) -> _ItemState:
     return state
 
 
+class _Served:
+    """The peers (and proxies) one test made: seeded, served on the hub, then stopped and
+    verified at its teardown."""
+
+    def __init__(self, request: pytest.FixtureRequest) -> None:
+        self.nodeid = request.node.nodeid
+        self.state = _item_state(request.node)
+        self.own: list[tuple[FakePeer, Serving]] = []
+
+    def seed(self, session_seed: int | None, given: int | None) -> int:
+        """The seed of the next peer: ``given``, or one that follows from the session's, the
+        test's id and the peer's number, so ``--fakepeer-seed`` replays it wherever it runs."""
+        if given is not None:
+            return given
+        digest = hashlib.sha256(f"{session_seed}/{self.nodeid}/{len(self.own)}".encode())
+        return int.from_bytes(digest.digest()[:4], "big")
+
+    def serve(self, peer: FakePeer) -> FakePeer:
+        serving = peer.serve()
+        serving.__enter__()
+        self.own.append((peer, serving))
+        self.state.peers.append((peer, serving))
+        return peer
+
+    def finish(self) -> None:
+        __tracebackhide__ = True
+        first: BaseException | None = None
+        for peer, _serving in reversed(self.own):
+            try:
+                peer._stop_on_hub()
+                if not self.state.reported:
+                    peer.verify()
+            except BaseException as exc:  # stop them all, then report the first
+                first = first or exc
+        if first is not None:
+            self.state.reported = True
+            raise first
+
+
+def _options(base: PeerOptions, kwargs: dict[str, object], allowed: list[str]) -> PeerOptions:
+    __tracebackhide__ = True
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise TypeError(
+            f"unknown fakepeer option(s): {', '.join(unknown)}; "
+            f"the options are: {', '.join(allowed)}"
+        )
+    return dataclasses.replace(base, **kwargs)  # type: ignore[arg-type]
+
+
 @pytest.fixture
 def fake_peer_factory(request: pytest.FixtureRequest) -> Iterator[PeerFactory]:
     """Make more serving peers: ``fake_peer_factory(framing=Lines(), name="db")``.
@@ -291,53 +342,65 @@ def fake_peer_factory(request: pytest.FixtureRequest) -> Iterator[PeerFactory]:
     Each is served on the hub until the test's teardown and verified like ``fake_peer``.
     """
     base = request.config.stash[_OPTIONS]
-    state = _item_state(request.node)
-    own: list[tuple[FakePeer, Serving]] = []
+    served = _Served(request)
+    fields = [field.name for field in dataclasses.fields(PeerOptions)]
 
     def factory(**kwargs: object) -> FakePeer:
         __tracebackhide__ = True
-        fields = [field.name for field in dataclasses.fields(PeerOptions)]
-        unknown = sorted(set(kwargs) - set(fields))
-        if unknown:
-            raise TypeError(
-                f"unknown fakepeer option(s): {', '.join(unknown)}; "
-                f"the options are: {', '.join(fields)}"
-            )
-        options = dataclasses.replace(base, **kwargs)  # type: ignore[arg-type]
-        # Each peer's seed follows from the session's, the test's id and the peer's number:
-        # the same --fakepeer-seed replays it, whatever runs before it or on which worker.
-        digest = hashlib.sha256(
-            f"{options.seed}/{request.node.nodeid}/{len(own)}".encode()
-        ).digest()
-        seed = options.seed if "seed" in kwargs else int.from_bytes(digest[:4], "big")
+        options = _options(base, kwargs, fields)
         peer = FakePeer(
-            seed=seed,
+            seed=served.seed(base.seed, options.seed if "seed" in kwargs else None),
             framing=options.framing,
             name=options.name,
             host=options.host,
             port=options.port,
             timeout=options.timeout,
         )
-        serving = peer.serve()
-        serving.__enter__()
-        own.append((peer, serving))
-        state.peers.append((peer, serving))
-        return peer
+        return served.serve(peer)
 
     yield factory
+    served.finish()
 
-    __tracebackhide__ = True
-    first: BaseException | None = None
-    for peer, _serving in reversed(own):
-        try:
-            peer._stop_on_hub()
-            if not state.reported:
-                peer.verify()
-        except BaseException as exc:  # stop them all, then report the first
-            first = first or exc
-    if first is not None:
-        state.reported = True
-        raise first
+
+class ProxyFactory(Protocol):
+    """The type of the ``fake_proxy_factory`` fixture."""
+
+    def __call__(
+        self,
+        upstream: tuple[str, int],
+        *,
+        name: str = ...,
+        host: str = ...,
+        port: int = ...,
+        timeout: float = ...,
+        seed: int | None = ...,
+    ) -> Proxy: ...
+
+
+@pytest.fixture
+def fake_proxy_factory(request: pytest.FixtureRequest) -> Iterator[ProxyFactory]:
+    """Make fault-injecting proxies in front of real servers:
+    ``proxy = fake_proxy_factory((host, port))``; served on the hub until the test's
+    teardown, where an unreachable upstream fails the test."""
+    base = dataclasses.replace(request.config.stash[_OPTIONS], name="proxy")
+    served = _Served(request)
+
+    def factory(upstream: tuple[str, int], **kwargs: object) -> Proxy:
+        __tracebackhide__ = True
+        options = _options(base, kwargs, ["name", "host", "port", "timeout", "seed"])
+        proxy = Proxy(
+            upstream,
+            seed=served.seed(base.seed, options.seed if "seed" in kwargs else None),
+            name=options.name,
+            host=options.host,
+            port=options.port,
+            timeout=options.timeout,
+        )
+        served.serve(proxy)
+        return proxy
+
+    yield factory
+    served.finish()
 
 
 @pytest.fixture

@@ -1,0 +1,219 @@
+"""The proxy: a peer that forwards to a real server, with the same faults and transcript.
+
+``Proxy(upstream=(host, port))`` serves like a :class:`~fakepeer.FakePeer` (``with`` on the
+hub, ``async with`` in the running loop). For each client it connects to the upstream server
+and relays bytes both ways: what the client sends goes upstream as it arrives; what the server
+sends back goes through ``proxy.faults`` (latency, slicing, resets...) on its way to the
+client. The transcript records both directions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from ._actions import Write
+from ._errors import ConversationError, ScriptError
+from ._peer import FakePeer
+from ._runtime import PeerServer, _PeerProtocol, clock
+from ._script import Close, HalfClose, Rule
+
+__all__ = ["Proxy", "UpstreamError"]
+
+
+class UpstreamError(ConversationError):
+    """The proxy could not reach its upstream server, or lost it mid-connection."""
+
+
+UpstreamError.__module__ = "fakepeer"
+
+
+class _Upstream(asyncio.Protocol):
+    """The proxy's connection to the real server, feeding one client connection."""
+
+    def __init__(self, side: _ProxyProtocol) -> None:
+        self.side = side
+
+    def data_received(self, data: bytes) -> None:
+        self.side.from_upstream(data)
+
+    def eof_received(self) -> bool:
+        self.side.from_upstream_eof()
+        return False  # nothing more to read: let asyncio close our side of it
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            self.side.upstream_failed(exc)
+
+
+class _ProxyProtocol(_PeerProtocol):
+    __slots__ = ("pending_up", "upstream")
+
+    server: ProxyServer
+
+    def __init__(self, server: PeerServer) -> None:
+        super().__init__(server)
+        self.upstream: asyncio.Transport | None = None
+        self.pending_up: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self.connection is not None:  # not refused while stopping
+            # The task runs in the handler slot, so stopping the peer cancels and awaits it.
+            self.handler = asyncio.get_running_loop().create_task(self._connect())
+
+    async def _connect(self) -> None:
+        server = self.server
+        host, port = server.upstream
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(server.timeout):
+                upstream, _ = await loop.create_connection(lambda: _Upstream(self), host, port)
+        except (OSError, TimeoutError) as exc:
+            self.upstream_failed(exc, connecting=True)
+            return
+        assert isinstance(upstream, asyncio.Transport)
+        self.upstream = upstream
+        for data in self.pending_up:
+            upstream.write(data)
+        self.pending_up.clear()
+        if self.eof and upstream.can_write_eof():
+            upstream.write_eof()
+
+    # -- client to server --------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        server = self.server
+        assert self.connection is not None
+        with server.lock:
+            server.conversation.relayed(self.connection, data, clock())
+            server.changed()
+        if self.upstream is not None:
+            self.upstream.write(data)
+        else:
+            self.pending_up.append(data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        upstream = self.upstream
+        if upstream is not None and upstream.can_write_eof() and not upstream.is_closing():
+            upstream.write_eof()
+        assert self.connection is not None
+        with self.server.lock:
+            self.server.conversation.note(self.connection, clock(), "eof", "")
+        return True  # keep sending what the server still answers
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.upstream is not None:
+            self.upstream.close()
+        super().connection_lost(exc)
+
+    # -- server to client (through the faults) -----------------------------------------------
+
+    def _deliver(self, actions: list[object]) -> None:
+        server = self.server
+        connection = self.connection
+        assert connection is not None
+        with server.lock:
+            now = clock()
+            shaped = server.conversation.shape(connection, actions, now)  # type: ignore[arg-type]
+            try:
+                self._run(shaped, now)
+            except Exception as exc:
+                self._crash(exc, now)
+            server.changed()
+
+    def from_upstream(self, data: bytes) -> None:
+        self._deliver([Write(data)])
+
+    def from_upstream_eof(self) -> None:
+        self._deliver([HalfClose() if not self.eof else Close()])
+
+    def upstream_failed(self, exc: BaseException, *, connecting: bool = False) -> None:
+        server = self.server
+        connection = self.connection
+        assert connection is not None
+        host, port = server.upstream
+        doing = "could not connect to" if connecting else "lost its connection to"
+        with server.lock:
+            problem = UpstreamError(
+                f"connection #{connection.id}: the proxy {doing} the upstream server "
+                f"{host}:{port}: {type(exc).__name__}: {exc}",
+                connection=connection.id,
+            )
+            problem.__cause__ = exc
+            server.conversation.problems.append(problem)
+            connection.failed = True
+            self._crash_close(clock())
+            server.changed()
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        if self.upstream is not None:
+            self.upstream.abort()
+
+
+class ProxyServer(PeerServer):
+    """A :class:`PeerServer` whose connections relay to ``upstream``."""
+
+    protocol: Callable[[PeerServer], _PeerProtocol] = _ProxyProtocol
+
+    def __init__(self, *args: object, upstream: tuple[str, int], **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.upstream = upstream
+
+
+class Proxy(FakePeer):
+    """A fault-injecting proxy on loopback in front of a real server at ``upstream``.
+
+    Serve it like a peer; point the client at ``proxy.address``; apply ``proxy.faults``
+    to what the server sends back. With no faults, bytes pass unchanged both ways. If the
+    upstream server cannot be reached, the client's connection is closed and leaving
+    ``serve()`` raises :class:`UpstreamError`.
+    """
+
+    def __init__(
+        self,
+        upstream: tuple[str, int],
+        *,
+        name: str = "proxy",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        timeout: float = 5.0,
+        seed: int | None = None,
+    ) -> None:
+        if (
+            not isinstance(upstream, tuple)
+            or len(upstream) != 2
+            or not isinstance(upstream[0], str)
+            or isinstance(upstream[1], bool)
+            or not isinstance(upstream[1], int)
+        ):
+            raise ScriptError(f"Proxy(upstream=...) takes a (host, port) tuple, got {upstream!r}")
+        super().__init__(name=name, host=host, port=port, timeout=timeout, seed=seed)
+        self.upstream = upstream
+        self._conversation.transcript.title = f"proxy {name!r} to {upstream[0]}:{upstream[1]}"
+
+    def _rule(self, kind: str, matcher: object) -> Rule:
+        raise ScriptError(
+            "a Proxy forwards to its upstream server and has no script; "
+            "use a FakePeer to script a conversation"
+        )
+
+    def _make_server(self) -> PeerServer:
+        def changed() -> None:
+            if self._waiters:
+                self._waiters.notify()
+
+        return ProxyServer(
+            self._conversation,
+            self._lock,
+            changed,
+            self._host,
+            self._port,
+            timeout=self.timeout,
+            upstream=self.upstream,
+        )
+
+    def __repr__(self) -> str:
+        return f"<Proxy {self.name!r} {self._state} to {self.upstream[0]}:{self.upstream[1]}>"

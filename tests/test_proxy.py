@@ -1,0 +1,169 @@
+"""The proxy in front of a real server: a stdlib http.server on loopback, started here."""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from fakepeer import FakePeer, Proxy, ScriptError, UpstreamError
+
+TIMEOUT = 5.0
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so one connection carries several requests
+
+    def do_GET(self) -> None:
+        body = b"hello " + self.path.encode() + b"\n" * 100
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def upstream() -> Iterator[tuple[str, int]]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="upstream-http")
+    thread.start()
+    try:
+        host, port = server.server_address[:2]
+        yield (str(host), int(port))
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(TIMEOUT)
+
+
+def fetch(address: tuple[str, int], *paths: str) -> list[tuple[int, bytes]]:
+    connection = http.client.HTTPConnection(*address, timeout=TIMEOUT)
+    try:
+        results = []
+        for path in paths:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            results.append((response.status, response.read()))
+        return results
+    finally:
+        connection.close()
+
+
+def test_without_faults_traffic_passes_unchanged(upstream: tuple[str, int]) -> None:
+    direct = fetch(upstream, "/a", "/b")
+    proxy = Proxy(upstream)
+    with proxy.serve():
+        proxied = fetch(proxy.address, "/a", "/b")
+    assert proxied == direct
+    assert len(proxy.connections) == 1
+    text = proxy.render_transcript()
+    assert text.startswith(f"proxy 'proxy' to {upstream[0]}:{upstream[1]} on 127.0.0.1:")
+    assert "#1 received   'GET /a HTTP/1.1\\r\\n" in text
+    assert "-> upstream" in text
+    assert "#1 sent       'HTTP/1.1 200 OK\\r\\n" in text
+
+
+def test_latency_slows_the_answers(upstream: tuple[str, int]) -> None:
+    proxy = Proxy(upstream)
+    with proxy.serve(), proxy.faults.latency(0.2):
+        started = time.monotonic()
+        assert fetch(proxy.address, "/slow")[0][0] == 200
+        assert time.monotonic() - started >= 0.2
+
+
+def test_slicing_is_invisible_to_a_good_client(upstream: tuple[str, int]) -> None:
+    proxy = Proxy(upstream)
+    proxy.faults.slice(7)
+    with proxy.serve():
+        assert fetch(proxy.address, "/a") == fetch(upstream, "/a")
+    sent = [event.data for event in proxy.transcript.events if event.kind == "sent"]
+    assert len(sent) > 10
+    assert all(len(chunk) <= 7 for chunk in sent)
+
+
+def test_reset_peer_breaks_the_client(upstream: tuple[str, int]) -> None:
+    proxy = Proxy(upstream)
+    proxy.faults.reset_peer()
+    with proxy.serve(), pytest.raises((ConnectionResetError, http.client.RemoteDisconnected)):
+        fetch(proxy.address, "/a")
+
+
+def test_limit_data_cuts_the_response(upstream: tuple[str, int]) -> None:
+    proxy = Proxy(upstream)
+    proxy.faults.limit_data(150)  # past the headers (about 110 bytes), inside the body
+    with proxy.serve(), pytest.raises(http.client.IncompleteRead):
+        fetch(proxy.address, "/a")
+
+
+def test_an_unreachable_upstream_fails_with_the_reason() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]  # free now, and closed: nobody listens there
+    proxy = Proxy(("127.0.0.1", port))
+    failure = pytest.raises(UpstreamError)
+    with failure as info, proxy.serve(), socket.create_connection(proxy.address) as sock:
+        assert sock.recv(10) == b""
+    assert info.value.diagnosis.startswith(
+        f"connection #1: the proxy could not connect to the upstream server 127.0.0.1:{port}: "
+        "ConnectionRefusedError"
+    )
+
+
+def test_a_proxy_has_no_script() -> None:
+    with pytest.raises(ScriptError, match="a Proxy forwards to its upstream server"):
+        Proxy(("127.0.0.1", 1)).expect(b"x")
+    with pytest.raises(ScriptError, match=r"takes a \(host, port\) tuple"):
+        Proxy("localhost:80")  # type: ignore[arg-type]
+
+
+def test_a_proxy_in_front_of_a_fake_peer(fake_peer: FakePeer) -> None:
+    fake_peer.always(b"PING").reply(b"PONG")
+    proxy = Proxy(fake_peer.address)
+    with proxy.serve(), socket.create_connection(proxy.address, timeout=TIMEOUT) as sock:
+        sock.sendall(b"PING")
+        assert sock.recv(10) == b"PONG"
+
+
+def test_the_proxy_fixture(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeini(
+        "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+        "addopts = -p no:hypothesispytest\n"
+    )
+    pytester.makepyfile(
+        """
+        import socket
+
+        def test_through(fake_peer, fake_proxy_factory):
+            fake_peer.always(b"PING").reply(b"PONG")
+            proxy = fake_proxy_factory(fake_peer.address, name="slow link")
+            proxy.faults.slice(1)
+            with socket.create_connection(proxy.address, timeout=5) as sock:
+                sock.sendall(b"PING")
+                data = b""
+                while len(data) < 4:
+                    data += sock.recv(10)
+            assert data == b"PONG"
+
+        def test_unreachable(fake_proxy_factory):
+            with socket.create_server(("127.0.0.1", 0)) as probe:
+                port = probe.getsockname()[1]
+            proxy = fake_proxy_factory(("127.0.0.1", port))
+            with socket.create_connection(proxy.address, timeout=5) as sock:
+                assert sock.recv(10) == b""
+        """
+    )
+    result = pytester.runpytest("-W", "error")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        ["*UpstreamError: connection #1: the proxy could not connect to the upstream server*"]
+    )
