@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 
@@ -228,3 +229,35 @@ def test_reset_peer_after_a_delay_resets_an_idle_connection() -> None:
             sock.recv(10)
         assert time.monotonic() - started >= 0.05
     assert "#1 reset" in peer.render_transcript()
+
+
+def test_refuse_then_accept_again_on_the_same_port() -> None:
+    peer = pinger()
+    with peer.serve():
+        address = peer.address
+        with socket.create_connection(address, timeout=TIMEOUT) as held:
+            # Accepted first: refusing closes the listening socket, and with it the
+            # connections still waiting in its backlog.
+            peer.wait_for_connections(1)
+            with peer.faults.refuse():
+                with pytest.raises(ConnectionRefusedError):
+                    socket.create_connection(address, timeout=TIMEOUT)
+                held.sendall(b"PING\n")  # the open connection goes on
+                assert held.recv(10) == b"PONG\n"
+            assert peer.address == address
+            assert ping(address) == b"PONG\n"
+
+
+@pytest.mark.asyncio
+async def test_refuse_in_the_loop() -> None:
+    peer = pinger()
+    async with peer.serve():
+        with peer.faults.refuse(), pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection(*peer.address)
+        # Listening again is immediate: the connection waits in the backlog until this loop
+        # accepts it, on its next turn.
+        reader, writer = await asyncio.open_connection(*peer.address)
+        writer.write(b"PING\n")
+        assert await reader.readline() == b"PONG\n"
+        writer.close()
+        await writer.wait_closed()

@@ -36,6 +36,7 @@ __all__ = [
     "half_close",
     "latency",
     "limit_data",
+    "refuse",
     "reset_peer",
     "shape",
     "slice",
@@ -162,6 +163,12 @@ def slow_close(seconds: float) -> Fault:
     return Fault("slow_close", (_number(seconds, "slow_close()"),))
 
 
+def refuse() -> Fault:
+    """Stop listening: new connections are refused (``ConnectionRefusedError``); open ones
+    go on. Removing the fault listens again on the same port."""
+    return Fault("refuse")
+
+
 def half_close() -> Fault:
     """Send FIN as each connection opens (the client reads EOF) but keep reading."""
     return Fault("half_close")
@@ -222,7 +229,9 @@ def shape(faults: Sequence[Fault], actions: Sequence[object], state: FaultState)
     shaped = list(actions)
     for fault in faults:
         kind = fault.kind
-        if kind in ("stop_reading", "half_close") or (kind == "reset_peer" and fault.params[0]):
+        if kind in ("refuse", "stop_reading", "half_close") or (
+            kind == "reset_peer" and fault.params[0]
+        ):
             continue  # they act on the connection (a reset after a delay: by its timer)
         if kind in CONNECTION_KINDS:
             if not _drawn(fault, state):

@@ -147,6 +147,7 @@ class FakePeer(_Scripting):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._state = "new"  # new -> serving -> stopped
         self._delivered: set[int] = set()  # id() of problems already raised to the test
+        self._background: set[asyncio.Task[None]] = set()  # re-listening after refuse()
 
     def __repr__(self) -> str:
         where = f" on {self._host}:{self._port}" if self._state == "serving" else ""
@@ -219,6 +220,8 @@ class FakePeer(_Scripting):
         self._conversation.transcript.address = f"{self._host}:{self._port}"
         self._conversation.transcript.started = clock()
         self._state = "serving"
+        if any(fault.kind == "refuse" for fault in self._conversation.faults):
+            self._refuse(True)
 
     def _start_on_hub(self) -> None:
         self._claim()
@@ -262,6 +265,30 @@ class FakePeer(_Scripting):
             and self._loop is hub.loop()
         ):
             hub.run(server.settle(), STOP_TIMEOUT)
+
+    def _refuse(self, refusing: bool) -> None:
+        """Stop or resume listening, on the loop that serves. Listening resumes at once (the
+        socket listens before this returns); accepting follows on the loop."""
+        server, loop = self._server, self._loop
+        if server is None or loop is None:
+            return  # not serving yet: _started() applies it
+        on_hub = loop is hub.loop() and not hub.in_hub_thread()
+        if refusing:
+            if on_hub:
+                loop.call_soon_threadsafe(server.refuse)
+                hub.run(asyncio.sleep(0), START_TIMEOUT)  # the refusal has happened
+            else:
+                server.refuse()
+            return
+        sock = server.listen_again()
+        if sock is None:
+            return
+        if on_hub:
+            hub.run(server.accept_again(sock), START_TIMEOUT)
+        else:  # in the serving loop itself: accepting starts on its next turn
+            task = loop.create_task(server.accept_again(sock))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     def _conclude(self, exc: BaseException | None) -> None:
         """After stopping: raise the verdict, or note it on the exception already raised."""
@@ -573,6 +600,8 @@ class Faults:
             conversation = peer._conversation
             conversation.faults.append(fault)
             conversation.note_peer(clock(), "fault", f"+ {fault} (seed {conversation.seed})")
+        if fault.kind == "refuse":
+            peer._refuse(True)
         return ActiveFault(self, fault)
 
     def _remove(self, fault: Fault) -> None:
@@ -583,7 +612,12 @@ class Faults:
                 if active is fault:
                     del faults[index]
                     peer._conversation.note_peer(clock(), "fault", f"- {fault}")
-                    return
+                    break
+            else:
+                return
+            refusing = any(active.kind == "refuse" for active in faults)
+        if fault.kind == "refuse" and not refusing:
+            peer._refuse(False)
 
     def clear(self) -> None:
         """Remove every fault."""
@@ -643,6 +677,12 @@ class Faults:
     def half_close(self) -> ActiveFault:
         """Send FIN on each new connection, right after its greeting; keep reading."""
         return self.add(_faults.half_close())
+
+    def refuse(self) -> ActiveFault:
+        """Stop listening: new connections are refused (``ConnectionRefusedError``) until
+        the fault is removed; accepted connections go on (one still waiting to be accepted
+        is reset: ``wait_for_connections()`` first)."""
+        return self.add(_faults.refuse())
 
     def stop_reading(self) -> ActiveFault:
         """Stop reading from each new connection: the client's writes block once the

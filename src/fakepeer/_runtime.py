@@ -432,6 +432,7 @@ class PeerServer:
         self.protocols: set[_PeerProtocol] = set()
         self.server: asyncio.Server | None = None
         self.stopping = False
+        self.refusing = False
         self._drained: asyncio.Future[None] | None = None
         self.address: tuple[str, int] = (host, port)
 
@@ -444,6 +445,29 @@ class PeerServer:
         sockname = self.server.sockets[0].getsockname()
         self.address = (str(sockname[0]), int(sockname[1]))
         return self.address
+
+    def refuse(self) -> None:
+        """Stop listening (new connections are refused); open ones go on. On the loop."""
+        if self.server is not None and not self.refusing:
+            self.refusing = True
+            self.server.close()
+
+    def listen_again(self) -> socket.socket | None:
+        """After :meth:`refuse`: a socket listening on the same address again, at once
+        (clients can connect from now on); :meth:`accept_again` then serves it."""
+        if not self.refusing or self.stopping:
+            return None
+        family = socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET
+        return socket.create_server(self.address, family=family, backlog=128)
+
+    async def accept_again(self, sock: socket.socket) -> None:
+        """Serve the connections of ``sock``, from :meth:`listen_again`."""
+        if self.stopping:
+            sock.close()
+            return
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(lambda: self.protocol(self), sock=sock)
+        self.refusing = False
 
     def crashed(self, exc: BaseException, connection: Connection) -> None:
         """Record an exception raised while handling an event. Call with the lock held."""
