@@ -261,3 +261,25 @@ async def test_refuse_in_the_loop() -> None:
         assert await reader.readline() == b"PONG\n"
         writer.close()
         await writer.wait_closed()
+
+
+def test_a_fault_on_one_rule_only() -> None:
+    peer = FakePeer(framing=Lines())
+    peer.always(b"BIG").reply(b"0123456789").fault(slice(3))
+    peer.always(b"SMALL").reply(b"ok")
+    with peer.serve(), socket.create_connection(peer.address, timeout=TIMEOUT) as sock:
+        stream = sock.makefile("rb")
+        sock.sendall(b"BIG\n")
+        assert stream.readline() == b"0123456789\n"
+        sock.sendall(b"SMALL\n")
+        assert stream.readline() == b"ok\n"
+        stream.close()
+    sent = [event.data for event in peer.transcript.events if event.kind == "sent"]
+    assert sent == [b"012", b"345", b"678", b"9\n", b"ok\n"]
+
+
+def test_a_connection_fault_cannot_be_put_on_a_rule() -> None:
+    with pytest.raises(ScriptError, match=r"acts on the connection or the server"):
+        FakePeer().always(b"X").fault(timeout(1))
+    with pytest.raises(ScriptError, match=r"\.fault\(\) takes a fault such as slice\(3\)"):
+        FakePeer().always(b"X").fault("slow")  # type: ignore[arg-type]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-__all__ = ["Dropped", "Hold", "Later", "Stop", "Wait", "Write"]
+__all__ = ["Close", "Dropped", "HalfClose", "Hold", "Later", "Reset", "Stop", "Wait", "Write"]
 
 
 class Write(NamedTuple):
@@ -43,3 +43,18 @@ class Dropped(NamedTuple):
 
     data: bytes
     why: str
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close the connection gracefully (FIN) after what was written is sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class HalfClose:
+    """Send EOF (shut down writing) but keep reading."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    """Abort the connection with a TCP RST."""

@@ -537,7 +537,16 @@ class Conversation:
             note += " (unmatched)"
         kind = "matched" if self.stream else "received"
         self._event(at, connection, kind, message, note)
-        return self._steps(rule, connection, value, message, at)
+        actions = self._steps(rule, connection, value, message, at)
+        if rule.faults and connection.faults is not None:  # this rule's own network faults
+            shaped: list[Action] = []
+            for action in shape(rule.faults, actions, connection.faults):
+                if isinstance(action, Dropped):
+                    self._event(at, connection, "dropped", action.data, f"(by {action.why})")
+                else:
+                    shaped.append(action)  # type: ignore[arg-type]
+            actions = shaped
+        return actions
 
     def _dispatch(self, connection: Connection, message: bytes, at: float) -> list[Action]:
         connection.received.append(message)

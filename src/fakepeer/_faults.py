@@ -23,9 +23,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ._actions import Dropped, Later, Stop, Wait, Write
+from ._actions import Close, Dropped, HalfClose, Later, Reset, Stop, Wait, Write
 from ._errors import ScriptError
-from ._script import Close, HalfClose, Reset
 
 __all__ = [
     "Fault",

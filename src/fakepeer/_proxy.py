@@ -45,6 +45,13 @@ class _Upstream(asyncio.Protocol):
         if exc is not None:
             self.side.upstream_failed(exc)
 
+    # Backpressure: while the server does not take what the client sends, stop reading it.
+    def pause_writing(self) -> None:
+        self.side.pause_client()
+
+    def resume_writing(self) -> None:
+        self.side.resume_client()
+
 
 class _ProxyProtocol(_PeerProtocol):
     __slots__ = ("pending_up", "upstream")
@@ -59,6 +66,7 @@ class _ProxyProtocol(_PeerProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         if self.connection is not None:  # not refused while stopping
+            self.pause_client()  # until the upstream connection is made
             # The task runs in the handler slot, so stopping the peer cancels and awaits it.
             self.handler = asyncio.get_running_loop().create_task(self._connect())
 
@@ -79,6 +87,26 @@ class _ProxyProtocol(_PeerProtocol):
         self.pending_up.clear()
         if self.eof and upstream.can_write_eof():
             upstream.write_eof()
+        self.resume_client()
+
+    # -- backpressure -------------------------------------------------------------------------
+
+    def pause_client(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_client(self) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing() and not self.reading_stopped:
+            transport.resume_reading()
+
+    def pause_writing(self) -> None:  # the client does not read what the server sends
+        if self.upstream is not None and not self.upstream.is_closing():
+            self.upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.upstream is not None and not self.upstream.is_closing():
+            self.upstream.resume_reading()
 
     # -- client to server --------------------------------------------------------------------
 

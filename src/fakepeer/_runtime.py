@@ -62,6 +62,7 @@ class _PeerProtocol(asyncio.Protocol):
         "pending",
         "queue",
         "readable",
+        "reading_stopped",
         "server",
         "timers",
         "transport",
@@ -79,6 +80,7 @@ class _PeerProtocol(asyncio.Protocol):
         self.pending: deque[bytes] = deque()
         self.readable: asyncio.Event | None = None
         self.eof = False
+        self.reading_stopped = False  # a stop_reading fault paused the client for good
         self.timers: list[asyncio.TimerHandle] = []  # faults' Later actions
 
     # -- asyncio callbacks -------------------------------------------------------------------
@@ -233,6 +235,7 @@ class _PeerProtocol(asyncio.Protocol):
             later: Action = action.action  # type: ignore[assignment]  # an action, by contract
             self.timers.append(loop.call_later(action.seconds, self._act, later))
         elif isinstance(action, Stop):
+            self.reading_stopped = True
             transport.pause_reading()
             conversation.note(connection, now, "stopped", "(reading: a stop_reading fault)")
 

@@ -41,7 +41,9 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Final, TypeAlias
 
+from ._actions import Close, HalfClose, Reset
 from ._errors import ScriptError
+from ._faults import Fault
 from ._matchers import Matcher
 
 __all__ = [
@@ -134,21 +136,6 @@ class After:
 
 
 @dataclass(frozen=True, slots=True)
-class Close:
-    """Close the connection gracefully (FIN) after what was written is sent."""
-
-
-@dataclass(frozen=True, slots=True)
-class HalfClose:
-    """Send EOF (shut down writing) but keep reading."""
-
-
-@dataclass(frozen=True, slots=True)
-class Reset:
-    """Abort the connection with a TCP RST."""
-
-
-@dataclass(frozen=True, slots=True)
 class Hang:
     """Keep the connection open and answer nothing more on it."""
 
@@ -237,6 +224,7 @@ class Rule:
         self.steps: list[Step] = []
         self.limit: int | None = 1 if kind == "expect" else None
         self.count = 0
+        self.faults: list[Fault] = []  # network faults on this rule's writes only
         self.state: str | None = None  # the connection state the rule requires
         self.peer_state: str | None = None  # the peer state the rule requires
         self._description: str | None = None
@@ -311,6 +299,20 @@ class Rule:
             wants = _reply_arity(data)
             return self._add(Reply(None, data, wants), "reply")
         return self._add(Reply(to_bytes(data, ".reply()")), "reply")
+
+    def fault(self, fault: Fault) -> Rule:
+        """Apply a network fault to what this rule sends only, e.g.
+        ``peer.expect(b"GET").reply(big).fault(fakepeer.faults.slice(3))``."""
+        if not isinstance(fault, Fault):
+            raise ScriptError(f".fault() takes a fault such as slice(3), got {fault!r}")
+        connection_wide = fault.kind in ("refuse", "stop_reading", "half_close", "timeout")
+        if connection_wide or (fault.kind == "reset_peer" and fault.params[0]):
+            raise ScriptError(
+                f".fault({fault}) acts on the connection or the server, not on what one "
+                "rule sends: use peer.faults instead"
+            )
+        self.faults.append(fault)
+        return self
 
     def echo(self) -> Rule:
         """Answer with the message that matched (framed again)."""
