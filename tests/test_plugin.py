@@ -460,3 +460,23 @@ def test_fakepeer_seed_replays_the_faults(pytester: pytest.Pytester) -> None:
     bad = pytester.runpytest("--fakepeer-seed=x")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
     bad.stderr.fnmatch_lines(["*--fakepeer-seed: expected a whole number, got 'x'"])
+
+
+def test_xdist_workers_share_the_session_seed(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        from fakepeer.pytest_plugin import _OPTIONS
+
+        @pytest.mark.parametrize("n", range(4))
+        def test_seed(fake_peer, request, n):
+            seed = request.config.stash[_OPTIONS].seed
+            (request.config.rootpath / f"seed-{n}.txt").write_text(str(seed))
+        """
+    )
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:hypothesispytest")
+    result.assert_outcomes(passed=4)
+    header = next(line for line in result.outlines if line.startswith("fakepeer: "))
+    session_seed = header.rsplit("fault seed=", 1)[1]
+    seen = {(pytester.path / f"seed-{n}.txt").read_text() for n in range(4)}
+    assert seen == {session_seed}

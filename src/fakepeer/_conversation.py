@@ -304,6 +304,16 @@ class Conversation:
                 shaped.append(action)  # type: ignore[arg-type]
         return shaped
 
+    def _faulty(self, connection: Connection, actions: list[Action], at: float) -> list[Action]:
+        if not actions:
+            return actions
+        if self.faults:
+            return self.shape(connection, actions, at)
+        state = connection.faults
+        if state is not None:  # no fault now, but limit_data may come: count what is sent
+            state.sent += sum(len(action.data) for action in actions if isinstance(action, Write))
+        return actions
+
     def delivered(self, connection: Connection, message: bytes, at: float) -> None:
         """A handler took ``message`` (framed, or raw bytes) off the connection."""
         connection.received.append(message)
@@ -313,7 +323,7 @@ class Conversation:
     def receive(self, connection: Connection, data: bytes, at: float) -> list[Action]:
         """Bytes arrived on ``connection``; return what to do about them."""
         actions = self._receive(connection, data, at)
-        return self.shape(connection, actions, at) if self.faults and actions else actions
+        return self._faulty(connection, actions, at)
 
     def _receive(self, connection: Connection, data: bytes, at: float) -> list[Action]:
         if not connection.answering:
@@ -371,7 +381,7 @@ class Conversation:
     def eof(self, connection: Connection, at: float) -> list[Action]:
         """The client shut down its sending side (or closed): finish, then close ours."""
         actions = self._eof(connection, at)
-        return self.shape(connection, actions, at) if self.faults and actions else actions
+        return self._faulty(connection, actions, at)
 
     def _eof(self, connection: Connection, at: float) -> list[Action]:
         self._event(at, connection, "eof")
@@ -472,7 +482,7 @@ class Conversation:
     ) -> list[Action]:
         """What an :class:`Await` produced: the actions to run before the rest."""
         actions = self._awaited(connection, action, result, error, at)
-        return self.shape(connection, actions, at) if self.faults and actions else actions
+        return self._faulty(connection, actions, at)
 
     def _awaited(
         self,

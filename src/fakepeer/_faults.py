@@ -22,6 +22,7 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 from ._actions import Close, Dropped, HalfClose, Later, Reset, Stop, Wait, Write
 from ._errors import ScriptError
@@ -54,11 +55,19 @@ class Fault:
     kind: str
     params: tuple[float | int | None, ...] = ()
     probability: float = 1.0
+    #: Which bytes it shapes: ``"downstream"`` (server to client: what a peer sends),
+    #: ``"upstream"`` (client to server: only a Proxy has those) or ``"both"``.
+    direction: str = "downstream"
 
     def describe(self) -> str:
         params = ", ".join("None" if p is None else f"{p:g}" for p in self.params)
         chance = f", probability={self.probability:g}" if self.probability != 1 else ""
-        return f"{self.kind}({params}{chance})"
+        way = f", direction={self.direction!r}" if self.direction != "downstream" else ""
+        return f"{self.kind}({params}{chance}{way})"
+
+    def shapes(self, direction: str) -> bool:
+        """True if it applies to bytes going ``direction``."""
+        return self.direction in (direction, "both")
 
     __str__ = describe
 
@@ -68,8 +77,9 @@ class FaultState:
     """What faults remember about one connection: its random generator and bytes sent."""
 
     rng: random.Random
-    sent: int = 0
+    sent: int = 0  # bytes written (or planned) on the connection, faults or not
     limited: bool = False  # limit_data closed the connection
+    half_closed: bool = False  # a half_close fault sent FIN: nothing more can be written
     drawn: dict[int, bool] = field(default_factory=dict)  # id(fault) -> applies here
 
     @classmethod
@@ -96,6 +106,15 @@ def _count(value: object, name: str, *, minimum: int) -> int:
     return value
 
 
+DIRECTIONS: Final = ("downstream", "upstream", "both")
+
+
+def _direction(value: object) -> str:
+    if value not in DIRECTIONS:
+        raise ScriptError(f"direction takes 'downstream', 'upstream' or 'both', got {value!r}")
+    return str(value)
+
+
 def _probability(value: object) -> float:
     probability = _number(value, "probability")
     if probability > 1:
@@ -103,41 +122,54 @@ def _probability(value: object) -> float:
     return probability
 
 
-def latency(seconds: float, jitter: float = 0.0, *, probability: float = 1.0) -> Fault:
+def latency(
+    seconds: float, jitter: float = 0.0, *, probability: float = 1.0, direction: str = "downstream"
+) -> Fault:
     """Delay each batch of writes by ``seconds`` (plus or minus up to ``jitter``)."""
     seconds = _number(seconds, "latency()")
     jitter = _number(jitter, "latency(jitter=)")
-    return Fault("latency", (seconds, jitter), _probability(probability))
+    return Fault("latency", (seconds, jitter), _probability(probability), _direction(direction))
 
 
-def bandwidth(bytes_per_second: int, *, probability: float = 1.0) -> Fault:
+def bandwidth(
+    bytes_per_second: int, *, probability: float = 1.0, direction: str = "downstream"
+) -> Fault:
     """Send at most ``bytes_per_second``, in tenth-of-a-second chunks."""
     rate = _count(bytes_per_second, "bandwidth()", minimum=1)
-    return Fault("bandwidth", (rate,), _probability(probability))
+    return Fault("bandwidth", (rate,), _probability(probability), _direction(direction))
 
 
-def slice(size: int, delay: float = 0.0, *, probability: float = 1.0) -> Fault:
+def slice(
+    size: int, delay: float = 0.0, *, probability: float = 1.0, direction: str = "downstream"
+) -> Fault:
     """Split each write into chunks of ``size`` bytes, ``delay`` seconds apart: the client's
     framing must put messages back together. (Shadows the builtin only in this module.)"""
     size = _count(size, "slice()", minimum=1)
     delay = _number(delay, "slice(delay=)")
-    return Fault("slice", (size, delay), _probability(probability))
+    return Fault("slice", (size, delay), _probability(probability), _direction(direction))
 
 
-def limit_data(n: int) -> Fault:
+def limit_data(n: int, *, direction: str = "downstream") -> Fault:
     """Close the connection once ``n`` bytes were sent on it (cutting the write that
     crosses the limit)."""
-    return Fault("limit_data", (_count(n, "limit_data()", minimum=0),))
+    return Fault(
+        "limit_data", (_count(n, "limit_data()", minimum=0),), direction=_direction(direction)
+    )
 
 
-def truncate(n: int, *, probability: float = 1.0) -> Fault:
+def truncate(n: int, *, probability: float = 1.0, direction: str = "downstream") -> Fault:
     """Cut each write to its first ``n`` bytes."""
-    return Fault("truncate", (_count(n, "truncate()", minimum=0),), _probability(probability))
+    return Fault(
+        "truncate",
+        (_count(n, "truncate()", minimum=0),),
+        _probability(probability),
+        _direction(direction),
+    )
 
 
-def corrupt(probability: float) -> Fault:
+def corrupt(probability: float, *, direction: str = "downstream") -> Fault:
     """Flip each byte sent with ``probability`` (to a different random value)."""
-    return Fault("corrupt", (_probability(probability),))
+    return Fault("corrupt", (_probability(probability),), direction=_direction(direction))
 
 
 def reset_peer(after: float = 0.0, *, probability: float = 1.0) -> Fault:
@@ -210,6 +242,7 @@ def on_connect(faults: Sequence[Fault], state: FaultState) -> list[object]:
             actions.append(Later(float(seconds), Close()))
         elif fault.kind == "half_close":
             actions.append(HalfClose())
+            state.half_closed = True
         elif fault.kind == "stop_reading":
             actions.append(Stop())
     return actions
@@ -219,15 +252,27 @@ def _chunks(data: bytes, size: int) -> list[bytes]:
     return [data[start : start + size] for start in range(0, len(data), size)] or [data]
 
 
-def shape(faults: Sequence[Fault], actions: Sequence[object], state: FaultState) -> list[object]:
+def shape(
+    faults: Sequence[Fault],
+    actions: Sequence[object],
+    state: FaultState,
+    direction: str = "downstream",
+) -> list[object]:
     """The ``actions`` a connection's script produced, as the ``faults`` let them happen.
 
     ``Write`` may be delayed, split, cut, corrupted, dropped (as :class:`Dropped`) or turned
     into a ``Reset``; ``Close`` may be delayed. Everything else passes through.
     """
     shaped = list(actions)
+    if state.half_closed:  # the peer can no longer write: say what it would have sent
+        shaped = [
+            Dropped(action.data, "half_close") if isinstance(action, Write) else action
+            for action in shaped
+        ]
     for fault in faults:
         kind = fault.kind
+        if not fault.shapes(direction):
+            continue
         if kind in ("refuse", "stop_reading", "half_close") or (
             kind == "reset_peer" and fault.params[0]
         ):

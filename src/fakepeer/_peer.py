@@ -582,10 +582,14 @@ class ActiveFault:
 class Faults:
     """``peer.faults``: network faults on what the peer sends, switchable mid-test.
 
-    Each method applies its fault at once (also to connections already open) and returns an
-    :class:`ActiveFault`; ``with`` limits it to a block. A fault applied before a client
-    connects applies to it from its first byte. Randomness (jitter, probabilities,
-    corruption) comes from ``peer.seed``, so a run can be replayed exactly.
+    Each method applies its fault at once and returns an :class:`ActiveFault`; ``with``
+    limits it to a block. A fault applied before a client connects applies to it from its
+    first byte. Faults on what is sent (latency, slicing, corruption, ``limit_data``...)
+    also apply to connections already open; connection faults (``reset_peer`` after a
+    delay, ``half_close``, ``stop_reading``, the close of ``timeout``) act as a connection
+    opens, so only on new ones. Faults shape what the script sends; a handler's or the
+    test's ``connection.send()`` and ``broadcast()`` are not shaped. Randomness (jitter,
+    probabilities, corruption) comes from ``peer.seed``, so a run can be replayed exactly.
     """
 
     def __init__(self, peer: FakePeer) -> None:
@@ -599,7 +603,8 @@ class Faults:
         with peer._lock:
             conversation = peer._conversation
             conversation.faults.append(fault)
-            conversation.note_peer(clock(), "fault", f"+ {fault} (seed {conversation.seed})")
+            conversation.note_peer(clock(), "fault", f"+ {fault}")
+            conversation.transcript.seed = conversation.seed
         if fault.kind == "refuse":
             peer._refuse(True)
         return ActiveFault(self, fault)

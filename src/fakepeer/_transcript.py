@@ -114,6 +114,7 @@ class Transcript:
     def __init__(self, title: str = "fake peer") -> None:
         self.title = title
         self.address = ""  # "host:port" of the peer, once it serves
+        self.seed: int | None = None  # the fault seed, once faults were used
         self.events: list[Event] = []
         self.started: float | None = None
 
@@ -135,7 +136,10 @@ class Transcript:
     ) -> str:
         """The transcript as text; ``connection`` limits it to one connection; ``times`` and
         ``addresses`` (the peer's and clients') can be left out."""
-        lines = [f"{self.title} on {self.address}" if addresses and self.address else self.title]
+        title = f"{self.title} on {self.address}" if addresses and self.address else self.title
+        if addresses and self.seed is not None:  # varies between runs, like the addresses
+            title += f" (fault seed {self.seed})"
+        lines = [title]
         events = self.events if connection is None else self.for_connection(connection)
         if not events:
             lines.append("  (nothing happened)")

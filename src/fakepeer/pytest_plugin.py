@@ -30,7 +30,7 @@ import os
 import random
 import sys
 from collections.abc import Generator, Iterator
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 import pytest
 
@@ -194,6 +194,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if cli is not None:
         options = dataclasses.replace(options, timeout=_parse_timeout(cli, "--fakepeer-timeout"))
     seed = config.getoption("fakepeer_seed")
+    workerinput = getattr(config, "workerinput", None)  # a pytest-xdist worker
+    if seed is None and workerinput is not None and "fakepeer_seed" in workerinput:
+        seed = workerinput["fakepeer_seed"]  # the controller's: one seed for the session
     if seed is None:
         seed = random.SystemRandom().randrange(1 << 32)
     else:
@@ -205,6 +208,13 @@ def pytest_configure(config: pytest.Config) -> None:
             ) from None
     options = dataclasses.replace(options, seed=seed)
     config.stash[_OPTIONS] = options
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist: every worker uses the controller's fault seed, so the one in the header
+    replays the run."""
+    node.workerinput["fakepeer_seed"] = node.config.stash[_OPTIONS].seed
 
 
 def pytest_report_header(config: pytest.Config) -> str:
