@@ -167,3 +167,24 @@ def test_the_proxy_fixture(
     result.stdout.fnmatch_lines(
         ["*UpstreamError: connection #1: the proxy could not connect to the upstream server*"]
     )
+
+
+def test_upstream_faults_shape_what_the_client_sends(upstream: tuple[str, int]) -> None:
+    proxy = Proxy(upstream)
+    with proxy.serve():
+        with proxy.faults.slice(5, 0.001, direction="upstream"):
+            assert fetch(proxy.address, "/sliced") == fetch(upstream, "/sliced")
+        with proxy.faults.latency(0.2, direction="upstream"):
+            started = time.monotonic()
+            assert fetch(proxy.address, "/late")[0][0] == 200
+            assert time.monotonic() - started >= 0.2
+        with (
+            proxy.faults.limit_data(10, direction="upstream"),
+            pytest.raises((http.client.RemoteDisconnected, ConnectionResetError)),
+        ):
+            fetch(proxy.address, "/cut")  # the server gets 10 bytes, then EOF: no answer
+
+
+def test_a_fake_peer_has_no_upstream_to_fault() -> None:
+    with pytest.raises(ScriptError, match="a FakePeer has no upstream"):
+        FakePeer().faults.latency(0.1, direction="upstream")

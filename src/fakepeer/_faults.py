@@ -83,9 +83,10 @@ class FaultState:
     drawn: dict[int, bool] = field(default_factory=dict)  # id(fault) -> applies here
 
     @classmethod
-    def seeded(cls, seed: int, connection: int) -> FaultState:
-        """The state of connection ``connection`` of a peer seeded with ``seed``."""
-        return cls(random.Random(f"fakepeer/{seed}/{connection}"))
+    def seeded(cls, seed: int, connection: int, stream: str = "") -> FaultState:
+        """The state of connection ``connection`` of a peer seeded with ``seed`` (``stream``
+        tells apart a proxy's two directions)."""
+        return cls(random.Random(f"fakepeer/{seed}/{connection}{stream}"))
 
 
 # -- the vocabulary -------------------------------------------------------------------------------

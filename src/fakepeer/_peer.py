@@ -120,6 +120,9 @@ class FakePeer(_Scripting):
     once; make a new one for another conversation.
     """
 
+    #: True for a Proxy: it relays client bytes upstream, which faults can shape too.
+    _relays = False
+
     def __init__(
         self,
         *,
@@ -600,6 +603,11 @@ class Faults:
         if not isinstance(fault, Fault):
             raise ScriptError(f"peer.faults.add() takes a fault, got {fault!r}")
         peer = self._peer
+        if fault.direction != "downstream" and not peer._relays:
+            raise ScriptError(
+                f"{fault}: a FakePeer has no upstream (client to server) bytes to shape, "
+                "only what it sends: an upstream fault needs a Proxy in front of a server"
+            )
         with peer._lock:
             conversation = peer._conversation
             conversation.faults.append(fault)
@@ -637,30 +645,50 @@ class Faults:
         return len(self._peer._conversation.faults)
 
     def latency(
-        self, seconds: float, jitter: float = 0.0, *, probability: float = 1.0
+        self,
+        seconds: float,
+        jitter: float = 0.0,
+        *,
+        probability: float = 1.0,
+        direction: str = "downstream",
     ) -> ActiveFault:
         """Delay each batch of writes by ``seconds`` (plus or minus up to ``jitter``)."""
-        return self.add(_faults.latency(seconds, jitter, probability=probability))
+        return self.add(
+            _faults.latency(seconds, jitter, probability=probability, direction=direction)
+        )
 
-    def bandwidth(self, bytes_per_second: int, *, probability: float = 1.0) -> ActiveFault:
+    def bandwidth(
+        self, bytes_per_second: int, *, probability: float = 1.0, direction: str = "downstream"
+    ) -> ActiveFault:
         """Send at most ``bytes_per_second``."""
-        return self.add(_faults.bandwidth(bytes_per_second, probability=probability))
+        return self.add(
+            _faults.bandwidth(bytes_per_second, probability=probability, direction=direction)
+        )
 
-    def slice(self, size: int, delay: float = 0.0, *, probability: float = 1.0) -> ActiveFault:
+    def slice(
+        self,
+        size: int,
+        delay: float = 0.0,
+        *,
+        probability: float = 1.0,
+        direction: str = "downstream",
+    ) -> ActiveFault:
         """Split each write into ``size``-byte chunks, ``delay`` seconds apart."""
-        return self.add(_faults.slice(size, delay, probability=probability))
+        return self.add(_faults.slice(size, delay, probability=probability, direction=direction))
 
-    def limit_data(self, n: int) -> ActiveFault:
+    def limit_data(self, n: int, *, direction: str = "downstream") -> ActiveFault:
         """Close each connection once ``n`` bytes were sent on it."""
-        return self.add(_faults.limit_data(n))
+        return self.add(_faults.limit_data(n, direction=direction))
 
-    def truncate(self, n: int, *, probability: float = 1.0) -> ActiveFault:
+    def truncate(
+        self, n: int, *, probability: float = 1.0, direction: str = "downstream"
+    ) -> ActiveFault:
         """Cut each write to its first ``n`` bytes."""
-        return self.add(_faults.truncate(n, probability=probability))
+        return self.add(_faults.truncate(n, probability=probability, direction=direction))
 
-    def corrupt(self, probability: float) -> ActiveFault:
+    def corrupt(self, probability: float, *, direction: str = "downstream") -> ActiveFault:
         """Flip each byte sent with ``probability``."""
-        return self.add(_faults.corrupt(probability))
+        return self.add(_faults.corrupt(probability, direction=direction))
 
     def reset_peer(self, after: float = 0.0, *, probability: float = 1.0) -> ActiveFault:
         """Reset each new connection with a TCP RST ``after`` seconds (0: instead of its

@@ -10,13 +10,15 @@ client. The transcript records both directions.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 
-from ._actions import Write
+from ._actions import Dropped, Wait, Write
 from ._errors import ConversationError, ScriptError
+from ._faults import FaultState, shape
 from ._peer import FakePeer
 from ._runtime import PeerServer, _PeerProtocol, clock
-from ._script import Close, HalfClose, Rule
+from ._script import Close, HalfClose, Reset, Rule
 
 __all__ = ["Proxy", "UpstreamError"]
 
@@ -44,6 +46,8 @@ class _Upstream(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if exc is not None:
             self.side.upstream_failed(exc)
+        else:  # closed without an EOF first (a fault closed it): the client's turn
+            self.side.from_upstream_eof()
 
     # Backpressure: while the server does not take what the client sends, stop reading it.
     def pause_writing(self) -> None:
@@ -54,7 +58,7 @@ class _Upstream(asyncio.Protocol):
 
 
 class _ProxyProtocol(_PeerProtocol):
-    __slots__ = ("pending_up", "upstream")
+    __slots__ = ("pending_up", "up_queue", "up_state", "up_worker", "upstream", "upstream_ended")
 
     server: ProxyServer
 
@@ -62,6 +66,11 @@ class _ProxyProtocol(_PeerProtocol):
         super().__init__(server)
         self.upstream: asyncio.Transport | None = None
         self.pending_up: list[bytes] = []
+        # Client-to-server bytes through the upstream faults: a queue and its worker.
+        self.up_queue: deque[object] = deque()
+        self.up_worker: asyncio.Task[None] | None = None
+        self.up_state: FaultState | None = None
+        self.upstream_ended = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -112,14 +121,58 @@ class _ProxyProtocol(_PeerProtocol):
 
     def data_received(self, data: bytes) -> None:
         server = self.server
-        assert self.connection is not None
+        connection = self.connection
+        assert connection is not None
+        conversation = server.conversation
         with server.lock:
-            server.conversation.relayed(self.connection, data, clock())
+            now = clock()
+            conversation.relayed(connection, data, now)
+            if any(fault.shapes("upstream") for fault in conversation.faults):
+                if self.up_state is None:
+                    self.up_state = FaultState.seeded(conversation.seed, connection.id, "/up")
+                actions = shape(conversation.faults, [Write(data)], self.up_state, "upstream")
+                for action in actions:
+                    if isinstance(action, Dropped):
+                        conversation.note(connection, now, "dropped", f"upstream ({action.why})")
+            else:
+                actions = [Write(data)]
             server.changed()
-        if self.upstream is not None:
-            self.upstream.write(data)
-        else:
-            self.pending_up.append(data)
+        self._up_run(actions)
+
+    def _up_run(self, actions: list[object]) -> None:
+        if self.up_worker is not None:
+            self.up_queue.extend(actions)
+            return
+        for index, action in enumerate(actions):
+            if isinstance(action, Wait):
+                self.up_queue.extend(actions[index:])
+                self.up_worker = asyncio.get_running_loop().create_task(self._up_work())
+                return
+            self._up_do(action)
+
+    async def _up_work(self) -> None:
+        try:
+            while self.up_queue:
+                action = self.up_queue.popleft()
+                if isinstance(action, Wait):
+                    await asyncio.sleep(action.seconds)
+                else:
+                    self._up_do(action)
+        finally:
+            self.up_worker = None
+
+    def _up_do(self, action: object) -> None:
+        upstream = self.upstream
+        if isinstance(action, Write):
+            if upstream is None:
+                self.pending_up.append(action.data)
+            elif not upstream.is_closing():
+                upstream.write(action.data)
+        elif isinstance(action, Close | Reset) and upstream is not None:
+            if isinstance(action, Reset):
+                upstream.abort()
+            else:
+                upstream.close()  # and the client is closed once the upstream is gone
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -155,6 +208,9 @@ class _ProxyProtocol(_PeerProtocol):
         self._deliver([Write(data)])
 
     def from_upstream_eof(self) -> None:
+        if self.upstream_ended:
+            return
+        self.upstream_ended = True
         self._deliver([HalfClose() if not self.eof else Close()])
 
     def upstream_failed(self, exc: BaseException, *, connecting: bool = False) -> None:
@@ -176,6 +232,8 @@ class _ProxyProtocol(_PeerProtocol):
             server.changed()
 
     def shutdown(self) -> None:
+        if self.up_worker is not None:
+            self.up_worker.cancel()
         super().shutdown()
         if self.upstream is not None:
             self.upstream.abort()
@@ -199,6 +257,8 @@ class Proxy(FakePeer):
     upstream server cannot be reached, the client's connection is closed and leaving
     ``serve()`` raises :class:`UpstreamError`.
     """
+
+    _relays = True
 
     def __init__(
         self,
