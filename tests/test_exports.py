@@ -7,6 +7,7 @@ import sys
 import types
 
 import fakepeer
+from fakepeer import faults
 
 
 def isort_style(name: str) -> tuple[int, str]:
@@ -98,3 +99,11 @@ def test_demo_prints_a_transcript_and_a_diagnosis() -> None:
     assert "Server: waiting for a connection" in out
     assert "1 passed, 1 error in" in out
     assert demo.stderr == ""
+
+
+def test_the_faults_namespace() -> None:
+    assert faults.__all__ == sorted(faults.__all__, key=isort_style)
+    for name in faults.__all__:
+        assert hasattr(faults, name), name
+    assert isinstance(faults.slice(3), fakepeer.Fault)
+
