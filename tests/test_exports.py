@@ -106,4 +106,3 @@ def test_the_faults_namespace() -> None:
     for name in faults.__all__:
         assert hasattr(faults, name), name
     assert isinstance(faults.slice(3), fakepeer.Fault)
-
