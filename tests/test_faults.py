@@ -313,3 +313,16 @@ def test_limit_data_counts_what_was_sent_before_it() -> None:
             sock.sendall(b"PING\n")
             assert stream.read() == b"PO"
         stream.close()
+
+
+def test_removing_half_close_keeps_its_connections_half_closed() -> None:
+    peer = FakePeer(framing=Lines())
+    peer.always(b"PING").reply(b"PONG")
+    with peer.serve():
+        fault = peer.faults.half_close()  # before the client connects: it applies to it
+        with socket.create_connection(peer.address, timeout=TIMEOUT) as sock:
+            peer.wait_for_connections(1)
+            fault.remove()
+            sock.sendall(b"PING\n")  # the fault is gone, the FIN it sent is not
+            assert sock.recv(10) == b""
+    assert "#1 dropped    'PONG\\n' (by half_close)" in peer.render_transcript()

@@ -294,22 +294,27 @@ class Conversation:
     def shape(self, connection: Connection, actions: list[Action], at: float) -> list[Action]:
         """``actions`` as the active network faults let them happen on ``connection``."""
         state = connection.faults
-        if not self.faults or state is None:
+        if state is None or not (self.faults or state.half_closed):
             return actions
         shaped: list[Action] = []
         for action in shape(self.faults, actions, state):
             if isinstance(action, Dropped):
-                self._event(at, connection, "dropped", action.data, f"(by {action.why})")
+                self.dropped(connection, action, at)
             else:
                 shaped.append(action)  # type: ignore[arg-type]
         return shaped
 
+    def dropped(self, connection: Connection, action: Dropped, at: float, way: str = "") -> None:
+        """Record bytes a fault kept from being sent (``way``: ``" upstream"`` for a proxy)."""
+        self._event(at, connection, "dropped", action.data, f"(by {action.why}{way})")
+
     def _faulty(self, connection: Connection, actions: list[Action], at: float) -> list[Action]:
+        """``actions`` through the faults; without any, still count what is sent."""
         if not actions:
             return actions
-        if self.faults:
-            return self.shape(connection, actions, at)
         state = connection.faults
+        if self.faults or (state is not None and state.half_closed):
+            return self.shape(connection, actions, at)
         if state is not None:  # no fault now, but limit_data may come: count what is sent
             state.sent += sum(len(action.data) for action in actions if isinstance(action, Write))
         return actions

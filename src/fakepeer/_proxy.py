@@ -127,14 +127,15 @@ class _ProxyProtocol(_PeerProtocol):
         with server.lock:
             now = clock()
             conversation.relayed(connection, data, now)
+            if self.up_state is None:
+                self.up_state = FaultState.seeded(conversation.seed, connection.id, "/up")
             if any(fault.shapes("upstream") for fault in conversation.faults):
-                if self.up_state is None:
-                    self.up_state = FaultState.seeded(conversation.seed, connection.id, "/up")
                 actions = shape(conversation.faults, [Write(data)], self.up_state, "upstream")
                 for action in actions:
                     if isinstance(action, Dropped):
-                        conversation.note(connection, now, "dropped", f"upstream ({action.why})")
+                        conversation.dropped(connection, action, now, ", upstream")
             else:
+                self.up_state.sent += len(data)  # limit_data counts from the first byte
                 actions = [Write(data)]
             server.changed()
         self._up_run(actions)
@@ -197,7 +198,7 @@ class _ProxyProtocol(_PeerProtocol):
         assert connection is not None
         with server.lock:
             now = clock()
-            shaped = server.conversation.shape(connection, actions, now)  # type: ignore[arg-type]
+            shaped = server.conversation._faulty(connection, actions, now)  # type: ignore[arg-type]
             try:
                 self._run(shaped, now)
             except Exception as exc:
@@ -280,7 +281,8 @@ class Proxy(FakePeer):
             raise ScriptError(f"Proxy(upstream=...) takes a (host, port) tuple, got {upstream!r}")
         super().__init__(name=name, host=host, port=port, timeout=timeout, seed=seed)
         self.upstream = upstream
-        self._conversation.transcript.title = f"proxy {name!r} to {upstream[0]}:{upstream[1]}"
+        self._conversation.transcript.title = f"proxy {name!r}"
+        self._conversation.transcript.upstream = f"{upstream[0]}:{upstream[1]}"
 
     def _rule(self, kind: str, matcher: object) -> Rule:
         raise ScriptError(

@@ -115,6 +115,7 @@ class Transcript:
         self.title = title
         self.address = ""  # "host:port" of the peer, once it serves
         self.seed: int | None = None  # the fault seed, once faults were used
+        self.upstream = ""  # "host:port" a proxy relays to
         self.events: list[Event] = []
         self.started: float | None = None
 
@@ -136,7 +137,11 @@ class Transcript:
     ) -> str:
         """The transcript as text; ``connection`` limits it to one connection; ``times`` and
         ``addresses`` (the peer's and clients') can be left out."""
-        title = f"{self.title} on {self.address}" if addresses and self.address else self.title
+        title = self.title
+        if addresses and self.upstream:
+            title += f" to {self.upstream}"
+        if addresses and self.address:
+            title += f" on {self.address}"
         if addresses and self.seed is not None:  # varies between runs, like the addresses
             title += f" (fault seed {self.seed})"
         lines = [title]
