@@ -74,19 +74,31 @@ class Fault:
 
 @dataclass
 class FaultState:
-    """What faults remember about one connection: its random generator and bytes sent."""
+    """What faults remember about one connection: its random generator and bytes sent.
 
-    rng: random.Random
+    The generator is made on first use: most connections never draw a random number, and
+    seeding one costs more than the rest of a connection's bookkeeping.
+    """
+
+    key: str
     sent: int = 0  # bytes written (or planned) on the connection, faults or not
     limited: bool = False  # limit_data closed the connection
     half_closed: bool = False  # a half_close fault sent FIN: nothing more can be written
     drawn: dict[int, bool] = field(default_factory=dict)  # id(fault) -> applies here
+    _rng: random.Random | None = None
+
+    @property
+    def rng(self) -> random.Random:
+        """The connection's random generator, seeded from ``key``."""
+        if self._rng is None:
+            self._rng = random.Random(self.key)
+        return self._rng
 
     @classmethod
     def seeded(cls, seed: int, connection: int, stream: str = "") -> FaultState:
         """The state of connection ``connection`` of a peer seeded with ``seed`` (``stream``
         tells apart a proxy's two directions)."""
-        return cls(random.Random(f"fakepeer/{seed}/{connection}{stream}"))
+        return cls(f"fakepeer/{seed}/{connection}{stream}")
 
 
 # -- the vocabulary -------------------------------------------------------------------------------

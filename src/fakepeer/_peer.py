@@ -142,7 +142,7 @@ class FakePeer(_Scripting):
         self._conversation = Conversation(self.framing, f"fake peer {name!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ScriptError(f"FakePeer(seed=...) takes a whole number, got {seed!r}")
-        self._conversation.seed = random.SystemRandom().randrange(1 << 32) if seed is None else seed
+        self._conversation.seed = random.getrandbits(32) if seed is None else seed
         #: Network faults on what the peer sends; see :class:`Faults`.
         self.faults = Faults(self)
         self._waiters = Waiters(self._lock)
