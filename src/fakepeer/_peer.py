@@ -203,18 +203,21 @@ class FakePeer(_Scripting):
             raise RuntimeError(f"{self!r} already served; a FakePeer serves once, make a new one")
         self._state = "starting"
 
-    def _make_server(self) -> PeerServer:
+    def _make_server(self, server: type[PeerServer] = PeerServer, **extra: object) -> PeerServer:
+        """The runtime server of this peer (a Proxy passes its own class and upstream)."""
+
         def changed() -> None:
             if self._waiters:
                 self._waiters.notify()
 
-        return PeerServer(
+        return server(
             self._conversation,
             self._lock,
             changed,
             self._host,
             self._port,
             timeout=self.timeout,
+            **extra,
         )
 
     def _started(self, server: PeerServer, loop: asyncio.AbstractEventLoop) -> None:

@@ -290,20 +290,8 @@ class Proxy(FakePeer):
             "use a FakePeer to script a conversation"
         )
 
-    def _make_server(self) -> PeerServer:
-        def changed() -> None:
-            if self._waiters:
-                self._waiters.notify()
-
-        return ProxyServer(
-            self._conversation,
-            self._lock,
-            changed,
-            self._host,
-            self._port,
-            timeout=self.timeout,
-            upstream=self.upstream,
-        )
+    def _make_server(self, server: type[PeerServer] = ProxyServer, **extra: object) -> PeerServer:
+        return super()._make_server(server, upstream=self.upstream, **extra)
 
     def __repr__(self) -> str:
         return f"<Proxy {self.name!r} {self._state} to {self.upstream[0]}:{self.upstream[1]}>"
