@@ -25,12 +25,13 @@ import platform
 import socket
 import statistics
 import sys
-import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
+
+from _common import LoopThread, Samples, orders
 
 from fakepeer import FakePeer, Lines, __version__
 
@@ -64,29 +65,6 @@ QUICK: Final = Plan(warmup=10, a_loop=200, a_hub=200, b_loop=16, b_hub=16, trips
 
 
 # -- statistics and the report ------------------------------------------------------------------
-
-
-@dataclass
-class Samples:
-    """Timings of one variant of a case, in seconds (B: seconds per round trip)."""
-
-    name: str
-    values: list[float] = field(default_factory=list)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.values)
-
-    def summary(self) -> dict[str, float | int]:
-        values = sorted(self.values)
-        deciles = statistics.quantiles(values, n=10) if len(values) >= 2 else [values[0]] * 9
-        return {
-            "n": len(values),
-            "median_us": self.median * 1e6,
-            "p10_us": deciles[0] * 1e6,
-            "p90_us": deciles[-1] * 1e6,
-            "min_us": values[0] * 1e6,
-        }
 
 
 @dataclass
@@ -166,14 +144,8 @@ def render(rows: Sequence[Row], floor: Samples | None) -> str:
 # -- interleaving -------------------------------------------------------------------------------
 
 
-def _orders(variants: Sequence[T], count: int) -> Iterator[Sequence[T]]:
-    """``count`` rounds of every variant, alternating the order (AB, BA, AB, ...)."""
-    for index in range(count):
-        yield variants if index % 2 == 0 else variants[::-1]
-
-
 def interleave(cases: Sequence[tuple[Samples, Callable[[], float]]], count: int) -> None:
-    for order in _orders(cases, count):
+    for order in orders(cases, count):
         for samples, run in order:
             samples.values.append(run())
 
@@ -181,7 +153,7 @@ def interleave(cases: Sequence[tuple[Samples, Callable[[], float]]], count: int)
 async def interleave_async(
     cases: Sequence[tuple[Samples, Callable[[], Awaitable[float]]]], count: int
 ) -> None:
-    for order in _orders(cases, count):
+    for order in orders(cases, count):
         for samples, run in order:
             samples.values.append(await run())
 
@@ -386,25 +358,8 @@ async def run_in_loop(plan: Plan) -> tuple[Row, Row, Samples]:
 # -- the hub host -------------------------------------------------------------------------------
 
 
-class LoopThread:
-    """The baseline's background event loop: what fakepeer's hub is, without fakepeer."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(SOCKET_TIMEOUT)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(SOCKET_TIMEOUT)
-        self.loop.close()
-
-
 def run_on_hub(plan: Plan) -> tuple[Row, Row]:
-    loop_thread = LoopThread()
+    loop_thread = LoopThread(SOCKET_TIMEOUT)
     try:
         return _run_on_hub(plan, loop_thread)
     finally:

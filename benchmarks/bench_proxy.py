@@ -37,7 +37,6 @@ import cProfile
 import dataclasses
 import gc
 import io
-import itertools
 import json
 import platform
 import pstats
@@ -50,10 +49,12 @@ import sys
 import threading
 import time
 import tracemalloc
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Final, TypeVar
+
+from _common import LoopThread, orders
 
 from fakepeer import Proxy, __version__
 
@@ -212,13 +213,6 @@ def render(rows: Sequence[Row]) -> str:
         "throughput over theirs (ratio of medians); paired = median of per-round ratios."
     )
     return "\n".join(lines)
-
-
-def _orders(variants: Sequence[T], count: int) -> Iterator[Sequence[T]]:
-    """``count`` rounds of every variant, cycling through every order of them."""
-    orders = itertools.cycle(list(itertools.permutations(variants)))
-    for _ in range(count):
-        yield next(orders)
 
 
 # -- the upstream server ------------------------------------------------------------------------
@@ -408,26 +402,6 @@ class BareForwarder:
                 relay.transport.close()
         for _ in range(3):  # the transports' connection_lost
             await asyncio.sleep(0)
-
-
-class LoopThread:
-    """The bare forwarder's background event loop on the hub host: a hub without fakepeer."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(SOCKET_TIMEOUT)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(SOCKET_TIMEOUT)
-        self.loop.close()
-
-
-# -- socat --------------------------------------------------------------------------------------
 
 
 class Socat:
@@ -626,7 +600,7 @@ class Setup:
 
 
 def run_hub(setup: Setup) -> list[Row]:
-    loop_thread = LoopThread()
+    loop_thread = LoopThread(SOCKET_TIMEOUT)
     try:
         return [_run_hub(setup, loop_thread, workload) for workload in WORKLOADS]
     finally:
@@ -658,7 +632,7 @@ def _run_hub(setup: Setup, loop_thread: LoopThread, workload: str) -> Row:
     }
     row = setup.new_row(f"{workload} hub")
     names = setup.contenders()
-    for index, order in enumerate(_orders(names, setup.plan.warmup + setup.plan.rounds)):
+    for index, order in enumerate(orders(names, setup.plan.warmup + setup.plan.rounds)):
         for name in order:
             gc.collect()  # the last sample's garbage (a proxy's transcript) is not this one's
             elapsed = runs[name]()
@@ -702,7 +676,7 @@ async def _run_in_loop(setup: Setup, workload: str) -> Row:
     }
     row = setup.new_row(f"{workload} in-loop")
     names = setup.contenders()
-    for index, order in enumerate(_orders(names, setup.plan.warmup + setup.plan.rounds)):
+    for index, order in enumerate(orders(names, setup.plan.warmup + setup.plan.rounds)):
         for name in order:
             gc.collect()
             elapsed = await runs[name]()
@@ -796,7 +770,7 @@ def measure_memory(setup: Setup) -> list[Memory]:
             traced.done()
         results.append(Memory(workload, "in-loop", "bare", mib, traced.kept, traced.peak, 0))
 
-    loop_thread = LoopThread()
+    loop_thread = LoopThread(SOCKET_TIMEOUT)
     try:
         for workload in WORKLOADS:
             hub(workload, loop_thread)

@@ -28,17 +28,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import itertools
 import json
 import platform
 import selectors
 import statistics
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
+
+from _common import Samples, orders
 
 from fakepeer import __version__
 from fakepeer._watchdog import Watchdog
@@ -76,29 +77,6 @@ QUICK: Final = Plan(warmup=6, rounds=12, trips=50, writes=100, loops=1)
 
 
 # -- statistics and the report ------------------------------------------------------------------
-
-
-@dataclass
-class Samples:
-    """Timings of one variant of a workload, in seconds (per trip, per write or per loop)."""
-
-    name: str
-    values: list[float] = field(default_factory=list)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.values)
-
-    def summary(self) -> dict[str, float | int]:
-        values = sorted(self.values)
-        deciles = statistics.quantiles(values, n=10) if len(values) >= 2 else [values[0]] * 9
-        return {
-            "n": len(values),
-            "median_us": self.median * 1e6,
-            "p10_us": deciles[0] * 1e6,
-            "p90_us": deciles[-1] * 1e6,
-            "min_us": values[0] * 1e6,
-        }
 
 
 @dataclass
@@ -304,13 +282,6 @@ def whole(count: int) -> dict[str, Callable[[], float]]:
     }
 
 
-def _orders(variants: Sequence[T], count: int) -> Iterator[Sequence[T]]:
-    """``count`` rounds of every variant, cycling through every order (ABC, ACB, BAC, ...)."""
-    orders = list(itertools.permutations(variants))
-    for index in range(count):
-        yield orders[index % len(orders)]
-
-
 def measure(label: str, description: str, runs: dict[str, Callable[[], float]], plan: Plan) -> Row:
     row = Row(label, description, Samples("plain"), Samples("watched"), Samples("control"))
     cases = [
@@ -318,10 +289,10 @@ def measure(label: str, description: str, runs: dict[str, Callable[[], float]], 
         (row.watched, runs["watched"]),
         (row.control, runs["plain"]),
     ]
-    for order in _orders(cases, plan.warmup):
+    for order in orders(cases, plan.warmup):
         for _, run in order:
             run()
-    for order in _orders(cases, plan.rounds):
+    for order in orders(cases, plan.rounds):
         for samples, run in order:
             samples.values.append(run())
     return row
