@@ -24,7 +24,7 @@ class Samples:
     def median(self) -> float:
         return statistics.median(self.values)
 
-    def summary(self) -> dict[str, float | int]:
+    def summary(self) -> dict[str, float | int | list[float]]:
         values = sorted(self.values)
         deciles = statistics.quantiles(values, n=10) if len(values) >= 2 else [values[0]] * 9
         return {
@@ -33,6 +33,7 @@ class Samples:
             "p10_us": deciles[0] * 1e6,
             "p90_us": deciles[-1] * 1e6,
             "min_us": values[0] * 1e6,
+            "values_us": [value * 1e6 for value in self.values],
         }
 
 

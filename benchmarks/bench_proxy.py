@@ -116,7 +116,7 @@ class Samples:
         """Throughput at the median time, MB/s."""
         return self.size / self.median / 1e6
 
-    def summary(self) -> dict[str, float | int]:
+    def summary(self) -> dict[str, float | int | list[float]]:
         rates = sorted(self.size / value / 1e6 for value in self.values)
         deciles = statistics.quantiles(rates, n=10) if len(rates) >= 2 else [rates[0]] * 9
         return {
@@ -126,6 +126,7 @@ class Samples:
             "p10_mb_per_s": deciles[0],
             "p90_mb_per_s": deciles[-1],
             "max_mb_per_s": rates[-1],
+            "values_mb_per_s": [self.size / value / 1e6 for value in self.values],
         }
 
 

@@ -1,4 +1,4 @@
-"""The benchmark scripts run (quick mode) and report every row; their numbers are not judged."""
+"""The benchmarks run (quick mode) and report every row; their numbers are not judged."""
 
 from __future__ import annotations
 
@@ -11,30 +11,77 @@ import sys
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-SCRIPT = BENCHMARKS / "bench_peer.py"
-ROWS = ("A in-loop", "A hub", "B in-loop", "B hub")
+RUNNER_CONTENDERS = (
+    "asyncio streams",
+    "asyncio Protocol",
+    "fakepeer (in-loop)",
+    "asyncio streams (thread)",
+    "fakepeer (hub)",
+    "mountebank",
+)
 WATCHDOG_SCRIPT = BENCHMARKS / "bench_watchdog.py"
 WATCHDOG_ROWS = ("echo", "writes", "loop")
 PROXY_SCRIPT = BENCHMARKS / "bench_proxy.py"
 PROXY_ROWS = ("sink hub", "sink in-loop", "echo hub", "echo in-loop")
 
 
-def test_bench_peer_quick(tmp_path: Path) -> None:
-    report = tmp_path / "bench.json"
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--json", str(report)],
+def run_runner(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", *args],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
         check=False,
+        env=env,
+        cwd=BENCHMARKS.parent,
+    )
+
+
+def test_runner_quick_writes_every_table(tmp_path: Path) -> None:
+    """``python -m benchmarks --quick`` prints, and writes as Markdown and JSON, a table per
+    case with every contender: measured, or skipped with its reason."""
+    done = run_runner(
+        "--only", "lifecycle", "--only", "roundtrip", "--only", "bulk", "--out", str(tmp_path)
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    for row in ROWS:
-        pattern = rf"^{row}\s+.*\d\.\d\d\s+\d\.\d\d\s+(PASS|MISS)$"
-        assert re.search(pattern, done.stdout, re.MULTILINE), f"no {row!r} row in:\n{done.stdout}"
-    results = json.loads(report.read_text())
-    assert [row["label"] for row in results["rows"]] == list(ROWS)
-    assert all(row["ratio"] > 0 for row in results["rows"])
+    results = json.loads((tmp_path / "results.json").read_text())
+    tables = {table["title"]: table for table in results["tables"]}
+    assert [table["case"] for table in results["tables"]] == [
+        "lifecycle",
+        "roundtrip",
+        "bulk",
+        "bulk",
+    ]
+    for table in tables.values():
+        names = [m["contender"] for m in table["measurements"]]
+        assert names == [*RUNNER_CONTENDERS], table["title"]
+        for m in table["measurements"]:
+            assert m["error"] is None, m
+            if m["contender"] == "mountebank":
+                assert m["skipped"] or m["median"] > 0
+            else:
+                assert m["skipped"] is None
+                assert 0 < m["min"] <= m["median"] <= m["max"]
+                assert m["ratio"] > 0
+    lifecycle = results["tables"][0]
+    assert [t["claim"] for t in lifecycle["targets"]] == [
+        "fakepeer (in-loop) at most 1.3x asyncio streams",
+        "fakepeer (hub) at most 1.3x asyncio streams (thread)",
+        "mountebank at least 5x slower than fakepeer (hub)",
+    ]
+    assert results["environment"]["mode"] == "quick"
+    markdown = (tmp_path / "results.md").read_text()
+    assert "### Per-test lifecycle: start, connect, one exchange, stop" in markdown
+    assert re.search(r"^\| fakepeer \(hub\) \| [\d.,]+ \|", markdown, re.MULTILINE), markdown
+    assert "Per-test lifecycle" in done.stdout
+    assert re.search(r"^  (PASS|MISS)  fakepeer \(in-loop\) at most 1.3x", done.stdout, re.M)
+
+
+def test_runner_rejects_an_unknown_case(tmp_path: Path) -> None:
+    done = run_runner("--only", "everything", "--out", str(tmp_path))
+    assert done.returncode == 2
+    assert "argument --only: invalid choice: 'everything'" in done.stderr
+    assert not list(tmp_path.iterdir())
 
 
 def test_bench_watchdog_quick(tmp_path: Path) -> None:

@@ -1,0 +1,214 @@
+"""Case 3: bulk throughput, echo and sink, 64 KiB writes, in MB/s.
+
+A client sends ``size`` bytes in 64 KiB writes to a server that either writes every byte
+back (**echo**: the client reads the echoes while it writes, and a sample ends when it has
+read them all) or reads and drops them (**sink**: the client half-closes when done and a
+sample ends when the server, having read everything, closes its side). Starting and stopping
+the server is outside the timed region; connecting and the whole transfer are inside.
+
+Contenders as in ``case_exchange``: in the test's loop with an asyncio streams client
+(``asyncio streams``, the baseline; ``asyncio Protocol``; ``fakepeer (in-loop)``, a
+``Raw()`` peer with ``always(ANY).echo()`` or ``always(ANY)``), and with a blocking client
+(``asyncio streams (thread)``, ``fakepeer (hub)``). fakepeer keeps every byte it receives in
+its transcript, as it does in a test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import socket
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from _common import LoopThread, orders
+from _results import Measurement, Plan, Table
+from _servers import (
+    TIMEOUT,
+    Address,
+    ProtocolServer,
+    StreamsServer,
+    blocking_connect,
+    bulk_peer,
+)
+
+CHUNK = b"\x5a" * 65536
+now = time.perf_counter_ns
+
+
+@dataclass
+class Contender:
+    name: str
+    #: (mode, bytes) -> seconds, or an awaitable of them.
+    sample: Callable[[str, int], float | Awaitable[float]]
+
+
+# -- clients ------------------------------------------------------------------------------------
+
+
+async def async_transfer(address: Address, mode: str, size: int) -> float:
+    start = now()
+    reader, writer = await asyncio.open_connection(*address)
+    chunks = size // len(CHUNK)
+
+    async def read_all() -> int:
+        total = 0
+        while data := await reader.read(262144):
+            total += len(data)
+            if mode == "echo" and total >= size:
+                break
+        return total
+
+    reading = asyncio.ensure_future(read_all())
+    for _ in range(chunks):
+        writer.write(CHUNK)
+        await writer.drain()
+    if mode == "sink":
+        writer.write_eof()
+    got = await asyncio.wait_for(reading, TIMEOUT)
+    elapsed = (now() - start) / 1e9
+    writer.close()
+    await writer.wait_closed()
+    expected = size if mode == "echo" else 0
+    if got != expected:
+        raise AssertionError(f"{mode}: read {got} bytes back, expected {expected}")
+    return elapsed
+
+
+def blocking_transfer(address: Address, mode: str, size: int) -> float:
+    start = now()
+    got = [0]
+
+    def read_all(sock: socket.socket) -> None:
+        while data := sock.recv(262144):
+            got[0] += len(data)
+            if mode == "echo" and got[0] >= size:
+                break
+
+    with blocking_connect(address) as sock:
+        reader = threading.Thread(target=read_all, args=(sock,), daemon=True)
+        reader.start()
+        for _ in range(size // len(CHUNK)):
+            sock.sendall(CHUNK)
+        if mode == "sink":
+            sock.shutdown(socket.SHUT_WR)
+        reader.join(TIMEOUT)
+        elapsed = (now() - start) / 1e9
+        if reader.is_alive():
+            raise AssertionError(f"{mode}: the transfer did not end within {TIMEOUT} s")
+    expected = size if mode == "echo" else 0
+    if got[0] != expected:
+        raise AssertionError(f"{mode}: read {got[0]} bytes back, expected {expected}")
+    return elapsed
+
+
+# -- contenders -----------------------------------------------------------------------------------
+
+
+async def streams(mode: str, size: int) -> float:
+    server = StreamsServer(mode)
+    elapsed = await async_transfer(await server.start(), mode, size)
+    await server.stop()
+    return elapsed
+
+
+async def protocol(mode: str, size: int) -> float:
+    server = ProtocolServer(mode)
+    elapsed = await async_transfer(await server.start(), mode, size)
+    await server.stop()
+    return elapsed
+
+
+async def fakepeer_loop(mode: str, size: int) -> float:
+    async with bulk_peer(mode).serve() as peer:
+        return await async_transfer(peer.address, mode, size)
+
+
+def fakepeer_hub(mode: str, size: int) -> float:
+    with bulk_peer(mode).serve() as peer:
+        return blocking_transfer(peer.address, mode, size)
+
+
+def thread(loop_thread: LoopThread) -> Contender:
+    def sample(mode: str, size: int) -> float:
+        server = StreamsServer(mode)
+        elapsed = blocking_transfer(loop_thread.run(server.start()), mode, size)
+        loop_thread.run(server.stop())
+        return elapsed
+
+    return Contender("asyncio streams (thread)", sample)
+
+
+def run(plan: Plan) -> list[Table]:
+    """Both workloads for every contender; see the module docstring."""
+    size = plan.pick(32, 1) * 1024 * 1024
+    rounds, warmup = plan.pick(9, 1), 1
+    loop_thread = LoopThread(TIMEOUT)
+    contenders = [
+        Contender("asyncio streams", streams),
+        Contender("asyncio Protocol", protocol),
+        Contender("fakepeer (in-loop)", fakepeer_loop),
+        thread(loop_thread),
+        Contender("fakepeer (hub)", fakepeer_hub),
+    ]
+    tables = []
+    try:
+        with asyncio.Runner() as runner:
+            for mode in ("echo", "sink"):
+                values: dict[str, list[float]] = {c.name: [] for c in contenders}
+                errors: dict[str, str] = {}
+                for index, order in enumerate(orders(contenders, warmup + rounds)):
+                    for contender in order:
+                        if contender.name in errors:
+                            continue
+                        gc.collect()
+                        try:
+                            result = contender.sample(mode, size)
+                            if asyncio.iscoroutine(result):
+                                result = runner.run(result)
+                        except Exception as error:
+                            errors[contender.name] = f"{type(error).__name__}: {error}"
+                            continue
+                        assert isinstance(result, float)
+                        if index >= warmup:
+                            values[contender.name].append(size / result / 1e6)
+                measurements = [
+                    Measurement(c.name, error=errors[c.name])
+                    if c.name in errors
+                    else Measurement(c.name, values=values[c.name])
+                    for c in contenders
+                ]
+                measurements.append(
+                    Measurement(
+                        "mountebank",
+                        skipped="does not apply: a tcp imposter answers requests; echo or "
+                        "sink would need its JavaScript injection",
+                    )
+                )
+                tables.append(
+                    Table(
+                        case="bulk",
+                        title=f"Bulk throughput, {mode}, 64 KiB writes",
+                        unit="MB/s",
+                        baseline="asyncio streams",
+                        lower_is_better=False,
+                        measurements=measurements,
+                        notes=[
+                            f"{size // 2**20} MiB per sample; MB = 10^6 bytes, counted one way."
+                        ],
+                    )
+                )
+    finally:
+        loop_thread.close()
+    return tables
+
+
+if __name__ == "__main__":
+    for table in run(Plan(quick="--quick" in sys.argv)):
+        print(table.title)
+        for m in table.measurements:
+            shown = f"{m.median:10.1f} {table.unit}" if m.measured else (m.skipped or m.error)
+            print(f"  {m.contender:<26} {shown}  ratio {table.ratio(m.contender)}")
