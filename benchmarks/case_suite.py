@@ -1,0 +1,627 @@
+"""Case 5, a pytest suite: the wall time of a whole ``pytest`` run of N one-exchange tests.
+
+The issue: "A pytest suite: 500 generated tests each using ``fake_peer`` for one exchange,
+versus the same 500 tests with a hand-written ``asyncio.start_server`` fixture; wall time of the
+whole pytest run; then both under ``pytest-xdist -n 2`` (the speed-up, and no port
+collisions)." Target: the fakepeer suite at most 1.2x the hand-written fixture's wall time.
+
+Three suites of N tests (500, or 50 with ``--quick``) are generated in a temporary directory.
+Every test is an ``@pytest.mark.asyncio`` test (pytest-asyncio, strict mode) that does one
+``PING\\n`` -> ``PONG\\n`` exchange with the same asyncio streams client (:data:`CLIENT`); only
+the server differs:
+
+``fakepeer``
+    the ``fake_peer`` fixture, ``@pytest.mark.fakepeer(framing=Lines())``, scripted in the
+    test with ``fake_peer.expect(b"PING").reply(b"PONG")``.
+``hand-written fixture`` (the baseline)
+    a conftest fixture around ``asyncio.start_server`` with a readline/write handler, the kind
+    a careful user writes (it closes the server and waits for its handlers at teardown); run
+    with ``-p no:fakepeer``, so fakepeer's plugin is not even loaded.
+``pytest-tcpclient``
+    its ``tcpserver`` fixture, as its README writes a test, in its own virtual environment
+    (see ``_tcpclient.py``); skipped, with the reason, when that is not installed.
+
+A sample is the wall time of one whole ``python -m pytest -q`` process, startup and
+collection included: what the user waits for (its CPU time is kept too, as ``cpu``). Each
+suite runs once untimed first (which also fills a bytecode cache of the run's own), then the
+rounds interleave the contenders (:func:`_common.orders`). Every run must exit 0 and report N
+passed; if not, that contender gets an ``error`` with the tail of pytest's output, and is not
+run again. A 1-test suite of each kind is timed next to each N-test run, for the marginal cost
+of one test. Then the same suites run under ``pytest -n 2`` (pytest-xdist), where all N must
+pass again: no port collisions.
+
+Each environment loads the plugins its suite needs and no others: in fakepeer's (this
+interpreter's), the pytest plugins installed for fakepeer's own tests (hypothesis, anyio,
+pytest-timeout...) are blocked with ``-p no:NAME`` for all contenders, so that they neither
+slow down every run alike (which would flatter the ratio) nor make this environment's startup
+heavier than pytest-tcpclient's.
+
+``python benchmarks/case_suite.py [--quick]`` runs the case alone and prints the medians.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import re
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import _tcpclient
+from _common import orders
+from _results import Measurement, Plan, Table, Target
+
+CASE: Final = "suite"
+FAKEPEER: Final = "fakepeer"
+BASELINE: Final = "hand-written fixture"
+TCPCLIENT: Final = "pytest-tcpclient"
+#: The issue's target: the fakepeer suite at most this many times the baseline's wall time.
+TARGET: Final = 1.2
+#: Tests per generated file.
+TESTS_PER_FILE: Final = 50
+#: Workers of the pytest-xdist runs.
+WORKERS: Final = 2
+#: Lines of pytest's output kept in an error.
+TAIL_LINES: Final = 40
+#: The pytest plugins (distributions) the suites need in fakepeer's environment; the others
+#: installed there (hypothesis, anyio, pytest-timeout... for fakepeer's own tests) are blocked
+#: with ``-p no:NAME``, so that every environment loads what its suite needs and no more.
+NEEDED: Final = frozenset({"pytest-asyncio", "pytest-xdist", "fakepeer"})
+
+#: The client of every test, the same for every contender: ``host`` and ``port`` are set just
+#: before it.
+CLIENT: Final = """\
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(b"PING\\n")
+    assert await reader.readline() == b"PONG\\n"
+    writer.close()
+    await writer.wait_closed()
+"""
+
+_FAKEPEER_HEADER: Final = """\
+import asyncio
+
+import pytest
+from fakepeer import Lines
+"""
+
+_FAKEPEER_TEST: Final = f"""\
+
+
+@pytest.mark.asyncio
+@pytest.mark.fakepeer(framing=Lines())
+async def test_{{number:03d}}(fake_peer):
+    fake_peer.expect(b"PING").reply(b"PONG")
+    host, port = fake_peer.address
+{CLIENT}"""
+
+_BASELINE_HEADER: Final = """\
+import asyncio
+
+import pytest
+"""
+
+_BASELINE_TEST: Final = f"""\
+
+
+@pytest.mark.asyncio
+async def test_{{number:03d}}(pong_server):
+    host, port = pong_server
+{CLIENT}"""
+
+_BASELINE_CONFTEST: Final = '''\
+import asyncio
+
+import pytest_asyncio
+
+
+@pytest_asyncio.fixture
+async def pong_server():
+    """A PING/PONG line server on a free loopback port; yields (host, port)."""
+    handlers = set()
+
+    async def handle(reader, writer):
+        handlers.add(asyncio.current_task())
+        try:
+            while line := await reader.readline():
+                writer.write(b"PONG\\n" if line == b"PING\\n" else b"ERR\\n")
+                await writer.drain()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[:2]
+    server.close()
+    await server.wait_closed()
+    if handlers:  # Python 3.11's wait_closed() does not wait for the connections
+        await asyncio.wait_for(asyncio.gather(*handlers), 5)
+'''
+
+_TCPCLIENT_HEADER: Final = _BASELINE_HEADER
+
+_TCPCLIENT_TEST: Final = f"""\
+
+
+@pytest.mark.asyncio
+async def test_{{number:03d}}(tcpserver):
+    tcpserver.expect_connect()
+    tcpserver.expect_bytes(b"PING\\n")
+    tcpserver.send_bytes(b"PONG\\n")
+    tcpserver.expect_disconnect()
+    host, port = "127.0.0.1", tcpserver.service_port
+{CLIENT}    await tcpserver.join()
+"""
+
+#: pytest.ini of fakepeer's environment (pytest-asyncio 0.24 or later wants the loop scope).
+_INI: Final = """\
+[pytest]
+asyncio_mode = strict
+asyncio_default_fixture_loop_scope = function
+addopts = -p no:cacheprovider
+"""
+#: pytest.ini of pytest-tcpclient's environment: its pytest-asyncio (0.23) has no loop scope
+#: option, and the function scope is what it does anyway.
+_INI_OLD_ASYNCIO: Final = """\
+[pytest]
+asyncio_mode = strict
+addopts = -p no:cacheprovider
+"""
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One way of serving the tests: the code of the suite and how to run it."""
+
+    name: str
+    python: str
+    header: str
+    test: str
+    ini: str
+    conftest: str = ""
+    args: tuple[str, ...] = ()
+    #: Why it cannot run -n 2, or None.
+    no_xdist: str | None = None
+
+    def write(self, directory: Path, count: int) -> None:
+        """Write a suite of ``count`` tests into ``directory``, ``TESTS_PER_FILE`` per file."""
+        directory.mkdir(parents=True)
+        (directory / "pytest.ini").write_text(self.ini, encoding="utf-8")
+        if self.conftest:
+            (directory / "conftest.py").write_text(self.conftest, encoding="utf-8")
+        for first in range(0, count, TESTS_PER_FILE):
+            numbers = range(first, min(first + TESTS_PER_FILE, count))
+            text = self.header + "".join(self.test.format(number=n) for n in numbers)
+            (directory / f"test_{first // TESTS_PER_FILE:02d}.py").write_text(text, "utf-8")
+
+    def command(self, workers: int) -> list[str]:
+        """``python -m pytest -q``, with ``-n workers`` unless 0."""
+        xdist = ["-n", str(workers)] if workers else []
+        return [self.python, "-m", "pytest", "-q", *self.args, *xdist]
+
+
+def _version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _describe(versions: dict[str, str]) -> str:
+    return ", ".join(f"{name} {version}" for name, version in versions.items())
+
+
+def _unneeded_plugins() -> list[str]:
+    """``-p no:NAME`` for each pytest plugin of this environment not in :data:`NEEDED`."""
+    blocked = []
+    for entry in importlib.metadata.entry_points(group="pytest11"):
+        distribution = entry.dist.name if entry.dist is not None else ""
+        if re.sub(r"[-_.]+", "-", distribution.lower()) not in NEEDED:
+            blocked += ["-p", f"no:{entry.name}"]
+    return blocked
+
+
+def _contenders() -> tuple[list[Contender], dict[str, str], list[str]]:
+    """The contenders that can run here, why the others cannot (by name), and a note per
+    environment on the versions of Python and the plugins."""
+    skipped: dict[str, str] = {}
+    contenders: list[Contender] = []
+    here = {"Python": platform.python_version()} | {
+        name: _version(name) for name in ("pytest", "pytest-asyncio", "pytest-xdist", "fakepeer")
+    }
+    blocked = _unneeded_plugins()
+    notes = [
+        f"{FAKEPEER} and {BASELINE}: {_describe(here)} ({sys.executable}); plugins not needed "
+        f"blocked: `{' '.join(blocked) or 'none'}`"
+    ]
+    missing = [m for m in ("pytest", "pytest_asyncio", "fakepeer") if not _has(m)]
+    no_xdist = None if _has("xdist") else "pytest-xdist is not installed"
+    if missing:
+        reason = f"not installed in {sys.executable}: {', '.join(missing)}"
+        skipped = {FAKEPEER: reason, BASELINE: reason}
+    else:
+        contenders.append(
+            Contender(
+                FAKEPEER,
+                sys.executable,
+                _FAKEPEER_HEADER,
+                _FAKEPEER_TEST,
+                _INI,
+                args=tuple(blocked),
+                no_xdist=no_xdist,
+            )
+        )
+        contenders.append(
+            Contender(
+                BASELINE,
+                sys.executable,
+                _BASELINE_HEADER,
+                _BASELINE_TEST,
+                _INI,
+                conftest=_BASELINE_CONFTEST,
+                args=("-p", "no:fakepeer", *blocked),
+                no_xdist=no_xdist,
+            )
+        )
+    why_not = _tcpclient.unavailable()
+    if why_not is not None:
+        skipped[TCPCLIENT] = why_not
+    else:
+        there = _tcpclient.versions()
+        notes.append(f"{TCPCLIENT}: {_describe(there)} (its own venv, {_tcpclient.VENV})")
+        contenders.append(
+            Contender(
+                TCPCLIENT,
+                str(_tcpclient.python()),
+                _TCPCLIENT_HEADER,
+                _TCPCLIENT_TEST,
+                _INI_OLD_ASYNCIO,
+                no_xdist=None if "pytest-xdist" in there else "pytest-xdist is not installed",
+            )
+        )
+    return contenders, skipped, notes
+
+
+def _has(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _environment(pycache: Path) -> dict[str, str]:
+    """This process's environment, without what would change how pytest or fakepeer behave
+    (``PYTEST_*``, ``FAKEPEER_*``, ``PYTHONPATH``...), and with a bytecode cache of its own,
+    which the warm-up runs fill as a user's first run would."""
+    dropped = {"PYTHONPATH", "PYTHONHOME", "PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX"}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in dropped and not key.startswith(("PYTEST_", "FAKEPEER_", "COV_CORE_"))
+    }
+    env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    return env
+
+
+def _timeout(count: int) -> float:
+    """The bound on one pytest run of ``count`` tests (a run takes a few seconds)."""
+    return 120.0 + 0.5 * count
+
+
+def _tail(text: str) -> str:
+    return "\n".join(text.rstrip().splitlines()[-TAIL_LINES:])
+
+
+_SUMMARY: Final = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed)\b")
+#: pytest's last line: ``500 passed in 4.21s``, ``1 failed, 499 passed in 5.02s``...
+_FINAL: Final = re.compile(
+    r"\d+ (passed|failed|errors?|skipped|xfailed|xpassed|deselected)\b.* in "
+)
+
+
+def _verdict(returncode: int, output: str, count: int) -> str | None:
+    """None if the run passed all ``count`` tests and nothing else, else what went wrong."""
+    summary = next(
+        (line for line in reversed(output.splitlines()) if _FINAL.search(line)), "no summary"
+    )
+    counts = {kind.rstrip("s"): int(n) for n, kind in _SUMMARY.findall(summary)}
+    if returncode == 0 and counts == {"passed": count}:
+        return None
+    return (
+        f"pytest exited {returncode} and reported {summary.strip()!r}, "
+        f"not {count} passed:\n{_tail(output)}"
+    )
+
+
+@dataclass(frozen=True)
+class _Sample:
+    """One pytest run: its wall time, and the CPU time (user + system) of pytest and of the
+    processes it waited for (pytest-xdist's workers), in seconds."""
+
+    wall: float
+    cpu: float
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _kill(process: subprocess.Popen[str]) -> None:
+    """Kill ``process`` and everything in its session (pytest-xdist's workers)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def _run_pytest(
+    contender: Contender, directory: Path, count: int, workers: int, env: dict[str, str]
+) -> tuple[_Sample, str | None]:
+    """Run one suite: (its times, None) or (its times, what went wrong).
+
+    The wall time is taken with ``perf_counter`` around the whole subprocess, as around
+    ``subprocess.run``; the process gets its own session so that a timeout kills
+    pytest-xdist's workers too.
+    """
+    timeout = _timeout(count)
+    cpu = _children_cpu()
+    start = time.perf_counter()
+    with subprocess.Popen(
+        contender.command(workers),
+        cwd=directory,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    ) as process:
+        try:
+            output, _ = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            wall = time.perf_counter() - start
+            _kill(process)
+            try:
+                output, _ = process.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                output = ""
+            sample = _Sample(wall, _children_cpu() - cpu)
+            return sample, f"timed out after {timeout:g} s:\n{_tail(output or '')}"
+        except BaseException:  # interrupted: leave no pytest behind
+            _kill(process)
+            raise
+    sample = _Sample(time.perf_counter() - start, _children_cpu() - cpu)
+    return sample, _verdict(process.returncode, output, count)
+
+
+@dataclass
+class _Suites:
+    """Where each contender's suites were written, and how to run them."""
+
+    root: Path
+    env: dict[str, str]
+
+    def path(self, contender: Contender, count: int) -> Path:
+        slug = re.sub(r"[^a-z0-9]+", "-", contender.name.lower())
+        return self.root / f"{slug}-{count}"
+
+    def run(
+        self, contender: Contender, count: int, workers: int, into: Measurement
+    ) -> _Sample | None:
+        """Run one suite; its times, or None after recording the problem in ``into``."""
+        sample, problem = _run_pytest(
+            contender, self.path(contender, count), count, workers, self.env
+        )
+        if problem is not None:
+            where = f"{count} tests" + (f", -n {workers}" if workers else "")
+            into.error = into.error or f"{where}: {problem}"
+            return None
+        return sample
+
+
+@contextlib.contextmanager
+def _written(contenders: Sequence[Contender], counts: Sequence[int]) -> Iterator[_Suites]:
+    """Every contender's suite of each size, in a temporary directory removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="fakepeer-suite-") as name:
+        root = Path(name)
+        suites = _Suites(root, _environment(root / "pycache"))
+        for contender in contenders:
+            for count in counts:
+                contender.write(suites.path(contender, count), count)
+        yield suites
+
+
+def _serial(
+    suites: _Suites, contenders: Sequence[Contender], count: int, rounds: int
+) -> dict[str, Measurement]:
+    """Warm-up, then ``rounds`` interleaved rounds of the N-test suites, each followed by the
+    same contender's 1-test suite; the CPU time and the marginal cost of a test go in
+    ``extra``."""
+    measured = {c.name: Measurement(c.name) for c in contenders}
+    single: dict[str, list[float]] = {c.name: [] for c in contenders}
+    cpu: dict[str, list[float]] = {c.name: [] for c in contenders}
+    for contender in contenders:  # untimed: fills the bytecode cache, and checks the suites
+        if suites.run(contender, count, 0, measured[contender.name]) is not None:
+            suites.run(contender, 1, 0, measured[contender.name])
+    for order in orders(contenders, rounds):
+        for contender in order:
+            measurement = measured[contender.name]
+            if measurement.error:
+                continue
+            sample = suites.run(contender, count, 0, measurement)
+            one = suites.run(contender, 1, 0, measurement)
+            if sample is not None and one is not None:
+                measurement.values.append(sample.wall)
+                cpu[contender.name].append(sample.cpu)
+                single[contender.name].append(one.wall)
+    for name, measurement in measured.items():
+        if measurement.measured:
+            measurement.extra["cpu"] = statistics.median(cpu[name])
+        if measurement.measured and count > 1:
+            base = statistics.median(single[name])
+            measurement.extra["1-test suite"] = base
+            measurement.extra["ms per test"] = (measurement.median - base) / (count - 1) * 1e3
+    return measured
+
+
+def _parallel(
+    suites: _Suites,
+    contenders: Sequence[Contender],
+    count: int,
+    rounds: int,
+    serial: dict[str, Measurement],
+) -> dict[str, Measurement]:
+    """``rounds`` interleaved rounds of the N-test suites under ``-n WORKERS``; the CPU time
+    and the speed-up over the serial median go in ``extra``."""
+    measured = {
+        c.name: Measurement(
+            c.name,
+            skipped=c.no_xdist or ("not run: it failed serially" if serial[c.name].error else None),
+        )
+        for c in contenders
+    }
+    cpu: dict[str, list[float]] = {c.name: [] for c in contenders}
+    runnable = [c for c in contenders if measured[c.name].skipped is None]
+    for order in orders(runnable, rounds):
+        for contender in order:
+            measurement = measured[contender.name]
+            if measurement.error:
+                continue
+            sample = suites.run(contender, count, WORKERS, measurement)
+            if sample is not None:
+                measurement.values.append(sample.wall)
+                cpu[contender.name].append(sample.cpu)
+    for name, measurement in measured.items():
+        alone = serial[name]
+        if measurement.measured:
+            measurement.extra["cpu"] = statistics.median(cpu[name])
+        if measurement.measured and alone.measured:
+            measurement.extra["speedup"] = alone.median / measurement.median
+    return measured
+
+
+def _in_order(
+    measured: dict[str, Measurement], skipped: dict[str, str], *, table: str
+) -> list[Measurement]:
+    """The table's rows, fakepeer, baseline, pytest-tcpclient, skipped ones included."""
+    rows = []
+    for name in (FAKEPEER, BASELINE, TCPCLIENT):
+        if name in measured:
+            rows.append(measured[name])
+        elif name in skipped:
+            rows.append(Measurement(name, skipped=skipped[name]))
+        else:  # pragma: no cover - every contender is either measured or skipped
+            rows.append(Measurement(name, error=f"not run in the {table} table"))
+    return rows
+
+
+def run(plan: Plan) -> list[Table]:
+    """Measure the three suites, serially and under ``-n 2``; two tables."""
+    count = plan.pick(500, 50)
+    rounds = plan.pick(5, 1)
+    contenders, skipped, versions = _contenders()
+    with _written(contenders, (count, 1)) as suites:
+        serial = _serial(suites, contenders, count, rounds)
+        parallel = _parallel(suites, contenders, count, rounds, serial)
+
+    first = Table(
+        case=CASE,
+        title=f"A pytest suite: {count} tests, one exchange each (wall time)",
+        unit="s",
+        baseline=BASELINE,
+        measurements=_in_order(serial, skipped, table="serial"),
+        extra_columns=("cpu", "1-test suite", "ms per test"),
+    )
+    first.targets = [
+        Target(f"{FAKEPEER} suite at most {TARGET}x the {BASELINE}", first.ratio(FAKEPEER), TARGET)
+    ]
+    first.notes = [
+        f"A sample is the wall time of one whole `python -m pytest -q` process (startup, "
+        f"collection, {count} tests in files of {TESTS_PER_FILE}, exit), perf_counter around "
+        f"the subprocess; {rounds} round(s) after one untimed warm-up run of each suite, the "
+        f"contenders interleaved in a new order each round. Every run exited 0 with "
+        f"{count} passed, or the contender shows an error.",
+        "Each test: one `PING\\n` -> `PONG\\n` exchange by the same asyncio streams client "
+        "(open_connection, write, readline, assert, close, wait_closed) in an "
+        "`@pytest.mark.asyncio` test; pytest-asyncio strict mode, a loop per test, "
+        "`-p no:cacheprovider`.",
+        f"{FAKEPEER}: the `fake_peer` fixture with `@pytest.mark.fakepeer(framing=Lines())` "
+        f'and `fake_peer.expect(b"PING").reply(b"PONG")`, loop watchdog on (the default). '
+        f"{BASELINE}: a conftest pytest-asyncio fixture around `asyncio.start_server` (a "
+        f"readline/write handler; at teardown it closes the server and waits for its "
+        f"handlers), run with `-p no:fakepeer`. {TCPCLIENT}: its `tcpserver` fixture as its "
+        f"README writes a test (expect_connect, expect_bytes, send_bytes, expect_disconnect, "
+        f"join).",
+        "cpu: the median CPU time (user + system) of the pytest process and the processes it "
+        "waited for, in s; less sensitive than the wall time to other load on the machine. "
+        f"1-test suite: the median wall time of the same kind of suite with one test (startup, "
+        f"plugins, one test). ms per test: (median of {count} tests - that) / {count - 1}, the "
+        f"marginal cost of one test.",
+        "The runs have their own bytecode cache (PYTHONPYCACHEPREFIX in the temporary "
+        "directory), which the warm-up fills, as a user's first run would; PYTEST_* and "
+        "FAKEPEER_* variables are cleared.",
+        *versions,
+    ]
+
+    second = Table(
+        case=CASE,
+        title=f"The same {count} tests under pytest-xdist -n {WORKERS} (wall time)",
+        unit="s",
+        baseline=BASELINE,
+        measurements=_in_order(parallel, skipped, table="-n 2"),
+        extra_columns=("cpu", "speedup"),
+    )
+    speedups = [
+        f"{m.contender} {m.extra['speedup']:.2f}x" for m in second.measurements if m.measured
+    ]
+    second.notes = [
+        f"`python -m pytest -q -n {WORKERS}`, {rounds} interleaved round(s) after the serial "
+        f"ones, on {os.cpu_count()} CPUs. All {count} tests passed in every run, or the "
+        f"contender shows an error: no port collisions ({FAKEPEER} and the {BASELINE} bind "
+        f"port 0; {TCPCLIENT} asks pytest-asyncio's unused_tcp_port_factory for a port).",
+        "speedup: the serial median / the -n 2 median: "
+        + (", ".join(speedups) if speedups else "nothing measured both ways")
+        + ".",
+    ]
+    return [first, second]
+
+
+def _main(argv: Sequence[str]) -> int:
+    """Run the case alone (``--quick`` for the smoke test) and print the medians."""
+    quick = "--quick" in argv
+    start = time.perf_counter()
+    for table in run(Plan(quick=quick)):
+        print(f"{table.title} ({table.unit})")
+        for m in table.measurements:
+            if m.measured:
+                ratio = table.ratio(m.contender)
+                times = "" if ratio is None else f"x{ratio:.2f}"
+                extra = "".join(f"  {key} {value:.3g}" for key, value in m.extra.items())
+                shown = (
+                    f"median {m.median:7.3f}  min {m.low:7.3f}  max {m.high:7.3f}  {times}{extra}"
+                )
+            else:
+                shown = f"skipped: {m.skipped}" if m.skipped else f"ERROR: {m.error}"
+            print(f"  {m.contender:<22} {shown}")
+        for target in table.targets:
+            value = "not measured" if target.value is None else f"{target.value:.2f}"
+            print(f"  {target.verdict}  {target.claim}: {value}")
+        for note in table.notes:
+            print(f"  - {note}")
+    print(f"({'quick' if quick else 'full'} run: {time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
