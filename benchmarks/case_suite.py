@@ -5,7 +5,7 @@ versus the same 500 tests with a hand-written ``asyncio.start_server`` fixture; 
 whole pytest run; then both under ``pytest-xdist -n 2`` (the speed-up, and no port
 collisions)." Target: the fakepeer suite at most 1.2x the hand-written fixture's wall time.
 
-Three suites of N tests (500, or 50 with ``--quick``) are generated in a temporary directory.
+Four suites of N tests (500, or 50 with ``--quick``) are generated in a temporary directory.
 Every test is an ``@pytest.mark.asyncio`` test (pytest-asyncio, strict mode) that does one
 ``PING\\n`` -> ``PONG\\n`` exchange with the same asyncio streams client (:data:`CLIENT`); only
 the server differs:
@@ -13,6 +13,9 @@ the server differs:
 ``fakepeer``
     the ``fake_peer`` fixture, ``@pytest.mark.fakepeer(framing=Lines())``, scripted in the
     test with ``fake_peer.expect(b"PING").reply(b"PONG")``.
+``fakepeer, async with serve()``
+    the same script on a ``FakePeer`` made in the test and served in the test's own loop
+    with ``async with peer.serve()`` (no thread hop; what an asyncio-only test can use).
 ``hand-written fixture`` (the baseline)
     a conftest fixture around ``asyncio.start_server`` with a readline/write handler, the kind
     a careful user writes (it closes the server and waits for its handlers at teardown); run
@@ -53,6 +56,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -65,6 +69,7 @@ from _results import Measurement, Plan, Table, Target
 
 CASE: Final = "suite"
 FAKEPEER: Final = "fakepeer"
+FAKEPEER_LOOP: Final = "fakepeer, async with serve()"
 BASELINE: Final = "hand-written fixture"
 TCPCLIENT: Final = "pytest-tcpclient"
 #: The issue's target: the fakepeer suite at most this many times the baseline's wall time.
@@ -106,6 +111,24 @@ async def test_{{number:03d}}(fake_peer):
     fake_peer.expect(b"PING").reply(b"PONG")
     host, port = fake_peer.address
 {CLIENT}"""
+
+_FAKEPEER_LOOP_HEADER: Final = """\
+import asyncio
+
+import pytest
+from fakepeer import FakePeer, Lines
+"""
+
+_FAKEPEER_LOOP_TEST: Final = f"""\
+
+
+@pytest.mark.asyncio
+async def test_{{number:03d}}():
+    peer = FakePeer(framing=Lines())
+    peer.expect(b"PING").reply(b"PONG")
+    async with peer.serve():
+        host, port = peer.address
+{textwrap.indent(CLIENT, "    ")}"""
 
 _BASELINE_HEADER: Final = """\
 import asyncio
@@ -249,7 +272,7 @@ def _contenders() -> tuple[list[Contender], dict[str, str], list[str]]:
     no_xdist = None if _has("xdist") else "pytest-xdist is not installed"
     if missing:
         reason = f"not installed in {sys.executable}: {', '.join(missing)}"
-        skipped = {FAKEPEER: reason, BASELINE: reason}
+        skipped = {FAKEPEER: reason, FAKEPEER_LOOP: reason, BASELINE: reason}
     else:
         contenders.append(
             Contender(
@@ -257,6 +280,17 @@ def _contenders() -> tuple[list[Contender], dict[str, str], list[str]]:
                 sys.executable,
                 _FAKEPEER_HEADER,
                 _FAKEPEER_TEST,
+                _INI,
+                args=tuple(blocked),
+                no_xdist=no_xdist,
+            )
+        )
+        contenders.append(
+            Contender(
+                FAKEPEER_LOOP,
+                sys.executable,
+                _FAKEPEER_LOOP_HEADER,
+                _FAKEPEER_LOOP_TEST,
                 _INI,
                 args=tuple(blocked),
                 no_xdist=no_xdist,
@@ -514,9 +548,9 @@ def _parallel(
 def _in_order(
     measured: dict[str, Measurement], skipped: dict[str, str], *, table: str
 ) -> list[Measurement]:
-    """The table's rows, fakepeer, baseline, pytest-tcpclient, skipped ones included."""
+    """The table's rows, fakepeer's two, baseline, pytest-tcpclient, skipped ones included."""
     rows = []
-    for name in (FAKEPEER, BASELINE, TCPCLIENT):
+    for name in (FAKEPEER, FAKEPEER_LOOP, BASELINE, TCPCLIENT):
         if name in measured:
             rows.append(measured[name])
         elif name in skipped:
@@ -544,7 +578,16 @@ def run(plan: Plan) -> list[Table]:
         extra_columns=("cpu", "1-test suite", "ms per test"),
     )
     first.targets = [
-        Target(f"{FAKEPEER} suite at most {TARGET}x the {BASELINE}", first.ratio(FAKEPEER), TARGET)
+        Target(
+            f"{FAKEPEER} (the fake_peer fixture) suite at most {TARGET}x the {BASELINE}",
+            first.ratio(FAKEPEER),
+            TARGET,
+        ),
+        Target(
+            f"{FAKEPEER_LOOP} suite at most {TARGET}x the {BASELINE}",
+            first.ratio(FAKEPEER_LOOP),
+            TARGET,
+        ),
     ]
     first.notes = [
         f"A sample is the wall time of one whole `python -m pytest -q` process (startup, "
@@ -557,7 +600,10 @@ def run(plan: Plan) -> list[Table]:
         "`@pytest.mark.asyncio` test; pytest-asyncio strict mode, a loop per test, "
         "`-p no:cacheprovider`.",
         f"{FAKEPEER}: the `fake_peer` fixture with `@pytest.mark.fakepeer(framing=Lines())` "
-        f'and `fake_peer.expect(b"PING").reply(b"PONG")`, loop watchdog on (the default). '
+        f'and `fake_peer.expect(b"PING").reply(b"PONG")`, loop watchdog on (the default); '
+        f"the fixture serves from fakepeer's background loop thread (the hub), so blocking "
+        f"clients work in any test. {FAKEPEER_LOOP}: the same script on a `FakePeer` made in "
+        f"the test and served in the test's own loop (`async with peer.serve()`). "
         f"{BASELINE}: a conftest pytest-asyncio fixture around `asyncio.start_server` (a "
         f"readline/write handler; at teardown it closes the server and waits for its "
         f"handlers), run with `-p no:fakepeer`. {TCPCLIENT}: its `tcpserver` fixture as its "
