@@ -355,6 +355,12 @@ def run(plan: Plan, *, lifecycle: bool = True, roundtrip: bool = True) -> list[T
                 MOUNTEBANK_FACTOR,
                 at_most=False,
             ),
+            Target(
+                f"mountebank at least {MOUNTEBANK_FACTOR:g}x slower than fakepeer (in-loop)",
+                table.ratio("mountebank", "fakepeer (in-loop)"),
+                MOUNTEBANK_FACTOR,
+                at_most=False,
+            ),
         ]
     return [t for t, wanted in ((life_table, lifecycle), (trip_table, roundtrip)) if wanted]
 

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 RUNNER_CONTENDERS = (
     "asyncio streams",
@@ -68,6 +70,7 @@ def test_runner_quick_writes_every_table(tmp_path: Path) -> None:
         "fakepeer (in-loop) at most 1.3x asyncio streams",
         "fakepeer (hub) at most 1.3x asyncio streams (thread)",
         "mountebank at least 5x slower than fakepeer (hub)",
+        "mountebank at least 5x slower than fakepeer (in-loop)",
     ]
     assert results["environment"]["mode"] == "quick"
     markdown = (tmp_path / "results.md").read_text()
@@ -75,6 +78,26 @@ def test_runner_quick_writes_every_table(tmp_path: Path) -> None:
     assert re.search(r"^\| fakepeer \(hub\) \| [\d.,]+ \|", markdown, re.MULTILINE), markdown
     assert "Per-test lifecycle" in done.stdout
     assert re.search(r"^  (PASS|MISS)  fakepeer \(in-loop\) at most 1.3x", done.stdout, re.M)
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node, to run a broken mb")
+def test_runner_fails_when_an_installed_contender_crashes(tmp_path: Path) -> None:
+    """A contender that is installed, so should run, and crashes is an error in its table
+    and makes the exit status 1; the other contenders are still measured and written."""
+    package = tmp_path / "cache" / "mountebank" / "node_modules" / "@mbtest" / "mountebank"
+    (package / "bin").mkdir(parents=True)
+    (package / "package.json").write_text('{"name": "@mbtest/mountebank", "version": "2.9.2"}')
+    (package / "bin" / "mb").write_text("console.error('mb is broken'); process.exit(3);\n")
+    env = {**os.environ, "FAKEPEER_BENCH_CACHE": str(tmp_path / "cache")}
+    done = run_runner("--only", "lifecycle", "--out", str(tmp_path / "out"), env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "1 contender(s) crashed:" in done.stderr
+    assert "mountebank" in done.stderr
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    (table,) = results["tables"]
+    by_name = {m["contender"]: m for m in table["measurements"]}
+    assert "mb is broken" in by_name["mountebank"]["error"]
+    assert by_name["fakepeer (hub)"]["median"] > 0
 
 
 def test_runner_rejects_an_unknown_case(tmp_path: Path) -> None:
