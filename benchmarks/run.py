@@ -158,7 +158,7 @@ def render_markdown(table: Table) -> str:
 def environment(plan: Plan, argv: Sequence[str], seconds: float) -> dict[str, object]:
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "python -m benchmarks " + " ".join(argv),
+        "command": " ".join(["python -m benchmarks", *argv]),
         "mode": "quick" if plan.quick else "full",
         "fakepeer": fakepeer.__version__,
         "python": platform.python_version(),
