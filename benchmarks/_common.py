@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import statistics
 import threading
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -43,6 +44,48 @@ def orders(variants: Sequence[T], count: int) -> Iterator[Sequence[T]]:
     cycle = itertools.cycle(list(itertools.permutations(variants)))
     for _ in range(count):
         yield next(cycle)
+
+
+def interleaved(
+    runner: asyncio.Runner,
+    contenders: Sequence[T],
+    name: Callable[[T], str],
+    take: Callable[[T], object],
+    *,
+    rounds: int,
+    warmup: int,
+) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """Take one sample of every contender per round, cycling through every order, after
+    ``warmup`` rounds whose samples are dropped.
+
+    ``take(contender)`` returns a float, a list of floats (several samples at once), or a
+    coroutine of either, which runs on ``runner`` (the test's loop, for in-loop contenders).
+    Returns the samples by name, and the error of each contender that raised (it is not
+    sampled again). ``gc.collect()`` runs before every sample, outside its timed region.
+    """
+    values: dict[str, list[float]] = {name(c): [] for c in contenders}
+    errors: dict[str, str] = {}
+    for index, order in enumerate(orders(contenders, warmup + rounds)):
+        for contender in order:
+            key = name(contender)
+            if key in errors:
+                continue
+            gc.collect()
+            try:
+                result = take(contender)
+                if asyncio.iscoroutine(result):
+                    result = runner.run(result)
+            except Exception as error:
+                errors[key] = f"{type(error).__name__}: {error}"
+                continue
+            if index < warmup:
+                continue
+            if isinstance(result, list):
+                values[key].extend(result)
+            else:
+                assert isinstance(result, float), result
+                values[key].append(result)
+    return values, errors
 
 
 class LoopThread:

@@ -16,7 +16,6 @@ its transcript, as it does in a test.
 from __future__ import annotations
 
 import asyncio
-import gc
 import socket
 import sys
 import threading
@@ -24,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from _common import LoopThread, orders
+from _common import LoopThread, interleaved
 from _results import Measurement, Plan, Table
 from _servers import (
     TIMEOUT,
@@ -142,6 +141,17 @@ def thread(loop_thread: LoopThread) -> Contender:
     return Contender("asyncio streams (thread)", sample)
 
 
+def _rate(sample: float | Awaitable[float], size: int) -> object:
+    """The sample as MB/s (a coroutine of it, for an in-loop contender)."""
+    if isinstance(sample, float):
+        return size / sample / 1e6
+
+    async def rate() -> float:
+        return size / await sample / 1e6
+
+    return rate()
+
+
 def run(plan: Plan) -> list[Table]:
     """Both workloads for every contender; see the module docstring."""
     size = plan.pick(32, 1) * 1024 * 1024
@@ -158,23 +168,14 @@ def run(plan: Plan) -> list[Table]:
     try:
         with asyncio.Runner() as runner:
             for mode in ("echo", "sink"):
-                values: dict[str, list[float]] = {c.name: [] for c in contenders}
-                errors: dict[str, str] = {}
-                for index, order in enumerate(orders(contenders, warmup + rounds)):
-                    for contender in order:
-                        if contender.name in errors:
-                            continue
-                        gc.collect()
-                        try:
-                            result = contender.sample(mode, size)
-                            if asyncio.iscoroutine(result):
-                                result = runner.run(result)
-                        except Exception as error:
-                            errors[contender.name] = f"{type(error).__name__}: {error}"
-                            continue
-                        assert isinstance(result, float)
-                        if index >= warmup:
-                            values[contender.name].append(size / result / 1e6)
+                values, errors = interleaved(
+                    runner,
+                    contenders,
+                    lambda c: c.name,
+                    lambda c, mode=mode: _rate(c.sample(mode, size), size),  # type: ignore[misc]
+                    rounds=rounds,
+                    warmup=warmup,
+                )
                 measurements = [
                     Measurement(c.name, error=errors[c.name])
                     if c.name in errors
@@ -206,9 +207,7 @@ def run(plan: Plan) -> list[Table]:
     return tables
 
 
-if __name__ == "__main__":
-    for table in run(Plan(quick="--quick" in sys.argv)):
-        print(table.title)
-        for m in table.measurements:
-            shown = f"{m.median:10.1f} {table.unit}" if m.measured else (m.skipped or m.error)
-            print(f"  {m.contender:<26} {shown}  ratio {table.ratio(m.contender)}")
+if __name__ == "__main__":  # the same as: python -m benchmarks --only bulk [--quick]
+    from run import main
+
+    sys.exit(main(["--only", "bulk", *sys.argv[1:]]))

@@ -20,14 +20,13 @@ Samples of every contender alternate, cycling through every order, in one proces
 from __future__ import annotations
 
 import asyncio
-import gc
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
-from _common import LoopThread, orders
+from _common import LoopThread, interleaved
 from _results import Measurement, Plan, Table, Target
 from _servers import (
     ProtocolServer,
@@ -230,12 +229,6 @@ def _contenders(stack: ExitStack, plan: Plan, skipped: dict[str, str]) -> list[C
     return contenders
 
 
-def _sample(runner: asyncio.Runner, result: object) -> object:
-    if asyncio.iscoroutine(result):
-        return runner.run(result)
-    return result
-
-
 def _measurement(
     name: str, values: list[float], skipped: dict[str, str], errors: dict[str, str]
 ) -> Measurement:
@@ -256,25 +249,7 @@ def _run_case(
     warmup: int,
     take: Callable[[Contender], object],
 ) -> tuple[dict[str, list[float]], dict[str, str]]:
-    values: dict[str, list[float]] = {c.name: [] for c in contenders}
-    errors: dict[str, str] = {}
-    for index, order in enumerate(orders(contenders, warmup + rounds)):
-        for contender in order:
-            if contender.name in errors:
-                continue
-            try:
-                result = _sample(runner, take(contender))
-            except Exception as error:
-                errors[contender.name] = f"{type(error).__name__}: {error}"
-                continue
-            if index >= warmup:
-                if isinstance(result, list):
-                    values[contender.name].extend(result)
-                else:
-                    assert isinstance(result, float)
-                    values[contender.name].append(result)
-        gc.collect()  # outside every timed region: one sample's garbage is not the next's
-    return values, errors
+    return interleaved(runner, contenders, lambda c: c.name, take, rounds=rounds, warmup=warmup)
 
 
 def _p99(values: list[float]) -> float:
@@ -384,9 +359,7 @@ def _deciles(values: list[float]) -> list[float]:
     return [ordered[i] for i in picks]
 
 
-if __name__ == "__main__":
-    for table in run(Plan(quick="--quick" in sys.argv)):
-        print(table.title)
-        for m in table.measurements:
-            shown = f"{m.median:10.1f} {table.unit}" if m.measured else (m.skipped or m.error)
-            print(f"  {m.contender:<26} {shown}  ratio {table.ratio(m.contender)}")
+if __name__ == "__main__":  # the same as: python -m benchmarks --only lifecycle --only roundtrip
+    from run import main
+
+    sys.exit(main(["--only", "lifecycle", "--only", "roundtrip", *sys.argv[1:]]))

@@ -21,7 +21,6 @@ Run alone: ``python benchmarks/case_scale.py [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno
 import os
@@ -460,29 +459,7 @@ def table_median(measurements: Sequence[Measurement], contender: str) -> float |
     return None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="a smoke test: N=200, one round")
-    args = parser.parse_args(argv)
-    begun = time.perf_counter()
-    tables = run(Plan(quick=args.quick))
-    for table in tables:
-        print(f"\n{table.title} ({table.unit}, median of rounds)")
-        for m in table.measurements:
-            if m.measured:
-                ratio = table.ratio(m.contender)
-                shown = "" if ratio is None else f"  x{ratio:.2f} of {table.baseline}"
-                print(f"  {m.contender:<20} {m.median:>10.1f}{shown}  {m.values}")
-            else:
-                print(f"  {m.contender:<20} {'-':>10}  {m.error or m.skipped}")
-        for target in table.targets:
-            value = "-" if target.value is None else f"{target.value:.2f}"
-            print(f"  target: {target.claim}: {value} -> {target.verdict}")
-        for note in table.notes:
-            print(f"  note: {note}")
-    print(f"\ntook {time.perf_counter() - begun:.1f} s")
-    return 1 if any(table.errors for table in tables) else 0
+if __name__ == "__main__":  # the same as: python -m benchmarks --only scale [--quick]
+    from run import main
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["--only", "scale", *sys.argv[1:]]))

@@ -643,31 +643,7 @@ def run(plan: Plan) -> list[Table]:
     return [first, second]
 
 
-def _main(argv: Sequence[str]) -> int:
-    """Run the case alone (``--quick`` for the smoke test) and print the medians."""
-    quick = "--quick" in argv
-    start = time.perf_counter()
-    for table in run(Plan(quick=quick)):
-        print(f"{table.title} ({table.unit})")
-        for m in table.measurements:
-            if m.measured:
-                ratio = table.ratio(m.contender)
-                times = "" if ratio is None else f"x{ratio:.2f}"
-                extra = "".join(f"  {key} {value:.3g}" for key, value in m.extra.items())
-                shown = (
-                    f"median {m.median:7.3f}  min {m.low:7.3f}  max {m.high:7.3f}  {times}{extra}"
-                )
-            else:
-                shown = f"skipped: {m.skipped}" if m.skipped else f"ERROR: {m.error}"
-            print(f"  {m.contender:<22} {shown}")
-        for target in table.targets:
-            value = "not measured" if target.value is None else f"{target.value:.2f}"
-            print(f"  {target.verdict}  {target.claim}: {value}")
-        for note in table.notes:
-            print(f"  - {note}")
-    print(f"({'quick' if quick else 'full'} run: {time.perf_counter() - start:.1f} s)")
-    return 0
+if __name__ == "__main__":  # the same as: python -m benchmarks --only suite [--quick]
+    from run import main
 
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))
+    sys.exit(main(["--only", "suite", *sys.argv[1:]]))
