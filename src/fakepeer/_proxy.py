@@ -220,17 +220,13 @@ class _ProxyProtocol(_PeerProtocol):
         assert connection is not None
         host, port = server.upstream
         doing = "could not connect to" if connecting else "lost its connection to"
-        with server.lock:
-            problem = UpstreamError(
-                f"connection #{connection.id}: the proxy {doing} the upstream server "
-                f"{host}:{port}: {type(exc).__name__}: {exc}",
-                connection=connection.id,
-            )
-            problem.__cause__ = exc
-            server.conversation.problems.append(problem)
-            connection.failed = True
-            self._crash_close(clock())
-            server.changed()
+        problem = UpstreamError(
+            f"connection #{connection.id}: the proxy {doing} the upstream server "
+            f"{host}:{port}: {type(exc).__name__}: {exc}",
+            connection=connection.id,
+        )
+        problem.__cause__ = exc
+        self._fail(problem)
 
     def shutdown(self) -> None:
         if self.up_worker is not None:

@@ -183,6 +183,16 @@ class _PeerProtocol(asyncio.Protocol):
         self.server.crashed(exc, self.connection)
         self._crash_close(now)
 
+    def _fail(self, problem: ConversationError) -> None:
+        """Record ``problem`` against this connection and close it (takes the lock)."""
+        server = self.server
+        assert self.connection is not None
+        with server.lock:
+            server.conversation.problems.append(problem)
+            self.connection.failed = True
+            self._crash_close(clock())
+            server.changed()
+
     def _crash_close(self, now: float) -> None:
         assert self.connection is not None
         if self._queue:
@@ -367,7 +377,6 @@ class _PeerProtocol(asyncio.Protocol):
             ) from None
 
     async def _handle(self) -> None:
-        server = self.server
         connection = self.connection
         assert connection is not None
         handler = connection.script.handler
@@ -376,17 +385,13 @@ class _PeerProtocol(asyncio.Protocol):
         try:
             await handler(connection)
         except Exception as exc:
-            with server.lock:
-                problem = HandlerFailed(
-                    f"the handler {name} ({connection.script.handler_where}) of connection "
-                    f"#{connection.id} raised {type(exc).__name__}: {exc}",
-                    connection=connection.id,
-                )
-                problem.__cause__ = exc
-                server.conversation.problems.append(problem)
-                connection.failed = True
-                self._crash_close(clock())
-                server.changed()
+            problem = HandlerFailed(
+                f"the handler {name} ({connection.script.handler_where}) of connection "
+                f"#{connection.id} raised {type(exc).__name__}: {exc}",
+                connection=connection.id,
+            )
+            problem.__cause__ = exc
+            self._fail(problem)
         else:
             self._act(Close())
         finally:
