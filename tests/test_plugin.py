@@ -360,14 +360,18 @@ def test_under_xdist(pytester: pytest.Pytester, client_module: None) -> None:
 def test_500_tests_leak_no_thread_and_no_fd(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(
         """
+        import asyncio
         import os
         import threading
 
         import pytest
+        from fakepeer._hub import hub
 
         counts = []
 
         def snapshot():
+            if hub.running:  # a stopped peer's listener may close on the hub's next turn
+                hub.run(asyncio.sleep(0), 5)
             return (
                 sorted(thread.name for thread in threading.enumerate()),
                 sorted(os.listdir("/proc/self/fd")),

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 from ._conversation import Connection
 from ._errors import (
+    ClientNotReading,
     ConversationError,
     Error,
     FramingError,
     HandlerFailed,
+    HubBlocked,
     IncompleteMessage,
     ReplyFailed,
     ScriptError,
@@ -56,6 +58,7 @@ __all__ = [
     "ANY",
     "NEED_MORE",
     "ActiveFault",
+    "ClientNotReading",
     "Connection",
     "ConnectionScript",
     "ConversationError",
@@ -70,6 +73,7 @@ __all__ = [
     "FramingError",
     "HandlerFailed",
     "HandlerFunction",
+    "HubBlocked",
     "IncompleteMessage",
     "LengthPrefixed",
     "Lines",

@@ -231,6 +231,8 @@ class Conversation:
         self.received: list[bytes] = []
         self.problems: list[Error] = []
         self.transcript = Transcript(title)
+        #: Set once the peer stopped: nothing more is recorded (events are ignored).
+        self.closed_for_good = False
 
     # -- the script --------------------------------------------------------------------------
 
@@ -339,6 +341,8 @@ class Conversation:
             buffer += data
             self._event(at, connection, "received", data)
             if connection.handled:  # the handler reads it with receive() or receive_exactly()
+                if len(buffer) > self.limit:  # max_length holds as bytes arrive, in every mode
+                    return self._check_handled(connection, at)
                 return []
             return self._match_stream(connection, at)
         try:
@@ -374,6 +378,22 @@ class Conversation:
         buffer.clear()
         return self._fail(problem, connection, at)
 
+    def _check_handled(self, connection: Connection, at: float) -> list[Action]:
+        """A handler's buffer went over the limit: a FramingError if the message it holds is
+        too long (the framing says), else nothing (the handler is behind: the runtime stops
+        reading until it catches up)."""
+        try:
+            self.framing.decode(bytes(connection.buffer), False)
+        except FramingError as problem:
+            return self._framing_failed(problem, connection, at)
+        if self.stream:  # Raw: no message ever ends, the limit is on what waits unread
+            return self._over_limit(connection, at)
+        return []
+
+    def framing_failed(self, problem: FramingError, connection: Connection, at: float) -> None:
+        """The framing refused the bytes of ``connection`` while a handler read them."""
+        self._framing_failed(problem, connection, at)
+
     def _framing_failed(
         self, problem: FramingError, connection: Connection, at: float
     ) -> list[Action]:
@@ -400,6 +420,24 @@ class Conversation:
             actions = []
         actions.append(Close())
         return actions
+
+    def stop(
+        self, connection: Connection, at: float, *, receiving: bool = False, eof: bool = False
+    ) -> None:
+        """The peer stops while ``connection`` is open (every byte the client sent was read;
+        ``eof`` if the client had closed its side).
+
+        Bytes left that form no whole message fail it with :class:`IncompleteMessage`, as
+        at EOF: for a handler, when it was waiting in ``receive()`` (``receiving``).
+        """
+        if connection.ended or not connection.buffer:
+            return
+        how = "ended" if eof else "was cut off by the peer's stop"
+        if connection.handled:
+            if receiving and not connection.failed:
+                self._incomplete(connection, how, at)
+        elif connection.answering:
+            self._incomplete(connection, how, at)
 
     def lost(self, connection: Connection, at: float, reason: str | None) -> None:
         """The connection is gone; ``reason`` is the error text, or None for a clean close."""
@@ -509,6 +547,8 @@ class Conversation:
     def _event(
         self, at: float, connection: Connection | None, kind: str, data: bytes = b"", note: str = ""
     ) -> None:
+        if self.closed_for_good:  # the peer stopped: its record is final
+            return
         self.transcript.add(Event(at, connection.id if connection else 0, kind, data, note))
 
     def _unanswered(self, connection: Connection, data: bytes, at: float) -> None:
@@ -630,23 +670,32 @@ class Conversation:
                     return actions
                 actions.extend(self._dispatch(connection, message, at))
         if buffer:
-            leftover = bytes(buffer)
-            buffer.clear()
-            head = self.head()
-            expected = f"\n  expected:  {head.describe()}" if head else ""
-            actions.extend(
-                self._fail(
-                    IncompleteMessage(
-                        f"connection #{connection.id} ended in the middle of a message "
-                        f"({self.framing!r})\n  leftover:  {show(leftover)}{expected}",
-                        connection=connection.id,
-                        leftover=leftover,
-                    ),
-                    connection,
-                    at,
-                )
-            )
+            actions.extend(self._incomplete(connection, "ended", at))
         return actions
+
+    def incomplete(self, connection: Connection, at: float) -> None:
+        """A handler's client closed with bytes that form no whole message."""
+        self._incomplete(connection, "ended", at)
+
+    def _incomplete(self, connection: Connection, how: str, at: float) -> list[Action]:
+        """Fail ``connection`` for the bytes left in its buffer: they form no whole message."""
+        buffer = connection.buffer
+        leftover = bytes(buffer)
+        buffer.clear()
+        if not (self.stream or connection.handled):  # else recorded as they arrived
+            self._event(at, connection, "received", leftover, "(incomplete)")
+        head = connection.script.head()
+        expected = f"\n  expected:  {head.describe()}" if head else ""
+        return self._fail(
+            IncompleteMessage(
+                f"connection #{connection.id} {how} in the middle of a message "
+                f"({self.framing!r})\n  leftover:  {show(leftover)}{expected}",
+                connection=connection.id,
+                leftover=leftover,
+            ),
+            connection,
+            at,
+        )
 
     def _why_not(self, rule: Rule, connection: Connection, data: bytes) -> str:
         assert rule.matcher is not None

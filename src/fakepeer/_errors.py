@@ -12,6 +12,10 @@
         ├── UnmetExpectations          the conversation ended before every ``expect`` was met
         ├── ReplyFailed                a reply callable of the script raised
         ├── HandlerFailed              a connection handler raised
+        ├── ClientNotReading           pushes to a client that does not read went over the
+        │                              send buffer limit
+        ├── HubBlocked                 code of the test's script blocked the hub thread, so
+        │                              the peer could not stop in time
         └── WaitTimeout                a wait for the client (connections, script done) ran out
 
 The loop watchdog's ``LoopBlocked`` and ``TaskDied`` (in ``_watchdog``) are ``Error`` and
@@ -24,10 +28,12 @@ the error was raised, rendered after the diagnosis in ``str(error)``.
 from __future__ import annotations
 
 __all__ = [
+    "ClientNotReading",
     "ConversationError",
     "Error",
     "FramingError",
     "HandlerFailed",
+    "HubBlocked",
     "IncompleteMessage",
     "ReplyFailed",
     "ScriptError",
@@ -142,6 +148,36 @@ class ReplyFailed(ConversationError):
 
 class HandlerFailed(ConversationError):
     """A connection handler (``@peer.handler``) raised; the exception is the ``__cause__``."""
+
+
+class ClientNotReading(ConversationError):
+    """The peer could not push more to a client that does not read what it was sent.
+
+    Raised by ``connection.send()`` and ``peer.broadcast()`` (and recorded, so the test fails
+    even if a handler swallowed it) when ``waiting`` bytes, already queued for the client,
+    plus the new ones would go over ``FakePeer(max_send_buffer=...)``; the connection is
+    then reset, freeing what waited. Replies of the script never raise it: while a client
+    does not read them, the peer stops reading its requests instead (backpressure).
+    """
+
+    def __init__(self, diagnosis: str, *, connection: int | None, waiting: int) -> None:
+        super().__init__(diagnosis, connection=connection)
+        self.waiting = waiting
+
+
+class HubBlocked(ConversationError):
+    """The hub thread, which serves every ``with peer.serve()`` peer, did not answer in time.
+
+    Code of the test's script ran on it and did not return (a sync reply callable that
+    sleeps, a handler that never awaits), so the peer could not stop cleanly. ``where``
+    names the blocked code (``file:line in function``). Leaving ``serve()`` raises it within
+    about a second: the peer has stopped listening, its transcript ends where it was, and
+    later peers are served by a new hub thread.
+    """
+
+    def __init__(self, diagnosis: str, *, where: str) -> None:
+        super().__init__(diagnosis)
+        self.where = where
 
 
 class WaitTimeout(ConversationError, TimeoutError):

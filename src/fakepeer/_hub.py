@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextlib
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 __all__ = ["Hub", "hub"]
@@ -30,6 +31,32 @@ class Hub:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._given_up: set[asyncio.AbstractEventLoop] = set()
+        #: How many times a thread waited for the hub (see ``_hosting``): tests count them.
+        self.handovers = 0
+
+    def thread(self) -> threading.Thread | None:
+        """The hub's thread, if it was started."""
+        return self._thread
+
+    def give_up(self, loop: asyncio.AbstractEventLoop, *callbacks: Callable[[], None]) -> None:
+        """``loop`` was found blocked: serve new peers on a new hub thread from now on.
+
+        ``callbacks`` run on the old loop once it is unblocked, then it stops and its thread
+        ends (see :meth:`_main`): it leaves nothing open behind it.
+        """
+        with self._lock:
+            self._given_up.add(loop)
+            if self._loop is loop:
+                self._loop = self._thread = None
+        with contextlib.suppress(RuntimeError):  # closed already
+            for callback in callbacks:
+                loop.call_soon_threadsafe(callback)
+            loop.call_soon_threadsafe(loop.stop)
+
+    def given_up(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """True if ``loop`` is a hub loop that was given up as blocked."""
+        return loop in self._given_up
 
     @property
     def running(self) -> bool:
@@ -71,6 +98,7 @@ class Hub:
                 loop.run_until_complete(asyncio.wait(tasks, timeout=1.0))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
+            hub._given_up.discard(loop)
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout: float) -> T:
         """Run ``coroutine`` on the hub and wait at most ``timeout`` seconds for its result."""
@@ -81,6 +109,7 @@ class Hub:
                 "(from a reply callable?); it would deadlock"
             )
         future = asyncio.run_coroutine_threadsafe(coroutine, self.loop())
+        self.handovers += 1
         try:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:

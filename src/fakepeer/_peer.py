@@ -3,30 +3,52 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import threading
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Final
+from typing import Any, Final
 
-from . import _assertions, _faults
+from . import _assertions, _faults, _hosting
 from ._conversation import Connection, Conversation
-from ._errors import ConversationError, Error, ScriptError, UnexpectedData, WaitTimeout
+from ._errors import (
+    ConversationError,
+    Error,
+    HubBlocked,
+    ScriptError,
+    UnexpectedData,
+    WaitTimeout,
+)
 from ._faults import Fault
 from ._framing import Framing, check_framing
 from ._hub import hub
 from ._matchers import ANY, Exact, as_matcher
-from ._runtime import PeerServer, clock
+from ._runtime import MAX_SEND_BUFFER, PeerServer, clock
 from ._script import HandlerFunction, Rule, Script, caller_location
 from ._transcript import Transcript
 from ._wait import Waiters, current_async_library
 
 __all__ = ["ActiveFault", "ConnectionScript", "FakePeer", "Faults"]
 
-#: How long leaving ``serve()`` may take, whatever the client does.
+#: How long leaving ``serve()`` may wait for clients to take what the peer wrote.
 STOP_TIMEOUT: Final = 1.0
-#: How long starting a server on the hub may take.
-START_TIMEOUT: Final = 10.0
+
+
+async def _refused(server: PeerServer) -> None:
+    server.refuse()
+
+
+@contextlib.contextmanager
+def _reading(lock: threading.RLock, conversation: Conversation) -> Iterator[None]:
+    """The lock, to read the peer's record; without it if the hub holds it too long (stuck
+    in the script's code), or at all once the record is final (see ``_hosting``)."""
+    acquired = lock.acquire(timeout=0 if conversation.closed_for_good else _hosting.STALL)
+    try:
+        yield
+    finally:
+        if acquired:
+            lock.release()
 
 
 class _Scripting:
@@ -116,8 +138,17 @@ class FakePeer(_Scripting):
     connection within about one second, then raises the first problem, if any, with the
     transcript.
 
-    ``timeout`` is the default bound, in seconds, of the ``wait_*`` methods. A peer serves
-    once; make a new one for another conversation.
+    ``timeout`` is the default bound, in seconds, of the ``wait_*`` methods and of a
+    handler's ``receive()``; leaving ``serve()`` also reads what clients are still sending
+    for at most that long. A peer serves once; make a new one for another conversation.
+
+    ``host`` must be a loopback address (or a name that resolves to one, like
+    ``localhost``), unless ``external=True`` says that listening beyond loopback (a wildcard
+    such as ``0.0.0.0``, or another interface) is meant; an empty or ``None`` host is a
+    :class:`~fakepeer.ScriptError`. ``max_send_buffer`` (bytes, default 4 MiB) bounds what
+    may wait to be sent to one client: a push over it raises
+    :class:`~fakepeer.ClientNotReading`; replies apply backpressure instead (the peer stops
+    reading a client that does not read its replies).
     """
 
     #: True for a Proxy: it relays client bytes upstream, which faults can shape too.
@@ -132,11 +163,25 @@ class FakePeer(_Scripting):
         port: int = 0,
         timeout: float = 5.0,
         seed: int | None = None,
+        external: bool = False,
+        max_send_buffer: int = MAX_SEND_BUFFER,
     ) -> None:
         self.framing: Framing = check_framing(framing)
         self.name = name
-        self._host = host
+        owner = type(self).__name__
+        self._host = _hosting.check_host(host, external=external, owner=owner)
+        self.external = external
         self._port = port
+        if (
+            isinstance(max_send_buffer, bool)
+            or not isinstance(max_send_buffer, int)
+            or max_send_buffer < 1
+        ):
+            raise ScriptError(
+                f"{owner}(max_send_buffer=...) takes a whole number of bytes >= 1, "
+                f"got {max_send_buffer!r}"
+            )
+        self.max_send_buffer = max_send_buffer
         self.timeout = timeout
         self._lock = threading.RLock()
         self._conversation = Conversation(self.framing, f"fake peer {name!r}")
@@ -203,7 +248,7 @@ class FakePeer(_Scripting):
             raise RuntimeError(f"{self!r} already served; a FakePeer serves once, make a new one")
         self._state = "starting"
 
-    def _make_server(self, server: type[PeerServer] = PeerServer, **extra: object) -> PeerServer:
+    def _make_server(self, server: type[PeerServer] = PeerServer, **extra: Any) -> PeerServer:
         """The runtime server of this peer (a Proxy passes its own class and upstream)."""
 
         def changed() -> None:
@@ -217,13 +262,19 @@ class FakePeer(_Scripting):
             self._host,
             self._port,
             timeout=self.timeout,
+            max_send_buffer=self.max_send_buffer,
             **extra,
         )
 
-    def _started(self, server: PeerServer, loop: asyncio.AbstractEventLoop) -> None:
-        self._server, self._loop = server, loop
+    def _started(self, server: PeerServer) -> None:
+        assert server.loop is not None
+        self._server, self._loop = server, server.loop
         self._host, self._port = server.address
-        self._conversation.transcript.address = f"{self._host}:{self._port}"
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        address = f"{host}:{self._port}"
+        if self.external:
+            address += " (external=True: reachable beyond loopback)"
+        self._conversation.transcript.address = address
         self._conversation.transcript.started = clock()
         self._state = "serving"
         if any(fault.kind == "refuse" for fault in self._conversation.faults):
@@ -233,44 +284,48 @@ class FakePeer(_Scripting):
         self._claim()
         server = self._make_server()
         try:
-            hub.run(server.start(), START_TIMEOUT)
+            _hosting.start(server)
         except BaseException:
             self._state = "stopped"
             raise
-        self._started(server, hub.loop())
+        self._started(server)
 
     def _stop_on_hub(self) -> None:
         server, self._server = self._server, None
         self._state = "stopped"
         if server is not None:
-            hub.run(server.stop(STOP_TIMEOUT), STOP_TIMEOUT + 4.0)
+            try:
+                _hosting.stop(server, STOP_TIMEOUT)
+            except HubBlocked as blocked:  # the verdict raises it, first, with the rest
+                self._conversation.problems.insert(0, blocked)
 
     async def _start_in_loop(self) -> None:
         self._claim()
         server = self._make_server()
         try:
-            await server.start()
+            await _hosting.start_in_loop(server)
         except BaseException:
             self._state = "stopped"
             raise
-        self._started(server, asyncio.get_running_loop())
+        self._started(server)
 
     async def _stop_in_loop(self) -> None:
         server, self._server = self._server, None
         self._state = "stopped"
         if server is not None:
-            await server.stop(STOP_TIMEOUT)
+            await _hosting.stop_in_loop(server, STOP_TIMEOUT)
 
     def _settle(self) -> None:
         """Let the hub read what clients already sent before judging (hub-hosted peers)."""
         server = self._server
+        loop = self._loop
         if (
             server is not None
-            and self._loop is not None
+            and loop is not None
             and not hub.in_hub_thread()
-            and self._loop is hub.loop()
+            and (loop is hub.loop() or hub.given_up(loop))
         ):
-            hub.run(server.settle(), STOP_TIMEOUT)
+            _hosting.settle(server)
 
     def _refuse(self, refusing: bool) -> None:
         """Stop or resume listening, on the loop that serves. Listening resumes at once (the
@@ -278,11 +333,10 @@ class FakePeer(_Scripting):
         server, loop = self._server, self._loop
         if server is None or loop is None:
             return  # not serving yet: _started() applies it
-        on_hub = loop is hub.loop() and not hub.in_hub_thread()
+        on_hub = not hub.in_hub_thread() and (loop is hub.loop() or hub.given_up(loop))
         if refusing:
             if on_hub:
-                loop.call_soon_threadsafe(server.refuse)
-                hub.run(asyncio.sleep(0), START_TIMEOUT)  # the refusal has happened
+                _hosting.call(server, _refused(server), "stop listening (a refuse fault)")
             else:
                 server.refuse()
             return
@@ -290,7 +344,7 @@ class FakePeer(_Scripting):
         if sock is None:
             return
         if on_hub:
-            hub.run(server.accept_again(sock), START_TIMEOUT)
+            _hosting.call(server, server.accept_again(sock), "listen again")
         else:  # in the serving loop itself: accepting starts on its next turn
             task = loop.create_task(server.accept_again(sock))
             self._background.add(task)
@@ -352,11 +406,12 @@ class FakePeer(_Scripting):
 
     def render_transcript(self) -> str:
         """The transcript rendered as text (taken under the lock)."""
-        with self._lock:
+        with _reading(self._lock, self._conversation):
             return self._conversation.transcript.render()
 
-    def _report(self) -> str:
-        """The peer's problems, if any, then the transcript: for a failing test's report."""
+    def report(self) -> str:
+        """The peer's problems, if any, then the transcript: what a failing test's report
+        shows. Marks nothing as raised."""
         problem = self._verdict(final=self._state == "stopped", deliver=False)
         return self.render_transcript() if problem is None else str(problem)
 
@@ -373,7 +428,7 @@ class FakePeer(_Scripting):
         ``deliver`` marks the problem as raised: one the test caught from :meth:`check` or a
         wait is handled there, and does not fail the test a second time at the end (nor do
         the expectations left unmet after it)."""
-        with self._lock:
+        with _reading(self._lock, self._conversation):
             conversation = self._conversation
             skip = self._delivered if deliver and final else ()
             if (
@@ -465,7 +520,7 @@ class FakePeer(_Scripting):
         __tracebackhide__ = True
         self.check()
         if not ok:
-            with self._lock:
+            with _reading(self._lock, self._conversation):
                 unmet = self._conversation.unmet()
                 transcript = self._conversation.transcript.render()
             waiting = "".join(f"\n  still expected: {rule.describe()}" for rule in unmet)
@@ -523,15 +578,35 @@ class FakePeer(_Scripting):
 
 
 class Serving:
-    """What :meth:`FakePeer.serve` returns: a sync and an async context manager."""
+    """What :meth:`FakePeer.serve` returns: a sync and an async context manager.
+
+    Without ``with``, for a fixture that starts and stops a peer in different places:
+    :meth:`start` serves on the hub, :meth:`settle` lets the hub read what clients already
+    sent, :meth:`stop` stops serving (then ``peer.verify()`` gives the verdict).
+    """
 
     def __init__(self, peer: FakePeer) -> None:
         self._peer = peer
         self._hosted_in_loop = False
 
-    def __enter__(self) -> FakePeer:
+    def start(self) -> FakePeer:
+        """Serve on the hub thread: listening when this returns. Returns the peer."""
         self._peer._start_on_hub()
         return self._peer
+
+    def settle(self) -> None:
+        """Let the hub read what clients already sent (no wait when it has nothing to
+        read), so a verdict taken now sees it."""
+        self._peer._settle()
+
+    def stop(self) -> None:
+        """Stop serving, losing nothing the clients sent (see ``serve()``); idempotent.
+        Raises nothing: a blocked hub (:class:`~fakepeer.HubBlocked`) is recorded as the
+        peer's first problem, for the verdict."""
+        self._peer._stop_on_hub()
+
+    def __enter__(self) -> FakePeer:
+        return self.start()
 
     def __exit__(
         self,

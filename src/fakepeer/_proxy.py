@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from ._actions import Dropped, Wait, Write
 from ._errors import ConversationError, ScriptError
@@ -286,7 +287,7 @@ class Proxy(FakePeer):
             "use a FakePeer to script a conversation"
         )
 
-    def _make_server(self, server: type[PeerServer] = ProxyServer, **extra: object) -> PeerServer:
+    def _make_server(self, server: type[PeerServer] = ProxyServer, **extra: Any) -> PeerServer:
         return super()._make_server(server, upstream=self.upstream, **extra)
 
     def __repr__(self) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import select
 import socket
 import struct
 import threading
@@ -36,12 +37,29 @@ from ._conversation import (
     Wait,
     Write,
 )
-from ._errors import ConversationError, HandlerFailed, ScriptError, WaitTimeout
+from ._errors import (
+    ClientNotReading,
+    ConversationError,
+    FramingError,
+    HandlerFailed,
+    ScriptError,
+    WaitTimeout,
+)
 
-__all__ = ["PeerServer"]
+__all__ = ["BACKLOG", "MAX_SEND_BUFFER", "PeerServer"]
 
 _LINGER_RESET: Final = struct.pack("ii", 1, 0)
 clock: Final = time.monotonic
+
+#: The listen backlog: how many connections the kernel queues before the peer accepts them.
+BACKLOG: Final = 128
+#: The most bytes that may wait to be sent to one client (``FakePeer(max_send_buffer=...)``).
+MAX_SEND_BUFFER: Final = 4 << 20
+
+# Why a connection does not read from its client now (a bit each; it reads when none is set).
+_SENDING: Final = 1  # the client does not read our replies: backpressure
+_HANDLER_BEHIND: Final = 2  # the handler has not received what is buffered
+_FAULT: Final = 4  # a stop_reading fault
 
 
 def _format_address(address: object) -> str:
@@ -49,6 +67,10 @@ def _format_address(address: object) -> str:
         host, port = address[0], address[1]
         return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
     return str(address) if address else "?"
+
+
+class _Push(Write):
+    """A write pushed from outside the script (``connection.send()``, ``broadcast()``)."""
 
 
 class _PeerProtocol(asyncio.Protocol):
@@ -61,8 +83,11 @@ class _PeerProtocol(asyncio.Protocol):
         "connection",
         "eof",
         "handler",
+        "paused",
+        "pushing",
         "readable",
         "reading_stopped",
+        "receiving",
         "server",
         "timers",
         "transport",
@@ -83,6 +108,9 @@ class _PeerProtocol(asyncio.Protocol):
         self.readable: asyncio.Event | None = None
         self.eof = False
         self.reading_stopped = False  # a stop_reading fault paused the client for good
+        self.paused = 0  # why reading is paused: _SENDING | _HANDLER_BEHIND | _FAULT
+        self.pushing = 0  # bytes pushed from another thread, not yet written
+        self.receiving = False  # the handler waits in receive() or receive_exactly()
         self.timers: list[asyncio.TimerHandle] = []  # faults' Later actions
 
     @property
@@ -105,12 +133,12 @@ class _PeerProtocol(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         server = self.server
-        if server.stopping:  # accepted while the peer was stopping: nobody will serve it
+        if server.closed:  # the peer was given up (its loop blocked): nobody will serve it
             transport.abort()
             return
-        server.protocols.add(self)
         client = _format_address(transport.get_extra_info("peername"))
         with server.lock:
+            server.protocols.add(self)
             now = clock()
             self.connection, actions = server.conversation.connect(client, now)
             self.connection.io = self
@@ -136,6 +164,8 @@ class _PeerProtocol(asyncio.Protocol):
                     self._run(actions, now)
             except Exception as exc:  # a bug of ours or a custom framing's: never lose it
                 self._crash(exc, now)
+            if connection.handled and len(connection.buffer) > server.conversation.limit:
+                self._pause(_HANDLER_BEHIND)  # backpressure until the handler catches up
             server.changed()
         if self.readable is not None:
             self.readable.set()
@@ -157,7 +187,8 @@ class _PeerProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         server = self.server
-        server.protocols.discard(self)
+        with server.lock:
+            server.protocols.discard(self)
         if self.worker is not None:
             self.worker.cancel()
         for timer in self.timers:
@@ -174,6 +205,49 @@ class _PeerProtocol(asyncio.Protocol):
                     server.crashed(error, self.connection)
                 server.changed()
         server.forget(self)
+
+    # Backpressure: while the client does not read what the peer writes, read nothing more
+    # from it (its requests wait in the kernel, and then in the client: TCP flow control).
+    def pause_writing(self) -> None:
+        self._pause(_SENDING)
+
+    def resume_writing(self) -> None:
+        self._resume(_SENDING)
+
+    def _pause(self, reason: int) -> None:
+        transport = self.transport
+        if not self.paused and transport is not None and not transport.is_closing():
+            transport.pause_reading()
+        self.paused |= reason
+
+    def _resume(self, reason: int) -> None:
+        if not self.paused & reason:
+            return
+        self.paused &= ~reason
+        transport = self.transport
+        if not self.paused and transport is not None and not transport.is_closing():
+            transport.resume_reading()
+
+    # -- seen from other threads, lock held -----------------------------------------------------
+
+    def lagging(self) -> bool:
+        """True if the client may have sent something the conversation has not seen yet:
+        the connection still reads, or its transport is closing after an error with
+        ``connection_lost`` still to come."""
+        transport = self.transport
+        if transport is None:
+            return True
+        if transport.is_closing():
+            return self.connection is not None and not self.connection.ended
+        return not self.eof and transport.is_reading()
+
+    def fileno(self) -> int | None:
+        """The connection's socket, or None while its transport is closing."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return None
+        sock = transport.get_extra_info("socket")
+        return None if sock is None else int(sock.fileno())
 
     # -- executing actions (lock held) -------------------------------------------------------
 
@@ -239,6 +313,8 @@ class _PeerProtocol(asyncio.Protocol):
             return
         conversation = self.server.conversation
         if isinstance(action, Write):
+            if type(action) is _Push:
+                self.pushing = max(0, self.pushing - len(action.data))
             transport.write(action.data)
             conversation.sent(connection, action.data, now)
         elif isinstance(action, Close):
@@ -263,7 +339,7 @@ class _PeerProtocol(asyncio.Protocol):
             self.timers.append(loop.call_later(action.seconds, self._act, later))
         elif isinstance(action, Stop):
             self.reading_stopped = True
-            transport.pause_reading()
+            self._pause(_FAULT)
             conversation.note(connection, now, "stopped", "(reading: a stop_reading fault)")
 
     async def _await(self, action: Await) -> None:
@@ -312,7 +388,38 @@ class _PeerProtocol(asyncio.Protocol):
             server.changed()
 
     def send(self, data: bytes) -> None:
-        self._later(Write(self.server.conversation.framing.encode(data)))
+        server = self.server
+        framed = server.conversation.framing.encode(data)
+        with server.lock:
+            transport = self.transport
+            waiting = self.pushing + (
+                transport.get_write_buffer_size() if transport is not None else 0
+            )
+            if waiting and waiting + len(framed) > server.max_send_buffer:
+                self._not_reading(waiting, len(framed))
+            self.pushing += len(framed)
+        self._later(_Push(framed))
+
+    def _not_reading(self, waiting: int, size: int) -> None:
+        """A push would go over the send buffer: fail the connection, and raise (lock held)."""
+        __tracebackhide__ = True
+        server = self.server
+        connection = self.connection
+        assert connection is not None
+        problem = ClientNotReading(
+            f"connection #{connection.id}: the client is not reading: {waiting:,} bytes wait "
+            f"to be sent to it, and {size:,} more would go over the limit of "
+            f"{server.max_send_buffer:,} bytes (FakePeer(max_send_buffer=...) changes it)",
+            connection=connection.id,
+            waiting=waiting,
+        )
+        server.conversation.problems.append(problem)
+        connection.failed = True
+        server.conversation.note(connection, clock(), "error", problem.diagnosis.splitlines()[0])
+        self.pushing = 0
+        self._later(Reset())  # frees what waits: the client was not going to read it
+        server.changed()
+        raise problem
 
     def close(self) -> None:
         self._later(Close())
@@ -328,7 +435,7 @@ class _PeerProtocol(asyncio.Protocol):
             raise ScriptError(f"receive_exactly() takes a whole number >= 1, got {count!r}")
         return await self._take(count)
 
-    async def _take(self, count: int | None) -> bytes:
+    async def _take(self, count: int | None) -> bytes:  # noqa: PLR0915 - one locked step
         """The next framed message (``count`` None) or ``count`` raw bytes, with a bound."""
         server = self.server
         connection = self.connection
@@ -339,13 +446,22 @@ class _PeerProtocol(asyncio.Protocol):
                 "awaited in the loop that serves the peer"
             )
         framing = server.conversation.framing
+        self.receiving = True
         try:
             async with asyncio.timeout(server.timeout):
                 while True:
                     with server.lock:
                         buffer = connection.buffer
+                        if connection.failed:
+                            raise self._failure()
                         if count is None and not self.pending and buffer:
-                            messages, consumed = framing.decode(bytes(buffer), self.eof)
+                            try:
+                                messages, consumed = framing.decode(bytes(buffer), self.eof)
+                            except FramingError as error:
+                                server.conversation.framing_failed(error, connection, clock())
+                                self._crash_close(clock())
+                                server.changed()
+                                raise
                             del buffer[:consumed]
                             self.pending.extend(messages)
                         if count is None and self.pending:
@@ -359,13 +475,18 @@ class _PeerProtocol(asyncio.Protocol):
                                 "unread; receive() them first"
                             )
                         elif self.eof:
-                            left = f" ({len(buffer)} byte(s) left unframed)" if buffer else ""
-                            raise EOFError(f"the client closed the connection{left}")
+                            if buffer:  # a message cut short: the client's fault
+                                server.conversation.incomplete(connection, clock())
+                                server.changed()
+                                raise self._failure()
+                            raise EOFError("the client closed the connection")
                         else:
                             readable.clear()
                             message = None
                         if message is not None:
                             server.conversation.delivered(connection, message, clock())
+                            if len(buffer) <= server.conversation.limit:
+                                self._resume(_HANDLER_BEHIND)
                             server.changed()
                             return message
                     await readable.wait()
@@ -375,6 +496,17 @@ class _PeerProtocol(asyncio.Protocol):
                 f"connection #{connection.id}: the handler waited {server.timeout} s "
                 f"for {what} from the client"
             ) from None
+        finally:
+            self.receiving = False
+
+    def _failure(self) -> BaseException:
+        """What a handler's receive() raises once its connection failed: the problem."""
+        connection = self.connection
+        assert connection is not None
+        for problem in reversed(self.server.conversation.problems):
+            if isinstance(problem, ConversationError) and problem.connection == connection.id:
+                return problem
+        return EOFError(f"connection #{connection.id} failed")
 
     async def _handle(self) -> None:
         connection = self.connection
@@ -385,6 +517,9 @@ class _PeerProtocol(asyncio.Protocol):
         try:
             await handler(connection)
         except Exception as exc:
+            if connection.failed:  # already recorded (a FramingError, say): not the handler's
+                self._act(Close())
+                return
             problem = HandlerFailed(
                 f"the handler {name} ({connection.script.handler_where}) of connection "
                 f"#{connection.id} raised {type(exc).__name__}: {exc}",
@@ -397,8 +532,8 @@ class _PeerProtocol(asyncio.Protocol):
         finally:
             self.handler = None
 
-    def shutdown(self) -> None:
-        """Stop this connection now: cancel its steps, close (abort if writes are stuck)."""
+    def cancel(self) -> None:
+        """Cancel this connection's steps, handler and timers."""
         if self.worker is not None:
             self.worker.cancel()
         if self.handler is not None:
@@ -410,6 +545,17 @@ class _PeerProtocol(asyncio.Protocol):
                 action.awaitable.close()  # never started: say so, quietly
         if self._queue:
             self._queue.clear()
+
+    def shutdown(self) -> None:
+        """The peer stops: judge what is left unread, cancel the steps, close (abort if
+        writes are stuck)."""
+        if self.connection is not None:
+            with self.server.lock:
+                self.server.conversation.stop(
+                    self.connection, clock(), receiving=self.receiving, eof=self.eof
+                )
+                self.server.changed()
+        self.cancel()
         transport = self.transport
         if transport is None:
             return
@@ -429,10 +575,14 @@ class _PeerProtocol(asyncio.Protocol):
 
 
 class PeerServer:
-    """Serves one conversation on the running loop; see the module docstring.
+    """Serves one conversation on one loop; see the module docstring.
 
-    ``changed`` is called, with ``lock`` held, after every event, so the peer can wake
-    whoever waits for a condition.
+    The listening socket is made by :meth:`listen`, in whichever thread starts the peer, so
+    the peer listens before ``serve()`` returns without waiting for the loop; :meth:`attach`
+    (on the loop) then accepts its connections. ``changed`` is called, with ``lock`` held,
+    after every event, so the peer can wake whoever waits for a condition. ``progress`` is
+    the time of the loop's last step in :meth:`settle` or :meth:`stop`: a thread waiting for
+    them tells a busy loop from a blocked one by it.
     """
 
     #: What serves each connection (the proxy relays instead).
@@ -447,53 +597,153 @@ class PeerServer:
         port: int,
         *,
         timeout: float = 5.0,
+        backlog: int = BACKLOG,
+        max_send_buffer: int = MAX_SEND_BUFFER,
     ) -> None:
         self.conversation = conversation
         self.timeout = timeout
-        self.loop: asyncio.AbstractEventLoop | None = None  # set by start()
+        self.loop: asyncio.AbstractEventLoop | None = None  # set by attach()
         self.lock = lock
         self.changed = changed
         self.host = host
         self.port = port
+        self.backlog = backlog
+        self.max_send_buffer = max_send_buffer
         self.protocols: set[_PeerProtocol] = set()
-        self.server: asyncio.Server | None = None
-        self.stopping = False
+        self.listener: socket.socket | None = None
+        self.adopting: set[asyncio.Task[None]] = set()  # accepted, not yet connection_made
+        self.stopping = False  # stop() is judging and closing the connections
+        self.closed = False  # stop() is over: nothing more is served or recorded
+        self.abandoned = False  # the loop was found blocked and given up (see _hosting)
         self.refusing = False
+        self.progress = 0.0
         self._drained: asyncio.Future[None] | None = None
         self.address: tuple[str, int] = (host, port)
 
-    async def start(self) -> tuple[str, int]:
-        """Bind and listen; return the bound ``(host, port)``. Listening when it returns."""
-        loop = self.loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(
-            lambda: self.protocol(self), self.host, self.port, backlog=128
-        )
-        sockname = self.server.sockets[0].getsockname()
+    # -- listening ---------------------------------------------------------------------------
+
+    def listen(self) -> tuple[str, int]:
+        """Bind and listen now, in the calling thread; return the bound ``(host, port)``.
+
+        Clients can connect from here on: the kernel queues them until :meth:`attach`.
+        """
+        self.listener = _listening_socket((self.host, self.port), self.backlog)
+        sockname = self.listener.getsockname()
         self.address = (str(sockname[0]), int(sockname[1]))
         return self.address
 
+    def attach(self) -> None:
+        """On the serving loop: accept the connections of the listening socket."""
+        loop = self.loop
+        assert loop is not None
+        with self.lock:
+            listener = self.listener
+            if listener is None or self.closed:  # stopped before the loop got to it
+                return
+            loop.add_reader(listener.fileno(), self._accept)
+        self._accept()  # some may be queued already
+
+    def _accept(self) -> None:
+        """Accept what the kernel queued (up to ``backlog`` at a time), under the lock, so
+        that a thread holding the lock sees every accepted socket in ``adopting`` or
+        ``protocols``."""
+        with self.lock:
+            listener = self.listener
+            if listener is None:
+                return
+            for _ in range(self.backlog):
+                try:
+                    sock, _address = listener.accept()
+                except (BlockingIOError, InterruptedError):
+                    return
+                except ConnectionAbortedError:
+                    continue  # the client gave up before we got to it
+                except OSError as exc:  # out of file descriptors, say: try again soon
+                    self._accept_failed(exc)
+                    return
+                self._adopt(sock)
+
+    def _accept_failed(self, exc: OSError) -> None:
+        loop = self.loop
+        listener = self.listener
+        assert loop is not None
+        assert listener is not None
+        self.conversation.note_peer(clock(), "error", f"accept() failed: {exc}; retrying")
+        loop.remove_reader(listener.fileno())
+        loop.call_later(0.1, self.attach)
+
+    def _adopt(self, sock: socket.socket) -> None:
+        loop = self.loop
+        assert loop is not None
+        sock.setblocking(False)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        task = loop.create_task(self._serve(sock))
+        self.adopting.add(task)
+        task.add_done_callback(self.adopting.discard)
+
+    async def _serve(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.connect_accepted_socket(lambda: self.protocol(self), sock)
+        except Exception as exc:  # pragma: no cover - the loop could not make a transport
+            sock.close()
+            with self.lock:
+                self.conversation.note_peer(clock(), "error", f"could not serve a client: {exc}")
+
+    def _close_listener(self) -> None:
+        """Stop listening (on the loop): clients connecting from now on are refused."""
+        with self.lock:
+            listener, self.listener = self.listener, None
+        if listener is None:
+            return
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.remove_reader(listener.fileno())
+        listener.close()
+
     def refuse(self) -> None:
         """Stop listening (new connections are refused); open ones go on. On the loop."""
-        if self.server is not None and not self.refusing:
+        if self.listener is not None and not self.refusing:
             self.refusing = True
-            self.server.close()
+            self._close_listener()
 
     def listen_again(self) -> socket.socket | None:
         """After :meth:`refuse`: a socket listening on the same address again, at once
         (clients can connect from now on); :meth:`accept_again` then serves it."""
-        if not self.refusing or self.stopping:
+        if not self.refusing or self.stopping or self.closed:
             return None
-        family = socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET
-        return socket.create_server(self.address, family=family, backlog=128)
+        return _listening_socket(self.address, self.backlog)
 
     async def accept_again(self, sock: socket.socket) -> None:
         """Serve the connections of ``sock``, from :meth:`listen_again`."""
-        if self.stopping:
+        if self.stopping or self.closed:
             sock.close()
             return
-        loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: self.protocol(self), sock=sock)
+        self.listener = sock
         self.refusing = False
+        self.attach()
+
+    # -- state seen from other threads (lock held) -------------------------------------------
+
+    def quiet(self) -> bool:
+        """True when the loop has nothing the verdict could be waiting for: no connection
+        being accepted, no byte a client sent still unread. Call with the lock held, from
+        any thread; it reads readiness only (``poll`` with no wait)."""
+        if self.adopting:
+            return False
+        fds = [p.fileno() for p in self.protocols if p.lagging()]
+        if None in fds:
+            return False  # a transport closing, its connection_lost still to come
+        if self.listener is not None and not self.refusing:
+            fds.append(self.listener.fileno())
+        return not _readable(fds)  # type: ignore[arg-type]  # None was ruled out above
+
+    def idle(self) -> bool:
+        """True when no client is connected or connecting (lock held, any thread)."""
+        return not self.protocols and self.quiet()
+
+    # -- events of the connections ------------------------------------------------------------
 
     def crashed(self, exc: BaseException, connection: Connection) -> None:
         """Record an exception raised while handling an event. Call with the lock held."""
@@ -505,53 +755,107 @@ class PeerServer:
         self.conversation.problems.append(problem)
         connection.failed = True
 
-    async def settle(self) -> None:
-        """Give the loop two turns so bytes already sent by clients are read.
-
-        On loopback, bytes a client sent are in our socket's buffer by the time its ``send``
-        returns; one turn of the selector hands them to ``data_received``.
-        """
-        for _ in range(2):
-            await asyncio.sleep(0)
-
     def forget(self, protocol: _PeerProtocol) -> None:
         """A connection is gone; wake :meth:`stop` when it was the last one."""
         drained = self._drained
         if drained is not None and not self.protocols and not drained.done():
             drained.set_result(None)
 
-    async def stop(self, timeout: float = 1.0) -> None:
-        """Stop listening, end every connection and step; return within about ``timeout``.
+    # -- settling and stopping ---------------------------------------------------------------
 
-        Bytes the peer wrote are flushed if the client reads them; a client that does not
-        read (or never closes) cannot delay this past ``timeout``: its connection is aborted.
+    async def settle(self, limit: float | None = None) -> bool:
+        """Read what clients already sent: accept the queued connections and read every
+        connection until its socket would block (the kernel's buffers are empty).
+
+        Returns False if clients were still sending after ``limit`` seconds (default: the
+        peer's ``timeout``); ``progress`` is stamped at every turn of the loop.
         """
-        server = self.server
-        if server is None:
+        deadline = clock() + (self.timeout if limit is None else limit)
+        while True:
+            self.progress = now = clock()
+            with self.lock:
+                if self.quiet():
+                    return True
+            if now >= deadline:
+                return False
+            await asyncio.sleep(0)
+
+    async def stop(self, timeout: float = 1.0) -> None:
+        """Stop serving, losing nothing; return within about ``timeout`` once clients stop
+        sending.
+
+        In order: stop listening, after accepting what the kernel already queued; read every
+        connection until its socket would block (for at most the peer's ``timeout``, in case
+        a client never stops sending); judge what is left (a message cut short is an
+        :class:`~fakepeer.IncompleteMessage`, whether or not the client closed); close every
+        connection and cancel every step. Bytes the peer wrote are flushed if the client
+        reads them; a client that does not read cannot delay this past ``timeout``: its
+        connection is aborted. Nothing is recorded after this returns.
+        """
+        if self.closed or self.stopping:
             return
-        self.server = None
         loop = asyncio.get_running_loop()
-        if self.protocols:
-            await self.settle()
+        self.progress = clock()
+        with self.lock:
+            listener = self.listener
+            if listener is not None:
+                loop.remove_reader(listener.fileno())
+                while self.listener is not None and _readable([listener.fileno()]):
+                    before = len(self.adopting)
+                    self._accept()
+                    if len(self.adopting) == before:
+                        break
+            self._close_listener()
+        await self.settle()
         self.stopping = True
-        server.close()
         protocols = list(self.protocols)
         workers = [task for p in protocols for task in (p.worker, p.handler) if task is not None]
         for protocol in protocols:
             protocol.shutdown()
         if self.protocols:
             self._drained = loop.create_future()
-            if not self.protocols:  # pragma: no cover - emptied between the two checks
-                self._drained.set_result(None)
         try:
             async with asyncio.timeout(timeout):
-                if self._drained is not None:
-                    await self._drained
+                while self._drained is not None and not self._drained.done():
+                    self.progress = clock()
+                    await asyncio.wait([self._drained], timeout=0.05)
                 if workers:
                     await asyncio.wait(workers)
-                await server.wait_closed()  # at once: every connection is gone by now
         except TimeoutError:
             for protocol in list(self.protocols):
                 if protocol.transport is not None:
                     protocol.transport.abort()
             await asyncio.sleep(0)  # let the aborts' connection_lost run
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Nothing more is served or recorded from now on (any thread, lock not needed)."""
+        self.closed = True
+        self.conversation.closed_for_good = True
+
+    def abort(self) -> None:
+        """On the loop, after it was found blocked: drop every connection at once."""
+        self._close_listener()
+        for protocol in list(self.protocols):
+            protocol.cancel()
+            if protocol.transport is not None:
+                protocol.transport.abort()
+
+
+def _listening_socket(address: tuple[str, int], backlog: int) -> socket.socket:
+    """A non-blocking TCP socket listening on ``address`` (a literal IPv4 or IPv6 host)."""
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    sock = socket.create_server(address, family=family, backlog=backlog)
+    sock.setblocking(False)
+    return sock
+
+
+def _readable(fds: list[int]) -> bool:
+    """True if any of ``fds`` has something to read (or an error or EOF) right now."""
+    if not fds:
+        return False
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -76,12 +77,18 @@ class Waiters:
     def wait(self, condition: Condition, timeout: float) -> bool:
         """Block this thread until ``condition`` holds; False if ``timeout`` ran out."""
         event = threading.Event()
-        with self._lock:
+        start = time.monotonic()
+        # Bounded too: the hub holds the lock while the script's code runs, which may block.
+        if not self._lock.acquire(timeout=timeout):
+            return False
+        try:
             key = self._add(condition, event.set)
+        finally:
+            self._lock.release()
         if key is None:
             return True
         try:
-            return event.wait(timeout)
+            return event.wait(max(0.0, timeout - (time.monotonic() - start)))
         finally:
             self._remove(key)
 

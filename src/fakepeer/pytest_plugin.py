@@ -314,7 +314,7 @@ class _Served:
 
     def serve(self, peer: FakePeer) -> FakePeer:
         serving = peer.serve()
-        serving.__enter__()
+        serving.start()
         self.own.append((peer, serving))
         self.state.peers.append((peer, serving))
         return peer
@@ -322,9 +322,9 @@ class _Served:
     def finish(self) -> None:
         __tracebackhide__ = True
         first: BaseException | None = None
-        for peer, _serving in reversed(self.own):
+        for peer, serving in reversed(self.own):
             try:
-                peer._stop_on_hub()
+                serving.stop()
                 if not self.state.reported:
                     peer.verify()
             except BaseException as exc:  # stop them all, then report the first
@@ -438,8 +438,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
             state.reported = True
         raise
     if state is not None:
-        for peer, _serving in state.peers:
-            peer._settle()
+        for peer, serving in state.peers:
+            serving.settle()
             try:
                 peer.verify()
             except BaseException:
@@ -456,5 +456,5 @@ def pytest_runtest_makereport(
     state = item.stash.get(_ITEM, None)
     if state is not None and report.failed and not (call.when == "call" and state.verdict_shown):
         for peer, _serving in state.peers:
-            report.sections.append((f"fakepeer {peer.name!r}", peer._report()))
+            report.sections.append((f"fakepeer {peer.name!r}", peer.report()))
     return report

@@ -1,0 +1,217 @@
+"""Hosting: start, settle and stop a peer's server, on the hub or in the caller's loop.
+
+The sequence is the same on both hosts:
+
+``start``
+    Bind and listen in the caller's thread (so the port is known, and clients can connect,
+    before ``serve()`` returns), then hand the listening socket to the loop without waiting.
+``settle``
+    Before a verdict: let the loop read what clients already sent. Skipped, with no
+    hand-over, when the loop is provably quiet: no connection being accepted and no socket
+    with unread bytes.
+``stop``
+    Stop listening after accepting what the kernel queued, read every connection until its
+    socket would block, judge what is left, close. Skipped, with no hand-over, when no client
+    is connected or connecting.
+
+A hand-over to the hub (``settle`` and ``stop`` when there is work) is bounded by progress,
+not by a fixed time: the hub stamps ``server.progress`` at every turn, so a hub busy reading a
+flood is waited for, and a hub that made no progress for :data:`STALL` seconds is blocked.
+Then :class:`~fakepeer.HubBlocked` names the blocked code, the peer stops listening at once,
+its transcript ends there, and the hub is replaced, so later peers are served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import ipaddress
+import socket
+from collections.abc import Coroutine, Iterator
+from typing import Any, Final
+
+from ._errors import HubBlocked, ScriptError
+from ._hub import hub
+from ._runtime import PeerServer, clock
+from ._watchdog import _sample
+
+__all__ = [
+    "STALL",
+    "call",
+    "check_host",
+    "settle",
+    "start",
+    "start_in_loop",
+    "stop",
+    "stop_in_loop",
+]
+
+#: A hub that makes no progress for this many seconds during a hand-over is blocked.
+STALL: Final = 1.0
+
+
+def start(server: PeerServer) -> None:
+    """Listen now (this thread), and have the hub accept from its next turn: no waiting."""
+    server.listen()
+    loop = server.loop = hub.loop()
+    loop.call_soon_threadsafe(server.attach)
+
+
+async def start_in_loop(server: PeerServer) -> None:
+    """Listen and accept in the running loop."""
+    server.listen()
+    server.loop = asyncio.get_running_loop()
+    server.attach()
+
+
+def settle(server: PeerServer) -> None:
+    """On the hub, read what clients already sent; nothing to do when the hub is quiet."""
+    if server.closed:
+        return
+    with _locked(server, "settle before its verdict"):
+        if server.quiet():
+            return
+    _handover(server, server.settle(), "settle before its verdict")
+
+
+def stop(server: PeerServer, timeout: float) -> None:
+    """Stop a hub-hosted server (see :meth:`PeerServer.stop`), within about ``timeout``
+    once clients stop sending; raises :class:`~fakepeer.HubBlocked` if the hub is stuck."""
+    if server.closed:
+        return
+    loop = server.loop
+    assert loop is not None
+    with _locked(server, "stop"):
+        if server.idle():  # nobody connected or connecting: nothing to read or judge
+            server.close()
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nothing listens
+                loop.call_soon_threadsafe(server.abort)
+            return
+    _handover(server, server.stop(timeout), "stop")
+
+
+async def stop_in_loop(server: PeerServer, timeout: float) -> None:
+    """Stop a server hosted in the running loop."""
+    await server.stop(timeout)
+
+
+def call(server: PeerServer, coroutine: Coroutine[Any, Any, object], what: str) -> None:
+    """Run ``coroutine`` on the server's hub loop and wait for it, bounded like a stop."""
+    _handover(server, coroutine, what)
+
+
+# -- bounded hand-overs ----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _locked(server: PeerServer, what: str) -> Iterator[None]:
+    """The peer's lock, unless the hub holds it for longer than :data:`STALL` (stuck in
+    the script's code, which runs under it): then :class:`~fakepeer.HubBlocked`."""
+    if not server.lock.acquire(timeout=STALL):
+        raise _blocked(server, what)
+    try:
+        yield
+    finally:
+        server.lock.release()
+
+
+def _handover(server: PeerServer, coroutine: Coroutine[Any, Any, object], what: str) -> None:
+    __tracebackhide__ = True
+    loop = server.loop
+    assert loop is not None
+    if server.abandoned or hub.given_up(loop):
+        coroutine.close()
+        raise _blocked(server, what)
+    try:
+        future = asyncio.run_coroutine_threadsafe(coroutine, loop)
+    except RuntimeError:  # the loop closed: the hub was shut down, nothing is served
+        coroutine.close()
+        server.close()
+        return
+    hub.handovers += 1
+    server.progress = clock()
+    while (remaining := server.progress + STALL - clock()) > 0:
+        try:
+            future.result(remaining)
+        except concurrent.futures.TimeoutError:
+            continue
+        return
+    future.cancel()
+    raise _blocked(server, what)
+
+
+def _blocked(server: PeerServer, what: str) -> HubBlocked:
+    """Give up on a blocked hub: describe the blocked code, stop listening from this
+    thread, freeze the record, and have the hub replaced."""
+    thread = hub.thread()
+    sample = _sample(thread.ident) if thread is not None and thread.ident is not None else None
+    user = sample.user if sample is not None else None
+    where = f"{user.filename}:{user.lineno} in {user.function}" if user is not None else "?"
+    lines = [
+        f"the fakepeer hub thread made no progress for {STALL:g} s when the peer had to "
+        f"{what}: code of the test's script is blocking it"
+    ]
+    if user is not None:
+        lines.append(f"  blocked at:  {where}")
+        lines.append(f"      {user.line.strip()}")
+        if user.expression:
+            lines.append(f"  call:        {user.expression}")
+    elif server.abandoned or (server.loop is not None and hub.given_up(server.loop)):
+        lines.append("  (the hub was already given up, blocked, earlier in this test)")
+    lines.append(
+        "  hint:        the script's reply callables and handlers run on the hub thread, "
+        "which serves every peer: they must not block (use 'async def' and await "
+        "asyncio.sleep(), not time.sleep()), or serve with 'async with peer.serve()'"
+    )
+    lines.append(
+        "  the peer stopped listening and its transcript ends here; later peers are served "
+        "by a new hub thread"
+    )
+    server.abandoned = True
+    server.close()
+    listener = server.listener
+    if listener is not None:
+        with contextlib.suppress(OSError):  # stops listening at once (Linux), fd kept
+            listener.shutdown(socket.SHUT_RDWR)
+    if server.loop is not None:
+        hub.give_up(server.loop, server.abort)
+    return HubBlocked("\n".join(lines), where=where)
+
+
+# -- where to listen ---------------------------------------------------------------------------
+
+
+def check_host(host: object, *, external: bool, owner: str = "FakePeer") -> str:
+    """The literal address to listen on for ``host``; :class:`~fakepeer.ScriptError` if it
+    is empty, not a string, cannot be resolved, or is not loopback without ``external``.
+
+    A name (``localhost``) is resolved now, to its first address, so the peer listens on one
+    socket whose address ``peer.address`` is. A wildcard (``0.0.0.0``, ``::``) or another
+    interface's address listens beyond loopback: other hosts can reach the peer, which
+    needs ``external=True`` said out loud.
+    """
+    if not isinstance(host, str) or not host.strip():
+        raise ScriptError(
+            f"{owner}(host=...) takes the address to listen on, such as '127.0.0.1' or "
+            f"'::1'; got {host!r}. An empty host would listen on every interface: for that, "
+            f"say host='0.0.0.0' and external=True"
+        )
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise ScriptError(f"{owner}(host={host!r}): cannot resolve it: {exc}") from None
+        address = ipaddress.ip_address(str(infos[0][4][0]).split("%")[0])
+    if not address.is_loopback and not external:
+        what = "every interface" if address.is_unspecified else "a non-loopback address"
+        raise ScriptError(
+            f"{owner}(host={host!r}) listens on {what}, so other hosts could reach the "
+            f"peer; say external=True if that is meant (the default, '127.0.0.1', is "
+            f"loopback only)"
+        )
+    if not isinstance(external, bool):
+        raise ScriptError(f"{owner}(external=...) takes True or False, got {external!r}")
+    return str(address)

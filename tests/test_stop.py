@@ -1,0 +1,321 @@
+"""Stopping loses nothing: what clients sent before the peer stopped is read, judged and
+recorded, on both hosts; after the stop nothing more is recorded.
+
+The races here are repeated hundreds of times: a client that connects, sends and closes just
+before ``serve()`` exits was once reported as never having connected in up to 95% of runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import socket
+import threading
+import time
+import warnings
+
+import pytest
+
+from fakepeer import (
+    ANY,
+    FakePeer,
+    HubBlocked,
+    IncompleteMessage,
+    LengthPrefixed,
+    Lines,
+    Raw,
+    UnmetExpectations,
+    prefix,
+)
+from fakepeer._hub import hub
+
+RUNS = 1000
+
+
+def serve_client(
+    peer: FakePeer,
+    data: bytes,
+    *,
+    close: bool,
+    wait: bool = False,
+    stopping: list[float] | None = None,
+) -> None:
+    """Serve ``peer`` on the hub for one fire-and-forget client (closed after the stop);
+    ``stopping`` gets the time the peer began to stop, even when that raises."""
+    sockets: list[socket.socket] = []
+    try:
+        with peer.serve():
+            sockets.append(fire_and_forget(peer.address, data, close=close))
+            if wait:
+                peer.wait_for_connections(1)
+            if stopping is not None:
+                stopping.append(time.monotonic())
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def fire_and_forget(address: tuple[str, int], data: bytes, *, close: bool = True) -> socket.socket:
+    """A client that connects, sends, and (unless told otherwise) closes, never reading."""
+    sock = socket.create_connection(address, timeout=5)
+    sock.sendall(data)
+    if close:
+        sock.close()
+    return sock
+
+
+def test_a_client_that_sends_and_closes_just_before_the_stop_is_recorded_every_time() -> None:
+    for run in range(RUNS):
+        peer = FakePeer(framing=Lines())
+        peer.expect(b"HELLO")
+        with peer.serve():
+            fire_and_forget(peer.address, b"HELLO\n")
+        assert peer.received == [b"HELLO"], f"run {run}: {peer.render_transcript()}"
+        kinds = [event.kind for event in peer.transcript.for_connection(1)]
+        assert kinds[:2] == ["connected", "received"], f"run {run}: {kinds}"
+
+
+@pytest.mark.asyncio
+async def test_the_same_in_the_loop() -> None:
+    for run in range(RUNS // 2):
+        peer = FakePeer(framing=Lines())
+        peer.expect(b"HELLO")
+        async with peer.serve():
+            # connect() completes in the kernel: a blocking client works in-loop here
+            fire_and_forget(peer.address, b"HELLO\n")
+        assert peer.received == [b"HELLO"], f"run {run}: {peer.render_transcript()}"
+
+
+def test_a_client_still_connected_at_the_stop_is_read_whole() -> None:
+    for run in range(RUNS // 2):
+        peer = FakePeer(framing=Lines())
+        peer.expect(b"HELLO")
+        with peer.serve():
+            sock = fire_and_forget(peer.address, b"HELLO\n", close=False)
+        sock.close()
+        assert peer.received == [b"HELLO"], f"run {run}: {peer.render_transcript()}"
+
+
+def test_a_client_that_connects_and_says_nothing_is_still_seen() -> None:
+    for run in range(RUNS // 2):
+        peer = FakePeer(framing=Lines())
+        peer.expect(b"HELLO")
+        with pytest.raises(UnmetExpectations) as info, peer.serve():
+            socket.create_connection(peer.address, timeout=5).close()
+        assert "1 connection(s), 0 message(s) received" in str(info.value), f"run {run}"
+
+
+@pytest.mark.parametrize("close", [True, False], ids=["closed", "open"])
+def test_400001_lines_sent_before_the_stop_are_recorded_whole(close: bool) -> None:
+    lines = [b"line %d" % number for number in range(400_001)]
+    peer = FakePeer(framing=Lines())
+    peer.always(ANY)
+    with peer.serve():
+        sock = fire_and_forget(peer.address, b"\n".join(lines) + b"\n", close=close)
+    sock.close()
+    assert len(peer.received) == len(lines)
+    assert peer.received == lines
+
+
+def test_a_flood_that_never_ends_is_cut_off_at_the_peer_timeout() -> None:
+    peer = FakePeer(framing=Raw(), timeout=0.5)
+    peer.expect(ANY)
+    peer.always(ANY)
+    stop = threading.Event()
+
+    def flood(sock: socket.socket) -> None:
+        chunk = b"x" * 65536
+        try:
+            while not stop.is_set():
+                sock.sendall(chunk)
+        except OSError:
+            pass
+
+    with peer.serve():
+        sock = socket.create_connection(peer.address, timeout=5)
+        sender = threading.Thread(target=flood, args=(sock,))
+        sender.start()
+        peer.wait_until_done()  # the flood has begun
+        start = time.monotonic()
+    elapsed = time.monotonic() - start
+    stop.set()
+    sender.join(5)
+    sock.close()
+    assert elapsed < 0.5 + 1.5
+    assert sum(map(len, peer.received)) > 0
+
+
+# -- a message cut short by the stop ----------------------------------------------------------
+
+
+def partial_peer(kind: str) -> FakePeer:
+    peer = FakePeer(framing=Lines())
+    if kind == "always":
+        peer.always(ANY)
+    elif kind == "expect":
+        peer.expect(b"partial")
+    else:
+
+        @peer.handler
+        async def handle(connection):  # type: ignore[no-untyped-def]
+            await connection.receive()
+
+    return peer
+
+
+@pytest.mark.parametrize("kind", ["always", "expect", "handler"])
+@pytest.mark.parametrize("close", [True, False], ids=["client-closed", "client-connected"])
+def test_a_partial_message_at_the_stop_is_an_incomplete_message(kind: str, close: bool) -> None:
+    peer = partial_peer(kind)
+    with pytest.raises(IncompleteMessage) as info:
+        serve_client(peer, b"partial", close=close, wait=kind == "handler")
+    text = str(info.value)
+    assert "connection #1" in text
+    assert "in the middle of a message (Lines(b'\\n'))\n  leftover:  'partial'" in text
+    assert "#1 received   'partial'" in text  # its bytes are in the transcript
+    how = "ended" if close else "was cut off by the peer's stop"
+    assert f"connection #1 {how} in the middle" in text
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", ["always", "handler"])
+async def test_a_partial_message_at_the_stop_in_the_loop(kind: str) -> None:
+    peer = partial_peer(kind)
+    writers: list[asyncio.StreamWriter] = []
+
+    async def serve() -> None:
+        async with peer.serve():
+            _, writer = await asyncio.open_connection(*peer.address)
+            writers.append(writer)
+            writer.write(b"partial")
+            await writer.drain()
+            await peer.wait_for_connections_async(1)
+
+    with pytest.raises(IncompleteMessage, match="cut off by the peer's stop"):
+        await serve()
+    writers[0].close()
+    await writers[0].wait_closed()
+
+
+def test_a_partial_length_prefixed_message_at_the_stop() -> None:
+    peer = FakePeer(framing=LengthPrefixed())
+    peer.always(prefix(b"x"))
+    with pytest.raises(IncompleteMessage, match=r"leftover:  '\\x00\\x00\\x00\\x05ab'"):
+        serve_client(peer, b"\x00\x00\x00\x05ab", close=False)
+
+
+def test_nothing_is_recorded_after_the_stop() -> None:
+    peer = FakePeer(framing=Lines())
+    peer.always(ANY).reply(b"ok")
+    with peer.serve():
+        sock = socket.create_connection(peer.address, timeout=5)
+        sock.sendall(b"one\n")
+        assert sock.recv(16) == b"ok\n"
+    recorded = len(peer.transcript)
+    assert peer.transcript.events[-1].kind == "closed"
+    with contextlib.suppress(OSError):
+        sock.sendall(b"two\n")
+    assert sock.recv(16) == b""  # the peer's close has arrived
+    sock.close()
+    assert len(peer.transcript) == recorded
+
+
+def test_no_transport_is_left_for_the_garbage_collector() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(200):
+            peer = FakePeer(framing=Lines())
+            peer.always(ANY)
+            with peer.serve():
+                fire_and_forget(peer.address, b"a\nb\n")
+            del peer
+        gc.collect()
+
+
+# -- a blocked hub ----------------------------------------------------------------------------
+
+
+def test_a_blocked_hub_fails_the_stop_within_the_bound_naming_the_line() -> None:
+    release = threading.Event()
+    peer = FakePeer(framing=Lines())
+    hub.loop()
+    blocked_hub = hub.thread()
+
+    def slow_reply(message: bytes) -> bytes:
+        release.wait(7)  # THE BLOCKING LINE
+        return b"late"
+
+    peer.expect(b"HELLO").reply(slow_reply)
+    peer.expect(b"NEVER")
+    stopping: list[float] = []
+    try:
+        with pytest.raises(HubBlocked) as info:
+            serve_client(peer, b"HELLO\n", close=False, stopping=stopping)
+        elapsed = time.monotonic() - stopping[0]
+        assert elapsed < 1.5
+        error = info.value
+        assert isinstance(error, AssertionError)
+        text = str(error)
+        assert text.startswith(
+            "the fakepeer hub thread made no progress for 1 s when the peer had to stop: "
+            "code of the test's script is blocking it\n"
+        )
+        assert f"  blocked at:  {__file__}:" in text
+        assert " in slow_reply\n      release.wait(7)  # THE BLOCKING LINE\n" in text
+        assert "  call:        release.wait(7)\n" in text
+        assert "#1 received   'HELLO' -> expect #1 'HELLO'" in text  # the transcript is kept
+        assert error.where.endswith("in slow_reply")
+        with pytest.raises(ConnectionRefusedError):  # stopped listening at once
+            socket.create_connection(peer.address, timeout=1).close()
+        recorded = len(peer.transcript)
+    finally:
+        release.set()
+    # a later peer is served at once, by a new hub
+    other = FakePeer(framing=Lines())
+    other.expect(b"PING").reply(b"PONG")
+    with other.serve(), socket.create_connection(other.address, timeout=5) as client:
+        client.sendall(b"PING\n")
+        assert client.recv(16) == b"PONG\n"
+    assert len(peer.transcript) == recorded  # nothing recorded after the stop
+    assert blocked_hub is not None
+    blocked_hub.join(5)  # the old hub ends once unblocked, leaving nothing behind
+    assert not blocked_hub.is_alive()
+
+
+def test_a_handler_that_never_yields_fails_the_stop_within_the_bound() -> None:
+    release = threading.Event()
+    peer = FakePeer(framing=Lines())
+    hub.loop()
+    blocked_hub = hub.thread()
+
+    @peer.handler
+    async def greedy(connection):  # type: ignore[no-untyped-def]
+        release.wait(7)
+
+    stopping: list[float] = []
+    try:
+        with pytest.raises(HubBlocked, match=r"in greedy\n      release\.wait"):
+            serve_client(peer, b"hi\n", close=False, stopping=stopping)
+        assert time.monotonic() - stopping[0] < 1.5
+    finally:
+        release.set()
+    assert blocked_hub is not None
+    blocked_hub.join(5)
+    assert not blocked_hub.is_alive()
+
+
+# -- hand-overs --------------------------------------------------------------------------------
+
+
+def test_a_peer_no_client_reaches_costs_no_blocking_hand_over() -> None:
+    hub.loop()  # the hub's first start is not a hand-over
+    before = hub.handovers
+    for _ in range(50):
+        peer = FakePeer(framing=Lines())
+        serving = peer.serve()
+        serving.start()
+        serving.settle()
+        serving.stop()
+        peer.verify()
+    assert hub.handovers == before
