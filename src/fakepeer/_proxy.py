@@ -18,7 +18,7 @@ from ._actions import Dropped, Wait, Write
 from ._errors import ConversationError, ScriptError
 from ._faults import FaultState, shape
 from ._peer import FakePeer
-from ._runtime import PeerServer, _PeerProtocol, clock
+from ._runtime import MAX_SEND_BUFFER, PeerServer, _PeerProtocol, clock
 from ._script import Close, HalfClose, Reset, Rule
 
 __all__ = ["Proxy", "UpstreamError"]
@@ -267,6 +267,8 @@ class Proxy(FakePeer):
         port: int = 0,
         timeout: float = 5.0,
         seed: int | None = None,
+        external: bool = False,
+        max_send_buffer: int = MAX_SEND_BUFFER,
     ) -> None:
         if (
             not isinstance(upstream, tuple)
@@ -276,7 +278,15 @@ class Proxy(FakePeer):
             or not isinstance(upstream[1], int)
         ):
             raise ScriptError(f"Proxy(upstream=...) takes a (host, port) tuple, got {upstream!r}")
-        super().__init__(name=name, host=host, port=port, timeout=timeout, seed=seed)
+        super().__init__(
+            name=name,
+            host=host,
+            port=port,
+            timeout=timeout,
+            seed=seed,
+            external=external,
+            max_send_buffer=max_send_buffer,
+        )
         self.upstream = upstream
         self._conversation.transcript.title = f"proxy {name!r}"
         self._conversation.transcript.upstream = f"{upstream[0]}:{upstream[1]}"

@@ -37,6 +37,7 @@ import pytest
 from ._framing import Framing
 from ._peer import FakePeer, Serving
 from ._proxy import Proxy
+from ._runtime import MAX_SEND_BUFFER
 from ._version import __version__
 from ._watchdog import Interrupt, LoopBlocked, UnseenErrors, Watchdog
 
@@ -55,6 +56,8 @@ class PeerOptions:
     port: int = 0
     timeout: float = 5.0
     seed: int | None = None
+    external: bool = False
+    max_send_buffer: int = MAX_SEND_BUFFER
 
 
 class PeerFactory(Protocol):
@@ -69,6 +72,8 @@ class PeerFactory(Protocol):
         port: int = ...,
         timeout: float = ...,
         seed: int | None = ...,
+        external: bool = ...,
+        max_send_buffer: int = ...,
     ) -> FakePeer: ...
 
 
@@ -178,7 +183,8 @@ def _configure_watchdog(config: pytest.Config) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "fakepeer(framing=None, name='fake peer', host='127.0.0.1', port=0, timeout=5.0): "
+        "fakepeer(framing=None, name='fake peer', host='127.0.0.1', port=0, timeout=5.0, "
+        "external=False, max_send_buffer=4194304): "
         "options of the fake_peer fixture for this test",
     )
     config.addinivalue_line(
@@ -365,6 +371,8 @@ def fake_peer_factory(request: pytest.FixtureRequest) -> Iterator[PeerFactory]:
             host=options.host,
             port=options.port,
             timeout=options.timeout,
+            external=options.external,
+            max_send_buffer=options.max_send_buffer,
         )
         return served.serve(peer)
 
@@ -384,6 +392,8 @@ class ProxyFactory(Protocol):
         port: int = ...,
         timeout: float = ...,
         seed: int | None = ...,
+        external: bool = ...,
+        max_send_buffer: int = ...,
     ) -> Proxy: ...
 
 
@@ -397,7 +407,8 @@ def fake_proxy_factory(request: pytest.FixtureRequest) -> Iterator[ProxyFactory]
 
     def factory(upstream: tuple[str, int], **kwargs: object) -> Proxy:
         __tracebackhide__ = True
-        options = _options(base, kwargs, ["name", "host", "port", "timeout", "seed"])
+        allowed = ["name", "host", "port", "timeout", "seed", "external", "max_send_buffer"]
+        options = _options(base, kwargs, allowed)
         proxy = Proxy(
             upstream,
             seed=served.seed(base.seed, options.seed if "seed" in kwargs else None),
@@ -405,6 +416,8 @@ def fake_proxy_factory(request: pytest.FixtureRequest) -> Iterator[ProxyFactory]
             host=options.host,
             port=options.port,
             timeout=options.timeout,
+            external=options.external,
+            max_send_buffer=options.max_send_buffer,
         )
         served.serve(proxy)
         return proxy
