@@ -141,7 +141,12 @@ def _cut(event: Event, keep: int) -> Event:
 
 class _Ring:
     """The events of one connection past the first half of its budget, oldest first: all of
-    them while the connection is within its budget, then the most recent that fit ``room``."""
+    them while the connection is within its budget, then the most recent that fit ``room``.
+
+    If the connection had no first events (its first was over half the budget), the oldest
+    event here is kept when it would be left out: cut to half the budget if need be, it is
+    ``pinned`` apart from the others, and ``room`` is what it leaves.
+    """
 
     __slots__ = (
         "connection",
@@ -150,11 +155,14 @@ class _Ring:
         "events",
         "keys",
         "lost",
+        "pinnable",
+        "pinned",
+        "pinned_key",
         "room",
         "spent",
     )
 
-    def __init__(self, connection: int, room: int) -> None:
+    def __init__(self, connection: int, room: int, *, pinnable: bool = False) -> None:
         self.connection = connection
         self.room = room  # the budget less what the connection's first events took
         self.spent = 0  # what the events here cost
@@ -163,25 +171,31 @@ class _Ring:
         self.dropped = 0  # events left out whole, between the first events and these
         self.dropped_bytes = 0  # their data, as it came
         self.lost = 0  # bytes of data not kept: of the events dropped, and cut from the others
+        self.pinnable = pinnable
+        self.pinned: Event | None = None
+        self.pinned_key = 0
 
     def add(self, event: Event, key: int) -> None:
         """Append ``event`` (cut to fit ``room`` if need be), then make room: cut the oldest
         event here down, by an eighth of its data at least, or leave it out."""
-        room = self.room
         cost = len(event.data) + EVENT_OVERHEAD
-        if cost > room:
-            self.lost += cost - room
-            event = _cut(event, room - EVENT_OVERHEAD)
-            cost = room
+        if cost > self.room:
+            self.lost += cost - self.room
+            event = _cut(event, self.room - EVENT_OVERHEAD)
+            cost = self.room
         events = self.events
         self.keys.append(key)
         events.append(event)
         spent = self.spent + cost
-        while spent > room:  # never past the event just added: it fits
+        while spent > self.room:  # the last event alone fits, even once the first is pinned
             oldest = events[0]
             length = len(oldest.data)
+            if self.pinnable:
+                spent -= length + EVENT_OVERHEAD
+                self._pin()
+                continue
             if length > _SLIVER:
-                keep = length - max(spent - room, length // 8)
+                keep = length - max(spent - self.room, length // 8)
                 if keep >= _SLIVER:
                     events[0] = _cut(oldest, keep)
                     spent -= length - keep
@@ -194,6 +208,18 @@ class _Ring:
             self.dropped_bytes += oldest.size if oldest.size >= 0 else length
             self.lost += length
         self.spent = spent
+
+    def _pin(self) -> None:
+        """Keep the oldest event, the connection's first, apart: cut to half the room."""
+        self.pinnable = False
+        self.pinned_key = self.keys.popleft()
+        event = self.events.popleft()
+        keep = self.room // 2 - EVENT_OVERHEAD
+        if len(event.data) > keep:
+            self.lost += len(event.data) - keep
+            event = _cut(event, keep)
+        self.pinned = event
+        self.room -= len(event.data) + EVENT_OVERHEAD
 
 
 class Transcript:
@@ -304,7 +330,8 @@ class Transcript:
                 self._first.append(_cut(event, left))
                 self._rings[connection] = _Ring(connection, self._limit - self._half)
                 return
-            ring = self._rings[connection] = _Ring(connection, self._limit - before)
+            ring = _Ring(connection, self._limit - before, pinnable=not before)
+            self._rings[connection] = ring
         ring.add(event, len(self._first) << _SHIFT | self._sequence)
         self._sequence += 1
 
@@ -315,13 +342,16 @@ class Transcript:
 
     def __len__(self) -> int:
         """How many events are kept."""
-        return len(self._first) + sum(len(ring.events) for ring in self._rings.values())
+        rings = self._rings.values()
+        return len(self._first) + sum(len(ring.events) + bool(ring.pinned) for ring in rings)
 
     def for_connection(self, connection: int) -> list[Event]:
         """The events of one connection that are kept, in order."""
         events = [event for event in self._first if event.connection == connection]
         ring = self._rings.get(connection)
         if ring is not None:
+            if ring.pinned:
+                events.append(ring.pinned)
             events.extend(ring.events)
         return events
 
@@ -331,8 +361,10 @@ class Transcript:
         rings = self._rings.values() if connection is None else [self._rings.get(connection)]
         late: list[tuple[int, int, Event | _Ring]] = []
         for ring in rings:
-            if ring is None or not ring.events:
+            if ring is None:
                 continue
+            if ring.pinned:
+                late.append((ring.pinned_key, 1, ring.pinned))
             if ring.dropped:
                 late.append((ring.keys[0], 0, ring))
             late.extend((key, 1, event) for key, event in zip(ring.keys, ring.events, strict=True))
