@@ -157,11 +157,11 @@ def test_bench_proxy_quick(tmp_path: Path) -> None:
         assert {"direct", "bare", "fakepeer"} <= set(row["mb_per_s"])
         if shutil.which("socat"):
             assert row["fakepeer_over_socat"] > 0
-    # The transcript keeps what the proxy relayed: about 1 MiB per MiB each way, the bare
-    # forwarder nothing.
+    # The transcript keeps a bounded record (its byte budget, 64 KiB a connection), not
+    # what the proxy relayed; the bare forwarder keeps nothing.
     memory = results["memory"]
-    kept = {(m["workload"], m["host"], m["contender"]): m["kept"] / m["mib"] for m in memory}
-    assert kept[("sink", "hub", "fakepeer")] > 0.5 * 2**20
+    kept = {(m["workload"], m["host"], m["contender"]): m["kept"] for m in memory}
+    assert kept[("sink", "hub", "fakepeer")] < 512 * 2**10
     assert kept[("sink", "hub", "bare")] < 0.1 * 2**20
 
 

@@ -62,7 +62,7 @@ from ._script import (
     Send,
     Step,
 )
-from ._transcript import Event, Transcript, show
+from ._transcript import DEFAULT_BUDGET, Event, Transcript, show
 
 __all__ = [
     "Action",
@@ -216,7 +216,13 @@ class Connection:
 class Conversation:
     """The peer's state machine; see the module docstring for the event/action contract."""
 
-    def __init__(self, framing: Framing, title: str = "fake peer") -> None:
+    def __init__(
+        self,
+        framing: Framing,
+        title: str = "fake peer",
+        *,
+        transcript_budget: int | None = DEFAULT_BUDGET,
+    ) -> None:
         self.framing = framing
         self.stream = framing.streaming
         limit = getattr(framing, "max_length", None)
@@ -230,7 +236,7 @@ class Conversation:
         self.seed = 0  # the seed of the faults' randomness
         self.received: list[bytes] = []
         self.problems: list[Error] = []
-        self.transcript = Transcript(title)
+        self.transcript = Transcript(title, budget=transcript_budget)
         #: Set once the peer stopped: nothing more is recorded (events are ignored).
         self.closed_for_good = False
 
@@ -463,9 +469,9 @@ class Conversation:
         self._event(at, connection, how, note=note)
 
     def relayed(self, connection: Connection, data: bytes, at: float) -> None:
-        """A proxy passed ``data`` from the client to its upstream server."""
-        connection.received.append(data)
-        self.received.append(data)
+        """A proxy passed ``data`` from the client to its upstream server: recorded in the
+        transcript (within its budget), not kept in ``received`` (a relay frames no
+        messages, and must not keep every byte it passes)."""
         self._event(at, connection, "received", data, "-> upstream")
 
     def note(self, connection: Connection, at: float, kind: str, note: str) -> None:

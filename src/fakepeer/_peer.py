@@ -26,7 +26,7 @@ from ._hub import hub
 from ._matchers import ANY, Exact, as_matcher
 from ._runtime import MAX_SEND_BUFFER, PeerServer, clock
 from ._script import HandlerFunction, Rule, Script, caller_location
-from ._transcript import Transcript
+from ._transcript import DEFAULT_BUDGET, Transcript
 from ._wait import Waiters, current_async_library
 
 __all__ = ["ActiveFault", "ConnectionScript", "FakePeer", "Faults"]
@@ -148,7 +148,9 @@ class FakePeer(_Scripting):
     :class:`~fakepeer.ScriptError`. ``max_send_buffer`` (bytes, default 4 MiB) bounds what
     may wait to be sent to one client: a push over it raises
     :class:`~fakepeer.ClientNotReading`; replies apply backpressure instead (the peer stops
-    reading a client that does not read its replies).
+    reading a client that does not read its replies). ``transcript_budget`` (bytes per
+    connection, default 64 KiB; ``None`` for no limit) bounds the transcript: past it, the
+    first and the latest events of a connection are kept and the rest counted.
     """
 
     #: True for a Proxy: it relays client bytes upstream, which faults can shape too.
@@ -165,6 +167,7 @@ class FakePeer(_Scripting):
         seed: int | None = None,
         external: bool = False,
         max_send_buffer: int = MAX_SEND_BUFFER,
+        transcript_budget: int | None = DEFAULT_BUDGET,
     ) -> None:
         self.framing: Framing = check_framing(framing)
         self.name = name
@@ -184,7 +187,9 @@ class FakePeer(_Scripting):
         self.max_send_buffer = max_send_buffer
         self.timeout = timeout
         self._lock = threading.RLock()
-        self._conversation = Conversation(self.framing, f"fake peer {name!r}")
+        self._conversation = Conversation(
+            self.framing, f"fake peer {name!r}", transcript_budget=transcript_budget
+        )
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ScriptError(f"FakePeer(seed=...) takes a whole number, got {seed!r}")
         self._conversation.seed = random.getrandbits(32) if seed is None else seed

@@ -20,6 +20,7 @@ from ._faults import FaultState, shape
 from ._peer import FakePeer
 from ._runtime import MAX_SEND_BUFFER, PeerServer, _PeerProtocol, clock
 from ._script import Close, HalfClose, Reset, Rule
+from ._transcript import DEFAULT_BUDGET
 
 __all__ = ["Proxy", "UpstreamError"]
 
@@ -269,6 +270,7 @@ class Proxy(FakePeer):
         seed: int | None = None,
         external: bool = False,
         max_send_buffer: int = MAX_SEND_BUFFER,
+        transcript_budget: int | None = DEFAULT_BUDGET,
     ) -> None:
         if (
             not isinstance(upstream, tuple)
@@ -286,6 +288,7 @@ class Proxy(FakePeer):
             seed=seed,
             external=external,
             max_send_buffer=max_send_buffer,
+            transcript_budget=transcript_budget,
         )
         self.upstream = upstream
         self._conversation.transcript.title = f"proxy {name!r}"

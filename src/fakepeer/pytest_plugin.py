@@ -38,6 +38,7 @@ from ._framing import Framing
 from ._peer import FakePeer, Serving
 from ._proxy import Proxy
 from ._runtime import MAX_SEND_BUFFER
+from ._transcript import DEFAULT_BUDGET
 from ._version import __version__
 from ._watchdog import Interrupt, LoopBlocked, UnseenErrors, Watchdog
 
@@ -58,6 +59,7 @@ class PeerOptions:
     seed: int | None = None
     external: bool = False
     max_send_buffer: int = MAX_SEND_BUFFER
+    transcript_budget: int | None = DEFAULT_BUDGET
 
 
 class PeerFactory(Protocol):
@@ -74,6 +76,7 @@ class PeerFactory(Protocol):
         seed: int | None = ...,
         external: bool = ...,
         max_send_buffer: int = ...,
+        transcript_budget: int | None = ...,
     ) -> FakePeer: ...
 
 
@@ -184,7 +187,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "fakepeer(framing=None, name='fake peer', host='127.0.0.1', port=0, timeout=5.0, "
-        "external=False, max_send_buffer=4194304): "
+        "external=False, max_send_buffer=4194304, transcript_budget=65536): "
         "options of the fake_peer fixture for this test",
     )
     config.addinivalue_line(
@@ -373,6 +376,7 @@ def fake_peer_factory(request: pytest.FixtureRequest) -> Iterator[PeerFactory]:
             timeout=options.timeout,
             external=options.external,
             max_send_buffer=options.max_send_buffer,
+            transcript_budget=options.transcript_budget,
         )
         return served.serve(peer)
 
@@ -394,6 +398,7 @@ class ProxyFactory(Protocol):
         seed: int | None = ...,
         external: bool = ...,
         max_send_buffer: int = ...,
+        transcript_budget: int | None = ...,
     ) -> Proxy: ...
 
 
@@ -407,7 +412,10 @@ def fake_proxy_factory(request: pytest.FixtureRequest) -> Iterator[ProxyFactory]
 
     def factory(upstream: tuple[str, int], **kwargs: object) -> Proxy:
         __tracebackhide__ = True
-        allowed = ["name", "host", "port", "timeout", "seed", "external", "max_send_buffer"]
+        allowed = [
+            *("name", "host", "port", "timeout", "seed"),
+            *("external", "max_send_buffer", "transcript_budget"),
+        ]
         options = _options(base, kwargs, allowed)
         proxy = Proxy(
             upstream,
@@ -418,6 +426,7 @@ def fake_proxy_factory(request: pytest.FixtureRequest) -> Iterator[ProxyFactory]
             timeout=options.timeout,
             external=options.external,
             max_send_buffer=options.max_send_buffer,
+            transcript_budget=options.transcript_budget,
         )
         served.serve(proxy)
         return proxy
