@@ -236,6 +236,7 @@ class Conversation:
         self.seed = 0  # the seed of the faults' randomness
         self.received: list[bytes] = []
         self.problems: list[Error] = []
+        self.raised: set[int] = set()  # id() of problems already raised to the test
         self.transcript = Transcript(title, budget=transcript_budget)
         #: Set once the peer stopped: nothing more is recorded (events are ignored).
         self.closed_for_good = False

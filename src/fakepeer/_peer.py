@@ -199,7 +199,6 @@ class FakePeer(_Scripting):
         self._server: PeerServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._state = "new"  # new -> serving -> stopped
-        self._delivered: set[int] = set()  # id() of problems already raised to the test
         self._background: set[asyncio.Task[None]] = set()  # re-listening after refuse()
 
     def __repr__(self) -> str:
@@ -435,7 +434,7 @@ class FakePeer(_Scripting):
         the expectations left unmet after it)."""
         with _reading(self._lock, self._conversation):
             conversation = self._conversation
-            skip = self._delivered if deliver and final else ()
+            skip = self._conversation.raised if deliver and final else ()
             if (
                 final
                 and skip
@@ -450,7 +449,7 @@ class FakePeer(_Scripting):
             if problem is None:
                 return None
             if deliver:
-                self._delivered.add(id(problem))
+                self._conversation.raised.add(id(problem))
             problem.others = [
                 p.diagnosis.splitlines()[0]
                 for p in conversation.problems

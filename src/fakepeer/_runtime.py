@@ -315,6 +315,8 @@ class _PeerProtocol(asyncio.Protocol):
         if isinstance(action, Write):
             if type(action) is _Push:
                 self.pushing = max(0, self.pushing - len(action.data))
+                if connection.failed:  # the peer pushes nothing more to a failed connection
+                    return
             transport.write(action.data)
             conversation.sent(connection, action.data, now)
         elif isinstance(action, Close):
@@ -414,6 +416,8 @@ class _PeerProtocol(asyncio.Protocol):
             waiting=waiting,
         )
         server.conversation.problems.append(problem)
+        if not self._in_loop():  # raised in the test itself: it is handled there
+            server.conversation.raised.add(id(problem))
         connection.failed = True
         server.conversation.note(connection, clock(), "error", problem.diagnosis.splitlines()[0])
         self.pushing = 0
