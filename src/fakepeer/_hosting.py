@@ -38,11 +38,11 @@ from ._watchdog import _sample
 
 __all__ = [
     "STALL",
+    "attach_here",
+    "attach_to_hub",
     "call",
     "check_host",
     "settle",
-    "start",
-    "start_in_loop",
     "stop",
     "stop_in_loop",
 ]
@@ -51,16 +51,15 @@ __all__ = [
 STALL: Final = 1.0
 
 
-def start(server: PeerServer) -> None:
-    """Listen now (this thread), and have the hub accept from its next turn: no waiting."""
-    server.listen()
+def attach_to_hub(server: PeerServer) -> None:
+    """Have the hub accept the connections of a listening server from its next turn: no
+    waiting (:meth:`PeerServer.listen` made the socket in the caller's thread)."""
     loop = server.loop = hub.loop()
     loop.call_soon_threadsafe(server.attach)
 
 
-async def start_in_loop(server: PeerServer) -> None:
-    """Listen and accept in the running loop."""
-    server.listen()
+def attach_here(server: PeerServer) -> None:
+    """Accept the connections of a listening server in the running loop."""
     server.loop = asyncio.get_running_loop()
     server.attach()
 
@@ -81,7 +80,10 @@ def stop(server: PeerServer, timeout: float) -> None:
     if server.closed:
         return
     loop = server.loop
-    assert loop is not None
+    if loop is None:  # listening, never served: nobody was accepted
+        server.close()
+        server.abort()
+        return
     with _locked(server, "stop"):
         if server.idle():  # nobody connected or connecting: nothing to read or judge
             server.close()
@@ -93,6 +95,10 @@ def stop(server: PeerServer, timeout: float) -> None:
 
 async def stop_in_loop(server: PeerServer, timeout: float) -> None:
     """Stop a server hosted in the running loop."""
+    if server.loop is None:  # listening, never served
+        server.close()
+        server.abort()
+        return
     await server.stop(timeout)
 
 

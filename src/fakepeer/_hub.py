@@ -73,19 +73,23 @@ class Hub:
         with self._lock:
             if self._loop is not None and self.running:
                 return self._loop
-            loop = asyncio.new_event_loop()
+            made: list[asyncio.AbstractEventLoop] = []
             ready = threading.Event()
             thread = threading.Thread(
-                target=self._main, args=(loop, ready), name="fakepeer-hub", daemon=True
+                target=self._main, args=(made, ready), name="fakepeer-hub", daemon=True
             )
             thread.start()
             if not ready.wait(10):  # pragma: no cover - a thread that cannot start
                 raise RuntimeError("the fakepeer hub thread did not start within 10 s")
-            self._loop, self._thread = loop, thread
-            return loop
+            self._loop, self._thread = made[0], thread
+            return made[0]
 
     @staticmethod
-    def _main(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+    def _main(made: list[asyncio.AbstractEventLoop], ready: threading.Event) -> None:
+        # The loop is made in its own thread: the loop watchdog's selector (see _watchdog)
+        # watches loops made in the main thread, and the hub's must not pass for one of them.
+        loop = asyncio.new_event_loop()
+        made.append(loop)
         asyncio.set_event_loop(loop)
         loop.call_soon(ready.set)
         try:

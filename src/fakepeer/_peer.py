@@ -198,11 +198,12 @@ class FakePeer(_Scripting):
         self._waiters = Waiters(self._lock)
         self._server: PeerServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._state = "new"  # new -> serving -> stopped
+        self._state = "new"  # new -> (listening ->) serving -> stopped
         self._background: set[asyncio.Task[None]] = set()  # re-listening after refuse()
 
     def __repr__(self) -> str:
-        where = f" on {self._host}:{self._port}" if self._state == "serving" else ""
+        serving = self._state in ("listening", "serving")
+        where = f" on {self._host}:{self._port}" if serving else ""
         return f"<FakePeer {self.name!r} {self._state}{where} framing={self.framing!r}>"
 
     # -- the script --------------------------------------------------------------------------
@@ -270,10 +271,25 @@ class FakePeer(_Scripting):
             **extra,
         )
 
+    def _listen(self) -> PeerServer:
+        """Bind and listen now, serving nothing yet (the kernel queues the clients)."""
+        if self._state == "listening" and self._server is not None:
+            return self._server
+        self._claim()
+        server = self._make_server()
+        try:
+            server.listen()
+        except BaseException:
+            self._state = "stopped"
+            raise
+        self._server = server
+        self._host, self._port = server.address
+        self._state = "listening"
+        return server
+
     def _started(self, server: PeerServer) -> None:
         assert server.loop is not None
         self._server, self._loop = server, server.loop
-        self._host, self._port = server.address
         host = f"[{self._host}]" if ":" in self._host else self._host
         address = f"{host}:{self._port}"
         if self.external:
@@ -285,13 +301,8 @@ class FakePeer(_Scripting):
             self._refuse(True)
 
     def _start_on_hub(self) -> None:
-        self._claim()
-        server = self._make_server()
-        try:
-            _hosting.start(server)
-        except BaseException:
-            self._state = "stopped"
-            raise
+        server = self._listen()
+        _hosting.attach_to_hub(server)
         self._started(server)
 
     def _stop_on_hub(self) -> None:
@@ -304,13 +315,8 @@ class FakePeer(_Scripting):
                 self._conversation.problems.insert(0, blocked)
 
     async def _start_in_loop(self) -> None:
-        self._claim()
-        server = self._make_server()
-        try:
-            await _hosting.start_in_loop(server)
-        except BaseException:
-            self._state = "stopped"
-            raise
+        server = self._listen()
+        _hosting.attach_here(server)
         self._started(server)
 
     async def _stop_in_loop(self) -> None:
@@ -386,7 +392,7 @@ class FakePeer(_Scripting):
         return self._port
 
     def _require_serving(self, what: str) -> None:
-        if self._state not in ("serving", "stopped"):
+        if self._state not in ("listening", "serving", "stopped"):
             raise RuntimeError(f"peer.{what} is known once the peer serves: use peer.serve()")
 
     # -- inspection --------------------------------------------------------------------------
@@ -585,17 +591,35 @@ class Serving:
     """What :meth:`FakePeer.serve` returns: a sync and an async context manager.
 
     Without ``with``, for a fixture that starts and stops a peer in different places:
-    :meth:`start` serves on the hub, :meth:`settle` lets the hub read what clients already
-    sent, :meth:`stop` stops serving (then ``peer.verify()`` gives the verdict).
+    :meth:`listen` binds the port now and serves nothing yet (clients that connect wait in
+    the kernel's queue); :meth:`start` serves on the hub, :meth:`start_async` in the running
+    asyncio loop; :meth:`settle` lets the hub read what clients already sent; :meth:`stop`
+    and :meth:`stop_async` stop serving. Then ``peer.verify()`` gives the verdict.
     """
 
     def __init__(self, peer: FakePeer) -> None:
         self._peer = peer
         self._hosted_in_loop = False
 
+    def listen(self) -> FakePeer:
+        """Bind and listen now, in this thread, serving nothing yet: ``peer.address`` is
+        known, and clients that connect are queued by the kernel until :meth:`start` or
+        :meth:`start_async`. Returns the peer."""
+        self._peer._listen()
+        return self._peer
+
     def start(self) -> FakePeer:
         """Serve on the hub thread: listening when this returns. Returns the peer."""
         self._peer._start_on_hub()
+        return self._peer
+
+    async def start_async(self) -> FakePeer:
+        """Serve in the running asyncio loop (under trio: on the hub). Returns the peer."""
+        if current_async_library() == "asyncio":
+            self._hosted_in_loop = True
+            await self._peer._start_in_loop()
+        else:  # trio (or anything else): the hub serves, our loop only waits briefly
+            self._peer._start_on_hub()
         return self._peer
 
     def settle(self) -> None:
@@ -604,10 +628,22 @@ class Serving:
         self._peer._settle()
 
     def stop(self) -> None:
-        """Stop serving, losing nothing the clients sent (see ``serve()``); idempotent.
-        Raises nothing: a blocked hub (:class:`~fakepeer.HubBlocked`) is recorded as the
-        peer's first problem, for the verdict."""
+        """Stop serving on the hub, losing nothing the clients sent (see ``serve()``);
+        idempotent. Raises nothing: a blocked hub (:class:`~fakepeer.HubBlocked`) is
+        recorded as the peer's first problem, for the verdict."""
         self._peer._stop_on_hub()
+
+    async def stop_async(self) -> None:
+        """Stop serving, from the loop that :meth:`start_async` served in; idempotent."""
+        if self._hosted_in_loop:
+            await self._peer._stop_in_loop()
+        else:
+            self._peer._stop_on_hub()
+
+    @property
+    def in_loop(self) -> bool:
+        """True when served in an asyncio loop of the caller's, not on the hub."""
+        return self._hosted_in_loop
 
     def __enter__(self) -> FakePeer:
         return self.start()
@@ -618,16 +654,11 @@ class Serving:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._peer._stop_on_hub()
+        self.stop()
         self._peer._conclude(exc)
 
     async def __aenter__(self) -> FakePeer:
-        if current_async_library() == "asyncio":
-            self._hosted_in_loop = True
-            await self._peer._start_in_loop()
-        else:  # trio (or anything else): the hub serves, our loop only waits briefly
-            self._peer._start_on_hub()
-        return self._peer
+        return await self.start_async()
 
     async def __aexit__(
         self,
@@ -635,10 +666,7 @@ class Serving:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._hosted_in_loop:
-            await self._peer._stop_in_loop()
-        else:
-            self._peer._stop_on_hub()
+        await self.stop_async()
         self._peer._conclude(exc)
 
 

@@ -24,7 +24,9 @@ Everything here only wires pytest to the library; the library works without pyte
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import inspect
 import math
 import os
 import random
@@ -40,6 +42,7 @@ from ._proxy import Proxy
 from ._runtime import MAX_SEND_BUFFER
 from ._transcript import DEFAULT_BUDGET
 from ._version import __version__
+from ._wait import current_async_library
 from ._watchdog import Interrupt, LoopBlocked, UnseenErrors, Watchdog
 
 __all__ = ["PeerFactory", "PeerOptions", "ProxyFactory"]
@@ -60,6 +63,7 @@ class PeerOptions:
     external: bool = False
     max_send_buffer: int = MAX_SEND_BUFFER
     transcript_budget: int | None = DEFAULT_BUDGET
+    serve_in: str = "hub"
 
 
 class PeerFactory(Protocol):
@@ -77,12 +81,15 @@ class PeerFactory(Protocol):
         external: bool = ...,
         max_send_buffer: int = ...,
         transcript_budget: int | None = ...,
+        serve_in: str = ...,
     ) -> FakePeer: ...
 
 
 @dataclasses.dataclass
 class _ItemState:
     peers: list[tuple[FakePeer, Serving]] = dataclasses.field(default_factory=list)
+    # listening since setup, to be served in the test's own loop when it starts
+    deferred: list[Serving] = dataclasses.field(default_factory=list)
     reported: bool = False  # a failure was already reported for this test
     verdict_shown: bool = False  # the failure is the peer's verdict, transcript included
 
@@ -95,6 +102,12 @@ _SEED_HELP: Final = (
     "seed of the network faults' randomness, to replay a run (default: a new one each "
     "session, shown in the report header)"
 )
+_SERVE_IN_HELP: Final = (
+    "where the fake_peer fixture serves: 'hub' (a background thread, for any test and any "
+    "client; the default) or 'loop' (an asyncio test's own event loop, for suites whose "
+    "clients are all async: cheaper, but a blocking client would block its own peer)"
+)
+_SERVE_IN: Final = ("hub", "loop")
 _WATCHDOG_DEFAULT: Final = 0.5
 _WATCHDOG_ENV: Final = "FAKEPEER_LOOP_WATCHDOG"
 
@@ -116,6 +129,12 @@ class _WatchdogState:
 _OPTIONS: Final = pytest.StashKey[PeerOptions]()
 _WATCHDOG: Final = pytest.StashKey[_WatchdogState]()
 _ITEM: Final = pytest.StashKey[_ItemState]()
+
+
+def _serve_in(value: object, source: str) -> str:
+    if value not in _SERVE_IN:
+        raise pytest.UsageError(f"{source}: expected 'hub' or 'loop', got {value!r}")
+    return str(value)
 
 
 def _parse_timeout(value: object, source: str, *, zero: bool = False) -> float:
@@ -141,6 +160,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=_WATCHDOG_HELP,
     )
     parser.addini("loop_watchdog", help=_WATCHDOG_HELP, default=None)
+    group.addoption(
+        "--fakepeer-serve-in",
+        dest="fakepeer_serve_in",
+        default=None,
+        choices=_SERVE_IN,
+        help=_SERVE_IN_HELP,
+    )
+    parser.addini("fakepeer_serve_in", help=_SERVE_IN_HELP, default=None)
     group.addoption(
         "--fakepeer-seed",
         dest="fakepeer_seed",
@@ -187,7 +214,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "fakepeer(framing=None, name='fake peer', host='127.0.0.1', port=0, timeout=5.0, "
-        "external=False, max_send_buffer=4194304, transcript_budget=65536): "
+        "external=False, max_send_buffer=4194304, transcript_budget=65536, serve_in='hub'): "
         "options of the fake_peer fixture for this test",
     )
     config.addinivalue_line(
@@ -202,6 +229,14 @@ def pytest_configure(config: pytest.Config) -> None:
     cli = config.getoption("fakepeer_timeout")
     if cli is not None:
         options = dataclasses.replace(options, timeout=_parse_timeout(cli, "--fakepeer-timeout"))
+    serve_in = config.getini("fakepeer_serve_in")
+    if serve_in not in (None, ""):
+        options = dataclasses.replace(
+            options, serve_in=_serve_in(serve_in, "ini fakepeer_serve_in")
+        )
+    cli = config.getoption("fakepeer_serve_in")
+    if cli is not None:
+        options = dataclasses.replace(options, serve_in=cli)
     seed = config.getoption("fakepeer_seed")
     workerinput = getattr(config, "workerinput", None)  # a pytest-xdist worker
     if seed is None and workerinput is not None and "fakepeer_seed" in workerinput:
@@ -237,6 +272,7 @@ def pytest_report_header(config: pytest.Config) -> str:
         watchdog = f"{state.limit:g}s"
     return (
         f"fakepeer: {__version__}, timeout={options.timeout:g}s, host={options.host}, "
+        f"serve_in={options.serve_in}, "
         f"loop watchdog={watchdog}, fault seed={options.seed}"
     )
 
@@ -321,9 +357,13 @@ class _Served:
         digest = hashlib.sha256(f"{session_seed}/{self.nodeid}/{len(self.own)}".encode())
         return int.from_bytes(digest.digest()[:4], "big")
 
-    def serve(self, peer: FakePeer) -> FakePeer:
+    def serve(self, peer: FakePeer, *, in_loop: bool = False) -> FakePeer:
         serving = peer.serve()
-        serving.start()
+        if in_loop and current_async_library() is None:  # setup: the test's loop is not on
+            serving.listen()
+            self.state.deferred.append(serving)
+        else:
+            serving.start()
         self.own.append((peer, serving))
         self.state.peers.append((peer, serving))
         return peer
@@ -367,6 +407,8 @@ def fake_peer_factory(request: pytest.FixtureRequest) -> Iterator[PeerFactory]:
     def factory(**kwargs: object) -> FakePeer:
         __tracebackhide__ = True
         options = _options(base, kwargs, fields)
+        if "serve_in" in kwargs:
+            _serve_in(options.serve_in, f"{request.node.nodeid}: fakepeer serve_in")
         peer = FakePeer(
             seed=served.seed(base.seed, options.seed if "seed" in kwargs else None),
             framing=options.framing,
@@ -378,7 +420,7 @@ def fake_peer_factory(request: pytest.FixtureRequest) -> Iterator[PeerFactory]:
             max_send_buffer=options.max_send_buffer,
             transcript_budget=options.transcript_budget,
         )
-        return served.serve(peer)
+        return served.serve(peer, in_loop=options.serve_in == "loop")
 
     yield factory
     served.finish()
@@ -449,16 +491,58 @@ def fake_peer(request: pytest.FixtureRequest, fake_peer_factory: PeerFactory) ->
     return fake_peer_factory(**kwargs)
 
 
+_IN_LOOP_HINT: Final = (
+    "\n  fakepeer:    this test's fake_peer is served in the test's own event loop "
+    "(serve_in='loop'), so it cannot answer while a blocking client blocks that loop: serve "
+    "it on the hub with @pytest.mark.fakepeer(serve_in='hub'), or use an async client"
+)
+
+
+def _serve_in_the_tests_loop(item: pytest.Item, state: _ItemState) -> Any:
+    """Serve the peers listening since setup in the test's own loop: wrap the test function
+    (an ``async def``) so that, in that loop, it starts them first and stops them last.
+    Returns the original function to restore, or None when the test is not a coroutine
+    function (the peers are served on the hub then)."""
+    deferred = state.deferred
+    function = getattr(item, "obj", None)
+    if not inspect.iscoroutinefunction(function) or hasattr(function, "hypothesis"):
+        for serving in deferred:
+            serving.start()
+        return None
+
+    @functools.wraps(function)
+    async def in_the_tests_loop(*args: Any, **kwargs: Any) -> Any:
+        for serving in deferred:
+            await serving.start_async()
+        try:
+            return await function(*args, **kwargs)
+        finally:
+            for serving in reversed(deferred):
+                await serving.stop_async()
+
+    item.obj = in_the_tests_loop  # type: ignore[attr-defined]  # a Function's
+    return function
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     __tracebackhide__ = True
     state = item.stash.get(_ITEM, None)
+    original = None
+    if state is not None and state.deferred:
+        original = _serve_in_the_tests_loop(item, state)
     try:
         yield from _watched(item, "call")
-    except BaseException:
+    except BaseException as exc:
         if state is not None:
             state.reported = True
+            if isinstance(exc, LoopBlocked) and any(s.in_loop for s in state.deferred):
+                exc.diagnosis += _IN_LOOP_HINT
+                exc.args = (exc.diagnosis,)
         raise
+    finally:
+        if original is not None:
+            item.obj = original  # type: ignore[attr-defined]  # a Function's, restored
     if state is not None:
         for peer, serving in state.peers:
             serving.settle()
