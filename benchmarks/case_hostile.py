@@ -51,6 +51,7 @@ import sys
 import textwrap
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 from _common import orders
@@ -211,6 +212,7 @@ class FloodResult:
     growths: list[float] = field(default_factory=list)
     sent: list[float] = field(default_factory=list)
     error: str | None = None
+    skipped: str | None = None
 
 
 def _floods(plan: Plan) -> list[Flood]:
@@ -273,6 +275,10 @@ def flood_table(plan: Plan) -> Table:
     rounds = plan.pick(3, 1)
     floods = _floods(plan)
     results = {f.name: FloodResult() for f in floods}
+    if not Path("/proc/self/status").exists():
+        for result in results.values():
+            result.skipped = "needs /proc/self/status (Linux) for VmHWM"
+        rounds = 0
     for order in orders(floods, rounds):
         for flood in order:
             result = results[flood.name]
@@ -289,8 +295,8 @@ def flood_table(plan: Plan) -> Table:
     measurements = []
     for flood in floods:
         result = results[flood.name]
-        if result.error is not None:
-            measurements.append(Measurement(flood.name, error=result.error))
+        if result.error is not None or result.skipped is not None:
+            measurements.append(Measurement(flood.name, error=result.error, skipped=result.skipped))
             continue
         extra = {"growth": statistics.median(result.growths)}
         if flood.name != INTERPRETER:
