@@ -245,6 +245,7 @@ class Upstream:
         self.address: Address = (str(host), int(port))
         self.errors: list[BaseException] = []
         self.closed = False
+        self.serving: set[threading.Thread] = set()  # a thread per open connection
         self.thread = threading.Thread(target=self._accept, name="upstream", daemon=True)
         self.thread.start()
 
@@ -256,7 +257,26 @@ class Upstream:
                 continue
             except OSError:
                 return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+            serving = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self.serving.add(serving)
+            serving.start()
+
+    def join(self, timeout: float = SOCKET_TIMEOUT) -> None:
+        """Wait until every connection's thread saw its client go: each holds a receive
+        buffer of RECV_SIZE until then, which the memory pass would count as kept."""
+        deadline = time.monotonic() + timeout
+        for serving in list(self.serving):
+            serving.join(max(0.0, deadline - time.monotonic()))
+            if not serving.is_alive():
+                self.serving.discard(serving)
+
+    async def join_async(self, timeout: float = SOCKET_TIMEOUT) -> None:
+        """:meth:`join` from a loop, without blocking it (and without an executor, whose
+        threads the memory pass would count)."""
+        deadline = time.monotonic() + timeout
+        while any(t.is_alive() for t in self.serving) and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
+        self.serving = {t for t in self.serving if t.is_alive()}
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:
@@ -741,6 +761,7 @@ def measure_memory(setup: Setup) -> list[Memory]:
             proxy = Proxy(upstream=upstream)
             with proxy.serve():
                 client(proxy.address, chunks)
+            setup.upstream.join()
             traced.done()
         events = len(proxy.transcript)
         results.append(Memory(workload, "hub", "fakepeer", mib, traced.kept, traced.peak, events))
@@ -749,6 +770,7 @@ def measure_memory(setup: Setup) -> list[Memory]:
             forwarder = BareForwarder(upstream)
             client(loop_thread.run(forwarder.start()), chunks)
             loop_thread.run(forwarder.stop())
+            setup.upstream.join()
             traced.done()
         results.append(Memory(workload, "hub", "bare", mib, traced.kept, traced.peak, 0))
 
@@ -758,6 +780,7 @@ def measure_memory(setup: Setup) -> list[Memory]:
             proxy = Proxy(upstream=upstream)
             async with proxy.serve():
                 await client(proxy.address, chunks)
+            await setup.upstream.join_async()
             traced.done()
         events = len(proxy.transcript)
         results.append(
@@ -768,6 +791,7 @@ def measure_memory(setup: Setup) -> list[Memory]:
             forwarder = BareForwarder(upstream)
             await client(await forwarder.start(), chunks)
             await forwarder.stop()
+            await setup.upstream.join_async()
             traced.done()
         results.append(Memory(workload, "in-loop", "bare", mib, traced.kept, traced.peak, 0))
 

@@ -33,6 +33,14 @@ run again. A 1-test suite of each kind is timed next to each N-test run, for the
 of one test. Then the same suites run under ``pytest -n 2`` (pytest-xdist), where all N must
 pass again: no port collisions.
 
+Every suite's conftest also has hooks (:data:`_TIMING_CONFTEST`) that record each test's own
+wall time (pytest's durations of its setup, call and teardown) and, where fakepeer's plugin is
+loaded, the hub's hand-overs during it (``fakepeer._hub.hub.handovers`` before and after), and
+write them to a JSON file at the end of a serial run. The issue asks for "paired per-test
+ratios in one run": each test's time over the same test's time in the hand-written suite's run
+of the same round; the median of those ratios, with its spread, is a table of its own (target:
+the ``fake_peer`` fixture at most 1.3x per test), next to the whole-suite figures.
+
 Each environment loads the plugins its suite needs and no others: in fakepeer's (this
 interpreter's), the pytest plugins installed for fakepeer's own tests (hypothesis, anyio,
 pytest-timeout...) are blocked with ``-p no:NAME`` for all contenders, so that they neither
@@ -44,9 +52,11 @@ heavier than pytest-tcpclient's.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import importlib.metadata
 import importlib.util
+import json
 import os
 import platform
 import re
@@ -74,6 +84,8 @@ BASELINE: Final = "hand-written fixture"
 TCPCLIENT: Final = "pytest-tcpclient"
 #: The issue's target: the fakepeer suite at most this many times the baseline's wall time.
 TARGET: Final = 1.2
+#: The issue's target for the fixture, per test: paired with the same hand-written test.
+PER_TEST_TARGET: Final = 1.3
 #: Tests per generated file.
 TESTS_PER_FILE: Final = 50
 #: Workers of the pytest-xdist runs.
@@ -172,6 +184,48 @@ async def pong_server():
         await asyncio.wait_for(asyncio.gather(*handlers), 5)
 '''
 
+#: Appended to every suite's conftest: each test's own wall time (setup + call + teardown,
+#: pytest's durations of the three phases) and, when fakepeer's plugin is loaded, the hub's
+#: hand-overs during it, written as JSON to ``$BENCH_PER_TEST`` at the end of a serial run.
+#: It imports nothing that the suite did not import already.
+_TIMING_CONFTEST: Final = """
+
+# -- per-test figures for the benchmark (case_suite.py) --
+import json as _json
+import os as _os
+import sys as _sys
+
+_BENCH_TIMES = {}
+_BENCH_HANDOVERS = {}
+_BENCH_BEFORE = {}
+
+
+def _bench_handovers():
+    module = _sys.modules.get("fakepeer._hub")
+    return None if module is None else module.hub.handovers
+
+
+def pytest_runtest_logstart(nodeid, location):
+    _BENCH_BEFORE[nodeid] = _bench_handovers()
+
+
+def pytest_runtest_logreport(report):
+    _BENCH_TIMES[report.nodeid] = _BENCH_TIMES.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    before, after = _BENCH_BEFORE.pop(nodeid, None), _bench_handovers()
+    if before is not None and after is not None:
+        _BENCH_HANDOVERS[nodeid] = after - before
+
+
+def pytest_sessionfinish(session):
+    path = _os.environ.get("BENCH_PER_TEST")
+    if path and not hasattr(session.config, "workerinput"):
+        with open(path, "w", encoding="utf-8") as out:
+            _json.dump({"times": _BENCH_TIMES, "handovers": _BENCH_HANDOVERS}, out)
+"""
+
 _TCPCLIENT_HEADER: Final = _BASELINE_HEADER
 
 _TCPCLIENT_TEST: Final = f"""\
@@ -221,8 +275,8 @@ class Contender:
         """Write a suite of ``count`` tests into ``directory``, ``TESTS_PER_FILE`` per file."""
         directory.mkdir(parents=True)
         (directory / "pytest.ini").write_text(self.ini, encoding="utf-8")
-        if self.conftest:
-            (directory / "conftest.py").write_text(self.conftest, encoding="utf-8")
+        conftest = self.conftest + _TIMING_CONFTEST
+        (directory / "conftest.py").write_text(conftest, encoding="utf-8")
         for first in range(0, count, TESTS_PER_FILE):
             numbers = range(first, min(first + TESTS_PER_FILE, count))
             text = self.header + "".join(self.test.format(number=n) for n in numbers)
@@ -451,17 +505,48 @@ class _Suites:
         return self.root / f"{slug}-{count}"
 
     def run(
-        self, contender: Contender, count: int, workers: int, into: Measurement
+        self,
+        contender: Contender,
+        count: int,
+        workers: int,
+        into: Measurement,
+        per_test: dict[str, _PerTest] | None = None,
     ) -> _Sample | None:
-        """Run one suite; its times, or None after recording the problem in ``into``."""
-        sample, problem = _run_pytest(
-            contender, self.path(contender, count), count, workers, self.env
-        )
+        """Run one suite; its times, or None after recording the problem in ``into``. With
+        ``per_test``, the figures each test recorded (see :data:`_TIMING_CONFTEST`) go there,
+        by node id."""
+        env = self.env
+        report = self.root / "per-test.json"
+        if per_test is not None:
+            report.unlink(missing_ok=True)
+            env = env | {"BENCH_PER_TEST": str(report)}
+        sample, problem = _run_pytest(contender, self.path(contender, count), count, workers, env)
+        if problem is None and per_test is not None:
+            try:
+                per_test.update(_read_per_test(report))
+            except (OSError, ValueError) as error:
+                problem = f"no per-test figures in {report}: {error}"
         if problem is not None:
             where = f"{count} tests" + (f", -n {workers}" if workers else "")
             into.error = into.error or f"{where}: {problem}"
             return None
         return sample
+
+
+@dataclass(frozen=True)
+class _PerTest:
+    """One test's figures from its own run: seconds in setup + call + teardown, and the hub's
+    hand-overs during it (None where fakepeer's plugin was not loaded)."""
+
+    seconds: float
+    handovers: int | None
+
+
+def _read_per_test(report: Path) -> dict[str, _PerTest]:
+    data = json.loads(report.read_text(encoding="utf-8"))
+    times: dict[str, float] = data["times"]
+    handovers: dict[str, int] = data["handovers"]
+    return {node: _PerTest(float(t), handovers.get(node)) for node, t in times.items()}
 
 
 @contextlib.contextmanager
@@ -477,11 +562,15 @@ def _written(contenders: Sequence[Contender], counts: Sequence[int]) -> Iterator
 
 
 def _serial(
-    suites: _Suites, contenders: Sequence[Contender], count: int, rounds: int
+    suites: _Suites,
+    contenders: Sequence[Contender],
+    count: int,
+    rounds: int,
+    per_round: list[dict[str, dict[str, _PerTest]]],
 ) -> dict[str, Measurement]:
     """Warm-up, then ``rounds`` interleaved rounds of the N-test suites, each followed by the
     same contender's 1-test suite; the CPU time and the marginal cost of a test go in
-    ``extra``."""
+    ``extra``. Each round's per-test figures, by contender, are appended to ``per_round``."""
     measured = {c.name: Measurement(c.name) for c in contenders}
     single: dict[str, list[float]] = {c.name: [] for c in contenders}
     cpu: dict[str, list[float]] = {c.name: [] for c in contenders}
@@ -489,16 +578,20 @@ def _serial(
         if suites.run(contender, count, 0, measured[contender.name]) is not None:
             suites.run(contender, 1, 0, measured[contender.name])
     for order in orders(contenders, rounds):
+        this_round: dict[str, dict[str, _PerTest]] = {}
         for contender in order:
             measurement = measured[contender.name]
             if measurement.error:
                 continue
-            sample = suites.run(contender, count, 0, measurement)
+            tests: dict[str, _PerTest] = {}
+            sample = suites.run(contender, count, 0, measurement, per_test=tests)
             one = suites.run(contender, 1, 0, measurement)
             if sample is not None and one is not None:
                 measurement.values.append(sample.wall)
                 cpu[contender.name].append(sample.cpu)
                 single[contender.name].append(one.wall)
+                this_round[contender.name] = tests
+        per_round.append(this_round)
     for name, measurement in measured.items():
         if measurement.measured:
             measurement.extra["cpu"] = statistics.median(cpu[name])
@@ -561,13 +654,16 @@ def _in_order(
 
 
 def run(plan: Plan) -> list[Table]:
-    """Measure the three suites, serially and under ``-n 2``; two tables."""
+    """Measure the suites, serially (whole runs, and each test paired with the same test of
+    the baseline's run) and under ``-n 2``; three tables."""
     count = plan.pick(500, 50)
     rounds = plan.pick(5, 1)
     contenders, skipped, versions = _contenders()
+    per_round: list[dict[str, dict[str, _PerTest]]] = []
     with _written(contenders, (count, 1)) as suites:
-        serial = _serial(suites, contenders, count, rounds)
+        serial = _serial(suites, contenders, count, rounds, per_round)
         parallel = _parallel(suites, contenders, count, rounds, serial)
+    paired = _paired_table(per_round, serial, skipped, count)
 
     first = Table(
         case=CASE,
@@ -640,7 +736,126 @@ def run(plan: Plan) -> list[Table]:
         + (", ".join(speedups) if speedups else "nothing measured both ways")
         + ".",
     ]
-    return [first, second]
+    paired_fakepeer = paired.get(FAKEPEER)
+    if paired_fakepeer is not None and paired_fakepeer.measured:
+        first.notes.insert(
+            0,
+            f"Per test, paired with the same test in the {BASELINE}'s run of the same round: "
+            f"{FAKEPEER} {paired_fakepeer.extra['paired']:.2f}x (p10 "
+            f"{paired_fakepeer.extra['p10']:.2f}, p90 {paired_fakepeer.extra['p90']:.2f}); "
+            "see the next table.",
+        )
+    return [first, paired, second]
+
+
+def _quantiles(values: Sequence[float]) -> tuple[float, float, float]:
+    """(p10, median, p90) of ``values``."""
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    deciles = statistics.quantiles(values, n=10, method="inclusive")
+    return deciles[0], statistics.median(values), deciles[-1]
+
+
+def _paired_table(
+    per_round: Sequence[dict[str, dict[str, _PerTest]]],
+    serial: dict[str, Measurement],
+    skipped: dict[str, str],
+    count: int,
+) -> Table:
+    """Each test's own time, and its ratio to the same test (same node id) in the baseline's
+    run of the same round; the hub's hand-overs per test."""
+    measured: dict[str, Measurement] = {}
+    ratios: dict[str, list[float]] = {}
+    round_medians: dict[str, list[float]] = {}
+    handovers: dict[str, list[int]] = {}
+    for name, whole in serial.items():
+        if whole.error:
+            measured[name] = Measurement(
+                name, skipped="no per-test figures: its suite failed (see the table above)"
+            )
+            continue
+        measured[name] = Measurement(name)
+        ratios[name], round_medians[name], handovers[name] = [], [], []
+    for this_round in per_round:
+        base = this_round.get(BASELINE, {})
+        for name, tests in this_round.items():
+            if name not in ratios:
+                continue
+            measured[name].values.extend(t.seconds * 1e3 for t in tests.values())
+            handovers[name].extend(t.handovers for t in tests.values() if t.handovers is not None)
+            pairs = [
+                t.seconds / base[n].seconds
+                for n, t in tests.items()
+                if n in base and base[n].seconds > 0
+            ]
+            ratios[name].extend(pairs)
+            if pairs:
+                round_medians[name].append(statistics.median(pairs))
+    for name, measurement in measured.items():
+        if name not in ratios or not ratios[name]:
+            continue
+        p10, median, p90 = _quantiles(ratios[name])
+        measurement.extra |= {"paired": median, "p10": p10, "p90": p90}
+        if handovers[name]:
+            measurement.extra["hand-overs"] = statistics.median(handovers[name])
+    table = Table(
+        case=CASE,
+        title=f"The same {count} tests, each timed alone and paired with the {BASELINE}'s",
+        unit="ms",
+        baseline=BASELINE,
+        measurements=_in_order(measured, skipped, table="per-test"),
+        extra_columns=("paired", "p10", "p90", "hand-overs"),
+    )
+    fixture = table.get(FAKEPEER)
+    in_loop = table.get(FAKEPEER_LOOP)
+    table.targets = [
+        Target(
+            f"{FAKEPEER} (the fake_peer fixture, on the hub) per test at most {PER_TEST_TARGET}x "
+            f"the {BASELINE} (median of paired per-test ratios)",
+            fixture.extra.get("paired") if fixture is not None else None,
+            PER_TEST_TARGET,
+        ),
+        Target(
+            f"{FAKEPEER_LOOP} per test at most {PER_TEST_TARGET}x the {BASELINE} (median of "
+            "paired per-test ratios)",
+            in_loop.extra.get("paired") if in_loop is not None else None,
+            PER_TEST_TARGET,
+        ),
+    ]
+    spreads = [
+        f"{name}: " + ", ".join(f"{r:.2f}" for r in medians)
+        for name, medians in round_medians.items()
+        if medians and name != BASELINE
+    ]
+    counts = [
+        f"{name}: "
+        + ", ".join(
+            f"{k} in {n} tests" for k, n in sorted(collections.Counter(handovers[name]).items())
+        )
+        for name in handovers
+        if handovers[name]
+    ]
+    table.notes = [
+        "Each test's own wall time, from the serial runs of the table above (the same runs): "
+        "pytest's durations of its setup, call and teardown, summed by a "
+        "`pytest_runtest_logreport` hook in the suite's conftest (the same hooks in every "
+        "suite) and written to a JSON file at the end of the run. median, min and max are "
+        "over every test of every round; the ratio column is the ratio of those medians.",
+        f"paired: the median, over every test of every round, of (this test's time / the same "
+        f"test's time in the {BASELINE}'s run of the same round); p10 and p90 of those ratios "
+        "are its spread. The median ratio per round: " + ("; ".join(spreads) or "none") + ".",
+        "hand-overs: the median per test of `fakepeer._hub.hub.handovers`, read by the "
+        "conftest before and after each test: the times the test's thread handed work to the "
+        "hub thread and blocked until it was done. There are two kinds, each skipped when the "
+        "hub provably has nothing to do: the settle before the verdict (skipped when no "
+        "connection is being accepted and no socket has unread bytes) and the stop (skipped "
+        "when no client is connected). Starting a peer is not one: it listens in the test's "
+        "thread and hands the socket over without waiting. In these tests the one hand-over "
+        "is the settle, when the hub has not yet read the client's close by the time the test "
+        "body returns (a race, hence 0 or 1); the stop then finds no client. Blank where "
+        "fakepeer's plugin is not loaded. Counts: " + ("; ".join(counts) or "none") + ".",
+    ]
+    return table
 
 
 if __name__ == "__main__":  # the same as: python -m benchmarks --only suite [--quick]

@@ -41,6 +41,7 @@ CASES: dict[str, str] = {
     "suite": "5. a pytest suite of 500 tests, serial and under pytest-xdist -n 2",
     "watchdog": "6a. the loop watchdog's overhead",
     "proxy": "6b. the proxy's throughput, against socat",
+    "hostile": "7. hostile input: peak memory under floods, input in small segments",
 }
 
 
@@ -74,6 +75,8 @@ def runners(only: set[str]) -> list[tuple[str, Callable[[Plan], list[Table]]]]:
         plan.append(("watchdog", _module("case_scripts", "watchdog_tables")))
     if "proxy" in only:
         plan.append(("proxy", _module("case_scripts", "proxy_tables")))
+    if "hostile" in only:
+        plan.append(("hostile", _module("case_hostile")))
     return plan
 
 

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,8 @@ RUNNER_CONTENDERS = (
     "fakepeer (hub)",
     "mountebank",
 )
+FAKEPEER_SUITE = "fakepeer"
+BASELINE_SUITE = "hand-written fixture"
 WATCHDOG_SCRIPT = BENCHMARKS / "bench_watchdog.py"
 WATCHDOG_ROWS = ("echo", "writes", "loop")
 PROXY_SCRIPT = BENCHMARKS / "bench_proxy.py"
@@ -65,6 +68,11 @@ def test_runner_quick_writes_every_table(tmp_path: Path) -> None:
                 assert m["skipped"] is None
                 assert 0 < m["min"] <= m["median"] <= m["max"]
                 assert m["ratio"] > 0
+    for bulk in results["tables"][2:]:
+        assert [t["claim"] for t in bulk["targets"]] == [
+            "fakepeer (in-loop) at least 0.8x asyncio streams"
+        ]
+        assert bulk["targets"][0]["verdict"] in ("PASS", "MISS")
     lifecycle = results["tables"][0]
     assert [t["claim"] for t in lifecycle["targets"]] == [
         "fakepeer (in-loop) at most 1.3x asyncio streams",
@@ -78,6 +86,78 @@ def test_runner_quick_writes_every_table(tmp_path: Path) -> None:
     assert re.search(r"^\| fakepeer \(hub\) \| [\d.,]+ \|", markdown, re.MULTILINE), markdown
     assert "Per-test lifecycle" in done.stdout
     assert re.search(r"^  (PASS|MISS)  fakepeer \(in-loop\) at most 1.3x", done.stdout, re.M)
+
+
+def every_row_measured_or_skipped(table: dict[str, Any]) -> None:
+    for m in table["measurements"]:
+        assert m["error"] is None, (table["title"], m)
+        if m["skipped"] is not None:
+            assert m["skipped"].strip(), m  # a reason
+        else:
+            assert 0 < m["min"] <= m["median"] <= m["max"], (table["title"], m)
+            assert m["ratio"] > 0, (table["title"], m)
+
+
+def test_runner_quick_hostile_and_suite(tmp_path: Path) -> None:
+    """The hostile case (floods' peak memory, segmented input) and the suite case (whole
+    runs, per-test pairs with hub hand-overs, -n 2) write every table, every row measured or
+    skipped with its reason, and their targets judged."""
+    done = run_runner("--only", "suite", "--only", "hostile", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    tables = results["tables"]
+    assert [table["case"] for table in tables] == ["suite"] * 3 + ["hostile"] * 4
+    for table in tables:
+        every_row_measured_or_skipped(table)
+
+    whole, paired, _ = tables[:3]
+    suite_rows = [
+        FAKEPEER_SUITE,
+        "fakepeer, async with serve()",
+        BASELINE_SUITE,
+        "pytest-tcpclient",
+    ]
+    assert [m["contender"] for m in paired["measurements"]] == suite_rows
+    assert [m["contender"] for m in whole["measurements"]] == suite_rows
+    assert paired["unit"] == "ms"
+    assert [t["claim"] for t in paired["targets"]] == [
+        f"{FAKEPEER_SUITE} (the fake_peer fixture, on the hub) per test at most 1.3x the "
+        f"{BASELINE_SUITE} (median of paired per-test ratios)",
+        f"fakepeer, async with serve() per test at most 1.3x the {BASELINE_SUITE} (median of "
+        "paired per-test ratios)",
+    ]
+    by_name = {m["contender"]: m for m in paired["measurements"]}
+    if by_name[FAKEPEER_SUITE]["skipped"] is None:
+        assert paired["targets"][0]["verdict"] in ("PASS", "MISS")
+        extra = by_name[FAKEPEER_SUITE]["extra"]
+        assert 0 < extra["p10"] <= extra["paired"] <= extra["p90"]
+        assert 0 <= extra["hand-overs"] <= 3  # one connection per test: settle and stop at most
+        assert by_name[BASELINE_SUITE]["extra"]["paired"] == 1.0
+        assert "hand-overs" not in by_name[BASELINE_SUITE]["extra"]  # no fakepeer plugin there
+
+    floods, *segments = tables[3:]
+    names = [m["contender"] for m in floods["measurements"]]
+    assert names[0] == "interpreter (python + fakepeer)"
+    assert [name[:4] for name in names[1:]] == ["(a) ", "(b) ", "(c) ", "(d) "]
+    assert floods["unit"] == "MiB"
+    assert len(floods["targets"]) == 5
+    if sys.platform == "linux":
+        assert all(m["skipped"] is None for m in floods["measurements"])
+        assert all(t["verdict"] in ("PASS", "MISS") for t in floods["targets"])
+        assert floods["targets"][-1]["claim"].endswith("growth under 32 MiB")
+    assert [t["title"].split(":")[1].split(",")[0].strip() for t in segments] == [
+        "Raw()",
+        "Lines()",
+        "LengthPrefixed()",
+    ]
+    for table in segments:
+        contenders = [m["contender"] for m in table["measurements"]]
+        assert contenders[0] == "one segment"
+        assert re.fullmatch(r"\d+-byte segments", contenders[1]), contenders
+        (target,) = table["targets"]
+        assert target["verdict"] in ("PASS", "MISS")
+        assert table["measurements"][1]["extra"]["paired"] > 0
+    assert re.search(r"^  (PASS|MISS)  \(a\) .*: peak under 64 MiB", done.stdout, re.M)
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node, to run a broken mb")
