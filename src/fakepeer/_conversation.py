@@ -45,7 +45,7 @@ from ._errors import (
     UnmetExpectations,
 )
 from ._faults import Fault, FaultState, on_connect, shape
-from ._framing import Framing
+from ._framing import Decoder, Framing
 from ._matchers import NEED_MORE, Matched, Matcher
 from ._script import (
     START,
@@ -129,6 +129,7 @@ class Connection:
         "_transcript",
         "buffer",
         "client",
+        "decoder",
         "ended",
         "failed",
         "faults",
@@ -155,6 +156,7 @@ class Connection:
         self.io: ConnectionIO | None = None
         self.faults: FaultState | None = None
         self.buffer = bytearray()
+        self.decoder: Decoder | None = None  # cuts messages off buffer: Conversation.decoder
         self.held = False
         self.failed = False
         # A matched rule ended the talk (close, reset or hang), perhaps after a delay: later
@@ -342,15 +344,7 @@ class Conversation:
                 return []
             return self._match_stream(connection, at)
         try:
-            if buffer:
-                buffer += data
-                messages, consumed = self.framing.decode(bytes(buffer), False)
-                if consumed:
-                    del buffer[:consumed]
-            else:  # the common case: nothing left over from before, decode what arrived
-                messages, consumed = self.framing.decode(data, False)
-                if consumed < len(data):
-                    buffer += data[consumed:]
+            messages = self.decoder(connection).feed(buffer, data)
         except FramingError as problem:
             return self._framing_failed(problem, connection, at)
         actions: list[Action] = []
@@ -362,6 +356,13 @@ class Conversation:
         if len(buffer) > self.limit and not connection.failed:
             actions += self._over_limit(connection, at)
         return actions
+
+    def decoder(self, connection: Connection) -> Decoder:
+        """The :class:`Decoder` that cuts messages off ``connection.buffer``, made on first use."""
+        decoder = connection.decoder
+        if decoder is None:
+            decoder = connection.decoder = Decoder(self.framing)
+        return decoder
 
     def _over_limit(self, connection: Connection, at: float) -> list[Action]:
         buffer = connection.buffer
@@ -621,10 +622,9 @@ class Conversation:
         actions: list[Action] = []
         if not self.stream:
             try:
-                messages, consumed = self.framing.decode(bytes(buffer), True)
+                messages = self.decoder(connection).take(buffer, True)
             except FramingError as problem:
                 return self._framing_failed(problem, connection, at)
-            del buffer[:consumed]
             for message in messages:
                 if not connection.answering:
                     return actions
