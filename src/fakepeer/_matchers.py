@@ -199,6 +199,8 @@ def _literal_from(expected: bytes, data: bytes | bytearray, start: int) -> Match
 class Exact(Matcher):
     """Exactly these bytes: the whole message, or a prefix of the raw buffer."""
 
+    incremental = True
+
     def __init__(self, expected: bytes) -> None:
         # b"" is a real message with message framings (a blank line); a raw byte stream has
         # no empty message, and the peer refuses b"" with Raw() where the rule is written.
@@ -208,8 +210,6 @@ class Exact(Matcher):
         if stream:
             return _literal_stream(self.expected, data) if self.expected else None
         return Matched(data, len(data)) if data == self.expected else None
-
-    incremental = True
 
     def match_from(self, data: bytes | bytearray, start: int) -> MatchOutcome:
         return _literal_from(self.expected, data, start) if self.expected else None
@@ -235,6 +235,8 @@ class Exact(Matcher):
 class Prefix(Matcher):
     """Messages that start with these bytes; in stream mode, just these bytes."""
 
+    incremental = True
+
     def __init__(self, expected: bytes) -> None:
         if not expected:
             raise ScriptError(
@@ -247,8 +249,6 @@ class Prefix(Matcher):
         if stream:
             return _literal_stream(self.expected, data)
         return Matched(data, len(data)) if data.startswith(self.expected) else None
-
-    incremental = True
 
     def match_from(self, data: bytes | bytearray, start: int) -> MatchOutcome:
         return _literal_from(self.expected, data, start)
@@ -272,6 +272,8 @@ class Prefix(Matcher):
 class Contains(Matcher):
     """Messages that contain these bytes; in stream mode, up to their first occurrence."""
 
+    incremental = True
+
     def __init__(self, needle: bytes) -> None:
         if not needle:
             raise ScriptError(
@@ -288,8 +290,6 @@ class Contains(Matcher):
             return NEED_MORE
         end = index + len(self.needle)
         return Matched(data[:end], end)
-
-    incremental = True
 
     def match_from(self, data: bytes | bytearray, start: int) -> MatchOutcome:
         # ``data[:start]`` holds no needle: it can only start in its last len - 1 bytes.
@@ -409,12 +409,12 @@ class Predicate_(Matcher):
 
 
 class _Any(Matcher):
+    incremental = True
+
     def match(self, data: bytes, *, stream: bool) -> MatchOutcome:
         if stream and not data:
             return NEED_MORE
         return Matched(data, len(data))
-
-    incremental = True
 
     def match_from(self, data: bytes | bytearray, start: int) -> MatchOutcome:
         return Matched(bytes(data), len(data)) if data else NEED_MORE
@@ -814,6 +814,11 @@ def regex(pattern: bytes | str | re.Pattern[bytes] | re.Pattern[str], flags: int
     ``pattern`` is bytes, str (compiled, then turned into a bytes pattern of its UTF-8
     encoding) or a compiled pattern (then ``flags`` must be 0). A reply callable receives the
     ``re.Match``. A pattern that does not compile is a :class:`~fakepeer.ScriptError`.
+
+    With :class:`~fakepeer.Raw` framing, while it waits it matches the whole buffer again
+    each time a segment arrives: waiting for a large message sent in small segments costs
+    time quadratic in its length (put a :func:`contains` or :func:`prefix` first in an
+    :func:`all_of` to frame it in linear time).
     """
     if isinstance(pattern, re.Pattern):
         if flags:
@@ -842,7 +847,8 @@ def predicate(function: Predicate, description: str | None = None) -> Matcher:
     ``description`` replaces the default ``predicate <function name>`` in transcripts and
     failures: ``predicate(lambda m: len(m) > 3, "more than 3 bytes")``. With
     :class:`~fakepeer.Raw` framing the function sees the whole buffer, and a false result
-    waits for more bytes.
+    waits for more bytes: it is called again on the whole buffer for each segment that
+    arrives, time quadratic in the length of what it waits for.
     """
     if not callable(function):
         raise ScriptError(
