@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from fakepeer import (
@@ -20,10 +20,12 @@ from fakepeer import (
     Framing,
     FramingError,
     IncompleteMessage,
+    LengthPrefixed,
     Lines,
     Raw,
     ReplyFailed,
     Rule,
+    StxEtx,
     UnexpectedData,
     UnmetExpectations,
 )
@@ -38,7 +40,16 @@ from fakepeer._conversation import (
     Wait,
     Write,
 )
-from fakepeer._matchers import as_matcher
+from fakepeer._matchers import (
+    Matcher,
+    MatchOutcome,
+    all_of,
+    as_matcher,
+    contains,
+    exact,
+    prefix,
+    regex,
+)
 
 WHERE = "test_conversation.py:1"
 T0 = 1000.0
@@ -819,3 +830,196 @@ def test_raw_slicing_never_changes_the_actions(
     sliced = run(Raw(), script, cut(data, points))
     assert writes(sliced[0]) == writes(whole[0])
     assert sliced == whole
+
+
+# -- long messages in small segments: each byte is looked at about once --------------------------
+
+
+class Whole(Matcher):
+    """``inner`` judging the whole buffer again on every segment, as before match_from."""
+
+    def __init__(self, inner: Matcher) -> None:
+        self.inner = inner
+
+    def match(self, data: bytes, *, stream: bool) -> MatchOutcome:
+        return self.inner.match(data, stream=stream)
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    def explain(self, data: bytes) -> str:
+        return self.inner.explain(data)
+
+    def _closeness(self, data: bytes, stream: bool) -> float:
+        return self.inner._closeness(data, stream)
+
+
+class Counted(Matcher):
+    """``inner``, counting the bytes it is asked to look at, and the copies it is handed."""
+
+    def __init__(self, inner: Matcher) -> None:
+        self.inner = inner
+        self.incremental = inner.incremental
+        self.looked_at = 0
+        self.copies = 0
+
+    def match(self, data: bytes, *, stream: bool) -> MatchOutcome:
+        self.looked_at += len(data)
+        self.copies += 1
+        return self.inner.match(data, stream=stream)
+
+    def match_from(self, data: bytes | bytearray, start: int) -> MatchOutcome:
+        self.looked_at += len(data) - start
+        self.copies += type(data) is not bytearray
+        return self.inner.match_from(data, start)
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+
+#: Raw rules, some incremental, some not, some limited in count or state.
+RAW_RULES: list[tuple[str, object]] = [
+    ("expect", b"HELLO"),
+    ("expect", prefix(b"GET ")),
+    ("expect", contains(b"END")),
+    ("expect", regex(rb"N[0-9];")),
+    ("expect", ANY),
+    ("always", contains(b"\n")),
+    ("always", all_of(contains(b";"), prefix(b"X"))),
+    ("always2", b"!"),
+    ("goto", b"S"),
+    ("when", exact(b"EN")),
+    # Rules that take bytes while an expectation waits on them.
+    ("expect", b"!!!"),
+    ("always", prefix(b"a")),
+    ("expect", contains(b"aa!")),
+]
+RAW_TOKENS = [b"HELLO", b"HEL", b"GET ", b"END", b"EN", b"\n", b";", b"X", b"!", b"S", b"N1;", b"a"]
+
+
+def raw_run(
+    rules: list[int], chunks: list[bytes], wrap: Callable[[Matcher], Matcher]
+) -> tuple[list[str], list[str], list[bytes], bytes]:
+    conversation = Conversation(Raw())
+    for index in rules:
+        kind, spec = RAW_RULES[index]
+        matcher = wrap(as_matcher(spec))
+        if kind == "goto":
+            conversation.add_rule("always", matcher, WHERE).goto("s").reply(b"went")
+        elif kind == "when":
+            conversation.add_rule("always", matcher, WHERE).when("s").reply(b"when")
+        elif kind == "always2":
+            conversation.add_rule("always", matcher, WHERE).times(2).reply(b"twice")
+        else:
+            conversation.add_rule(kind, matcher, WHERE).reply(f"#{index}".encode())
+    connection, _ = connect(conversation)
+    for chunk in chunks:
+        send(conversation, connection, chunk)
+    perform(conversation, connection, conversation.eof(connection, T0), T0)
+    problems = [problem.diagnosis for problem in conversation.problems]
+    return rendered(conversation), problems, connection.received, bytes(connection.buffer)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rules=st.lists(st.integers(0, len(RAW_RULES) - 1), min_size=1, max_size=6),
+    parts=st.lists(
+        st.sampled_from(RAW_TOKENS) | st.lists(st.sampled_from(b"!ax\n"), max_size=2).map(bytes),
+        max_size=10,
+    ),
+    points=st.lists(st.integers(0, 40), max_size=10),
+)
+# An always rule takes the byte an expectation waited on: the expectation starts over.
+@example(rules=[10, 7], parts=[b"!", b"a!!", b"!"], points=[1])
+@example(rules=[12, 11], parts=[b"a", b"a", b"a!"], points=[1, 2])
+def test_raw_matching_goes_on_from_where_it_waited_as_if_it_matched_the_whole_buffer(
+    rules: list[int], parts: list[bytes], points: list[int]
+) -> None:
+    """The same transcript, failures and messages as when every rule judges the whole buffer
+    again on every segment, however the bytes are cut."""
+    data = b"".join(parts)
+    chunks = cut(data, points)
+    assert raw_run(rules, chunks, lambda matcher: matcher) == raw_run(rules, chunks, Whole)
+
+
+def counting_decode(monkeypatch: pytest.MonkeyPatch, framing: Framing) -> list[int]:
+    """Count the bytes handed to ``framing``'s decode, by patching its class."""
+    handed: list[int] = []
+    cls = type(framing)
+    original = cls.decode
+
+    def decode(self: Framing, buffer: bytes, eof: bool) -> tuple[list[bytes], int]:
+        handed.append(len(buffer))
+        return original(self, buffer, eof)
+
+    monkeypatch.setattr(cls, "decode", decode)
+    return handed
+
+
+def in_segments(data: bytes, size: int = 128) -> list[bytes]:
+    return [data[start : start + size] for start in range(0, len(data), size)]
+
+
+MIB = 1 << 20
+
+
+@pytest.mark.parametrize(
+    ("matcher", "data"),
+    [
+        (exact(b"x" * MIB), b"x" * MIB),
+        (contains(b"END"), b"x" * (MIB - 3) + b"END"),
+        (all_of(contains(b"\r\n\r\n"), prefix(b"GET ")), b"GET " + b"h" * (MIB - 8) + b"\r\n" * 2),
+        (ANY, b"x" * MIB),
+    ],
+    ids=["exact", "contains", "all_of", "ANY"],
+)
+def test_raw_matching_of_a_long_message_in_small_segments_is_linear(
+    matcher: Matcher, data: bytes
+) -> None:
+    """Not a timing: 1 MiB in 128-byte segments, and the rule looks at each byte about once,
+    on the buffer itself, never on a copy."""
+    conversation = Conversation(Raw())
+    counted = Counted(matcher)
+    conversation.add_rule("always", counted, WHERE).reply(b"done")
+    connection, _ = connect(conversation)
+    actions: list[Action] = []
+    chunks = in_segments(data)
+    for chunk in chunks:
+        actions += send(conversation, connection, chunk)
+    if matcher is ANY:  # takes whatever arrived: each segment
+        assert connection.received == chunks
+    else:
+        assert writes(actions) == [b"done"]
+        assert connection.received == [data]
+    assert conversation.verdict() is None
+    assert not connection.buffer
+    assert counted.looked_at < 4 * len(data)
+    assert counted.copies == 0
+
+
+@pytest.mark.parametrize(
+    ("framing", "messages"),
+    [
+        (Lines(), [b"y" * (60 << 10)] * 17),
+        (StxEtx(), [b"y" * (60 << 10)] * 17),
+        (LengthPrefixed(), [b"z" * (8 << 20)]),
+    ],
+    ids=["Lines", "StxEtx", "LengthPrefixed"],
+)
+def test_a_long_message_in_small_segments_is_decoded_in_linear_time(
+    monkeypatch: pytest.MonkeyPatch, framing: Framing, messages: list[bytes]
+) -> None:
+    """Not a timing: decode is handed each byte about once, through Conversation.receive."""
+    handed = counting_decode(monkeypatch, framing)
+    conversation = Conversation(framing)
+    always(conversation, ANY).reply(b"ok")
+    connection, _ = connect(conversation)
+    actions: list[Action] = []
+    stream = b"".join(framing.encode(message) for message in messages)
+    for chunk in in_segments(stream):
+        actions += send(conversation, connection, chunk)
+    perform(conversation, connection, conversation.eof(connection, T0), T0)
+    assert connection.received == messages
+    assert len(writes(actions)) == len(messages)
+    assert conversation.verdict() is None
+    assert sum(handed) < 4 * len(stream)

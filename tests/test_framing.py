@@ -24,7 +24,7 @@ from fakepeer import (
     StxEtx,
 )
 from fakepeer._conversation import Close, Conversation, Write
-from fakepeer._framing import check_framing
+from fakepeer._framing import Decoder, check_framing
 from fakepeer._matchers import as_matcher
 
 
@@ -970,3 +970,219 @@ def test_check_framing_validates_a_custom_max_length(limit: object, ok: bool) ->
             f"Limited() has a max_length of {limit!r}: it must be a whole number of bytes >= 1, "
             "or None for the default"
         )
+
+
+# -- the incremental Decoder -----------------------------------------------------------------
+
+#: The messages delivered, the bytes left buffered (``b""`` after an error: the peer drops
+#: them), the FramingError's text and the index of the segment that raised it (``len(chunks)``
+#: for the decode at EOF).
+Outcome: TypeAlias = tuple[list[bytes], bytes, str | None, int | None]
+
+
+def per_segment(framing: Framing, chunks: Sequence[bytes], drops: dict[int, int]) -> Outcome:
+    """What the peer did before :class:`Decoder`: decode the whole buffer on every segment.
+
+    ``drops`` maps a segment's index to a number of bytes taken off the front of the buffer
+    before it arrives (as a handler's ``receive_exactly`` does).
+    """
+    buffer = b""
+    messages: list[bytes] = []
+    for index, chunk in enumerate([*chunks, None]):
+        buffer = buffer[drops.get(index, 0) :]
+        if chunk is not None:
+            buffer += chunk
+        try:
+            decoded, consumed = framing.decode(buffer, chunk is None)
+        except FramingError as error:
+            return messages, b"", str(error), index
+        messages.extend(decoded)
+        buffer = buffer[consumed:]
+    return messages, buffer, None, None
+
+
+def incrementally(
+    framing: Framing, chunks: Sequence[bytes], drops: dict[int, int], way: str
+) -> Outcome:
+    """The same through a :class:`Decoder`: ``feed`` (as ``Conversation.receive``) or
+    appending then ``take`` (as a handler's ``receive``); ``take(buffer, True)`` at EOF."""
+    decoder = Decoder(framing)
+    buffer = bytearray()
+    messages: list[bytes] = []
+    for index, chunk in enumerate([*chunks, None]):
+        if drops.get(index):
+            del buffer[: drops[index]]
+            decoder.reset()
+        try:
+            if chunk is None:
+                decoded = decoder.take(buffer, True)
+            elif way == "feed":
+                decoded = decoder.feed(buffer, chunk)
+            else:
+                buffer += chunk
+                decoded = decoder.take(buffer, False)
+        except FramingError as error:
+            return messages, b"", str(error), index
+        assert all(type(message) is bytes for message in decoded)
+        messages.extend(decoded)
+    return messages, bytes(buffer), None, None
+
+
+class CStrings:
+    """The module docstring's custom framing, counting what ``decode`` is handed."""
+
+    streaming = False
+    max_length = 32
+
+    def __init__(self) -> None:
+        self.handed: list[bytes] = []
+
+    def decode(self, buffer: bytes, eof: bool) -> tuple[list[bytes], int]:
+        self.handed.append(buffer)
+        *messages, rest = buffer.split(b"\0")
+        return messages, len(buffer) - len(rest)
+
+    def encode(self, message: bytes) -> bytes:
+        return message + b"\0"
+
+
+DECODER_CASES: dict[str, st.SearchStrategy[Case]] = {
+    **CASES,
+    "custom": st.builds(lambda: (CStrings(), st.binary(max_size=SHORT).map(no_nul))),
+}
+
+
+def no_nul(message: bytes) -> bytes:
+    return message.replace(b"\0", b"")
+
+
+@pytest.mark.parametrize("way", ["feed", "take"])
+@pytest.mark.parametrize("kind", list(DECODER_CASES))
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_the_decoder_gives_what_decode_gives_under_any_slicing(
+    kind: str, way: str, data: st.DataObject
+) -> None:
+    """Valid frames, framing bytes and junk, cut anywhere: the decoder delivers the same
+    messages, leaves the same bytes and raises the same FramingError, at the same segment, as
+    decoding the whole buffer on every segment; and the same messages and bytes, or an error
+    too, as one decode of the whole stream."""
+    framing, message = data.draw(DECODER_CASES[kind], label="framing")
+    parts = st.one_of(
+        message.map(framing.encode), st.sampled_from(TOKENS), st.binary(min_size=1, max_size=4)
+    )
+    stream = b"".join(data.draw(st.lists(parts, max_size=10), label="parts"))
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=10), label="cuts")
+    chunks = split_at(stream, cuts)
+    expected = per_segment(framing, chunks, {})
+    assert incrementally(framing, chunks, {}, way) == expected
+    whole = per_segment(framing, [stream], {})
+    if whole[2] is None:
+        assert expected == whole
+    assert (expected[2] is None) == (whole[2] is None)
+
+
+@pytest.mark.parametrize("kind", list(DECODER_CASES))
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_the_decoder_after_bytes_were_taken_off_and_reset(kind: str, data: st.DataObject) -> None:
+    """A handler's receive_exactly takes bytes off the front of the buffer, then reset():
+    the decoder goes on as decode does on what is left."""
+    framing, message = data.draw(DECODER_CASES[kind], label="framing")
+    parts = st.one_of(
+        message.map(framing.encode), st.sampled_from(TOKENS), st.binary(min_size=1, max_size=4)
+    )
+    stream = b"".join(data.draw(st.lists(parts, max_size=10), label="parts"))
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=10), label="cuts")
+    chunks = split_at(stream, cuts)
+    drops = data.draw(
+        st.dictionaries(st.integers(0, len(chunks)), st.integers(1, 6), max_size=4), label="drops"
+    )
+    expected = per_segment(framing, chunks, drops)
+    assert incrementally(framing, chunks, drops, "take") == expected
+
+
+def test_a_custom_framing_is_decoded_whole_on_every_segment() -> None:
+    framing = CStrings()
+    decoder = Decoder(framing)
+    buffer = bytearray()
+    assert decoder.feed(buffer, b"AB") == []
+    assert decoder.feed(buffer, b"C\0D") == [b"ABC"]
+    assert decoder.feed(buffer, b"E") == []
+    assert decoder.take(buffer, True) == []
+    assert framing.handed == [b"AB", b"ABC\0D", b"DE", b"DE"]
+    assert buffer == b"DE"
+
+
+def test_a_subclass_of_a_built_in_framing_is_decoded_whole_on_every_segment() -> None:
+    handed: list[bytes] = []
+
+    @dataclasses.dataclass(frozen=True, slots=True, init=False, repr=False)
+    class Counted(Lines):
+        def decode(self, buffer: bytes, eof: bool) -> tuple[list[bytes], int]:
+            handed.append(buffer)
+            return Lines.decode(self, buffer, eof)
+
+    decoder = Decoder(Counted())
+    buffer = bytearray()
+    assert decoder.feed(buffer, b"AB") == []
+    assert decoder.feed(buffer, b"C") == []
+    assert decoder.feed(buffer, b"\nD") == [b"ABC"]
+    assert handed == [b"AB", b"ABC", b"ABC\nD"]
+
+
+def test_the_decoder_raises_as_decode_does() -> None:
+    decoder = Decoder(Lines(max_length=8))
+    buffer = bytearray()
+    assert decoder.feed(buffer, b"abc") == []
+    assert decoder.feed(buffer, b"defg") == []
+    text = error_text(lambda: decoder.feed(buffer, b"h"))
+    assert text == error_text(lambda: Lines(max_length=8).decode(b"abcdefgh", False))
+    assert text.startswith("the client sent 8 bytes without the delimiter b'\\n'")
+
+
+def counting_decode(monkeypatch: pytest.MonkeyPatch, framing: Framing) -> list[int]:
+    """Count the bytes handed to ``framing``'s decode, by patching its class."""
+    handed: list[int] = []
+    cls = type(framing)
+    original = cls.decode
+
+    def decode(self: Framing, buffer: bytes, eof: bool) -> tuple[list[bytes], int]:
+        handed.append(len(buffer))
+        return original(self, buffer, eof)
+
+    monkeypatch.setattr(cls, "decode", decode)
+    return handed
+
+
+LINE = b"y" * (60 << 10)
+#: Built-in framings with about 1 MiB of long messages (and one of 8 MiB).
+LONG_MESSAGES: list[tuple[Framing, list[bytes]]] = [
+    (Lines(), [LINE] * 17),
+    (Delimited(b"\r\n"), [LINE[:-1]] * 17),  # the delimiter straddles two segments
+    (Delimited(b"END", max_length=1 << 20), [b"E" * 1000 + b"EN" * 500_000]),
+    (StxEtx(), [LINE] * 17),
+    (LengthPrefixed(), [b"z" * (8 << 20)]),
+    (LengthPrefixed(2, "little"), [LINE] * 17),
+    (Fixed(60 << 10), [LINE] * 17),
+]
+
+
+@pytest.mark.parametrize(
+    ("framing", "messages"), LONG_MESSAGES, ids=[repr(case[0]) for case in LONG_MESSAGES]
+)
+def test_long_messages_in_small_segments_are_decoded_in_linear_time(
+    monkeypatch: pytest.MonkeyPatch, framing: Framing, messages: list[bytes]
+) -> None:
+    """Not a timing: decode is handed each byte about once, not once per segment."""
+    handed = counting_decode(monkeypatch, framing)
+    stream = b"".join(framing.encode(message) for message in messages)
+    decoder = Decoder(framing)
+    buffer = bytearray()
+    received: list[bytes] = []
+    for start in range(0, len(stream), 128):
+        received += decoder.feed(buffer, stream[start : start + 128])
+    assert received == messages
+    assert not buffer
+    assert sum(handed) < 4 * len(stream)
+    assert len(handed) <= 2 * len(messages) + 1

@@ -1047,3 +1047,81 @@ def test_closeness_of_exact_peaks_at_the_expected_bytes(expected: bytes, data: b
     assert score <= best
     if data != expected:
         assert score < 1.0
+
+
+# -- going on from where a stream match waited ---------------------------------------------------
+
+
+def same_outcome(got: MatchOutcome, want: MatchOutcome) -> bool:
+    if not (isinstance(got, Matched) and isinstance(want, Matched)):
+        return got is want
+    if isinstance(want.value, re.Match):
+        assert isinstance(got.value, re.Match)
+        return (got.value.group(), got.consumed) == (want.value.group(), want.consumed)
+    assert type(got.value) is not bytearray  # never the peer's buffer itself
+    return got == want
+
+
+#: Matchers that go on from where they waited, with literals up to 4 bytes that may straddle
+#: two segments.
+incremental_matchers = st.one_of(
+    st.sampled_from([exact, prefix, contains]).flatmap(
+        lambda factory: st.lists(st.sampled_from(b"ab\n"), min_size=1, max_size=4).map(
+            lambda literal: factory(bytes(literal))
+        )
+    ),
+    st.just(ANY),
+    st.tuples(literals.map(contains), literals).map(lambda parts: all_of(*parts)),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    matcher=incremental_matchers | matchers,
+    stream=st.lists(st.sampled_from(b"ab\n"), max_size=16).map(bytes),
+    cuts=st.lists(st.integers(0, 16), max_size=8),
+)
+def test_match_from_gives_what_match_gives_on_the_whole_buffer(
+    matcher: Matcher, stream: bytes, cuts: list[int]
+) -> None:
+    """The buffer grows segment by segment; while the matcher waits, it goes on from where it
+    waited, on a bytearray (the peer's buffer), and must say what match says of the whole."""
+    start = 0
+    for end in [*sorted({min(cut, len(stream)) for cut in cuts}), len(stream)]:
+        if end < start:
+            continue
+        want = matcher.match(stream[:end], stream=True)
+        got = matcher.match_from(bytearray(stream[:end]), start)
+        assert same_outcome(got, want), (got, want)
+        if got is not NEED_MORE:
+            return
+        start = end
+
+
+@pytest.mark.parametrize(
+    ("matcher", "incremental"),
+    [
+        (exact(b"A"), True),
+        (prefix(b"A"), True),
+        (contains(b"A"), True),
+        (ANY, True),
+        (all_of(contains(b"\n"), prefix(b"GET ")), True),
+        (all_of(regex(rb"A+"), b"AA"), False),
+        (any_of(b"A", b"B"), False),
+        (not_(b"A"), False),
+        (regex(rb"A+"), False),
+        (predicate(even_length), False),
+        (json({"a": 1}), False),
+    ],
+)
+def test_which_matchers_are_incremental(matcher: Matcher, incremental: bool) -> None:
+    assert matcher.incremental is incremental
+
+
+def test_a_literal_refuses_as_soon_as_a_differing_byte_arrives() -> None:
+    matcher = exact(b"HELLO")
+    assert matcher.match_from(bytearray(b"HE"), 0) is NEED_MORE
+    assert matcher.match_from(bytearray(b"HELX"), 2) is None
+    assert matcher.match_from(bytearray(b"HELLO!"), 2) == Matched(b"HELLO", 5)
+    assert contains(b"END").match_from(bytearray(b"xxEN"), 0) is NEED_MORE
+    assert contains(b"END").match_from(bytearray(b"xxEND!"), 4) == Matched(b"xxEND", 5)

@@ -45,7 +45,7 @@ from ._errors import (
     UnmetExpectations,
 )
 from ._faults import Fault, FaultState, on_connect, shape
-from ._framing import Framing
+from ._framing import Decoder, Framing
 from ._matchers import NEED_MORE, Matched, Matcher
 from ._script import (
     START,
@@ -129,6 +129,7 @@ class Connection:
         "_transcript",
         "buffer",
         "client",
+        "decoder",
         "ended",
         "failed",
         "faults",
@@ -138,6 +139,7 @@ class Connection:
         "id",
         "io",
         "received",
+        "scanned",
         "script",
         "state",
         "write_closed",
@@ -155,6 +157,9 @@ class Connection:
         self.io: ConnectionIO | None = None
         self.faults: FaultState | None = None
         self.buffer = bytearray()
+        self.decoder: Decoder | None = None  # cuts messages off buffer: Conversation.decoder
+        # Raw: how much of buffer each incremental matcher saw when it last said NEED_MORE.
+        self.scanned: dict[Matcher, int] | None = None
         self.held = False
         self.failed = False
         # A matched rule ended the talk (close, reset or hang), perhaps after a delay: later
@@ -353,15 +358,7 @@ class Conversation:
                 return []
             return self._match_stream(connection, at)
         try:
-            if buffer:
-                buffer += data
-                messages, consumed = self.framing.decode(bytes(buffer), False)
-                if consumed:
-                    del buffer[:consumed]
-            else:  # the common case: nothing left over from before, decode what arrived
-                messages, consumed = self.framing.decode(data, False)
-                if consumed < len(data):
-                    buffer += data[consumed:]
+            messages = self.decoder(connection).feed(buffer, data)
         except FramingError as problem:
             return self._framing_failed(problem, connection, at)
         actions: list[Action] = []
@@ -373,6 +370,13 @@ class Conversation:
         if len(buffer) > self.limit and not connection.failed:
             actions += self._over_limit(connection, at)
         return actions
+
+    def decoder(self, connection: Connection) -> Decoder:
+        """The :class:`Decoder` that cuts messages off ``connection.buffer``, made on first use."""
+        decoder = connection.decoder
+        if decoder is None:
+            decoder = connection.decoder = Decoder(self.framing)
+        return decoder
 
     def _over_limit(self, connection: Connection, at: float) -> list[Action]:
         buffer = connection.buffer
@@ -636,27 +640,46 @@ class Conversation:
     def _match_stream(self, connection: Connection, at: float) -> list[Action]:
         buffer = connection.buffer
         actions: list[Action] = []
+        # An incremental matcher goes on from where it last said NEED_MORE on this buffer (the
+        # bytes before are the same: they are forgotten only when the buffer is consumed), and
+        # sees the buffer itself; the others see a copy, made only if one of them is asked.
+        scanned = connection.scanned
+        if scanned is None:
+            scanned = connection.scanned = {}
         while buffer and connection.answering:
-            data = bytes(buffer)
+            data: bytes | None = None
             waiting = False
             for rule in self._candidates(connection):
-                assert rule.matcher is not None
-                outcome = rule.matcher.match(data, stream=True)
+                matcher = rule.matcher
+                assert matcher is not None
+                if matcher.incremental:
+                    outcome = matcher.match_from(buffer, scanned.get(matcher, 0))
+                else:
+                    if data is None:
+                        data = bytes(buffer)
+                    outcome = matcher.match(data, stream=True)
                 if isinstance(outcome, Matched) and outcome.consumed > 0:
-                    message = data[: outcome.consumed]
-                    del buffer[: outcome.consumed]
+                    consumed = outcome.consumed
+                    message = bytes(buffer[:consumed]) if data is None else data[:consumed]
+                    del buffer[:consumed]
+                    scanned.clear()
                     connection.received.append(message)
                     self.received.append(message)
                     actions.extend(self._matched(rule, connection, message, outcome.value, at))
                     break
                 if outcome is NEED_MORE:
                     waiting = True
+                    if matcher.incremental:
+                        scanned[matcher] = len(buffer)
             else:
                 if waiting:
                     if len(buffer) > self.limit:
+                        scanned.clear()
                         actions.extend(self._over_limit(connection, at))
                     return actions
+                data = bytes(buffer)
                 buffer.clear()
+                scanned.clear()
                 actions.extend(self._fail(self._unexpected(connection, data), connection, at))
                 return actions
         return actions
@@ -668,10 +691,9 @@ class Conversation:
         actions: list[Action] = []
         if not self.stream:
             try:
-                messages, consumed = self.framing.decode(bytes(buffer), True)
+                messages = self.decoder(connection).take(buffer, True)
             except FramingError as problem:
                 return self._framing_failed(problem, connection, at)
-            del buffer[:consumed]
             for message in messages:
                 if not connection.answering:
                     return actions

@@ -23,7 +23,10 @@ A custom framing is any object with these members (see :class:`Framing`):
     will send nothing more: a framing may then return a final message that has no
     terminator, or leave the bytes unconsumed (they are reported as an incomplete message).
     ``decode`` is called once per segment received, so it must give the same messages
-    however the stream was split. It raises :class:`~fakepeer.FramingError` when the bytes
+    however the stream was split; it is handed the whole buffer each time, so a message that
+    arrives in many small segments costs a custom framing time quadratic in its length (the
+    built-in framings are called only when the new bytes can complete a message: see
+    :class:`Decoder`). It raises :class:`~fakepeer.FramingError` when the bytes
     cannot be right (a message over ``max_length``, a bad length prefix); the peer then fails
     the connection, prefixing the message with the connection (``"connection #1: ..."``).
     Any other exception is a bug of the framing; it is reported too, never lost.
@@ -63,12 +66,13 @@ same arguments, and their ``repr`` is the call that makes them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Final, Literal, Protocol, runtime_checkable
+from typing import ClassVar, Final, Literal, Protocol, cast, runtime_checkable
 
 from ._errors import FramingError, ScriptError
 from ._transcript import show
 
 __all__ = [
+    "Decoder",
     "Delimited",
     "Fixed",
     "Framing",
@@ -153,6 +157,12 @@ class Raw:
         rules against the buffer itself, and enforces ``max_length``)."""
         return [], 0
 
+    def _waiting(self, buffer: bytearray, mark: int) -> int | None:
+        return 0  # decode never gives anything: see Decoder
+
+    def _mark(self, rest: bytearray) -> int:
+        return 0
+
     def encode(self, message: bytes) -> bytes:
         """Return ``message`` unchanged."""
         return message
@@ -222,6 +232,19 @@ class Delimited:
         if len(rest) >= limit:
             raise self._unterminated(rest)
         return messages, len(buffer) - len(rest)
+
+    def _waiting(self, buffer: bytearray, mark: int) -> int | None:
+        # ``buffer[:mark]`` holds no delimiter: look for one only in the new bytes (and the
+        # ones before them that could start it).
+        delimiter = self.delimiter
+        if len(buffer) >= self.max_length:
+            return None
+        if buffer.find(delimiter, max(0, mark - len(delimiter) + 1)) >= 0:
+            return None
+        return len(buffer)
+
+    def _mark(self, rest: bytearray) -> int:
+        return len(rest)  # decode leaves no delimiter in the bytes it does not consume
 
     def _unterminated(self, rest: bytes) -> FramingError:
         # The message that starts with ``rest`` needs at least one more byte to end.
@@ -347,6 +370,20 @@ class LengthPrefixed:
             position += framed
         return messages, position
 
+    def _waiting(self, buffer: bytearray, mark: int) -> int | None:
+        # ``mark`` is how many bytes decode needs to do anything: the prefix, or the whole
+        # message once decode checked its prefix (0 when unknown).
+        return mark if len(buffer) < mark else None
+
+    def _mark(self, rest: bytearray) -> int:
+        size = self.size
+        if len(rest) < size:
+            return size
+        # decode checked this prefix already: it is within the limits, and the message is
+        # longer than ``rest``.
+        declared = int.from_bytes(rest[:size], self.byteorder)
+        return declared + (0 if self.includes_prefix else size)
+
     def _over_limit(self, prefix: bytes, declared: int) -> FramingError:
         if self.includes_prefix:
             what = f"a message of {declared} bytes with its prefix"
@@ -411,6 +448,12 @@ class Fixed:
         n = self.n
         consumed = len(buffer) - len(buffer) % n
         return [buffer[start : start + n] for start in range(0, consumed, n)], consumed
+
+    def _waiting(self, buffer: bytearray, mark: int) -> int | None:
+        return 0 if len(buffer) < self.n else None
+
+    def _mark(self, rest: bytearray) -> int:
+        return 0
 
     def encode(self, message: bytes) -> bytes:
         """Return ``message`` unchanged if it is ``n`` bytes, else raise :class:`ScriptError`."""
@@ -490,6 +533,16 @@ class StxEtx:
             position = stop + 1
         return messages, position
 
+    def _waiting(self, buffer: bytearray, mark: int) -> int | None:
+        # ``mark`` is 0 (unknown), or ``buffer`` starts with STX and ``buffer[1:mark]`` holds
+        # no ETX: look for one only in the new bytes.
+        if not mark or len(buffer) >= self.max_length or buffer.find(ETX, mark) >= 0:
+            return None
+        return len(buffer)
+
+    def _mark(self, rest: bytearray) -> int:
+        return len(rest)  # decode leaves nothing, or the STX of a frame without its ETX
+
     def encode(self, message: bytes) -> bytes:
         """Wrap ``message`` in STX and ETX."""
         return b"\x02" + message + b"\x03"
@@ -501,6 +554,91 @@ class StxEtx:
 
 
 _BUILT_IN: Final = frozenset({Raw, Delimited, Lines, LengthPrefixed, Fixed, StxEtx})
+
+
+class _Incremental(Protocol):
+    """What the built-in framings add to the protocol so that :class:`Decoder` can skip
+    calling ``decode`` when the new bytes cannot complete a message.
+
+    ``mark`` is what the framing remembers of the bytes it scanned already (its meaning is
+    the framing's own; 0 means nothing is known). ``_waiting(buffer, mark)`` returns the
+    mark to keep when ``decode(buffer)`` would give ``([], 0)`` and raise nothing, and
+    ``None`` when ``decode`` must be called; it looks only at the bytes added since ``mark``.
+    ``_mark(rest)`` is the mark for the bytes ``decode`` left unconsumed.
+    """
+
+    def decode(self, buffer: bytes, eof: bool) -> tuple[list[bytes], int]: ...
+
+    def _waiting(self, buffer: bytearray, mark: int) -> int | None: ...
+
+    def _mark(self, rest: bytearray) -> int: ...
+
+
+class Decoder:
+    """Cuts the messages off one connection's buffer as its bytes arrive.
+
+    Made per connection from its framing. :meth:`take` is handed the connection's buffer,
+    the bytes received and not yet consumed, after new bytes were appended to it: it deletes
+    the whole messages from the front of the buffer and returns them, and raises
+    :class:`~fakepeer.FramingError` exactly when and as ``framing.decode`` would.
+
+    For a built-in framing it remembers how far it scanned the buffer, and calls ``decode``
+    (on a copy of the buffer) only when the new bytes can complete a message or break a
+    rule (a delimiter, an ETX or ``max_length`` reached, the length a prefix declared
+    arrived), so a message that arrives in many small segments costs time linear in its
+    length. A custom framing's ``decode`` is called every time, on the whole buffer.
+
+    Between two calls the buffer may only grow at its end; after taking bytes off it any
+    other way, call :meth:`reset`.
+    """
+
+    __slots__ = ("_framing", "_incremental", "_mark")
+
+    def __init__(self, framing: Framing) -> None:
+        self._framing = framing
+        # Not for subclasses of the built-in framings: they may decode otherwise.
+        self._incremental = cast(_Incremental, framing) if type(framing) in _BUILT_IN else None
+        self._mark = 0
+
+    def take(self, buffer: bytearray, eof: bool) -> list[bytes]:
+        """Delete the whole messages at the front of ``buffer`` and return them.
+
+        ``eof`` is true when the client will send nothing more (see the module docstring).
+        """
+        incremental = self._incremental
+        if incremental is not None:
+            mark = incremental._waiting(buffer, self._mark)
+            if mark is not None:
+                self._mark = mark
+                return []
+            self._mark = 0  # until decode says otherwise
+        messages, consumed = self._framing.decode(bytes(buffer), eof)
+        if consumed:
+            del buffer[:consumed]
+        if incremental is not None:
+            self._mark = incremental._mark(buffer)
+        return messages
+
+    def feed(self, buffer: bytearray, data: bytes) -> list[bytes]:
+        """Append ``data`` to ``buffer``, then :meth:`take` (not at EOF).
+
+        When ``buffer`` is empty, the common case, ``data`` itself is decoded, without a copy.
+        """
+        if buffer:
+            buffer += data
+            return self.take(buffer, False)
+        incremental = self._incremental
+        self._mark = 0
+        messages, consumed = self._framing.decode(data, False)
+        if consumed < len(data):
+            buffer += data[consumed:]
+        if incremental is not None:
+            self._mark = incremental._mark(buffer)
+        return messages
+
+    def reset(self) -> None:
+        """Forget what was scanned: bytes were taken off the buffer other than by :meth:`take`."""
+        self._mark = 0
 
 
 def check_framing(framing: object) -> Framing:

@@ -48,6 +48,13 @@ it consumed, always at least one), asks for more bytes (:data:`NEED_MORE`), or r
 - ``not_``: waits while the inner matcher waits, refuses when it matches the front, and
   consumes the whole buffer when it refuses. It is mostly useful with message framings.
 
+While a matcher waits, the peer asks it again each time more bytes arrive. ``exact``,
+``prefix``, ``contains``, ``ANY`` and an ``all_of`` whose first part is one of them go on from
+where they stopped (:meth:`Matcher.match_from`), so a long message that arrives in many small
+segments costs time linear in its length. The others (a regex, a predicate, ``json``,
+``any_of``, ``not_``) judge the whole buffer again each time: time quadratic in the length of
+what they wait for, so prefer a literal for a large message.
+
 Mistakes in a matcher (an empty literal, a regex that does not compile, something that is not
 JSON) raise :class:`~fakepeer.ScriptError` where the matcher is written.
 """
@@ -108,12 +115,26 @@ class Matcher:
     """Base class of matchers. Subclasses implement :meth:`match` and :meth:`describe`.
 
     :meth:`explain` and :meth:`_closeness` have defaults; override them to give better
-    diagnoses.
+    diagnoses. A matcher that can go on in stream mode from where it asked for more bytes
+    also overrides :meth:`match_from` and sets ``incremental``.
     """
+
+    #: True when :meth:`match_from` looks only at the bytes after ``start``: the peer then
+    #: hands it the buffer itself (a ``bytearray``) instead of a copy as ``bytes``.
+    incremental: bool = False
 
     def match(self, data: bytes, *, stream: bool) -> MatchOutcome:
         """Judge ``data``; see the module docstring for the two modes."""
         raise NotImplementedError
+
+    def match_from(self, data: bytes | bytearray, start: int) -> MatchOutcome:
+        """``match(data, stream=True)``, knowing that ``data[:start]`` gave :data:`NEED_MORE`.
+
+        The outcome must be the same as :meth:`match`'s; an incremental matcher uses
+        ``start`` to look only at the new bytes, and never keeps ``data`` (its value is
+        ``bytes``). The default judges the whole of ``data`` again.
+        """
+        return self.match(bytes(data), stream=True)
 
     def describe(self) -> str:
         """A short description for transcripts and error messages."""
@@ -164,8 +185,21 @@ def _literal_stream(expected: bytes, data: bytes) -> MatchOutcome:
     return None
 
 
+def _literal_from(expected: bytes, data: bytes | bytearray, start: int) -> MatchOutcome:
+    # ``data[:start]`` waited, so it is a beginning of ``expected``: compare only the bytes
+    # after it, as far as both go (a differing byte refuses as soon as it arrives).
+    end = min(len(data), len(expected))
+    if data[start:end] != expected[start:end]:
+        return None
+    if len(data) >= len(expected):
+        return Matched(expected, len(expected))
+    return NEED_MORE
+
+
 class Exact(Matcher):
     """Exactly these bytes: the whole message, or a prefix of the raw buffer."""
+
+    incremental = True
 
     def __init__(self, expected: bytes) -> None:
         # b"" is a real message with message framings (a blank line); a raw byte stream has
@@ -176,6 +210,9 @@ class Exact(Matcher):
         if stream:
             return _literal_stream(self.expected, data) if self.expected else None
         return Matched(data, len(data)) if data == self.expected else None
+
+    def match_from(self, data: bytes | bytearray, start: int) -> MatchOutcome:
+        return _literal_from(self.expected, data, start) if self.expected else None
 
     def describe(self) -> str:
         return f"'{escape(self.expected)}'"
@@ -198,6 +235,8 @@ class Exact(Matcher):
 class Prefix(Matcher):
     """Messages that start with these bytes; in stream mode, just these bytes."""
 
+    incremental = True
+
     def __init__(self, expected: bytes) -> None:
         if not expected:
             raise ScriptError(
@@ -210,6 +249,9 @@ class Prefix(Matcher):
         if stream:
             return _literal_stream(self.expected, data)
         return Matched(data, len(data)) if data.startswith(self.expected) else None
+
+    def match_from(self, data: bytes | bytearray, start: int) -> MatchOutcome:
+        return _literal_from(self.expected, data, start)
 
     def describe(self) -> str:
         return f"prefix '{escape(self.expected)}'"
@@ -230,6 +272,8 @@ class Prefix(Matcher):
 class Contains(Matcher):
     """Messages that contain these bytes; in stream mode, up to their first occurrence."""
 
+    incremental = True
+
     def __init__(self, needle: bytes) -> None:
         if not needle:
             raise ScriptError(
@@ -246,6 +290,15 @@ class Contains(Matcher):
             return NEED_MORE
         end = index + len(self.needle)
         return Matched(data[:end], end)
+
+    def match_from(self, data: bytes | bytearray, start: int) -> MatchOutcome:
+        # ``data[:start]`` holds no needle: it can only start in its last len - 1 bytes.
+        needle = self.needle
+        index = data.find(needle, max(0, start - len(needle) + 1))
+        if index < 0:
+            return NEED_MORE
+        end = index + len(needle)
+        return Matched(bytes(data[:end]), end)
 
     def describe(self) -> str:
         return f"contains '{escape(self.needle)}'"
@@ -272,7 +325,11 @@ class Regex(Matcher):
     """A regular expression over bytes: ``fullmatch`` on a message, ``match`` on a raw buffer.
 
     In stream mode a regex cannot tell "not yet" from "never", so it waits for more bytes
-    until it matches; bytes it never matches are reported when the connection ends.
+    until it matches; bytes it never matches are reported when the connection ends. It is
+    not incremental: while it waits, each segment that arrives has it match the whole buffer
+    again, so waiting for a large message that arrives in small segments costs time quadratic
+    in its length (a literal, :func:`prefix` or :func:`contains` first in an :func:`all_of`
+    frames it in linear time).
     """
 
     def __init__(self, pattern: re.Pattern[bytes] | re.Pattern[str]) -> None:
@@ -329,7 +386,11 @@ class Regex(Matcher):
 
 
 class Predicate_(Matcher):
-    """Every message for which the callable returns true (in stream mode: the whole buffer)."""
+    """Every message for which the callable returns true (in stream mode: the whole buffer).
+
+    In stream mode it is called again on the whole buffer each time a segment arrives while
+    it says no: time quadratic in the length of what it waits for.
+    """
 
     def __init__(self, predicate: Predicate, description: str | None = None) -> None:
         self.predicate = predicate
@@ -348,10 +409,15 @@ class Predicate_(Matcher):
 
 
 class _Any(Matcher):
+    incremental = True
+
     def match(self, data: bytes, *, stream: bool) -> MatchOutcome:
         if stream and not data:
             return NEED_MORE
         return Matched(data, len(data))
+
+    def match_from(self, data: bytes | bytearray, start: int) -> MatchOutcome:
+        return Matched(bytes(data), len(data)) if data else NEED_MORE
 
     def describe(self) -> str:
         return "ANY"
@@ -627,6 +693,8 @@ class AllOf(Matcher):
 
     def __init__(self, parts: tuple[Matcher, ...]) -> None:
         self.parts = parts
+        # In stream mode it waits exactly when its first part waits.
+        self.incremental = parts[0].incremental
 
     def match(self, data: bytes, *, stream: bool) -> MatchOutcome:
         first, *others = self.parts
@@ -634,6 +702,16 @@ class AllOf(Matcher):
         if not isinstance(outcome, Matched):
             return outcome if stream else None
         message = data[: outcome.consumed]
+        if all(isinstance(part.match(message, stream=False), Matched) for part in others):
+            return outcome
+        return None
+
+    def match_from(self, data: bytes | bytearray, start: int) -> MatchOutcome:
+        first, *others = self.parts
+        outcome = first.match_from(data, start)
+        if not isinstance(outcome, Matched):
+            return outcome
+        message = bytes(data[: outcome.consumed])
         if all(isinstance(part.match(message, stream=False), Matched) for part in others):
             return outcome
         return None
@@ -736,6 +814,11 @@ def regex(pattern: bytes | str | re.Pattern[bytes] | re.Pattern[str], flags: int
     ``pattern`` is bytes, str (compiled, then turned into a bytes pattern of its UTF-8
     encoding) or a compiled pattern (then ``flags`` must be 0). A reply callable receives the
     ``re.Match``. A pattern that does not compile is a :class:`~fakepeer.ScriptError`.
+
+    With :class:`~fakepeer.Raw` framing, while it waits it matches the whole buffer again
+    each time a segment arrives: waiting for a large message sent in small segments costs
+    time quadratic in its length (put a :func:`contains` or :func:`prefix` first in an
+    :func:`all_of` to frame it in linear time).
     """
     if isinstance(pattern, re.Pattern):
         if flags:
@@ -764,7 +847,8 @@ def predicate(function: Predicate, description: str | None = None) -> Matcher:
     ``description`` replaces the default ``predicate <function name>`` in transcripts and
     failures: ``predicate(lambda m: len(m) > 3, "more than 3 bytes")``. With
     :class:`~fakepeer.Raw` framing the function sees the whole buffer, and a false result
-    waits for more bytes.
+    waits for more bytes: it is called again on the whole buffer for each segment that
+    arrives, time quadratic in the length of what it waits for.
     """
     if not callable(function):
         raise ScriptError(
