@@ -449,30 +449,29 @@ class _PeerProtocol(asyncio.Protocol):
                 "receive() and receive_exactly() are for the connection's handler, "
                 "awaited in the loop that serves the peer"
             )
-        framing = server.conversation.framing
         self.receiving = True
         try:
             async with asyncio.timeout(server.timeout):
                 while True:
                     with server.lock:
                         buffer = connection.buffer
+                        decoder = server.conversation.decoder(connection)
                         if connection.failed:
                             raise self._failure()
                         if count is None and not self.pending and buffer:
-                            try:
-                                messages, consumed = framing.decode(bytes(buffer), self.eof)
+                            try:  # incremental: bytes already scanned are not scanned again
+                                self.pending.extend(decoder.take(buffer, self.eof))
                             except FramingError as error:
                                 server.conversation.framing_failed(error, connection, clock())
                                 self._crash_close(clock())
                                 server.changed()
                                 raise
-                            del buffer[:consumed]
-                            self.pending.extend(messages)
                         if count is None and self.pending:
                             message = self.pending.popleft()
                         elif count is not None and not self.pending and len(buffer) >= count:
                             message = bytes(buffer[:count])
                             del buffer[:count]
+                            decoder.reset()  # bytes went from the front behind its back
                         elif count is not None and self.pending:
                             raise ScriptError(
                                 "receive_exactly() after receive() left framed messages "
