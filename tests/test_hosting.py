@@ -180,3 +180,62 @@ def test_broadcast_raises_client_not_reading_too() -> None:
         with pytest.raises(ClientNotReading):  # noqa: PT012 - until it is full
             for _ in range(10_000):
                 peer.broadcast(b"z" * 16384)
+
+
+# -- what the fixture costs: blocking hand-overs to the hub ----------------------------------
+
+
+def test_fixture_tests_whose_clients_are_done_make_no_blocking_hand_over(
+    pytester: pytest.Pytester,
+) -> None:
+    """The fixture binds in the test's thread, and skips the settle and the stop's wait
+    when all the hub has left to read are clients' closes: no thread hand-over at all."""
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makeconftest(
+        """
+        import pytest
+        from fakepeer._hub import hub
+
+        counts = []
+
+        @pytest.hookimpl(wrapper=True)
+        def pytest_runtest_protocol(item, nextitem):
+            before = hub.handovers
+            result = yield
+            counts.append(hub.handovers - before)
+            return result
+
+        def pytest_sessionfinish(session):
+            made = [(test, count) for test, count in enumerate(counts) if count]
+            assert len(counts) == 200 and not made, made
+        """
+    )
+    pytester.makepyfile(
+        """
+        import asyncio
+        import socket
+        import pytest
+        from fakepeer import Lines
+
+        @pytest.mark.parametrize("n", range(100))
+        @pytest.mark.fakepeer(framing=Lines())
+        def test_sync(fake_peer, n):
+            fake_peer.expect(b"PING").reply(b"PONG")
+            with socket.create_connection(fake_peer.address, timeout=5) as sock:
+                sock.sendall(b"PING\\n")
+                assert sock.recv(16) == b"PONG\\n"
+
+        @pytest.mark.asyncio
+        @pytest.mark.parametrize("n", range(100))
+        @pytest.mark.fakepeer(framing=Lines())
+        async def test_async(fake_peer, n):
+            fake_peer.expect(b"PING").reply(b"PONG")
+            reader, writer = await asyncio.open_connection(*fake_peer.address)
+            writer.write(b"PING\\n")
+            assert await reader.readline() == b"PONG\\n"
+            writer.close()
+            await writer.wait_closed()
+        """
+    )
+    result = pytester.runpytest_subprocess("-W", "error", "-p", "no:randomly")
+    result.assert_outcomes(passed=200)

@@ -65,18 +65,23 @@ def attach_here(server: PeerServer) -> None:
 
 
 def settle(server: PeerServer) -> None:
-    """On the hub, read what clients already sent; nothing to do when the hub is quiet."""
+    """On the hub, read what clients already sent; nothing to do when the hub is quiet, or
+    has only clients' closes to read that cannot change the verdict."""
     if server.closed:
         return
     with _locked(server, "settle before its verdict"):
-        if server.quiet():
+        if server.quiet(eof_ok=True):
             return
     _handover(server, server.settle(), "settle before its verdict")
 
 
-def stop(server: PeerServer, timeout: float) -> None:
+def stop(server: PeerServer, timeout: float, *, wait: bool = True) -> None:
     """Stop a hub-hosted server (see :meth:`PeerServer.stop`), within about ``timeout``
-    once clients stop sending; raises :class:`~fakepeer.HubBlocked` if the hub is stuck."""
+    once clients stop sending; raises :class:`~fakepeer.HubBlocked` if the hub is stuck.
+
+    ``wait=False``: when what is left to read can change nothing (clients' closes, see
+    :meth:`PeerServer.quiet`), hand the stop to the hub and return at once; the last events
+    (those closes) are recorded moments later. Else as with ``wait=True``."""
     if server.closed:
         return
     loop = server.loop
@@ -89,6 +94,14 @@ def stop(server: PeerServer, timeout: float) -> None:
             server.close()
             with contextlib.suppress(RuntimeError):  # the loop is gone: nothing listens
                 loop.call_soon_threadsafe(server.abort)
+            return
+        if not wait and server.quiet(eof_ok=True):
+            coroutine = server.stop(timeout)
+            try:
+                asyncio.run_coroutine_threadsafe(coroutine, loop)
+            except RuntimeError:  # the loop is gone: nothing to stop
+                coroutine.close()
+                server.close()
             return
     _handover(server, server.stop(timeout), "stop")
 

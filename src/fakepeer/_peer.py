@@ -305,12 +305,12 @@ class FakePeer(_Scripting):
         _hosting.attach_to_hub(server)
         self._started(server)
 
-    def _stop_on_hub(self) -> None:
+    def _stop_on_hub(self, *, wait: bool = True) -> None:
         server, self._server = self._server, None
         self._state = "stopped"
         if server is not None:
             try:
-                _hosting.stop(server, STOP_TIMEOUT)
+                _hosting.stop(server, STOP_TIMEOUT, wait=wait)
             except HubBlocked as blocked:  # the verdict raises it, first, with the rest
                 self._conversation.problems.insert(0, blocked)
 
@@ -627,11 +627,15 @@ class Serving:
         read), so a verdict taken now sees it."""
         self._peer._settle()
 
-    def stop(self) -> None:
+    def stop(self, *, wait: bool = True) -> None:
         """Stop serving on the hub, losing nothing the clients sent (see ``serve()``);
         idempotent. Raises nothing: a blocked hub (:class:`~fakepeer.HubBlocked`) is
-        recorded as the peer's first problem, for the verdict."""
-        self._peer._stop_on_hub()
+        recorded as the peer's first problem, for the verdict.
+
+        ``wait=False`` returns at once when all that is left to read are clients' closes,
+        which cannot change the verdict (a fixture's teardown, after the verdict): their
+        last events are then recorded moments later, on the hub."""
+        self._peer._stop_on_hub(wait=wait)
 
     async def stop_async(self) -> None:
         """Stop serving, from the loop that :meth:`start_async` served in; idempotent."""

@@ -133,6 +133,8 @@ class _PeerProtocol(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         server = self.server
+        with server.lock:
+            server.unmade -= 1
         if server.closed:  # the peer was given up (its loop blocked): nobody will serve it
             transport.abort()
             return
@@ -240,6 +242,19 @@ class _PeerProtocol(asyncio.Protocol):
         if transport.is_closing():
             return self.connection is not None and not self.connection.ended
         return not self.eof and transport.is_reading()
+
+    def inert_at_eof(self) -> bool:
+        """True if this connection's EOF, read now, could not change the verdict: the script
+        (not a handler) serves it, nothing is buffered that EOF could leave incomplete, and
+        no step is pending. A proxy relays EOF, so its connections never are."""
+        connection = self.connection
+        return (
+            type(self) is _PeerProtocol
+            and connection is not None
+            and not connection.handled
+            and not connection.buffer
+            and self.worker is None
+        )
 
     def fileno(self) -> int | None:
         """The connection's socket, or None while its transport is closing."""
@@ -614,7 +629,8 @@ class PeerServer:
         self.max_send_buffer = max_send_buffer
         self.protocols: set[_PeerProtocol] = set()
         self.listener: socket.socket | None = None
-        self.adopting: set[asyncio.Task[None]] = set()  # accepted, not yet connection_made
+        self.adopting: set[asyncio.Task[None]] = set()  # tasks making accepted connections
+        self.unmade = 0  # connections accepted whose connection_made has not run yet
         self.stopping = False  # stop() is judging and closing the connections
         self.closed = False  # stop() is over: nothing more is served or recorded
         self.abandoned = False  # the loop was found blocked and given up (see _hosting)
@@ -648,7 +664,7 @@ class PeerServer:
 
     def _accept(self) -> None:
         """Accept what the kernel queued (up to ``backlog`` at a time), under the lock, so
-        that a thread holding the lock sees every accepted socket in ``adopting`` or
+        that a thread holding the lock sees every accepted socket in ``unmade`` or
         ``protocols``."""
         with self.lock:
             listener = self.listener
@@ -682,17 +698,26 @@ class PeerServer:
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.unmade += 1
         task = loop.create_task(self._serve(sock))
         self.adopting.add(task)
         task.add_done_callback(self.adopting.discard)
 
     async def _serve(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
+        made: list[_PeerProtocol] = []
+
+        def protocol() -> _PeerProtocol:
+            made.append(self.protocol(self))
+            return made[0]
+
         try:
-            await loop.connect_accepted_socket(lambda: self.protocol(self), sock)
+            await loop.connect_accepted_socket(protocol, sock)
         except Exception as exc:  # pragma: no cover - the loop could not make a transport
             sock.close()
             with self.lock:
+                if not made or made[0].transport is None:  # connection_made never ran
+                    self.unmade -= 1
                 self.conversation.note_peer(clock(), "error", f"could not serve a client: {exc}")
 
     def _close_listener(self) -> None:
@@ -729,18 +754,27 @@ class PeerServer:
 
     # -- state seen from other threads (lock held) -------------------------------------------
 
-    def quiet(self) -> bool:
+    def quiet(self, *, eof_ok: bool = False) -> bool:
         """True when the loop has nothing the verdict could be waiting for: no connection
-        being accepted, no byte a client sent still unread. Call with the lock held, from
-        any thread; it reads readiness only (``poll`` with no wait)."""
-        if self.adopting:
+        being accepted, no byte a client sent still unread. With ``eof_ok``, a client's
+        close not yet read counts as quiet where it cannot change the verdict (see
+        :meth:`_PeerProtocol.inert_at_eof`). Call with the lock held, from any thread; it
+        reads readiness only (``poll`` with no wait, a peek)."""
+        if self.unmade:
             return False
-        fds = [p.fileno() for p in self.protocols if p.lagging()]
-        if None in fds:
-            return False  # a transport closing, its connection_lost still to come
-        if self.listener is not None and not self.refusing:
-            fds.append(self.listener.fileno())
-        return not _readable(fds)  # type: ignore[arg-type]  # None was ruled out above
+        listener = self.listener
+        if listener is not None and not self.refusing and _readable([listener.fileno()]):
+            return False
+        waiting: dict[int, _PeerProtocol] = {}
+        for protocol in self.protocols:
+            if protocol.lagging():
+                fd = protocol.fileno()
+                if fd is None:
+                    return False  # a transport closing, its connection_lost still to come
+                waiting[fd] = protocol
+        return all(
+            eof_ok and waiting[fd].inert_at_eof() and _only_eof(fd) for fd in _ready(list(waiting))
+        )
 
     def idle(self) -> bool:
         """True when no client is connected or connecting (lock held, any thread)."""
@@ -856,9 +890,26 @@ def _listening_socket(address: tuple[str, int], backlog: int) -> socket.socket:
 
 def _readable(fds: list[int]) -> bool:
     """True if any of ``fds`` has something to read (or an error or EOF) right now."""
+    return bool(_ready(fds))
+
+
+def _ready(fds: list[int]) -> list[int]:
+    """Those of ``fds`` with something to read (or an error or EOF) right now."""
     if not fds:
-        return False
+        return []
     poller = select.poll()
     for fd in fds:
         poller.register(fd, select.POLLIN)
-    return bool(poller.poll(0))
+    return [fd for fd, _events in poller.poll(0)]
+
+
+def _only_eof(fd: int) -> bool:
+    """True if all the socket ``fd`` holds is the peer's FIN: no byte, no error (a peek,
+    from any thread: nothing is taken off the socket)."""
+    probe = socket.socket(fileno=fd)
+    try:
+        return probe.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except OSError:
+        return False
+    finally:
+        probe.detach()

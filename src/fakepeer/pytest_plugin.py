@@ -373,7 +373,7 @@ class _Served:
         first: BaseException | None = None
         for peer, serving in reversed(self.own):
             try:
-                serving.stop()
+                serving.stop(wait=False)  # no hand-over when only clients' closes are left
                 if not self.state.reported:
                     peer.verify()
             except BaseException as exc:  # stop them all, then report the first
