@@ -349,6 +349,9 @@ class Conversation:
             self._unanswered(connection, data, at)
             return []
         buffer = connection.buffer
+        if self.stream and not connection.handled and not buffer:
+            self._event(at, connection, "received", data)
+            return self._match_fresh(connection, data, at)
         if self.stream or connection.handled:
             buffer += data
             self._event(at, connection, "received", data)
@@ -636,6 +639,42 @@ class Conversation:
                     )
         self._event(at, connection, "unexpected", message)
         return self._fail(self._unexpected(connection, message), connection, at)
+
+    def _match_fresh(self, connection: Connection, data: bytes, at: float) -> list[Action]:
+        """Stream matching when nothing was buffered before ``data``: the rules see ``data``
+        itself, and what a rule consumes is not copied (the common case of a bulk transfer:
+        ``always(ANY)`` takes each segment as it is). The same outcome as buffering ``data``
+        and calling :meth:`_match_stream`."""
+        waiting: list[Matcher] = []
+        for rule in self._candidates(connection):
+            matcher = rule.matcher
+            assert matcher is not None
+            outcome = matcher.match(data, stream=True)
+            if isinstance(outcome, Matched) and outcome.consumed > 0:
+                consumed = outcome.consumed
+                message = data if consumed == len(data) else data[:consumed]
+                connection.received.append(message)
+                self.received.append(message)
+                actions = self._matched(rule, connection, message, outcome.value, at)
+                if consumed < len(data):
+                    connection.buffer += data[consumed:]
+                    actions.extend(self._match_stream(connection, at))
+                return actions
+            if outcome is NEED_MORE:
+                waiting.append(matcher)
+        if not waiting:
+            return self._fail(self._unexpected(connection, data), connection, at)
+        connection.buffer += data
+        scanned = connection.scanned
+        if scanned is None:
+            scanned = connection.scanned = {}
+        for matcher in waiting:  # they waited on all of data: they go on from there
+            if matcher.incremental:
+                scanned[matcher] = len(data)
+        if len(data) > self.limit:
+            scanned.clear()
+            return self._over_limit(connection, at)
+        return []
 
     def _match_stream(self, connection: Connection, at: float) -> list[Action]:
         buffer = connection.buffer
