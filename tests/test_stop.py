@@ -319,3 +319,27 @@ def test_a_peer_no_client_reaches_costs_no_blocking_hand_over() -> None:
         serving.stop()
         peer.verify()
     assert hub.handovers == before
+
+
+def test_many_clients_that_do_not_read_big_replies_do_not_stall_the_stop() -> None:
+    """200 connections each asked for 512 KiB and read none of it: the hub is busy, not
+    blocked, and leaving serve() aborts what cannot be flushed, within the bound."""
+    peer = FakePeer(framing=Lines())
+    peer.always(b"GET").reply(b"x" * (512 * 1024))
+    clients: list[socket.socket] = []
+    try:
+        with peer.serve():
+            for _ in range(200):
+                sock = socket.create_connection(peer.address, timeout=5)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.sendall(b"GET\n")
+                clients.append(sock)
+            peer.wait_for_connections(200)
+            start = time.monotonic()
+        elapsed = time.monotonic() - start
+    finally:
+        for sock in clients:
+            sock.close()
+    assert elapsed < 1.5 + 1.0, elapsed  # the stop's bound, plus reading 200 requests
+    assert len(peer.received) == 200
+    assert all(not connection.open for connection in peer.connections)
