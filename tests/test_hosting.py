@@ -239,3 +239,12 @@ def test_fixture_tests_whose_clients_are_done_make_no_blocking_hand_over(
     )
     result = pytester.runpytest_subprocess("-W", "error", "-p", "no:randomly")
     result.assert_outcomes(passed=200)
+
+
+@pytest.mark.parametrize("value", [0, -1, float("nan"), float("inf"), "5", True, None])
+def test_the_timeout_is_checked(value: object) -> None:
+    with pytest.raises(ScriptError) as info:
+        FakePeer(timeout=value)  # type: ignore[arg-type]
+    assert str(info.value) == (
+        f"FakePeer(timeout=...) takes a positive number of seconds, got {value!r}"
+    )

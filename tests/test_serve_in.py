@@ -93,9 +93,9 @@ def test_serve_in_loop(pytester: pytest.Pytester) -> None:
     assert "BLOCKING_LINE" in out
     assert (
         "fakepeer:    this test's fake_peer is served in the test's own event loop "
-        "(serve_in='loop'), so it cannot answer while a blocking client blocks that loop: "
-        "serve it on the hub with @pytest.mark.fakepeer(serve_in='hub'), or use an async "
-        "client"
+        "(serve_in='loop'), so it cannot answer while that loop is blocked: a blocking client "
+        "needs the peer on the hub (@pytest.mark.fakepeer(serve_in='hub')) or an async "
+        "client instead, and the script's reply callables and handlers must not block either"
     ) in out
     duration = re.search(r"in (\d+\.\d+)s", out.splitlines()[-1])
     assert duration is not None
@@ -166,4 +166,27 @@ def test_a_wrong_marker_value_fails_the_test(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
         ["*test_one*fakepeer serve_in: expected 'hub' or 'loop', got 'thread'*"]
+    )
+
+
+def test_the_factory_cannot_serve_in_a_loop_that_runs_already(pytester: pytest.Pytester) -> None:
+    pytester.makeini(INI)
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.asyncio
+        async def test_one(fake_peer_factory):
+            fake_peer_factory(serve_in="loop")
+        """
+    )
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ScriptError: fake_peer_factory(serve_in='loop') serves a peer in the test's "
+            "loop when it is made before that loop runs (in a sync fixture); where a loop "
+            "runs already (the test body, an async fixture), serve in it with "
+            "'async with FakePeer(...).serve()'"
+        ]
     )

@@ -181,7 +181,7 @@ def _blocked(server: PeerServer, what: str) -> HubBlocked:
     lines.append(
         "  hint:        the script's reply callables and handlers run on the hub thread, "
         "which serves every peer: they must not block (use 'async def' and await "
-        "asyncio.sleep(), not time.sleep()), or serve with 'async with peer.serve()'"
+        "asyncio.sleep(), not time.sleep())"
     )
     lines.append(
         "  the peer stopped listening and its transcript ends here; later peers are served "
@@ -210,6 +210,7 @@ def check_host(host: object, *, external: bool, owner: str = "FakePeer") -> str:
     interface's address listens beyond loopback: other hosts can reach the peer, which
     needs ``external=True`` said out loud.
     """
+    __tracebackhide__ = True
     if not isinstance(host, str) or not host.strip():
         raise ScriptError(
             f"{owner}(host=...) takes the address to listen on, such as '127.0.0.1' or "

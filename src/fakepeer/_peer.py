@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import threading
 from collections.abc import Callable, Iterator
@@ -185,6 +186,16 @@ class FakePeer(_Scripting):
                 f"got {max_send_buffer!r}"
             )
         self.max_send_buffer = max_send_buffer
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
+            raise ScriptError(
+                f"{type(self).__name__}(timeout=...) takes a positive number of seconds, "
+                f"got {timeout!r}"
+            )
         self.timeout = timeout
         self._lock = threading.RLock()
         self._conversation = Conversation(

@@ -133,13 +133,14 @@ class _PeerProtocol(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         server = self.server
+        client = _format_address(transport.get_extra_info("peername"))
+        # One locked step from "being made" to "served": a thread that holds the lock sees
+        # this connection in unmade or in protocols, never in neither (see PeerServer.idle).
         with server.lock:
             server.unmade -= 1
-        if server.closed:  # the peer was given up (its loop blocked): nobody will serve it
-            transport.abort()
-            return
-        client = _format_address(transport.get_extra_info("peername"))
-        with server.lock:
+            if server.closed:  # the peer was given up (its loop blocked): nobody serves it
+                transport.abort()
+                return
             server.protocols.add(self)
             now = clock()
             self.connection, actions = server.conversation.connect(client, now)

@@ -36,6 +36,7 @@ from typing import Any, Final, Protocol
 
 import pytest
 
+from ._errors import ScriptError
 from ._framing import Framing
 from ._peer import FakePeer, Serving
 from ._proxy import Proxy
@@ -409,6 +410,13 @@ def fake_peer_factory(request: pytest.FixtureRequest) -> Iterator[PeerFactory]:
         options = _options(base, kwargs, fields)
         if "serve_in" in kwargs:
             _serve_in(options.serve_in, f"{request.node.nodeid}: fakepeer serve_in")
+            if options.serve_in == "loop" and current_async_library() is not None:
+                raise ScriptError(
+                    "fake_peer_factory(serve_in='loop') serves a peer in the test's loop "
+                    "when it is made before that loop runs (in a sync fixture); where a loop "
+                    "runs already (the test body, an async fixture), serve in it with "
+                    "'async with FakePeer(...).serve()'"
+                )
         peer = FakePeer(
             seed=served.seed(base.seed, options.seed if "seed" in kwargs else None),
             framing=options.framing,
@@ -493,8 +501,9 @@ def fake_peer(request: pytest.FixtureRequest, fake_peer_factory: PeerFactory) ->
 
 _IN_LOOP_HINT: Final = (
     "\n  fakepeer:    this test's fake_peer is served in the test's own event loop "
-    "(serve_in='loop'), so it cannot answer while a blocking client blocks that loop: serve "
-    "it on the hub with @pytest.mark.fakepeer(serve_in='hub'), or use an async client"
+    "(serve_in='loop'), so it cannot answer while that loop is blocked: a blocking client "
+    "needs the peer on the hub (@pytest.mark.fakepeer(serve_in='hub')) or an async client "
+    "instead, and the script's reply callables and handlers must not block either"
 )
 
 
