@@ -458,7 +458,8 @@ class Conversation:
         if connection.ended:
             return
         if connection.answering and not connection.handled:
-            self._finish_buffer(connection, at)
+            how = "ended" if reason is None else f"was lost ({reason})"
+            self._finish_buffer(connection, at, how)
         connection.ended = True
         self._event(at, connection, "lost", note=reason or "closed by the client")
 
@@ -723,7 +724,9 @@ class Conversation:
                 return actions
         return actions
 
-    def _finish_buffer(self, connection: Connection, at: float) -> list[Action]:
+    def _finish_buffer(
+        self, connection: Connection, at: float, how: str = "ended"
+    ) -> list[Action]:
         buffer = connection.buffer
         if not buffer:
             return []
@@ -738,7 +741,7 @@ class Conversation:
                     return actions
                 actions.extend(self._dispatch(connection, message, at))
         if buffer:
-            actions.extend(self._incomplete(connection, "ended", at))
+            actions.extend(self._incomplete(connection, how, at))
         return actions
 
     def incomplete(self, connection: Connection, at: float) -> None:

@@ -28,6 +28,7 @@ import concurrent.futures
 import contextlib
 import ipaddress
 import socket
+import time
 from collections.abc import Coroutine, Iterator
 from typing import Any, Final
 
@@ -49,13 +50,17 @@ __all__ = [
 
 #: A hub that makes no progress for this many seconds during a hand-over is blocked.
 STALL: Final = 1.0
+#: How long a verdict or a stop waits, without a hand-over, for the hub to finish its turn...
+SPIN: Final = 0.002
+#: ...and how many times.
+_ATTEMPTS: Final = 3
 
 
 def attach_to_hub(server: PeerServer) -> None:
     """Have the hub accept the connections of a listening server from its next turn: no
     waiting (:meth:`PeerServer.listen` made the socket in the caller's thread)."""
     loop = server.loop = hub.loop()
-    loop.call_soon_threadsafe(server.attach)
+    hub.soon(loop, server.attach)
 
 
 def attach_here(server: PeerServer) -> None:
@@ -69,8 +74,8 @@ def settle(server: PeerServer) -> None:
     has only clients' closes to read that cannot change the verdict."""
     if server.closed:
         return
-    with _locked(server, "settle before its verdict"):
-        if server.quiet(eof_ok=True):
+    with _at_rest(server, "settle before its verdict") as resting:
+        if resting:
             return
     _handover(server, server.settle(), "settle before its verdict")
 
@@ -89,18 +94,16 @@ def stop(server: PeerServer, timeout: float, *, wait: bool = True) -> None:
         server.close()
         server.abort()
         return
-    with _locked(server, "stop"):
-        if server.idle():  # nobody connected or connecting: nothing to read or judge
+    with _at_rest(server, "stop") as resting:
+        if resting and not server.protocols:  # nobody connected or connecting
             server.close()
             with contextlib.suppress(RuntimeError):  # the loop is gone: nothing listens
-                loop.call_soon_threadsafe(server.abort)
+                hub.soon(loop, server.abort)
             return
-        if not wait and server.quiet(eof_ok=True):
-            coroutine = server.stop(timeout)
+        if not wait and resting:
             try:
-                asyncio.run_coroutine_threadsafe(coroutine, loop)
+                hub.soon(loop, server.stop_soon)
             except RuntimeError:  # the loop is gone: nothing to stop
-                coroutine.close()
                 server.close()
             return
     _handover(server, server.stop(timeout), "stop")
@@ -118,6 +121,45 @@ async def stop_in_loop(server: PeerServer, timeout: float) -> None:
 def call(server: PeerServer, coroutine: Coroutine[Any, Any, object], what: str) -> None:
     """Run ``coroutine`` on the server's hub loop and wait for it, bounded like a stop."""
     _handover(server, coroutine, what)
+
+
+def _quiet_hub(server: PeerServer) -> bool:
+    """With the lock held: nothing the hub could still do for this server changes the
+    verdict. No socket of it is readable (but for closes that change nothing, see
+    :meth:`PeerServer.quiet`), and then, the hub waits in ``select()``: it holds nothing it
+    took off a socket and has not handled yet (it would need the lock we hold for that)."""
+    loop = server.loop
+    return loop is not None and server.quiet(eof_ok=True) and hub.waiting(loop)
+
+
+@contextlib.contextmanager
+def _at_rest(server: PeerServer, what: str) -> Iterator[bool]:
+    """The peer's lock, and whether the hub is at rest for this server (:func:`_quiet_hub`).
+
+    The hub may be busy for a moment (a client's close that just arrived, a socket handed
+    over): it is given that moment, a few times, before this says no (then a hand-over will
+    do: nothing is lost either way)."""
+    for attempt in range(_ATTEMPTS):
+        _let_the_hub_finish(server)
+        with _locked(server, what):
+            if _quiet_hub(server):
+                yield True
+                return
+            if attempt == _ATTEMPTS - 1 or not server.quiet(eof_ok=True):
+                yield False  # work to do for this server: a hand-over it is
+                return
+
+
+def _let_the_hub_finish(server: PeerServer) -> None:
+    """Before taking the lock for :func:`_quiet_hub`: the hub may be finishing a turn (a
+    socket handed over, a client's close, another peer): give it the GIL for a moment to
+    get back to ``select()``, so that no hand-over is needed. Bounded by :data:`SPIN`."""
+    loop = server.loop
+    if loop is None:
+        return
+    deadline = clock() + SPIN
+    while not hub.waiting(loop) and clock() < deadline:
+        time.sleep(0)
 
 
 # -- bounded hand-overs ----------------------------------------------------------------------

@@ -15,6 +15,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import selectors
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -22,6 +23,38 @@ from typing import Any, TypeVar
 __all__ = ["Hub", "hub"]
 
 T = TypeVar("T")
+
+#: The hub's selector class: epoll where there is one (not selectors.DefaultSelector, which the
+#: loop watchdog may have replaced for the main thread's loops).
+_BASE: type[selectors.BaseSelector] = getattr(
+    selectors, "EpollSelector", getattr(selectors, "PollSelector", selectors.SelectSelector)
+)
+
+
+#: The selector of each hub loop (the hub makes them, so it need not ask the loop).
+_SELECTORS: dict[asyncio.AbstractEventLoop, _HubSelector] = {}
+
+
+class _HubSelector(_BASE):  # type: ignore[valid-type,misc]  # a class from a variable
+    """The hub loop's selector; ``waiting`` is true while the loop waits in ``select()``:
+    every callback of its last turn has run, none runs until ``select()`` returns.
+
+    Another thread holding a peer's lock reads it, after checking that none of the peer's
+    sockets is readable, to know the hub holds nothing it took off a socket and has not
+    handled yet (see ``_hosting``).
+    """
+
+    waiting = False
+    queued = 0  # callbacks handed to the loop from other threads (Hub.soon)...
+    done = 0  # ...and those that ran
+
+    def select(self, timeout: float | None = None) -> list[Any]:
+        # asyncio selects with timeout 0 when callbacks are ready: that is no waiting
+        self.waiting = timeout is None or timeout > 0
+        try:
+            return super().select(timeout)  # type: ignore[no-any-return]
+        finally:
+            self.waiting = False
 
 
 class Hub:
@@ -53,6 +86,35 @@ class Hub:
             for callback in callbacks:
                 loop.call_soon_threadsafe(callback)
             loop.call_soon_threadsafe(loop.stop)
+
+    def waiting(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """True if ``loop`` is a hub loop that waits in ``select()`` with nothing to do:
+        every callback handed to it with :meth:`soon` has run (any thread)."""
+        selector = _SELECTORS.get(loop)
+        return selector is not None and selector.waiting and selector.done == selector.queued
+
+    def soon(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:
+        """``loop.call_soon_threadsafe(callback)``, counted, so that :meth:`waiting` is not
+        true while it has not run. Raises ``RuntimeError`` if the loop is closed."""
+        selector = _SELECTORS.get(loop)
+        if selector is None:
+            loop.call_soon_threadsafe(callback)
+            return
+
+        def counted() -> None:
+            try:
+                callback()
+            finally:
+                selector.done += 1  # only the hub's thread counts up here
+
+        with self._lock:
+            selector.queued += 1
+        try:
+            loop.call_soon_threadsafe(counted)
+        except BaseException:
+            with self._lock:
+                selector.queued -= 1
+            raise
 
     def given_up(self, loop: asyncio.AbstractEventLoop) -> bool:
         """True if ``loop`` is a hub loop that was given up as blocked."""
@@ -88,8 +150,10 @@ class Hub:
     def _main(made: list[asyncio.AbstractEventLoop], ready: threading.Event) -> None:
         # The loop is made in its own thread: the loop watchdog's selector (see _watchdog)
         # watches loops made in the main thread, and the hub's must not pass for one of them.
-        loop = asyncio.new_event_loop()
+        selector = _HubSelector()
+        loop = asyncio.SelectorEventLoop(selector)
         made.append(loop)
+        _SELECTORS[loop] = selector
         asyncio.set_event_loop(loop)
         loop.call_soon(ready.set)
         try:
@@ -101,6 +165,7 @@ class Hub:
             if tasks:
                 loop.run_until_complete(asyncio.wait(tasks, timeout=1.0))
             loop.run_until_complete(loop.shutdown_asyncgens())
+            _SELECTORS.pop(loop, None)
             loop.close()
             hub._given_up.discard(loop)
 

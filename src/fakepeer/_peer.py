@@ -365,7 +365,11 @@ class FakePeer(_Scripting):
         if sock is None:
             return
         if on_hub:
-            _hosting.call(server, server.accept_again(sock), "listen again")
+            try:
+                _hosting.call(server, server.accept_again(sock), "listen again")
+            finally:
+                if server.listener is not sock:  # not taken up (stopping, or a stuck hub)
+                    sock.close()
         else:  # in the serving loop itself: accepting starts on its next turn
             task = loop.create_task(server.accept_again(sock))
             self._background.add(task)
@@ -411,13 +415,13 @@ class FakePeer(_Scripting):
     @property
     def connections(self) -> list[Connection]:
         """Every connection accepted so far, in order of arrival (a copy of the list)."""
-        with self._lock:
+        with _reading(self._lock, self._conversation):
             return list(self._conversation.connections)
 
     @property
     def received(self) -> list[bytes]:
         """Every message received so far, over all connections, in order of arrival."""
-        with self._lock:
+        with _reading(self._lock, self._conversation):
             return list(self._conversation.received)
 
     @property
@@ -439,7 +443,7 @@ class FakePeer(_Scripting):
     @property
     def done(self) -> bool:
         """True once every ``expect`` was met."""
-        with self._lock:
+        with _reading(self._lock, self._conversation):
             return self._conversation.done
 
     def _verdict(self, *, final: bool, deliver: bool = True) -> Error | None:
@@ -502,7 +506,7 @@ class FakePeer(_Scripting):
     def assert_no_unmatched(self) -> None:
         """Fail if any message matched no rule but ``otherwise()`` (or none at all)."""
         __tracebackhide__ = True
-        with self._lock:
+        with _reading(self._lock, self._conversation):
             unanswered = list(self._conversation.unmatched)
             unexpected = sum(
                 1 for problem in self._conversation.problems if isinstance(problem, UnexpectedData)

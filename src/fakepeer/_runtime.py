@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final
 
-from ._actions import Later, Stop
+from ._actions import Dropped, Later, Stop
 from ._conversation import (
     Action,
     Await,
@@ -51,8 +51,9 @@ __all__ = ["BACKLOG", "MAX_SEND_BUFFER", "PeerServer"]
 _LINGER_RESET: Final = struct.pack("ii", 1, 0)
 clock: Final = time.monotonic
 
-#: The listen backlog: how many connections the kernel queues before the peer accepts them.
-BACKLOG: Final = 128
+#: The listen backlog: how many connections the kernel queues before the peer accepts them
+#: (capped by the system, net.core.somaxconn: 4096 on current Linux).
+BACKLOG: Final = 4096
 #: The most bytes that may wait to be sent to one client (``FakePeer(max_send_buffer=...)``).
 MAX_SEND_BUFFER: Final = 4 << 20
 
@@ -212,7 +213,8 @@ class _PeerProtocol(asyncio.Protocol):
     # Backpressure: while the client does not read what the peer writes, read nothing more
     # from it (its requests wait in the kernel, and then in the client: TCP flow control).
     def pause_writing(self) -> None:
-        self._pause(_SENDING)
+        if not self.server.draining:  # the stop reads everything the client sent
+            self._pause(_SENDING)
 
     def resume_writing(self) -> None:
         self._resume(_SENDING)
@@ -299,12 +301,55 @@ class _PeerProtocol(asyncio.Protocol):
         if self.worker is not None:
             self.queue.extend(actions)
             return
+        writes: list[bytes] = []  # consecutive replies, written as one (see _write_all)
         for index, action in enumerate(actions):
+            if type(action) is Write:
+                writes.append(action.data)
+                continue
+            if writes:
+                self._write_all(writes, now)
+                writes = []
             if isinstance(action, Wait | Await):
                 self.queue.extend(actions[index:])
                 self.worker = asyncio.get_running_loop().create_task(self._work())
                 return
             self._do(action, now)
+        if writes:
+            self._write_all(writes, now)
+
+    def _write_all(self, writes: list[bytes], now: float) -> None:
+        """The replies to the messages of one segment, in one ``write``: a client that
+        pipelines 100,000 requests gets one write, not 100,000 (each of which costs the size
+        of the write buffer on 3.12+, where asyncio sums it). Each is recorded as sent."""
+        if len(writes) == 1:
+            self._do(Write(writes[0]), now)
+            return
+        transport = self.transport
+        connection = self.connection
+        assert transport is not None
+        assert connection is not None
+        if transport.is_closing():
+            return
+        if self._unsendable(b"".join(writes), now):
+            return
+        transport.write(b"".join(writes))
+        sent = self.server.conversation.sent
+        for data in writes:
+            sent(connection, data, now)
+
+    def _unsendable(self, data: bytes, now: float) -> bool:
+        """While the stop reads what a client that reads nothing sent, its replies beyond
+        the send buffer are recorded as dropped, not buffered (it would never read them)."""
+        server = self.server
+        transport = self.transport
+        connection = self.connection
+        if not server.draining or transport is None or connection is None:
+            return False
+        if transport.get_write_buffer_size() <= server.max_send_buffer:
+            return False
+        why = "the peer's stop: the client reads nothing, and the send buffer is full"
+        server.conversation.dropped(connection, Dropped(data, why), now)
+        return True
 
     async def _work(self) -> None:
         try:
@@ -333,6 +378,8 @@ class _PeerProtocol(asyncio.Protocol):
                 self.pushing = max(0, self.pushing - len(action.data))
                 if connection.failed:  # the peer pushes nothing more to a failed connection
                     return
+            if self._unsendable(action.data, now):
+                return
             transport.write(action.data)
             conversation.sent(connection, action.data, now)
         elif isinstance(action, Close):
@@ -632,7 +679,9 @@ class PeerServer:
         self.listener: socket.socket | None = None
         self.adopting: set[asyncio.Task[None]] = set()  # tasks making accepted connections
         self.unmade = 0  # connections accepted whose connection_made has not run yet
+        self.background: set[asyncio.Task[None]] = set()  # a stop nobody waits for
         self.stopping = False  # stop() is judging and closing the connections
+        self.draining = False  # stop() reads what clients sent, whatever backpressure says
         self.closed = False  # stop() is over: nothing more is served or recorded
         self.abandoned = False  # the loop was found blocked and given up (see _hosting)
         self.refusing = False
@@ -740,13 +789,13 @@ class PeerServer:
     def listen_again(self) -> socket.socket | None:
         """After :meth:`refuse`: a socket listening on the same address again, at once
         (clients can connect from now on); :meth:`accept_again` then serves it."""
-        if not self.refusing or self.stopping or self.closed:
+        if not self.refusing or self.draining or self.closed:
             return None
         return _listening_socket(self.address, self.backlog)
 
     async def accept_again(self, sock: socket.socket) -> None:
         """Serve the connections of ``sock``, from :meth:`listen_again`."""
-        if self.stopping or self.closed:
+        if self.draining or self.closed:
             sock.close()
             return
         self.listener = sock
@@ -830,10 +879,11 @@ class PeerServer:
         reads them; a client that does not read cannot delay this past ``timeout``: its
         connection is aborted. Nothing is recorded after this returns.
         """
-        if self.closed or self.stopping:
+        if self.closed or self.stopping or self.draining:
             return
         loop = asyncio.get_running_loop()
         self.progress = clock()
+        self.draining = True  # from here on, no listening again (a refuse fault removed)
         with self.lock:
             listener = self.listener
             if listener is not None:
@@ -844,6 +894,8 @@ class PeerServer:
                     if len(self.adopting) == before:
                         break
             self._close_listener()
+            for protocol in list(self.protocols):  # backpressure must not hide what was sent
+                protocol._resume(_SENDING)
         await self.settle()
         self.stopping = True
         protocols = list(self.protocols)
@@ -866,6 +918,14 @@ class PeerServer:
             await asyncio.sleep(0)  # let the aborts' connection_lost run
         finally:
             self.close()
+
+    def stop_soon(self) -> None:
+        """On the loop: :meth:`stop` in a task of its own, nobody waiting for it."""
+        loop = self.loop
+        assert loop is not None
+        task = loop.create_task(self.stop())
+        self.background.add(task)  # a reference, until it is done
+        task.add_done_callback(self.background.discard)
 
     def close(self) -> None:
         """Nothing more is served or recorded from now on (any thread, lock not needed)."""
