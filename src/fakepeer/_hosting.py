@@ -97,6 +97,7 @@ def stop(server: PeerServer, timeout: float, *, wait: bool = True) -> None:
     with _at_rest(server, "stop") as resting:
         if resting and not server.protocols:  # nobody connected or connecting
             server.close()
+            server.stop_listening()  # now, not on the hub's next turn
             with contextlib.suppress(RuntimeError):  # the loop is gone: nothing listens
                 hub.soon(loop, server.abort)
             return
@@ -189,6 +190,7 @@ def _handover(server: PeerServer, coroutine: Coroutine[Any, Any, object], what: 
     except RuntimeError:  # the loop closed: the hub was shut down, nothing is served
         coroutine.close()
         server.close()
+        server.abort_listener()
         return
     hub.handovers += 1
     server.progress = clock()
@@ -231,10 +233,7 @@ def _blocked(server: PeerServer, what: str) -> HubBlocked:
     )
     server.abandoned = True
     server.close()
-    listener = server.listener
-    if listener is not None:
-        with contextlib.suppress(OSError):  # stops listening at once (Linux), fd kept
-            listener.shutdown(socket.SHUT_RDWR)
+    server.stop_listening()
     if server.loop is not None:
         hub.give_up(server.loop, server.abort)
     return HubBlocked("\n".join(lines), where=where)

@@ -365,11 +365,7 @@ class FakePeer(_Scripting):
         if sock is None:
             return
         if on_hub:
-            try:
-                _hosting.call(server, server.accept_again(sock), "listen again")
-            finally:
-                if server.listener is not sock:  # not taken up (stopping, or a stuck hub)
-                    sock.close()
+            _hosting.call(server, server.accept_again(sock), "listen again")
         else:  # in the serving loop itself: accepting starts on its next turn
             task = loop.create_task(server.accept_again(sock))
             self._background.add(task)

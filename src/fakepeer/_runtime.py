@@ -718,7 +718,7 @@ class PeerServer:
         ``protocols``."""
         with self.lock:
             listener = self.listener
-            if listener is None:
+            if listener is None or self.closed:
                 return
             for _ in range(self.backlog):
                 try:
@@ -789,18 +789,34 @@ class PeerServer:
     def listen_again(self) -> socket.socket | None:
         """After :meth:`refuse`: a socket listening on the same address again, at once
         (clients can connect from now on); :meth:`accept_again` then serves it."""
-        if not self.refusing or self.draining or self.closed:
-            return None
-        return _listening_socket(self.address, self.backlog)
+        with self.lock:  # a stop in another thread closes it, or sees it closed
+            if not self.refusing or self.draining or self.closed:
+                return None
+            self.listener = _listening_socket(self.address, self.backlog)
+            return self.listener
 
     async def accept_again(self, sock: socket.socket) -> None:
         """Serve the connections of ``sock``, from :meth:`listen_again`."""
-        if self.draining or self.closed:
-            sock.close()
+        if self.draining or self.closed or self.listener is not sock:
+            if self.listener is sock:
+                self._close_listener()
+            else:
+                sock.close()
             return
-        self.listener = sock
         self.refusing = False
         self.attach()
+
+    def abort_listener(self) -> None:
+        """Close the listening socket, its loop being closed (any thread)."""
+        self._close_listener()
+
+    def stop_listening(self) -> None:
+        """From any thread: the listening socket stops listening at once (clients connecting
+        now are refused), its descriptor kept until the loop closes it (Linux)."""
+        listener = self.listener
+        if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
 
     # -- state seen from other threads (lock held) -------------------------------------------
 
