@@ -847,13 +847,13 @@ def _paired_table(
         "hand-overs: the median per test of `fakepeer._hub.hub.handovers`, read by the "
         "conftest before and after each test: the times the test's thread handed work to the "
         "hub thread and blocked until it was done. There are two kinds, each skipped when the "
-        "hub provably has nothing to do: the settle before the verdict (skipped when no "
-        "connection is being accepted and no socket has unread bytes) and the stop (skipped "
-        "when no client is connected). Starting a peer is not one: it listens in the test's "
-        "thread and hands the socket over without waiting. In these tests the one hand-over "
-        "is the settle, when the hub has not yet read the client's close by the time the test "
-        "body returns (a race, hence 0 or 1); the stop then finds no client. Blank where "
-        "fakepeer's plugin is not loaded. Counts: " + ("; ".join(counts) or "none") + ".",
+        "hub provably has nothing left to do that could change the verdict: the settle before "
+        "the verdict and the stop (skipped when the hub waits in select() with nothing to do "
+        "and no socket has unread bytes but, at most, a client's close). Starting a peer is "
+        "not one: it listens in the test's thread and hands the socket over without waiting. "
+        "Blank where fakepeer's plugin is not loaded. Counts: "
+        + ("; ".join(counts) or "none")
+        + ".",
     ]
     return table
 
