@@ -7,12 +7,15 @@ The sequence is the same on both hosts:
     before ``serve()`` returns), then hand the listening socket to the loop without waiting.
 ``settle``
     Before a verdict: let the loop read what clients already sent. Skipped, with no
-    hand-over, when the loop is provably quiet: no connection being accepted and no socket
-    with unread bytes.
+    hand-over, when nothing the hub could still do changes the verdict: it waits in
+    ``select()`` with nothing to do (so it holds nothing it took off a socket), no connection
+    is being accepted, and no socket has unread bytes but, at most, a client's close.
 ``stop``
     Stop listening after accepting what the kernel queued, read every connection until its
     socket would block, judge what is left, close. Skipped, with no hand-over, when no client
-    is connected or connecting.
+    is connected or connecting (the socket stops listening at once, from the caller's
+    thread); not waited for, with ``wait=False`` (the fixture's teardown), when all that is
+    left to read are clients' closes.
 
 A hand-over to the hub (``settle`` and ``stop`` when there is work) is bounded by progress,
 not by a fixed time: the hub stamps ``server.progress`` at every turn, so a hub busy reading a
