@@ -465,3 +465,44 @@ def test_a_refuse_fault_removed_while_the_peer_stops_leaves_nothing_listening() 
             done.set()
             toggler.join(5)
         assert not toggler.is_alive(), f"run {run}"
+
+
+def test_a_blocked_hub_fails_its_fixture_test_and_the_session_runs_on(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        import socket
+        import time
+        import pytest
+        from fakepeer import Lines
+
+        @pytest.mark.fakepeer(framing=Lines())
+        def test_sleepy_reply(fake_peer):
+            def sleepy(message):
+                time.sleep(7)  # SLEEPING_LINE
+                return b"late"
+
+            fake_peer.expect(b"HELLO").reply(sleepy)
+            sock = socket.create_connection(fake_peer.address, timeout=5)
+            sock.sendall(b"HELLO\\n")
+            sock.close()
+
+        @pytest.mark.parametrize("n", range(3))
+        @pytest.mark.fakepeer(framing=Lines())
+        def test_later(fake_peer, n):
+            fake_peer.expect(b"PING").reply(b"PONG")
+            with socket.create_connection(fake_peer.address, timeout=5) as sock:
+                sock.sendall(b"PING\\n")
+                assert sock.recv(16) == b"PONG\\n"
+        """
+    )
+    start = time.monotonic()
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:asyncio")
+    assert time.monotonic() - start < 6  # not the 7 s sleep
+    result.assert_outcomes(passed=3, failed=1)
+    out = result.stdout.str()
+    assert "FAILED test_a_blocked_hub_fails_its_fixture_test_and_the_session_runs_on.py" in out
+    assert "fakepeer.HubBlocked: the fakepeer hub thread made no progress for 1 s" in out
+    assert "time.sleep(7)  # SLEEPING_LINE" in out
+    assert "  call:        time.sleep(7)" in out
