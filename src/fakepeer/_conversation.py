@@ -724,9 +724,7 @@ class Conversation:
                 return actions
         return actions
 
-    def _finish_buffer(
-        self, connection: Connection, at: float, how: str = "ended"
-    ) -> list[Action]:
+    def _finish_buffer(self, connection: Connection, at: float, how: str = "ended") -> list[Action]:
         buffer = connection.buffer
         if not buffer:
             return []
