@@ -330,9 +330,10 @@ class _PeerProtocol(asyncio.Protocol):
         assert connection is not None
         if transport.is_closing():
             return
-        if self._unsendable(b"".join(writes), now):
+        data = b"".join(writes)
+        if self._unsendable(data, now):
             return
-        transport.write(b"".join(writes))
+        transport.write(data)
         sent = self.server.conversation.sent
         for data in writes:
             sent(connection, data, now)
