@@ -506,3 +506,64 @@ def test_a_blocked_hub_fails_its_fixture_test_and_the_session_runs_on(
     assert "fakepeer.HubBlocked: the fakepeer hub thread made no progress for 1 s" in out
     assert "time.sleep(7)  # SLEEPING_LINE" in out
     assert "  call:        time.sleep(7)" in out
+
+
+def test_two_peers_on_a_blocked_hub_both_fail_and_the_old_hub_ends_cleanly() -> None:
+    release = threading.Event()
+    hub.loop()
+    blocked_hub = hub.thread()
+    first, second = FakePeer(framing=Lines(), name="first"), FakePeer(framing=Lines())
+
+    def sleepy(message: bytes) -> bytes:
+        release.wait(7)
+        return b"late"
+
+    first.expect(b"HELLO").reply(sleepy)
+    try:
+        with pytest.raises(HubBlocked) as outer:
+            serve_both(first, second)
+    finally:
+        release.set()
+    assert "in sleepy\n      release.wait(7)" in str(outer.value)
+    assert blocked_hub is not None
+    blocked_hub.join(5)
+    assert not blocked_hub.is_alive()
+
+
+def serve_both(first: FakePeer, second: FakePeer) -> None:
+    """``second`` is left first, on the hub that ``first``'s reply blocks: it fails too."""
+    with first.serve():
+        fire_and_forget(first.address, b"HELLO\n")
+        with pytest.raises(HubBlocked, match=r"blocking it|given up, blocked"), second.serve():
+            fire_and_forget(second.address, b"HI\n")
+
+
+def test_a_partial_line_of_a_client_still_connected_fails_every_fixture_test(
+    pytester: pytest.Pytester,
+) -> None:
+    """The fixture's stop is not waited for only when it could judge nothing: a partial
+    message is judged, every time, before the verdict."""
+    pytester.makepyfile(
+        """
+        import socket
+        import pytest
+        from fakepeer import Lines
+
+        CLIENTS = []
+
+        @pytest.mark.parametrize("n", range(100))
+        @pytest.mark.fakepeer(framing=Lines())
+        def test_partial(fake_peer, n):
+            fake_peer.expect(b"HELLO")
+            sock = socket.create_connection(fake_peer.address, timeout=5)
+            sock.sendall(b"HELLO\\nPA")
+            CLIENTS.append(sock)
+
+        def test_close_them():
+            for sock in CLIENTS:
+                sock.close()
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:asyncio")
+    result.assert_outcomes(passed=101, errors=100)
+    assert result.stdout.str().count("IncompleteMessage: connection #1 was cut off") == 100

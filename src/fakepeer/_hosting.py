@@ -38,7 +38,7 @@ from typing import Any, Final
 from ._errors import HubBlocked, ScriptError
 from ._hub import hub
 from ._runtime import PeerServer, clock
-from ._watchdog import _sample
+from ._watchdog import Place, _sample
 
 __all__ = [
     "STALL",
@@ -104,7 +104,7 @@ def stop(server: PeerServer, timeout: float, *, wait: bool = True) -> None:
             with contextlib.suppress(RuntimeError):  # the loop is gone: nothing listens
                 hub.soon(loop, server.abort)
             return
-        if not wait and resting:
+        if not wait and resting and server.inert():  # the stop would judge nothing
             try:
                 hub.soon(loop, server.stop_soon)
             except RuntimeError:  # the loop is gone: nothing to stop
@@ -171,10 +171,13 @@ def _let_the_hub_finish(server: PeerServer) -> None:
 
 @contextlib.contextmanager
 def _locked(server: PeerServer, what: str) -> Iterator[None]:
-    """The peer's lock, unless the hub holds it for longer than :data:`STALL` (stuck in
-    the script's code, which runs under it): then :class:`~fakepeer.HubBlocked`."""
-    if not server.lock.acquire(timeout=STALL):
-        raise _blocked(server, what)
+    """The peer's lock, unless the hub holds it for longer than :data:`STALL` while in the
+    script's code (which runs under it): then :class:`~fakepeer.HubBlocked`. A hub busy in
+    fakepeer's own work (a segment of 65,000 pipelined messages) is waited for."""
+    deadline = clock() + _busy_allowance(server)
+    while not server.lock.acquire(timeout=STALL):
+        if _scripts_code(server) is not None or clock() > deadline:
+            raise _blocked(server, what)
     try:
         yield
     finally:
@@ -197,7 +200,14 @@ def _handover(server: PeerServer, coroutine: Coroutine[Any, Any, object], what: 
         return
     hub.handovers += 1
     server.progress = clock()
-    while (remaining := server.progress + STALL - clock()) > 0:
+    deadline = server.progress + _busy_allowance(server)
+    while True:
+        remaining = server.progress + STALL - clock()
+        if remaining <= 0:
+            if _scripts_code(server) is not None or clock() > deadline:
+                break
+            server.progress = clock()  # busy in fakepeer's own work, not blocked: wait on
+            continue
         try:
             future.result(remaining)
         except concurrent.futures.TimeoutError:
@@ -207,24 +217,47 @@ def _handover(server: PeerServer, coroutine: Coroutine[Any, Any, object], what: 
     raise _blocked(server, what)
 
 
+def _busy_allowance(server: PeerServer) -> float:
+    """How long a hub busy in fakepeer's own code (no code of the script on its stack) is
+    waited for, at most: the stop's own reading bound, and some."""
+    return 2 * server.timeout + 5 * STALL
+
+
+def _scripts_code(server: PeerServer) -> Place | None:
+    """The innermost frame of code that is not fakepeer's, asyncio's or a library's on the
+    stack of the hub thread serving ``server``: the script's code, if it runs now."""
+    loop = server.loop
+    thread = hub.thread_of(loop) if loop is not None else None
+    if thread is None or thread.ident is None:
+        return None
+    sample = _sample(thread.ident)
+    return None if sample is None else sample.user
+
+
 def _blocked(server: PeerServer, what: str) -> HubBlocked:
     """Give up on a blocked hub: describe the blocked code, stop listening from this
     thread, freeze the record, and have the hub replaced."""
-    thread = hub.thread()
-    sample = _sample(thread.ident) if thread is not None and thread.ident is not None else None
-    user = sample.user if sample is not None else None
+    user = _scripts_code(server)
     where = f"{user.filename}:{user.lineno} in {user.function}" if user is not None else "?"
+    given_up = server.abandoned or (server.loop is not None and hub.given_up(server.loop))
+    if user is not None:
+        why = "code of the test's script is blocking it"
+    elif given_up:
+        why = "it was given up, blocked, earlier in this test"
+    else:
+        why = (
+            f"it was still busy after {_busy_allowance(server):g} s (no code of the test's "
+            "script on its stack)"
+        )
     lines = [
         f"the fakepeer hub thread made no progress for {STALL:g} s when the peer had to "
-        f"{what}: code of the test's script is blocking it"
+        f"{what}: {why}"
     ]
     if user is not None:
         lines.append(f"  blocked at:  {where}")
         lines.append(f"      {user.line.strip()}")
         if user.expression:
             lines.append(f"  call:        {user.expression}")
-    elif server.abandoned or (server.loop is not None and hub.given_up(server.loop)):
-        lines.append("  (the hub was already given up, blocked, earlier in this test)")
     lines.append(
         "  hint:        the script's reply callables and handlers run on the hub thread, "
         "which serves every peer: they must not block (use 'async def' and await "

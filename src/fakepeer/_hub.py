@@ -33,6 +33,7 @@ _BASE: type[selectors.BaseSelector] = getattr(
 
 #: The selector of each hub loop (the hub makes them, so it need not ask the loop).
 _SELECTORS: dict[asyncio.AbstractEventLoop, _HubSelector] = {}
+_THREADS: dict[asyncio.AbstractEventLoop, threading.Thread] = {}
 
 
 class _HubSelector(_BASE):  # type: ignore[valid-type,misc]  # a class from a variable
@@ -79,13 +80,19 @@ class Hub:
         ends (see :meth:`_main`): it leaves nothing open behind it.
         """
         with self._lock:
+            first = loop not in self._given_up
             self._given_up.add(loop)
             if self._loop is loop:
                 self._loop = self._thread = None
         with contextlib.suppress(RuntimeError):  # closed already
             for callback in callbacks:
                 loop.call_soon_threadsafe(callback)
-            loop.call_soon_threadsafe(loop.stop)
+            if first:  # once: a second stop would cut short the clean-up in _main
+                loop.call_soon_threadsafe(loop.stop)
+
+    def thread_of(self, loop: asyncio.AbstractEventLoop) -> threading.Thread | None:
+        """The thread that runs the hub loop ``loop`` (also one given up), if any."""
+        return _THREADS.get(loop)
 
     def waiting(self, loop: asyncio.AbstractEventLoop) -> bool:
         """True if ``loop`` is a hub loop that waits in ``select()`` with nothing to do:
@@ -154,6 +161,7 @@ class Hub:
         loop = asyncio.SelectorEventLoop(selector)
         made.append(loop)
         _SELECTORS[loop] = selector
+        _THREADS[loop] = threading.current_thread()
         asyncio.set_event_loop(loop)
         loop.call_soon(ready.set)
         try:
@@ -166,6 +174,7 @@ class Hub:
                 loop.run_until_complete(asyncio.wait(tasks, timeout=1.0))
             loop.run_until_complete(loop.shutdown_asyncgens())
             _SELECTORS.pop(loop, None)
+            _THREADS.pop(loop, None)
             loop.close()
             hub._given_up.discard(loop)
 

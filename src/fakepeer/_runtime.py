@@ -843,6 +843,12 @@ class PeerServer:
             eof_ok and waiting[fd].inert_at_eof() and _only_eof(fd) for fd in _ready(list(waiting))
         )
 
+    def inert(self) -> bool:
+        """True when stopping could add nothing to the verdict: no connection holds bytes
+        the stop would judge, runs a handler or has a step pending (lock held, any
+        thread)."""
+        return all(protocol.inert_at_eof() for protocol in self.protocols)
+
     def idle(self) -> bool:
         """True when no client is connected or connecting (lock held, any thread)."""
         return not self.protocols and self.quiet()
