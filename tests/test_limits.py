@@ -144,33 +144,23 @@ def test_pushes_to_a_client_that_never_reads_end_with_client_not_reading() -> No
 def test_100_mb_through_a_proxy_keeps_a_bounded_record() -> None:
     figures = run(
         """
-        import asyncio
+        listener = socket.create_server(("127.0.0.1", 0))  # the real server: a sink
 
-        class Sink(asyncio.Protocol):
-            def connection_made(self, transport):
-                self.transport = transport
-            def data_received(self, data):
-                pass
+        def sink():
+            server, _ = listener.accept()
+            with server:
+                while server.recv(1 << 16):
+                    pass
 
-        async def upstream(ready, stop):
-            server = await asyncio.get_running_loop().create_server(Sink, "127.0.0.1", 0)
-            ready.append(server.sockets[0].getsockname()[:2])
-            while not stop:
-                await asyncio.sleep(0.01)
-            server.close()
-
-        ready, stop = [], []
-        thread = threading.Thread(target=asyncio.run, args=(upstream(ready, stop),))
+        thread = threading.Thread(target=sink)
         thread.start()
-        while not ready:
-            time.sleep(0.01)
-        proxy = Proxy(tuple(ready[0]))
+        proxy = Proxy(listener.getsockname()[:2])
         with proxy.serve():
             before = peak()
             sent, failed = flood(proxy.address, 100 * 2**20)
             proxy.wait_for_connections(1)
-        stop.append(True)
-        thread.join()
+        thread.join(10)
+        listener.close()
         done(before=before, sent=sent, failed=failed, omitted=proxy.transcript.omitted_bytes)
         """
     )

@@ -320,17 +320,15 @@ class _PeerProtocol(asyncio.Protocol):
     def _write_all(self, writes: list[bytes], now: float) -> None:
         """The replies to the messages of one segment, in one ``write``: a client that
         pipelines 100,000 requests gets one write, not 100,000 (each of which costs the size
-        of the write buffer on 3.12+, where asyncio sums it). Each is recorded as sent."""
-        if len(writes) == 1:
-            self._do(Write(writes[0]), now)
-            return
+        of the write buffer on 3.12+, where asyncio sums it). Each is recorded as sent. Every
+        write of the peer goes through here."""
         transport = self.transport
         connection = self.connection
         assert transport is not None
         assert connection is not None
         if transport.is_closing():
             return
-        data = b"".join(writes)
+        data = writes[0] if len(writes) == 1 else b"".join(writes)
         if self._unsendable(data, now):
             return
         transport.write(data)
@@ -379,10 +377,7 @@ class _PeerProtocol(asyncio.Protocol):
                 self.pushing = max(0, self.pushing - len(action.data))
                 if connection.failed:  # the peer pushes nothing more to a failed connection
                     return
-            if self._unsendable(action.data, now):
-                return
-            transport.write(action.data)
-            conversation.sent(connection, action.data, now)
+            self._write_all([action.data], now)
         elif isinstance(action, Close):
             transport.close()
             conversation.closed(connection, now, "closed")
