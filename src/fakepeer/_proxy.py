@@ -128,6 +128,8 @@ class _ProxyProtocol(_PeerProtocol):
         conversation = server.conversation
         with server.lock:
             now = clock()
+            self.read += len(data)
+            self.last_read = now
             conversation.relayed(connection, data, now)
             if self.up_state is None:
                 self.up_state = FaultState.seeded(conversation.seed, connection.id, "/up")

@@ -12,6 +12,7 @@ transcript or add rules while the hub thread serves.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import inspect
@@ -62,6 +63,16 @@ _SENDING: Final = 1  # the client does not read our replies: backpressure
 _HANDLER_BEHIND: Final = 2  # the handler has not received what is buffered
 _FAULT: Final = 4  # a stop_reading fault
 
+#: A client that sent at least this many bytes may still have some in its own send queue
+#: when the peer's socket would block: the tail of a bulk send waits there for the peer's
+#: ACK or window update (Nagle, RFC 896; flow control, RFC 9293 3.8.6), which the peer's
+#: reads set off and the kernel delivers a moment later. Below it, everything sent fits
+#: the first window Linux advertises (some 64 KiB), and nothing waits.
+_BULK: Final = 32 * 1024
+#: How long a stop (or settle) waits, after such a client's last byte, for more of them
+#: before it takes the socket's "would block" for the end (seconds). An EOF ends the wait.
+IN_FLIGHT_GRACE: Final = 0.1
+
 
 def _format_address(address: object) -> str:
     if isinstance(address, tuple) and len(address) >= 2:
@@ -84,8 +95,10 @@ class _PeerProtocol(asyncio.Protocol):
         "connection",
         "eof",
         "handler",
+        "last_read",
         "paused",
         "pushing",
+        "read",
         "readable",
         "reading_stopped",
         "receiving",
@@ -113,6 +126,8 @@ class _PeerProtocol(asyncio.Protocol):
         self.pushing = 0  # bytes pushed from another thread, not yet written
         self.receiving = False  # the handler waits in receive() or receive_exactly()
         self.timers: list[asyncio.TimerHandle] = []  # faults' Later actions
+        self.read = 0  # bytes read from the client, and when the last of them came
+        self.last_read = 0.0
 
     @property
     def queue(self) -> deque[Action]:
@@ -162,6 +177,8 @@ class _PeerProtocol(asyncio.Protocol):
         assert connection is not None
         with server.lock:
             now = clock()
+            self.read += len(data)
+            self.last_read = now
             try:
                 actions = server.conversation.receive(connection, data, now)
                 if actions:
@@ -245,6 +262,12 @@ class _PeerProtocol(asyncio.Protocol):
         if transport.is_closing():
             return self.connection is not None and not self.connection.ended
         return not self.eof and transport.is_reading()
+
+    def in_flight(self, now: float) -> bool:
+        """True if the client may still have bytes on their way although its socket would
+        block now: it sent in bulk (see ``_BULK``), has not closed, and its last byte came
+        less than ``IN_FLIGHT_GRACE`` ago."""
+        return not self.eof and self.read >= _BULK and now - self.last_read < IN_FLIGHT_GRACE
 
     def inert_at_eof(self) -> bool:
         """True if this connection's EOF, read now, could not change the verdict: the script
@@ -818,25 +841,37 @@ class PeerServer:
 
     def quiet(self, *, eof_ok: bool = False) -> bool:
         """True when the loop has nothing the verdict could be waiting for: no connection
-        being accepted, no byte a client sent still unread. With ``eof_ok``, a client's
-        close not yet read counts as quiet where it cannot change the verdict (see
+        being accepted, no byte a client sent still unread or on its way (see
+        :meth:`_PeerProtocol.in_flight`). With ``eof_ok``, a client's close not yet read
+        counts as quiet where it cannot change the verdict (see
         :meth:`_PeerProtocol.inert_at_eof`). Call with the lock held, from any thread; it
         reads readiness only (``poll`` with no wait, a peek)."""
+        return self._stillness(eof_ok=eof_ok) is _QUIET
+
+    def _stillness(self, *, eof_ok: bool = False) -> object:
+        """:data:`_QUIET`, :data:`_READABLE` (a connection or the listener has something
+        to read now) or :data:`_IN_FLIGHT` (nothing now, but a bulk client may have more on
+        its way); see :meth:`quiet`."""
         if self.unmade:
-            return False
+            return _READABLE
         listener = self.listener
         if listener is not None and not self.refusing and _readable([listener.fileno()]):
-            return False
+            return _READABLE
         waiting: dict[int, _PeerProtocol] = {}
         for protocol in self.protocols:
             if protocol.lagging():
                 fd = protocol.fileno()
                 if fd is None:
-                    return False  # a transport closing, its connection_lost still to come
+                    return _READABLE  # a transport closing, its connection_lost to come
                 waiting[fd] = protocol
-        return all(
-            eof_ok and waiting[fd].inert_at_eof() and _only_eof(fd) for fd in _ready(list(waiting))
-        )
+        ready = _ready(list(waiting))
+        for fd in ready:
+            if not (eof_ok and waiting[fd].inert_at_eof() and _only_eof(fd)):
+                return _READABLE
+        now = clock()
+        if any(protocol.in_flight(now) for protocol in waiting.values()):
+            return _IN_FLIGHT
+        return _QUIET
 
     def inert(self) -> bool:
         """True when stopping could add nothing to the verdict: no connection holds bytes
@@ -870,7 +905,10 @@ class PeerServer:
 
     async def settle(self, limit: float | None = None) -> bool:
         """Read what clients already sent: accept the queued connections and read every
-        connection until its socket would block (the kernel's buffers are empty).
+        connection until its socket would block (the kernel's buffers are empty) and, for a
+        client that sent in bulk and has not closed, until no byte came for
+        ``IN_FLIGHT_GRACE`` seconds (the tail of a bulk send reaches the peer a moment
+        after its socket would block).
 
         Returns False if clients were still sending after ``limit`` seconds (default: the
         peer's ``timeout``); ``progress`` is stamped at every turn of the loop.
@@ -879,23 +917,26 @@ class PeerServer:
         while True:
             self.progress = now = clock()
             with self.lock:
-                if self.quiet():
-                    return True
+                stillness = self._stillness()
+            if stillness is _QUIET:
+                return True
             if now >= deadline:
                 return False
-            await asyncio.sleep(0)
+            # Readable: one turn reads it. In flight: let select() wait for it a little.
+            await asyncio.sleep(0 if stillness is _READABLE else 0.002)
 
     async def stop(self, timeout: float = 1.0) -> None:
         """Stop serving, losing nothing; return within about ``timeout`` once clients stop
         sending.
 
         In order: stop listening, after accepting what the kernel already queued; read every
-        connection until its socket would block (for at most the peer's ``timeout``, in case
-        a client never stops sending); judge what is left (a message cut short is an
-        :class:`~fakepeer.IncompleteMessage`, whether or not the client closed); close every
-        connection and cancel every step. Bytes the peer wrote are flushed if the client
-        reads them; a client that does not read cannot delay this past ``timeout``: its
-        connection is aborted. Nothing is recorded after this returns.
+        connection until its socket would block, and a bulk sender until no byte came for
+        ``IN_FLIGHT_GRACE`` seconds or it closed (see :meth:`settle`; for at most the peer's
+        ``timeout``, in case a client never stops sending); judge what is left (a message
+        cut short is an :class:`~fakepeer.IncompleteMessage`, whether or not the client
+        closed); close every connection and cancel every step. Bytes the peer wrote are
+        flushed if the client reads them; a client that does not read cannot delay this past
+        ``timeout``: its connection is aborted. Nothing is recorded after this returns.
         """
         if self.closed or self.stopping or self.draining:
             return
@@ -959,6 +1000,12 @@ class PeerServer:
                 protocol.transport.abort()
 
 
+# What :meth:`PeerServer._stillness` finds.
+_QUIET: Final = "quiet"
+_READABLE: Final = "readable"
+_IN_FLIGHT: Final = "in flight"
+
+
 def _listening_socket(address: tuple[str, int], backlog: int) -> socket.socket:
     """A non-blocking TCP socket listening on ``address`` (a literal IPv4 or IPv6 host)."""
     family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
@@ -983,12 +1030,24 @@ def _ready(fds: list[int]) -> list[int]:
 
 
 def _only_eof(fd: int) -> bool:
-    """True if all the socket ``fd`` holds is the peer's FIN: no byte, no error (a peek,
-    from any thread: nothing is taken off the socket)."""
-    probe = socket.socket(fileno=fd)
+    """True if all the socket ``fd`` holds is the peer's FIN: no byte, no error, from any
+    thread. It reads readiness (``POLLRDHUP``) and the queue's length (``FIONREAD``), never
+    the socket itself: a peek would take a pending error (an RST's ``ECONNRESET``) off it,
+    and the loop would then read a plain EOF instead."""
+    rdhup = getattr(select, "POLLRDHUP", 0)
+    if not rdhup:  # not Linux: cannot tell without a peek; say no, and let the loop read it
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | rdhup)
+    events = sum(revents for _fd, revents in poller.poll(0))
+    if not events & rdhup or events & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+        return False
+    import fcntl  # noqa: PLC0415 - POSIX only, and POLLRDHUP says this is Linux
+    import termios  # noqa: PLC0415
+
+    queued = array.array("i", [0])
     try:
-        return probe.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        fcntl.ioctl(fd, termios.FIONREAD, queued)
     except OSError:
         return False
-    finally:
-        probe.detach()
+    return queued[0] == 0
