@@ -134,6 +134,7 @@ def send_when_refused(
             socket.create_connection(address, timeout=5).close()
         except (ConnectionRefusedError, ConnectionResetError):  # reset: caught in the close
             break
+        time.sleep(0.001)  # a poll interval: probes as fast as possible starve the hub
     sock.sendall(tail)
     if close:
         sock.close()
