@@ -298,15 +298,17 @@ def test_timeout_option_precedence_and_header(pytester: pytest.Pytester) -> None
     result = pytester.runpytest("-W", "error")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(
-        ["fakepeer: *, timeout=7s, host=127.0.0.1, serve_in=hub, loop watchdog=0.5s, fault seed=*"]
+        [
+            "fakepeer: *, timeout=7s, host=127.0.0.1, serve_in=hub, loop watchdog=0.5s via SIGUSR2, fault seed=*"
+        ]
     )
     pytester._monkeypatch.setenv("EXPECTED", "2.5")
     result = pytester.runpytest("-W", "error", "--fakepeer-timeout", "2.5")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(
         [
-            "fakepeer: *, timeout=2.5s, host=127.0.0.1, serve_in=hub, loop watchdog=0.5s, "
-            "fault seed=*"
+            "fakepeer: *, timeout=2.5s, host=127.0.0.1, serve_in=hub, "
+            "loop watchdog=0.5s via SIGUSR2, fault seed=*"
         ]
     )
 

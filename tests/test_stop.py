@@ -35,6 +35,9 @@ from fakepeer import (
 from fakepeer._hub import hub
 
 RUNS = 1000
+#: For tests of the library's own bound on a blocked hub: the loop watchdog of this very
+#: session would fail them first (it blames a hub blocked by a test's script at once).
+NO_WATCHDOG = pytest.mark.loop_watchdog(0)
 
 
 def serve_client(
@@ -291,6 +294,7 @@ def test_no_transport_is_left_for_the_garbage_collector() -> None:
 # -- a blocked hub ----------------------------------------------------------------------------
 
 
+@NO_WATCHDOG
 def test_a_blocked_hub_fails_the_stop_within_the_bound_naming_the_line() -> None:
     release = threading.Event()
     peer = FakePeer(framing=Lines())
@@ -338,6 +342,7 @@ def test_a_blocked_hub_fails_the_stop_within_the_bound_naming_the_line() -> None
     assert not blocked_hub.is_alive()
 
 
+@NO_WATCHDOG
 def test_a_handler_that_never_yields_fails_the_stop_within_the_bound() -> None:
     release = threading.Event()
     peer = FakePeer(framing=Lines())
@@ -566,6 +571,7 @@ def test_a_blocked_hub_fails_its_fixture_test_and_the_session_runs_on(
     assert "  call:        time.sleep(7)" in out
 
 
+@NO_WATCHDOG
 def test_two_peers_on_a_blocked_hub_both_fail_and_the_old_hub_ends_cleanly() -> None:
     release = threading.Event()
     hub.loop()

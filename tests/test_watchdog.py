@@ -236,7 +236,7 @@ def test_a_longer_limit_from_the_command_line(session: pytest.Pytester) -> None:
     assert session.runpytest_subprocess().ret == pytest.ExitCode.TESTS_FAILED
     result = session.runpytest_subprocess("--loop-watchdog=2")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["fakepeer: *, loop watchdog=2s, fault seed=*"])
+    result.stdout.fnmatch_lines(["fakepeer: *, loop watchdog=2s via SIGUSR2, fault seed=*"])
 
 
 @pytest.mark.parametrize(
@@ -244,8 +244,9 @@ def test_a_longer_limit_from_the_command_line(session: pytest.Pytester) -> None:
     [
         (["--loop-watchdog=0"], None, "loop watchdog=off (0 from --loop-watchdog)"),
         ([], "0", "loop watchdog=off (0 from FAKEPEER_LOOP_WATCHDOG)"),
-        ([], "1.5", "loop watchdog=1.5s"),
-        (["--loop-watchdog=0.25"], "1.5", "loop watchdog=0.25s"),
+        ([], "1.5", "loop watchdog=1.5s via SIGUSR2"),
+        (["--loop-watchdog=0.25"], "1.5", "loop watchdog=0.25s via SIGUSR2"),
+        (["--loop-watchdog-signal=usr1"], None, "loop watchdog=0.5s via SIGUSR1"),
         (["--pdb"], None, "loop watchdog=off (--pdb/--trace)"),
     ],
 )
@@ -280,6 +281,23 @@ def test_options_and_the_header(
             "*--loop-watchdog: expected a number of seconds >= 0, got '-1'",
         ),
         ([], "x", "*FAKEPEER_LOOP_WATCHDOG: expected a number of seconds, got 'x'"),
+        (
+            ["--loop-watchdog-signal=SIGNOPE"],
+            None,
+            "*--loop-watchdog-signal loop_watchdog_signal: no signal 'SIGNOPE' (e.g. SIGUSR1, "
+            "SIGUSR2)",
+        ),
+        (
+            ["--loop-watchdog-signal=KILL"],
+            None,
+            "*--loop-watchdog-signal loop_watchdog_signal: SIGKILL cannot be caught; use "
+            "SIGUSR1 or SIGUSR2",
+        ),
+        (
+            ["--loop-watchdog-exit=never"],
+            None,
+            "*--loop-watchdog-exit: expected a number of seconds, got 'never'",
+        ),
     ],
 )
 def test_bad_values_name_their_source(
@@ -353,7 +371,7 @@ def test_a_task_that_died_unseen_fails_the_test_that_started_it(session: pytest.
     )
 
 
-def test_code_that_swallows_the_interruption_ends_the_run_loudly(
+def test_code_that_swallows_the_interruption_ends_the_run_only_when_asked(
     session: pytest.Pytester,
 ) -> None:
     session.makepyfile(
@@ -371,16 +389,44 @@ def test_code_that_swallows_the_interruption_ends_the_run_loudly(
         """
     )
     started = time.monotonic()
-    result = session.runpytest_subprocess("-s")
+    result = session.runpytest_subprocess("-s", "--loop-watchdog-exit=2")
     elapsed = time.monotonic() - started
     assert result.ret == 3
     result.stderr.fnmatch_lines(
         [
-            "fakepeer loop watchdog: the event loop is still blocked 10 s after it was "
-            "interrupted (* time(s)); the code swallows the interruption. Ending the process.",
+            "fakepeer loop watchdog: the loop is still blocked 2 s after it was first "
+            "interrupted; the code swallows the interruption, and loop_watchdog_exit ends "
+            "the process.",
             "the event loop was blocked for * s (the loop watchdog allows 0.5 s) during call of "
-            "test_code_that_swallows_the_interruption_ends_the_run_loudly.py::test_stubborn",
+            "test_code_that_swallows_the_interruption_ends_the_run_only_when_asked.py"
+            "::test_stubborn",
             "*call:        time.sleep(1)",
         ]
     )
     assert elapsed < 30
+
+
+def test_by_default_swallowing_code_is_interrupted_again_and_the_session_goes_on(
+    session: pytest.Pytester,
+) -> None:
+    session.makepyfile(
+        """
+        import time
+        import pytest
+
+        @pytest.mark.asyncio
+        async def test_stubborn():
+            interrupted = 0
+            while interrupted < 3:
+                try:
+                    time.sleep(1)
+                except BaseException:  # swallows the watchdog's interruption, 3 times
+                    interrupted += 1
+
+        def test_after():
+            pass
+        """
+    )
+    result = session.runpytest_subprocess()
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["E   fakepeer.LoopBlocked: the event loop was blocked for *"])

@@ -24,8 +24,10 @@ from ._errors import (
     HandlerFailed,
     HubBlocked,
     IncompleteMessage,
+    LoopBlocked,
     ReplyFailed,
     ScriptError,
+    TaskDied,
     UnexpectedData,
     UnmetExpectations,
     WaitTimeout,
@@ -52,7 +54,6 @@ from ._proxy import Proxy, UpstreamError
 from ._script import HandlerFunction, ReplyFunction, Rule
 from ._transcript import Event, Transcript
 from ._version import __version__
-from ._watchdog import LoopBlocked, TaskDied
 
 __all__ = [
     "ANY",

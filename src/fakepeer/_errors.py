@@ -17,9 +17,9 @@
         ├── HubBlocked                 code of the test's script blocked the hub thread, so
         │                              the peer could not stop in time
         └── WaitTimeout                a wait for the client (connections, script done) ran out
-
-The loop watchdog's ``LoopBlocked`` and ``TaskDied`` (in ``_watchdog``) are ``Error`` and
-``AssertionError`` too: the test's own code blocked its loop, or lost an exception.
+    LoopBlocked (AssertionError)       the loop watchdog: code of the test blocked an event
+                                       loop (its own, one on another thread, or the hub's)
+    TaskDied (AssertionError)          a task or loop callback raised and nobody saw it
 
 Every :class:`ConversationError` carries the transcript of the conversation as it stood when
 the error was raised, rendered after the diagnosis in ``str(error)``.
@@ -35,8 +35,10 @@ __all__ = [
     "HandlerFailed",
     "HubBlocked",
     "IncompleteMessage",
+    "LoopBlocked",
     "ReplyFailed",
     "ScriptError",
+    "TaskDied",
     "UnexpectedData",
     "UnmetExpectations",
     "WaitTimeout",
@@ -182,6 +184,22 @@ class HubBlocked(ConversationError):
 
 class WaitTimeout(ConversationError, TimeoutError):
     """A wait for the client ran out of time (it did not connect, or did not finish)."""
+
+
+class LoopBlocked(Error, AssertionError):
+    """An event loop did not get back to its I/O wait within the loop watchdog's limit: the
+    test's own asyncio loop, one it runs on another thread, a trio run, or the fakepeer hub's
+    loop (blocked by a callable of the test's script).
+
+    ``diagnosis`` names the loop, the task, the line and the call; the phase of the test
+    (setup, call, teardown) during which the loop blocked fails with this error.
+    """
+
+
+class TaskDied(Error, AssertionError):
+    """A task raised and nobody retrieved its exception, or a loop callback raised, during
+    a phase of a test: asyncio only logs those. The phase fails with this error, naming the
+    task, the exception and its traceback."""
 
 
 # Show the public name in tracebacks ("fakepeer.UnexpectedData", not "fakepeer._errors...").

@@ -35,10 +35,11 @@ import time
 from collections.abc import Coroutine, Iterator
 from typing import Any, Final
 
+from ._diagnosis import Place
 from ._errors import HubBlocked, ScriptError
 from ._hub import hub
 from ._runtime import PeerServer, clock
-from ._watchdog import Place, _sample
+from ._stacks import sample as _sample
 
 __all__ = [
     "STALL",

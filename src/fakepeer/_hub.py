@@ -17,6 +17,7 @@ import concurrent.futures
 import contextlib
 import selectors
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -48,14 +49,19 @@ class _HubSelector(_BASE):  # type: ignore[valid-type,misc]  # a class from a va
     waiting = False
     queued = 0  # callbacks handed to the loop from other threads (Hub.soon)...
     done = 0  # ...and those that ran
+    busy: float | None = None  # for the loop watchdog: when the loop went back to work
+    thread = 0  # ...in which thread
 
     def select(self, timeout: float | None = None) -> list[Any]:
         # asyncio selects with timeout 0 when callbacks are ready: that is no waiting
         self.waiting = timeout is None or timeout > 0
+        self.busy = None
         try:
             return super().select(timeout)  # type: ignore[no-any-return]
         finally:
             self.waiting = False
+            self.busy = time.monotonic()
+            self.thread = threading.get_ident()
 
 
 class Hub:

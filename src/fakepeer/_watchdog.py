@@ -1,441 +1,413 @@
-"""The loop watchdog: a blocked asyncio event loop fails the test responsible, naming the line.
+"""The loop watchdog's mechanism: it sees every loop a test runs, and interrupts the test
+whose loop blocked.
 
-How it works, in four parts:
+**Seeing.** Each watched loop is a *source* with its own state: the thread that runs it, and
+``busy``, the time it went back to work (None while it waits for I/O).
 
-**Seeing.** Every asyncio loop on a selector (the default on all platforms) asks its selector
-to ``select()`` whenever it has nothing ready to run. While :func:`install` is in effect,
-``selectors.DefaultSelector`` is a subclass whose ``select`` notes, for the main thread, when
-the loop went back to work (``select`` returned) and clears the note when it waits again. No
-task, no timer, nothing in ``asyncio.all_tasks()``; a fake-clock loop is not disturbed.
+- asyncio loops on a selector (the default everywhere), on any thread: while
+  :meth:`Watchdog.install` is in effect, ``selectors.DefaultSelector`` is a subclass whose
+  ``select`` keeps the two on the selector itself (one store each way: no task, no timer, so
+  a fake-clock loop is not disturbed). A loop is running when its thread has asyncio's
+  ``_run_once`` on the stack (a loop that pytest-asyncio stopped between phases has a mark
+  left behind).
+- the fakepeer hub's loops (``_hub``), whose selector keeps the same marks; the hub is
+  blamed only while code of the test's script (a reply callable) is on its stack, and the
+  report says it serves the test's peer.
+- trio runs (``trio.run`` and ``trio.lowlevel.start_guest_run``, as anyio's pytest plugin
+  uses, get an instrument): a task step is busy from ``before_task_step`` to
+  ``after_task_step``.
+- any other loop (uvloop, a proactor): a :class:`Heartbeat` timer the pytest plugin starts
+  in the test's loop; the loop is busy when the beat is late.
 
-**Noticing.** A daemon thread (``fakepeer-watchdog``) looks a few times per threshold. The loop
-is blocked when the note is older than the threshold *and* the main thread's stack holds the
-loop's ``_run_once`` (so a loop that pytest-asyncio stopped between phases, with its note left
-behind, is not mistaken for a blocked one), seen twice in a row.
+**Noticing.** A daemon thread (``fakepeer-watchdog``) looks a few times per limit. A source is
+blocked when its mark is older than the limit, is from the phase being watched (a loop
+blocked since an earlier test is not this test's), and it is still running, seen twice in a
+row.
 
-**Diagnosing.** It samples the main thread's stack a few times, finds the running task, the
-innermost frame of user code, the exact call expression (3.11+ positions), and whether the
-samples agree (one blocking call) or not (a CPU-bound loop), and adds a hint for well-known
-blocking calls.
+**Diagnosing.** :mod:`._stacks` samples the source's thread a few times, and
+:func:`._diagnosis.describe` says what the samples show.
 
-**Interrupting.** It sends the main thread a signal whose handler raises :class:`Interrupt` (a
-``BaseException``, so ``except Exception`` in the stuck code does not swallow it): a blocking
-system call returns with ``EINTR`` and the exception propagates from the stuck line. The pytest
-plugin then fails the phase that stalled with :class:`~fakepeer.LoopBlocked`. If the loop is
-still stuck long after (code that swallows ``BaseException``), the watchdog prints the
-diagnosis to the real stderr and ends the process, as a last resort.
+**Interrupting.** It sends the main thread (where pytest runs the test) a signal whose handler
+raises :class:`Interrupt`, a ``BaseException``: a blocking system call returns with ``EINTR``
+and the exception propagates from the stuck line, or, when another loop blocked, from where
+the test waits. The pytest plugin fails the phase with :class:`~fakepeer.LoopBlocked`. The
+handler passes signals it did not ask for to the handler that was there before, which is put
+back at :meth:`Watchdog.uninstall`. Code that swallows the interruption is interrupted again
+every limit; ending the process is opt-in (``exit_after``).
 """
 
 from __future__ import annotations
 
-import bisect
-import dis
-import functools
-import linecache
-import logging
+import asyncio
+import contextlib
 import os
 import selectors
 import signal
 import sys
-import sysconfig
 import threading
 import time
-import traceback
 import types
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Final
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any, Final, Protocol
 
-from ._errors import Error
+from . import _hub, _stacks
+from ._diagnosis import Sample, describe
 
-__all__ = [
-    "Interrupt",
-    "LoopBlocked",
-    "TaskDied",
-    "UnseenErrors",
-    "Watchdog",
-    "diagnose",
-]
+__all__ = ["DEFAULT_SIGNAL", "Heartbeat", "Interrupt", "Watchdog", "parse_signal"]
 
 clock: Final = time.monotonic
-_SIGNAL: Final = getattr(signal, "SIGUSR2", None)
-_MAIN: Final = threading.main_thread().ident
+_ident: Final = threading.get_ident
+_MAIN: Final = threading.main_thread().ident or 0
 
-#: Busy-since marks of loops on the main thread: set when select() returns, cleared before it
-#: is called again. A one-element list so the selector's hot path is a single store.
-_busy: list[float | None] = [None]
-
-
-class LoopBlocked(Error, AssertionError):
-    """The event loop of a test did not get back to its I/O wait within the limit.
-
-    ``diagnosis`` names the task, the line and the call; the test (or the phase: setup, call,
-    teardown) that ran it fails with this error.
-    """
-
-
-LoopBlocked.__module__ = "fakepeer"
-
-
-class TaskDied(Error, AssertionError):
-    """A task raised and nobody awaited it ("Task exception was never retrieved"), or a loop
-    callback raised, while the test ran: asyncio only logs those; the test fails with it."""
-
-
-TaskDied.__module__ = "fakepeer"
-
-
-class UnseenErrors(logging.Handler):
-    """Collects what asyncio logs about exceptions nobody retrieved, during one phase."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.found: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, Interrupt):
-            return  # the watchdog's own interruption: already reported as LoopBlocked
-        text = record.getMessage()
-        if record.exc_info and record.exc_info[0] is not None:
-            text += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
-        self.found.append(text)
-
-    def __enter__(self) -> UnseenErrors:
-        logging.getLogger("asyncio").addHandler(self)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        logging.getLogger("asyncio").removeHandler(self)
-
-    def verdict(self, where: str) -> TaskDied | None:
-        if not self.found:
-            return None
-        more = f"\n\n(and {len(self.found) - 1} more)" if len(self.found) > 1 else ""
-        return TaskDied(
-            f"an exception in the event loop went unseen {where}: asyncio only logged it\n"
-            f"{self.found[0]}{more}"
-        )
+#: The signal that interrupts the main thread, unless configured otherwise.
+DEFAULT_SIGNAL: Final = "SIGUSR2"
+_ASYNCIO_STEP: Final = frozenset({"_run_once"})
 
 
 class Interrupt(BaseException):
-    """Raised in the blocked code by the watchdog's signal handler to get it moving again.
+    """Raised in the main thread by the watchdog's signal handler to get the test moving.
 
     A ``BaseException``, so that ``except Exception`` in the stuck code does not swallow it.
-    The pytest plugin turns it into :class:`LoopBlocked` for the report.
+    The pytest plugin turns it into :class:`~fakepeer.LoopBlocked` for the report.
     """
+
+
+def parse_signal(value: str) -> signal.Signals:
+    """A signal from its name (``"SIGUSR1"``, ``"USR1"``) or number; ``ValueError`` names
+    the choices when there is no such signal, or it cannot be caught."""
+    text = value.strip().upper()
+    try:
+        number = int(text)
+    except ValueError:
+        name = text if text.startswith("SIG") else f"SIG{text}"
+        chosen = getattr(signal.Signals, name, None)
+        if chosen is None:
+            raise ValueError(f"no signal {value!r} (e.g. SIGUSR1, SIGUSR2)") from None
+    else:
+        try:
+            chosen = signal.Signals(number)
+        except ValueError:
+            raise ValueError(f"no signal number {number}") from None
+    if chosen in (getattr(signal, "SIGKILL", None), getattr(signal, "SIGSTOP", None)):
+        raise ValueError(f"{chosen.name} cannot be caught; use SIGUSR1 or SIGUSR2")
+    return chosen
+
+
+# -- the sources ------------------------------------------------------------------------------
+
+
+class Source(Protocol):
+    """A loop the watchdog watches (see the module docstring)."""
+
+    @property
+    def busy(self) -> float | None: ...
+    @property
+    def thread(self) -> int: ...
+
+    def running(self) -> bool: ...
+    def task(self) -> str | None: ...
+    def label(self) -> str: ...
+
+
+_sources: weakref.WeakSet[Any] = weakref.WeakSet()
+_sources_lock = threading.Lock()
+
+
+def _register(source: object) -> None:
+    with _sources_lock:
+        _sources.add(source)
+
+
+def _unregister(source: object) -> None:
+    with _sources_lock:
+        _sources.discard(source)
+
+
+def _snapshot() -> list[Source]:
+    with _sources_lock:
+        found: list[Source] = list(_sources)
+    for loop, selector in list(_hub._SELECTORS.items()):
+        if not _hub.hub.given_up(loop):
+            found.append(_HubSource(selector))
+    return found
 
 
 def _watched_selector(base: type[selectors.BaseSelector]) -> type[selectors.BaseSelector]:
-    """A subclass of ``base`` whose ``select`` keeps the main thread's busy mark.
-
-    Loops made on other threads get a plain ``base`` (the watchdog only interrupts the main
-    thread), so the hot path has no thread check; its helpers are bound as default
-    arguments, so it does no global lookups.
-    """
+    """A subclass of ``base`` whose ``select`` keeps the loop's busy mark and thread; its
+    helpers are bound as default arguments, so the hot path does no global lookups."""
     base_select = base.select
 
-    class WatchedSelector(base):  # type: ignore[valid-type,misc]  # a class from a variable
-        """The default selector, noting for the watchdog when the main loop waits."""
+    class WatchedSelector(base, _Marked):  # type: ignore[valid-type,misc]  # from a variable
+        """The default selector, noting for the loop watchdog when its loop waits."""
 
-        def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-            if threading.get_ident() != _MAIN:
-                return base(*args, **kwargs)
-            return super().__new__(cls)
+        busy: float | None = None
+        thread = 0
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.thread = _ident()
+            _register(self)
 
         def select(
             self,
             timeout: float | None = None,
             _select: Any = base_select,
-            _busy: list[float | None] = _busy,
             _clock: Callable[[], float] = clock,
+            _ident: Callable[[], int] = _ident,
         ) -> list[Any]:
-            _busy[0] = None
+            self.busy = None
             try:
                 return _select(self, timeout)  # type: ignore[no-any-return]
             finally:
-                _busy[0] = _clock()
+                self.busy = _clock()
+                self.thread = _ident()
+
+        def close(self) -> None:
+            _unregister(self)
+            self.busy = None
+            super().close()
+
+        def running(self) -> bool:
+            return _stacks.in_frames(self.thread, _ASYNCIO_STEP)
+
+        def task(self) -> str | None:
+            return None  # read from asyncio's loop by the sampler
+
+        def label(self) -> str:
+            return _thread_label("the event loop", self.thread)
 
     WatchedSelector.__qualname__ = WatchedSelector.__name__ = f"Watched{base.__name__}"
     return WatchedSelector
 
 
-# -- diagnosis --------------------------------------------------------------------------------
-
-_STDLIB: Final = tuple(
-    os.path.normcase(os.path.realpath(path)) + os.sep
-    for path in {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]}
-)
-_PACKAGE: Final = os.path.dirname(os.path.abspath(__file__)) + os.sep
+class _Marked:
+    """The base of watched selectors (see :func:`_watched_selector`)."""
 
 
-def _is_library(filename: str) -> bool:
-    if filename.startswith("<"):
-        return True
-    path = os.path.normcase(os.path.realpath(filename))
-    return path.startswith((*_STDLIB, _PACKAGE)) or f"{os.sep}site-packages{os.sep}" in path
+class _HubSource:
+    """A hub loop, seen through its selector's marks (see ``_hub._HubSelector``)."""
 
+    def __init__(self, selector: Any) -> None:
+        self.selector = selector
 
-@dataclass(frozen=True)
-class Place:
-    """One frame: where, the source line, and the exact expression being evaluated."""
+    @property
+    def busy(self) -> float | None:
+        return self.selector.busy  # type: ignore[no-any-return]
 
-    filename: str
-    lineno: int
-    function: str
-    line: str
-    expression: str
-    columns: tuple[int, int] | None
-    opname: str = ""  # the instruction being executed: a CALL... while a call blocks
+    @property
+    def thread(self) -> int:
+        return self.selector.thread  # type: ignore[no-any-return]
 
-    def describe(self) -> str:
-        return f"{os.path.basename(self.filename)}:{self.lineno} in {self.function}"
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _HubSource) and other.selector is self.selector
 
+    def __hash__(self) -> int:
+        return id(self.selector)
 
-@functools.lru_cache(maxsize=1024)
-def _instructions(code: types.CodeType) -> tuple[list[int], list[str]]:
-    instructions = list(dis.get_instructions(code))
-    return [i.offset for i in instructions], [i.opname for i in instructions]
+    def running(self) -> bool:
+        return _stacks.in_frames(self.thread, _ASYNCIO_STEP)
 
-
-def _opname(code: types.CodeType, lasti: int) -> str:
-    """The instruction at ``lasti`` (which may point into its inline cache, on 3.11+)."""
-    offsets, names = _instructions(code)
-    index = bisect.bisect_right(offsets, lasti) - 1
-    return names[index] if index >= 0 else ""
-
-
-def _place(frame: types.FrameType) -> Place:
-    code = frame.f_code
-    lineno = frame.f_lineno or 0
-    line = linecache.getline(code.co_filename, lineno, frame.f_globals).rstrip("\n")
-    expression = ""
-    columns = None
-    positions = list(code.co_positions())
-    index = frame.f_lasti // 2
-    if 0 <= index < len(positions):
-        start_line, end_line, start, end = positions[index]
-        if start_line == end_line == lineno and start is not None and end is not None:
-            encoded = line.encode()
-            expression = encoded[start:end].decode(errors="replace")
-            prefix = len(encoded[:start].decode(errors="replace"))
-            columns = (prefix, prefix + len(expression))
-    return Place(
-        code.co_filename,
-        lineno,
-        code.co_name,
-        line,
-        expression,
-        columns,
-        _opname(code, frame.f_lasti),
-    )
-
-
-@dataclass
-class Sample:
-    """One look at the main thread: its user frame, innermost frame and running task."""
-
-    user: Place | None
-    innermost: Place | None
-    task: str
-    stack: list[Place] = field(default_factory=list)
-
-
-def _running_task(frame: types.FrameType | None) -> str:
-    while frame is not None:
-        if frame.f_code.co_name == "_run_once" and "self" in frame.f_locals:
-            loop = frame.f_locals["self"]
-            tasks: Any = sys.modules.get("asyncio.tasks")
-            current = getattr(tasks, "_current_tasks", {}).get(loop)
-            if current is None:
-                return "no task (a loop callback)"
-            coro = current.get_coro()
-            name = getattr(coro, "__qualname__", None) or repr(coro)
-            return f"{current.get_name()} running {name}()"
-        frame = frame.f_back
-    return "unknown"
-
-
-def _sample(thread: int) -> Sample | None:
-    frame = sys._current_frames().get(thread)
-    if frame is None:
+    def task(self) -> str | None:
         return None
-    stack: list[Place] = []
-    user: Place | None = None
-    walker: types.FrameType | None = frame
-    innermost = _place(frame)
-    while walker is not None:
-        if walker.f_code.co_name == "_run_once":
-            break  # everything outside is the loop machinery and pytest
-        place = _place(walker)
-        stack.append(place)
-        if user is None and not _is_library(walker.f_code.co_filename):
-            user = place
-        walker = walker.f_back
-    stack.reverse()
-    return Sample(user, innermost, _running_task(frame), stack)
+
+    def label(self) -> str:
+        return "the fakepeer hub's event loop (it serves this test's fake peers)"
 
 
-def _debugger_on_stack(thread: int) -> bool:
-    """True when pdb (or any bdb debugger) is stopped in the main thread: not a blocked loop."""
-    frame = sys._current_frames().get(thread)
-    while frame is not None:
-        if frame.f_code.co_filename.endswith(("bdb.py", "pdb.py")):
-            return True
-        frame = frame.f_back
-    return False
+class _TrioSource:
+    """A trio run, seen through an instrument: busy while a task takes a step."""
+
+    def __init__(self) -> None:
+        self.busy: float | None = None
+        self.thread = 0
+        self.current = ""
+
+    # trio.abc.Instrument's hooks (duck-typed: trio accepts any object with them)
+    def before_task_step(self, task: Any, _clock: Callable[[], float] = clock) -> None:
+        self.current = task.name
+        self.thread = _ident()
+        self.busy = _clock()
+
+    def after_task_step(self, task: Any) -> None:
+        self.busy = None
+
+    def after_run(self) -> None:
+        self.busy = None
+        _unregister(self)
+
+    def running(self) -> bool:
+        return self.busy is not None
+
+    def task(self) -> str | None:
+        return f"trio task {self.current}"
+
+    def label(self) -> str:
+        return _thread_label("the trio run", self.thread)
 
 
-def _in_run_once(thread: int) -> bool:
-    frame = sys._current_frames().get(thread)
-    while frame is not None:
-        code = frame.f_code
-        if code.co_name == "_run_once" and code.co_filename.endswith("base_events.py"):
-            return True
-        frame = frame.f_back
-    return False
+class Heartbeat:
+    """Watches a loop that has no watched selector (uvloop, a proactor) with a timer in it:
+    the loop is busy since its beat came due and did not run. :meth:`close` ends it."""
+
+    def __init__(self, loop: Any, interval: float) -> None:
+        self.loop = loop
+        self.interval = interval
+        self.thread = _ident()
+        self.busy: float | None = clock() + interval
+        self._handle = loop.call_later(interval, self._beat)
+        _register(self)
+
+    @classmethod
+    def start(cls, interval: float) -> Heartbeat | None:
+        """In a running asyncio loop without a watched selector (uvloop, a proactor): a
+        heartbeat every ``interval`` seconds. None where the loop is watched already, or
+        none runs (a trio test: trio runs are instrumented instead)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        if isinstance(getattr(loop, "_selector", None), _Marked):
+            return None
+        return cls(loop, interval)
+
+    def _beat(self) -> None:
+        self.busy = clock() + self.interval  # when the next beat is due
+        self._handle = self.loop.call_later(self.interval, self._beat)
+
+    def close(self) -> None:
+        self._handle.cancel()
+        self.busy = None
+        _unregister(self)
+
+    def running(self) -> bool:
+        return bool(self.loop.is_running()) and self.busy is not None and clock() > self.busy
+
+    def task(self) -> str | None:
+        return None
+
+    def label(self) -> str:
+        name = type(self.loop).__module__.split(".")[0]
+        return _thread_label(f"the event loop ({name})", self.thread)
 
 
-_HINTS: Final = (
-    (
-        ("accept(",),
-        "socket.accept() blocks the whole event loop; use loop.sock_accept() or "
-        "asyncio.start_server(), or, for a server in a test, fakepeer's fake_peer fixture",
-    ),
-    (
-        ("recv(", "recv_into(", "recvfrom(", "sendall(", "makefile(", "readline("),
-        "a blocking socket read or write stops the event loop; use asyncio.open_connection() "
-        "streams, or loop.sock_recv() / loop.sock_sendall()",
-    ),
-    (
-        ("connect(", "create_connection("),
-        "a blocking connect() stops the event loop; use asyncio.open_connection() or "
-        "loop.sock_connect()",
-    ),
-    (("time.sleep(", "sleep("), "time.sleep() blocks the event loop; use await asyncio.sleep()"),
-    (
-        ("subprocess.", ".communicate(", ".wait("),
-        "a blocking subprocess call stops the event loop; use asyncio.create_subprocess_exec()",
-    ),
-    (
-        ("requests.", "urlopen("),
-        "a blocking HTTP call stops the event loop; use an async client or "
-        "await asyncio.to_thread(...)",
-    ),
-    (("input(",), "input() blocks the event loop"),
-)
+def _thread_label(what: str, thread: int) -> str:
+    if thread == _MAIN:
+        return what
+    for candidate in threading.enumerate():
+        if candidate.ident == thread:
+            return f"{what} on thread {candidate.name!r}"
+    return f"{what} on another thread"
 
 
-#: Instruction names of a frame that waits for a call to return (3.11: PRECALL/CALL, 3.12+:
-#: CALL, CALL_KW, CALL_FUNCTION_EX).
-_CALLS: Final = ("CALL", "PRECALL")
+# -- trio: an instrument for every run ----------------------------------------------------------
 
 
-def _hint(expression: str, line: str) -> str | None:
-    text = expression or line
-    for needles, hint in _HINTS:
-        if any(needle in text for needle in needles):
-            return hint
-    return None
+class _TrioPatch:
+    """While installed, ``trio.run`` and ``trio.lowlevel.start_guest_run`` add a
+    :class:`_TrioSource` to the instruments of each run (trio imported before, or later:
+    see :meth:`Watchdog.watch`)."""
+
+    def __init__(self) -> None:
+        self.saved: list[tuple[Any, str, Any]] = []
+
+    def apply(self) -> None:
+        trio = sys.modules.get("trio")
+        if self.saved or trio is None:
+            return
+        lowlevel = getattr(trio, "lowlevel", None)
+        for owner, name in ((trio, "run"), (lowlevel, "start_guest_run")):
+            original = getattr(owner, name, None)
+            if original is None:
+                continue
+            self.saved.append((owner, name, original))
+            setattr(owner, name, _instrumented(original))
+
+    def undo(self) -> None:
+        for owner, name, original in reversed(self.saved):
+            setattr(owner, name, original)
+        self.saved.clear()
 
 
-def diagnose(thread: int, blocked_for: float, limit: float, where: str, samples: int = 3) -> str:
-    """Describe what ``thread``'s loop is stuck on, from a few stack samples."""
-    taken = []
-    for index in range(samples):
-        sample = _sample(thread)
-        if sample is not None:
-            taken.append(sample)
-        if index < samples - 1:
-            time.sleep(0.02)
-    lines = [
-        f"the event loop was blocked for {blocked_for:.2f} s (the loop watchdog allows "
-        f"{limit:g} s) {where}"
-    ]
-    if not taken:  # pragma: no cover - the main thread always has a frame while it runs
-        return lines[0]
-    last = taken[-1]
-    lines.append(f"  task:        {last.task}")
-    user = last.user
-    if user is not None:
-        lines.append(f"  blocked at:  {user.filename}:{user.lineno} in {user.function}")
-        lines.append(f"      {user.line.strip()}")
-        if user.columns is not None and user.expression:
-            indent = len(user.line) - len(user.line.lstrip())
-            start, end = user.columns
-            lines.append("      " + " " * (start - indent) + "^" * max(1, end - start))
-        if user.expression:
-            lines.append(f"  call:        {user.expression}")
-    places = {(s.user.filename, s.user.lineno) if s.user else None for s in taken}
-    calling = all(s.user is not None and s.user.opname.startswith(_CALLS) for s in taken)
-    if len(places) == 1 and calling:
-        lines.append(
-            f"  samples:     {len(taken)} of {len(taken)} in the same call: "
-            "one call that does not return"
-        )
-        hint = _hint(user.expression, user.line) if user is not None else None
-    else:
-        where = "the same line" if len(places) == 1 else f"{len(places)} different lines"
-        lines.append(
-            f"  samples:     {len(taken)} at {where}, running Python code: code that runs "
-            "without ever awaiting (CPU-bound)"
-        )
-        hint = (
-            "a loop that never awaits keeps the event loop from everything else; await "
-            "asyncio.sleep(0) now and then, or move the work to asyncio.to_thread()"
-        )
-    if hint:
-        lines.append(f"  hint:        {hint}")
-    lines.append("  stack (innermost last):")
-    lines.extend(f"    {place.describe()}: {place.line.strip()}" for place in last.stack[-8:])
-    return "\n".join(lines)
+def _instrumented(run: Callable[..., Any]) -> Callable[..., Any]:
+    def instrumented(*args: Any, instruments: Any = (), **kwargs: Any) -> Any:
+        source = _TrioSource()
+        _register(source)
+        return run(*args, instruments=(*instruments, source), **kwargs)
+
+    instrumented.__wrapped__ = run  # type: ignore[attr-defined]
+    instrumented.__name__ = getattr(run, "__name__", "run")
+    instrumented.__doc__ = run.__doc__
+    return instrumented
 
 
 # -- the watchdog ------------------------------------------------------------------------------
 
 
 class Watchdog:
-    """Watches the main thread's asyncio loops while :meth:`watch` says a phase is running.
+    """Watches every loop while :meth:`watch` says a phase of a test runs.
 
-    ``report`` receives each diagnosis (from the watchdog thread) before the stuck code is
-    interrupted; ``last_resort`` is how long a loop may stay stuck after the first
-    interruption before the process is ended.
+    ``report`` receives each diagnosis (from the watchdog thread) before the test's thread is
+    interrupted with ``signum``. ``exit_after``: if set, how long (seconds) a loop may stay
+    blocked after the first interruption before the process is ended, the last resort for
+    code that swallows ``BaseException``; by default it is interrupted again every limit.
     """
 
-    def __init__(self, report: Callable[[str], None], *, last_resort: float = 10.0) -> None:
+    def __init__(
+        self,
+        report: Callable[[str], None],
+        *,
+        signum: int | None = None,
+        exit_after: float | None = None,
+    ) -> None:
         self._report = report
-        self._last_resort = last_resort
+        self._signum = signum if signum is not None else _default_signal()
+        self._exit_after = exit_after
         self._limit = 0.0
         self._where = ""
+        self._phase = 0.0  # when the watched phase began
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._previous_selector: type[selectors.BaseSelector] | None = None
         self._previous_handler: Any = None
-        self._pending: tuple[str, float] | None = None  # (diagnosis, busy mark)
-        self._first_alarm: float | None = None
-        self._interrupts = 0
+        self._handler_installed = False
+        self._trio = _TrioPatch()
+        self._pending: tuple[str, Source, float] | None = None  # diagnosis, source, mark
+        self._sent = 0  # our signals not handled yet
+        self._alarms: dict[Source, tuple[float, float]] = {}  # source -> (mark, first alarm)
+        self.interrupts = 0
 
     @staticmethod
     def available() -> bool:
         """True where the watchdog can interrupt the main thread (a POSIX signal)."""
-        return _SIGNAL is not None and threading.current_thread() is threading.main_thread()
+        return (
+            _default_signal() is not None and threading.current_thread() is threading.main_thread()
+        )
+
+    @property
+    def signum(self) -> int | None:
+        return self._signum
 
     def install(self) -> None:
-        """Patch the default selector, install the signal handler, start the thread."""
+        """Patch the default selector and trio, install the signal handler, start the
+        thread. Call from the main thread."""
         if self._thread is not None:
             return
         self._previous_selector = selectors.DefaultSelector
         selectors.DefaultSelector = _watched_selector(  # type: ignore[misc,assignment]
             selectors.DefaultSelector
         )
-        assert _SIGNAL is not None
-        self._previous_handler = signal.signal(_SIGNAL, self._on_signal)
+        self._trio.apply()
+        if self._signum is not None:
+            self._previous_handler = signal.signal(self._signum, self._on_signal)
+            self._handler_installed = True
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="fakepeer-watchdog", daemon=True)
         self._thread.start()
 
     def uninstall(self) -> None:
-        """Undo :meth:`install`: loops made afterwards are plain again."""
+        """Undo :meth:`install`: loops made afterwards are plain again, the signal's handler
+        is the one that was there before."""
         thread, self._thread = self._thread, None
         if thread is None:
             return
@@ -443,16 +415,21 @@ class Watchdog:
         thread.join(5)
         if self._previous_selector is not None:
             selectors.DefaultSelector = self._previous_selector  # type: ignore[misc,assignment]
-        if _SIGNAL is not None and self._previous_handler is not None:
-            signal.signal(_SIGNAL, self._previous_handler)
+        self._trio.undo()
+        if self._handler_installed and self._signum is not None:
+            current = signal.getsignal(self._signum)
+            if _is_ours(current, self):  # else someone replaced it since: leave theirs
+                signal.signal(self._signum, self._previous_handler)
+            self._handler_installed = False
 
     def watch(self, limit: float, where: str) -> None:
-        """Watch from now on, with ``limit`` seconds (0 = not at all); ``where`` names it."""
+        """Watch from now on, with ``limit`` seconds (0 = not at all); ``where`` names the
+        phase in the reports."""
         self._pending = None
-        self._first_alarm = None
-        self._interrupts = 0
-        _busy[0] = None
+        self._alarms.clear()
+        self._trio.apply()  # trio may have been imported since install()
         self._where = where
+        self._phase = clock()
         self._limit = limit
 
     def unwatch(self) -> None:
@@ -460,62 +437,136 @@ class Watchdog:
         self._limit = 0.0
         self._pending = None
 
+    @contextlib.contextmanager
+    def watching(self, limit: float, where: str) -> Iterator[None]:
+        self.watch(limit, where)
+        try:
+            yield
+        finally:
+            self.unwatch()
+
+    # -- signals ---------------------------------------------------------------------------
+
     def _on_signal(self, signum: int, frame: types.FrameType | None) -> None:
-        pending, self._pending = self._pending, None
-        # Only if the loop is still stuck where it was diagnosed: had it moved on meanwhile,
-        # raising here would hit whatever code runs now.
-        if pending is not None and _busy[0] == pending[1]:
-            raise Interrupt(pending[0])
+        if self._sent > 0:
+            self._sent -= 1
+            pending, self._pending = self._pending, None
+            # Only if the loop is still stuck where it was diagnosed: had it moved on
+            # meanwhile, raising here would hit whatever code runs now.
+            if pending is not None and pending[1].busy == pending[2]:
+                raise Interrupt(pending[0])
+            return
+        _pass_on(self._previous_handler, signum, frame)
+
+    # -- the thread ------------------------------------------------------------------------
 
     def _run(self) -> None:
-        seen: float | None = None  # the busy mark seen with _run_once on the stack last time
+        seen: dict[Source, float] = {}  # a source's mark seen blocked on the last look
         while not self._stop.is_set():
             limit = self._limit
             interval = min(max(limit / 10, 0.005), 0.05) if limit else 0.05
             self._stop.wait(interval)
             if not limit or self._stop.is_set():
-                seen = None
+                seen.clear()
                 continue
-            since = _busy[0]
-            if since is None or clock() - since < limit or not _in_run_once(_MAIN):  # type: ignore[arg-type]
-                seen = None
-                continue
-            if seen != since:
-                seen = since  # confirm on the next look: the loop may just have restarted
-                continue
-            self._alarm(since, limit)
-            seen = None
+            now = clock()
+            confirmed: dict[Source, float] = {}
+            for source in _snapshot():
+                since = source.busy
+                if since is None or since < self._phase or now - since < limit:
+                    continue
+                if not source.running():
+                    continue
+                if seen.get(source) == since:
+                    self._alarm(source, since, limit)
+                else:
+                    confirmed[source] = since  # confirm on the next look
+            seen = confirmed
 
-    def _alarm(self, since: float, limit: float) -> None:
-        assert _MAIN is not None
+    def _alarm(self, source: Source, since: float, limit: float) -> None:
         now = clock()
-        blocked_for = now - since
-        if _debugger_on_stack(_MAIN):
+        thread = source.thread
+        if _stacks.debugger_on_stack(thread):
             return
-        if self._first_alarm is None:
-            self._first_alarm = now
-        elif now - self._first_alarm > self._last_resort:
-            self._give_up(blocked_for)
+        previous = self._alarms.get(source)
+        if previous is not None and previous[0] == since:
+            first = previous[1]
+            if self._exit_after is not None and now - first > self._exit_after:
+                self._give_up(source, now - since)
+                return
+            if now - first < self.interrupts * limit:
+                return  # interrupted already: again once per limit
+        else:
+            first = now
+        samples = _samples(source)
+        if isinstance(source, _HubSource) and not any(s.user for s in samples):
+            return  # the hub is busy in fakepeer's own work, not blocked by the script
+        if self._limit == 0 or source.busy != since:  # the phase ended, or it moved on
             return
-        diagnosis = diagnose(_MAIN, blocked_for, limit, self._where)
-        if self._limit == 0:  # the phase ended while we looked
+        diagnosis = describe(
+            samples,
+            blocked_for=now - since,
+            limit=limit,
+            where=self._where,
+            loop=source.label(),
+        )
+        if previous is None or previous[0] != since:
+            self._report(diagnosis)
+        self._alarms[source] = (since, first)
+        self.interrupts += 1
+        if self._signum is None:
             return
-        self._interrupts += 1
-        self._report(diagnosis)
-        self._pending = (diagnosis, since)
-        assert _SIGNAL is not None
-        signal.pthread_kill(_MAIN, _SIGNAL)
+        self._pending = (diagnosis, source, since)
+        self._sent += 1
+        signal.pthread_kill(_MAIN, self._signum)
 
-    def _give_up(self, blocked_for: float) -> None:
-        assert _MAIN is not None
-        diagnosis = diagnose(_MAIN, blocked_for, self._limit, self._where)
+    def _give_up(self, source: Source, blocked_for: float) -> None:
+        diagnosis = describe(
+            _samples(source),
+            blocked_for=blocked_for,
+            limit=self._limit,
+            where=self._where,
+            loop=source.label(),
+        )
         stream = sys.__stderr__
         if stream is not None:
             stream.write(
-                "\nfakepeer loop watchdog: the event loop is still blocked "
-                f"{self._last_resort:g} s after it was interrupted ({self._interrupts} time(s));"
-                " the code swallows the interruption. Ending the process.\n\n"
+                "\nfakepeer loop watchdog: the loop is still blocked "
+                f"{self._exit_after:g} s after it was first interrupted; the code swallows "
+                "the interruption, and loop_watchdog_exit ends the process.\n\n"
                 f"{diagnosis}\n"
             )
             stream.flush()
         os._exit(3)
+
+
+def _samples(source: Source, count: int = 3) -> list[Sample]:
+    taken = []
+    for index in range(count):
+        sample = _stacks.sample(source.thread, source.task())
+        if sample is not None:
+            taken.append(sample)
+        if index < count - 1:
+            time.sleep(0.02)
+    return taken
+
+
+def _default_signal() -> int | None:
+    return getattr(signal, DEFAULT_SIGNAL, None)
+
+
+def _is_ours(handler: object, watchdog: Watchdog) -> bool:
+    return getattr(handler, "__self__", None) is watchdog
+
+
+def _pass_on(previous: Any, signum: int, frame: types.FrameType | None) -> None:
+    """Hand a signal the watchdog did not send to the handler that was there before."""
+    if callable(previous):
+        previous(signum, frame)
+    elif previous == signal.SIG_DFL:  # what would have happened: the default action
+        ours = signal.signal(signum, signal.SIG_DFL)
+        try:
+            signal.raise_signal(signum)  # for SIGUSR1/2: the end of the process, as before
+        finally:
+            signal.signal(signum, ours)
+    # SIG_IGN, or None (set outside Python): ignored, as before

@@ -36,15 +36,16 @@ from typing import Any, Final, Protocol
 
 import pytest
 
-from ._errors import ScriptError
+from ._errors import LoopBlocked, ScriptError
 from ._framing import Framing
 from ._peer import FakePeer, Serving
 from ._proxy import Proxy
 from ._runtime import MAX_SEND_BUFFER
 from ._transcript import DEFAULT_BUDGET
+from ._unseen import UnseenErrors
 from ._version import __version__
 from ._wait import current_async_library
-from ._watchdog import Interrupt, LoopBlocked, UnseenErrors, Watchdog
+from ._watchdog import DEFAULT_SIGNAL, Heartbeat, Interrupt, Watchdog, parse_signal
 
 __all__ = ["PeerFactory", "PeerOptions", "ProxyFactory"]
 
@@ -99,6 +100,15 @@ _WATCHDOG_HELP: Final = (
     "seconds an asyncio event loop of a test may go without getting back to its I/O wait "
     "before the loop watchdog fails that test (default: 0.5; 0 turns it off)"
 )
+_SIGNAL_HELP: Final = (
+    "the signal with which the loop watchdog interrupts the test's thread (default: "
+    "SIGUSR2); signals it did not send go on to the handler that was there before"
+)
+_EXIT_HELP: Final = (
+    "seconds after which the loop watchdog ends the whole run when a test's code swallows "
+    "its interruption (default: never; the test is interrupted again every limit, and "
+    "pytest-timeout, if used, has the last word)"
+)
 _SEED_HELP: Final = (
     "seed of the network faults' randomness, to replay a run (default: a new one each "
     "session, shown in the report header)"
@@ -119,12 +129,24 @@ class _WatchdogState:
     source: str
     off_because: str | None = None
     watchdog: Watchdog | None = None
+    signal_name: str = DEFAULT_SIGNAL
+    installed: bool = False
     reports: list[str] | None = None  # diagnoses of the phase being watched
 
     def report(self, diagnosis: str) -> None:
         reports = self.reports
         if reports is not None:
             reports.append(diagnosis)
+
+    def install(self, config: pytest.Config) -> Watchdog | None:
+        """The watchdog, installed on first use: nothing (no selector, no signal handler)
+        is installed in a session whose tests never turn it on."""
+        watchdog = self.watchdog
+        if watchdog is not None and not self.installed:
+            watchdog.install()
+            self.installed = True
+            config.add_cleanup(watchdog.uninstall)
+        return watchdog
 
 
 _OPTIONS: Final = pytest.StashKey[PeerOptions]()
@@ -161,6 +183,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=_WATCHDOG_HELP,
     )
     parser.addini("loop_watchdog", help=_WATCHDOG_HELP, default=None)
+    group.addoption(
+        "--loop-watchdog-signal",
+        dest="loop_watchdog_signal",
+        default=None,
+        metavar="SIGNAL",
+        help=_SIGNAL_HELP,
+    )
+    parser.addini("loop_watchdog_signal", help=_SIGNAL_HELP, default=None)
+    group.addoption(
+        "--loop-watchdog-exit",
+        dest="loop_watchdog_exit",
+        default=None,
+        metavar="SECONDS",
+        help=_EXIT_HELP,
+    )
+    parser.addini("loop_watchdog_exit", help=_EXIT_HELP, default=None)
     group.addoption(
         "--fakepeer-serve-in",
         dest="fakepeer_serve_in",
@@ -203,11 +241,22 @@ def _configure_watchdog(config: pytest.Config) -> None:
     cli = config.getoption("loop_watchdog")
     if cli is not None:
         limit, source = _parse_timeout(cli, "--loop-watchdog", zero=True), "--loop-watchdog"
-    state = _WatchdogState(limit, source, off_because=_debugging(config))
+    name, where = config.getoption("loop_watchdog_signal"), "--loop-watchdog-signal"
+    if name is None:
+        name, where = config.getini("loop_watchdog_signal") or DEFAULT_SIGNAL, "ini"
+    try:
+        signum = parse_signal(str(name))
+    except ValueError as exc:
+        raise pytest.UsageError(f"{where} loop_watchdog_signal: {exc}") from None
+    exit_after: float | None = None
+    value, where = config.getoption("loop_watchdog_exit"), "--loop-watchdog-exit"
+    if value is None:
+        value, where = config.getini("loop_watchdog_exit"), "ini loop_watchdog_exit"
+    if value not in (None, ""):
+        exit_after = _parse_timeout(value, where) or None
+    state = _WatchdogState(limit, source, off_because=_debugging(config), signal_name=signum.name)
     if state.off_because is None:
-        state.watchdog = Watchdog(state.report)
-        state.watchdog.install()
-        config.add_cleanup(state.watchdog.uninstall)
+        state.watchdog = Watchdog(state.report, signum=signum, exit_after=exit_after)
     config.stash[_WATCHDOG] = state
 
 
@@ -270,7 +319,7 @@ def pytest_report_header(config: pytest.Config) -> str:
     elif state.limit == 0:
         watchdog = f"off (0 from {state.source})"
     else:
-        watchdog = f"{state.limit:g}s"
+        watchdog = f"{state.limit:g}s via {state.signal_name}"
     return (
         f"fakepeer: {__version__}, timeout={options.timeout:g}s, host={options.host}, "
         f"serve_in={options.serve_in}, "
@@ -291,13 +340,14 @@ def _watchdog_limit(item: pytest.Item, state: _WatchdogState) -> float:
 
 
 def _watched(item: pytest.Item, when: str) -> Generator[None, None, None]:
-    """Run one phase of ``item`` under the loop watchdog; fail it if its loop blocked."""
+    """Run one phase of ``item`` under the loop watchdog; fail it if a loop blocked."""
     __tracebackhide__ = True
     state = item.config.stash[_WATCHDOG]
-    watchdog = state.watchdog
     limit = _watchdog_limit(item, state)
-    if watchdog is None or limit == 0:
+    if state.watchdog is None or limit == 0:
         return (yield)
+    watchdog = state.install(item.config)
+    assert watchdog is not None
     where = f"during {when} of {item.nodeid}"
     reports: list[str] = []
     state.reports = reports
@@ -308,7 +358,7 @@ def _watched(item: pytest.Item, when: str) -> Generator[None, None, None]:
     except BaseException as exc:
         watchdog.unwatch()
         if reports:
-            cause = None if isinstance(exc, Interrupt) else exc
+            cause = None if _only_interrupts(exc) else exc
             raise LoopBlocked(reports[0]) from cause
         raise
     finally:
@@ -320,6 +370,13 @@ def _watched(item: pytest.Item, when: str) -> Generator[None, None, None]:
     if died is not None:
         raise died
     return result
+
+
+def _only_interrupts(exc: BaseException) -> bool:
+    """True for the watchdog's interruption, alone or in exception groups (trio's)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_interrupts(inner) for inner in exc.exceptions)
+    return isinstance(exc, Interrupt)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -507,12 +564,12 @@ _IN_LOOP_HINT: Final = (
 )
 
 
-def _serve_in_the_tests_loop(item: pytest.Item, state: _ItemState) -> Any:
-    """Serve the peers listening since setup in the test's own loop: wrap the test function
-    (an ``async def``) so that, in that loop, it starts them first and stops them last.
-    Returns the original function to restore, or None when the test is not a coroutine
-    function (the peers are served on the hub then)."""
-    deferred = state.deferred
+def _in_the_tests_loop(item: pytest.Item, deferred: list[Serving], beat: float) -> Any:
+    """Wrap the test function (an ``async def``) so that, in the test's own loop, it starts
+    the peers listening since setup first and stops them last, and, where the loop has no
+    watched selector (uvloop), keeps a :class:`Heartbeat` in it every ``beat`` seconds (0:
+    none). Returns the original function to restore, or None when the test is not a
+    coroutine function (its peers are served on the hub then)."""
     function = getattr(item, "obj", None)
     if not inspect.iscoroutinefunction(function) or hasattr(function, "hypothesis"):
         for serving in deferred:
@@ -521,13 +578,18 @@ def _serve_in_the_tests_loop(item: pytest.Item, state: _ItemState) -> Any:
 
     @functools.wraps(function)
     async def in_the_tests_loop(*args: Any, **kwargs: Any) -> Any:
-        for serving in deferred:
-            await serving.start_async()
+        heartbeat = Heartbeat.start(beat) if beat else None
         try:
-            return await function(*args, **kwargs)
+            for serving in deferred:
+                await serving.start_async()
+            try:
+                return await function(*args, **kwargs)
+            finally:
+                for serving in reversed(deferred):
+                    await serving.stop_async()
         finally:
-            for serving in reversed(deferred):
-                await serving.stop_async()
+            if heartbeat is not None:
+                heartbeat.close()
 
     item.obj = in_the_tests_loop  # type: ignore[attr-defined]  # a Function's
     return function
@@ -537,9 +599,12 @@ def _serve_in_the_tests_loop(item: pytest.Item, state: _ItemState) -> Any:
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     __tracebackhide__ = True
     state = item.stash.get(_ITEM, None)
+    deferred = state.deferred if state is not None else []
+    watchdog = item.config.stash[_WATCHDOG]
+    limit = _watchdog_limit(item, watchdog) if watchdog.watchdog is not None else 0.0
     original = None
-    if state is not None and state.deferred:
-        original = _serve_in_the_tests_loop(item, state)
+    if deferred or limit:
+        original = _in_the_tests_loop(item, deferred, limit / 4)
     try:
         yield from _watched(item, "call")
     except BaseException as exc:

@@ -1,0 +1,151 @@
+"""The loop watchdog's diagnosis: stack samples of a blocked loop in, a report out.
+
+Pure: no threads, no frames, no clock. :mod:`fakepeer._stacks` takes the samples (from live
+frames), :mod:`fakepeer._watchdog` decides when; this module only says what they show. It
+is tested with tables of hand-made samples.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+__all__ = ["Place", "Sample", "describe", "hint"]
+
+
+@dataclass(frozen=True)
+class Place:
+    """One frame: where, the source line, and the exact expression being evaluated.
+
+    ``columns`` are the expression's start and end in ``line`` (Python 3.11+ positions), or
+    None; ``opname`` is the instruction being executed: a ``CALL...`` while a call blocks.
+    """
+
+    filename: str
+    lineno: int
+    function: str
+    line: str
+    expression: str = ""
+    columns: tuple[int, int] | None = None
+    opname: str = ""
+
+    def describe(self) -> str:
+        return f"{os.path.basename(self.filename)}:{self.lineno} in {self.function}"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One look at a blocked loop's thread: the innermost frame of the test's own code
+    (``user``, None when only library code runs), the running task, and the stack inside
+    the loop's machinery (outermost first)."""
+
+    user: Place | None
+    task: str
+    stack: Sequence[Place] = field(default_factory=tuple)
+
+
+#: Well-known blocking calls (text found in the blocking expression) and what to use instead.
+HINTS: Final = (
+    (
+        ("accept(",),
+        "socket.accept() blocks the whole event loop; use loop.sock_accept() or "
+        "asyncio.start_server(), or, for a server in a test, fakepeer's fake_peer fixture",
+    ),
+    (
+        ("recv(", "recv_into(", "recvfrom(", "sendall(", "makefile(", "readline("),
+        "a blocking socket read or write stops the event loop; use asyncio.open_connection() "
+        "streams, or loop.sock_recv() / loop.sock_sendall()",
+    ),
+    (
+        ("connect(", "create_connection("),
+        "a blocking connect() stops the event loop; use asyncio.open_connection() or "
+        "loop.sock_connect()",
+    ),
+    (("time.sleep(", "sleep("), "time.sleep() blocks the event loop; use await asyncio.sleep()"),
+    (
+        ("subprocess.", ".communicate(", ".wait("),
+        "a blocking subprocess call stops the event loop; use asyncio.create_subprocess_exec()",
+    ),
+    (
+        ("requests.", "urlopen("),
+        "a blocking HTTP call stops the event loop; use an async client or "
+        "await asyncio.to_thread(...)",
+    ),
+    (("input(",), "input() blocks the event loop"),
+)
+
+#: What to do about code that never awaits.
+CPU_BOUND_HINT: Final = (
+    "a loop that never awaits keeps the event loop from everything else; await "
+    "asyncio.sleep(0) now and then, or move the work to asyncio.to_thread()"
+)
+
+#: Instruction names of a frame that waits for a call to return (3.11: PRECALL/CALL, 3.12+:
+#: CALL, CALL_KW, CALL_FUNCTION_EX).
+CALLS: Final = ("CALL", "PRECALL")
+
+
+def hint(expression: str, line: str) -> str | None:
+    """The advice for a blocking call, from its expression (or, without one, its line)."""
+    text = expression or line
+    for needles, advice in HINTS:
+        if any(needle in text for needle in needles):
+            return advice
+    return None
+
+
+def describe(
+    samples: Sequence[Sample],
+    *,
+    blocked_for: float,
+    limit: float,
+    where: str,
+    loop: str = "the event loop",
+) -> str:
+    """The report on a loop blocked for ``blocked_for`` seconds (``limit`` allowed), from
+    ``samples`` taken a few milliseconds apart (the last is the freshest). ``where`` says
+    during what ("during call of test_x.py::test_y"); ``loop`` names the loop.
+
+    When every sample stands in the same call, one call does not return (and a hint may
+    name the usual fix); else the loop runs Python code without ever awaiting.
+    """
+    lines = [
+        f"{loop} was blocked for {blocked_for:.2f} s (the loop watchdog allows {limit:g} s) {where}"
+    ]
+    if not samples:
+        return lines[0]
+    last = samples[-1]
+    lines.append(f"  task:        {last.task}")
+    user = last.user
+    if user is not None:
+        lines.append(f"  blocked at:  {user.filename}:{user.lineno} in {user.function}")
+        lines.append(f"      {user.line.strip()}")
+        if user.columns is not None and user.expression:
+            indent = len(user.line) - len(user.line.lstrip())
+            start, end = user.columns
+            lines.append("      " + " " * max(0, start - indent) + "^" * max(1, end - start))
+        if user.expression:
+            lines.append(f"  call:        {user.expression}")
+    places = {(s.user.filename, s.user.lineno) if s.user else None for s in samples}
+    calling = all(s.user is not None and s.user.opname.startswith(CALLS) for s in samples)
+    advice: str | None
+    if len(places) == 1 and calling:
+        lines.append(
+            f"  samples:     {len(samples)} of {len(samples)} in the same call: "
+            "one call that does not return"
+        )
+        advice = hint(user.expression, user.line) if user is not None else None
+    else:
+        at = "the same line" if len(places) == 1 else f"{len(places)} different lines"
+        lines.append(
+            f"  samples:     {len(samples)} at {at}, running Python code: code that runs "
+            "without ever awaiting (CPU-bound)"
+        )
+        advice = CPU_BOUND_HINT
+    if advice:
+        lines.append(f"  hint:        {advice}")
+    lines.append("  stack (innermost last):")
+    lines.extend(f"    {place.describe()}: {place.line.strip()}" for place in last.stack[-8:])
+    return "\n".join(lines)

@@ -1,0 +1,139 @@
+"""Stack samples of a running thread, for the loop watchdog's diagnosis.
+
+Reads ``sys._current_frames()`` (CPython's, also on PyPy): each :class:`Sample` holds the
+innermost frame of the test's own code (not the standard library, site-packages or
+fakepeer), the running task, and the stack inside the loop's machinery.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dis
+import functools
+import linecache
+import os
+import sys
+import sysconfig
+import types
+from typing import Any, Final
+
+from ._diagnosis import Place, Sample
+
+__all__ = ["debugger_on_stack", "in_frames", "is_library", "place", "running_task", "sample"]
+
+_STDLIB: Final = tuple(
+    os.path.normcase(os.path.realpath(path)) + os.sep
+    for path in {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]}
+)
+_PACKAGE: Final = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+#: Functions that run one step of a loop: asyncio's ``_run_once`` and trio's
+#: ``unrolled_run``. Frames outside them are the loop's machinery and the test runner.
+LOOP_STEPS: Final = frozenset({"_run_once", "unrolled_run"})
+
+
+@functools.lru_cache(maxsize=4096)
+def is_library(filename: str) -> bool:
+    """True for code that is not the test's own: the standard library, site-packages,
+    fakepeer itself, and code with no file (``<string>``, ``<frozen ...>``)."""
+    if filename.startswith("<"):
+        return True
+    path = os.path.normcase(os.path.realpath(filename))
+    return path.startswith((*_STDLIB, _PACKAGE)) or f"{os.sep}site-packages{os.sep}" in path
+
+
+@functools.lru_cache(maxsize=1024)
+def _instructions(code: types.CodeType) -> tuple[list[int], list[str]]:
+    instructions = list(dis.get_instructions(code))
+    return [i.offset for i in instructions], [i.opname for i in instructions]
+
+
+def _opname(code: types.CodeType, lasti: int) -> str:
+    """The instruction at ``lasti`` (which may point into its inline cache, on 3.11+)."""
+    offsets, names = _instructions(code)
+    index = bisect.bisect_right(offsets, lasti) - 1
+    return names[index] if index >= 0 else ""
+
+
+def place(frame: types.FrameType) -> Place:
+    """Where ``frame`` is: its line, and the expression it evaluates (3.11+ positions)."""
+    code = frame.f_code
+    lineno = frame.f_lineno or 0
+    line = linecache.getline(code.co_filename, lineno, frame.f_globals).rstrip("\n")
+    expression = ""
+    columns = None
+    positions = list(code.co_positions())
+    index = frame.f_lasti // 2
+    if 0 <= index < len(positions):
+        start_line, end_line, start, end = positions[index]
+        if start_line == end_line == lineno and start is not None and end is not None:
+            encoded = line.encode()
+            expression = encoded[start:end].decode(errors="replace")
+            prefix = len(encoded[:start].decode(errors="replace"))
+            columns = (prefix, prefix + len(expression))
+    return Place(
+        code.co_filename,
+        lineno,
+        code.co_name,
+        line,
+        expression,
+        columns,
+        _opname(code, frame.f_lasti),
+    )
+
+
+def running_task(frame: types.FrameType | None) -> str:
+    """The asyncio task that the loop running in ``frame``'s thread is stepping, named."""
+    while frame is not None:
+        if frame.f_code.co_name == "_run_once" and "self" in frame.f_locals:
+            loop = frame.f_locals["self"]
+            tasks: Any = sys.modules.get("asyncio.tasks")
+            current = getattr(tasks, "_current_tasks", {}).get(loop)
+            if current is None:
+                return "no task (a loop callback)"
+            coro = current.get_coro()
+            name = getattr(coro, "__qualname__", None) or repr(coro)
+            return f"{current.get_name()} running {name}()"
+        frame = frame.f_back
+    return "unknown"
+
+
+def sample(thread: int, task: str | None = None) -> Sample | None:
+    """A look at ``thread`` now (None if it has ended); ``task`` names the running task
+    when the caller knows it (trio), else it is read from asyncio's loop."""
+    frame = sys._current_frames().get(thread)
+    if frame is None:
+        return None
+    stack: list[Place] = []
+    user: Place | None = None
+    walker: types.FrameType | None = frame
+    while walker is not None:
+        if walker.f_code.co_name in LOOP_STEPS:
+            break  # everything outside is the loop machinery and the test runner
+        where = place(walker)
+        stack.append(where)
+        if user is None and not is_library(walker.f_code.co_filename):
+            user = where
+        walker = walker.f_back
+    stack.reverse()
+    return Sample(user, task if task is not None else running_task(frame), tuple(stack))
+
+
+def in_frames(thread: int, names: frozenset[str]) -> bool:
+    """True if a function named in ``names`` is on ``thread``'s stack now."""
+    frame = sys._current_frames().get(thread)
+    while frame is not None:
+        if frame.f_code.co_name in names:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def debugger_on_stack(thread: int) -> bool:
+    """True when pdb (or any bdb debugger) is stopped in ``thread``: not a blocked loop."""
+    frame = sys._current_frames().get(thread)
+    while frame is not None:
+        if frame.f_code.co_filename.endswith(("bdb.py", "pdb.py")):
+            return True
+        frame = frame.f_back
+    return False
