@@ -299,7 +299,8 @@ def test_timeout_option_precedence_and_header(pytester: pytest.Pytester) -> None
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(
         [
-            "fakepeer: *, timeout=7s, host=127.0.0.1, serve_in=hub, loop watchdog=0.5s via SIGUSR2, fault seed=*"
+            "fakepeer: *, timeout=7s, host=127.0.0.1, serve_in=hub, "
+            "loop watchdog=0.5s via SIGUSR2, fault seed=*"
         ]
     )
     pytester._monkeypatch.setenv("EXPECTED", "2.5")
