@@ -1125,3 +1125,20 @@ def test_a_literal_refuses_as_soon_as_a_differing_byte_arrives() -> None:
     assert matcher.match_from(bytearray(b"HELLO!"), 2) == Matched(b"HELLO", 5)
     assert contains(b"END").match_from(bytearray(b"xxEN"), 0) is NEED_MORE
     assert contains(b"END").match_from(bytearray(b"xxEND!"), 4) == Matched(b"xxEND", 5)
+
+
+@pytest.mark.parametrize(
+    ("make", "label"),
+    [
+        (exact, ""),
+        (prefix, "prefix "),
+        (contains, "contains "),
+    ],
+    ids=["exact", "prefix", "contains"],
+)
+def test_a_long_literal_is_described_in_one_short_line(
+    make: Callable[[bytes], Matcher], label: str
+) -> None:
+    # A 64 KiB literal once filled the transcript's rule column with 64 KiB of it.
+    described = make(b"y" * 65535).describe()
+    assert described == f"{label}'{'y' * 200}'... (65535 bytes in all)"

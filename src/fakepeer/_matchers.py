@@ -69,7 +69,7 @@ from collections.abc import Callable
 from typing import Final, NamedTuple
 
 from ._errors import ScriptError
-from ._transcript import escape
+from ._transcript import escape, show
 
 __all__ = [
     "ANY",
@@ -215,7 +215,7 @@ class Exact(Matcher):
         return _literal_from(self.expected, data, start) if self.expected else None
 
     def describe(self) -> str:
-        return f"'{escape(self.expected)}'"
+        return show(self.expected)
 
     def explain(self, data: bytes) -> str:
         expected = self.expected
@@ -254,7 +254,7 @@ class Prefix(Matcher):
         return _literal_from(self.expected, data, start)
 
     def describe(self) -> str:
-        return f"prefix '{escape(self.expected)}'"
+        return f"prefix {show(self.expected)}"
 
     def explain(self, data: bytes) -> str:
         expected = self.expected
@@ -301,12 +301,12 @@ class Contains(Matcher):
         return Matched(bytes(data[:end]), end)
 
     def describe(self) -> str:
-        return f"contains '{escape(self.needle)}'"
+        return f"contains {show(self.needle)}"
 
     def explain(self, data: bytes) -> str:
         if self.needle in data:
             return f"matches {self.describe()}"
-        return f"does not contain '{escape(self.needle)}'"
+        return f"does not contain {show(self.needle)}"
 
     def _closeness(self, data: bytes, stream: bool) -> float:
         """The longest run of the needle found in ``data``, as a fraction of the needle."""
