@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -25,7 +26,15 @@ RUNNER_CONTENDERS = (
 FAKEPEER_SUITE = "fakepeer"
 BASELINE_SUITE = "hand-written fixture"
 WATCHDOG_SCRIPT = BENCHMARKS / "bench_watchdog.py"
-WATCHDOG_ROWS = ("echo", "writes", "loop")
+WATCHDOG_ROWS = (
+    "echo",
+    "writes",
+    "loop",
+    "trio echo",
+    "trio steps",
+    "uvloop echo",
+    "uvloop writes",
+)
 PROXY_SCRIPT = BENCHMARKS / "bench_proxy.py"
 PROXY_ROWS = ("sink hub", "sink in-loop", "echo hub", "echo in-loop")
 
@@ -188,6 +197,8 @@ def test_runner_rejects_an_unknown_case(tmp_path: Path) -> None:
 
 
 def test_bench_watchdog_quick(tmp_path: Path) -> None:
+    """Every row is measured, or skipped with its reason when trio or uvloop is missing, and
+    every sample's loop was watched (or not) as its variant says."""
     report = tmp_path / "bench.json"
     done = subprocess.run(
         [sys.executable, str(WATCHDOG_SCRIPT), "--quick", "--json", str(report)],
@@ -197,17 +208,37 @@ def test_bench_watchdog_quick(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    missing = {
+        family: f"skipped: {family} is not installed"
+        for family in ("trio", "uvloop")
+        if importlib.util.find_spec(family) is None
+    }
+    skipped = [row for row in WATCHDOG_ROWS if row.split()[0] in missing]
     for row in WATCHDOG_ROWS:
-        pattern = rf"^{row}\s+.*\d\.\d{{3}}\s+\d\.\d{{3}}\s+\d\.\d{{3}}\s+(PASS|MISS)$"
+        if row in skipped:
+            pattern = rf"^{re.escape(row)}\s+.*\s{missing[row.split()[0]]}$"
+        else:
+            pattern = (
+                rf"^{re.escape(row)}\s+.*\d\.\d{{3}}\s+\d\.\d{{3}}\s+\d\.\d{{3}}\s+(PASS|MISS)$"
+            )
         assert re.search(pattern, done.stdout, re.MULTILINE), f"no {row!r} row in:\n{done.stdout}"
     results = json.loads(report.read_text())
-    assert [row["label"] for row in results["rows"]] == list(WATCHDOG_ROWS)
-    assert all(row["ratio"] > 0 for row in results["rows"])
+    measured = [row for row in WATCHDOG_ROWS if row not in skipped]
+    assert [row["label"] for row in results["rows"]] == measured
+    assert [row["label"] for row in results["skipped"]] == skipped
+    assert all(row["ratio"] > 0 and row["control_ratio"] > 0 for row in results["rows"])
     # Both variants measured what they claim: plain loops on the plain default selector,
     # watched ones on the watchdog's, and no sample ever blocked its loop.
     assert not any(name.startswith("Watched") for name in results["selectors"]["plain"])
     assert all(name.startswith("Watched") for name in results["selectors"]["watched"])
     assert results["alarms"] == 0
+    # Every sample checked, inside its loop, that the watchdog saw it (a source on its thread
+    # with a mark: the watched selector, trio's instrument, uvloop's heartbeat) or did not.
+    families = ["asyncio"] + [family for family in ("trio", "uvloop") if family not in missing]
+    assert sorted(results["sources"]) == sorted(families)
+    for family in families:
+        assert results["sources"][family]["plain"] == [], family
+        assert results["sources"][family]["watched"], family
 
 
 def run_bench_proxy(report: Path, env: dict[str, str] | None = None) -> str:
