@@ -18,7 +18,7 @@ from ._actions import Dropped, Wait, Write
 from ._errors import ConversationError, ScriptError
 from ._faults import FaultState, shape
 from ._peer import FakePeer
-from ._runtime import MAX_SEND_BUFFER, PeerServer, _PeerProtocol, clock
+from ._runtime import MAX_SEND_BUFFER, PeerServer, _PeerProtocol, clock, stream_transport
 from ._script import Close, HalfClose, Reset, Rule
 from ._transcript import DEFAULT_BUDGET
 
@@ -87,12 +87,11 @@ class _ProxyProtocol(_PeerProtocol):
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(server.timeout):
-                upstream, _ = await loop.create_connection(lambda: _Upstream(self), host, port)
+                made, _ = await loop.create_connection(lambda: _Upstream(self), host, port)
         except (OSError, TimeoutError) as exc:
             self.upstream_failed(exc, connecting=True)
             return
-        assert isinstance(upstream, asyncio.Transport)
-        self.upstream = upstream
+        self.upstream = upstream = stream_transport(made)
         for data in self.pending_up:
             upstream.write(data)
         self.pending_up.clear()

@@ -23,7 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Final
+from typing import Final, cast
 
 from ._actions import Dropped, Later, Stop
 from ._conversation import (
@@ -47,7 +47,7 @@ from ._errors import (
     WaitTimeout,
 )
 
-__all__ = ["BACKLOG", "MAX_SEND_BUFFER", "PeerServer"]
+__all__ = ["BACKLOG", "MAX_SEND_BUFFER", "PeerServer", "stream_transport"]
 
 _LINGER_RESET: Final = struct.pack("ii", 1, 0)
 clock: Final = time.monotonic
@@ -79,6 +79,14 @@ def _format_address(address: object) -> str:
         host, port = address[0], address[1]
         return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
     return str(address) if address else "?"
+
+
+def stream_transport(transport: asyncio.BaseTransport) -> asyncio.Transport:
+    """``transport``, which a loop passed to ``connection_made`` of a stream protocol, as the
+    read-write transport it is. Duck typing, not ``isinstance``: uvloop's ``TCPTransport``
+    has every method of :class:`asyncio.Transport` without subclassing it (an assertion
+    there failed in ``connection_made``, which the loop only logs: nobody was served)."""
+    return cast("asyncio.Transport", transport)
 
 
 class _Push(Write):
@@ -146,8 +154,7 @@ class _PeerProtocol(asyncio.Protocol):
     # -- asyncio callbacks -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport = stream_transport(transport)
         server = self.server
         client = _format_address(transport.get_extra_info("peername"))
         # One locked step from "being made" to "served": a thread that holds the lock sees
