@@ -78,8 +78,10 @@ class _ProxyProtocol(_PeerProtocol):
         super().connection_made(transport)
         if self.connection is not None:  # not refused while stopping
             self.pause_client()  # until the upstream connection is made
+            loop = asyncio.get_running_loop()
+            loop.call_soon(self._keep_client_paused)  # see _PeerProtocol._keep_paused
             # The task runs in the handler slot, so stopping the peer cancels and awaits it.
-            self.handler = asyncio.get_running_loop().create_task(self._connect())
+            self.handler = loop.create_task(self._connect())
 
     async def _connect(self) -> None:
         server = self.server
@@ -105,6 +107,12 @@ class _ProxyProtocol(_PeerProtocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.pause_reading()
 
+    def _keep_client_paused(self) -> None:
+        """Soon after ``connection_made``: uvloop starts reading once it returns, paused or
+        not. What the client sent meanwhile waits in ``pending_up``."""
+        if self.upstream is None:
+            self.pause_client()
+
     def resume_client(self) -> None:
         transport = self.transport
         if transport is not None and not transport.is_closing() and not self.reading_stopped:
@@ -121,6 +129,8 @@ class _ProxyProtocol(_PeerProtocol):
     # -- client to server --------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if self.paused and self._hold(data):  # a stop_reading fault (see _PeerProtocol._hold)
+            return
         server = self.server
         connection = self.connection
         assert connection is not None
