@@ -18,7 +18,7 @@ from ._actions import Dropped, Wait, Write
 from ._errors import ConversationError, ScriptError
 from ._faults import FaultState, shape
 from ._peer import FakePeer
-from ._runtime import MAX_SEND_BUFFER, PeerServer, _PeerProtocol, clock
+from ._runtime import MAX_SEND_BUFFER, PeerServer, _PeerProtocol, clock, stream_transport
 from ._script import Close, HalfClose, Reset, Rule
 from ._transcript import DEFAULT_BUDGET
 
@@ -78,8 +78,10 @@ class _ProxyProtocol(_PeerProtocol):
         super().connection_made(transport)
         if self.connection is not None:  # not refused while stopping
             self.pause_client()  # until the upstream connection is made
+            loop = asyncio.get_running_loop()
+            loop.call_soon(self._keep_client_paused)  # see _PeerProtocol._keep_paused
             # The task runs in the handler slot, so stopping the peer cancels and awaits it.
-            self.handler = asyncio.get_running_loop().create_task(self._connect())
+            self.handler = loop.create_task(self._connect())
 
     async def _connect(self) -> None:
         server = self.server
@@ -87,12 +89,11 @@ class _ProxyProtocol(_PeerProtocol):
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(server.timeout):
-                upstream, _ = await loop.create_connection(lambda: _Upstream(self), host, port)
+                made, _ = await loop.create_connection(lambda: _Upstream(self), host, port)
         except (OSError, TimeoutError) as exc:
             self.upstream_failed(exc, connecting=True)
             return
-        assert isinstance(upstream, asyncio.Transport)
-        self.upstream = upstream
+        self.upstream = upstream = stream_transport(made)
         for data in self.pending_up:
             upstream.write(data)
         self.pending_up.clear()
@@ -105,6 +106,12 @@ class _ProxyProtocol(_PeerProtocol):
     def pause_client(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.pause_reading()
+
+    def _keep_client_paused(self) -> None:
+        """Soon after ``connection_made``: uvloop starts reading once it returns, paused or
+        not. What the client sent meanwhile waits in ``pending_up``."""
+        if self.upstream is None:
+            self.pause_client()
 
     def resume_client(self) -> None:
         transport = self.transport
@@ -122,6 +129,8 @@ class _ProxyProtocol(_PeerProtocol):
     # -- client to server --------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if self.paused and self._hold(data):  # a stop_reading fault (see _PeerProtocol._hold)
+            return
         server = self.server
         connection = self.connection
         assert connection is not None

@@ -23,7 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Final
+from typing import Final, cast
 
 from ._actions import Dropped, Later, Stop
 from ._conversation import (
@@ -47,7 +47,7 @@ from ._errors import (
     WaitTimeout,
 )
 
-__all__ = ["BACKLOG", "MAX_SEND_BUFFER", "PeerServer"]
+__all__ = ["BACKLOG", "MAX_SEND_BUFFER", "PeerServer", "stream_transport"]
 
 _LINGER_RESET: Final = struct.pack("ii", 1, 0)
 clock: Final = time.monotonic
@@ -81,6 +81,14 @@ def _format_address(address: object) -> str:
     return str(address) if address else "?"
 
 
+def stream_transport(transport: asyncio.BaseTransport) -> asyncio.Transport:
+    """``transport``, which a loop passed to ``connection_made`` of a stream protocol, as the
+    read-write transport it is. Duck typing, not ``isinstance``: uvloop's ``TCPTransport``
+    has every method of :class:`asyncio.Transport` without subclassing it (an assertion
+    there failed in ``connection_made``, which the loop only logs: nobody was served)."""
+    return cast("asyncio.Transport", transport)
+
+
 class _Push(Write):
     """A write pushed from outside the script (``connection.send()``, ``broadcast()``)."""
 
@@ -90,6 +98,7 @@ class _PeerProtocol(asyncio.Protocol):
     actions that need no wait run right away, inside the same locked section."""
 
     __slots__ = (
+        "_held",
         "_pending",
         "_queue",
         "connection",
@@ -128,6 +137,7 @@ class _PeerProtocol(asyncio.Protocol):
         self.timers: list[asyncio.TimerHandle] = []  # faults' Later actions
         self.read = 0  # bytes read from the client, and when the last of them came
         self.last_read = 0.0
+        self._held: bytearray | None = None  # read while paused, not yet seen (see _hold)
 
     @property
     def queue(self) -> deque[Action]:
@@ -146,8 +156,7 @@ class _PeerProtocol(asyncio.Protocol):
     # -- asyncio callbacks -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport = stream_transport(transport)
         server = self.server
         client = _format_address(transport.get_extra_info("peername"))
         # One locked step from "being made" to "served": a thread that holds the lock sees
@@ -167,11 +176,16 @@ class _PeerProtocol(asyncio.Protocol):
             except Exception as exc:
                 self._crash(exc, now)
             server.changed()
+        loop = asyncio.get_running_loop()
+        if self.paused:  # see _hold: a loop may start reading once this returns, paused or not
+            loop.call_soon(self._keep_paused)
         if self.connection.handled:
             self.readable = asyncio.Event()
-            self.handler = asyncio.get_running_loop().create_task(self._handle())
+            self.handler = loop.create_task(self._handle())
 
     def data_received(self, data: bytes) -> None:
+        if self.paused and self._hold(data):
+            return
         server = self.server
         connection = self.connection
         assert connection is not None
@@ -246,9 +260,48 @@ class _PeerProtocol(asyncio.Protocol):
         if not self.paused & reason:
             return
         self.paused &= ~reason
+        if self.paused:
+            return
+        held, self._held = self._held, None
+        if held:  # first what was read while paused, as if it were read now
+            self.data_received(bytes(held))
+            if self.paused:  # and that paused it again
+                return
         transport = self.transport
-        if not self.paused and transport is not None and not transport.is_closing():
+        if transport is not None and not transport.is_closing():
             transport.resume_reading()
+
+    # A loop may start reading a connection once connection_made returns, whatever it asked
+    # for there: uvloop does (asyncio's selector transports do not; CPython gh-103607), so a
+    # pause asked for in connection_made (a stop_reading fault, a greeting past the
+    # high-water mark) would not hold, and the client's first bytes would be read anyway.
+
+    def _keep_paused(self) -> None:
+        """Soon after ``connection_made``: pause the transport again if the loop started
+        reading it although reading is paused."""
+        transport = self.transport
+        if (
+            self.paused
+            and transport is not None
+            and not transport.is_closing()
+            and transport.is_reading()
+        ):
+            transport.pause_reading()
+
+    def _hold(self, data: bytes) -> bool:
+        """Bytes read while reading is paused (the loop started reading before
+        :meth:`_keep_paused` ran): keep them unseen until reading resumes, as if they were
+        still in the kernel, and pause now. False if the transport is closing: then the
+        bytes are the last ones, and are seen now."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return False
+        if self._held is None:
+            self._held = bytearray()
+        self._held += data
+        if transport.is_reading():
+            transport.pause_reading()
+        return True
 
     # -- seen from other threads, lock held -----------------------------------------------------
 
