@@ -36,8 +36,10 @@ _STDLIB: Final = tuple(
 _PACKAGE: Final = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 #: Functions that run one step of a loop: asyncio's ``_run_once`` and trio's
-#: ``unrolled_run``. Frames outside them are the loop's machinery and the test runner.
-LOOP_STEPS: Final = frozenset({"_run_once", "unrolled_run"})
+#: ``unrolled_run``, or a whole loop that has no step in Python (uvloop's), in the loop
+#: watchdog's ``run_forever`` wrapper. Frames outside them are the loop's machinery and the
+#: test runner.
+LOOP_STEPS: Final = frozenset({"_run_once", "unrolled_run", "run_forever_watched"})
 
 
 @functools.lru_cache(maxsize=4096)

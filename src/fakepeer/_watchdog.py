@@ -263,11 +263,12 @@ class Heartbeat:
     with a timer in it: the loop is busy since its beat came due and did not run.
 
     ``interval``: seconds between beats, or None to follow the watchdog's limit
-    (:attr:`every`, a tenth of it). :meth:`close` ends it. One per loop at a time.
+    (:attr:`every`). :meth:`close` ends it. One per loop at a time.
     """
 
-    #: The interval of heartbeats that follow the limit (set by :meth:`Watchdog.watch`).
-    every: float = 0.05
+    #: The interval of heartbeats that follow the limit (set by :meth:`Watchdog.watch`): a
+    #: twenty-fifth of it, at most 20 ms, so a block is seen soon after the limit.
+    every: float = 0.02
     _beating: Final[dict[int, Heartbeat]] = {}  # id(loop) -> its heartbeat, while it beats
 
     def __init__(self, loop: Any, interval: float | None = None) -> None:
@@ -503,7 +504,7 @@ class Watchdog:
         self._where = where
         self._phase = clock()
         if limit:
-            Heartbeat.every = min(max(limit / 10, 0.005), 0.05)
+            Heartbeat.every = min(max(limit / 25, 0.002), 0.02)
         self._limit = limit
 
     def unwatch(self) -> None:
