@@ -46,34 +46,47 @@ class Sample:
     stack: Sequence[Place] = field(default_factory=tuple)
 
 
-#: Well-known blocking calls (text found in the blocking expression) and what to use instead.
+#: Well-known blocking calls (text found in the blocking expression) and what to use instead,
+#: in asyncio and in trio.
 HINTS: Final = (
     (
         ("accept(",),
         "socket.accept() blocks the whole event loop; use loop.sock_accept() or "
         "asyncio.start_server(), or, for a server in a test, fakepeer's fake_peer fixture",
+        "socket.accept() blocks the whole trio run; use trio.serve_tcp() or trio.socket, or, "
+        "for a server in a test, fakepeer's fake_peer fixture",
     ),
     (
         ("recv(", "recv_into(", "recvfrom(", "sendall(", "makefile(", "readline("),
         "a blocking socket read or write stops the event loop; use asyncio.open_connection() "
         "streams, or loop.sock_recv() / loop.sock_sendall()",
+        "a blocking socket read or write stops the trio run; use trio.open_tcp_stream() "
+        "streams, or trio.socket",
     ),
     (
         ("connect(", "create_connection("),
         "a blocking connect() stops the event loop; use asyncio.open_connection() or "
         "loop.sock_connect()",
+        "a blocking connect() stops the trio run; use trio.open_tcp_stream()",
     ),
-    (("time.sleep(", "sleep("), "time.sleep() blocks the event loop; use await asyncio.sleep()"),
+    (
+        ("time.sleep(", "sleep("),
+        "time.sleep() blocks the event loop; use await asyncio.sleep()",
+        "time.sleep() blocks the trio run; use await trio.sleep()",
+    ),
     (
         ("subprocess.", ".communicate(", ".wait("),
         "a blocking subprocess call stops the event loop; use asyncio.create_subprocess_exec()",
+        "a blocking subprocess call stops the trio run; use trio.run_process()",
     ),
     (
         ("requests.", "urlopen("),
         "a blocking HTTP call stops the event loop; use an async client or "
         "await asyncio.to_thread(...)",
+        "a blocking HTTP call stops the trio run; use an async client or "
+        "await trio.to_thread.run_sync(...)",
     ),
-    (("input(",), "input() blocks the event loop"),
+    (("input(",), "input() blocks the event loop", "input() blocks the trio run"),
 )
 
 #: What to do about code that never awaits.
@@ -81,18 +94,33 @@ CPU_BOUND_HINT: Final = (
     "a loop that never awaits keeps the event loop from everything else; await "
     "asyncio.sleep(0) now and then, or move the work to asyncio.to_thread()"
 )
+#: ... in trio.
+CPU_BOUND_HINT_TRIO: Final = (
+    "a loop that never awaits keeps the trio run from everything else; await "
+    "trio.lowlevel.checkpoint() now and then, or move the work to trio.to_thread.run_sync()"
+)
+
+#: What to do about a script's code that blocks the fakepeer hub (``library="hub"``).
+HUB_HINT: Final = (
+    "a fake peer's reply callable runs in the fakepeer hub's event loop, which serves every "
+    "peer: it must return at once; to answer late, script it (.after(seconds)), or use an "
+    "async handler that awaits"
+)
 
 #: Instruction names of a frame that waits for a call to return (3.11: PRECALL/CALL, 3.12+:
 #: CALL, CALL_KW, CALL_FUNCTION_EX).
 CALLS: Final = ("CALL", "PRECALL")
 
 
-def hint(expression: str, line: str) -> str | None:
-    """The advice for a blocking call, from its expression (or, without one, its line)."""
+def hint(expression: str, line: str, library: str = "asyncio") -> str | None:
+    """The advice for a blocking call, from its expression (or, without one, its line), for
+    a loop of ``library``: "asyncio", "trio", or "hub" (the fakepeer hub: a script's code)."""
+    if library == "hub":
+        return HUB_HINT
     text = expression or line
-    for needles, advice in HINTS:
+    for needles, asyncio_advice, trio_advice in HINTS:
         if any(needle in text for needle in needles):
-            return advice
+            return trio_advice if library == "trio" else asyncio_advice
     return None
 
 
@@ -103,10 +131,12 @@ def describe(
     limit: float,
     where: str,
     loop: str = "the event loop",
+    library: str = "asyncio",
 ) -> str:
     """The report on a loop blocked for ``blocked_for`` seconds (``limit`` allowed), from
     ``samples`` taken a few milliseconds apart (the last is the freshest). ``where`` says
-    during what ("during call of test_x.py::test_y"); ``loop`` names the loop.
+    during what ("during call of test_x.py::test_y"); ``loop`` names the loop; ``library``
+    ("asyncio", "trio", or "hub") chooses the advice.
 
     When every sample stands in the same call, one call does not return (and a hint may
     name the usual fix); else the loop runs Python code without ever awaiting.
@@ -128,24 +158,34 @@ def describe(
             lines.append("      " + " " * max(0, start - indent) + "^" * max(1, end - start))
         if user.expression:
             lines.append(f"  call:        {user.expression}")
-    places = {(s.user.filename, s.user.lineno) if s.user else None for s in samples}
-    calling = all(s.user is not None and s.user.opname.startswith(CALLS) for s in samples)
+    else:
+        lines.append("  blocked at:  no code of the test's own on the stack: see the stack")
+    focus = [_focus(s) for s in samples]
+    places = {(f.filename, f.lineno) if f else None for f in focus}
+    calling = all(f is not None and f.opname.startswith(CALLS) for f in focus)
     advice: str | None
     if len(places) == 1 and calling:
         lines.append(
             f"  samples:     {len(samples)} of {len(samples)} in the same call: "
             "one call that does not return"
         )
-        advice = hint(user.expression, user.line) if user is not None else None
+        advice = hint(user.expression, user.line, library) if user is not None else None
     else:
         at = "the same line" if len(places) == 1 else f"{len(places)} different lines"
         lines.append(
             f"  samples:     {len(samples)} at {at}, running Python code: code that runs "
             "without ever awaiting (CPU-bound)"
         )
-        advice = CPU_BOUND_HINT
+        advice = {"trio": CPU_BOUND_HINT_TRIO, "hub": HUB_HINT}.get(library, CPU_BOUND_HINT)
     if advice:
         lines.append(f"  hint:        {advice}")
     lines.append("  stack (innermost last):")
     lines.extend(f"    {place.describe()}: {place.line.strip()}" for place in last.stack[-8:])
     return "\n".join(lines)
+
+
+def _focus(sample: Sample) -> Place | None:
+    """The frame a sample is judged by: the test's own innermost, else the innermost."""
+    if sample.user is not None:
+        return sample.user
+    return sample.stack[-1] if sample.stack else None

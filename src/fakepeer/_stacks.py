@@ -19,7 +19,15 @@ from typing import Any, Final
 
 from ._diagnosis import Place, Sample
 
-__all__ = ["debugger_on_stack", "in_frames", "is_library", "place", "running_task", "sample"]
+__all__ = [
+    "debugger_on_stack",
+    "is_library",
+    "place",
+    "running_task",
+    "sample",
+    "steps_loop_of",
+    "task_of",
+]
 
 _STDLIB: Final = tuple(
     os.path.normcase(os.path.realpath(path)) + os.sep
@@ -28,8 +36,10 @@ _STDLIB: Final = tuple(
 _PACKAGE: Final = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 #: Functions that run one step of a loop: asyncio's ``_run_once`` and trio's
-#: ``unrolled_run``. Frames outside them are the loop's machinery and the test runner.
-LOOP_STEPS: Final = frozenset({"_run_once", "unrolled_run"})
+#: ``unrolled_run``, or a whole loop that has no step in Python (uvloop's), in the loop
+#: watchdog's ``run_forever`` wrapper. Frames outside them are the loop's machinery and the
+#: test runner.
+LOOP_STEPS: Final = frozenset({"_run_once", "unrolled_run", "run_forever_watched"})
 
 
 @functools.lru_cache(maxsize=4096)
@@ -82,18 +92,30 @@ def place(frame: types.FrameType) -> Place:
     )
 
 
+#: What :func:`running_task` says when the loop runs a callback, not a task.
+NO_TASK: Final = "no task (a loop callback)"
+
+
+def task_of(loop: object) -> str | None:
+    """The asyncio task that ``loop`` (running in any thread) is stepping now, named; None
+    when it runs a callback (or nothing)."""
+    tasks: Any = sys.modules.get("asyncio.tasks")
+    try:
+        current = getattr(tasks, "_current_tasks", {}).get(loop)
+    except Exception:  # an unhashable or odd loop: no name rather than no report
+        return None
+    if current is None:
+        return None
+    coro = current.get_coro()
+    name = getattr(coro, "__qualname__", None) or repr(coro)
+    return f"{current.get_name()} running {name}()"
+
+
 def running_task(frame: types.FrameType | None) -> str:
     """The asyncio task that the loop running in ``frame``'s thread is stepping, named."""
     while frame is not None:
         if frame.f_code.co_name == "_run_once" and "self" in frame.f_locals:
-            loop = frame.f_locals["self"]
-            tasks: Any = sys.modules.get("asyncio.tasks")
-            current = getattr(tasks, "_current_tasks", {}).get(loop)
-            if current is None:
-                return "no task (a loop callback)"
-            coro = current.get_coro()
-            name = getattr(coro, "__qualname__", None) or repr(coro)
-            return f"{current.get_name()} running {name}()"
+            return task_of(frame.f_locals["self"]) or NO_TASK
         frame = frame.f_back
     return "unknown"
 
@@ -119,12 +141,16 @@ def sample(thread: int, task: str | None = None) -> Sample | None:
     return Sample(user, task if task is not None else running_task(frame), tuple(stack))
 
 
-def in_frames(thread: int, names: frozenset[str]) -> bool:
-    """True if a function named in ``names`` is on ``thread``'s stack now."""
+def steps_loop_of(thread: int, selector: object) -> bool:
+    """True if ``thread`` is in a step (``_run_once``) of the asyncio loop whose selector is
+    ``selector``: not merely of some loop (a thread may run several, one after another, and
+    a loop that stopped leaves its selector's mark behind)."""
     frame = sys._current_frames().get(thread)
     while frame is not None:
-        if frame.f_code.co_name in names:
-            return True
+        if frame.f_code.co_name == "_run_once":
+            loop = frame.f_locals.get("self")
+            if getattr(loop, "_selector", None) is selector:
+                return True
         frame = frame.f_back
     return False
 

@@ -16,13 +16,17 @@ whose loop blocked.
 - trio runs (``trio.run`` and ``trio.lowlevel.start_guest_run``, as anyio's pytest plugin
   uses, get an instrument): a task step is busy from ``before_task_step`` to
   ``after_task_step``.
-- any other loop (uvloop, a proactor): a :class:`Heartbeat` timer the pytest plugin starts
-  in the test's loop; the loop is busy when the beat is late.
+- any other loop (uvloop, a loop on a selector of its own): a :class:`Heartbeat` timer in
+  it while it runs (``run_forever`` of asyncio's loops and of ``uvloop.Loop`` starts one,
+  so a loop is watched however it is run: ``asyncio.run``, pytest-asyncio, anyio, directly;
+  the pytest plugin also starts one in an async test's loop of any other kind); the loop is
+  busy since its beat came due and did not run.
 
-**Noticing.** A daemon thread (``fakepeer-watchdog``) looks a few times per limit. A source is
-blocked when its mark is older than the limit, is from the phase being watched (a loop
-blocked since an earlier test is not this test's), and it is still running, seen twice in a
-row.
+**Noticing.** A daemon thread (``fakepeer-watchdog``) looks twenty times per limit (at least
+every 25 ms). A source is blocked when its mark is older than the limit, is from the phase
+being watched (a loop blocked since an earlier test is not this test's), and it is still
+running (for a selector: its own loop is in a step on that thread, not merely some loop),
+seen twice in a row a few milliseconds apart.
 
 **Diagnosing.** :mod:`._stacks` samples the source's thread a few times, and
 :func:`._diagnosis.describe` says what the samples show.
@@ -32,8 +36,9 @@ raises :class:`Interrupt`, a ``BaseException``: a blocking system call returns w
 and the exception propagates from the stuck line, or, when another loop blocked, from where
 the test waits. The pytest plugin fails the phase with :class:`~fakepeer.LoopBlocked`. The
 handler passes signals it did not ask for to the handler that was there before, which is put
-back at :meth:`Watchdog.uninstall`. Code that swallows the interruption is interrupted again
-every limit; ending the process is opt-in (``exit_after``).
+back at :meth:`Watchdog.uninstall`; while the suite's own handler replaces it, no signal is
+sent (the report still fails the phase when it ends). Code that swallows the interruption
+is interrupted again every limit; ending the process is opt-in (``exit_after``).
 """
 
 from __future__ import annotations
@@ -62,7 +67,6 @@ _MAIN: Final = threading.main_thread().ident or 0
 
 #: The signal that interrupts the main thread, unless configured otherwise.
 DEFAULT_SIGNAL: Final = "SIGUSR2"
-_ASYNCIO_STEP: Final = frozenset({"_run_once"})
 
 
 class Interrupt(BaseException):
@@ -129,7 +133,7 @@ def _snapshot() -> list[Source]:
         found: list[Source] = list(_sources)
     for loop, selector in list(_hub._SELECTORS.items()):
         if not _hub.hub.given_up(loop):
-            found.append(_HubSource(selector))
+            found.append(_HubSource(selector, loop))
     return found
 
 
@@ -169,7 +173,7 @@ def _watched_selector(base: type[selectors.BaseSelector]) -> type[selectors.Base
             super().close()
 
         def running(self) -> bool:
-            return _stacks.in_frames(self.thread, _ASYNCIO_STEP)
+            return _stacks.steps_loop_of(self.thread, self)
 
         def task(self) -> str | None:
             return None  # read from asyncio's loop by the sampler
@@ -185,11 +189,18 @@ class _Marked:
     """The base of watched selectors (see :func:`_watched_selector`)."""
 
 
+#: The running task of a hub loop that runs a callback: the script, on data received.
+HUB_CALLBACK: Final = "the hub running a fake peer's script (a reply callable, on data received)"
+
+
 class _HubSource:
     """A hub loop, seen through its selector's marks (see ``_hub._HubSelector``)."""
 
-    def __init__(self, selector: Any) -> None:
+    library = "hub"  # the advice is about a script's code
+
+    def __init__(self, selector: Any, loop: object) -> None:
         self.selector = selector
+        self.loop = loop
 
     @property
     def busy(self) -> float | None:
@@ -206,10 +217,10 @@ class _HubSource:
         return id(self.selector)
 
     def running(self) -> bool:
-        return _stacks.in_frames(self.thread, _ASYNCIO_STEP)
+        return _stacks.steps_loop_of(self.thread, self.selector)
 
     def task(self) -> str | None:
-        return None
+        return _stacks.task_of(self.loop) or HUB_CALLBACK
 
     def label(self) -> str:
         return "the fakepeer hub's event loop (it serves this test's fake peers)"
@@ -222,6 +233,7 @@ class _TrioSource:
         self.busy: float | None = None
         self.thread = 0
         self.current = ""
+        self.library = "trio"
 
     # trio.abc.Instrument's hooks (duck-typed: trio accepts any object with them)
     def before_task_step(self, task: Any, _clock: Callable[[], float] = clock) -> None:
@@ -247,44 +259,71 @@ class _TrioSource:
 
 
 class Heartbeat:
-    """Watches a loop that has no watched selector (uvloop, a proactor) with a timer in it:
-    the loop is busy since its beat came due and did not run. :meth:`close` ends it."""
+    """Watches a loop that has no watched selector (uvloop, a loop on a selector of its own)
+    with a timer in it: the loop is busy since its beat came due and did not run.
 
-    def __init__(self, loop: Any, interval: float) -> None:
+    ``interval``: seconds between beats, or None to follow the watchdog's limit
+    (:attr:`every`). :meth:`close` ends it. One per loop at a time.
+    """
+
+    #: The interval of heartbeats that follow the limit (set by :meth:`Watchdog.watch`): a
+    #: twenty-fifth of it, at most 20 ms, so a block is seen soon after the limit.
+    every: float = 0.02
+    _beating: Final[dict[int, Heartbeat]] = {}  # id(loop) -> its heartbeat, while it beats
+
+    def __init__(self, loop: Any, interval: float | None = None) -> None:
         self.loop = loop
         self.interval = interval
         self.thread = _ident()
-        self.busy: float | None = clock() + interval
-        self._handle = loop.call_later(interval, self._beat)
+        wait = self._interval()
+        self._handle = loop.call_later(wait, self._beat)
+        self.busy: float | None = clock() + wait
+        self._beating[id(loop)] = self
         _register(self)
 
     @classmethod
-    def start(cls, interval: float) -> Heartbeat | None:
-        """In a running asyncio loop without a watched selector (uvloop, a proactor): a
-        heartbeat every ``interval`` seconds. None where the loop is watched already, or
-        none runs (a trio test: trio runs are instrumented instead)."""
+    def begin(cls, loop: Any, interval: float | None = None) -> Heartbeat | None:
+        """A heartbeat in ``loop`` (about to run, or running, in this thread); None where the
+        loop is watched already (a watched selector, a hub loop, a heartbeat), or closed."""
+        selector = getattr(loop, "_selector", None)
+        if isinstance(selector, (_Marked, _hub._HubSelector)) or id(loop) in cls._beating:
+            return None
+        try:
+            return cls(loop, interval)
+        except Exception:  # a closed loop: running it raises the loop's own error
+            return None
+
+    @classmethod
+    def start(cls, interval: float | None = None) -> Heartbeat | None:
+        """:meth:`begin` in the running asyncio loop; None where none runs (a trio test: trio
+        runs are instrumented instead)."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return None
-        if isinstance(getattr(loop, "_selector", None), _Marked):
-            return None
-        return cls(loop, interval)
+        return cls.begin(loop, interval)
+
+    def _interval(self) -> float:
+        return self.every if self.interval is None else self.interval
 
     def _beat(self) -> None:
-        self.busy = clock() + self.interval  # when the next beat is due
-        self._handle = self.loop.call_later(self.interval, self._beat)
+        wait = self._interval()
+        self.busy = clock() + wait  # when the next beat is due
+        self._handle = self.loop.call_later(wait, self._beat)
 
     def close(self) -> None:
         self._handle.cancel()
         self.busy = None
+        if self._beating.get(id(self.loop)) is self:
+            del self._beating[id(self.loop)]
         _unregister(self)
 
     def running(self) -> bool:
-        return bool(self.loop.is_running()) and self.busy is not None and clock() > self.busy
+        busy = self.busy
+        return bool(self.loop.is_running()) and busy is not None and clock() > busy
 
     def task(self) -> str | None:
-        return None
+        return _stacks.task_of(self.loop) or _stacks.NO_TASK
 
     def label(self) -> str:
         name = type(self.loop).__module__.split(".")[0]
@@ -300,33 +339,58 @@ def _thread_label(what: str, thread: int) -> str:
     return f"{what} on another thread"
 
 
-# -- trio: an instrument for every run ----------------------------------------------------------
+# -- patches: an instrument for every trio run, a heartbeat in every unwatched loop ------------
 
 
-class _TrioPatch:
-    """While installed, ``trio.run`` and ``trio.lowlevel.start_guest_run`` add a
-    :class:`_TrioSource` to the instruments of each run (trio imported before, or later:
-    see :meth:`Watchdog.watch`)."""
+class _Patches:
+    """While installed: ``trio.run`` and ``trio.lowlevel.start_guest_run`` add a
+    :class:`_TrioSource` to the instruments of each run, and ``run_forever`` of asyncio's
+    loops and of ``uvloop.Loop`` keeps a :class:`Heartbeat` in a loop without a watched
+    selector while it runs. Modules imported since are patched at the next :meth:`apply`
+    (see :meth:`Watchdog.watch`)."""
 
     def __init__(self) -> None:
-        self.saved: list[tuple[Any, str, Any]] = []
+        self.saved: list[tuple[Any, str, Any, bool]] = []  # owner, name, original, own
+
+    @staticmethod
+    def _targets() -> list[tuple[Any, str, Callable[[Any], Any]]]:
+        targets: list[tuple[Any, str, Callable[[Any], Any]]] = [
+            (asyncio.BaseEventLoop, "run_forever", _with_heartbeat)
+        ]
+        uvloop = sys.modules.get("uvloop")
+        if uvloop is not None:
+            targets.append((getattr(uvloop, "Loop", None), "run_forever", _with_heartbeat))
+        trio = sys.modules.get("trio")
+        if trio is not None:
+            targets.append((trio, "run", _instrumented))
+            targets.append((getattr(trio, "lowlevel", None), "start_guest_run", _instrumented))
+        return targets
 
     def apply(self) -> None:
-        trio = sys.modules.get("trio")
-        if self.saved or trio is None:
-            return
-        lowlevel = getattr(trio, "lowlevel", None)
-        for owner, name in ((trio, "run"), (lowlevel, "start_guest_run")):
+        for owner, name, wrap in self._targets():
             original = getattr(owner, name, None)
-            if original is None:
+            if original is None or getattr(original, "_fakepeer_patch", False):
                 continue
-            self.saved.append((owner, name, original))
-            setattr(owner, name, _instrumented(original))
+            own = name in vars(owner)
+            self.saved.append((owner, name, original, own))
+            setattr(owner, name, wrap(original))
 
     def undo(self) -> None:
-        for owner, name, original in reversed(self.saved):
-            setattr(owner, name, original)
+        for owner, name, original, own in reversed(self.saved):
+            if own:
+                setattr(owner, name, original)
+            else:  # inherited: the attribute goes, the base's shows again
+                delattr(owner, name)
         self.saved.clear()
+
+
+def _like(wrapper: Any, wrapped: Callable[..., Any]) -> Any:
+    wrapper.__wrapped__ = wrapped
+    wrapper.__name__ = getattr(wrapped, "__name__", "run")
+    wrapper.__qualname__ = getattr(wrapped, "__qualname__", wrapper.__name__)
+    wrapper.__doc__ = wrapped.__doc__
+    wrapper._fakepeer_patch = True
+    return wrapper
 
 
 def _instrumented(run: Callable[..., Any]) -> Callable[..., Any]:
@@ -335,10 +399,19 @@ def _instrumented(run: Callable[..., Any]) -> Callable[..., Any]:
         _register(source)
         return run(*args, instruments=(*instruments, source), **kwargs)
 
-    instrumented.__wrapped__ = run  # type: ignore[attr-defined]
-    instrumented.__name__ = getattr(run, "__name__", "run")
-    instrumented.__doc__ = run.__doc__
-    return instrumented
+    return _like(instrumented, run)  # type: ignore[no-any-return]
+
+
+def _with_heartbeat(run_forever: Callable[..., Any]) -> Callable[..., Any]:
+    def run_forever_watched(self: Any, *args: Any, **kwargs: Any) -> Any:
+        heartbeat = Heartbeat.begin(self)
+        try:
+            return run_forever(self, *args, **kwargs)
+        finally:
+            if heartbeat is not None:
+                heartbeat.close()
+
+    return _like(run_forever_watched, run_forever)  # type: ignore[no-any-return]
 
 
 # -- the watchdog ------------------------------------------------------------------------------
@@ -371,7 +444,7 @@ class Watchdog:
         self._previous_selector: type[selectors.BaseSelector] | None = None
         self._previous_handler: Any = None
         self._handler_installed = False
-        self._trio = _TrioPatch()
+        self._patches = _Patches()
         self._pending: tuple[str, Source, float] | None = None  # diagnosis, source, mark
         self._sent = 0  # our signals not handled yet
         self._alarms: dict[Source, tuple[float, float]] = {}  # source -> (mark, first alarm)
@@ -397,7 +470,7 @@ class Watchdog:
         selectors.DefaultSelector = _watched_selector(  # type: ignore[misc,assignment]
             selectors.DefaultSelector
         )
-        self._trio.apply()
+        self._patches.apply()
         if self._signum is not None:
             self._previous_handler = signal.signal(self._signum, self._on_signal)
             self._handler_installed = True
@@ -415,7 +488,7 @@ class Watchdog:
         thread.join(5)
         if self._previous_selector is not None:
             selectors.DefaultSelector = self._previous_selector  # type: ignore[misc,assignment]
-        self._trio.undo()
+        self._patches.undo()
         if self._handler_installed and self._signum is not None:
             current = signal.getsignal(self._signum)
             if _is_ours(current, self):  # else someone replaced it since: leave theirs
@@ -427,9 +500,11 @@ class Watchdog:
         phase in the reports."""
         self._pending = None
         self._alarms.clear()
-        self._trio.apply()  # trio may have been imported since install()
+        self._patches.apply()  # trio or uvloop may have been imported since install()
         self._where = where
         self._phase = clock()
+        if limit:
+            Heartbeat.every = min(max(limit / 25, 0.002), 0.02)
         self._limit = limit
 
     def unwatch(self) -> None:
@@ -464,8 +539,9 @@ class Watchdog:
         seen: dict[Source, float] = {}  # a source's mark seen blocked on the last look
         while not self._stop.is_set():
             limit = self._limit
-            interval = min(max(limit / 10, 0.005), 0.05) if limit else 0.05
-            self._stop.wait(interval)
+            interval = min(max(limit / 20, 0.005), 0.025) if limit else 0.05
+            # to confirm what the last look saw, look again soon
+            self._stop.wait(min(interval, 0.005) if seen else interval)
             if not limit or self._stop.is_set():
                 seen.clear()
                 continue
@@ -509,13 +585,14 @@ class Watchdog:
             limit=limit,
             where=self._where,
             loop=source.label(),
+            library=getattr(source, "library", "asyncio"),
         )
         if previous is None or previous[0] != since:
             self._report(diagnosis)
         self._alarms[source] = (since, first)
         self.interrupts += 1
-        if self._signum is None:
-            return
+        if self._signum is None or not _is_ours(signal.getsignal(self._signum), self):
+            return  # the suite's own handler replaced ours: the report alone fails the phase
         self._pending = (diagnosis, source, since)
         self._sent += 1
         signal.pthread_kill(_MAIN, self._signum)
@@ -527,6 +604,7 @@ class Watchdog:
             limit=self._limit,
             where=self._where,
             loop=source.label(),
+            library=getattr(source, "library", "asyncio"),
         )
         stream = sys.__stderr__
         if stream is not None:

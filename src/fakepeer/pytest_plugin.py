@@ -327,6 +327,15 @@ def pytest_report_header(config: pytest.Config) -> str:
     )
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Undo the loop watchdog when the session ends, before any ``pytest_unconfigure``: the
+    suite's own signal handler and the stdlib's selector are back by then."""
+    state = session.config.stash.get(_WATCHDOG, None)
+    if state is not None and state.watchdog is not None:
+        state.watchdog.uninstall()
+
+
 def _watchdog_limit(item: pytest.Item, state: _WatchdogState) -> float:
     marker = item.get_closest_marker("loop_watchdog")
     if marker is None:
