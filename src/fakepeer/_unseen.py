@@ -207,7 +207,7 @@ class TaskWatch:
         if pending is not None and pending.handle is not None:
             pending.handle.cancel()
 
-    def _check(self, ref: weakref.ref[Any]) -> None:
+    def _check(self, ref: weakref.ref[Any], *, early: bool = False) -> None:
         pending = self._pending.pop(ref, None)
         task = ref()
         if pending is None or task is None or not _unretrieved(task):
@@ -215,9 +215,7 @@ class TaskWatch:
         phase = self.phase
         if phase is None:
             return  # looked at during a test that turned TaskDied off: left to asyncio
-        made = self._made.get(task, _NOWHERE)
-        ours = phase.nodeid in (made.nodeid, pending.died.nodeid)
-        phase.add(self._describe(task, pending, phase, stops=ours), stop=ours)
+        phase.add(self._describe(task, pending, phase, early=early))
 
     def overdue(self) -> None:
         """Look at once at dead tasks whose grace is over but whose loop did not run to look
@@ -230,20 +228,28 @@ class TaskWatch:
                     pending.handle.cancel()
                 self._check(ref)
 
-    def _describe(self, task: Any, pending: _Pending, phase: UnseenErrors, *, stops: bool) -> str:
+    def sweep(self) -> None:
+        """The phase failed: report every dead task nobody retrieved so far, grace or not
+        (the failure may well come from one)."""
+        for ref, pending in list(self._pending.items()):
+            if pending.handle is not None:
+                pending.handle.cancel()
+            self._check(ref, early=True)
+
+    def _describe(self, task: Any, pending: _Pending, phase: UnseenErrors, *, early: bool) -> str:
         """What the report says about a dead task; retrieves its exception, so that asyncio
         does not log it again when the task is collected (in another test)."""
         exc = task.exception()
         made = self._made.get(task, _NOWHERE)
         found = "" if pending.died == phase.origin else f" (found {phase.where})"
+        within = "before the phase failed" if early else f"within {pending.grace:g} s"
         lines = [
-            f"a task died {pending.died} and nobody retrieved its exception within "
-            f"{pending.grace:g} s{found}",
+            f"a task died {pending.died} and nobody retrieved its exception {within}{found}",
             f"task:        {_name_of(task)} running {_coroutine_of(task)}",
             f"made:        {made}{_made_at(task)}",
             f"exception:   {type(exc).__name__}: {exc}",
         ]
-        if stops and phase.body is not None:
+        if phase.body is not None:
             lines.append(
                 "stopped:     the test body, which may be waiting for what the dead task "
                 "would have done"
@@ -252,7 +258,7 @@ class TaskWatch:
             "hint:        await the task, gather() it or call task.exception() to see its "
             "exception; a task nobody awaits needs its own error handling"
         )
-        if not stops:
+        if phase.nodeid not in (made.nodeid, pending.died.nodeid):
             lines.append(
                 f"note:        {phase.nodeid} may have nothing to do with it: the task comes "
                 f"from an earlier test, {made.nodeid or pending.died.nodeid}"
@@ -262,24 +268,22 @@ class TaskWatch:
 
     # -- what asyncio logged ----------------------------------------------------------------
 
-    def attribution(self, message: str, phase: UnseenErrors) -> tuple[str, bool] | None:
-        """Where a task asyncio logged as "never retrieved" came from: a paragraph for the
-        report, and whether it is this test's own (then it stops the test body); None when
-        it died in a test that turned TaskDied off."""
+    def attribution(self, message: str, phase: UnseenErrors) -> str | None:
+        """Where a task asyncio logged as "never retrieved" came from, as a paragraph for the
+        report; None when it died in a test that turned TaskDied off."""
         match = _NAME.search(message)
         known = None if match is None else self._names.get(match["name"])
         if match is None or known is None or known[0].nodeid is None:
-            return "\n\n" + _HINT, False
+            return "\n\n" + _HINT
         made, died, watched = known
         if not watched:
             return None
         if phase.nodeid in (made.nodeid, died.nodeid):
-            return f"\n\nfakepeer saw this task made {made}, and die {died}.", True
+            return f"\n\nfakepeer saw this task made {made}, and die {died}."
         return (
             f"\n\nIt may come from an earlier test: the last task named {match['name']!r} "
             f"that fakepeer saw die unseen was created by {made.nodeid} ({made}) and died "
-            f"{died}; asyncio logged it only now, when it was collected.",
-            False,
+            f"{died}; asyncio logged it only now, when it was collected."
         )
 
 
@@ -339,24 +343,24 @@ class UnseenErrors(logging.Handler):
         text = record.getMessage()
         if record.exc_info and record.exc_info[0] is not None:
             text += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
-        about, stop = "", True
+        about = ""
         if "never retrieved" in text:
             found = self.watch.attribution(text, self)
             if found is None:
                 return
-            about, stop = found
+            about = found
         self.add(
             f"an exception in the event loop went unseen {self.where}: asyncio only logged "
-            f"it\n{text}{about}",
-            stop=stop,
+            f"it\n{text}{about}"
         )
 
-    def add(self, diagnosis: str, *, stop: bool) -> None:
-        """Report ``diagnosis``; with ``stop``, stop the test body too (from any thread:
+    def add(self, diagnosis: str) -> None:
+        """Report ``diagnosis``, and stop the test body if it runs: the phase fails anyway,
+        and the body may be waiting for the dead task (this may be called from any thread:
         asyncio may log on another one, or while collecting garbage anywhere)."""
         self.found.append(diagnosis)
         loop = self._loop
-        if stop and self.body is not None and loop is not None:
+        if self.body is not None and loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop is closed
                 loop.call_soon_threadsafe(self._stop_body)
 
@@ -423,7 +427,14 @@ class UnseenErrors(logging.Handler):
         return TaskDied(found[0] + more)
 
     def annotate(self, exc: BaseException) -> None:
-        """The phase failed otherwise: add what was found to its exception, as a note."""
+        """The phase failed otherwise: add what was found to its exception, as a note, with
+        the dead tasks nobody retrieved so far."""
+        if not isinstance(exc, TaskDied):
+            self.watch.phase = self
+            try:
+                self.watch.sweep()
+            finally:
+                self.watch.phase = None
         died = self.verdict()
         if died is not None and not isinstance(exc, TaskDied):
             exc.add_note(f"\nfakepeer: also, TaskDied: {died}")
