@@ -382,9 +382,9 @@ def test_a_task_collected_in_a_later_sync_test_names_the_test_that_made_it(
             "*_ ERROR at setup of test_sync_again _*",
             "*Future exception was never retrieved",
             "*OSError: nobody looked",
-            "    fakepeer cannot tell which test made it *PYTHONASYNCIODEBUG=1 makes asyncio "
-            "show where it was created; run with -p no:randomly to keep the order, or run "
-            "this test alone.",
+            "    fakepeer cannot tell which test made it *PYTHONASYNCIODEBUG=1 (with "
+            "pytest-asyncio: --asyncio-debug) makes asyncio show where it was created; run "
+            "with -p no:randomly to keep the order, or run this test alone.",
         ]
     )
 
@@ -413,6 +413,32 @@ def test_a_failing_test_shows_the_dead_task_too(session: pytest.Pytester) -> Non
             "nobody retrieved its exception before the phase failed",
             "E*task:        reader running boom() *",
             "E*ValueError: the reader died",
+        ]
+    )
+
+
+def test_asyncio_debug_shows_where_the_task_was_made(session: pytest.Pytester) -> None:
+    source = """\
+import asyncio
+import pytest
+
+async def boom():
+    raise ValueError("dead")
+
+@pytest.mark.asyncio
+async def test_debug():
+    task = asyncio.create_task(boom(), name="traced")  # MADE_LINE
+    await asyncio.Event().wait()
+"""
+    session.makepyfile(test_debug=source)
+    result = session.runpytest_subprocess("-p", "timeout", "--asyncio-debug")
+    result.assert_outcomes(failed=1)
+    made = line_of(source, "MADE_LINE")
+    result.stdout.fnmatch_lines(
+        [
+            "    task:        traced running boom() *",
+            "    made:        during call of test_debug.py::test_debug, at *test_debug.py:"
+            f"{made} in test_debug",
         ]
     )
 

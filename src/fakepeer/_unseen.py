@@ -52,8 +52,8 @@ _HINT: Final = (
     "fakepeer cannot tell which test made it (it follows the tasks of async tests and "
     "their fixtures, not plain futures, nor the loops of asyncio.run() in sync tests), so it "
     "may come from an earlier test and have been collected only now. To find it: "
-    "PYTHONASYNCIODEBUG=1 makes asyncio show where it was created; run with -p no:randomly "
-    "to keep the order, or run this test alone."
+    "PYTHONASYNCIODEBUG=1 (with pytest-asyncio: --asyncio-debug) makes asyncio show where it "
+    "was created; run with -p no:randomly to keep the order, or run this test alone."
 )
 
 

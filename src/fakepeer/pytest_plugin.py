@@ -701,6 +701,7 @@ def pytest_fixture_setup(
     """Follow the tasks of a test's loop from its creation, so that those of async fixtures
     count too: pytest-asyncio's runner fixtures give an ``asyncio.Runner``, its older versions
     an ``event_loop``."""
+    __tracebackhide__ = True
     value = yield
     state = request.config.stash[_TASK_DIED]
     loop = None
