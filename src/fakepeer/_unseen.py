@@ -47,7 +47,7 @@ _ASYNCIO: Final = os.path.normcase(os.path.dirname(os.path.abspath(asyncio.__fil
 # CPython 3.13.0 names a task "None" when a task factory is set and no name is given
 # (create_task calls set_name(None)); fixed in 3.13.1.
 _NAMELESS_BUG: Final = sys.version_info[:3] == (3, 13, 0)
-_NAME: Final = re.compile(r"""<Task \w+(?: \w+)* name=(?P<q>['"])(?P<name>.*?)(?P=q) """)
+_NAME: Final = re.compile(r"""<\w*Task \w+(?: \w+)* name=(?P<q>['"])(?P<name>.*?)(?P=q) """)
 _HINT: Final = (
     "fakepeer cannot tell which test made it (it follows the tasks of async tests and "
     "their fixtures, not plain futures, nor the loops of asyncio.run() in sync tests), so it "
@@ -84,6 +84,9 @@ if _NAMELESS_BUG:
         def set_name(self, value: object) -> None:
             if value is not None:
                 super().set_name(value)
+
+    # asyncio's messages and reprs name the class: keep them as they were
+    _Task.__name__ = _Task.__qualname__ = "Task"
 
 else:
     _Task = asyncio.Task  # type: ignore[assignment,misc]  # the same class, without the fix
