@@ -223,6 +223,9 @@ class TaskWatch:
     def overdue(self) -> None:
         """Look at once at dead tasks whose grace is over but whose loop did not run to look
         (it is closed, or it is not running now, between phases)."""
+        for key, loop in list(self._loops.items()):
+            if loop.is_closed():  # a test's loop, gone with its test: let it go
+                del self._loops[key]
         now = time.monotonic()
         for ref, pending in list(self._pending.items()):
             loop = pending.loop
