@@ -108,6 +108,13 @@ def session(pytester: pytest.Pytester) -> pytest.Pytester:
     return pytester
 
 
+def session_seconds(result: pytest.RunResult) -> float:
+    """How long the inner session says it took (its last line: "... in 1.23s ...")."""
+    match = re.search(r" in (\d+\.\d+)s", result.outlines[-1])
+    assert match is not None, result.outlines[-1]
+    return float(match[1])
+
+
 def durations(output: str) -> dict[str, float]:
     """The time of each test's call phase, from ``--durations=0``."""
     return {
@@ -152,8 +159,10 @@ def test_a_dead_reader_fails_its_test_at_once(session: pytest.Pytester) -> None:
     assert len(failed) == 4 - skipped, calls
     for test in failed:
         assert 0.5 <= calls[test] < 1.0, (test, calls[test])
-    # far below the inner pytest-timeout (30 s): nothing waited for it
-    assert elapsed < 10
+    # Nothing waited for the inner pytest-timeout (30 s a test): the session took seconds
+    # (its own count leaves out the interpreter's start, which a loaded machine slows).
+    assert session_seconds(result) < 10
+    assert elapsed < 30
     assert "Timeout" not in out
 
 
@@ -280,7 +289,8 @@ def test_a_test_that_swallows_the_cancellation_is_stopped_again(
     )
     started = time.monotonic()
     result = session.runpytest_subprocess("-p", "timeout")
-    assert time.monotonic() - started < 10
+    assert session_seconds(result) < 10
+    assert time.monotonic() - started < 30
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*fakepeer.TaskDied: a task died during call of *", "*kept*"])
 
