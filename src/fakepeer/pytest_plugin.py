@@ -13,16 +13,22 @@ Options (ini < environment < command line < marker)
     ``@pytest.mark.loop_watchdog(seconds)``: how long an asyncio loop of a test may go without
     getting back to its I/O wait before the test fails with :class:`~fakepeer.LoopBlocked`
     (default 0.5 s; 0 turns the watchdog off). Off under a debugger or tracer.
+    ``task_died`` / ``--task-died=on|off`` / ``@pytest.mark.task_died(False)`` (ini < command
+    line < marker): whether a task that died unseen fails the test with
+    :class:`~fakepeer.TaskDied` (default: on).
 
 Markers
     ``@pytest.mark.fakepeer(framing=..., name=..., host=..., timeout=...)`` configures the
-    ``fake_peer`` fixture of that test; ``@pytest.mark.loop_watchdog(seconds)`` its watchdog.
+    ``fake_peer`` fixture of that test; ``@pytest.mark.loop_watchdog(seconds)`` its watchdog;
+    ``@pytest.mark.task_died(False)`` turns ``TaskDied`` off for it.
 
 Everything here only wires pytest to the library; the library works without pytest.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -36,13 +42,13 @@ from typing import Any, Final, Protocol
 
 import pytest
 
-from ._errors import LoopBlocked, ScriptError
+from ._errors import LoopBlocked, ScriptError, TaskDied
 from ._framing import Framing
 from ._peer import FakePeer, Serving
 from ._proxy import Proxy
 from ._runtime import MAX_SEND_BUFFER
 from ._transcript import DEFAULT_BUDGET
-from ._unseen import UnseenErrors
+from ._unseen import TaskWatch, UnseenErrors, WatchedBody
 from ._version import __version__
 from ._wait import current_async_library
 from ._watchdog import DEFAULT_SIGNAL, Heartbeat, Interrupt, Watchdog, parse_signal
@@ -119,6 +125,12 @@ _SERVE_IN_HELP: Final = (
     "clients are all async: cheaper, but a blocking client would block its own peer)"
 )
 _SERVE_IN: Final = ("hub", "loop")
+_TASK_DIED_HELP: Final = (
+    "on or off: whether an exception in a task that nobody retrieves within the loop "
+    "watchdog's limit (or in a loop callback) fails the test with TaskDied (default: on)"
+)
+_ON: Final = ("on", "true", "yes", "1")
+_OFF: Final = ("off", "false", "no", "0")
 _WATCHDOG_DEFAULT: Final = 0.5
 _WATCHDOG_ENV: Final = "FAKEPEER_LOOP_WATCHDOG"
 
@@ -152,6 +164,26 @@ class _WatchdogState:
 _OPTIONS: Final = pytest.StashKey[PeerOptions]()
 _WATCHDOG: Final = pytest.StashKey[_WatchdogState]()
 _ITEM: Final = pytest.StashKey[_ItemState]()
+
+
+@dataclasses.dataclass
+class _TaskDiedState:
+    on: bool
+    watch: TaskWatch
+
+
+_TASK_DIED: Final = pytest.StashKey[_TaskDiedState]()
+
+
+def _switch(value: object, source: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower() if isinstance(value, str) else None
+    if word in _ON:
+        return True
+    if word in _OFF:
+        return False
+    raise pytest.UsageError(f"{source}: expected on or off (true or false), got {value!r}")
 
 
 def _serve_in(value: object, source: str) -> str:
@@ -207,6 +239,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=_SERVE_IN_HELP,
     )
     parser.addini("fakepeer_serve_in", help=_SERVE_IN_HELP, default=None)
+    group.addoption(
+        "--task-died", dest="task_died", default=None, metavar="on|off", help=_TASK_DIED_HELP
+    )
+    parser.addini("task_died", help=_TASK_DIED_HELP, default=None)
     group.addoption(
         "--fakepeer-seed",
         dest="fakepeer_seed",
@@ -271,7 +307,13 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "loop_watchdog(seconds): the loop watchdog's limit for this test (0 turns it off)",
     )
+    config.addinivalue_line(
+        "markers",
+        "task_died(on): False turns TaskDied off for this test, True on (whatever the "
+        "task_died option says)",
+    )
     _configure_watchdog(config)
+    _configure_task_died(config)
     options = PeerOptions()
     ini = config.getini("fakepeer_timeout")
     if ini not in (None, ""):
@@ -304,6 +346,19 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_OPTIONS] = options
 
 
+def _configure_task_died(config: pytest.Config) -> None:
+    on = True
+    ini = config.getini("task_died")
+    if ini not in (None, ""):
+        on = _switch(ini, "ini task_died")
+    cli = config.getoption("task_died")
+    if cli is not None:
+        on = _switch(cli, "--task-died")
+    watch = TaskWatch()
+    config.add_cleanup(watch.close)
+    config.stash[_TASK_DIED] = _TaskDiedState(on, watch)
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
     """pytest-xdist: every worker uses the controller's fault seed, so the one in the header
@@ -323,7 +378,8 @@ def pytest_report_header(config: pytest.Config) -> str:
     return (
         f"fakepeer: {__version__}, timeout={options.timeout:g}s, host={options.host}, "
         f"serve_in={options.serve_in}, "
-        f"loop watchdog={watchdog}, fault seed={options.seed}"
+        f"loop watchdog={watchdog}, "
+        f"{'' if config.stash[_TASK_DIED].on else 'task_died=off, '}fault seed={options.seed}"
     )
 
 
@@ -348,7 +404,44 @@ def _watchdog_limit(item: pytest.Item, state: _WatchdogState) -> float:
     return _parse_timeout(marker.args[0], f"{item.nodeid}: loop_watchdog marker", zero=True)
 
 
+def _task_watch(item: pytest.Item) -> TaskWatch | None:
+    """The session's :class:`TaskWatch` when ``TaskDied`` is on for ``item``, else None."""
+    state = item.config.stash[_TASK_DIED]
+    marker = item.get_closest_marker("task_died")
+    if marker is None:
+        return state.watch if state.on else None
+    if len(marker.args) != 1 or marker.kwargs:
+        raise pytest.UsageError(
+            f"{item.nodeid}: @pytest.mark.task_died takes one switch, e.g. task_died(False)"
+        )
+    on = _switch(marker.args[0], f"{item.nodeid}: @pytest.mark.task_died")
+    return state.watch if on else None
+
+
 def _watched(item: pytest.Item, when: str) -> Generator[None, None, None]:
+    """Run one phase of ``item`` under the loop watchdog; fail it if a loop blocked, or (with
+    ``TaskDied`` on) if an exception in the event loop went unseen: a task that died and that
+    nobody retrieved within the watchdog's limit, or what asyncio logged."""
+    __tracebackhide__ = True
+    watch = _task_watch(item)
+    if watch is None:
+        return (yield from _watchdogged(item, when))
+    grace = _watchdog_limit(item, item.config.stash[_WATCHDOG]) or _WATCHDOG_DEFAULT
+    unseen = UnseenErrors(watch, item.nodeid, when, grace)
+    try:
+        with unseen:
+            yield from _watchdogged(item, when)
+    except TaskDied as exc:  # from the test body's wrapper: the frames between are pytest's
+        raise exc.with_traceback(None)  # noqa: B904  # its context is the test's own error
+    except BaseException as exc:
+        unseen.annotate(exc)
+        raise
+    died = unseen.verdict()
+    if died is not None:
+        raise died
+
+
+def _watchdogged(item: pytest.Item, when: str) -> Generator[None, None, None]:
     """Run one phase of ``item`` under the loop watchdog; fail it if a loop blocked."""
     __tracebackhide__ = True
     state = item.config.stash[_WATCHDOG]
@@ -362,8 +455,7 @@ def _watched(item: pytest.Item, when: str) -> Generator[None, None, None]:
     state.reports = reports
     watchdog.watch(limit, where)
     try:
-        with UnseenErrors() as unseen:
-            result = yield
+        result = yield
     except BaseException as exc:
         watchdog.unwatch()
         if reports:
@@ -375,9 +467,6 @@ def _watched(item: pytest.Item, when: str) -> Generator[None, None, None]:
         state.reports = None
     if reports:
         raise LoopBlocked(reports[0])
-    died = unseen.verdict(where)
-    if died is not None:
-        raise died
     return result
 
 
@@ -573,12 +662,15 @@ _IN_LOOP_HINT: Final = (
 )
 
 
-def _in_the_tests_loop(item: pytest.Item, deferred: list[Serving], beat: float) -> Any:
+def _in_the_tests_loop(
+    item: pytest.Item, deferred: list[Serving], beat: float, watch: TaskWatch | None
+) -> Any:
     """Wrap the test function (an ``async def``) so that, in the test's own loop, it starts
     the peers listening since setup first and stops them last, and, where the loop has no
     watched selector (uvloop), keeps a :class:`Heartbeat` in it every ``beat`` seconds (0:
-    none). Returns the original function to restore, or None when the test is not a
-    coroutine function (its peers are served on the hub then)."""
+    none); with ``watch``, a task that dies unseen stops the test (``TaskDied``). Returns the
+    original function to restore, or None when the test is not a coroutine function (its
+    peers are served on the hub then)."""
     function = getattr(item, "obj", None)
     if not inspect.iscoroutinefunction(function) or hasattr(function, "hypothesis"):
         for serving in deferred:
@@ -592,7 +684,8 @@ def _in_the_tests_loop(item: pytest.Item, deferred: list[Serving], beat: float) 
             for serving in deferred:
                 await serving.start_async()
             try:
-                return await function(*args, **kwargs)
+                with _body_watched(watch):
+                    return await function(*args, **kwargs)
             finally:
                 for serving in reversed(deferred):
                     await serving.stop_async()
@@ -604,6 +697,33 @@ def _in_the_tests_loop(item: pytest.Item, deferred: list[Serving], beat: float) 
     return function
 
 
+def _body_watched(watch: TaskWatch | None) -> contextlib.AbstractContextManager[object]:
+    if watch is None or current_async_library() != "asyncio":
+        return contextlib.nullcontext()  # trio: nurseries raise what their tasks raised
+    return WatchedBody(watch)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(
+    fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+) -> Generator[None, object, object]:
+    """Follow the tasks of a test's loop from its creation, so that those of async fixtures
+    count too: pytest-asyncio's runner fixtures give an ``asyncio.Runner``, its older versions
+    an ``event_loop``."""
+    __tracebackhide__ = True
+    value = yield
+    state = request.config.stash[_TASK_DIED]
+    loop = None
+    if isinstance(value, asyncio.Runner):
+        with contextlib.suppress(RuntimeError):  # closed already
+            loop = value.get_loop()
+    elif fixturedef.argname == "event_loop" and isinstance(value, asyncio.AbstractEventLoop):
+        loop = value
+    if loop is not None and (state.on or state.watch.phase is not None):
+        state.watch.install(loop)
+    return value
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     __tracebackhide__ = True
@@ -611,9 +731,10 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     deferred = state.deferred if state is not None else []
     watchdog = item.config.stash[_WATCHDOG]
     limit = _watchdog_limit(item, watchdog) if watchdog.watchdog is not None else 0.0
+    watch_tasks = _task_watch(item)
     original = None
-    if deferred or limit:
-        original = _in_the_tests_loop(item, deferred, limit / 4)
+    if deferred or limit or watch_tasks is not None:
+        original = _in_the_tests_loop(item, deferred, limit / 4, watch_tasks)
     try:
         yield from _watched(item, "call")
     except BaseException as exc:
