@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import dis
 import functools
+import inspect
 import linecache
 import os
 import sys
@@ -27,6 +28,7 @@ __all__ = [
     "sample",
     "steps_loop_of",
     "task_of",
+    "trio_step",
 ]
 
 _STDLIB: Final = tuple(
@@ -163,3 +165,33 @@ def debugger_on_stack(thread: int) -> bool:
             return True
         frame = frame.f_back
     return False
+
+
+_COROUTINE_FLAGS: Final = (
+    inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE | inspect.CO_ASYNC_GENERATOR
+)
+
+
+def trio_step(thread: int) -> tuple[Any, int] | None:
+    """The trio task that ``thread`` is stepping now, and its step count (trio's
+    ``Task._schedule_points``, one more after each step), or None when the thread is not
+    in a task step (waiting for I/O, or not in a trio run).
+
+    It reads the ``task`` local of trio's ``unrolled_run`` frame, from the watchdog's thread
+    (as a debugger would): no instrument hook runs on each step, so a watched trio run costs
+    what a plain one does. Trio internals: where they are not found, None.
+    """
+    frame = sys._current_frames().get(thread)
+    stepping = False
+    while frame is not None:
+        code = frame.f_code
+        if code.co_flags & _COROUTINE_FLAGS:
+            stepping = True  # a task's coroutine runs: a step, not the wait for I/O
+        elif code.co_name == "unrolled_run" and code.co_filename.endswith("_run.py"):
+            if not stepping:
+                return None
+            task = frame.f_locals.get("task")
+            points = getattr(task, "_schedule_points", None)
+            return None if task is None or not isinstance(points, int) else (task, points)
+        frame = frame.f_back
+    return None
