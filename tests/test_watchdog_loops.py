@@ -642,7 +642,11 @@ SIZE = 20 * 2**20
 async def test_a_20_mb_upload_keeps_the_hub_busy(fake_peer):
     fake_peer.expect(b"x" * SIZE).reply("OK")
     reader, writer = await asyncio.open_connection(*fake_peer.address)
-    writer.write(b"x" * SIZE + b"\\n")
+    chunk = b"x" * 2**20
+    for _ in range(SIZE // len(chunk)):  # a MiB at a time: this loop stays free
+        writer.write(chunk)
+        await writer.drain()
+    writer.write(b"\\n")  # the hub matches the 20 MB line at once, in fakepeer's code
     assert await reader.readline() == b"OK\\n"
     writer.close()
     await writer.wait_closed()
