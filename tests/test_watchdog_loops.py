@@ -642,7 +642,11 @@ SIZE = 20 * 2**20
 async def test_a_20_mb_upload_keeps_the_hub_busy(fake_peer):
     fake_peer.expect(b"x" * SIZE).reply("OK")
     reader, writer = await asyncio.open_connection(*fake_peer.address)
-    writer.write(b"x" * SIZE + b"\\n")
+    chunk = b"x" * 2**20
+    for _ in range(SIZE // len(chunk)):  # a MiB at a time: this loop stays free
+        writer.write(chunk)
+        await writer.drain()
+    writer.write(b"\\n")  # the hub matches the 20 MB line at once, in fakepeer's code
     assert await reader.readline() == b"OK\\n"
     writer.close()
     await writer.wait_closed()
@@ -679,3 +683,42 @@ def test_no_false_alarm_while_the_hub_works_or_another_loop_ran_before(
     # a tight limit: matching 20 MB keeps the hub busy longer than this, in fakepeer's own code
     result = session.runpytest_subprocess("--loop-watchdog=0.1", "-rfE", timeout=TIMEOUT)
     result.assert_outcomes(passed=3)
+
+
+# -- code that swallows the interruption -----------------------------------------------------
+
+STUBBORN = """\
+import socket
+import time
+
+import pytest
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("n", range(4))
+async def test_blocks_once(n):
+    s, other = socket.socketpair()
+    s.settimeout(5)
+    s.recv(10)
+
+
+@pytest.mark.asyncio
+async def test_stubborn():
+    interrupted = 0
+    while interrupted < 3:
+        try:
+            time.sleep(1)
+        except BaseException:  # swallows the watchdog's interruption, 3 times
+            interrupted += 1
+"""
+
+
+def test_swallowing_code_is_interrupted_once_per_limit_whatever_came_before(
+    session: pytest.Pytester,
+) -> None:
+    session.makepyfile(test_stubborn=STUBBORN)
+    result = session.runpytest_subprocess(*DURATIONS, timeout=TIMEOUT)
+    result.assert_outcomes(failed=5)
+    took = durations(result.stdout.str())
+    # three interruptions, one limit apart: not one more limit apart for each earlier test's
+    assert 3 * LIMIT <= took["call", "test_stubborn"] < 4 * LIMIT, took

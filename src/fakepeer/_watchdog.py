@@ -460,7 +460,8 @@ class Watchdog:
         self._patches = _Patches()
         self._pending: tuple[str, Source, float] | None = None  # diagnosis, source, mark
         self._sent = 0  # our signals not handled yet
-        self._alarms: dict[Source, tuple[float, float]] = {}  # source -> (mark, first alarm)
+        # source -> (its mark, its first alarm, how many since): once per limit, per source
+        self._alarms: dict[Source, tuple[float, float, int]] = {}
         self.interrupts = 0
 
     @staticmethod
@@ -553,8 +554,9 @@ class Watchdog:
         while not self._stop.is_set():
             limit = self._limit
             interval = min(max(limit / 20, 0.005), 0.025) if limit else 0.05
-            # to confirm what the last look saw, look again soon
-            self._stop.wait(min(interval, 0.005) if seen else interval)
+            # to confirm a new sight, look again soon
+            new = any(self._alarms.get(s, (None,))[0] != mark for s, mark in seen.items())
+            self._stop.wait(min(interval, 0.005) if new else interval)
             if not limit or self._stop.is_set():
                 seen.clear()
                 continue
@@ -579,14 +581,14 @@ class Watchdog:
             return
         previous = self._alarms.get(source)
         if previous is not None and previous[0] == since:
-            first = previous[1]
+            _, first, count = previous
             if self._exit_after is not None and now - first > self._exit_after:
                 self._give_up(source, now - since)
                 return
-            if now - first < self.interrupts * limit:
+            if now - first < count * limit:
                 return  # interrupted already: again once per limit
         else:
-            first = now
+            first, count = now, 0
         samples = _samples(source)
         if isinstance(source, _HubSource) and not any(s.user for s in samples):
             return  # the hub is busy in fakepeer's own work, not blocked by the script
@@ -602,7 +604,7 @@ class Watchdog:
         )
         if previous is None or previous[0] != since:
             self._report(diagnosis)
-        self._alarms[source] = (since, first)
+        self._alarms[source] = (since, first, count + 1)
         self.interrupts += 1
         if self._signum is None or not _is_ours(signal.getsignal(self._signum), self):
             return  # the suite's own handler replaced ours: the report alone fails the phase
