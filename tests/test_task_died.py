@@ -482,6 +482,8 @@ async def test_forgets():
         (None, [], "False", False, False),
         (None, ["--task-died=off"], "True", True, True),
         ("no", [], "'on'", True, True),
+        (None, [], "0", False, False),
+        (None, ["--task-died=off"], "1", True, True),
     ],
 )
 def test_the_switch(

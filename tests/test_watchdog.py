@@ -316,19 +316,24 @@ def test_bad_values_name_their_source(
     result.stderr.fnmatch_lines([message])
 
 
-def test_a_bad_marker_is_a_usage_error(session: pytest.Pytester) -> None:
+@pytest.mark.parametrize("args", ["", "True", "'soon'"])
+def test_a_bad_marker_is_a_usage_error(session: pytest.Pytester, args: str) -> None:
     session.makepyfile(
-        """
+        f"""
         import pytest
 
-        @pytest.mark.loop_watchdog()
+        @pytest.mark.loop_watchdog({args})
         def test_x():
             pass
         """
     )
     result = session.runpytest()
     result.stdout.fnmatch_lines(
-        ["*@pytest.mark.loop_watchdog takes one number of seconds, e.g. loop_watchdog(2)*"]
+        [
+            "*@pytest.mark.loop_watchdog takes one number of seconds, e.g. loop_watchdog(2)*"
+            if args != "'soon'"
+            else "*loop_watchdog marker: expected a number of seconds, got 'soon'*"
+        ]
     )
 
 

@@ -722,3 +722,148 @@ def test_swallowing_code_is_interrupted_once_per_limit_whatever_came_before(
     took = durations(result.stdout.str())
     # three interruptions, one limit apart: not one more limit apart for each earlier test's
     assert 3 * LIMIT <= took["call", "test_stubborn"] < 4 * LIMIT, took
+
+
+# -- the hostile review's findings -------------------------------------------------------------
+
+FAULTHANDLER_CONFTEST = """\
+import faulthandler
+import signal
+
+DUMPS = open("dumps.txt", "w")  # kept open: faulthandler writes to its descriptor
+faulthandler.register(signal.SIGUSR2, file=DUMPS)
+"""
+
+FAULTHANDLER_TESTS = """\
+import os
+import signal
+import time
+
+import pytest
+
+
+@pytest.mark.asyncio
+async def test_blocks():
+    time.sleep(5)  # BLOCK_LINE
+
+
+def test_dumps_the_stacks():
+    os.kill(os.getpid(), signal.SIGUSR2)  # faulthandler's, which must still be there
+"""
+
+
+def test_a_signal_faulthandler_holds_is_left_to_it(session: pytest.Pytester) -> None:
+    # faulthandler.register() installs its handler outside Python, where signal.signal()
+    # sees the default: taking the signal lost it for good, and SIGUSR2 then killed pytest.
+    session.makeconftest(FAULTHANDLER_CONFTEST)
+    session.makepyfile(test_faults=FAULTHANDLER_TESTS)
+    result = session.runpytest_subprocess(*DURATIONS, timeout=TIMEOUT)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "fakepeer: *, loop watchdog=0.5s via SIGUSR1 (SIGUSR2 has a handler outside "
+            "Python), fault seed=*"
+        ]
+    )
+    assert durations(result.stdout.str())["call", "test_blocks"] < LIMIT + SLACK
+    dumps = (session.path / "dumps.txt").read_text()
+    assert "in test_dumps_the_stacks" in dumps  # faulthandler's, still in place
+
+
+def test_a_chosen_signal_that_faulthandler_holds_is_reported_not_taken(
+    session: pytest.Pytester,
+) -> None:
+    session.makeconftest(FAULTHANDLER_CONFTEST)
+    session.makepyfile(test_faults=FAULTHANDLER_TESTS.replace("time.sleep(5)", "time.sleep(1)"))
+    result = session.runpytest_subprocess("--loop-watchdog-signal=SIGUSR2", timeout=TIMEOUT)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "fakepeer: *, loop watchdog=0.5s via SIGUSR2, which has a handler outside Python "
+            "(faulthandler.register?), so blocked tests are reported but not interrupted: set "
+            "loop_watchdog_signal, fault seed=*",
+            "E   fakepeer.LoopBlocked: the event loop was blocked for * s *",
+        ]
+    )
+
+
+RESTORED_TESTS = """\
+import asyncio
+import signal
+import time
+
+import pytest
+
+
+@pytest.mark.asyncio
+async def test_adds_and_removes_a_signal_handler():
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGUSR2, lambda: None)
+    loop.remove_signal_handler(signal.SIGUSR2)  # leaves SIG_DFL behind
+
+
+@pytest.mark.asyncio
+async def test_blocks_later():
+    time.sleep(5)  # BLOCK_LINE
+"""
+
+
+def test_a_signal_left_at_its_default_by_a_test_is_taken_back(session: pytest.Pytester) -> None:
+    # asyncio's remove_signal_handler() leaves SIG_DFL: no later test was interrupted.
+    session.makepyfile(test_restored=RESTORED_TESTS)
+    result = session.runpytest_subprocess("-p", "no:randomly", *DURATIONS, timeout=TIMEOUT)
+    result.assert_outcomes(passed=1, failed=1)
+    assert durations(result.stdout.str())["call", "test_blocks_later"] < LIMIT + SLACK
+
+
+BACKGROUND_TESTS = """\
+import asyncio
+import threading
+import time
+
+import pytest
+
+blocking = threading.Event()
+
+
+@pytest.fixture(scope="session")
+def server_thread():
+    async def serve():
+        while True:
+            await asyncio.sleep(0.01)
+            if blocking.is_set():
+                blocking.clear()
+                time.sleep(0.8)  # SERVER_BLOCK
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(
+        target=loop.run_until_complete, args=(serve(),), name="bg-server", daemon=True
+    )
+    thread.start()
+    yield
+
+
+def test_first(server_thread):
+    pass
+
+
+def test_sync_innocent(server_thread):
+    blocking.set()
+    time.sleep(1.5)
+
+
+@pytest.mark.asyncio
+async def test_async_innocent(server_thread):
+    blocking.set()
+    await asyncio.sleep(1.5)
+"""
+
+
+def test_a_loop_on_a_thread_of_an_earlier_fixture_is_not_blamed_on_later_tests(
+    session: pytest.Pytester,
+) -> None:
+    # A session fixture's server thread (uvicorn in a thread, say) that blocks now and then
+    # failed every test that happened to run meanwhile.
+    session.makepyfile(test_background=BACKGROUND_TESTS)
+    result = session.runpytest_subprocess("-p", "no:randomly", timeout=TIMEOUT)
+    result.assert_outcomes(passed=3)

@@ -151,6 +151,7 @@ def _watched_selector(base: type[selectors.BaseSelector]) -> type[selectors.Base
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.thread = _ident()
+            self.made = clock()  # a loop on another thread is blamed on the test that made it
             _register(self)
 
         def select(
@@ -457,6 +458,10 @@ class Watchdog:
         self._previous_selector: type[selectors.BaseSelector] | None = None
         self._previous_handler: Any = None
         self._handler_installed = False
+        #: True when a handler outside Python has the signal: reports, no interruptions.
+        self.taken = False
+        self._test = ""
+        self._test_started = 0.0
         self._patches = _Patches()
         self._pending: tuple[str, Source, float] | None = None  # diagnosis, source, mark
         self._sent = 0  # our signals not handled yet
@@ -485,9 +490,7 @@ class Watchdog:
             selectors.DefaultSelector
         )
         self._patches.apply()
-        if self._signum is not None:
-            self._previous_handler = signal.signal(self._signum, self._on_signal)
-            self._handler_installed = True
+        self._take_signal()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="fakepeer-watchdog", daemon=True)
         self._thread.start()
@@ -509,11 +512,39 @@ class Watchdog:
                 signal.signal(self._signum, self._previous_handler)
             self._handler_installed = False
 
-    def watch(self, limit: float, where: str) -> None:
+    def _take_signal(self) -> None:
+        """Install the handler of the signal, unless a handler outside Python has it (it
+        would be lost for good): then the watchdog reports without interrupting, and
+        :attr:`taken` says so."""
+        signum = self._signum
+        if signum is None:
+            return
+        if taken_outside_python(signum):
+            self.taken = True
+            return
+        self._previous_handler = signal.signal(signum, self._on_signal)
+        self._handler_installed = True
+
+    def _retake_signal(self) -> None:
+        """Between phases: if a test left the signal at its default (asyncio's
+        ``remove_signal_handler`` does), take it again, or no later test is interrupted."""
+        signum = self._signum
+        if not self._handler_installed or signum is None:
+            return
+        current = signal.getsignal(signum)
+        if _is_ours(current, self) or current not in (signal.SIG_DFL, None):
+            return  # ours, or the suite's own handler: theirs to keep
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signum, self._on_signal)
+
+    def watch(self, limit: float, where: str, *, test: str = "") -> None:
         """Watch from now on, with ``limit`` seconds (0 = not at all); ``where`` names the
         phase in the reports."""
         self._pending = None
         self._alarms.clear()
+        if test != self._test:  # a new test: loops made from now on are its own
+            self._test, self._test_started = test, clock()
+        self._retake_signal()
         self._patches.apply()  # trio or uvloop may have been imported since install()
         self._where = where
         self._phase = clock()
@@ -566,6 +597,8 @@ class Watchdog:
                 since = source.busy
                 if since is None or since < self._phase or now - since < limit:
                     continue
+                if source.thread != _MAIN and _made(source) < self._test_started:
+                    continue  # a loop on a thread of a fixture from before this test
                 if not source.running():
                     continue
                 if seen.get(source) == since:
@@ -633,6 +666,13 @@ class Watchdog:
         os._exit(3)
 
 
+def _made(source: Source) -> float:
+    """When ``source`` was made (its loop's selector), or now for sources that follow the
+    test (a trio run, a heartbeat, the hub)."""
+    made = getattr(source, "made", None)
+    return clock() if made is None else float(made)
+
+
 def _samples(source: Source, count: int = 3) -> list[Sample]:
     taken = []
     for index in range(count):
@@ -642,6 +682,60 @@ def _samples(source: Source, count: int = 3) -> list[Sample]:
         if index < count - 1:
             time.sleep(0.02)
     return taken
+
+
+def _c_handler(signum: int) -> int | None:
+    """The address of the handler the C level has for ``signum`` (``sigaction``), or None
+    where it cannot be read. Python's ``signal.getsignal`` says ``SIG_DFL`` for a handler
+    installed outside Python (``faulthandler.register``, a C library): replacing it would
+    lose it for good."""
+    try:
+        import ctypes  # noqa: PLC0415 - only when the watchdog installs
+        import ctypes.util  # noqa: PLC0415
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        action = ctypes.create_string_buffer(512)  # larger than any struct sigaction
+        if libc.sigaction(signum, None, action) != 0:
+            return None
+        # sa_handler (a union with sa_sigaction) comes first in glibc's, musl's and BSD's
+        return ctypes.c_void_p.from_buffer(action).value or 0
+    except (OSError, AttributeError, ValueError):
+        return None
+
+
+def taken_outside_python(signum: int) -> bool:
+    """True if ``signum`` has a handler that Python does not know about (see
+    :func:`_c_handler`): Python sees the default, the C level a function."""
+    if signal.getsignal(signum) not in (signal.SIG_DFL, None):
+        return False
+    address = _c_handler(signum)
+    return address is not None and address not in (0, 1)  # SIG_DFL, SIG_IGN
+
+
+def free_signal(preferred: int) -> int | None:
+    """``preferred``, or, when a handler outside Python has it, the first signal of
+    SIGUSR1 and the real-time signals (from SIGRTMAX down) that nobody handles."""
+    if not taken_outside_python(preferred):
+        return preferred
+    candidates = [getattr(signal, "SIGUSR1", None)]
+    top = getattr(signal, "SIGRTMAX", None)
+    if top is not None:
+        candidates += [int(top) - k for k in range(8)]
+    for candidate in candidates:
+        if candidate is None or candidate == preferred:
+            continue
+        if signal.getsignal(candidate) == signal.SIG_DFL and not taken_outside_python(candidate):
+            return int(candidate)
+    return None
+
+
+def signal_name(signum: int) -> str:
+    """``SIGUSR2``, ``SIGRTMAX-1``: a signal's name, real-time ones counted from SIGRTMAX."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        top = getattr(signal, "SIGRTMAX", None)
+        return f"SIGRTMAX-{int(top) - signum}" if top is not None else f"signal {signum}"
 
 
 def _default_signal() -> int | None:

@@ -51,7 +51,16 @@ from ._transcript import DEFAULT_BUDGET
 from ._unseen import TaskWatch, UnseenErrors, WatchedBody
 from ._version import __version__
 from ._wait import current_async_library
-from ._watchdog import DEFAULT_SIGNAL, Heartbeat, Interrupt, Watchdog, parse_signal
+from ._watchdog import (
+    DEFAULT_SIGNAL,
+    Heartbeat,
+    Interrupt,
+    Watchdog,
+    free_signal,
+    parse_signal,
+    signal_name,
+    taken_outside_python,
+)
 
 __all__ = ["PeerFactory", "PeerOptions", "ProxyFactory"]
 
@@ -178,6 +187,8 @@ _TASK_DIED: Final = pytest.StashKey[_TaskDiedState]()
 def _switch(value: object, source: str) -> bool:
     if isinstance(value, bool):
         return value
+    if isinstance(value, int) and value in (0, 1):  # task_died(0), as the docs allow
+        return bool(value)
     word = str(value).strip().lower() if isinstance(value, str) else None
     if word in _ON:
         return True
@@ -279,20 +290,30 @@ def _configure_watchdog(config: pytest.Config) -> None:
         limit, source = _parse_timeout(cli, "--loop-watchdog", zero=True), "--loop-watchdog"
     name, where = config.getoption("loop_watchdog_signal"), "--loop-watchdog-signal"
     if name is None:
-        name, where = config.getini("loop_watchdog_signal") or DEFAULT_SIGNAL, "ini"
+        name, where = config.getini("loop_watchdog_signal") or None, "ini"
     try:
-        signum = parse_signal(str(name))
+        signum: int = parse_signal(str(name or DEFAULT_SIGNAL))
     except ValueError as exc:
         raise pytest.UsageError(f"{where} loop_watchdog_signal: {exc}") from None
+    via = signal_name(signum)
+    if taken_outside_python(signum):  # faulthandler.register(), a C library: not ours to take
+        chosen = None if name else free_signal(signum)
+        if chosen is None:
+            via = (
+                f"{via}, which has a handler outside Python (faulthandler.register?), so "
+                "blocked tests are reported but not interrupted: set loop_watchdog_signal"
+            )
+        else:
+            signum, via = chosen, f"{signal_name(chosen)} ({via} has a handler outside Python)"
     exit_after: float | None = None
     value, where = config.getoption("loop_watchdog_exit"), "--loop-watchdog-exit"
     if value is None:
         value, where = config.getini("loop_watchdog_exit"), "ini loop_watchdog_exit"
     if value not in (None, ""):
         exit_after = _parse_timeout(value, where) or None
-    state = _WatchdogState(limit, source, off_because=_debugging(config), signal_name=signum.name)
+    state = _WatchdogState(limit, source, off_because=_debugging(config), signal_name=via)
     if state.off_because is None:
-        state.watchdog = Watchdog(state.report, signum=signum, exit_after=exit_after)
+        state.watchdog = Watchdog(state.report, signum=int(signum), exit_after=exit_after)
     config.stash[_WATCHDOG] = state
 
 
@@ -396,7 +417,7 @@ def _watchdog_limit(item: pytest.Item, state: _WatchdogState) -> float:
     marker = item.get_closest_marker("loop_watchdog")
     if marker is None:
         return state.limit
-    if len(marker.args) != 1 or marker.kwargs:
+    if len(marker.args) != 1 or marker.kwargs or isinstance(marker.args[0], bool):
         raise pytest.UsageError(
             f"{item.nodeid}: @pytest.mark.loop_watchdog takes one number of seconds, "
             f"e.g. loop_watchdog(2)"
@@ -453,7 +474,7 @@ def _watchdogged(item: pytest.Item, when: str) -> Generator[None, None, None]:
     where = f"during {when} of {item.nodeid}"
     reports: list[str] = []
     state.reports = reports
-    watchdog.watch(limit, where)
+    watchdog.watch(limit, where, test=item.nodeid)
     try:
         result = yield
     except BaseException as exc:
