@@ -53,7 +53,9 @@ def sample(user: Place | None, *stack: Place, task: str = "Task-1 running test_g
             "    data = s.recv(10)",
             "s.recv(10)",
             "a blocking socket read or write stops the event loop; use "
-            "asyncio.open_connection() streams, or loop.sock_recv() / loop.sock_sendall()",
+            "asyncio.open_connection() streams, or loop.sock_recv() / loop.sock_sendall(); "
+            "to test a blocking client, call it with await asyncio.to_thread(...) or from a "
+            "plain def test",
         ),
         (
             "    client, _ = server.accept()",
@@ -222,7 +224,9 @@ def test_the_whole_report() -> None:
             "  call:        s.recv(10)",
             "  samples:     3 of 3 in the same call: one call that does not return",
             "  hint:        a blocking socket read or write stops the event loop; use "
-            "asyncio.open_connection() streams, or loop.sock_recv() / loop.sock_sendall()",
+            "asyncio.open_connection() streams, or loop.sock_recv() / loop.sock_sendall(); "
+            "to test a blocking client, call it with await asyncio.to_thread(...) or from a "
+            "plain def test",
             "  stack (innermost last):",
             "    events.py:80 in _run: self._run()",
             "    test_client.py:12 in test_get: s.recv(10)",

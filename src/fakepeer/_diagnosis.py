@@ -59,7 +59,8 @@ HINTS: Final = (
     (
         ("recv(", "recv_into(", "recvfrom(", "sendall(", "makefile(", "readline("),
         "a blocking socket read or write stops the event loop; use asyncio.open_connection() "
-        "streams, or loop.sock_recv() / loop.sock_sendall()",
+        "streams, or loop.sock_recv() / loop.sock_sendall(); to test a blocking client, "
+        "call it with await asyncio.to_thread(...) or from a plain def test",
         "a blocking socket read or write stops the trio run; use trio.open_tcp_stream() "
         "streams, or trio.socket",
     ),

@@ -112,8 +112,11 @@ class _ItemState:
 
 
 _WATCHDOG_HELP: Final = (
-    "seconds an asyncio event loop of a test may go without getting back to its I/O wait "
-    "before the loop watchdog fails that test (default: 0.5; 0 turns it off)"
+    "seconds an event loop of a test (asyncio on any thread, uvloop, trio, or the hub serving "
+    "its fake peers) may go without getting back to its I/O wait before the loop watchdog "
+    "fails that test (default: 0.5; 0 turns it off; also FAKEPEER_LOOP_WATCHDOG and "
+    "@pytest.mark.loop_watchdog(seconds), which win in the order ini < environment < "
+    "command line < marker)"
 )
 _SIGNAL_HELP: Final = (
     "the signal with which the loop watchdog interrupts the test's thread (default: "
@@ -216,7 +219,13 @@ def _parse_timeout(value: object, source: str, *, zero: bool = False) -> float:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("fakepeer", "fake TCP peers for testing clients")
-    group.addoption("--fakepeer-timeout", dest="fakepeer_timeout", default=None, help=_TIMEOUT_HELP)
+    group.addoption(
+        "--fakepeer-timeout",
+        dest="fakepeer_timeout",
+        default=None,
+        metavar="SECONDS",
+        help=_TIMEOUT_HELP,
+    )
     parser.addini("fakepeer_timeout", help=_TIMEOUT_HELP, default=None)
     group.addoption(
         "--loop-watchdog",
