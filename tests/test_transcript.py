@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import ast
+import socket
+import time
 import tracemalloc
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fakepeer import Event, ScriptError, Transcript
+from fakepeer import Event, FakePeer, Lines, ScriptError, Transcript
 from fakepeer._transcript import (
     DEFAULT_BUDGET,
     EVENT_OVERHEAD,
@@ -618,3 +620,18 @@ def test_400_000_one_line_messages_are_bounded_too() -> None:
         transcript.add(Event(n, 1, "received", b"PING", "-> always #1 'PING'"))
     assert len(transcript) <= DEFAULT_BUDGET // EVENT_OVERHEAD
     assert len(transcript) + transcript.omitted_events == 400_000
+
+
+def test_a_reply_is_recorded_when_it_is_sent_not_when_its_request_came() -> None:
+    # A reply callable that took 0.3 s was recorded as sent at the request's own time.
+    def slow(message: bytes) -> bytes:
+        time.sleep(0.3)  # shorter than the loop watchdog's limit
+        return b"PONG"
+
+    peer = FakePeer(framing=Lines())
+    peer.expect(b"PING").reply(slow)
+    with peer.serve(), socket.create_connection(peer.address, timeout=5) as sock:
+        sock.sendall(b"PING\n")
+        assert sock.recv(16) == b"PONG\n"
+    at = {event.kind: event.at for event in peer.transcript.for_connection(1)}
+    assert at["sent"] - at["received"] >= 0.3, peer.render_transcript()

@@ -172,7 +172,7 @@ class _PeerProtocol(asyncio.Protocol):
             self.connection.io = self
             try:
                 if actions:
-                    self._run(actions, now)
+                    self._run(actions, clock())  # after the script's callables ran
             except Exception as exc:
                 self._crash(exc, now)
             server.changed()
@@ -196,7 +196,7 @@ class _PeerProtocol(asyncio.Protocol):
             try:
                 actions = server.conversation.receive(connection, data, now)
                 if actions:
-                    self._run(actions, now)
+                    self._run(actions, clock())  # after the script's callables ran
             except Exception as exc:  # a bug of ours or a custom framing's: never lose it
                 self._crash(exc, now)
             if connection.handled and len(connection.buffer) > server.conversation.limit:
@@ -211,7 +211,8 @@ class _PeerProtocol(asyncio.Protocol):
         with server.lock:
             now = clock()
             try:
-                self._run(server.conversation.eof(self.connection, now), now)
+                actions = server.conversation.eof(self.connection, now)
+                self._run(actions, clock())  # after the script's callables ran
             except Exception as exc:
                 self._crash(exc, now)
             server.changed()
