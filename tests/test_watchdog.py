@@ -409,29 +409,3 @@ def test_code_that_swallows_the_interruption_ends_the_run_only_when_asked(
         ]
     )
     assert elapsed < 30
-
-
-def test_by_default_swallowing_code_is_interrupted_again_and_the_session_goes_on(
-    session: pytest.Pytester,
-) -> None:
-    session.makepyfile(
-        """
-        import time
-        import pytest
-
-        @pytest.mark.asyncio
-        async def test_stubborn():
-            interrupted = 0
-            while interrupted < 3:
-                try:
-                    time.sleep(1)
-                except BaseException:  # swallows the watchdog's interruption, 3 times
-                    interrupted += 1
-
-        def test_after():
-            pass
-        """
-    )
-    result = session.runpytest_subprocess()
-    result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["E   fakepeer.LoopBlocked: the event loop was blocked for *"])

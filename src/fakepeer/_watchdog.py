@@ -44,7 +44,6 @@ is interrupted again every limit; ending the process is opt-in (``exit_after``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import selectors
 import signal
@@ -53,7 +52,7 @@ import threading
 import time
 import types
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Final, Protocol
 
 from . import _hub, _stacks
@@ -467,7 +466,6 @@ class Watchdog:
         self._sent = 0  # our signals not handled yet
         # source -> (its mark, its first alarm, how many since): once per limit, per source
         self._alarms: dict[Source, tuple[float, float, int]] = {}
-        self.interrupts = 0
 
     @staticmethod
     def available() -> bool:
@@ -557,14 +555,6 @@ class Watchdog:
         self._limit = 0.0
         self._pending = None
 
-    @contextlib.contextmanager
-    def watching(self, limit: float, where: str) -> Iterator[None]:
-        self.watch(limit, where)
-        try:
-            yield
-        finally:
-            self.unwatch()
-
     # -- signals ---------------------------------------------------------------------------
 
     def _on_signal(self, signum: int, frame: types.FrameType | None) -> None:
@@ -638,7 +628,6 @@ class Watchdog:
         if previous is None or previous[0] != since:
             self._report(diagnosis)
         self._alarms[source] = (since, first, count + 1)
-        self.interrupts += 1
         if self._signum is None or not _is_ours(signal.getsignal(self._signum), self):
             return  # the suite's own handler replaced ours: the report alone fails the phase
         self._pending = (diagnosis, source, since)
