@@ -148,7 +148,8 @@ class Matcher:
         return f"does not match {self.describe()}"
 
     def _closeness(self, data: bytes, stream: bool) -> float:
-        """How close a non-matching ``data`` comes, in [0, 1]; see :func:`closeness`."""
+        """How close a non-matching ``data`` comes, in [0, 1] (default 0): a failure lists the
+        rules that come closest as its "similar rules"."""
         return 0.0
 
     def __repr__(self) -> str:
@@ -878,7 +879,7 @@ def json(expected: object) -> Matcher:
 
 
 def all_of(*matchers: object) -> Matcher:
-    """Messages that every one of ``matchers`` matches (anything :func:`as_matcher` takes).
+    """Messages that every one of ``matchers`` matches (anything a rule takes as a matcher).
 
     A reply callable receives the first part's value. With :class:`~fakepeer.Raw` framing
     the first part decides how many bytes are consumed and the others judge those bytes.

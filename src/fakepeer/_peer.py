@@ -97,8 +97,8 @@ class _Scripting:
 
     def handler(self, function: HandlerFunction) -> HandlerFunction:
         """Decorator: ``async def handler(connection)`` takes over each connection of this
-        script, for logic no rule expresses. It ``await connection.receive()``s messages and
-        ``connection.send()``s replies; it runs in the loop that serves the peer; when it
+        script, for logic no rule expresses. It awaits ``connection.receive()`` for messages and
+        calls ``connection.send()`` to reply; it runs in the loop that serves the peer; when it
         returns, the connection is closed; if it raises, the test fails with the transcript.
         """
         where = caller_location()

@@ -277,7 +277,7 @@ class Transcript:
 
     @property
     def budget(self) -> int | None:
-        """Bytes of transcript per connection (data plus :data:`EVENT_OVERHEAD` an event), or
+        """Bytes of transcript per connection (data plus 128 bytes an event), or
         None for no limit."""
         return self._budget
 
