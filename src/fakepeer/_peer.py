@@ -152,6 +152,20 @@ class FakePeer(_Scripting):
     reading a client that does not read its replies). ``transcript_budget`` (bytes per
     connection, default 64 KiB; ``None`` for no limit) bounds the transcript: past it, the
     first and the latest events of a connection are kept and the rest counted.
+
+    The parameters, all keyword-only:
+
+    - ``framing``: how the client's bytes are cut into messages; ``None`` means
+      :class:`~fakepeer.Raw`.
+    - ``name``: shown in transcripts and failure reports.
+    - ``host``, ``port``: where to listen; port 0 lets the OS choose a free port. A name
+      such as ``localhost`` is resolved once, to its first address.
+    - ``external``: ``True`` allows a wildcard or another interface's address; the
+      transcript's first line then says ``(external=True: reachable beyond loopback)``.
+    - ``timeout``: seconds, as above.
+    - ``seed``: the seed of the network faults' random choices; ``None`` draws one, and
+      :attr:`seed` is the seed in use.
+    - ``max_send_buffer``, ``transcript_budget``: bytes, as above.
     """
 
     #: True for a Proxy: it relays client bytes upstream, which faults can shape too.

@@ -266,6 +266,12 @@ class Proxy(FakePeer):
     to what the server sends back. With no faults, bytes pass unchanged both ways. If the
     upstream server cannot be reached, the client's connection is closed and leaving
     ``serve()`` raises :class:`UpstreamError`.
+
+    ``upstream`` is the server's ``(host, port)``, a tuple (anything else is a
+    :class:`~fakepeer.ScriptError`), kept as ``proxy.upstream``. ``timeout`` is how long the
+    proxy waits for the server to accept a connection, and the default bound of the
+    ``wait_*`` methods. The other keywords are those of :class:`~fakepeer.FakePeer`. Writing a
+    script on a proxy (``expect()``, ``always()``...) raises :class:`~fakepeer.ScriptError`.
     """
 
     _relays = True
