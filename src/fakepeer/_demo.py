@@ -396,8 +396,8 @@ def act_three(out: TextIO) -> None:
     _say(
         out,
         """
-        A blog post's test stood up its TCP server in a pytest-asyncio fixture. The lines that
-        matter (its file is tests/watchdog_seed.py in the repository):
+        A blog post's test stood up its TCP server in a pytest-asyncio fixture (docs/story.md
+        tells the story). The lines that matter, from tests/watchdog_seed.py:
 
         """,
     )
@@ -405,9 +405,9 @@ def act_three(out: TextIO) -> None:
     _say(
         out,
         """
-        accept() blocks, in a coroutine that never awaits: the event loop has one thread, so
-        nothing else ran, not even the fixture's yield. The test never started; pytest-timeout
-        killed the run. With fakepeer installed, pytest fails a test whose loop is stuck 0.5 s:
+        accept() blocks, in a coroutine that never awaits: once handle_client runs, the loop's
+        one thread runs nothing else. Setup never ended, the test never ran; pytest-timeout
+        killed it. With fakepeer installed, pytest fails a test whose event loop is stuck 0.5 s:
 
         """,
     )
