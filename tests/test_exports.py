@@ -77,30 +77,6 @@ def test_cli_version_and_help() -> None:
     assert "demo" in bare.stdout
 
 
-def test_demo_prints_a_transcript_and_a_diagnosis() -> None:
-    demo = subprocess.run(
-        [sys.executable, "-m", "fakepeer", "demo"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    out = demo.stdout
-    assert "fake peer 'kv' on 127.0.0.1:" in out
-    assert "#1 received   'GET colour' -> expect #2 regex 'GET (\\w+)' (_demo.py:" in out
-    assert "#1 sent       'VALUE COLOUR\\r\\n'" in out
-    assert "UnmetExpectations: 2 expectations were not met when the peer stopped" in out
-    assert "expect #3 'QUIT' (_demo.py:" in out
-    # The third act: the seed's test fails at setup, naming its blocking call; the fake_peer
-    # version passes.
-    assert "ERROR at setup of test_simple_server" in out
-    assert "fakepeer.LoopBlocked: the event loop was blocked for" in out
-    assert "call:        server_socket.accept()" in out
-    assert "Server: waiting for a connection" in out
-    assert "1 passed, 1 error in" in out
-    assert demo.stderr == ""
-
-
 def test_the_faults_namespace() -> None:
     assert faults.__all__ == sorted(faults.__all__, key=isort_style)
     for name in faults.__all__:

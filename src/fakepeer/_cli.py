@@ -21,7 +21,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser(
         "demo",
-        help="drive a sample client through a scripted conversation and print the transcript",
+        help="show what fakepeer is for, in three short acts (a scripted peer and its transcript, "
+        "a client's failure, the loop watchdog catching a hang)",
     )
     args = parser.parse_args(argv)
     if args.command == "demo":

@@ -1,21 +1,28 @@
-"""``fakepeer demo``: a sample client talks to a scripted fake peer; print what happened.
+"""``fakepeer demo``: what fakepeer is for, in three short acts (about two screens).
 
-The client is a tiny blocking key-value client (the kind of code fakepeer is for); the peer
-plays its server from an eight-line script. The second round shows what a test sees when a
-client breaks the protocol. The third act replays the story fakepeer grew from: the original
-test file whose blocking ``accept()`` loop hung its test run, next to the same test written
-with the ``fake_peer`` fixture, both run by pytest in a subprocess under the loop watchdog.
+1. A sample client (a tiny blocking key-value client, the kind of code fakepeer is for) talks
+   to a fake peer that plays its server from a four-line script; the peer's transcript.
+2. The same script against a client with a bug: the failure a test would see.
+3. The story fakepeer grew from: a pytest-asyncio fixture whose blocking ``accept()`` loop hung
+   its test run. The seed's test runs under pytest with fakepeer's loop watchdog, which fails it
+   at once naming the line; then the same test with the ``fake_peer`` fixture passes.
+
+Each act says what it is about to show, shows it, and says what to take from it. The output
+is pinned by ``tests/test_demo.py`` (its golden file is ``tests/demo_output.txt``).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import re
 import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Final, TextIO
 
@@ -25,8 +32,15 @@ from ._peer import FakePeer
 from ._watchdog import Watchdog
 
 
+def _script(peer: FakePeer) -> None:
+    peer.on_connect().send("+ kv-server ready")
+    peer.expect("SET colour blue").reply("OK")
+    peer.expect("GET colour").reply("VALUE blue")
+    peer.expect("QUIT").reply("BYE").close()
+
+
 class KVClient:
-    """A line-protocol client: ``HELLO``, ``SET k v``, ``GET k``, ``QUIT``."""
+    """A line-protocol client: ``SET k v``, ``GET k``, ``QUIT``; reads a banner first."""
 
     def __init__(self, address: tuple[str, int]) -> None:
         self._sock = socket.create_connection(address, timeout=5)
@@ -54,15 +68,82 @@ class KVClient:
         self._sock.close()
 
 
-def _script(peer: FakePeer) -> None:
-    peer.on_connect().send("+ kv-server ready")
-    peer.expect(re.compile(rb"SET (\w+) (\w+)")).reply("OK")
-    peer.expect(re.compile(rb"GET (\w+)")).reply(lambda m: b"VALUE " + m[1].upper())
-    peer.expect("QUIT").reply("BYE").close()
+#: The output's width in columns: longer lines (an error's first line) are wrapped.
+WIDTH: Final = 100
+#: Where quoted material (code, transcripts, reports) starts.
+QUOTE: Final = " " * 7
+#: A label of aligned columns (``hint:        ...``): wrapped lines hang under its value.
+_LABEL: Final = re.compile(r"\s*[a-z][a-z ]{0,20}:\s{2,}(?=\S)")
+#: Stands for a space that is not a place to break a line, while wrapping.
+_GLUE: Final = "\x00"
+
+
+def _fit(line: str) -> list[str]:
+    """``line`` wrapped to :data:`WIDTH`, continuation lines hanging under its label's value
+    (``hint:        ...``), or else indented four more than the line; a number stays with the
+    word after it (``0.5 s``, ``1 message(s)``)."""
+    if len(line) <= WIDTH:
+        return [line]
+    label = _LABEL.match(line)
+    width = label.end() if label is not None else len(line) - len(line.lstrip()) + 4
+    hang = " " * width
+    glued = re.sub(r"(?<=\d) (?=\S)", _GLUE, line)
+    wrapped = textwrap.wrap(
+        glued, WIDTH, subsequent_indent=hang, break_long_words=False, break_on_hyphens=False
+    )
+    return [part.replace(_GLUE, " ") for part in wrapped]
+
+
+def _quote(out: TextIO, lines: Iterable[str]) -> None:
+    """Write ``lines`` indented by :data:`QUOTE`, each fitted to the width, then a blank line."""
+    for line in lines:
+        for part in _fit(QUOTE + line if line else ""):
+            out.write(part + "\n")
+    out.write("\n")
+
+
+def _say(out: TextIO, text: str, indent: str = "   ") -> None:
+    """Write ``text`` (dedented, its first newline dropped) indented by ``indent``."""
+    out.write(textwrap.indent(textwrap.dedent(text).lstrip("\n"), indent))
+
+
+def _script_lines() -> list[str]:
+    """The body of :func:`_script`, as written."""
+    body = inspect.getsource(_script).splitlines()[1:]
+    return textwrap.dedent("\n".join(body)).splitlines()
 
 
 def run(out: TextIO) -> int:
     """Run the three acts, writing to ``out``; return the exit status (0)."""
+    _say(
+        out,
+        """
+        fakepeer stands in for the server while you test a network client. In three acts:
+
+        """,
+        indent="",
+    )
+    act_one(out)
+    act_two(out)
+    act_three(out)
+    out.write(
+        'Next: the README\'s "Ten lines" example, then docs/index.md (guides and reference).\n'
+    )
+    return 0
+
+
+def act_one(out: TextIO) -> None:
+    """A well-behaved client against the script: the transcript."""
+    out.write("1. A client and its fake server\n")
+    _say(
+        out,
+        """
+        The code under test is a small key-value client (SET, GET, QUIT over a line protocol).
+        No real server runs: a fake peer plays one from this four-line script:
+
+        """,
+    )
+    _quote(out, _script_lines())
     peer = FakePeer(framing=Lines(b"\r\n"), name="kv")
     _script(peer)
     with peer.serve():
@@ -70,31 +151,60 @@ def run(out: TextIO) -> int:
         client.set("colour", "blue")
         value = client.get("colour")
         client.close()
-    out.write(
-        f"1. A well-behaved client. It read the banner {client.banner!r} and got {value!r}.\n"
-    )
-    out.write("   The peer's transcript:\n\n")
-    out.write(peer.render_transcript() + "\n\n")
+    _say(
+        out,
+        f"""
+        The client stored colour = blue, read back {value!r} and quit. The peer's transcript:
 
+        """,
+    )
+    _quote(out, peer.render_transcript().splitlines())
+    _say(
+        out,
+        """
+        Take away: the peer answers what the script says, checks each line the client sends
+        against it, and records who sent what, when.
+
+        """,
+    )
+
+
+def act_two(out: TextIO) -> None:
+    """A client that hangs up early: what a test sees."""
+    out.write("2. A client with a bug\n")
+    _say(
+        out,
+        """
+        Same script; this client sends SET, then hangs up without GET or QUIT. Leaving serve()
+        (in a test: when the test ends) raises, because the script was not played to its end:
+
+        """,
+    )
     peer = FakePeer(framing=Lines(b"\r\n"), name="kv")
     _script(peer)
     try:
         with peer.serve():
             client = KVClient(peer.address)
             client.set("colour", "blue")
-            client.close(polite=False)  # the bug: forgets QUIT and never asks GET
+            client.close(polite=False)  # the bug: forgets GET and QUIT
     except ConversationError as error:
-        out.write("2. A client that hangs up early. Leaving serve() raised:\n\n")
-        out.write(f"{type(error).__name__}: {error}\n")
-    out.write("\n")
-    seed(out)
-    return 0
+        _quote(out, f"{type(error).__name__}: {error}".splitlines())
+    else:  # pragma: no cover - the peer's contract
+        out.write("   (Unexpected: leaving serve() raised nothing.)\n\n")
+    _say(
+        out,
+        """
+        Take away: a client that sends the wrong thing, or stops short, fails its test with
+        what the script expected, on which line of it, and what really happened.
+
+        """,
+    )
 
 
 # -- the third act: the seed ------------------------------------------------------------------
 
-#: The seed's test file (shared/seed), as its author wrote it; only the Japanese docstrings,
-#: comment and prints are translated.
+#: The seed's test file (tests/watchdog_seed.py in the repository), line for line as its author
+#: wrote it; only the Japanese docstrings, comment and prints are translated (a test checks).
 SEED: Final = '''\
 """Minimal test code to check how pytest-asyncio behaves"""
 import asyncio
@@ -102,8 +212,6 @@ import socket
 from typing import AsyncGenerator, Tuple
 import pytest
 import pytest_asyncio
-
-
 @pytest_asyncio.fixture
 async def simple_server() -> AsyncGenerator[Tuple[socket.socket, bool], None]:
     """A TCP server fixture with the bare minimum of features"""
@@ -113,7 +221,6 @@ async def simple_server() -> AsyncGenerator[Tuple[socket.socket, bool], None]:
     server_socket.listen(1)
     server_socket.settimeout(0.1)
     print("Server: socket set up")
-
     async def handle_client():
         print("Server: handle_client start")
         while True:
@@ -125,7 +232,6 @@ async def simple_server() -> AsyncGenerator[Tuple[socket.socket, bool], None]:
             except socket.timeout:
                 print("Server: timeout")
                 continue
-
     print("Server: before creating the task")
     server_task = asyncio.create_task(handle_client())
     print("Server: task created")
@@ -136,8 +242,6 @@ async def simple_server() -> AsyncGenerator[Tuple[socket.socket, bool], None]:
         server_task.cancel()
         server_socket.close()
         print("Server: cleanup done")
-
-
 @pytest.mark.asyncio
 @pytest.mark.timeout(1, method="thread")
 async def test_simple_server(simple_server):
@@ -156,8 +260,7 @@ async def test_simple_server(simple_server):
 '''
 
 #: The same test with the fake_peer fixture: no server code, no fixed port, no sleep.
-FAKE_PEER: Final = '''\
-"""The seed's test, with fakepeer's fake_peer fixture as the server"""
+FIXED: Final = """\
 import socket
 import pytest
 
@@ -165,16 +268,11 @@ import pytest
 @pytest.mark.asyncio
 @pytest.mark.timeout(1, method="thread")
 async def test_simple_server(fake_peer):
-    """Test of the server fixture"""
-    print("Test: test start")
     client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    print("Test: trying to connect")
-    client.connect(fake_peer.address)  # blocking, like the seed: the peer is on its own thread
-    print("Test: connected")
+    client.connect(fake_peer.address)  # blocking, like the seed's: fine here
     client.close()
     await fake_peer.wait_for_connections_async(1)
-    print("Test: test done")
-'''
+"""
 
 SEED_PORT: Final = 12346
 TIMEOUT_MARKER: Final = '@pytest.mark.timeout(1, method="thread")\n'
@@ -202,63 +300,55 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def seed(out: TextIO) -> None:
-    """The third act: the seed's hanging test, failed at once by the loop watchdog."""
-    out.write(
-        "3. The story fakepeer grew from. A pytest-asyncio fixture serves with a blocking\n"
-        "   accept() loop; its test never started, and the run hung until pytest-timeout\n"
-        "   killed it. Here is that test file next to the same test with fake_peer, run by\n"
-        "   pytest under fakepeer's loop watchdog.\n"
-    )
-    if not Watchdog.available():
-        out.write("   Skipped: the loop watchdog is not available here (it needs POSIX signals).\n")
-        return
-    if not _installed("pytest_asyncio"):
-        out.write(
-            "   Skipped: the seed's test needs pytest-asyncio, which is not installed\n"
-            "   (pip install pytest-asyncio).\n"
-        )
-        return
-    source, fake = SEED, FAKE_PEER
-    plugins = list(PLUGINS)
-    if not _installed("pytest_timeout"):
-        source, fake = source.replace(TIMEOUT_MARKER, ""), fake.replace(TIMEOUT_MARKER, "")
-        plugins.remove("pytest_timeout")
-        out.write(
-            "   pytest-timeout is not installed: its @pytest.mark.timeout line is left out of\n"
-            "   both tests (the watchdog does not need it).\n"
-        )
-    if not _port_free(SEED_PORT):
-        port = _free_port()
-        source = source.replace(str(SEED_PORT), str(port))
-        out.write(
-            f"   Port {SEED_PORT} is in use here: the seed's test uses port {port} instead.\n"
-        )
-    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"]
-    for plugin in plugins:
-        command += ["-p", plugin]
-    env = dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
-    for name in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS", "FAKEPEER_LOOP_WATCHDOG"):
-        env.pop(name, None)
-    with tempfile.TemporaryDirectory(prefix="fakepeer-demo-") as directory:
-        folder = Path(directory)
-        (folder / "pytest.ini").write_text(
-            "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
-        )
-        (folder / "test_server.py").write_text(source)
-        (folder / "test_server_fake_peer.py").write_text(fake)
-        out.write(
-            "\n   In a temporary directory: test_server.py (the seed's file), the fake_peer\n"
-            "   version test_server_fake_peer.py, and a pytest.ini that sets\n"
-            "   asyncio_default_fixture_loop_scope = function.\n\n"
-            "   $ python -m pytest -p no:cacheprovider -q\n\n"
-        )
-        out.flush()
+#: The lines of the seed that tell its story, as they begin (stripped): the fixture, its port,
+#: the accept() loop in a task, the yield that never ran.
+EXCERPT: Final = (
+    "@pytest_asyncio.fixture",
+    "async def simple_server()",
+    "server_socket.bind(",
+    "server_socket.settimeout(",
+    "async def handle_client():",
+    "while True:",
+    "try:",
+    "client, _ = server_socket.accept()",
+    "except socket.timeout:",
+    "continue",
+    "server_task = asyncio.create_task(",
+    "yield server_socket",
+)
+
+
+def seed_excerpt() -> list[str]:
+    """The lines of :data:`SEED` named by :data:`EXCERPT`, up to its ``yield``, each numbered
+    as in the file."""
+    lines = SEED.splitlines()
+    last = next(i for i, line in enumerate(lines) if line.lstrip().startswith("yield "))
+    return [
+        f"{number:>2}  {line}"
+        for number, line in enumerate(lines[: last + 1], start=1)
+        if line.lstrip().startswith(EXCERPT)
+    ]
+
+
+class _Pytest:
+    """Runs pytest in a subprocess in a scratch folder, with only :data:`PLUGINS` loaded."""
+
+    def __init__(self, folder: Path, plugins: list[str]) -> None:
+        self.folder = folder
+        self.command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"]
+        for plugin in plugins:
+            self.command += ["-p", plugin]
+        self.env = dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
+        for name in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS", "FAKEPEER_LOOP_WATCHDOG"):
+            self.env.pop(name, None)
+
+    def __call__(self, name: str) -> str | None:
+        """pytest's output for the file ``name``, or None if it ran over a minute."""
         try:
             done = subprocess.run(
-                command,
-                cwd=folder,
-                env=env,
+                [*self.command, name],
+                cwd=self.folder,
+                env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -267,6 +357,132 @@ def seed(out: TextIO) -> None:
                 check=False,
             )
         except subprocess.TimeoutExpired:
-            out.write("   pytest did not finish within 60 s: the act was stopped.\n")
+            return None
+        # Paths into the scratch folder are shown relative to it, where pytest ran.
+        output = done.stdout
+        for prefix in {str(self.folder), str(self.folder.resolve())}:
+            output = output.replace(prefix + os.sep, "")
+        return output
+
+
+def diagnosis(output: str) -> list[str] | None:
+    """The ``LoopBlocked`` report in pytest's ``output``, trimmed to what matters: the error,
+    the task, the blocked line and call, the hint (not the samples, the stack or the captured
+    output); None if there is none."""
+    lines = output.splitlines()
+    start = next(
+        (i for i, line in enumerate(lines) if line.startswith("E   fakepeer.LoopBlocked:")), None
+    )
+    if start is None:
+        return None
+    block = [lines[start]]
+    for line in lines[start + 1 :]:
+        if not line.startswith(" ") or line.strip().startswith("stack (innermost last)"):
+            break
+        if not line.strip().startswith("samples:"):
+            block.append(line)
+    return block
+
+
+def _summary(output: str) -> str:
+    """pytest's last line (``1 error in 0.58s``), without its ``=`` rules."""
+    lines = [line for line in output.splitlines() if line.strip()]
+    return lines[-1].strip("= ") if lines else "(no output)"
+
+
+def act_three(out: TextIO) -> None:
+    """The seed's hanging test, failed at once by the loop watchdog; the fixed test passes."""
+    out.write("3. The hang fakepeer was born from\n")
+    _say(
+        out,
+        """
+        A blog post's test stood up its TCP server in a pytest-asyncio fixture (docs/story.md
+        tells the story). The lines that matter, from tests/watchdog_seed.py:
+
+        """,
+    )
+    _quote(out, seed_excerpt())
+    _say(
+        out,
+        """
+        accept() blocks, in a coroutine that never awaits: once handle_client runs, the loop's
+        one thread runs nothing else. Setup never ended, the test never ran; pytest-timeout
+        killed it. With fakepeer installed, pytest fails a test whose event loop is stuck 0.5 s:
+
+        """,
+    )
+    if not Watchdog.available():
+        out.write(
+            "   Skipped: the loop watchdog is not available here (it needs POSIX signals).\n\n"
+        )
+        return
+    if not _installed("pytest_asyncio"):
+        out.write(
+            "   Skipped: the seed's test needs pytest-asyncio, which is not installed\n"
+            "   (pip install 'fakepeer[demo]').\n\n"
+        )
+        return
+    seed, fixed = SEED, FIXED
+    plugins = list(PLUGINS)
+    if not _installed("pytest_timeout"):
+        seed, fixed = seed.replace(TIMEOUT_MARKER, ""), fixed.replace(TIMEOUT_MARKER, "")
+        plugins.remove("pytest_timeout")
+        out.write(
+            "   (pytest-timeout is not installed: both tests run without their\n"
+            "   @pytest.mark.timeout line; the watchdog does not need it.)\n\n"
+        )
+    with tempfile.TemporaryDirectory(prefix="fakepeer-demo-") as directory:
+        folder = Path(directory)
+        (folder / "pytest.ini").write_text(
+            "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+        )
+        (folder / "test_fixed.py").write_text(fixed)
+        pytest = _Pytest(folder, plugins)
+        port = SEED_PORT
+        for attempt in range(2):
+            if attempt or not _port_free(port):
+                port = _free_port()
+                out.write(f"   (Port {SEED_PORT} is in use here: the test runs on {port}.)\n\n")
+            (folder / "test_seed.py").write_text(seed.replace(str(SEED_PORT), str(port)))
+            output = pytest("test_seed.py")
+            if output is None or "Address already in use" not in output:
+                break
+        if not _show(out, "test_seed.py", output, expect="error"):
             return
-    out.write(done.stdout)
+        _say(
+            out,
+            """
+            The same test with the fake_peer fixture: no server code, no fixed port, no sleep.
+            The peer listens before the test starts, on its own thread, and is checked at the end:
+
+            """,
+        )
+        _quote(out, FIXED.splitlines()[4:])
+        if not _show(out, "test_fixed.py", pytest("test_fixed.py"), expect="passed"):
+            return
+    _say(
+        out,
+        """
+        Take away: a blocked event loop fails the test at once, naming the line, instead of
+        hanging the run; and a server in a test is one fixture argument away.
+
+        """,
+    )
+
+
+def _show(out: TextIO, name: str, output: str | None, *, expect: str) -> bool:
+    """Write the command that ran ``name`` and what matters of its ``output``: the
+    ``LoopBlocked`` report if ``expect`` is ``"error"``, then pytest's summary line. Return
+    False (having said so, and shown all of pytest's output) if it did not go as expected."""
+    out.write(f"   $ python -m pytest -q {name}\n")
+    if output is None:
+        out.write("   pytest did not finish within 60 s: the act was stopped.\n")
+        return False
+    summary = _summary(output)
+    report = diagnosis(output) if expect == "error" else []
+    if report is None or not re.fullmatch(rf"1 {expect} in [\d.]+s", summary):
+        out.write("   Unexpected outcome. pytest's output:\n\n")
+        _quote(out, output.splitlines())
+        return False
+    _quote(out, [*report, summary])
+    return True
