@@ -127,7 +127,7 @@ def run(out: TextIO) -> int:
     act_two(out)
     act_three(out)
     out.write(
-        'Next: the README\'s "Ten lines" example, then docs/index.md (guides and reference).\n'
+        'Next: the README\'s "Ten lines" example, then docs/guides.md (guides and reference).\n'
     )
     return 0
 
