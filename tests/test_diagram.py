@@ -503,8 +503,11 @@ def normalise(text: str) -> str:
     return re.sub(r"127\.0\.0\.1(:|#58;)\d+", r"127.0.0.1\1PORT", text)
 
 
+MERMAID_BLOCK = re.compile(r"^```mermaid\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
 def readme_mermaid(document: Path) -> str:
-    found = re.search(r"^```mermaid\n(.*?)^```", document.read_text("utf-8"), re.M | re.S)
+    found = MERMAID_BLOCK.search(document.read_text("utf-8"))
     assert found is not None, f"{document.name} has no mermaid block"
     return found[1]
 
@@ -538,8 +541,10 @@ def test_the_readme_picture_is_current(pytester: pytest.Pytester) -> None:
         image.write_text(svg, encoding="utf-8")
         for document in documents:
             text = document.read_text("utf-8")
-            old = readme_mermaid(document)
-            document.write_text(text.replace(old, mermaid, 1), encoding="utf-8")
+            found = MERMAID_BLOCK.search(text)
+            assert found is not None, f"{document.name} has no mermaid block"
+            text = text[: found.start(1)] + mermaid + text[found.end(1) :]
+            document.write_text(text, encoding="utf-8")
     stale = f"out of date: `{REGENERATE}` makes it anew"
     assert image.exists(), f"{image.name} {stale}"
     assert normalise(image.read_text("utf-8")) == normalise(svg), f"{image.name} {stale}"
