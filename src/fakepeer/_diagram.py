@@ -92,7 +92,7 @@ _MARKS: Final = {
     "reset": "✕",
     "lost": "✕",
     "hanging": "⋯",
-    "stopped": "⏸",
+    "stopped": "‖",
     "error": "✖",
     "state": "◆",
     "fault": "⚡",
@@ -392,9 +392,10 @@ def _event(event: Event, index: int, top: int, layout: _Layout) -> str:
     if category == "problem":
         attrs += ' data-problem="true"'
     line = _line(event, layout.zero, times=layout.times, addresses=layout.addresses)
-    fill = {"problem": '"#ffebee"', "fault": '"#fff3e0"'}.get(
-        category, '"#ffffff" fill-opacity="0"'
-    )
+    fill = {
+        "problem": '"#ffebee" fill-opacity="0.75"',
+        "fault": '"#fff3e0" fill-opacity="0.75"',
+    }.get(category, '"#ffffff" fill-opacity="0"')
     parts = [
         f"<g {attrs}>",
         f"<title>{_x(line)}</title>",
