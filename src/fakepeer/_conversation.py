@@ -828,7 +828,8 @@ class Conversation:
     def _fail(self, problem: Error, connection: Connection, at: float) -> list[Action]:
         self.problems.append(problem)
         connection.failed = True
-        if not isinstance(problem, UnexpectedData):  # its "unexpected" event says it already
+        if self.stream or not isinstance(problem, UnexpectedData):  # framed, the data's
+            # "unexpected" event says it already; a stream's data was "received" before
             self._event(at, connection, "error", note=problem.diagnosis.splitlines()[0])
         return [Close()]
 

@@ -453,3 +453,44 @@ class Transcript:
 
     def __str__(self) -> str:
         return self.render(times=False, addresses=False)
+
+    # -- pictures (see fakepeer._diagram) ----------------------------------------------------
+
+    def to_svg(self, *, times: bool = True, addresses: bool = True) -> str:
+        """The transcript as a sequence diagram: a self-contained SVG document (``str``).
+
+        One row per event, top to bottom, times in ms since the peer started serving; one
+        lifeline per client connection on the left (at most eight: more connections share
+        them), the peer's on the right. Messages are arrows labelled with the escaped,
+        shortened message; hovering over a row shows the whole of it, or its hexdump when
+        it is binary (an SVG ``<title>``). Problems (``unexpected`` data, an ``error``, a
+        connection lost to an error, an ``(incomplete)`` message) are red, their ``<g>``
+        element has the class ``problem`` and ``data-problem="true"``; every event's has
+        ``data-event`` (its index in :attr:`events`), ``data-kind`` and ``data-connection``.
+        ``times`` and ``addresses`` as in :meth:`render`. No fonts, scripts or links to
+        fetch; its size grows with the transcript's, which its budget bounds.
+        """
+        from ._diagram import svg  # noqa: PLC0415  # _diagram imports this module
+
+        return svg(self, times=times, addresses=addresses)
+
+    def to_html(
+        self, *, diagnosis: str | None = None, times: bool = True, addresses: bool = True
+    ) -> str:
+        """A self-contained HTML page (``str``): the peer's name and address as its title,
+        ``diagnosis`` (any text, shown preformatted) if given, then :meth:`to_svg`'s
+        diagram. Open it in a browser; nothing is fetched."""
+        from ._diagram import html  # noqa: PLC0415  # _diagram imports this module
+
+        return html(self, diagnosis=diagnosis, times=times, addresses=addresses)
+
+    def to_mermaid(self, *, times: bool = True, addresses: bool = True) -> str:
+        """The transcript as Mermaid ``sequenceDiagram`` text (``str``), for an issue or a
+        Markdown page (in a fenced ``mermaid`` block): the participants (one per client
+        lifeline, then the peer), then one line per event and per "not kept" gap. Problems
+        are arrows that end in a cross (``-x``) or notes that start with ``✖``. Characters
+        Mermaid would read as syntax (``#``, ``;``, ``<``, ...) are written as its entity
+        codes (``#35;``)."""
+        from ._diagram import mermaid  # noqa: PLC0415  # _diagram imports this module
+
+        return mermaid(self, times=times, addresses=addresses)

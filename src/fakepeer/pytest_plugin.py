@@ -16,6 +16,10 @@ Options (ini < environment < command line < marker)
     ``task_died`` / ``--task-died=on|off`` / ``@pytest.mark.task_died(False)`` (ini < command
     line < marker): whether a task that died unseen fails the test with
     :class:`~fakepeer.TaskDied` (default: on).
+    ``fakepeer_diagrams`` / ``--fakepeer-diagrams=DIR`` (ini < command line): write the
+    sequence diagram of each peer of each failing test to ``DIR`` as a self-contained HTML
+    page (:meth:`~fakepeer.Transcript.to_html`), and name it in the failure's report
+    (default: off).
 
 Markers
     ``@pytest.mark.fakepeer(framing=..., name=..., host=..., timeout=...)`` configures the
@@ -36,6 +40,7 @@ import inspect
 import math
 import os
 import random
+import re
 import sys
 from collections.abc import Generator, Iterator
 from typing import Any, Final, Protocol
@@ -44,7 +49,7 @@ import pytest
 
 from ._errors import LoopBlocked, ScriptError, TaskDied
 from ._framing import Framing
-from ._peer import FakePeer, Serving
+from ._peer import FakePeer, Serving, _reading
 from ._proxy import Proxy
 from ._runtime import MAX_SEND_BUFFER
 from ._transcript import DEFAULT_BUDGET
@@ -141,6 +146,11 @@ _TASK_DIED_HELP: Final = (
     "on or off: whether an exception in a task that nobody retrieves within the loop "
     "watchdog's limit (or in a loop callback) fails the test with TaskDied (default: on)"
 )
+_DIAGRAMS_HELP: Final = (
+    "write the sequence diagram of each fake peer (and proxy) of each failing test to DIR, "
+    "as a self-contained HTML page named after the test and the peer, and name the file in "
+    "the failure's report (default: off; relative to the current directory)"
+)
 _ON: Final = ("on", "true", "yes", "1")
 _OFF: Final = ("off", "false", "no", "0")
 _WATCHDOG_DEFAULT: Final = 0.5
@@ -176,6 +186,7 @@ class _WatchdogState:
 _OPTIONS: Final = pytest.StashKey[PeerOptions]()
 _WATCHDOG: Final = pytest.StashKey[_WatchdogState]()
 _ITEM: Final = pytest.StashKey[_ItemState]()
+_DIAGRAMS: Final = pytest.StashKey[str | None]()
 
 
 @dataclasses.dataclass
@@ -264,6 +275,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("task_died", help=_TASK_DIED_HELP, default=None)
     group.addoption(
+        "--fakepeer-diagrams",
+        dest="fakepeer_diagrams",
+        default=None,
+        metavar="DIR",
+        help=_DIAGRAMS_HELP,
+    )
+    parser.addini("fakepeer_diagrams", help=_DIAGRAMS_HELP, default=None)
+    group.addoption(
         "--fakepeer-seed",
         dest="fakepeer_seed",
         default=None,
@@ -344,6 +363,8 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     _configure_watchdog(config)
     _configure_task_died(config)
+    diagrams = config.getoption("fakepeer_diagrams") or config.getini("fakepeer_diagrams")
+    config.stash[_DIAGRAMS] = os.path.abspath(diagrams) if diagrams else None
     options = PeerOptions()
     ini = config.getini("fakepeer_timeout")
     if ini not in (None, ""):
@@ -794,7 +815,57 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     state = item.stash.get(_ITEM, None)
-    if state is not None and report.failed and not (call.when == "call" and state.verdict_shown):
-        for peer, _serving in state.peers:
-            report.sections.append((f"fakepeer {peer.name!r}", peer.report()))
+    if state is None or not report.failed:
+        return report
+    shown = call.when == "call" and state.verdict_shown  # the failure shows the transcript
+    folder = item.config.stash[_DIAGRAMS]
+    for number, (peer, _serving) in enumerate(state.peers):
+        lines = [] if shown else [peer.report()]
+        if folder is not None:
+            written = _write_diagram(
+                folder, item, report=report, peer=peer, number=number, peers=state.peers
+            )
+            lines.append(f"sequence diagram: {written}")
+        if lines:
+            report.sections.append((f"fakepeer {peer.name!r}", "\n\n".join(lines)))
     return report
+
+
+def _write_diagram(
+    folder: str,
+    item: pytest.Item,
+    *,
+    report: pytest.TestReport,
+    peer: FakePeer,
+    number: int,
+    peers: list[tuple[FakePeer, Serving]],
+) -> str:
+    """Write ``peer``'s sequence diagram for the failing ``item`` into ``folder``: the path
+    written, relative to the current directory if under it, or why it could not be."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid).strip("_.")[:120] or "test"
+    if report.when != "call":
+        name += f"-{report.when}"
+    names = [other.name for other, _ in peers]
+    if len(peers) > 1:
+        label = re.sub(r"[^A-Za-z0-9_.-]+", "_", peer.name).strip("_.")[:40] or "peer"
+        name += f"-{label}" if names.count(peer.name) == 1 else f"-{label}{number + 1}"
+    path = os.path.join(folder, f"{name}.html")
+    crash = getattr(report.longrepr, "reprcrash", None)
+    failure = f"{item.nodeid} failed ({report.when}): {getattr(crash, 'message', '') or ''}"
+    diagnosis = failure.strip()
+    problem = peer._verdict(final=peer._state == "stopped", deliver=False)
+    if problem is not None:  # its text, less the transcript: the diagram shows that
+        text = str(problem)
+        if problem.transcript:
+            text = text[: -len(problem.transcript)]
+        diagnosis += f"\n\n{text.rstrip()}"
+    try:
+        with _reading(peer._lock, peer._conversation):  # the hub may still be adding
+            page = peer.transcript.to_html(diagnosis=diagnosis)
+        os.makedirs(folder, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(page)
+    except Exception as exc:  # a diagram that cannot be written does not hide the failure
+        return f"not written to {path}: {type(exc).__name__}: {exc}"
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative

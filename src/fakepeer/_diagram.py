@@ -1,0 +1,563 @@
+"""Pictures of a conversation: a :class:`~fakepeer.Transcript` as a sequence diagram.
+
+Three forms, all pure functions of the transcript (no I/O, no clock):
+
+- :func:`svg`: a self-contained SVG (no fonts, scripts or links to fetch), one row per event,
+  top to bottom: a time column (ms since the peer started serving), one lifeline per client
+  connection on the left (``#1``, ``#2``, ...), the peer's lifeline on the right. A message
+  received is an arrow from the client to the peer, one sent an arrow back, labelled with the
+  escaped message (shortened; the whole of it, or its hexdump when it is binary, shows on
+  hover: an SVG ``<title>``). What happened to a connection (connected, eof, half-closed,
+  closed, reset, lost, hanging, stopped, error) is a mark on its lifeline; the peer's own
+  events (a fault switched on or off, ...) are marks on the peer's. The rule a message
+  matched and other notes stand right of the peer's lifeline. The transcript's "N events not
+  kept" line is a gap row.
+- :func:`html`: a self-contained HTML page: a title (the peer's name and address), the
+  diagnosis if given, and the SVG.
+- :func:`mermaid`: Mermaid ``sequenceDiagram`` text, one line per event, for pasting into an
+  issue or a Markdown page.
+
+Every event kept is in each form: in the SVG, a ``<g>`` with ``data-event`` (its index in
+:attr:`Transcript.events <fakepeer.Transcript.events>`), ``data-kind`` and
+``data-connection``; a gap row is a ``<g class="gap">`` with ``data-omitted``.
+
+Problems are what made or will make the test fail: ``unexpected`` data, an ``error``, a
+connection ``lost`` to an error (not one the client closed: note ``closed by the client``),
+and a message ``received`` that a close left ``(incomplete)``. They are drawn red, their
+``<g>`` has the class ``problem`` and ``data-problem="true"``; in Mermaid their arrows end
+in a cross (``-x``) and their notes start with ``✖``. What faults did is not a problem but
+the test's own doing: a fault switched on or off (``fault``) and data a fault kept from being
+sent (``dropped``) are orange, class ``fault``. A ``reset``, ``hanging`` or ``closed`` is
+what the script said: a plain mark.
+
+Sizes are bounded by the transcript's: each event costs a row of bounded length, plus its
+message (cut after :data:`TITLE_LIMIT` bytes) or hexdump (of :data:`DUMP_LIMIT` bytes at most)
+in its ``<title>``. Many connections share at most :data:`MAX_LANES` lifelines: past that
+number, a connection takes the lifeline of one that ended.
+"""
+
+from __future__ import annotations
+
+import html as _html
+import re
+from typing import TYPE_CHECKING, Final, NamedTuple
+
+from ._transcript import _MESSAGES, Event, _Ring, escape, hexdump, is_binary, show
+
+if TYPE_CHECKING:
+    from ._transcript import Transcript
+
+__all__ = ["DUMP_LIMIT", "MAX_LANES", "TITLE_LIMIT", "html", "is_problem", "mermaid", "svg"]
+
+#: Client lifelines drawn at most; more connections share them (see the module's doc).
+MAX_LANES: Final = 8
+
+#: Bytes of a message shown whole in its hover text (the rest is counted).
+TITLE_LIMIT: Final = 2000
+
+#: Bytes of binary data shown as a hexdump in its hover text (from each end when cut).
+DUMP_LIMIT: Final = 4096
+
+#: Characters of a label or a note drawn on a row before it is shortened with "...".
+LABEL_CHARS: Final = 56
+NOTE_CHARS: Final = 72
+
+_ROW: Final = 24  # pixels a row
+_TOP: Final = 64  # the participants' boxes above the first row
+_TIME_X: Final = 84  # right edge of the time column
+_LANE_X: Final = 150  # the first client lifeline
+_LANE_GAP: Final = 110
+_CHAR: Final = 7.3  # width of a character of the 12 px monospace font, about
+_LABELS: Final = int(LABEL_CHARS * _CHAR) + 40  # the room for labels left of the peer
+_NOTES: Final = int(NOTE_CHARS * _CHAR) + 30  # and for notes right of it
+
+#: Kinds drawn as arrows, by direction.
+_TO_PEER: Final = frozenset({"received", "matched", "unexpected", "handled"})
+_TO_CLIENT: Final = frozenset({"sent", "dropped"})
+#: Kinds after which a connection's lifeline is free for another.
+_ENDS: Final = frozenset({"closed", "reset", "lost"})
+
+_RED: Final = "#c62828"
+_ORANGE: Final = "#e65100"
+_INK: Final = "#263238"
+_GREY: Final = "#607d8b"
+_FONT: Final = "ui-monospace, SFMono-Regular, Menlo, Consolas, 'DejaVu Sans Mono', monospace"
+
+#: The marks of a connection's lifeline, by kind.
+_MARKS: Final = {
+    "connected": "▶",
+    "eof": "⊣",
+    "half-closed": "⊢",
+    "closed": "■",
+    "reset": "✕",
+    "lost": "✕",
+    "hanging": "⋯",
+    "stopped": "‖",
+    "error": "✖",
+    "state": "◆",
+    "fault": "⚡",
+}
+
+
+def is_problem(event: Event) -> bool:
+    """True when ``event`` is one that made (or will make) the test fail; see the module's
+    documentation for which."""
+    kind = event.kind
+    if kind in ("unexpected", "error"):
+        return True
+    if kind == "lost":
+        return event.note != "closed by the client"
+    return kind == "received" and event.note == "(incomplete)"
+
+
+def _category(event: Event) -> str:
+    if is_problem(event):
+        return "problem"
+    if event.kind in ("fault", "dropped"):
+        return "fault"
+    return ""
+
+
+class _Gap(NamedTuple):
+    connection: int
+    text: str
+    omitted: int
+
+
+class _Row(NamedTuple):
+    number: int  # the event's index in transcript.events, or -1 for a gap
+    row: Event | _Gap
+
+
+def _rows(transcript: Transcript) -> list[_Row]:
+    """The events kept, in order, with a gap where a connection's events were left out."""
+    rows: list[_Row] = []
+    index = 0
+    for row in transcript._rows(None):
+        if isinstance(row, _Ring):
+            rows.append(_Row(-1, _Gap(row.connection, transcript._omission(row), row.dropped)))
+        else:
+            rows.append(_Row(index, row))
+            index += 1
+    return rows
+
+
+def _lanes(rows: list[_Row]) -> tuple[dict[int, int], list[list[int]]]:
+    """Each connection's lifeline, and the connections of each lifeline: one each while
+    there are at most :data:`MAX_LANES`, else the first free one (or the least used)."""
+    numbers: list[int] = []
+    for _, row in rows:
+        if row.connection and row.connection not in numbers:
+            numbers.append(row.connection)
+    lane_of: dict[int, int] = {}
+    members: list[list[int]] = []
+    if len(numbers) <= MAX_LANES:
+        for number in numbers:
+            lane_of[number] = len(members)
+            members.append([number])
+        return lane_of, members
+    busy: set[int] = set()
+    for _, row in rows:
+        number = row.connection
+        if not number:
+            continue
+        if number not in lane_of:
+            free = [lane for lane in range(len(members)) if lane not in busy]
+            if len(members) < MAX_LANES:
+                lane = len(members)
+                members.append([])
+            elif free:
+                lane = free[0]
+            else:
+                lane = min(range(len(members)), key=lambda lane: len(members[lane]))
+            lane_of[number] = lane
+            members[lane].append(number)
+            busy.add(lane)
+        if isinstance(row, Event) and row.kind in _ENDS:
+            busy.discard(lane_of[number])
+    return lane_of, members
+
+
+def _lane_name(numbers: list[int]) -> str:
+    if len(numbers) <= 3:
+        return ", ".join(f"#{number}" for number in numbers)
+    return f"#{numbers[0]}, #{numbers[1]} (+{len(numbers) - 2})"
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _label(event: Event) -> str:
+    """The short text of a message: escaped and quoted, or its size and first bytes."""
+    data = event.data
+    size = event.size if event.size >= 0 else len(data)
+    if data and is_binary(data):
+        head = " ".join(f"{byte:02x}" for byte in data[:8])
+        more = " ..." if size > 8 else ""
+        return f"{size} bytes: {head}{more}"
+    if not data and event.kind not in _MESSAGES:
+        return ""
+    text = f"'{escape(data)}'"
+    if len(text) > LABEL_CHARS or size > len(data):
+        text = f"'{escape(data[: LABEL_CHARS // 2])}'... ({size} bytes)"
+    return text
+
+
+def _line(event: Event, zero: float, *, times: bool, addresses: bool) -> str:
+    """The event as the text transcript shows it, in full: the hover text of its row."""
+    stamp = f"{(event.at - zero) * 1000:.3f} ms  " if times else ""
+    who = f"#{event.connection} " if event.connection else "peer "
+    parts = [f"{stamp}{who}{event.kind}"]
+    data = event.data
+    size = event.size if event.size >= 0 else len(data)
+    binary = bool(data) and is_binary(data)
+    if binary:
+        parts.append(f"{size} bytes:")
+    elif data or event.kind in _MESSAGES:
+        parts.append(show(data, TITLE_LIMIT))
+        if size > len(data):
+            parts.append(f"({size} bytes in all, {size - len(data)} not kept)")
+    note = _note(event, addresses=addresses)
+    if note:
+        parts.append(note)
+    text = " ".join(parts)
+    if binary:
+        if size > len(data):  # cut to fit the budget: its two ends
+            middle = (len(data) + 1) // 2
+            back = data[max(middle, len(data) - DUMP_LIMIT // 2) :]
+            text += "\n" + hexdump(data[: min(middle, DUMP_LIMIT // 2)])
+            text += f"\n... ({size} bytes in all, {size - len(data)} not kept)"
+            text += "\n" + hexdump(back, start=size - len(back))
+        else:
+            text += "\n" + hexdump(data[:DUMP_LIMIT])
+            if len(data) > DUMP_LIMIT:
+                text += f"\n... ({len(data)} bytes in all)"
+    return text
+
+
+def _note(event: Event, *, addresses: bool) -> str:
+    if event.kind == "connected" and not addresses:
+        return ""
+    return event.note
+
+
+def _title(transcript: Transcript, *, addresses: bool) -> tuple[str, str]:
+    """The peer's name, and where it listens (and relays to), if known and wanted."""
+    where = []
+    if addresses and transcript.address:
+        where.append(f"on {transcript.address}")
+    if addresses and transcript.upstream:
+        where.append(f"to {transcript.upstream}")
+    if addresses and transcript.seed is not None:
+        where.append(f"fault seed {transcript.seed}")
+    return transcript.title, ", ".join(where)
+
+
+#: Characters XML 1.0 does not allow, even escaped: shown as ``\\xNN`` or ``\\uNNNN``.
+_NOT_XML: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _x(text: object) -> str:
+    """XML-escaped text (attributes and content alike)."""
+    text = _NOT_XML.sub(
+        lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 256 else f"\\u{ord(m[0]):04x}", str(text)
+    )
+    return _html.escape(text, quote=True)
+
+
+class _Layout(NamedTuple):
+    """Where things go in the SVG."""
+
+    lane_of: dict[int, int]  # connection -> lifeline
+    members: list[list[int]]  # lifeline -> connections
+    lane_x: list[int]
+    peer_x: int
+    width: int
+    height: int
+    zero: float
+    times: bool
+    addresses: bool
+
+
+_HALO: Final = 'paint-order="stroke" stroke="#ffffff" stroke-width="4" stroke-linejoin="round"'
+
+
+def svg(transcript: Transcript, *, times: bool = True, addresses: bool = True) -> str:
+    """The transcript as a self-contained SVG document (see the module's documentation).
+
+    ``times`` and ``addresses`` as in :meth:`Transcript.render
+    <fakepeer.Transcript.render>`: without them, the same conversation draws the same.
+    """
+    rows = _rows(transcript)
+    lane_of, members = _lanes(rows)
+    lanes = max(len(members), 1)
+    peer_x = _LANE_X + (lanes - 1) * _LANE_GAP + _LABELS
+    width = peer_x + _NOTES
+    height = _TOP + max(len(rows), 1) * _ROW + 24
+    lane_x = [_LANE_X + lane * _LANE_GAP for lane in range(lanes)]
+    zero = transcript.started or 0.0
+    layout = _Layout(lane_of, members, lane_x, peer_x, width, height, zero, times, addresses)
+    out = _header(transcript, layout)
+    if not rows:
+        out.append(f'<text x="{_LANE_X}" y="{_TOP + 16}" fill="{_GREY}">(nothing happened)</text>')
+    for number, (index, row) in enumerate(rows):
+        top = _TOP + number * _ROW
+        if isinstance(row, _Gap):
+            out.append(_gap(row, top, layout))
+        else:
+            out.append(_event(row, index, top, layout))
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def _header(transcript: Transcript, layout: _Layout) -> list[str]:
+    """The SVG's start: its title, the arrow heads, the participants and their lifelines."""
+    width, height, peer_x = layout.width, layout.height, layout.peer_x
+    name, where = _title(transcript, addresses=layout.addresses)
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="fakepeer-diagram" '
+        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'font-family="{_x(_FONT)}" font-size="12">',
+        f"<title>{_x(f'{name} {where}'.strip())}</title>",
+        f'<rect width="{width}" height="{height}" fill="#ffffff"/>',
+        "<defs>",
+    ]
+    for marker, color in (("ink", _INK), ("red", _RED), ("orange", _ORANGE)):
+        out.append(
+            f'<marker id="fp-{marker}" viewBox="0 0 10 10" refX="10" refY="5" '
+            f'markerWidth="7" markerHeight="7" orient="auto">'
+            f'<path d="M0,0L10,5L0,10z" fill="{color}"/></marker>'
+        )
+    out.append("</defs>")
+    bottom = height - 12
+    if layout.times:
+        out.append(
+            f'<text x="{_TIME_X}" y="{_TOP - 20}" text-anchor="end" fill="{_GREY}">ms</text>'
+        )
+    for lane, x in enumerate(layout.lane_x):
+        numbers = layout.members[lane] if layout.members else []
+        label = _lane_name(numbers) if numbers else ""
+        out.append(
+            f'<g class="lifeline client" data-connections="{" ".join(map(str, numbers))}">'
+            f'<line x1="{x}" y1="{_TOP - 14}" x2="{x}" y2="{bottom}" stroke="{_GREY}" '
+            f'stroke-dasharray="4 3"/>'
+            f'<rect x="{x - 48}" y="{_TOP - 46}" width="96" height="32" rx="4" fill="#e3f2fd" '
+            f'stroke="#1565c0"/>'
+            f'<text x="{x}" y="{_TOP - 34}" text-anchor="middle" fill="{_INK}">client</text>'
+            f'<text x="{x}" y="{_TOP - 20}" text-anchor="middle" fill="{_INK}" '
+            f'font-weight="bold">{_x(label)}</text></g>'
+        )
+    out.append(
+        f'<g class="lifeline peer"><line x1="{peer_x}" y1="{_TOP - 14}" x2="{peer_x}" '
+        f'y2="{bottom}" stroke="{_INK}" stroke-width="2"/>'
+        f'<rect x="{peer_x - 120}" y="{_TOP - 46}" width="240" height="32" rx="4" '
+        f'fill="#ede7f6" stroke="#4527a0"/>'
+        f'<text x="{peer_x}" y="{_TOP - 34}" text-anchor="middle" fill="{_INK}" '
+        f'font-weight="bold">{_x(_shorten(name, 30))}</text>'
+        f'<text x="{peer_x}" y="{_TOP - 20}" text-anchor="middle" fill="{_GREY}">'
+        f"{_x(_shorten(where, 32))}</text></g>"
+    )
+    return out
+
+
+def _gap(gap: _Gap, top: int, layout: _Layout) -> str:
+    """The row that stands for events left out."""
+    x = layout.lane_x[layout.lane_of.get(gap.connection, 0)] if gap.connection else _LANE_X
+    return (
+        f'<g class="gap" data-connection="{gap.connection}" '
+        f'data-omitted="{gap.omitted}"><title>{_x(gap.text)}</title>'
+        f'<rect x="{_TIME_X + 6}" y="{top + 3}" width="{layout.width - _TIME_X - 12}" '
+        f'height="{_ROW - 6}" fill="#eceff1" stroke="{_GREY}" stroke-dasharray="3 3"/>'
+        f'<text x="{x + 8}" y="{top + _ROW // 2 + 4}" fill="{_INK}" {_HALO}>'
+        f"{_x(f'... {gap.omitted:,} events not kept (over the transcript budget)')}</text></g>"
+    )
+
+
+def _event(event: Event, index: int, top: int, layout: _Layout) -> str:
+    """One event's row: a ``<g>`` with its hover text, time, arrow or mark, label, note."""
+    mid = top + _ROW // 2
+    lane = layout.lane_of.get(event.connection, 0)
+    x = layout.lane_x[lane] if event.connection else layout.peer_x
+    peer_x, width = layout.peer_x, layout.width
+    category = _category(event)
+    color, marker = {"problem": (_RED, "red"), "fault": (_ORANGE, "orange")}.get(
+        category, (_INK, "ink")
+    )
+    classes = " ".join(filter(None, ["event", f"kind-{event.kind}", category]))
+    attrs = (
+        f'class="{_x(classes)}" data-event="{index}" data-kind="{_x(event.kind)}" '
+        f'data-connection="{event.connection}"'
+    )
+    if category == "problem":
+        attrs += ' data-problem="true"'
+    line = _line(event, layout.zero, times=layout.times, addresses=layout.addresses)
+    fill = {
+        "problem": '"#ffebee" fill-opacity="0.75"',
+        "fault": '"#fff3e0" fill-opacity="0.75"',
+    }.get(category, '"#ffffff" fill-opacity="0"')
+    parts = [
+        f"<g {attrs}>",
+        f"<title>{_x(line)}</title>",
+        f'<rect x="{_TIME_X + 6}" y="{top + 1}" width="{width - _TIME_X - 12}" '
+        f'height="{_ROW - 2}" fill={fill}/>',
+    ]
+    if layout.times:
+        stamp = f"{(event.at - layout.zero) * 1000:.3f}"
+        parts.append(
+            f'<text x="{_TIME_X}" y="{mid + 4}" text-anchor="end" fill="{_GREY}">{stamp}</text>'
+        )
+    shared = bool(event.connection) and len(layout.members[lane]) > 1
+    tag = f"#{event.connection} " if shared else ""
+    label = _label(event)
+    note = _note(event, addresses=layout.addresses)
+    weight = ' font-weight="bold"' if category == "problem" else ""
+    if event.kind in _TO_PEER or event.kind in _TO_CLIENT:
+        start, end = (x, peer_x) if event.kind in _TO_PEER else (peer_x, x)
+        dash = ' stroke-dasharray="6 4"' if event.kind == "dropped" else ""
+        if event.kind == "dropped":  # kept from being sent: it stops halfway
+            end = (start + end) // 2
+        crossed = event.kind in ("dropped", "unexpected")  # it ends in a cross, no head
+        head = "" if crossed else f' marker-end="url(#fp-{marker})"'
+        parts.append(
+            f'<line x1="{start}" y1="{mid + 3}" x2="{end}" y2="{mid + 3}" stroke="{color}" '
+            f'stroke-width="1.5"{head}{dash}/>'
+        )
+        if crossed:
+            parts.append(
+                f'<text x="{end - 5 if end > start else end + 5}" y="{mid + 8}" '
+                f'text-anchor="middle" fill="{color}" font-size="15" font-weight="bold">'
+                "✕</text>"
+            )
+        if event.kind not in ("received", "sent", "matched"):
+            label = f"{event.kind} {label}"
+        parts.append(
+            f'<text x="{x + 8}" y="{mid - 1}" fill="{color}"{weight} {_HALO}>'
+            f"{_x(_shorten(tag + label, LABEL_CHARS + 12))}</text>"
+        )
+    else:
+        mark = _MARKS.get(event.kind, "●")
+        parts.append(
+            f'<text x="{x}" y="{mid + 5}" text-anchor="middle" fill="{color}" '
+            f'font-size="14" {_HALO}>{mark}</text>'
+        )
+        text = tag + (event.kind if not label else f"{event.kind} {label}")
+        if event.connection:
+            parts.append(
+                f'<text x="{x + 12}" y="{mid + 4}" fill="{color}"{weight} {_HALO}>'
+                f"{_x(_shorten(text, LABEL_CHARS))}</text>"
+            )
+        else:
+            note = f"{text} {note}".strip()
+    if note:
+        parts.append(
+            f'<text x="{peer_x + 14}" y="{mid + 4}" fill="{color if category else _GREY}" '
+            f"{_HALO}>{_x(_shorten(note, NOTE_CHARS))}</text>"
+        )
+    parts.append("</g>")
+    return "".join(parts)
+
+
+_CSS: Final = """\
+body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 1.5em;
+  color: #263238; background: #fafafa; }
+h1 { font-size: 1.3em; margin: 0 0 .2em; }
+p.where { color: #607d8b; margin: 0 0 1em; }
+pre.diagnosis { background: #ffebee; border-left: 4px solid #c62828; padding: .8em 1em;
+  white-space: pre-wrap; overflow-x: auto; }
+div.diagram { overflow-x: auto; background: #ffffff; border: 1px solid #cfd8dc; }
+svg.fakepeer-diagram g.event:hover > rect:first-of-type { fill: #fff9c4; fill-opacity: 1; }
+p.hint { color: #607d8b; font-size: .9em; }
+"""
+
+
+def html(
+    transcript: Transcript,
+    *,
+    diagnosis: str | None = None,
+    times: bool = True,
+    addresses: bool = True,
+) -> str:
+    """A self-contained HTML page: the peer's name and address as its title, ``diagnosis``
+    (preformatted) if given, and :func:`svg` of the transcript."""
+    name, where = _title(transcript, addresses=addresses)
+    heading = f"{name} {where}".strip()
+    body = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        '<head><meta charset="utf-8">',
+        f"<title>{_x(heading)}</title>",
+        f"<style>\n{_CSS}</style></head>",
+        "<body>",
+        f"<h1>{_x(name)}</h1>",
+    ]
+    if where:
+        body.append(f'<p class="where">{_x(where)}</p>')
+    if diagnosis:
+        body.append(f'<pre class="diagnosis">{_x(diagnosis)}</pre>')
+    body.append(
+        '<p class="hint">One row per event, times in ms since the peer started; hover over '
+        "a row for the whole message (a hexdump when it is binary).</p>"
+    )
+    body.append(f'<div class="diagram">\n{svg(transcript, times=times, addresses=addresses)}</div>')
+    body.append("</body>\n</html>\n")
+    return "\n".join(body)
+
+
+#: Characters Mermaid would read as syntax, as its entity codes.
+_MERMAID: Final = {ord(c): f"#{ord(c)};" for c in '#;%<>&"`{}'}
+_MERMAID_ALIAS: Final = {**_MERMAID, ord(":"): "#58;", ord(","): "#44;", ord("-"): "#45;"}
+
+
+#: What would end a line of Mermaid (or of Python's ``splitlines()``), or is no character.
+_MERMAID_BREAKS: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def _m(text: str, table: dict[int, str] = _MERMAID) -> str:
+    return _MERMAID_BREAKS.sub(lambda m: f"#{ord(m[0])};", text.translate(table))
+
+
+def mermaid(transcript: Transcript, *, times: bool = True, addresses: bool = True) -> str:
+    """The transcript as Mermaid ``sequenceDiagram`` text: a header (the participants: one
+    per client lifeline, then the peer), then exactly one line per event kept and per gap.
+    Text that Mermaid would read as syntax is written as its entity codes (``#35;``)."""
+    rows = _rows(transcript)
+    lane_of, members = _lanes(rows)
+    zero = transcript.started or 0.0
+    name, where = _title(transcript, addresses=addresses)
+    lines = ["sequenceDiagram"]
+    for lane, numbers in enumerate(members):
+        lines.append(
+            f"    participant c{lane} as {_m('client ' + _lane_name(numbers), _MERMAID_ALIAS)}"
+        )
+    peer = _m(f"{name} {where}".strip(), _MERMAID_ALIAS)
+    lines.append(f"    participant peer as {peer}")
+    for _, row in rows:
+        who = f"c{lane_of[row.connection]}" if row.connection else "peer"
+        if isinstance(row, _Gap):
+            lines.append(f"    Note over {who}: {_m(row.text)}")
+            continue
+        event = row
+        stamp = f"{(event.at - zero) * 1000:.3f} ms " if times else ""
+        tag = (
+            f"#{event.connection} "
+            if row.connection and len(members[lane_of[row.connection]]) > 1
+            else ""
+        )
+        label = _label(event)
+        note = _note(event, addresses=addresses)
+        problem = is_problem(event)
+        text = " ".join(filter(None, [label, _shorten(note, NOTE_CHARS)]))
+        if event.kind in _TO_PEER or event.kind in _TO_CLIENT:
+            if event.kind not in ("received", "sent", "matched"):
+                text = f"{event.kind} {text}"
+            arrow = "-x" if problem else "->>"
+            if event.kind == "dropped":
+                arrow = "--x"
+            ends = (who, "peer") if event.kind in _TO_PEER else ("peer", who)
+            lines.append(f"    {ends[0]}{arrow}{ends[1]}: {_m(stamp + tag + text)}")
+        else:
+            mark = "✖ " if problem else ("⚡ " if event.kind == "fault" else "")
+            text = f"{mark}{tag}{event.kind} {text}".rstrip()
+            lines.append(f"    Note over {who}: {_m(stamp + text)}")
+    return "\n".join(lines) + "\n"
