@@ -175,6 +175,13 @@ def _resolve_private(app: Any, env: Any, node: Any, contnode: Any) -> Any:
 
 
 def setup(app: Any) -> None:
+    # The README's and the diagrams page's ```mermaid blocks render as diagrams on GitHub; the
+    # site shows them as text next to the SVG the code made (Mermaid's renderer is JavaScript
+    # fetched from a CDN, and the site is built and read offline).
+    from pygments.lexers.special import TextLexer
+    from sphinx.highlighting import lexers
+
+    lexers["mermaid"] = TextLexer()
     app.connect("missing-reference", _resolve_private)
     app.connect("source-read", _source_read)
     app.connect("include-read", _include_read)
