@@ -18,6 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pygments.lexers.special import TextLexer
+from sphinx.highlighting import lexers
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))  # document this checkout, not an installed copy
 
@@ -178,9 +181,6 @@ def setup(app: Any) -> None:
     # The README's and the diagrams page's ```mermaid blocks render as diagrams on GitHub; the
     # site shows them as text next to the SVG the code made (Mermaid's renderer is JavaScript
     # fetched from a CDN, and the site is built and read offline).
-    from pygments.lexers.special import TextLexer
-    from sphinx.highlighting import lexers
-
     lexers["mermaid"] = TextLexer()
     app.connect("missing-reference", _resolve_private)
     app.connect("source-read", _source_read)

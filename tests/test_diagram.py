@@ -552,3 +552,14 @@ def test_the_readme_picture_is_current(pytester: pytest.Pytester) -> None:
         assert normalise(readme_mermaid(document)) == normalise(mermaid), (
             f"the Mermaid block of {document.name} {stale}"
         )
+    # The report the README shows above the picture: the same run's fakepeer section.
+    output = result.stdout.str()
+    start = output.index("----- fakepeer 'fake peer' -----")
+    start = output.rindex("\n", 0, start) + 1
+    section = output[start : output.index("\nsequence diagram: ", start)].rstrip() + "\n"
+    found = re.search(r"^(-+ fakepeer 'fake peer' -+\n.*?)^```", readme, re.M | re.S)
+    assert found is not None, "README.md shows no fakepeer report section"
+    aligned = re.compile(r"^ +T ms", re.M)  # the times are right-aligned: 9.999 ms, 10.000 ms
+    assert aligned.sub("T ms", normalise(found[1])) == aligned.sub("T ms", normalise(section)), (
+        f"README.md's report of the USER bob run is out of date; the run shows:\n{section}"
+    )
