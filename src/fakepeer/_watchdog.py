@@ -26,7 +26,18 @@ whose loop blocked.
 every 25 ms). A source is blocked when its mark is older than the limit, is from the phase
 being watched (a loop blocked since an earlier test is not this test's), and it is still
 running (for a selector: its own loop is in a step on that thread, not merely some loop),
-seen twice in a row a few milliseconds apart.
+seen twice in a row a few milliseconds apart. Between phases the thread sleeps;
+:meth:`Watchdog.watch`
+wakes it.
+
+**The guarantee.** A block shorter than the limit never fails a phase. A block longer than
+the limit fails the phase in which it began, every time, when (a) it lasts longer than the
+limit plus :func:`margin` (three look intervals: 15 ms at a limit of 0.05 s, 75 ms from
+0.5 s up) and the machine lets the watchdog's thread run, or (b) it is a step of an asyncio
+loop on a watched selector that ends within the phase: the selector measures each step
+itself when its loop gets back to the I/O wait, so a busy machine cannot hide it. Once the
+thread has seen a block, the verdict stands even if the block ends, or the phase does, while
+the stacks are sampled (:meth:`Watchdog.unwatch` waits for that diagnosis).
 
 **Diagnosing.** :mod:`._stacks` samples the source's thread a few times, and
 :func:`._diagnosis.describe` says what the samples show.
@@ -44,6 +55,7 @@ is interrupted again every limit; ending the process is opt-in (``exit_after``).
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import selectors
 import signal
@@ -111,6 +123,12 @@ def margin(limit: float) -> float:
     return 3 * look_interval(limit)
 
 
+#: The end of the report on a block that the watchdog's thread did not see while it lasted.
+UNSEEN: Final = (
+    "\n  seen:        only when the loop got back to its I/O wait: the loop watchdog's thread "
+    "did not look in time (a busy machine delays it), so there is no stack to show"
+)
+
 #: Seconds :meth:`Watchdog.unwatch` waits at most for a diagnosis under way.
 DIAGNOSIS_WAIT: Final = 1.0
 
@@ -154,6 +172,23 @@ def _snapshot() -> list[Source]:
     return found
 
 
+class _LateSteps:
+    """What a watched selector calls when its loop comes back from a step longer than
+    :attr:`limit` (infinite while no phase is watched): the watchdog then fails the phase
+    even if its thread did not see the block in time (a busy machine delays it)."""
+
+    limit: float = math.inf
+    watchdog: Watchdog | None = None
+
+    def __call__(self, selector: Any, since: float) -> None:
+        watchdog = self.watchdog
+        if watchdog is not None:
+            watchdog._late_step(selector, since, clock())
+
+
+_late_steps: Final = _LateSteps()
+
+
 def _watched_selector(base: type[selectors.BaseSelector]) -> type[selectors.BaseSelector]:
     """A subclass of ``base`` whose ``select`` keeps the loop's busy mark and thread; its
     helpers are bound as default arguments, so the hot path does no global lookups."""
@@ -177,7 +212,11 @@ def _watched_selector(base: type[selectors.BaseSelector]) -> type[selectors.Base
             _select: Any = base_select,
             _clock: Callable[[], float] = clock,
             _ident: Callable[[], int] = _ident,
+            _late: _LateSteps = _late_steps,
         ) -> list[Any]:
+            busy = self.busy  # the step that ends here began then
+            if busy is not None and _clock() - busy > _late.limit:
+                _late(self, busy)
             self.busy = None
             try:
                 return _select(self, timeout)  # type: ignore[no-any-return]
@@ -441,6 +480,9 @@ def _with_heartbeat(run_forever: Callable[..., Any]) -> Callable[..., Any]:
         finally:
             if heartbeat is not None:
                 heartbeat.close()
+            selector = getattr(self, "_selector", None)
+            if isinstance(selector, _Marked):  # stopped: not busy until it runs again
+                selector.busy = None  # type: ignore[attr-defined]
 
     return _like(run_forever_watched, run_forever)  # type: ignore[no-any-return]
 
@@ -486,6 +528,9 @@ class Watchdog:
         self._generation = 0  # one more at each watch(): which phase a diagnosis is for
         self._idle = threading.Event()  # clear while the thread diagnoses a block
         self._idle.set()
+        # steps that took longer than the limit, seen by their loop when they ended
+        self._late: list[tuple[Source, float, float, int]] = []  # source, since, end, phase
+        self._excused: dict[Source, float] = {}  # a debugger stopped the loop at that mark
         self._sent = 0  # our signals not handled yet
         # source -> (its mark, its first alarm, how many since): once per limit, per source
         self._alarms: dict[Source, tuple[float, float, int]] = {}
@@ -565,6 +610,8 @@ class Watchdog:
         self._generation += 1
         self._pending = None
         self._alarms.clear()
+        self._late.clear()
+        self._excused.clear()
         if test != self._test:  # a new test: loops made from now on are its own
             self._test, self._test_started = test, clock()
         self._retake_signal()
@@ -574,16 +621,44 @@ class Watchdog:
         if limit:
             Heartbeat.every = min(max(limit / 25, 0.002), 0.02)
         self._limit = limit
+        _late_steps.watchdog = self
+        _late_steps.limit = limit or math.inf
         self._wake.set()  # its first look is one look interval from now, not later
 
     def unwatch(self) -> None:
         """Stop watching (between phases). A block the thread has seen by now is reported
         for this phase: this waits (a few milliseconds, at most :data:`DIAGNOSIS_WAIT`) for
         a diagnosis under way, even if the loop moved on meanwhile."""
-        self._limit = 0.0
+        limit, self._limit = self._limit, 0.0
+        _late_steps.limit = math.inf
         self._pending = None
         self._idle.wait(DIAGNOSIS_WAIT)
         self._pending = None  # a signal sent meanwhile finds no phase to interrupt
+        late, self._late = self._late, []
+        for source, since, ended, generation in late:
+            if generation != self._generation or self._excused.get(source) == since:
+                continue
+            if self._alarms.get(source, (None,))[0] == since:
+                continue  # the thread saw it, and reported it with its stack
+            self._alarms[source] = (since, ended, 1)
+            self._report(
+                describe(
+                    [],
+                    blocked_for=ended - since,
+                    limit=limit,
+                    where=self._where,
+                    loop=source.label(),
+                )
+                + UNSEEN
+            )
+
+    def _late_step(self, source: Source, since: float, ended: float) -> None:
+        """From a loop's thread: its step since ``since`` took longer than the limit."""
+        if since < self._phase or not self._limit:
+            return  # from before the phase: not this phase's
+        if source.thread != _MAIN and _made(source) < self._test_started:
+            return  # a loop on a thread of a fixture from before this test
+        self._late.append((source, since, ended, self._generation))
 
     # -- signals ---------------------------------------------------------------------------
 
@@ -655,6 +730,7 @@ class Watchdog:
         now = clock()
         thread = source.thread
         if _stacks.debugger_on_stack(thread):
+            self._excused[source] = since  # its end is not a late step either
             return
         previous = self._alarms.get(source)
         if previous is not None and previous[0] == since:
