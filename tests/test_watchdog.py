@@ -416,7 +416,7 @@ def test_code_that_swallows_the_interruption_ends_the_run_only_when_asked(
 #: A small limit, so that hundreds of blocks take a few seconds; each block lasts twice the
 #: limit, more than ``limit + margin(limit)`` (45 ms here), the documented guarantee.
 SHORT_LIMIT = 0.03
-MANY = 100  # tests, each blocking twice: in its body and in its fixture's teardown
+MANY = 60  # tests, each blocking twice: in its body and in its fixture's teardown
 
 MANY_BLOCKS = f"""\
 import time
