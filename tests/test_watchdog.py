@@ -409,3 +409,90 @@ def test_code_that_swallows_the_interruption_ends_the_run_only_when_asked(
         ]
     )
     assert elapsed < 30
+
+
+# -- every block over the limit (plus the margin) fails its phase, every time -----------------
+
+#: A small limit, so that hundreds of blocks take a few seconds; each block lasts twice the
+#: limit, more than ``limit + margin(limit)`` (45 ms here), the documented guarantee.
+SHORT_LIMIT = 0.03
+MANY = 60  # tests, each blocking twice: in its body and in its fixture's teardown
+
+MANY_BLOCKS = f"""\
+import time
+
+import pytest
+import pytest_asyncio
+
+BLOCK = {2 * SHORT_LIMIT}
+
+
+@pytest_asyncio.fixture
+async def blocks_at_teardown():
+    yield
+    time.sleep(BLOCK)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("n", range({MANY}))
+async def test_blocks(n, blocks_at_teardown):
+    time.sleep(BLOCK)
+"""
+
+
+def blamed(out: str, outcome: str) -> set[str]:
+    """The tests whose ``outcome`` (FAILED, ERROR) in the short summary is a LoopBlocked."""
+    return set(re.findall(rf"^{outcome} \S+::(\S+) - fakepeer\.LoopBlocked", out, re.M))
+
+
+def test_every_block_twice_the_limit_fails_its_phase(session: pytest.Pytester) -> None:
+    session.makepyfile(test_many=MANY_BLOCKS)
+    result = session.runpytest_subprocess(
+        f"--loop-watchdog={SHORT_LIMIT}", "-rfE", "-p", "no:randomly"
+    )
+    out = result.stdout.str()
+    everyone = {f"test_blocks[{n}]" for n in range(MANY)}
+    assert everyone - blamed(out, "FAILED") == set(), "blocks of the body not caught"
+    assert everyone - blamed(out, "ERROR") == set(), "blocks at teardown not caught"
+    result.assert_outcomes(failed=MANY, errors=MANY)
+
+
+@pytest.mark.parametrize("run", range(3))
+def test_the_first_test_of_the_session_is_caught_too(session: pytest.Pytester, run: int) -> None:
+    # The watchdog installs itself when the first test starts: its thread, its caches.
+    session.makepyfile(
+        test_first=f"""
+        import time, pytest
+
+        @pytest.mark.asyncio
+        async def test_first():
+            time.sleep({2 * SHORT_LIMIT})
+        """
+    )
+    result = session.runpytest_subprocess(f"--loop-watchdog={SHORT_LIMIT}", "-rfE")
+    assert blamed(result.stdout.str(), "FAILED") == {"test_first"}
+
+
+def test_a_block_the_thread_could_not_see_is_measured_by_the_loop(session: pytest.Pytester) -> None:
+    # One C call that holds the GIL all along: the watchdog's thread cannot look (nor can a
+    # signal handler run) until it returns; the loop's selector measures the step itself.
+    session.makepyfile(
+        test_gil="""
+        import pytest
+
+        @pytest.mark.asyncio
+        async def test_holds_the_gil():
+            sum(range(40_000_000))
+        """
+    )
+    result = session.runpytest_subprocess("--loop-watchdog=0.05", "-rfE")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E   fakepeer.LoopBlocked: the event loop was blocked for * s (the loop watchdog "
+            "allows 0.05 s) during call of test_gil.py::test_holds_the_gil",
+            "*  seen:        only when the loop got back to its I/O wait: the loop "
+            "watchdog's thread did not look in time (a busy machine delays it), so there is "
+            "no stack to show",
+        ]
+    )

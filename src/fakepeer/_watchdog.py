@@ -26,7 +26,18 @@ whose loop blocked.
 every 25 ms). A source is blocked when its mark is older than the limit, is from the phase
 being watched (a loop blocked since an earlier test is not this test's), and it is still
 running (for a selector: its own loop is in a step on that thread, not merely some loop),
-seen twice in a row a few milliseconds apart.
+seen twice in a row a few milliseconds apart. Between phases the thread sleeps;
+:meth:`Watchdog.watch`
+wakes it.
+
+**The guarantee.** A block shorter than the limit never fails a phase. A block longer than
+the limit fails the phase in which it began, every time, when (a) it lasts longer than the
+limit plus :func:`margin` (three look intervals: 15 ms at a limit of 0.05 s, 75 ms from
+0.5 s up) and the machine lets the watchdog's thread run, or (b) it is a step of an asyncio
+loop on a watched selector that ends within the phase: the selector measures each step
+itself when its loop gets back to the I/O wait, so a busy machine cannot hide it. Once the
+thread has seen a block, the verdict stands even if the block ends, or the phase does, while
+the stacks are sampled (:meth:`Watchdog.unwatch` waits for that diagnosis).
 
 **Diagnosing.** :mod:`._stacks` samples the source's thread a few times, and
 :func:`._diagnosis.describe` says what the samples show.
@@ -44,6 +55,7 @@ is interrupted again every limit; ending the process is opt-in (``exit_after``).
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import selectors
 import signal
@@ -97,6 +109,30 @@ def parse_signal(value: str) -> signal.Signals:
     return chosen
 
 
+def look_interval(limit: float) -> float:
+    """Seconds between the watchdog thread's looks at the loops, for a limit of ``limit``
+    seconds: a twentieth of it, at least 5 ms and at most 25 ms."""
+    return min(max(limit / 20, 0.005), 0.025)
+
+
+def margin(limit: float) -> float:
+    """How much longer than ``limit`` seconds a loop may stay blocked before the watchdog is
+    sure to have seen it: three look intervals (:func:`look_interval`), one to come to the
+    next look, one for the look that confirms it, one for a mark that lags the block (a
+    heartbeat's, a trio step's); 15 ms for a limit of 0.05 s, 75 ms from 0.5 s up."""
+    return 3 * look_interval(limit)
+
+
+#: The end of the report on a block that the watchdog's thread did not see while it lasted.
+UNSEEN: Final = (
+    "\n  seen:        only when the loop got back to its I/O wait: the loop watchdog's thread "
+    "did not look in time (a busy machine delays it), so there is no stack to show"
+)
+
+#: Seconds :meth:`Watchdog.unwatch` waits at most for a diagnosis under way.
+DIAGNOSIS_WAIT: Final = 1.0
+
+
 # -- the sources ------------------------------------------------------------------------------
 
 
@@ -136,6 +172,23 @@ def _snapshot() -> list[Source]:
     return found
 
 
+class _LateSteps:
+    """What a watched selector calls when its loop comes back from a step longer than
+    :attr:`limit` (infinite while no phase is watched): the watchdog then fails the phase
+    even if its thread did not see the block in time (a busy machine delays it)."""
+
+    limit: float = math.inf
+    watchdog: Watchdog | None = None
+
+    def __call__(self, selector: Any, since: float) -> None:
+        watchdog = self.watchdog
+        if watchdog is not None:
+            watchdog._late_step(selector, since, clock())
+
+
+_late_steps: Final = _LateSteps()
+
+
 def _watched_selector(base: type[selectors.BaseSelector]) -> type[selectors.BaseSelector]:
     """A subclass of ``base`` whose ``select`` keeps the loop's busy mark and thread; its
     helpers are bound as default arguments, so the hot path does no global lookups."""
@@ -159,7 +212,11 @@ def _watched_selector(base: type[selectors.BaseSelector]) -> type[selectors.Base
             _select: Any = base_select,
             _clock: Callable[[], float] = clock,
             _ident: Callable[[], int] = _ident,
+            _late: _LateSteps = _late_steps,
         ) -> list[Any]:
+            busy = self.busy  # the step that ends here began then
+            if busy is not None and _clock() - busy > _late.limit:
+                _late(self, busy)
             self.busy = None
             try:
                 return _select(self, timeout)  # type: ignore[no-any-return]
@@ -423,6 +480,9 @@ def _with_heartbeat(run_forever: Callable[..., Any]) -> Callable[..., Any]:
         finally:
             if heartbeat is not None:
                 heartbeat.close()
+            selector = getattr(self, "_selector", None)
+            if isinstance(selector, _Marked):  # stopped: not busy until it runs again
+                selector.busy = None  # type: ignore[attr-defined]
 
     return _like(run_forever_watched, run_forever)  # type: ignore[no-any-return]
 
@@ -453,6 +513,8 @@ class Watchdog:
         self._where = ""
         self._phase = 0.0  # when the watched phase began
         self._stop = threading.Event()
+        # set by watch() and uninstall(): the thread must not sleep through a phase's start
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._previous_selector: type[selectors.BaseSelector] | None = None
         self._previous_handler: Any = None
@@ -463,6 +525,12 @@ class Watchdog:
         self._test_started = 0.0
         self._patches = _Patches()
         self._pending: tuple[str, Source, float] | None = None  # diagnosis, source, mark
+        self._generation = 0  # one more at each watch(): which phase a diagnosis is for
+        self._idle = threading.Event()  # clear while the thread diagnoses a block
+        self._idle.set()
+        # steps that took longer than the limit, seen by their loop when they ended
+        self._late: list[tuple[Source, float, float, int]] = []  # source, since, end, phase
+        self._excused: dict[Source, float] = {}  # a debugger stopped the loop at that mark
         self._sent = 0  # our signals not handled yet
         # source -> (its mark, its first alarm, how many since): once per limit, per source
         self._alarms: dict[Source, tuple[float, float, int]] = {}
@@ -500,6 +568,7 @@ class Watchdog:
         if thread is None:
             return
         self._stop.set()
+        self._wake.set()
         thread.join(5)
         if self._previous_selector is not None:
             selectors.DefaultSelector = self._previous_selector  # type: ignore[misc,assignment]
@@ -538,8 +607,11 @@ class Watchdog:
     def watch(self, limit: float, where: str, *, test: str = "") -> None:
         """Watch from now on, with ``limit`` seconds (0 = not at all); ``where`` names the
         phase in the reports."""
+        self._generation += 1
         self._pending = None
         self._alarms.clear()
+        self._late.clear()
+        self._excused.clear()
         if test != self._test:  # a new test: loops made from now on are its own
             self._test, self._test_started = test, clock()
         self._retake_signal()
@@ -549,11 +621,44 @@ class Watchdog:
         if limit:
             Heartbeat.every = min(max(limit / 25, 0.002), 0.02)
         self._limit = limit
+        _late_steps.watchdog = self
+        _late_steps.limit = limit or math.inf
+        self._wake.set()  # its first look is one look interval from now, not later
 
     def unwatch(self) -> None:
-        """Stop watching (between phases)."""
-        self._limit = 0.0
+        """Stop watching (between phases). A block the thread has seen by now is reported
+        for this phase: this waits (a few milliseconds, at most :data:`DIAGNOSIS_WAIT`) for
+        a diagnosis under way, even if the loop moved on meanwhile."""
+        limit, self._limit = self._limit, 0.0
+        _late_steps.limit = math.inf
         self._pending = None
+        self._idle.wait(DIAGNOSIS_WAIT)
+        self._pending = None  # a signal sent meanwhile finds no phase to interrupt
+        late, self._late = self._late, []
+        for source, since, ended, generation in late:
+            if generation != self._generation or self._excused.get(source) == since:
+                continue
+            if self._alarms.get(source, (None,))[0] == since:
+                continue  # the thread saw it, and reported it with its stack
+            self._alarms[source] = (since, ended, 1)
+            self._report(
+                describe(
+                    [],
+                    blocked_for=ended - since,
+                    limit=limit,
+                    where=self._where,
+                    loop=source.label(),
+                )
+                + UNSEEN
+            )
+
+    def _late_step(self, source: Source, since: float, ended: float) -> None:
+        """From a loop's thread: its step since ``since`` took longer than the limit."""
+        if since < self._phase or not self._limit:
+            return  # from before the phase: not this phase's
+        if source.thread != _MAIN and _made(source) < self._test_started:
+            return  # a loop on a thread of a fixture from before this test
+        self._late.append((source, since, ended, self._generation))
 
     # -- signals ---------------------------------------------------------------------------
 
@@ -561,9 +666,15 @@ class Watchdog:
         if self._sent > 0:
             self._sent -= 1
             pending, self._pending = self._pending, None
-            # Only if the loop is still stuck where it was diagnosed: had it moved on
-            # meanwhile, raising here would hit whatever code runs now.
-            if pending is not None and pending[1].busy == pending[2]:
+            # Only in the phase, and if the loop is still stuck where it was diagnosed: had
+            # it moved on meanwhile, raising here would hit whatever code runs now (the
+            # phase fails all the same: the diagnosis is in its report already).
+            if (
+                pending is not None
+                and self._limit
+                and pending[1].busy == pending[2]
+                and pending[1].running()
+            ):
                 raise Interrupt(pending[0])
             return
         _pass_on(self._previous_handler, signum, frame)
@@ -574,12 +685,18 @@ class Watchdog:
         seen: dict[Source, float] = {}  # a source's mark seen blocked on the last look
         while not self._stop.is_set():
             limit = self._limit
-            interval = min(max(limit / 20, 0.005), 0.025) if limit else 0.05
+            if not limit:  # between phases: idle until watch() (or uninstall()) wakes it
+                seen.clear()
+                self._wake.wait()
+                self._wake.clear()
+                continue
+            interval = look_interval(limit)
             # to confirm a new sight, look again soon
             new = any(self._alarms.get(s, (None,))[0] != mark for s, mark in seen.items())
-            self._stop.wait(min(interval, 0.005) if new else interval)
+            self._wake.wait(min(interval, 0.005) if new else interval)
+            self._wake.clear()
+            limit, generation = self._limit, self._generation  # the phase may have changed
             if not limit or self._stop.is_set():
-                seen.clear()
                 continue
             now = clock()
             confirmed: dict[Source, float] = {}
@@ -592,34 +709,47 @@ class Watchdog:
                 if not source.running():
                     continue
                 if seen.get(source) == since:
-                    self._alarm(source, since, limit)
+                    self._alarm(source, since, limit, generation)
                 else:
                     confirmed[source] = since  # confirm on the next look
             seen = confirmed
 
-    def _alarm(self, source: Source, since: float, limit: float) -> None:
+    def _alarm(self, source: Source, since: float, limit: float, generation: int) -> None:
+        """``source`` has been seen blocked since ``since`` on two looks: report it for the
+        phase ``generation`` (once per block), and interrupt the test (once per limit).
+        The block is a fact from here on: the phase fails even if the loop moves on, or the
+        phase ends, while the diagnosis is made (:meth:`unwatch` waits for it)."""
+        self._idle.clear()
+        try:
+            if self._generation == generation and self._limit:  # else the phase is over
+                self._alarm_in_phase(source, since, limit, generation)
+        finally:
+            self._idle.set()
+
+    def _alarm_in_phase(self, source: Source, since: float, limit: float, generation: int) -> None:
         now = clock()
         thread = source.thread
         if _stacks.debugger_on_stack(thread):
+            self._excused[source] = since  # its end is not a late step either
             return
         previous = self._alarms.get(source)
         if previous is not None and previous[0] == since:
             _, first, count = previous
             if self._exit_after is not None and now - first > self._exit_after:
-                self._give_up(source, now - since)
+                self._give_up(source, since, now - since)
                 return
             if now - first < count * limit:
                 return  # interrupted already: again once per limit
         else:
             first, count = now, 0
-        samples = _samples(source)
+        samples, seen = _samples(source, since, min(look_interval(limit), 0.02))
         if isinstance(source, _HubSource) and not any(s.user for s in samples):
             return  # the hub is busy in fakepeer's own work, not blocked by the script
-        if self._limit == 0 or source.busy != since:  # the phase ended, or it moved on
+        if self._generation != generation:  # unwatch() gave up waiting: too late to report
             return
         diagnosis = describe(
             samples,
-            blocked_for=now - since,
+            blocked_for=max(seen, now) - since,
             limit=limit,
             where=self._where,
             loop=source.label(),
@@ -628,15 +758,17 @@ class Watchdog:
         if previous is None or previous[0] != since:
             self._report(diagnosis)
         self._alarms[source] = (since, first, count + 1)
+        if not self._limit or source.busy != since:
+            return  # the phase ended or the loop moved on: nothing left to interrupt
         if self._signum is None or not _is_ours(signal.getsignal(self._signum), self):
             return  # the suite's own handler replaced ours: the report alone fails the phase
         self._pending = (diagnosis, source, since)
         self._sent += 1
         signal.pthread_kill(_MAIN, self._signum)
 
-    def _give_up(self, source: Source, blocked_for: float) -> None:
+    def _give_up(self, source: Source, since: float, blocked_for: float) -> None:
         diagnosis = describe(
-            _samples(source),
+            _samples(source, since, 0.02)[0],
             blocked_for=blocked_for,
             limit=self._limit,
             where=self._where,
@@ -662,15 +794,24 @@ def _made(source: Source) -> float:
     return clock() if made is None else float(made)
 
 
-def _samples(source: Source, count: int = 3) -> list[Sample]:
-    taken = []
+def _samples(
+    source: Source, since: float, gap: float, count: int = 3
+) -> tuple[list[Sample], float]:
+    """Up to ``count`` samples of ``source``'s thread, ``gap`` seconds apart, taken while it
+    stays blocked since ``since``; and when it was last seen so. A sample after which the
+    loop has moved on may show later code: it is dropped, and sampling stops there."""
+    taken: list[Sample] = []
+    seen = 0.0
     for index in range(count):
+        if index:
+            time.sleep(gap)
         sample = _stacks.sample(source.thread, source.task())
+        if source.busy != since or not source.running():
+            break
+        seen = clock()
         if sample is not None:
             taken.append(sample)
-        if index < count - 1:
-            time.sleep(0.02)
-    return taken
+    return taken, seen
 
 
 def _c_handler(signum: int) -> int | None:
