@@ -34,7 +34,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
 def upstream() -> Iterator[tuple[str, int]]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="upstream-http")
+    # serve_forever polls for shutdown every poll_interval (0.5 s by default): every test
+    # would wait that long in server.shutdown(), after its checks.
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.01}, name="upstream-http"
+    )
     thread.start()
     try:
         host, port = server.server_address[:2]
