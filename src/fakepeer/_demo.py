@@ -108,9 +108,10 @@ def _say(out: TextIO, text: str, indent: str = "   ") -> None:
 
 
 def _script_lines() -> list[str]:
-    """The body of :func:`_script`, as written."""
-    body = inspect.getsource(_script).splitlines()[1:]
-    return textwrap.dedent("\n".join(body)).splitlines()
+    """The body of :func:`_script`, as written, each line with its number in this file."""
+    lines, first = inspect.getsourcelines(_script)
+    body = textwrap.dedent("".join(lines[1:])).splitlines()
+    return [f"{first + 1 + n:>2}  {line}" for n, line in enumerate(body)]
 
 
 def run(out: TextIO) -> int:
@@ -138,8 +139,8 @@ def act_one(out: TextIO) -> None:
     _say(
         out,
         """
-        The code under test is a small key-value client (SET, GET, QUIT over a line protocol).
-        No real server runs: a fake peer plays one from this four-line script:
+        The code under test: a key-value client (SET, GET, QUIT over a line protocol). No real
+        server runs: a fake peer plays one from this script (the transcript names its lines):
 
         """,
     )
@@ -463,8 +464,8 @@ def act_three(out: TextIO) -> None:
     _say(
         out,
         """
-        Take away: a blocked event loop fails the test at once, naming the line, instead of
-        hanging the run; and a server in a test is one fixture argument away.
+        Take away: a blocked event loop fails the test as soon as the limit is up, naming the
+        line, instead of hanging the run; and a server in a test is one fixture argument away.
 
         """,
     )

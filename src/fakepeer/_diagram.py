@@ -283,6 +283,24 @@ class _Layout(NamedTuple):
 _HALO: Final = 'paint-order="stroke" stroke="#ffffff" stroke-width="4" stroke-linejoin="round"'
 
 
+def _room(events: list[Event], addresses: bool) -> tuple[int, int]:
+    """Pixels for the labels left of the peer's lifeline and the notes right of it: as much
+    as the longest text drawn there needs (an upper bound), between a floor that keeps the
+    peer's box in view and the room of the longest text allowed."""
+    longest_label = longest_note = 0
+    for event in events:
+        label = len(_label(event)) + len(event.kind) + 8  # "#N " and the kind before it
+        note = len(_note(event, addresses=addresses))
+        if event.connection:
+            longest_label = max(longest_label, label)
+        else:  # the peer's own events are written as notes
+            note += label + 1
+        longest_note = max(longest_note, note)
+    labels = int(min(longest_label, LABEL_CHARS + 12) * _CHAR) + 40
+    notes = int(min(longest_note, NOTE_CHARS) * _CHAR) + 30
+    return min(max(labels, 220), _LABELS), min(max(notes, 150), _NOTES)
+
+
 def svg(transcript: Transcript, *, times: bool = True, addresses: bool = True) -> str:
     """The transcript as a self-contained SVG document (see the module's documentation).
 
@@ -292,8 +310,9 @@ def svg(transcript: Transcript, *, times: bool = True, addresses: bool = True) -
     rows = _rows(transcript)
     lane_of, members = _lanes(rows)
     lanes = max(len(members), 1)
-    peer_x = _LANE_X + (lanes - 1) * _LANE_GAP + _LABELS
-    width = peer_x + _NOTES
+    labels, notes = _room([row for _, row in rows if not isinstance(row, _Gap)], addresses)
+    peer_x = _LANE_X + (lanes - 1) * _LANE_GAP + labels
+    width = peer_x + notes
     height = _TOP + max(len(rows), 1) * _ROW + 24
     lane_x = [_LANE_X + lane * _LANE_GAP for lane in range(lanes)]
     zero = transcript.started or 0.0
