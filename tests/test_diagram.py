@@ -230,6 +230,20 @@ def test_many_connections_share_eight_lifelines() -> None:
     assert len(mermaid_rows(transcript.to_mermaid())) == 80
 
 
+def test_the_columns_fit_what_they_show() -> None:
+    """Short messages make a narrow picture (it is scaled down to fit a page's column, and a
+    wide one would be unreadable); long ones widen it, up to the room of the longest label."""
+    short = Transcript("fake peer 'p'")
+    short.add(Event(0.001, 1, "received", b"PING"))
+    short.add(Event(0.002, 1, "sent", b"PONG"))
+    long = Transcript("fake peer 'p'")
+    long.add(Event(0.001, 1, "received", b"x" * 500, note="expect #1 " + "y" * 500))
+    narrow = int(parse_svg(short.to_svg()).get("width") or 0)
+    wide = int(parse_svg(long.to_svg()).get("width") or 0)
+    assert 500 < narrow < 700
+    assert narrow < wide < 1300
+
+
 KINDS = st.sampled_from(Transcript.KINDS)
 TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=30) | st.sampled_from(
     ['#1; %%{init}%% <br> & "x" end', "-> x", "\x00\x1b\ud800"]
