@@ -71,6 +71,29 @@ def demo() -> subprocess.CompletedProcess[str]:
     )
 
 
+def test_the_demo_reads_the_same_where_colour_is_forced() -> None:
+    """CI services set FORCE_COLOR or PY_COLORS; the demo reads pytest's output back, so the
+    pytest it runs must write plain text whatever they say."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("PYTEST_", "FAKEPEER_"))
+    }
+    env.update(FORCE_COLOR="1", PY_COLORS="1")
+    coloured = subprocess.run(
+        [sys.executable, "-m", "fakepeer", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    assert coloured.returncode == 0, coloured.stderr
+    assert "\x1b[" not in coloured.stdout
+    assert normalise(coloured.stdout) == GOLDEN.read_text(encoding="utf-8")
+
+
 def test_the_demo_succeeds_quietly(demo: subprocess.CompletedProcess[str]) -> None:
     assert demo.returncode == 0, demo.stderr
     assert demo.stderr == ""

@@ -339,8 +339,10 @@ class _Pytest:
         self.command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"]
         for plugin in plugins:
             self.command += ["-p", plugin]
-        self.env = dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
-        for name in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS", "FAKEPEER_LOOP_WATCHDOG"):
+        # Plain text to read back (PY_COLORS=0 wins over FORCE_COLOR and a terminal), and
+        # none of the user's own pytest settings.
+        self.env = dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", PY_COLORS="0")
+        for name in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS", "FAKEPEER_LOOP_WATCHDOG", "FORCE_COLOR"):
             self.env.pop(name, None)
 
     def __call__(self, name: str) -> str | None:
