@@ -115,7 +115,8 @@ def _script_lines() -> list[str]:
 
 
 def run(out: TextIO) -> int:
-    """Run the three acts, writing to ``out``; return the exit status (0)."""
+    """Run the three acts, writing to ``out``; return the exit status: 0, or 1 if the third
+    act's pytest runs did not go as it says (their whole output is shown)."""
     _say(
         out,
         """
@@ -126,11 +127,11 @@ def run(out: TextIO) -> int:
     )
     act_one(out)
     act_two(out)
-    act_three(out)
+    as_told = act_three(out)
     out.write(
         'Next: the README\'s "Ten lines" example, then docs/guides.md (guides and reference).\n'
     )
-    return 0
+    return 0 if as_told else 1
 
 
 def act_one(out: TextIO) -> None:
@@ -393,8 +394,10 @@ def _summary(output: str) -> str:
     return lines[-1].strip("= ") if lines else "(no output)"
 
 
-def act_three(out: TextIO) -> None:
-    """The seed's hanging test, failed at once by the loop watchdog; the fixed test passes."""
+def act_three(out: TextIO) -> bool:
+    """The seed's hanging test, failed at once by the loop watchdog; the fixed test passes.
+    False if pytest did not do what the act says (shown whole), True otherwise (skipped too:
+    the reason is said)."""
     out.write("3. The hang fakepeer was born from\n")
     _say(
         out,
@@ -418,13 +421,13 @@ def act_three(out: TextIO) -> None:
         out.write(
             "   Skipped: the loop watchdog is not available here (it needs POSIX signals).\n\n"
         )
-        return
+        return True
     if not _installed("pytest_asyncio"):
         out.write(
             "   Skipped: the seed's test needs pytest-asyncio, which is not installed\n"
             "   (pip install 'fakepeer[demo]').\n\n"
         )
-        return
+        return True
     seed, fixed = SEED, FIXED
     plugins = list(PLUGINS)
     if not _installed("pytest_timeout"):
@@ -451,7 +454,7 @@ def act_three(out: TextIO) -> None:
             if output is None or "Address already in use" not in output:
                 break
         if not _show(out, "test_seed.py", output, expect="error"):
-            return
+            return False
         _say(
             out,
             """
@@ -462,7 +465,7 @@ def act_three(out: TextIO) -> None:
         )
         _quote(out, FIXED.splitlines()[4:])
         if not _show(out, "test_fixed.py", pytest("test_fixed.py"), expect="passed"):
-            return
+            return False
     _say(
         out,
         """
@@ -471,6 +474,7 @@ def act_three(out: TextIO) -> None:
 
         """,
     )
+    return True
 
 
 def _show(out: TextIO, name: str, output: str | None, *, expect: str) -> bool:
