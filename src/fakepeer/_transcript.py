@@ -24,6 +24,9 @@ between and says so on one line where they were::
 (one line in the rendering). An event too large for the budget by itself keeps the first and
 the last bytes of its data and renders as ``'...'...'...' (N bytes in all, M not kept)``.
 The peer's own events (connection 0) have a budget of their own.
+
+A connection's bytes that are no message yet are in no event; :meth:`Transcript.with_pending`
+shows them as ``pending`` events after the others, as they stand when a report is made.
 """
 
 from __future__ import annotations
