@@ -85,6 +85,7 @@ EVERY_KIND = [
     (Event(1.020, 4, "lost", note="closed by the client"), False, False, False),
     (Event(1.021, 0, "fault", note="+ latency(0.1)"), False, True, False),
     (Event(1.022, 0, "error", note="accept() failed: EMFILE; retrying"), True, False, False),
+    (Event(1.023, 2, "pending", b"PIN", "(3 bytes, no whole message yet)"), True, False, True),
 ]
 
 

@@ -45,7 +45,7 @@ from ._errors import (
     UnmetExpectations,
 )
 from ._faults import Fault, FaultState, on_connect, shape
-from ._framing import Decoder, Framing
+from ._framing import Decoder, Delimited, Fixed, Framing, LengthPrefixed, Lines, StxEtx
 from ._matchers import NEED_MORE, Matched, Matcher
 from ._script import (
     START,
@@ -62,7 +62,7 @@ from ._script import (
     Send,
     Step,
 )
-from ._transcript import DEFAULT_BUDGET, Event, Transcript, show
+from ._transcript import DEFAULT_BUDGET, INLINE_LIMIT, Event, Transcript, show
 
 __all__ = [
     "Action",
@@ -85,6 +85,9 @@ SIMILARITY: Final = 0.6
 #: A client that sends more than this without completing a message fails the test, unless the
 #: framing sets its own ``max_length``.
 MAX_BUFFER: Final = 1 << 20
+
+#: Bytes of a connection's pending (unframed) bytes a report keeps: the first and the last.
+PENDING_LIMIT: Final = 4096
 
 
 class Await(NamedTuple):
@@ -141,6 +144,7 @@ class Connection:
         "received",
         "scanned",
         "script",
+        "since",
         "state",
         "write_closed",
     )
@@ -157,6 +161,7 @@ class Connection:
         self.io: ConnectionIO | None = None
         self.faults: FaultState | None = None
         self.buffer = bytearray()
+        self.since = 0.0  # when the oldest byte of buffer arrived (when it is not empty)
         self.decoder: Decoder | None = None  # cuts messages off buffer: Conversation.decoder
         # Raw: how much of buffer each incremental matcher saw when it last said NEED_MORE.
         self.scanned: dict[Matcher, int] | None = None
@@ -341,7 +346,13 @@ class Conversation:
 
     def receive(self, connection: Connection, data: bytes, at: float) -> list[Action]:
         """Bytes arrived on ``connection``; return what to do about them."""
+        buffer = connection.buffer
+        before = len(buffer)
         actions = self._receive(connection, data, at)
+        # Bytes left over: they came with data if the buffer was empty or a message was
+        # cut off it (the bytes before the end of that message were all taken).
+        if buffer and (not before or len(buffer) < before + len(data)):
+            connection.since = at
         return self._faulty(connection, actions, at)
 
     def _receive(self, connection: Connection, data: bytes, at: float) -> list[Action]:
@@ -529,6 +540,92 @@ class Conversation:
             f"  {line}" for line in lines
         )
         return UnmetExpectations(diagnosis, unmet=lines)
+
+    def pending(self, limit: int = PENDING_LIMIT) -> list[Event]:
+        """The bytes each connection received that are no message yet, one ``pending``
+        event per connection that holds any, in connection order (its time: when the oldest
+        of them arrived). ``data`` keeps at most ``limit`` bytes of them, the first and the
+        last (``size`` then says how many there are, as for an event cut by the
+        transcript's budget); the note says why they are no message yet, and what the peer
+        does with them. Recorded nowhere: a snapshot, for reports and diagrams."""
+        events = []
+        for connection in self.connections:
+            buffer = connection.buffer
+            if not buffer:
+                continue
+            count = len(buffer)
+            if count > limit:
+                front = (limit + 1) // 2
+                data = bytes(buffer[:front]) + bytes(buffer[count - (limit - front) :])
+                size = count
+            else:
+                data, size = bytes(buffer), -1
+            note = f"({count:,} {'byte' if count == 1 else 'bytes'}, {self._waits(connection)})"
+            events.append(Event(connection.since, connection.id, "pending", data, note, size))
+        return events
+
+    def _waits(self, connection: Connection) -> str:
+        """Why the bytes buffered on ``connection`` are no message yet."""
+        if connection.handled:
+            return "not read by the connection's handler yet"
+        if not connection.answering:
+            if connection.failed:
+                why = "failed"
+            elif connection.held:
+                why = "hanging"
+            elif connection.ended:
+                why = "closed"
+            else:
+                why = "ending"
+            return f"not answered: connection {why}"
+        if self.stream:
+            head = connection.script.head()
+            waiting = f": {head.describe()} needs more bytes" if head is not None else ""
+            return f"no rule matched them yet{waiting}"
+        return f"no whole message yet: {waits_for(self.framing, connection.buffer)}"
+
+    def outlook(self, *, problem: bool | None = None, unmet: bool = True) -> str:
+        """What the peer would report if it stopped now, while it still serves: each
+        connection whose bytes are no whole message yet (an
+        :class:`~fakepeer.IncompleteMessage` at the stop) and, when the conversation has no
+        problem (``problem``: whether the report shows one; default: whether there is one),
+        the expectations not met yet (unless ``unmet`` is false: the report lists them
+        already). Empty when there is none of either."""
+        if problem is None:
+            problem = bool(self.problems)
+        lines = []
+        for connection in self.connections:
+            buffer = connection.buffer
+            if not buffer or connection.ended or not connection.answering or connection.handled:
+                continue  # (a handler may still read them)
+            count = len(buffer)
+            noun = "byte" if count == 1 else "bytes"
+            lines.append(
+                f"  connection #{connection.id} holds {count:,} {noun}, {self._waits(connection)}"
+            )
+            shown = show(bytes(buffer[:INLINE_LIMIT]))
+            if count > INLINE_LIMIT:
+                shown += f"... ({count:,} bytes in all)"
+            lines.append(f"    pending:   {shown}")
+            head = connection.script.head()
+            if head is not None and not self.stream:
+                lines.append(f"    expected:  {head.describe()}")
+        incomplete = bool(lines)
+        rules = [] if problem or not unmet else self.unmet()
+        if rules:
+            count = len(rules)
+            noun = "expectation" if count == 1 else "expectations"
+            lines.append(f"  {count} {noun} not met yet:")
+            for rule in rules:
+                met = f" (met {rule.count} of {rule.limit} times)" if rule.count else ""
+                lines.append(f"    {rule.describe()}{met}")
+        if not lines:
+            return ""
+        if problem:
+            verdict = "also report"
+        else:
+            verdict = "report " + ("IncompleteMessage" if incomplete else "UnmetExpectations")
+        return f"still serving; stopped now, the peer would {verdict}:\n" + "\n".join(lines)
 
     def awaited(
         self,
@@ -936,6 +1033,35 @@ class Conversation:
             f"{type(result).__name__} {result!r}; it must return bytes, str or None",
             connection=connection.id,
         )
+
+
+def waits_for(framing: Framing, buffer: bytearray) -> str:
+    """What ``framing`` needs before the bytes ``buffer`` holds (no whole message) make one,
+    in words: for a built-in framing, what is missing; for another, that it cut nothing."""
+    kind = type(framing)
+    count = len(buffer)
+    if kind is Lines or kind is Delimited:
+        return f"{framing!r} waits for {framing.delimiter!r}"  # type: ignore[attr-defined]
+    if kind is LengthPrefixed:
+        size: int = framing.size  # type: ignore[attr-defined]
+        if count < size:
+            return (
+                f"{framing!r} waits for the rest of its {size}-byte length prefix "
+                f"({count} of {size} bytes here)"
+            )
+        declared = int.from_bytes(buffer[:size], framing.byteorder)  # type: ignore[attr-defined]
+        framed = declared + (0 if framing.includes_prefix else size)  # type: ignore[attr-defined]
+        return (
+            f"the length prefix {show(bytes(buffer[:size]))} of {framing!r} declares "
+            f"{declared} bytes ({framed} with the prefix): {count} here, {framed - count} "
+            "more to come"
+        )
+    if kind is Fixed:
+        n: int = framing.n  # type: ignore[attr-defined]
+        return f"{framing!r} waits for {n - count} more of its {n} bytes"
+    if kind is StxEtx:
+        return f"{framing!r} waits for ETX (0x03) to end the frame"
+    return f"{framing!r} cut no whole message from them"
 
 
 def _closeness(rule: Rule, data: bytes, stream: bool) -> float:

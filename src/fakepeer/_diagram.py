@@ -23,7 +23,9 @@ Every event kept is in each form: in the SVG, a ``<g>`` with ``data-event`` (its
 
 Problems are what made or will make the test fail: ``unexpected`` data, an ``error``, a
 connection ``lost`` to an error (not one the client closed: note ``closed by the client``),
-and a message ``received`` that a close left ``(incomplete)``. They are drawn red, their
+a message ``received`` that a close left ``(incomplete)``, and a connection's bytes that are
+no message yet while the peer serves (``pending``: a dashed arrow that stops halfway, the
+last row of its connection; see ``FakePeer.report()``). They are drawn red, their
 ``<g>`` has the class ``problem`` and ``data-problem="true"``; in Mermaid their arrows end
 in a cross (``-x``) and their notes start with ``✖``. What faults did is not a problem but
 the test's own doing: a fault switched on or off (``fault``) and data a fault kept from being
@@ -72,7 +74,7 @@ _LABELS: Final = int(LABEL_CHARS * _CHAR) + 40  # the room for labels left of th
 _NOTES: Final = int(NOTE_CHARS * _CHAR) + 30  # and for notes right of it
 
 #: Kinds drawn as arrows, by direction.
-_TO_PEER: Final = frozenset({"received", "matched", "unexpected", "handled"})
+_TO_PEER: Final = frozenset({"received", "matched", "unexpected", "handled", "pending"})
 _TO_CLIENT: Final = frozenset({"sent", "dropped"})
 #: Kinds after which a connection's lifeline is free for another.
 _ENDS: Final = frozenset({"closed", "reset", "lost"})
@@ -103,7 +105,7 @@ def is_problem(event: Event) -> bool:
     """True when ``event`` is one that made (or will make) the test fail; see the module's
     documentation for which."""
     kind = event.kind
-    if kind in ("unexpected", "error"):
+    if kind in ("unexpected", "error", "pending"):
         return True
     if kind == "lost":
         return event.note != "closed by the client"
@@ -433,10 +435,10 @@ def _event(event: Event, index: int, top: int, layout: _Layout) -> str:
     weight = ' font-weight="bold"' if category == "problem" else ""
     if event.kind in _TO_PEER or event.kind in _TO_CLIENT:
         start, end = (x, peer_x) if event.kind in _TO_PEER else (peer_x, x)
-        dash = ' stroke-dasharray="6 4"' if event.kind == "dropped" else ""
-        if event.kind == "dropped":  # kept from being sent: it stops halfway
-            end = (start + end) // 2
-        crossed = event.kind in ("dropped", "unexpected")  # it ends in a cross, no head
+        dash = ' stroke-dasharray="6 4"' if event.kind in ("dropped", "pending") else ""
+        if event.kind in ("dropped", "pending"):  # kept from being sent, or no message yet:
+            end = (start + end) // 2  # it stops halfway
+        crossed = event.kind in ("dropped", "unexpected", "pending")  # a cross, no head
         head = "" if crossed else f' marker-end="url(#fp-{marker})"'
         parts.append(
             f'<line x1="{start}" y1="{mid + 3}" x2="{end}" y2="{mid + 3}" stroke="{color}" '
@@ -571,7 +573,7 @@ def mermaid(transcript: Transcript, *, times: bool = True, addresses: bool = Tru
             if event.kind not in ("received", "sent", "matched"):
                 text = f"{event.kind} {text}"
             arrow = "-x" if problem else "->>"
-            if event.kind == "dropped":
+            if event.kind in ("dropped", "pending"):
                 arrow = "--x"
             ends = (who, "peer") if event.kind in _TO_PEER else ("peer", who)
             lines.append(f"    {ends[0]}{arrow}{ends[1]}: {_m(stamp + tag + text)}")

@@ -49,14 +49,17 @@ class Error(Exception):
     """Base class of every exception fakepeer raises on purpose.
 
     ``diagnosis`` says what went wrong; ``transcript`` is the rendered conversation when the
-    error comes from a serving peer (else empty); ``str(error)`` is the diagnosis, a list of
-    further problems if the peer saw several, then the transcript.
+    error comes from a serving peer (else empty); ``outlook``, when the peer still served,
+    what else it would report if it stopped then (bytes that are no whole message yet,
+    expectations not met yet; else empty); ``str(error)`` is the diagnosis, a list of
+    further problems if the peer saw several, the outlook, then the transcript.
     """
 
     def __init__(self, diagnosis: str) -> None:
         super().__init__(diagnosis)
         self.diagnosis = diagnosis
         self.transcript = ""
+        self.outlook = ""
         self.others: list[str] = []
 
     def with_transcript(self, transcript: str) -> Error:
@@ -69,6 +72,8 @@ class Error(Exception):
         if self.others:
             text += f"\n\nand {len(self.others)} more problem(s):"
             text += "".join(f"\n  - {line}" for line in self.others)
+        if self.outlook:
+            text += f"\n\n{self.outlook}"
         if self.transcript:
             text += f"\n\n{self.transcript}"
         return text

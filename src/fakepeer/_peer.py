@@ -17,8 +17,10 @@ from ._errors import (
     ConversationError,
     Error,
     HubBlocked,
+    IncompleteMessage,
     ScriptError,
     UnexpectedData,
+    UnmetExpectations,
     WaitTimeout,
 )
 from ._faults import Fault
@@ -440,15 +442,58 @@ class FakePeer(_Scripting):
         return self._conversation.transcript
 
     def render_transcript(self) -> str:
-        """The transcript rendered as text (taken under the lock)."""
+        """The transcript rendered as text (taken under the lock), each connection's bytes
+        that are no message yet last (a ``pending`` line: see :meth:`report`)."""
         with _reading(self._lock, self._conversation):
-            return self._conversation.transcript.render()
+            return self._now().render()
+
+    def _now(self) -> Transcript:
+        """The transcript with the pending bytes of each connection (lock held)."""
+        conversation = self._conversation
+        return conversation.transcript.with_pending(conversation.pending())
 
     def report(self) -> str:
-        """The peer's problems, if any, then the transcript: what a failing test's report
-        shows. Marks nothing as raised."""
-        problem = self._verdict(final=self._state == "stopped", deliver=False)
-        return self.render_transcript() if problem is None else str(problem)
+        """What a failing test's report shows: the peer's first problem, if any; while it
+        still serves, what it would report if it stopped now (a connection's bytes that
+        are no whole message yet, expectations not met yet); then the transcript, which
+        ends with each connection's bytes that are no message yet (a ``pending`` line)
+        and so shows every byte received. A peer served on the hub first reads what
+        clients already sent (see :meth:`Serving.settle`); one served in an event loop
+        shows what that loop has read. Marks nothing as raised."""
+        self._settle()
+        final = self._state == "stopped"
+        problem = self._verdict(final=final, deliver=False)
+        if problem is not None:
+            return str(problem)
+        with _reading(self._lock, self._conversation):
+            outlook = "" if final else self._conversation.outlook()
+            transcript = self._now().render()
+        return f"{outlook}\n\n{transcript}" if outlook else transcript
+
+    def _foreseen(self) -> set[tuple[object, ...]]:
+        """What a report made now shows of the verdict to come: the problems seen (by
+        ``id``), and each incomplete message the stop would find (connection, bytes)."""
+        with _reading(self._lock, self._conversation):
+            conversation = self._conversation
+            seen: set[tuple[object, ...]] = {("problem", id(p)) for p in conversation.problems}
+            for connection in conversation.connections:
+                if connection.buffer and connection.answering and not connection.handled:
+                    seen.add(("incomplete", connection.id, hash(bytes(connection.buffer))))
+            return seen
+
+    def _unforeseen(self, foreseen: set[tuple[object, ...]]) -> Error | None:
+        """The final verdict, if it is a problem a report that ``foreseen`` did not show
+        (unmet expectations after a failed test body follow from it: not new)."""
+        problem = self._verdict(final=True, deliver=False)
+        if problem is None or isinstance(problem, UnmetExpectations):
+            return None
+        if ("problem", id(problem)) in foreseen:
+            return None
+        if isinstance(problem, IncompleteMessage):
+            key = ("incomplete", problem.connection, hash(problem.leftover))
+            if key in foreseen:
+                return None
+        return problem
 
     @property
     def done(self) -> bool:
@@ -486,7 +531,13 @@ class FakePeer(_Scripting):
                 for p in conversation.problems
                 if p is not problem and id(p) not in skip
             ]
-            return problem.with_transcript(conversation.transcript.render())
+            serving = self._state != "stopped"
+            problem.outlook = (
+                conversation.outlook(unmet=not isinstance(problem, UnmetExpectations))
+                if serving
+                else ""
+            )
+            return problem.with_transcript(self._now().render())
 
     # -- assertions ----------------------------------------------------------------------------
 
@@ -557,7 +608,7 @@ class FakePeer(_Scripting):
         if not ok:
             with _reading(self._lock, self._conversation):
                 unmet = self._conversation.unmet()
-                transcript = self._conversation.transcript.render()
+                transcript = self._now().render()
             waiting = "".join(f"\n  still expected: {rule.describe()}" for rule in unmet)
             error = WaitTimeout(f"timed out after {timeout} s waiting for {what}{waiting}")
             raise error.with_transcript(transcript)

@@ -24,13 +24,17 @@ between and says so on one line where they were::
 (one line in the rendering). An event too large for the budget by itself keeps the first and
 the last bytes of its data and renders as ``'...'...'...' (N bytes in all, M not kept)``.
 The peer's own events (connection 0) have a budget of their own.
+
+A connection's bytes that are no message yet are in no event; :meth:`Transcript.with_pending`
+shows them as ``pending`` events after the others, as they stand when a report is made.
 """
 
 from __future__ import annotations
 
+import copy
 import sys
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Final, NamedTuple
 
 from ._errors import ScriptError
@@ -50,7 +54,7 @@ _TABLE: Final = [
 ]
 
 #: Event kinds that carry a message: shown even when empty, as ''.
-_MESSAGES: Final = frozenset({"received", "matched", "unexpected", "sent", "handled"})
+_MESSAGES: Final = frozenset({"received", "matched", "unexpected", "sent", "handled", "pending"})
 
 #: Longest bytes shown inline on one event line before it is cut (the rest is counted).
 INLINE_LIMIT: Final = 200
@@ -249,6 +253,7 @@ class Transcript:
         "dropped",
         "stopped",
         "fault",
+        "pending",
     )
 
     def __init__(self, title: str = "fake peer", *, budget: int | None = DEFAULT_BUDGET) -> None:
@@ -274,6 +279,7 @@ class Transcript:
         self._rings: dict[int, _Ring] = {}  # by connection, once past half its budget
         self._sequence = 0  # of the events put in rings
         self._lost = 0  # bytes of data cut from the first events
+        self._pending: tuple[Event, ...] = ()  # shown after the events: see with_pending()
 
     @property
     def budget(self) -> int | None:
@@ -335,6 +341,15 @@ class Transcript:
         ring.add(event, len(self._first) << _SHIFT | self._sequence)
         self._sequence += 1
 
+    def with_pending(self, pending: Iterable[Event]) -> Transcript:
+        """A view of this transcript that shows ``pending`` events after its own: a
+        connection's bytes that are no message yet, as they stand now (``pending`` events,
+        see ``FakePeer.report()``). The view shares the events (it is for rendering and
+        drawing, not for adding to); this transcript is unchanged."""
+        view = copy.copy(self)
+        view._pending = tuple(pending)
+        return view
+
     @property
     def events(self) -> list[Event]:
         """The events kept, in the order they were added (a new list)."""
@@ -343,7 +358,8 @@ class Transcript:
     def __len__(self) -> int:
         """How many events are kept."""
         rings = self._rings.values()
-        return len(self._first) + sum(len(ring.events) + bool(ring.pinned) for ring in rings)
+        kept = len(self._first) + sum(len(ring.events) + bool(ring.pinned) for ring in rings)
+        return kept + len(self._pending)
 
     def for_connection(self, connection: int) -> list[Event]:
         """The events of one connection that are kept, in order."""
@@ -353,6 +369,7 @@ class Transcript:
             if ring.pinned:
                 events.append(ring.pinned)
             events.extend(ring.events)
+        events.extend(event for event in self._pending if event.connection == connection)
         return events
 
     def _rows(self, connection: int | None) -> Iterator[Event | _Ring]:
@@ -377,6 +394,9 @@ class Transcript:
                 index += 1
             yield row
         for event in first[index:]:
+            if connection is None or event.connection == connection:
+                yield event
+        for event in self._pending:
             if connection is None or event.connection == connection:
                 yield event
 

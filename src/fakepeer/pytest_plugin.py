@@ -114,6 +114,9 @@ class _ItemState:
     deferred: list[Serving] = dataclasses.field(default_factory=list)
     reported: bool = False  # a failure was already reported for this test
     verdict_shown: bool = False  # the failure is the peer's verdict, transcript included
+    # by id() of each peer: what the failure's report showed of its verdict to come
+    foreseen: dict[int, set[tuple[object, ...]]] = dataclasses.field(default_factory=dict)
+    teardown_verdict: bool = False  # the teardown's failure is a peer's verdict
 
 
 _WATCHDOG_HELP: Final = (
@@ -578,15 +581,25 @@ class _Served:
     def finish(self) -> None:
         __tracebackhide__ = True
         first: BaseException | None = None
+        state = self.state
         for peer, serving in reversed(self.own):
             try:
                 serving.stop(wait=False)  # no hand-over when only clients' closes are left
-                if not self.state.reported:
+                if not state.reported:
                     peer.verify()
+                    continue
+                # The test failed and its report showed the peer as it stood then, with
+                # what stopping it would find: show the verdict only if it is news (bytes
+                # that came since, a problem of the stop itself), once.
+                foreseen = state.foreseen.get(id(peer))
+                problem = None if foreseen is None else peer._unforeseen(foreseen)
+                if problem is not None:
+                    state.teardown_verdict = True
+                    raise problem
             except BaseException as exc:  # stop them all, then report the first
                 first = first or exc
         if first is not None:
-            self.state.reported = True
+            state.reported = True
             raise first
 
 
@@ -805,6 +818,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
                 peer.verify()
             except BaseException:
                 state.reported = state.verdict_shown = True
+                for shown, _ in state.peers:
+                    state.foreseen[id(shown)] = shown._foreseen()
                 raise
     return None
 
@@ -817,10 +832,13 @@ def pytest_runtest_makereport(
     state = item.stash.get(_ITEM, None)
     if state is None or not report.failed:
         return report
-    shown = call.when == "call" and state.verdict_shown  # the failure shows the transcript
+    # the failure is the peer's verdict, and shows the transcript
+    shown = state.verdict_shown if call.when == "call" else state.teardown_verdict
     folder = item.config.stash[_DIAGRAMS]
     for number, (peer, _serving) in enumerate(state.peers):
-        lines = [] if shown else [peer.report()]
+        lines = [] if shown else [peer.report()]  # settles the peer first: every byte read
+        if call.when == "call" and id(peer) not in state.foreseen:
+            state.foreseen[id(peer)] = peer._foreseen()
         if folder is not None:
             written = _write_diagram(
                 folder, item, report=report, peer=peer, number=number, peers=state.peers
@@ -859,9 +877,14 @@ def _write_diagram(
         if problem.transcript:
             text = text[: -len(problem.transcript)]
         diagnosis += f"\n\n{text.rstrip()}"
+    elif peer._state != "stopped":
+        with _reading(peer._lock, peer._conversation):
+            outlook = peer._conversation.outlook()
+        if outlook:
+            diagnosis += f"\n\n{outlook}"
     try:
         with _reading(peer._lock, peer._conversation):  # the hub may still be adding
-            page = peer.transcript.to_html(diagnosis=diagnosis)
+            page = peer._now().to_html(diagnosis=diagnosis)
         os.makedirs(folder, exist_ok=True)
         with open(path, "w", encoding="utf-8") as file:
             file.write(page)
