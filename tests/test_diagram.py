@@ -7,6 +7,7 @@ of README.md and docs/diagrams.md from a fresh run of the README's example.
 
 from __future__ import annotations
 
+import hashlib
 import html.parser
 import os
 import re
@@ -430,6 +431,11 @@ def test_two_peers_and_a_verdict(fake_peer_factory):
 """
 
 
+def digest(nodeid: str) -> str:
+    """The hash of a node id in the name of its diagram's file."""
+    return hashlib.sha256(nodeid.encode()).hexdigest()[:10]
+
+
 def test_the_option_writes_a_page_for_each_failing_peer(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_login=README_BOB + MORE_TESTS)
     result = pytester.runpytest(
@@ -437,32 +443,33 @@ def test_the_option_writes_a_page_for_each_failing_peer(pytester: pytest.Pyteste
     )
     result.assert_outcomes(passed=1, failed=2)
     folder = pytester.path / "pictures"
+    logs_in = f"test_login.py_test_client_logs_in-{digest('test_login.py::test_client_logs_in')}"
+    two = "test_login.py_test_two_peers_and_a_verdict-"
+    two += digest("test_login.py::test_two_peers_and_a_verdict")
     assert sorted(path.name for path in folder.iterdir()) == [
-        "test_login.py_test_client_logs_in.html",
-        "test_login.py_test_two_peers_and_a_verdict-cache_1.html",
-        "test_login.py_test_two_peers_and_a_verdict-db.html",
+        f"{logs_in}.html",
+        f"{two}-peer1-db.html",
+        f"{two}-peer2-cache_1.html",
     ]
     result.stdout.fnmatch_lines(
         [
             "*- fakepeer 'fake peer' -*",
             "connection #1 received data that no rule expected",
             "*#1 closed",
-            "sequence diagram: pictures/test_login.py_test_client_logs_in.html",
+            f"sequence diagram: pictures/{logs_in}.html",
         ]
     )
     result.stdout.fnmatch_lines(
-        ["*- fakepeer 'cache <1>' -*", "sequence diagram: pictures/*-cache_1.html"]
+        ["*- fakepeer 'cache <1>' -*", "sequence diagram: pictures/*-peer2-cache_1.html"]
     )
-    page = (folder / "test_login.py_test_client_logs_in.html").read_text(encoding="utf-8")
+    page = (folder / f"{logs_in}.html").read_text(encoding="utf-8")
     found = HtmlSummary.of(page)
     assert found.kinds == ["connected", "sent", "unexpected", "received", "closed"]
     assert found.problems == 1
     assert "test_login.py::test_client_logs_in failed (call): AssertionError" in page
     assert "expected:  expect #1 &#x27;USER alice&#x27; (test_login.py:" in page
     parse_svg(page[page.index("<svg") : page.index("</svg>") + 6])
-    binary = HtmlSummary.of(
-        (folder / "test_login.py_test_two_peers_and_a_verdict-cache_1.html").read_text()
-    )
+    binary = HtmlSummary.of((folder / f"{two}-peer2-cache_1.html").read_text())
     assert binary.problems >= 1
     assert any("00000000  00 ff 01 02 03 04 05 06" in title for title in binary.titles)
 
@@ -543,9 +550,8 @@ def test_the_readme_picture_is_current(pytester: pytest.Pytester) -> None:
         "--fakepeer-diagrams=out", "-p", "no:hypothesispytest", "-p", "no:asyncio"
     )
     result.assert_outcomes(failed=1)
-    page = (pytester.path / "out" / "test_readme_example.py_test_client_logs_in.html").read_text(
-        "utf-8"
-    )
+    (written,) = (pytester.path / "out").iterdir()
+    page = written.read_text("utf-8")
     svg = page[page.index("<svg") : page.index("</svg>") + 6] + "\n"
     parse_svg(svg)
     mermaid = (pytester.path / "readme.mmd").read_text("utf-8")
