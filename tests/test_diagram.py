@@ -7,6 +7,7 @@ of README.md and docs/diagrams.md from a fresh run of the README's example.
 
 from __future__ import annotations
 
+import hashlib
 import html.parser
 import os
 import re
@@ -19,7 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fakepeer import Event, FakePeer, LengthPrefixed, Lines, Transcript, UnexpectedData
+from fakepeer import Event, FakePeer, LengthPrefixed, Lines, Transcript, UnexpectedData, _diagram
+from fakepeer._diagram import HOVER_CHARS, MAX_ROWS, MERMAID_CHARS, mermaid, svg
 
 ROOT = Path(__file__).resolve().parent.parent
 SVG = "{http://www.w3.org/2000/svg}"
@@ -431,6 +433,11 @@ def test_two_peers_and_a_verdict(fake_peer_factory):
 """
 
 
+def digest(nodeid: str) -> str:
+    """The hash of a node id in the name of its diagram's file."""
+    return hashlib.sha256(nodeid.encode()).hexdigest()[:10]
+
+
 def test_the_option_writes_a_page_for_each_failing_peer(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_login=README_BOB + MORE_TESTS)
     result = pytester.runpytest(
@@ -438,32 +445,33 @@ def test_the_option_writes_a_page_for_each_failing_peer(pytester: pytest.Pyteste
     )
     result.assert_outcomes(passed=1, failed=2)
     folder = pytester.path / "pictures"
+    logs_in = f"test_login.py_test_client_logs_in-{digest('test_login.py::test_client_logs_in')}"
+    two = "test_login.py_test_two_peers_and_a_verdict-"
+    two += digest("test_login.py::test_two_peers_and_a_verdict")
     assert sorted(path.name for path in folder.iterdir()) == [
-        "test_login.py_test_client_logs_in.html",
-        "test_login.py_test_two_peers_and_a_verdict-cache_1.html",
-        "test_login.py_test_two_peers_and_a_verdict-db.html",
+        f"{logs_in}.html",
+        f"{two}-peer1-db.html",
+        f"{two}-peer2-cache_1.html",
     ]
     result.stdout.fnmatch_lines(
         [
             "*- fakepeer 'fake peer' -*",
             "connection #1 received data that no rule expected",
             "*#1 closed",
-            "sequence diagram: pictures/test_login.py_test_client_logs_in.html",
+            f"sequence diagram: pictures/{logs_in}.html",
         ]
     )
     result.stdout.fnmatch_lines(
-        ["*- fakepeer 'cache <1>' -*", "sequence diagram: pictures/*-cache_1.html"]
+        ["*- fakepeer 'cache <1>' -*", "sequence diagram: pictures/*-peer2-cache_1.html"]
     )
-    page = (folder / "test_login.py_test_client_logs_in.html").read_text(encoding="utf-8")
+    page = (folder / f"{logs_in}.html").read_text(encoding="utf-8")
     found = HtmlSummary.of(page)
     assert found.kinds == ["connected", "sent", "unexpected", "received", "closed"]
     assert found.problems == 1
     assert "test_login.py::test_client_logs_in failed (call): AssertionError" in page
     assert "expected:  expect #1 &#x27;USER alice&#x27; (test_login.py:" in page
     parse_svg(page[page.index("<svg") : page.index("</svg>") + 6])
-    binary = HtmlSummary.of(
-        (folder / "test_login.py_test_two_peers_and_a_verdict-cache_1.html").read_text()
-    )
+    binary = HtmlSummary.of((folder / f"{two}-peer2-cache_1.html").read_text())
     assert binary.problems >= 1
     assert any("00000000  00 ff 01 02 03 04 05 06" in title for title in binary.titles)
 
@@ -544,9 +552,8 @@ def test_the_readme_picture_is_current(pytester: pytest.Pytester) -> None:
         "--fakepeer-diagrams=out", "-p", "no:hypothesispytest", "-p", "no:asyncio"
     )
     result.assert_outcomes(failed=1)
-    page = (pytester.path / "out" / "test_readme_example.py_test_client_logs_in.html").read_text(
-        "utf-8"
-    )
+    (written,) = (pytester.path / "out").iterdir()
+    page = written.read_text("utf-8")
     svg = page[page.index("<svg") : page.index("</svg>") + 6] + "\n"
     parse_svg(svg)
     mermaid = (pytester.path / "readme.mmd").read_text("utf-8")
@@ -584,3 +591,251 @@ def test_the_readme_picture_is_current(pytester: pytest.Pytester) -> None:
     assert aligned.sub("T ms", normalise(found[1])) == aligned.sub("T ms", normalise(section)), (
         f"README.md's report of the USER bob run {stale}; the run shows:\n{section}"
     )
+
+
+# -- bounds: many connections, long messages, paste-able Mermaid ------------------------------
+
+
+def flood(connections: int, exchanges: int = 1) -> Transcript:
+    """A peer that saw ``connections`` short connections, each of ``exchanges`` exchanges."""
+    transcript = Transcript("fake peer 'pool'")
+    rule = "-> always 'PING 1234567890' (test_pool.py:12)"
+    at = 0.0
+    for number in range(1, connections + 1):
+        transcript.add(Event(at, number, "connected", note="from 127.0.0.1:5000"))
+        for _ in range(exchanges):
+            transcript.add(Event(at, number, "received", b"PING 1234567890\r\n", rule))
+            transcript.add(Event(at, number, "sent", b"PONG\r\n"))
+        transcript.add(Event(at, number, "closed"))
+        at += 1e-4
+    return transcript
+
+
+def test_twenty_thousand_connections_draw_a_bounded_picture() -> None:
+    """Each connection has its own budget: the pictures' rows are bounded, not the budget's
+    (27 MB of SVG and seconds per form for 10,000 connections before)."""
+    transcript = flood(20_000)
+    events = len(transcript.events)
+    svg = transcript.to_svg()
+    assert len(svg) < 1_000_000
+    root = parse_svg(svg)
+    elements = event_elements(root)
+    assert len(elements) == MAX_ROWS
+    assert elements[0].get("data-event") == "0"
+    assert elements[-1].get("data-event") == str(events - 1)
+    assert elements[MAX_ROWS // 2].get("data-event") == str(events - MAX_ROWS // 2)
+    (cut,) = [g for g in root.iter(f"{SVG}g") if g.get("class") == "gap cut"]
+    assert cut.get("data-omitted") == str(events - MAX_ROWS)
+    assert f"... {events - MAX_ROWS:,} events not drawn: a picture draws 1,000 rows" in (
+        title_of(cut)
+    )
+    assert "str(peer.transcript), the text report, has them all" in title_of(cut)
+    assert int(root.get("height") or 0) < (MAX_ROWS + 2) * 24 + 100
+    assert len(transcript.to_html()) < 1_000_000
+    assert len(transcript.to_mermaid()) < 50_000
+
+
+def test_long_binary_messages_share_a_hover_budget() -> None:
+    """Hexdumps of 4 KiB on each of a thousand rows would make 30 MB: past HOVER_CHARS, a
+    row's hover text is its first line."""
+    transcript = Transcript("fake peer 'blobs'")
+    for number in range(1, 1201):
+        transcript.add(Event(number / 1000, number, "received", bytes(range(256)) * 16))
+    svg = transcript.to_svg()
+    assert len(svg) < HOVER_CHARS + 2_000_000
+    titles = [title_of(g) for g in event_elements(parse_svg(svg))]
+    assert "00000000  00 01 02 03" in titles[0]
+    assert titles[-1].endswith(
+        "(shortened: the picture's hover texts are too long; str(peer.transcript) has it all)"
+    )
+    assert "00000000" not in titles[-1]
+    assert len(transcript.to_html()) < HOVER_CHARS + 2_000_000
+
+
+@settings(max_examples=60, deadline=None)
+@given(transcripts(), st.integers(1, 30))
+def test_at_most_max_rows_are_drawn(transcript: Transcript, cap: int) -> None:
+    events = len(transcript.events)
+    gaps = transcript.render().count(" not kept: over the transcript budget")
+    rows = events + gaps
+    cut = rows > cap
+    root = parse_svg(svg(transcript, max_rows=cap))
+    drawn = [
+        g
+        for g in root.iter(f"{SVG}g")
+        if "data-event" in g.attrib or "gap" in g.attrib.get("class", "")
+    ]
+    assert len(drawn) == min(rows, cap) + cut
+    cuts = [g for g in drawn if g.get("class") == "gap cut"]
+    assert len(cuts) == cut
+    shown = len([g for g in drawn if "data-event" in g.attrib])
+    if cut:
+        assert cuts[0].get("data-omitted") == str(events - shown)
+        assert drawn.index(cuts[0]) == (cap + 1) // 2
+    else:
+        assert shown == events
+    text = mermaid(transcript, max_rows=cap, max_chars=None)
+    assert len(mermaid_rows(text)) == min(rows, cap) + cut
+    assert_mermaid_safe(text)
+    assert HtmlSummary.of(_diagram.html(transcript, max_rows=cap)).events == shown
+
+
+def test_mermaid_stays_under_its_limit() -> None:
+    """Four connections within the default budget made 109,822 characters: Mermaid refuses
+    more than 50,000 and a GitHub comment holds 65,536."""
+    transcript = flood(4, 20_000)
+    whole = mermaid(transcript, max_chars=None, max_rows=None)
+    assert len(whole) > 80_000
+    text = transcript.to_mermaid()
+    assert len(text) <= MERMAID_CHARS < 50_000
+    rows, all_rows = mermaid_rows(text), mermaid_rows(whole)
+    assert rows[0] == all_rows[0]
+    assert rows[-1] == all_rows[-1]
+    notes = [row for row in rows if "events not drawn" in row]
+    left_out = sum(
+        int(re.findall(r"\.\.\. ([\d,]+) events", row)[0].replace(",", "")) for row in notes
+    )
+
+    def events(rows: list[str]) -> int:
+        return sum("not kept" not in row and "not drawn" not in row for row in rows)
+
+    assert events(rows) + left_out == events(all_rows) == len(transcript.events)
+    assert len(notes) == 1  # the one of max_chars: the rows past MAX_ROWS were not needed
+    assert "the text stays under max_chars=48,000 characters" in text
+    assert_mermaid_safe(text)
+    small = transcript.to_mermaid(max_chars=10_000)
+    assert 9_000 < len(small) <= 10_000
+    assert len(transcript.to_mermaid(max_chars=None)) > 50_000
+
+
+# -- hostile names and text ---------------------------------------------------------------
+
+
+def test_del_and_c1_controls_are_escaped() -> None:
+    """HTML forbids U+007F-U+009F even as character references."""
+    transcript = Transcript("a\x7fb\x85c\x9fd")
+    transcript.add(Event(0.001, 1, "received", "x\x7f\x80y".encode(), "n\x9bm"))
+    for text in (transcript.to_html(diagnosis="why\x7f"), transcript.to_svg()):
+        assert not re.search("[\x7f-\x9f]", text)
+        assert "a\\x7fb\\x85c\\x9fd" in text
+
+
+@pytest.mark.parametrize("name", ["", "   "])
+def test_a_peer_with_no_name_has_a_title(name: str) -> None:
+    page = Transcript(name).to_html()
+    assert "<title>a peer with no name</title>" in page
+    assert "<h1>What a peer with no name saw</h1>" in page
+    assert "<title>a peer with no name</title>" in Transcript(name).to_svg()
+
+
+def test_the_heading_says_the_name_once_and_wraps() -> None:
+    assert "<h1>What the fake peer saw</h1>" in Transcript("fake peer 'fake peer'").to_html()
+    assert "<h1>What the proxy saw</h1>" in Transcript("proxy 'proxy'").to_html()
+    page = Transcript("fake peer 'db'").to_html()
+    assert "<h1>What fake peer &#x27;db&#x27; saw</h1>" in page
+    assert "h1 { font-size: 1.3em; margin: 0 0 .2em; overflow-wrap: anywhere; }" in page
+
+
+# -- the option's file names and diagnosis ----------------------------------------------------
+
+#: The hostile review's names: node ids and peer names that made 5 files of 12 diagrams.
+NAMES_TESTS = """
+import socket
+
+import pytest
+from fakepeer import Lines
+
+
+def talk(peer, line=b"HELLO\\r\\n"):
+    with socket.create_connection(peer.address) as sock:
+        sock.sendall(line)
+        sock.recv(100)
+
+
+@pytest.mark.fakepeer(framing=Lines())
+@pytest.mark.parametrize("who", ["a/b", "a_b", "a b", "a:b", "a\\\\b"])
+def test_param_ids(fake_peer, who):
+    fake_peer.expect(who).reply("ok")
+    talk(fake_peer, who.encode() + b"!\\r\\n")
+
+
+LONG = "x" * 130
+
+
+@pytest.mark.fakepeer(framing=Lines())
+@pytest.mark.parametrize("tail", [LONG + "1", LONG + "2"], ids=[LONG + "1", LONG + "2"])
+def test_long_ids(fake_peer, tail):
+    fake_peer.expect("A").reply("ok")
+    talk(fake_peer, tail.encode() + b"\\r\\n")
+
+
+def test_peer_names(fake_peer_factory):
+    names = ["x y", "x/y", "db", "db", "db4"]
+    peers = [fake_peer_factory(framing=Lines(), name=n) for n in names]
+    for i, peer in enumerate(peers):
+        peer.expect("A").reply("ok")
+        talk(peer, f"from {names[i]} #{i}\\r\\n".encode())
+"""
+
+
+def test_each_diagram_has_a_file_of_its_own(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_names=NAMES_TESTS)
+    args = ["--fakepeer-diagrams=pictures", "-p", "no:hypothesispytest", "-p", "no:asyncio"]
+    result = pytester.runpytest(*args)
+    result.assert_outcomes(failed=8)
+    announced = re.findall(r"^sequence diagram: (\S+)$", result.stdout.str(), re.M)
+    assert len(announced) == 12
+    assert len(set(announced)) == 12
+    folder = pytester.path / "pictures"
+    names = sorted(path.name for path in folder.iterdir())
+    assert names == sorted(Path(path).name for path in announced)
+    assert len({name.lower() for name in names}) == 12
+    assert all(len(name) < 200 for name in names)
+    assert "test_names.py_test_peer_names-" in names[-1]
+    assert [name.split("-peer", 1)[1] for name in names if "-peer" in name] == [
+        "1-x_y.html",
+        "2-x_y.html",
+        "3-db.html",
+        "4-db.html",
+        "5-db4.html",
+    ]
+    for path in announced:  # each page is the diagram of its own test and peer
+        page = (pytester.path / path).read_text("utf-8")
+        assert page.count('<pre class="diagnosis">') == 1
+    # Stable: the same failures name the same files again (and overwrite them).
+    again = pytester.runpytest(*args)
+    assert re.findall(r"^sequence diagram: (\S+)$", again.stdout.str(), re.M) == announced
+    assert sorted(path.name for path in folder.iterdir()) == names
+
+
+def test_the_diagnosis_says_the_problem_once(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_once="""
+import socket
+
+import pytest
+from fakepeer import Lines
+
+
+@pytest.mark.fakepeer(framing=Lines())
+def test_unexpected(fake_peer):
+    fake_peer.expect("A").reply("ok")
+    with socket.create_connection(fake_peer.address) as sock:
+        sock.sendall(b"B\\r\\n")
+        sock.recv(10)
+"""
+    )
+    result = pytester.runpytest(
+        "--fakepeer-diagrams=pictures", "-p", "no:hypothesispytest", "-p", "no:asyncio"
+    )
+    result.assert_outcomes(failed=1)
+    (path,) = (pytester.path / "pictures").iterdir()
+    page = path.read_text("utf-8")
+    diagnosis = page[page.index('<pre class="diagnosis">') : page.index("</pre>")]
+    assert diagnosis.count("received data that no rule expected") == 1
+    assert diagnosis.startswith(
+        '<pre class="diagnosis">test_once.py::test_unexpected failed (call): '
+        "fakepeer.UnexpectedData: connection #1 received data that no rule expected\n"
+    )
+    assert "expected:  expect #1 &#x27;A&#x27; (test_once.py:" in diagnosis
+    assert "#1 connected" not in diagnosis  # the transcript: the diagram shows it

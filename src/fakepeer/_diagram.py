@@ -32,10 +32,18 @@ the test's own doing: a fault switched on or off (``fault``) and data a fault ke
 sent (``dropped``) are orange, class ``fault``. A ``reset``, ``hanging`` or ``closed`` is
 what the script said: a plain mark.
 
-Sizes are bounded by the transcript's: each event costs a row of bounded length, plus its
-message (cut after :data:`TITLE_LIMIT` bytes) or hexdump (of :data:`DUMP_LIMIT` bytes at most)
-in its ``<title>``. Many connections share at most :data:`MAX_LANES` lifelines: past that
-number, a connection takes the lifeline of one that ended.
+Sizes are bounded whatever the transcript's (whose budget is per connection, so it grows
+with the number of connections): a picture draws at most :data:`MAX_ROWS` rows, the first
+and the last half of them, with one row between them that says how many events were not
+drawn (``str(peer.transcript)``, the text report, has them all). Each row has a bounded
+length plus its hover text: the message (cut after :data:`TITLE_LIMIT` bytes) or its hexdump
+(of :data:`DUMP_LIMIT` bytes at most), until the hover texts of a picture reach
+:data:`HOVER_CHARS` characters; past that, a row's hover text is its first line, shortened.
+An SVG or HTML page is then about 0.6 MB at most for plain traffic and 4 MB in the worst
+case. The Mermaid text is also cut to :data:`MERMAID_CHARS` characters (``max_chars``), under
+Mermaid's own limit. Time is linear in the number of events. Many connections share at most
+:data:`MAX_LANES` lifelines: past that number, a connection takes the lifeline of one that
+ended.
 """
 
 from __future__ import annotations
@@ -49,7 +57,18 @@ from ._transcript import _MESSAGES, Event, _Ring, escape, hexdump, is_binary, sh
 if TYPE_CHECKING:
     from ._transcript import Transcript
 
-__all__ = ["DUMP_LIMIT", "MAX_LANES", "TITLE_LIMIT", "html", "is_problem", "mermaid", "svg"]
+__all__ = [
+    "DUMP_LIMIT",
+    "HOVER_CHARS",
+    "MAX_LANES",
+    "MAX_ROWS",
+    "MERMAID_CHARS",
+    "TITLE_LIMIT",
+    "html",
+    "is_problem",
+    "mermaid",
+    "svg",
+]
 
 #: Client lifelines drawn at most; more connections share them (see the module's doc).
 MAX_LANES: Final = 8
@@ -59,6 +78,19 @@ TITLE_LIMIT: Final = 2000
 
 #: Bytes of binary data shown as a hexdump in its hover text (from each end when cut).
 DUMP_LIMIT: Final = 4096
+
+#: Rows a picture draws at most (its first and last half), plus one that counts the rest.
+MAX_ROWS: Final = 1000
+
+#: Characters of hover text (escaped) in one picture before rows get a shortened one.
+HOVER_CHARS: Final = 1_000_000
+
+#: Characters of Mermaid text at most, by default: under Mermaid's ``maxTextSize`` (50,000),
+#: with room for the fence of a Markdown block and a line or two around it.
+MERMAID_CHARS: Final = 48_000
+
+#: Characters of a hover text once :data:`HOVER_CHARS` is used up.
+_SHORT_HOVER: Final = 200
 
 #: Characters of a label or a note drawn on a row before it is shortened with "...".
 LABEL_CHARS: Final = 56
@@ -124,6 +156,7 @@ class _Gap(NamedTuple):
     connection: int
     text: str
     omitted: int
+    cut: bool = False  # rows left out of the picture (MAX_ROWS), not of the transcript
 
 
 class _Row(NamedTuple):
@@ -131,8 +164,10 @@ class _Row(NamedTuple):
     row: Event | _Gap
 
 
-def _rows(transcript: Transcript) -> list[_Row]:
-    """The events kept, in order, with a gap where a connection's events were left out."""
+def _rows(transcript: Transcript, limit: int | None = MAX_ROWS) -> list[_Row]:
+    """The events kept, in order, with a gap where a connection's events were left out; at
+    most ``limit`` of these rows (the first and the last half), plus one that stands for
+    the rest."""
     rows: list[_Row] = []
     index = 0
     for row in transcript._rows(None):
@@ -141,16 +176,23 @@ def _rows(transcript: Transcript) -> list[_Row]:
         else:
             rows.append(_Row(index, row))
             index += 1
-    return rows
+    if limit is None or len(rows) <= limit:
+        return rows
+    head, tail = (limit + 1) // 2, limit // 2
+    middle = rows[head : len(rows) - tail]
+    events = sum(1 for _, row in middle if not isinstance(row, _Gap))
+    text = (
+        f"... {events:,} events not drawn: a picture draws {limit:,} rows at most, the first "
+        f"{head:,} and the last {tail:,}; str(peer.transcript), the text report, has them all"
+    )
+    cut = _Row(-1, _Gap(0, text, events, cut=True))
+    return [*rows[:head], cut, *rows[len(rows) - tail :]]
 
 
 def _lanes(rows: list[_Row]) -> tuple[dict[int, int], list[list[int]]]:
     """Each connection's lifeline, and the connections of each lifeline: one each while
     there are at most :data:`MAX_LANES`, else the first free one (or the least used)."""
-    numbers: list[int] = []
-    for _, row in rows:
-        if row.connection and row.connection not in numbers:
-            numbers.append(row.connection)
+    numbers = list(dict.fromkeys(row.connection for _, row in rows if row.connection))
     lane_of: dict[int, int] = {}
     members: list[list[int]] = []
     if len(numbers) <= MAX_LANES:
@@ -253,11 +295,28 @@ def _title(transcript: Transcript, *, addresses: bool) -> tuple[str, str]:
         where.append(f"to {transcript.upstream}")
     if addresses and transcript.seed is not None:
         where.append(f"fault seed {transcript.seed}")
-    return transcript.title, ", ".join(where)
+    name = transcript.title if transcript.title.strip() else _NO_NAME
+    return name, ", ".join(where)
 
 
-#: Characters XML 1.0 does not allow, even escaped: shown as ``\\xNN`` or ``\\uNNNN``.
-_NOT_XML: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+#: What stands for a peer whose name is empty or all spaces.
+_NO_NAME: Final = "a peer with no name"
+
+#: A title that says its kind twice: ``fake peer 'fake peer'``, ``proxy 'proxy'``.
+_STUTTER: Final = re.compile(r"(.+) '(.*)'", re.DOTALL)
+
+
+def _heading(name: str) -> str:
+    """The page's heading: the peer's title, said once when its name is its kind."""
+    found = _STUTTER.fullmatch(name)
+    if found and found[1] == found[2]:
+        return f"the {found[1]}"
+    return name
+
+
+#: Characters XML 1.0 does not allow, even escaped, and those HTML forbids (DEL and the C1
+#: controls): shown as ``\\xNN`` or ``\\uNNNN``.
+_NOT_XML: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 
 
 def _x(text: object) -> str:
@@ -303,13 +362,20 @@ def _room(events: list[Event], addresses: bool) -> tuple[int, int]:
     return min(max(labels, 220), _LABELS), min(max(notes, 150), _NOTES)
 
 
-def svg(transcript: Transcript, *, times: bool = True, addresses: bool = True) -> str:
+def svg(
+    transcript: Transcript,
+    *,
+    times: bool = True,
+    addresses: bool = True,
+    max_rows: int | None = MAX_ROWS,
+) -> str:
     """The transcript as a self-contained SVG document (see the module's documentation).
 
     ``times`` and ``addresses`` as in :meth:`Transcript.render
     <fakepeer.Transcript.render>`: without them, the same conversation draws the same.
+    ``max_rows``: the rows drawn at most (``None``: all of them).
     """
-    rows = _rows(transcript)
+    rows = _rows(transcript, max_rows)
     lane_of, members = _lanes(rows)
     lanes = max(len(members), 1)
     labels, notes = _room([row for _, row in rows if not isinstance(row, _Gap)], addresses)
@@ -322,12 +388,13 @@ def svg(transcript: Transcript, *, times: bool = True, addresses: bool = True) -
     out = _header(transcript, layout)
     if not rows:
         out.append(f'<text x="{_LANE_X}" y="{_TOP + 16}" fill="{_GREY}">(nothing happened)</text>')
+    hover = [HOVER_CHARS]  # what is left of the hover texts' budget
     for number, (index, row) in enumerate(rows):
         top = _TOP + number * _ROW
         if isinstance(row, _Gap):
             out.append(_gap(row, top, layout))
         else:
-            out.append(_event(row, index, top, layout))
+            out.append(_event(row, index, top, layout, hover))
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
@@ -385,17 +452,37 @@ def _header(transcript: Transcript, layout: _Layout) -> list[str]:
 def _gap(gap: _Gap, top: int, layout: _Layout) -> str:
     """The row that stands for events left out."""
     x = layout.lane_x[layout.lane_of.get(gap.connection, 0)] if gap.connection else _LANE_X
+    if gap.cut:
+        shown = f"... {gap.omitted:,} events not drawn: str(peer.transcript) has them"
+    else:
+        shown = f"... {gap.omitted:,} events not kept (over the transcript budget)"
+    classes = "gap cut" if gap.cut else "gap"
     return (
-        f'<g class="gap" data-connection="{gap.connection}" '
+        f'<g class="{classes}" data-connection="{gap.connection}" '
         f'data-omitted="{gap.omitted}"><title>{_x(gap.text)}</title>'
         f'<rect x="{_TIME_X + 6}" y="{top + 3}" width="{layout.width - _TIME_X - 12}" '
         f'height="{_ROW - 6}" fill="#eceff1" stroke="{_GREY}" stroke-dasharray="3 3"/>'
         f'<text x="{x + 8}" y="{top + _ROW // 2 + 4}" fill="{_INK}" {_HALO}>'
-        f"{_x(f'... {gap.omitted:,} events not kept (over the transcript budget)')}</text></g>"
+        f"{_x(shown)}</text></g>"
     )
 
 
-def _event(event: Event, index: int, top: int, layout: _Layout) -> str:
+def _hover(line: str, budget: list[int]) -> str:
+    """The escaped hover text of a row: ``line`` while ``budget[0]`` characters last (and
+    takes from them), else its first line, shortened."""
+    text = _x(line)
+    if len(text) <= budget[0]:
+        budget[0] -= len(text)
+        return text
+    budget[0] = 0
+    first = _shorten(line.split("\n", 1)[0], _SHORT_HOVER)
+    return _x(
+        f"{first}\n(shortened: the picture's hover texts are too long; "
+        "str(peer.transcript) has it all)"
+    )
+
+
+def _event(event: Event, index: int, top: int, layout: _Layout, hover: list[int]) -> str:
     """One event's row: a ``<g>`` with its hover text, time, arrow or mark, label, note."""
     mid = top + _ROW // 2
     lane = layout.lane_of.get(event.connection, 0)
@@ -419,7 +506,7 @@ def _event(event: Event, index: int, top: int, layout: _Layout) -> str:
     }.get(category, '"#ffffff" fill-opacity="0"')
     parts = [
         f"<g {attrs}>",
-        f"<title>{_x(line)}</title>",
+        f"<title>{_hover(line, hover)}</title>",
         f'<rect x="{_TIME_X + 6}" y="{top + 1}" width="{width - _TIME_X - 12}" '
         f'height="{_ROW - 2}" fill={fill}/>',
     ]
@@ -482,8 +569,8 @@ def _event(event: Event, index: int, top: int, layout: _Layout) -> str:
 _CSS: Final = """\
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 1.5em;
   color: #263238; background: #fafafa; }
-h1 { font-size: 1.3em; margin: 0 0 .2em; }
-p.where { color: #607d8b; margin: 0 0 1em; }
+h1 { font-size: 1.3em; margin: 0 0 .2em; overflow-wrap: anywhere; }
+p.where { color: #607d8b; margin: 0 0 1em; overflow-wrap: anywhere; }
 pre.diagnosis { background: #ffebee; border-left: 4px solid #c62828; padding: .8em 1em;
   white-space: pre-wrap; overflow-x: auto; }
 div.diagram { overflow-x: auto; background: #ffffff; border: 1px solid #cfd8dc; }
@@ -498,19 +585,20 @@ def html(
     diagnosis: str | None = None,
     times: bool = True,
     addresses: bool = True,
+    max_rows: int | None = MAX_ROWS,
 ) -> str:
     """A self-contained HTML page: the peer's name and address as its title, ``diagnosis``
     (preformatted) if given, and :func:`svg` of the transcript."""
     name, where = _title(transcript, addresses=addresses)
-    heading = f"{name} {where}".strip()
+    heading = _heading(name)
     body = [
         "<!DOCTYPE html>",
         '<html lang="en">',
         '<head><meta charset="utf-8">',
-        f"<title>{_x(heading)}</title>",
+        f"<title>{_x(f'{heading} {where}'.strip())}</title>",
         f"<style>\n{_CSS}</style></head>",
         "<body>",
-        f"<h1>{_x(name)}</h1>",
+        f"<h1>What {_x(heading)} saw</h1>",
     ]
     if where:
         body.append(f'<p class="where">{_x(where)}</p>')
@@ -518,9 +606,15 @@ def html(
         body.append(f'<pre class="diagnosis">{_x(diagnosis)}</pre>')
     body.append(
         '<p class="hint">One row per event, times in ms since the peer started; hover over '
-        "a row for the whole message (a hexdump when it is binary).</p>"
+        "a row for the whole message (a hexdump when it is binary). A long conversation "
+        f"shows its first and last {(max_rows or 0) // 2:,} rows: the text report has all of "
+        "it.</p>"
+        if max_rows
+        else '<p class="hint">One row per event, times in ms since the peer started; hover '
+        "over a row for the whole message (a hexdump when it is binary).</p>"
     )
-    body.append(f'<div class="diagram">\n{svg(transcript, times=times, addresses=addresses)}</div>')
+    picture = svg(transcript, times=times, addresses=addresses, max_rows=max_rows)
+    body.append(f'<div class="diagram">\n{picture}</div>')
     body.append("</body>\n</html>\n")
     return "\n".join(body)
 
@@ -538,11 +632,20 @@ def _m(text: str, table: dict[int, str] = _MERMAID) -> str:
     return _MERMAID_BREAKS.sub(lambda m: f"#{ord(m[0])};", text.translate(table))
 
 
-def mermaid(transcript: Transcript, *, times: bool = True, addresses: bool = True) -> str:
+def mermaid(
+    transcript: Transcript,
+    *,
+    times: bool = True,
+    addresses: bool = True,
+    max_chars: int | None = MERMAID_CHARS,
+    max_rows: int | None = MAX_ROWS,
+) -> str:
     """The transcript as Mermaid ``sequenceDiagram`` text: a header (the participants: one
-    per client lifeline, then the peer), then exactly one line per event kept and per gap.
-    Text that Mermaid would read as syntax is written as its entity codes (``#35;``)."""
-    rows = _rows(transcript)
+    per client lifeline, then the peer), then exactly one line per event kept and per gap
+    (of :func:`_rows`: ``max_rows`` at most). Text that Mermaid would read as syntax is
+    written as its entity codes (``#35;``). Past ``max_chars`` characters, the first and
+    last lines are kept, a note between them counts the events left out."""
+    rows = _rows(transcript, max_rows)
     lane_of, members = _lanes(rows)
     zero = transcript.started or 0.0
     name, where = _title(transcript, addresses=addresses)
@@ -551,12 +654,13 @@ def mermaid(transcript: Transcript, *, times: bool = True, addresses: bool = Tru
         lines.append(
             f"    participant c{lane} as {_m('client ' + _lane_name(numbers), _MERMAID_ALIAS)}"
         )
-    peer = _m(f"{name} {where}".strip(), _MERMAID_ALIAS)
+    peer = _m(_shorten(f"{name} {where}".strip(), 100), _MERMAID_ALIAS)
     lines.append(f"    participant peer as {peer}")
+    body: list[tuple[str, int]] = []  # each line, and the events it stands for
     for _, row in rows:
         who = f"c{lane_of[row.connection]}" if row.connection else "peer"
         if isinstance(row, _Gap):
-            lines.append(f"    Note over {who}: {_m(row.text)}")
+            body.append((f"    Note over {who}: {_m(row.text)}", row.omitted if row.cut else 0))
             continue
         event = row
         stamp = f"{(event.at - zero) * 1000:.3f} ms " if times else ""
@@ -576,9 +680,42 @@ def mermaid(transcript: Transcript, *, times: bool = True, addresses: bool = Tru
             if event.kind in ("dropped", "pending"):
                 arrow = "--x"
             ends = (who, "peer") if event.kind in _TO_PEER else ("peer", who)
-            lines.append(f"    {ends[0]}{arrow}{ends[1]}: {_m(stamp + tag + text)}")
+            body.append((f"    {ends[0]}{arrow}{ends[1]}: {_m(stamp + tag + text)}", 1))
         else:
             mark = "✖ " if problem else ("⚡ " if event.kind == "fault" else "")
             text = f"{mark}{tag}{event.kind} {text}".rstrip()
-            lines.append(f"    Note over {who}: {_m(stamp + text)}")
+            body.append((f"    Note over {who}: {_m(stamp + text)}", 1))
+    if max_chars is not None:
+        body = _fit(body, max_chars - sum(len(line) + 1 for line in lines), max_chars)
+    lines.extend(line for line, _ in body)
     return "\n".join(lines) + "\n"
+
+
+def _fit(body: list[tuple[str, int]], room: int, max_chars: int) -> list[tuple[str, int]]:
+    """``body``'s lines if they fit in ``room`` characters (a newline each), else as many of
+    its first and last lines as fit with a note between them that counts the events of the
+    lines left out."""
+    if sum(len(line) + 1 for line, _ in body) <= room:
+        return body
+    front: list[tuple[str, int]] = []
+    back: list[tuple[str, int]] = []
+    room -= 400  # the note, at most
+    first, last = 0, len(body) - 1
+    while first <= last:
+        line = body[first] if len(front) <= len(back) else body[last]
+        if len(line[0]) + 1 > room:
+            break
+        room -= len(line[0]) + 1
+        if len(front) <= len(back):
+            front.append(line)
+            first += 1
+        else:
+            back.append(line)
+            last -= 1
+    events = sum(count for _, count in body[first : last + 1])
+    note = (
+        f"... {events:,} events not drawn: the text stays under max_chars={max_chars:,} "
+        "characters (Mermaid refuses more than 50,000 by default); str(peer.transcript), "
+        "the text report, has them all"
+    )
+    return [*front, (f"    Note over peer: {_m(note)}", events), *reversed(back)]

@@ -488,7 +488,10 @@ class Transcript:
         element has the class ``problem`` and ``data-problem="true"``; every event's has
         ``data-event`` (its index in :attr:`events`), ``data-kind`` and ``data-connection``.
         ``times`` and ``addresses`` as in :meth:`render`. No fonts, scripts or links to
-        fetch; its size grows with the transcript's, which its budget bounds.
+        fetch. Its size is bounded, whatever the number of connections: at most 1,000 rows
+        (``fakepeer._diagram.MAX_ROWS``), the first 500 and the last 500, with a row between
+        them that says how many events were not drawn (this transcript's text has them all);
+        about 0.6 MB for plain traffic, 4 MB at most. Time is linear in the events.
         """
         from ._diagram import svg  # noqa: PLC0415  # _diagram imports this module
 
@@ -499,18 +502,29 @@ class Transcript:
     ) -> str:
         """A self-contained HTML page (``str``): the peer's name and address as its title,
         ``diagnosis`` (any text, shown preformatted) if given, then :meth:`to_svg`'s
-        diagram. Open it in a browser; nothing is fetched."""
+        diagram (so at most 1,000 rows). Open it in a browser; nothing is fetched."""
         from ._diagram import html  # noqa: PLC0415  # _diagram imports this module
 
         return html(self, diagnosis=diagnosis, times=times, addresses=addresses)
 
-    def to_mermaid(self, *, times: bool = True, addresses: bool = True) -> str:
+    def to_mermaid(
+        self, *, times: bool = True, addresses: bool = True, max_chars: int | None = 48_000
+    ) -> str:
         """The transcript as Mermaid ``sequenceDiagram`` text (``str``), for an issue or a
         Markdown page (in a fenced ``mermaid`` block): the participants (one per client
         lifeline, then the peer), then one line per event and per "not kept" gap. Problems
         are arrows that end in a cross (``-x``) or notes that start with ``✖``. Characters
         Mermaid would read as syntax (``#``, ``;``, ``<``, ...) are written as its entity
-        codes (``#35;``)."""
+        codes (``#35;``).
+
+        ``max_chars`` (``int``, default 48,000; ``None``: no limit) bounds the text's length:
+        Mermaid refuses a diagram of more than 50,000 characters by default
+        (``maxTextSize``), and a GitHub comment holds 65,536. A longer text keeps its first
+        and last lines, with a note between them that counts the events left out (this
+        transcript's text has them all). The participants and that note are always there,
+        about 2,000 characters at most, so a ``max_chars`` below that may be exceeded. Like
+        :meth:`to_svg`, it draws 1,000 rows at most.
+        """
         from ._diagram import mermaid  # noqa: PLC0415  # _diagram imports this module
 
-        return mermaid(self, times=times, addresses=addresses)
+        return mermaid(self, times=times, addresses=addresses, max_chars=max_chars)

@@ -190,6 +190,8 @@ _OPTIONS: Final = pytest.StashKey[PeerOptions]()
 _WATCHDOG: Final = pytest.StashKey[_WatchdogState]()
 _ITEM: Final = pytest.StashKey[_ItemState]()
 _DIAGRAMS: Final = pytest.StashKey[str | None]()
+#: The diagram files this session wrote (lowercased: some file systems ignore case).
+_DIAGRAM_NAMES: Final = pytest.StashKey[set[str]]()
 
 
 @dataclasses.dataclass
@@ -368,6 +370,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _configure_task_died(config)
     diagrams = config.getoption("fakepeer_diagrams") or config.getini("fakepeer_diagrams")
     config.stash[_DIAGRAMS] = os.path.abspath(diagrams) if diagrams else None
+    config.stash[_DIAGRAM_NAMES] = set()
     options = PeerOptions()
     ini = config.getini("fakepeer_timeout")
     if ini not in (None, ""):
@@ -860,23 +863,21 @@ def _write_diagram(
 ) -> str:
     """Write ``peer``'s sequence diagram for the failing ``item`` into ``folder``: the path
     written, relative to the current directory if under it, or why it could not be."""
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid).strip("_.")[:120] or "test"
-    if report.when != "call":
-        name += f"-{report.when}"
-    names = [other.name for other, _ in peers]
-    if len(peers) > 1:
-        label = re.sub(r"[^A-Za-z0-9_.-]+", "_", peer.name).strip("_.")[:40] or "peer"
-        name += f"-{label}" if names.count(peer.name) == 1 else f"-{label}{number + 1}"
-    path = os.path.join(folder, f"{name}.html")
+    path = os.path.join(folder, _diagram_name(item, report.when, peer, number, len(peers)))
     crash = getattr(report.longrepr, "reprcrash", None)
-    failure = f"{item.nodeid} failed ({report.when}): {getattr(crash, 'message', '') or ''}"
-    diagnosis = failure.strip()
+    message = getattr(crash, "message", "") or ""
+    failure = f"{item.nodeid} failed ({report.when}): "
+    diagnosis = (failure + message).strip()
     problem = peer._verdict(final=peer._state == "stopped", deliver=False)
     if problem is not None:  # its text, less the transcript: the diagram shows that
         text = str(problem)
         if problem.transcript:
             text = text[: -len(problem.transcript)]
-        diagnosis += f"\n\n{text.rstrip()}"
+        first = problem.diagnosis.split("\n", 1)[0]
+        if first and first in message:  # the failure is this problem: say it once
+            diagnosis = failure + message[: message.index(first)] + text.rstrip()
+        else:
+            diagnosis += f"\n\n{text.rstrip()}"
     elif peer._state != "stopped":
         with _reading(peer._lock, peer._conversation):
             outlook = peer._conversation.outlook()
@@ -892,3 +893,25 @@ def _write_diagram(
         return f"not written to {path}: {type(exc).__name__}: {exc}"
     relative = os.path.relpath(path)
     return path if relative.startswith("..") else relative
+
+
+def _diagram_name(item: pytest.Item, when: str, peer: FakePeer, number: int, peers: int) -> str:
+    """The file name of a diagram: the test's node id made safe (shortened) and a hash of
+    the whole of it, the phase unless ``call``, the peer's number and name if the test had
+    several; unique in the session (a failure of the same test, peer and phase in an
+    earlier run gets the same name)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid).strip("_.")[:100] or "test"
+    digest = hashlib.sha256(item.nodeid.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    name += f"-{digest}"
+    if when != "call":
+        name += f"-{when}"
+    if peers > 1:
+        label = re.sub(r"[^A-Za-z0-9_.-]+", "_", peer.name).strip("_.")[:40] or "peer"
+        name += f"-peer{number + 1}-{label}"
+    used = item.config.stash[_DIAGRAM_NAMES]
+    unique, again = name, 1
+    while unique.lower() in used:  # the same test reported twice (a rerun plugin)
+        again += 1
+        unique = f"{name}-{again}"
+    used.add(unique.lower())
+    return f"{unique}.html"
