@@ -98,9 +98,8 @@ def test_a_client_still_connected_at_the_stop_is_read_whole() -> None:
     for run in range(RUNS // 2):
         peer = FakePeer(framing=Lines())
         peer.expect(b"HELLO")
-        with peer.serve():
-            sock = fire_and_forget(peer.address, b"HELLO\n", close=False)
-        sock.close()
+        with contextlib.ExitStack() as closing, peer.serve():  # closed even if the stop fails
+            closing.enter_context(fire_and_forget(peer.address, b"HELLO\n", close=False))
         assert peer.received == [b"HELLO"], f"run {run}: {peer.render_transcript()}"
 
 
@@ -121,9 +120,10 @@ def test_400001_lines_sent_before_the_stop_are_recorded_whole(close: bool) -> No
     # how fast: a stop that lost lines loses them whatever the timeout.
     peer = FakePeer(framing=Lines(), timeout=60)
     peer.always(ANY)
-    with peer.serve():
-        sock = fire_and_forget(peer.address, b"\n".join(lines) + b"\n", close=close)
-    sock.close()
+    # closed even when the stop fails: else it is left to the garbage collector, and its
+    # ResourceWarning fails whichever later test of this process collects it
+    with contextlib.ExitStack() as closing, peer.serve():
+        closing.enter_context(fire_and_forget(peer.address, b"\n".join(lines) + b"\n", close=close))
     assert len(peer.received) == len(lines)
     assert peer.received == lines
 
@@ -468,13 +468,12 @@ def test_pipelined_requests_whose_replies_are_never_read_are_all_read_at_the_sto
     # behind the backpressure is cut off at it, and loses requests.
     peer = FakePeer(framing=Lines(), timeout=60, max_send_buffer=64 * 1024)
     peer.always(ANY).reply(b"x" * 1000)  # 100 MB of replies: far more than the buffers hold
-    with peer.serve():
-        sock = socket.create_connection(peer.address, timeout=10)
+    with contextlib.ExitStack() as closing, peer.serve():  # closed even if the stop fails
+        sock = closing.enter_context(socket.create_connection(peer.address, timeout=10))
         sock.sendall(b"REQ\n" * 100_000)
         sock.shutdown(socket.SHUT_WR)  # a FIN: a close() with unread replies would be a RST
         start = time.monotonic()
-    elapsed = time.monotonic() - start
-    sock.close()
+    elapsed = time.monotonic() - start  # the stop, and the client's close after it
     assert len(peer.received) == 100_000
     assert elapsed < 30  # in linear time, with room for a loaded machine
     dropped = [e for e in peer.transcript.events if e.kind == "dropped"]
