@@ -165,7 +165,7 @@ def test_the_seed_fails_at_setup_and_the_session_goes_on(session: pytest.Pyteste
             "test_server.py E*",
             "test_later.py .*",
             "*ERROR at setup of test_simple_server*",
-            "E   fakepeer.LoopBlocked: the event loop was blocked for 0.* s (the loop watchdog "
+            "E   fakepeer.LoopBlocked: the event loop was blocked for * s (the loop watchdog "
             "allows 0.5 s) during setup of test_server.py::test_simple_server",
             "*task:        Task-* running simple_server.<locals>.handle_client()",
             f"*blocked at:  *test_server.py:{accept} in handle_client",
@@ -178,7 +178,10 @@ def test_the_seed_fails_at_setup_and_the_session_goes_on(session: pytest.Pyteste
     )
     match = re.search(r"blocked for (\d+\.\d+) s", result.stdout.str())
     assert match is not None
-    assert float(match[1]) < 0.5 + 0.2
+    # Interrupted before the seed's own pytest-timeout (1 s, method="thread") would have
+    # killed the whole session: within 0.7 s on a quiet machine, 0.72 s was seen at a load
+    # average of 14; a watchdog that waited for the block would never report it.
+    assert float(match[1]) < 1
     # The whole subprocess (interpreter start-up included) is far below pytest-timeout's kill.
     assert elapsed < 20
     assert result.ret == pytest.ExitCode.TESTS_FAILED
