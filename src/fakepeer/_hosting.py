@@ -61,8 +61,10 @@ REST: Final = STALL
 #: ...and while it makes fewer than this many turns without resting (it keeps busy: then a
 #: hand-over it is)...
 _TURNS: Final = 16
-#: ...and while it does not run the script's code, looked for every this many seconds.
+#: ...and while it does not run the script's code, looked for every this many seconds...
 _LOOK: Final = 0.02
+#: ...and this many times, if it rests but wakes again before the lock is taken.
+_ATTEMPTS: Final = 3
 
 
 def attach_to_hub(server: PeerServer) -> None:
@@ -154,13 +156,13 @@ def _at_rest(server: PeerServer, what: str) -> Iterator[bool]:
     loop = server.loop
     deadline = clock() + REST
     turn = (hub.turn(loop) if loop is not None else 0) + _TURNS
-    while True:
+    for attempt in range(_ATTEMPTS):
         rested = _rest(server, deadline, turn)
         with _locked(server, what):
             if _quiet_hub(server):
                 yield True
                 return
-            if not rested or not server.quiet(eof_ok=True):
+            if not rested or not server.quiet(eof_ok=True) or attempt == _ATTEMPTS - 1:
                 yield False  # work to do for this server, or a hub that does not rest
                 return
 
