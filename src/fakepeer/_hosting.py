@@ -64,7 +64,7 @@ _TURNS: Final = 16
 #: ...and while it does not run the script's code, looked for every this many seconds...
 _LOOK: Final = 0.02
 #: ...and this many times, if it rests but wakes again before the lock is taken.
-_ATTEMPTS: Final = 3
+_ATTEMPTS: Final = 4
 
 
 def attach_to_hub(server: PeerServer) -> None:
@@ -156,8 +156,10 @@ def _at_rest(server: PeerServer, what: str) -> Iterator[bool]:
     loop = server.loop
     deadline = clock() + REST
     turn = (hub.turn(loop) if loop is not None else 0) + _TURNS
+    rested = True  # the first look is before any wait: bytes to read need a hand-over anyway
     for attempt in range(_ATTEMPTS):
-        rested = _rest(server, deadline, turn)
+        if attempt:
+            rested = _rest(server, deadline, turn)
         with _locked(server, what):
             if _quiet_hub(server):
                 yield True
