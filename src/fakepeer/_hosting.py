@@ -9,7 +9,9 @@ The sequence is the same on both hosts:
     Before a verdict: let the loop read what clients already sent. Skipped, with no
     hand-over, when nothing the hub could still do changes the verdict: it waits in
     ``select()`` with nothing to do (so it holds nothing it took off a socket), no connection
-    is being accepted, and no socket has unread bytes but, at most, a client's close.
+    is being accepted, and no socket has unread bytes but, at most, a client's close. A hub
+    busy with something else (a client's close, another peer) is waited for to rest, without
+    a hand-over, unless it stays busy (:data:`REST`).
 ``stop``
     Stop listening after accepting what the kernel queued, read every connection until its
     socket would block, judge what is left, close. Skipped, with no hand-over, when no client
@@ -31,7 +33,6 @@ import concurrent.futures
 import contextlib
 import ipaddress
 import socket
-import time
 from collections.abc import Coroutine, Iterator
 from typing import Any, Final
 
@@ -54,10 +55,16 @@ __all__ = [
 
 #: A hub that makes no progress for this many seconds during a hand-over is blocked.
 STALL: Final = 1.0
-#: How long a verdict or a stop waits, without a hand-over, for the hub to finish its turn...
-SPIN: Final = 0.002
-#: ...and how many times.
-_ATTEMPTS: Final = 3
+#: A verdict or a stop waits, without a hand-over, for a hub that is busy (a client's close
+#: takes it two turns; a loaded machine runs it late) to rest, as long as it is not stalled...
+REST: Final = STALL
+#: ...and while it makes fewer than this many turns without resting (it keeps busy: then a
+#: hand-over it is)...
+_TURNS: Final = 16
+#: ...and while it does not run the script's code, looked for every this many seconds...
+_LOOK: Final = 0.02
+#: ...and this many times, if it rests but wakes again before the lock is taken.
+_ATTEMPTS: Final = 4
 
 
 def attach_to_hub(server: PeerServer) -> None:
@@ -141,30 +148,39 @@ def _quiet_hub(server: PeerServer) -> bool:
 def _at_rest(server: PeerServer, what: str) -> Iterator[bool]:
     """The peer's lock, and whether the hub is at rest for this server (:func:`_quiet_hub`).
 
-    The hub may be busy for a moment (a client's close that just arrived, a socket handed
-    over): it is given that moment, a few times, before this says no (then a hand-over will
-    do: nothing is lost either way)."""
+    The hub may be busy for a while (a client's close that just arrived, a socket handed
+    over, another peer, a loaded machine that runs it late): while nothing is readable for
+    this server, it is waited for, without the lock and without the GIL, until it rests (see
+    :func:`_rest`); if it does not, this says no (a hand-over will do: nothing is lost
+    either way)."""
+    loop = server.loop
+    deadline = clock() + REST
+    turn = (hub.turn(loop) if loop is not None else 0) + _TURNS
+    rested = True  # the first look is before any wait: bytes to read need a hand-over anyway
     for attempt in range(_ATTEMPTS):
-        _let_the_hub_finish(server)
+        if attempt:
+            rested = _rest(server, deadline, turn)
         with _locked(server, what):
             if _quiet_hub(server):
                 yield True
                 return
-            if attempt == _ATTEMPTS - 1 or not server.quiet(eof_ok=True):
-                yield False  # work to do for this server: a hand-over it is
+            if not rested or not server.quiet(eof_ok=True) or attempt == _ATTEMPTS - 1:
+                yield False  # work to do for this server, or a hub that does not rest
                 return
 
 
-def _let_the_hub_finish(server: PeerServer) -> None:
-    """Before taking the lock for :func:`_quiet_hub`: the hub may be finishing a turn (a
-    socket handed over, a client's close, another peer): give it the GIL for a moment to
-    get back to ``select()``, so that no hand-over is needed. Bounded by :data:`SPIN`."""
+def _rest(server: PeerServer, deadline: float, turn: int) -> bool:
+    """Wait for the hub to rest in ``select()``: True when it does; False at ``deadline``, at
+    its turn number ``turn``, or as soon as it is found running the script's code (a reply
+    callable or a handler that may block it: the hand-over that follows says so)."""
     loop = server.loop
     if loop is None:
-        return
-    deadline = clock() + SPIN
-    while not hub.waiting(loop) and clock() < deadline:
-        time.sleep(0)
+        return False
+    while True:
+        if hub.rest(loop, min(deadline, clock() + _LOOK), turn):
+            return True
+        if clock() >= deadline or hub.turn(loop) >= turn or _scripts_code(server) is not None:
+            return False
 
 
 # -- bounded hand-overs ----------------------------------------------------------------------

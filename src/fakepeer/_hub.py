@@ -51,10 +51,20 @@ class _HubSelector(_BASE):  # type: ignore[valid-type,misc]  # a class from a va
     done = 0  # ...and those that ran
     busy: float | None = None  # for the loop watchdog: when the loop went back to work
     thread = 0  # ...in which thread
+    turns = 0  # select() calls: the loop's turns...
+    watchers = 0  # ...which threads in Hub.rest() are told of, through ``turned``
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.turned = threading.Condition(threading.Lock())
 
     def select(self, timeout: float | None = None) -> list[Any]:
         # asyncio selects with timeout 0 when callbacks are ready: that is no waiting
         self.waiting = timeout is None or timeout > 0
+        self.turns += 1
+        if self.watchers:  # read after ``waiting`` is set: see Hub.rest
+            with self.turned:
+                self.turned.notify_all()
         self.busy = None
         try:
             return super().select(timeout)  # type: ignore[no-any-return]
@@ -105,6 +115,34 @@ class Hub:
         every callback handed to it with :meth:`soon` has run (any thread)."""
         selector = _SELECTORS.get(loop)
         return selector is not None and selector.waiting and selector.done == selector.queued
+
+    def turn(self, loop: asyncio.AbstractEventLoop) -> int:
+        """How many turns (``select()`` calls) the hub loop ``loop`` made so far."""
+        selector = _SELECTORS.get(loop)
+        return 0 if selector is None else selector.turns
+
+    def rest(self, loop: asyncio.AbstractEventLoop, deadline: float, turn: int) -> bool:
+        """Wait until ``loop`` :meth:`waiting`: True as soon as it is, False once the clock
+        (:func:`time.monotonic`) reaches ``deadline`` or the loop reaches its turn number
+        ``turn`` (see :meth:`turn`) without resting.
+
+        The calling thread sleeps without the GIL, woken by the hub at each turn: the hub
+        thread gets the GIL at once, where a spin would keep it from it for a switch interval
+        (5 ms) each time it wants it back, on a loaded machine."""
+        selector = _SELECTORS.get(loop)
+        if selector is None:
+            return False
+        with selector.turned:
+            selector.watchers += 1  # before reading ``waiting``: see _HubSelector.select
+            try:
+                while not self.waiting(loop):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or selector.turns >= turn:
+                        return False
+                    selector.turned.wait(remaining)
+                return True
+            finally:
+                selector.watchers -= 1
 
     def soon(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:
         """``loop.call_soon_threadsafe(callback)``, counted, so that :meth:`waiting` is not
