@@ -277,3 +277,56 @@ def test_a_problem_that_comes_after_the_report_fails_the_teardown(
         ]
     )
     assert result.stdout.str().count("received:  'PONK'") == 1
+
+
+BLOCKED_HUB = """
+import socket
+import time
+
+import pytest
+from fakepeer import Lines
+
+
+def slow(match):
+    time.sleep(3)
+    return b"PONG"
+
+
+@pytest.mark.fakepeer(framing=Lines())
+def test_fails_while_the_hub_is_blocked(fake_peer):
+    fake_peer.expect("PING").reply(slow)
+    with socket.create_connection(fake_peer.address) as sock:
+        sock.sendall(b"PING\\nPIN")
+        time.sleep(0.2)  # the hub is now in slow(): nothing waits on it here
+        assert False, "the client gave up"
+"""
+
+
+def test_a_report_made_while_the_hub_is_blocked_says_so_and_does_not_fail(
+    pytester: pytest.Pytester,
+) -> None:
+    """The call phase's report settles the peer first; a hub blocked by the script's code
+    made that an INTERNALERROR that ended the session. The report says what blocked it and
+    shows what the hub had read; the stop then fails the test's teardown with HubBlocked."""
+    pytester.makeini(INI)
+    pytester.makepyfile(test_blocked=BLOCKED_HUB)
+    result = pytester.runpytest_subprocess("--loop-watchdog=0", timeout=60)
+    assert "INTERNALERROR" not in result.stdout.str()
+    # Said once, in the failure's report: the stop does not raise it again.
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*AssertionError: the client gave up*",
+            "*- fakepeer 'fake peer' -*",
+            "(what the hub had read before it blocked: the fakepeer hub thread made no progress"
+            "*: code of the test's script is blocking it: */test_blocked.py:9 in slow)",
+            "",
+            "*connection #1 holds 3 bytes, no whole message yet*",
+            "*",
+            "fake peer 'fake peer' on 127.0.0.1:*",
+            "* ms  #1 connected  from 127.0.0.1:*",
+            "* ms  #1 received   'PING' -> expect #1 'PING' (test_blocked.py:15)",
+            "* ms  #1 pending    'PIN' (3 bytes, no whole message yet*",
+        ]
+    )
+    assert " -" not in result.stdout.str().split("#1 connected")[0][-20:]  # no negative time

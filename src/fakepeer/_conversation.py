@@ -348,6 +348,8 @@ class Conversation:
         """Bytes arrived on ``connection``; return what to do about them."""
         buffer = connection.buffer
         before = len(buffer)
+        if not before:  # so far as is known before a reply callable runs (it may not return)
+            connection.since = at
         actions = self._receive(connection, data, at)
         # Bytes left over: they came with data if the buffer was empty or a message was
         # cut off it (the bytes before the end of that message were all taken).

@@ -459,16 +459,23 @@ class FakePeer(_Scripting):
         ends with each connection's bytes that are no message yet (a ``pending`` line)
         and so shows every byte received. A peer served on the hub first reads what
         clients already sent (see :meth:`Serving.settle`); one served in an event loop
-        shows what that loop has read. Marks nothing as raised."""
-        self._settle()
+        shows what that loop has read. Marks nothing as raised, and raises nothing: if the
+        hub is blocked (by the script's code), the report says so first and shows what the hub
+        had read (the stop raises :class:`HubBlocked`)."""
+        blocked = ""
+        try:
+            self._settle()
+        except HubBlocked as exc:  # a report is made for a failure: it must not fail itself
+            first = str(exc).split("\n", 1)[0]
+            blocked = f"(what the hub had read before it blocked: {first}: {exc.where})\n\n"
         final = self._state == "stopped"
         problem = self._verdict(final=final, deliver=False)
         if problem is not None:
-            return str(problem)
+            return blocked + str(problem)
         with _reading(self._lock, self._conversation):
             outlook = "" if final else self._conversation.outlook()
             transcript = self._now().render()
-        return f"{outlook}\n\n{transcript}" if outlook else transcript
+        return blocked + (f"{outlook}\n\n{transcript}" if outlook else transcript)
 
     def _foreseen(self) -> set[tuple[object, ...]]:
         """What a report made now shows of the verdict to come: the problems seen (by
