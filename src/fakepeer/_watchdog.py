@@ -733,16 +733,16 @@ class Watchdog:
         self._late.append((source, since, ended, cpu, self._generation))
 
     def _unseen_in(self, since: float, ended: float, limit: float) -> float:
-        """Seconds of ``since``..``ended`` in stretches longer than :func:`quiet` in which
-        the process was not seen running: no look of the watchdog's thread. The step's own
-        start and end are sights too (its loop's thread ran then)."""
+        """Seconds of ``since``..``ended`` in which the process was not seen running: of each
+        stretch with no look of the watchdog's thread, the part longer than :func:`quiet`.
+        The step's own start and end are sights too (its loop's thread ran then)."""
         holes = list(self._holes)  # the thread appends to it
         looked = self._looked
         if ended - looked > quiet(limit):  # the thread has not looked since: a stretch too
             holes.append((max(looked, since), ended))
         unseen = 0.0
-        for start, end in holes:
-            unseen += max(0.0, min(end, ended) - max(start, since))
+        for start, end in holes:  # of each, only the part longer than quiet() is left out
+            unseen += max(0.0, min(end, ended) - max(start, since) - quiet(limit))
         return unseen
 
     # -- signals ---------------------------------------------------------------------------
