@@ -6,8 +6,8 @@ whose loop blocked.
 
 - asyncio loops on a selector (the default everywhere), on any thread: while
   :meth:`Watchdog.install` is in effect, ``selectors.DefaultSelector`` is a subclass whose
-  ``select`` keeps the two on the selector itself (one store each way: no task, no timer, so
-  a fake-clock loop is not disturbed). A loop is running when its thread has asyncio's
+  ``select`` keeps the two on the selector itself while a loop runs on it (one store each
+  way: no task, no timer, so a fake-clock loop is not disturbed). A loop is running when its thread has asyncio's
   ``_run_once`` on the stack (a loop that pytest-asyncio stopped between phases has a mark
   left behind).
 - the fakepeer hub's loops (``_hub``), whose selector keeps the same marks; the hub is
@@ -30,14 +30,30 @@ seen twice in a row a few milliseconds apart. Between phases the thread sleeps;
 :meth:`Watchdog.watch`
 wakes it.
 
-**The guarantee.** A block shorter than the limit never fails a phase. A block longer than
-the limit fails the phase in which it began, every time, when (a) it lasts longer than the
-limit plus :func:`margin` (three look intervals: 15 ms at a limit of 0.05 s, 75 ms from
-0.5 s up) and the machine lets the watchdog's thread run, or (b) it is a step of an asyncio
-loop on a watched selector that ends within the phase: the selector measures each step
-itself when its loop gets back to the I/O wait, so a busy machine cannot hide it. Once the
-thread has seen a block, the verdict stands even if the block ends, or the phase does, while
-the stacks are sampled (:meth:`Watchdog.unwatch` waits for that diagnosis).
+**The guarantee.** A block longer than the limit fails the phase in which it began, every
+time, when (a) it lasts longer than the limit plus :func:`margin` (three look intervals:
+15 ms at a limit of 0.05 s, 75 ms from 0.5 s up) and the machine lets the watchdog's thread
+run, or (b) it is a step of a running asyncio loop on a watched selector that ends within
+the phase and the loop blocked longer than the limit while the process ran (below). Once
+the thread has seen a block, the verdict stands even if the block ends, or the phase does,
+while the stacks are sampled (:meth:`Watchdog.unwatch` waits for that diagnosis). A block
+shorter than the limit never fails a phase, with one exception: the thread measures wall
+time, so a process stopped in the middle of a block (Ctrl-Z, a debugger attached) makes it
+longer.
+
+**The fallback (b).** A watched selector measures each step of its loop (from one of its
+``select`` calls to the next, made by the loop's ``_run_once`` while ``run_forever`` runs,
+and to the end of ``run_forever``; a selector that no loop runs on, ``select`` called by the
+test's own code, is not measured). A step longer than the limit is counted only if the
+loop's thread used more CPU time than the limit in it (``time.thread_time``: it computed,
+e.g. one C call holding the GIL, so the thread could not look), or if the step is longer
+than the limit without the stretches in which nothing was seen to run: of each stretch with
+no look of the watchdog's thread, the part longer than :func:`quiet` (three look intervals)
+is left out, since the whole process may have been stopped then, and a stopped process
+blocks no loop. So a stopped process never fails a loop whose steps are shorter than the
+limit less :func:`quiet`; the price: a machine so busy that it runs neither the watchdog's
+thread nor the loop for longer than that is taken for stopped too. The report then says
+that the step was seen only when the loop got back, and how much CPU time its thread used.
 
 **Diagnosing.** :mod:`._stacks` samples the source's thread a few times, and
 :func:`._diagnosis.describe` says what the samples show.
