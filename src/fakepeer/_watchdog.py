@@ -7,9 +7,8 @@ whose loop blocked.
 - asyncio loops on a selector (the default everywhere), on any thread: while
   :meth:`Watchdog.install` is in effect, ``selectors.DefaultSelector`` is a subclass whose
   ``select`` keeps the two on the selector itself while a loop runs on it (one store each
-  way: no task, no timer, so a fake-clock loop is not disturbed). A loop is running when its thread has asyncio's
-  ``_run_once`` on the stack (a loop that pytest-asyncio stopped between phases has a mark
-  left behind).
+  way: no task, no timer, so a fake-clock loop is not disturbed). A loop is running when its
+  thread has asyncio's ``_run_once`` on the stack; a loop that stops leaves no mark.
 - the fakepeer hub's loops (``_hub``), whose selector keeps the same marks; the hub is
   blamed only while code of the test's script (a reply callable) is on its stack, and the
   report says it serves the test's peer.
