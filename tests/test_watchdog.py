@@ -494,8 +494,122 @@ def test_a_block_the_thread_could_not_see_is_measured_by_the_loop(session: pytes
         [
             "E   fakepeer.LoopBlocked: the event loop was blocked for * s (the loop watchdog "
             "allows 0.05 s) during call of test_gil.py::test_holds_the_gil",
-            "*  seen:        only when the loop got back to its I/O wait: the loop "
-            "watchdog's thread did not look in time (a busy machine delays it), so there is "
-            "no stack to show",
+            "*  seen:        only when the loop got back to its I/O wait, so there is no "
+            "stack to show; the loop's thread computed for * s of it",
+        ]
+    )
+
+
+# -- what the loop's own measure of its steps does not count ----------------------------------
+
+NO_LOOP = """import selectors
+import socket
+import threading
+import time
+
+
+def test_the_stdlib_docs_selector_in_the_test():
+    a, b = socket.socketpair()
+    with selectors.DefaultSelector() as selector:
+        selector.register(a, selectors.EVENT_READ)
+        b.send(b"x")
+        assert selector.select(1)
+        a.recv(1)
+        time.sleep(0.3)  # sync work between two selects: no loop to block
+        b.send(b"y")
+        assert selector.select(1)
+    a.close()
+    b.close()
+
+
+def test_a_slow_threaded_server_of_the_test():
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        with selectors.DefaultSelector() as selector:
+            selector.register(listener, selectors.EVENT_READ)
+            for _ in range(2):
+                selector.select(5)
+                connection, _ = listener.accept()
+                time.sleep(0.3)  # the slow server under test
+                connection.sendall(b"ok")
+                connection.close()
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    for _ in range(2):
+        with socket.create_connection(listener.getsockname()) as client:
+            assert client.recv(2) == b"ok"
+    thread.join(10)
+    listener.close()
+"""
+
+
+def test_a_selector_that_no_loop_runs_on_is_not_watched(session: pytest.Pytester) -> None:
+    # selectors.DefaultSelector is the watched one while the watchdog is installed, but only
+    # a running asyncio loop's steps are measured: the test's own selects block nothing.
+    session.makepyfile(test_no_loop=NO_LOOP)
+    result = session.runpytest_subprocess("--loop-watchdog=0.1", "-rfE")
+    result.assert_outcomes(passed=2)
+
+
+STOPPED = """import asyncio
+import os
+import subprocess
+import time
+
+import pytest
+
+
+@pytest.mark.asyncio
+async def test_short_steps_while_the_process_is_stopped():
+    # Ctrl-Z then fg, or a debugger attaching: the process stops for a while, mid-step.
+    helper = subprocess.Popen(
+        ["sh", "-c", f"sleep 0.2; kill -STOP {os.getpid()}; sleep 0.8; kill -CONT {os.getpid()}"]
+    )
+    deadline = time.monotonic() + 1.5
+    steps = 0
+    while time.monotonic() < deadline or helper.poll() is None:
+        started = time.perf_counter()
+        while time.perf_counter() - started < 0.001:  # 1 ms of work, then a yield
+            pass
+        await asyncio.sleep(0)
+        steps += 1
+    assert helper.wait() == 0
+    print("steps:", steps)
+"""
+
+
+def test_a_stopped_process_blocks_no_loop(session: pytest.Pytester) -> None:
+    # Every step is 1 ms long; one of them lasts 0.8 s of wall time because the whole
+    # process was stopped (SIGSTOP, SIGCONT): its loop blocked nothing. The loop's measure
+    # leaves out the stretch in which the watchdog's thread saw nothing run.
+    session.makepyfile(test_stopped=STOPPED)
+    result = session.runpytest_subprocess("--loop-watchdog=0.2", "-rfE", timeout=60)
+    result.assert_outcomes(passed=1)
+
+
+STOPS_AFTER_A_BLOCK = """import asyncio
+
+
+def test_a_block_then_the_loop_stops():
+    loop = asyncio.new_event_loop()
+    loop.call_soon(sum, range(15_000_000))  # one C call: it holds the GIL all along
+    loop.call_soon(loop.stop)  # the same iteration: run_forever ends without a select
+    loop.run_forever()
+    loop.close()
+"""
+
+
+def test_the_last_step_of_a_run_is_measured_too(session: pytest.Pytester) -> None:
+    session.makepyfile(test_stops=STOPS_AFTER_A_BLOCK)
+    result = session.runpytest_subprocess("--loop-watchdog=0.05", "-rfE")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E   fakepeer.LoopBlocked: the event loop was blocked for * s (the loop watchdog "
+            "allows 0.05 s) during call of test_stops.py::test_a_block_then_the_loop_stops",
+            "*  seen:        only when the loop got back to its I/O wait, so there is no "
+            "stack to show; the loop's thread computed for * s of it",
         ]
     )

@@ -6,10 +6,9 @@ whose loop blocked.
 
 - asyncio loops on a selector (the default everywhere), on any thread: while
   :meth:`Watchdog.install` is in effect, ``selectors.DefaultSelector`` is a subclass whose
-  ``select`` keeps the two on the selector itself (one store each way: no task, no timer, so
-  a fake-clock loop is not disturbed). A loop is running when its thread has asyncio's
-  ``_run_once`` on the stack (a loop that pytest-asyncio stopped between phases has a mark
-  left behind).
+  ``select`` keeps the two on the selector itself while a loop runs on it (one store each
+  way: no task, no timer, so a fake-clock loop is not disturbed). A loop is running when its
+  thread has asyncio's ``_run_once`` on the stack; a loop that stops leaves no mark.
 - the fakepeer hub's loops (``_hub``), whose selector keeps the same marks; the hub is
   blamed only while code of the test's script (a reply callable) is on its stack, and the
   report says it serves the test's peer.
@@ -30,14 +29,30 @@ seen twice in a row a few milliseconds apart. Between phases the thread sleeps;
 :meth:`Watchdog.watch`
 wakes it.
 
-**The guarantee.** A block shorter than the limit never fails a phase. A block longer than
-the limit fails the phase in which it began, every time, when (a) it lasts longer than the
-limit plus :func:`margin` (three look intervals: 15 ms at a limit of 0.05 s, 75 ms from
-0.5 s up) and the machine lets the watchdog's thread run, or (b) it is a step of an asyncio
-loop on a watched selector that ends within the phase: the selector measures each step
-itself when its loop gets back to the I/O wait, so a busy machine cannot hide it. Once the
-thread has seen a block, the verdict stands even if the block ends, or the phase does, while
-the stacks are sampled (:meth:`Watchdog.unwatch` waits for that diagnosis).
+**The guarantee.** A block longer than the limit fails the phase in which it began, every
+time, when (a) it lasts longer than the limit plus :func:`margin` (three look intervals:
+15 ms at a limit of 0.05 s, 75 ms from 0.5 s up) and the machine lets the watchdog's thread
+run, or (b) it is a step of a running asyncio loop on a watched selector that ends within
+the phase and the loop blocked longer than the limit while the process ran (below). Once
+the thread has seen a block, the verdict stands even if the block ends, or the phase does,
+while the stacks are sampled (:meth:`Watchdog.unwatch` waits for that diagnosis). A block
+shorter than the limit never fails a phase, with one exception: the thread measures wall
+time, so a process stopped in the middle of a block (Ctrl-Z, a debugger attached) makes it
+longer.
+
+**The fallback (b).** A watched selector measures each step of its loop (from one of its
+``select`` calls to the next, made by the loop's ``_run_once`` while ``run_forever`` runs,
+and to the end of ``run_forever``; a selector that no loop runs on, ``select`` called by the
+test's own code, is not measured). A step longer than the limit is counted only if the
+loop's thread used more CPU time than the limit in it (``time.thread_time``: it computed,
+e.g. one C call holding the GIL, so the thread could not look), or if the step is longer
+than the limit without the stretches in which nothing was seen to run: of each stretch with
+no look of the watchdog's thread, the part longer than :func:`quiet` (three look intervals)
+is left out, since the whole process may have been stopped then, and a stopped process
+blocks no loop. So a stopped process never fails a loop whose steps are shorter than the
+limit less :func:`quiet`; the price: a machine so busy that it runs neither the watchdog's
+thread nor the loop for longer than that is taken for stopped too. The report then says
+that the step was seen only when the loop got back, and how much CPU time its thread used.
 
 **Diagnosing.** :mod:`._stacks` samples the source's thread a few times, and
 :func:`._diagnosis.describe` says what the samples show.
@@ -55,6 +70,7 @@ is interrupted again every limit; ending the process is opt-in (``exit_after``).
 from __future__ import annotations
 
 import asyncio
+import collections
 import math
 import os
 import selectors
@@ -115,6 +131,15 @@ def look_interval(limit: float) -> float:
     return min(max(limit / 20, 0.005), 0.025)
 
 
+def quiet(limit: float) -> float:
+    """The longest stretch, in seconds, without a look of the watchdog's thread that a
+    loop's own measure of its step (the fallback) takes for the process running, for a
+    limit of ``limit`` seconds: three look intervals (:func:`look_interval`). A longer one
+    may be the process stopped (Ctrl-Z, a debugger attached, a machine that did not run
+    it): it is left out of the step, unless the loop's thread computed all along."""
+    return 3 * look_interval(limit)
+
+
 def margin(limit: float) -> float:
     """How much longer than ``limit`` seconds a loop may stay blocked before the watchdog is
     sure to have seen it: three look intervals (:func:`look_interval`), one to come to the
@@ -123,11 +148,24 @@ def margin(limit: float) -> float:
     return 3 * look_interval(limit)
 
 
-#: The end of the report on a block that the watchdog's thread did not see while it lasted.
+#: The end of the report on a step that the watchdog's thread did not see while it lasted,
+#: measured by its loop when it got back to its I/O wait (see :func:`unseen`).
 UNSEEN: Final = (
-    "\n  seen:        only when the loop got back to its I/O wait: the loop watchdog's thread "
-    "did not look in time (a busy machine delays it), so there is no stack to show"
+    "\n  seen:        only when the loop got back to its I/O wait, so there is no stack to show"
 )
+
+
+def unseen(cpu: float) -> str:
+    """The end of the report on a step measured by its loop (:data:`UNSEEN`): what is known,
+    the CPU time the loop's thread used in the step (``cpu`` seconds, at least)."""
+    return f"{UNSEEN}; the loop's thread computed for {cpu:.2f} s of it"
+
+
+#: Seconds between two readings of a loop thread's CPU clock (``time.thread_time``, a system
+#: call) at the start of its steps: a reading older than the step's start is still a lower
+#: bound of the step's CPU time once the time since the reading is taken off.
+CPU_READING_AGE: Final = 0.005
+
 
 #: Seconds :meth:`Watchdog.unwatch` waits at most for a diagnosis under way.
 DIAGNOSIS_WAIT: Final = 1.0
@@ -174,16 +212,16 @@ def _snapshot() -> list[Source]:
 
 class _LateSteps:
     """What a watched selector calls when its loop comes back from a step longer than
-    :attr:`limit` (infinite while no phase is watched): the watchdog then fails the phase
-    even if its thread did not see the block in time (a busy machine delays it)."""
+    :attr:`limit` (infinite while no phase is watched), in the loop's thread: the watchdog
+    decides whether the step counts (:meth:`Watchdog._late_step`)."""
 
     limit: float = math.inf
     watchdog: Watchdog | None = None
 
-    def __call__(self, selector: Any, since: float) -> None:
+    def __call__(self, selector: Any, since: float, ended: float) -> None:
         watchdog = self.watchdog
         if watchdog is not None:
-            watchdog._late_step(selector, since, clock())
+            watchdog._late_step(selector, since, ended, selector.cpu_since(since))
 
 
 _late_steps: Final = _LateSteps()
@@ -199,6 +237,12 @@ def _watched_selector(base: type[selectors.BaseSelector]) -> type[selectors.Base
 
         busy: float | None = None
         thread = 0
+        #: True while an asyncio loop runs on it (``run_forever``): only then is it marked
+        #: busy between two selects, and only then are its steps measured (a selector that
+        #: no loop owns, ``select`` called by the test's own code, is nobody's loop).
+        looping = False
+        cpu = 0.0  # the thread's CPU clock, read at ``cpu_read`` (see CPU_READING_AGE)
+        cpu_read = -math.inf
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
@@ -215,14 +259,41 @@ def _watched_selector(base: type[selectors.BaseSelector]) -> type[selectors.Base
             _late: _LateSteps = _late_steps,
         ) -> list[Any]:
             busy = self.busy  # the step that ends here began then
-            if busy is not None and _clock() - busy > _late.limit:
-                _late(self, busy)
-            self.busy = None
+            if busy is not None:
+                now = _clock()
+                if now - busy > _late.limit:
+                    _late(self, busy, now)
+                self.busy = None
             try:
                 return _select(self, timeout)  # type: ignore[no-any-return]
             finally:
-                self.busy = _clock()
+                if self.looping:
+                    now = _clock()
+                    self.busy = now
+                    if now - self.cpu_read > CPU_READING_AGE:
+                        self.cpu, self.cpu_read = time.thread_time(), now
                 self.thread = _ident()
+
+        def cpu_since(self, since: float) -> float:
+            """In the loop's thread: at least how much CPU time it used since ``since`` (the
+            start of its step, not before the last reading)."""
+            return max(0.0, time.thread_time() - self.cpu - (since - self.cpu_read))
+
+        def begin_run(self) -> bool:
+            """``run_forever`` starts on this selector; False if it runs already."""
+            if self.looping:
+                return False
+            self.looping = True
+            return True
+
+        def end_run(self) -> None:
+            """``run_forever`` ends: its last step, if it began with a select, ends here."""
+            busy, self.busy = self.busy, None
+            self.looping = False
+            if busy is not None:
+                now = clock()
+                if now - busy > _late_steps.limit:
+                    _late_steps(self, busy, now)
 
         def close(self) -> None:
             _unregister(self)
@@ -475,14 +546,15 @@ def _instrumented(run: Callable[..., Any]) -> Callable[..., Any]:
 def _with_heartbeat(run_forever: Callable[..., Any]) -> Callable[..., Any]:
     def run_forever_watched(self: Any, *args: Any, **kwargs: Any) -> Any:
         heartbeat = Heartbeat.begin(self)
+        selector = getattr(self, "_selector", None)
+        ours = isinstance(selector, _Marked) and selector.begin_run()  # type: ignore[attr-defined]
         try:
             return run_forever(self, *args, **kwargs)
         finally:
             if heartbeat is not None:
                 heartbeat.close()
-            selector = getattr(self, "_selector", None)
-            if isinstance(selector, _Marked):  # stopped: not busy until it runs again
-                selector.busy = None  # type: ignore[attr-defined]
+            if ours:  # its last step ends here; stopped, it is not busy until it runs again
+                selector.end_run()  # type: ignore[union-attr]
 
     return _like(run_forever_watched, run_forever)  # type: ignore[no-any-return]
 
@@ -529,7 +601,14 @@ class Watchdog:
         self._idle = threading.Event()  # clear while the thread diagnoses a block
         self._idle.set()
         # steps that took longer than the limit, seen by their loop when they ended
-        self._late: list[tuple[Source, float, float, int]] = []  # source, since, end, phase
+        # steps that took longer than the limit, seen by their loop when they ended, and
+        # counted (see _late_step): source, since, end, CPU time, phase
+        self._late: list[tuple[Source, float, float, float, int]] = []
+        # when the process was last seen running (a look of the thread, the start of a
+        # phase), and the stretches between two such sights longer than quiet(): the
+        # process may have been stopped then (Ctrl-Z, a debugger attached)
+        self._looked = 0.0
+        self._holes: collections.deque[tuple[float, float]] = collections.deque(maxlen=64)
         self._excused: dict[Source, float] = {}  # a debugger stopped the loop at that mark
         self._sent = 0  # our signals not handled yet
         # source -> (its mark, its first alarm, how many since): once per limit, per source
@@ -617,7 +696,7 @@ class Watchdog:
         self._retake_signal()
         self._patches.apply()  # trio or uvloop may have been imported since install()
         self._where = where
-        self._phase = clock()
+        self._phase = self._looked = clock()  # a sight of the process running, too
         if limit:
             Heartbeat.every = min(max(limit / 25, 0.002), 0.02)
         self._limit = limit
@@ -635,7 +714,7 @@ class Watchdog:
         self._idle.wait(DIAGNOSIS_WAIT)
         self._pending = None  # a signal sent meanwhile finds no phase to interrupt
         late, self._late = self._late, []
-        for source, since, ended, generation in late:
+        for source, since, ended, cpu, generation in late:
             if generation != self._generation or self._excused.get(source) == since:
                 continue
             if self._alarms.get(source, (None,))[0] == since:
@@ -649,16 +728,37 @@ class Watchdog:
                     where=self._where,
                     loop=source.label(),
                 )
-                + UNSEEN
+                + unseen(cpu)
             )
 
-    def _late_step(self, source: Source, since: float, ended: float) -> None:
-        """From a loop's thread: its step since ``since`` took longer than the limit."""
-        if since < self._phase or not self._limit:
+    def _late_step(self, source: Source, since: float, ended: float, cpu: float) -> None:
+        """From a loop's thread: its step from ``since`` to ``ended`` took longer than the
+        limit, and its thread used at least ``cpu`` seconds of CPU in it. The step counts if
+        the loop blocked longer than the limit while the process ran: its thread computed
+        longer than that, or the step is longer than the limit without the stretches in
+        which nothing was seen to run (:meth:`_unseen_in`): the process may have been
+        stopped then, and a stopped process blocks nothing."""
+        limit = self._limit
+        if since < self._phase or not limit:
             return  # from before the phase: not this phase's
         if source.thread != _MAIN and _made(source) < self._test_started:
             return  # a loop on a thread of a fixture from before this test
-        self._late.append((source, since, ended, self._generation))
+        if cpu <= limit and ended - since - self._unseen_in(since, ended, limit) <= limit:
+            return
+        self._late.append((source, since, ended, cpu, self._generation))
+
+    def _unseen_in(self, since: float, ended: float, limit: float) -> float:
+        """Seconds of ``since``..``ended`` in which the process was not seen running: of each
+        stretch with no look of the watchdog's thread, the part longer than :func:`quiet`.
+        The step's own start and end are sights too (its loop's thread ran then)."""
+        holes = list(self._holes)  # the thread appends to it
+        looked = self._looked
+        if ended - looked > quiet(limit):  # the thread has not looked since: a stretch too
+            holes.append((max(looked, since), ended))
+        unseen = 0.0
+        for start, end in holes:  # of each, only the part longer than quiet() is left out
+            unseen += max(0.0, min(end, ended) - max(start, since) - quiet(limit))
+        return unseen
 
     # -- signals ---------------------------------------------------------------------------
 
@@ -699,6 +799,9 @@ class Watchdog:
             if not limit or self._stop.is_set():
                 continue
             now = clock()
+            if now - self._looked > quiet(limit):
+                self._holes.append((self._looked, now))
+            self._looked = now
             confirmed: dict[Source, float] = {}
             for source in _snapshot():
                 since = source.busy
