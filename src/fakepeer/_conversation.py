@@ -571,15 +571,7 @@ class Conversation:
         if connection.handled:
             return "not read by the connection's handler yet"
         if not connection.answering:
-            if connection.failed:
-                why = "failed"
-            elif connection.held:
-                why = "hanging"
-            elif connection.ended:
-                why = "closed"
-            else:
-                why = "ending"
-            return f"not answered: connection {why}"
+            return f"not answered: connection {_why_not_answering(connection)}"
         if self.stream:
             head = connection.script.head()
             waiting = f": {head.describe()} needs more bytes" if head is not None else ""
@@ -666,14 +658,7 @@ class Conversation:
         self.transcript.add(Event(at, connection.id if connection else 0, kind, data, note))
 
     def _unanswered(self, connection: Connection, data: bytes, at: float) -> None:
-        if connection.failed:
-            why = "failed"
-        elif connection.held:
-            why = "hanging"
-        elif connection.ended:
-            why = "closed"
-        else:
-            why = "ending"
+        why = _why_not_answering(connection)
         self._event(at, connection, "received", data, f"(not answered: connection {why})")
         connection.received.append(data)
         self.received.append(data)
@@ -1080,3 +1065,14 @@ def _closeness(rule: Rule, data: bytes, stream: bool) -> float:
         return float(closeness(matcher, data))
     target = matcher.describe().encode(errors="replace")
     return difflib.SequenceMatcher(None, data, target).ratio()
+
+
+def _why_not_answering(connection: Connection) -> str:
+    """The one word for why the peer no longer answers ``connection``."""
+    if connection.failed:
+        return "failed"
+    if connection.held:
+        return "hanging"
+    if connection.ended:
+        return "closed"
+    return "ending"
