@@ -52,14 +52,15 @@ def normalise(text: str) -> str:
     return text
 
 
-@pytest.fixture(scope="module")
-def demo() -> subprocess.CompletedProcess[str]:
-    # As a user runs it, from a shell: no trace of the pytest run this test is in.
+def run_demo(**extra: str) -> subprocess.CompletedProcess[str]:
+    """``fakepeer demo`` as a user runs it from a shell (no trace of the pytest run this test
+    is in), with ``extra`` in its environment."""
     env = {
         name: value
         for name, value in os.environ.items()
         if not name.startswith(("PYTEST_", "FAKEPEER_"))
     }
+    env.update(extra)
     return subprocess.run(
         [sys.executable, "-m", "fakepeer", "demo"],
         capture_output=True,
@@ -71,24 +72,15 @@ def demo() -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.fixture(scope="module")
+def demo() -> subprocess.CompletedProcess[str]:
+    return run_demo()
+
+
 def test_the_demo_reads_the_same_where_colour_is_forced() -> None:
     """CI services set FORCE_COLOR or PY_COLORS; the demo reads pytest's output back, so the
     pytest it runs must write plain text whatever they say."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("PYTEST_", "FAKEPEER_"))
-    }
-    env.update(FORCE_COLOR="1", PY_COLORS="1")
-    coloured = subprocess.run(
-        [sys.executable, "-m", "fakepeer", "demo"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env,
-        stdin=subprocess.DEVNULL,
-    )
+    coloured = run_demo(FORCE_COLOR="1", PY_COLORS="1")
     assert coloured.returncode == 0, coloured.stderr
     assert "\x1b[" not in coloured.stdout
     assert normalise(coloured.stdout) == GOLDEN.read_text(encoding="utf-8")
