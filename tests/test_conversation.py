@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 
 from fakepeer import (
     ANY,
-    Connection,
     Framing,
     FramingError,
     IncompleteMessage,
@@ -29,17 +28,8 @@ from fakepeer import (
     UnexpectedData,
     UnmetExpectations,
 )
-from fakepeer._conversation import (
-    MAX_BUFFER,
-    Action,
-    Close,
-    Conversation,
-    HalfClose,
-    Hold,
-    Reset,
-    Wait,
-    Write,
-)
+from fakepeer._actions import Action, Call, Close, HalfClose, Hold, Reset, Wait, Write
+from fakepeer._conversation import MAX_BUFFER, Conversation
 from fakepeer._matchers import (
     Matcher,
     MatchOutcome,
@@ -50,6 +40,8 @@ from fakepeer._matchers import (
     prefix,
     regex,
 )
+from fakepeer._state import ConnectionRecord as Connection
+from fakepeer._state import Phase
 
 WHERE = "test_conversation.py:1"
 T0 = 1000.0
@@ -67,12 +59,30 @@ def on_connect(conversation: Conversation) -> Rule:
     return conversation.add_rule("connect", None, WHERE)
 
 
+def resolve(
+    conversation: Conversation, connection: Connection, actions: list[Action], at: float
+) -> list[Action]:
+    """``actions`` with each ``Call`` answered, as the runtime does: the reply callable gets
+    the match and (here) the core's record of the connection."""
+    while len(actions) == 1 and isinstance(actions[0], Call):
+        call = actions[0]
+        error: Exception | None = None
+        result: object = None
+        try:
+            args = (call.value, connection) if call.wants_connection else (call.value,)
+            result = call.function(*args)
+        except Exception as exc:
+            error = exc
+        actions = conversation.replied(connection, result, error, at)
+    return actions
+
+
 def perform(
     conversation: Conversation, connection: Connection, actions: Iterable[Action], at: float
 ) -> None:
     """Report ``actions`` back as the runtime would after executing them (waits skipped)."""
     for action in actions:
-        if not connection.open:
+        if connection.ended:
             return
         if isinstance(action, Write):
             conversation.sent(connection, action.data, at)
@@ -94,6 +104,7 @@ def connect(conversation: Conversation, at: float = T0) -> tuple[Connection, lis
     connection, actions = conversation.connect(
         f"127.0.0.1:{50000 + len(conversation.connections)}", at
     )
+    actions = resolve(conversation, connection, actions, at)
     perform(conversation, connection, actions, at)
     return connection, actions
 
@@ -102,7 +113,7 @@ def send(
     conversation: Conversation, connection: Connection, data: bytes, at: float = T0
 ) -> list[Action]:
     """The client sent ``data`` in one segment: return the actions, after performing them."""
-    actions = conversation.receive(connection, data, at)
+    actions = resolve(conversation, connection, conversation.receive(connection, data, at), at)
     perform(conversation, connection, actions, at)
     return actions
 
@@ -124,7 +135,7 @@ def test_greeting_on_every_connection() -> None:
     assert writes(actions) == [b"220 ready\r\n", b"220-more\r\n"]
     assert second.id == 2
     assert conversation.connections == [first, second]
-    assert greeting.count == 2
+    assert conversation.count(greeting) == 2
     # A greeting is not an expectation: nothing is waiting.
     assert conversation.done
     assert conversation.verdict() is None
@@ -143,7 +154,7 @@ def test_no_connect_rule_no_action() -> None:
     connection, actions = conversation.connect("c", T0)
     assert actions == []
     assert rendered(conversation) == ["fake peer", "  #1 connected  from c"]
-    assert repr(connection) == "<Connection #1 from c open, 0 received>"
+    assert repr(connection) == "<ConnectionRecord #1 c answering>"
 
 
 # -- ordered expectations ------------------------------------------------------------------
@@ -192,7 +203,7 @@ def test_times_n_must_be_met_n_times_in_a_row() -> None:
     connection, _ = connect(conversation)
     for _ in range(3):
         assert send(conversation, connection, b"PING\n") == [Write(b"PONG\n")]
-    assert ping.exhausted
+    assert conversation.exhausted(ping)
     assert send(conversation, connection, b"PING\n") == [Close()]
     problem = conversation.verdict()
     assert isinstance(problem, UnexpectedData)
@@ -223,7 +234,7 @@ def test_always_rules_match_whenever_the_next_expectation_does_not() -> None:
     actions = send(conversation, connection, b"NOOP\nNOOP\nDATA\nNOOP\nNOOP\n")
     # The next expectation is tried first, so the last-but-one NOOP meets expect #2.
     assert writes(actions) == [b"OK\n", b"OK\n", b"GO\n", b"EXPECTED\n", b"OK\n"]
-    assert noop.count == 3
+    assert conversation.count(noop) == 3
     assert conversation.verdict() is None
 
 
@@ -606,7 +617,7 @@ def test_eof_on_a_hanging_connection_does_not_judge_the_buffer() -> None:
     expect(conversation, b"WAIT").hang()
     connection, _ = connect(conversation)
     assert send(conversation, connection, b"WAIT\n") == [Hold()]
-    assert connection.held
+    assert connection.phase is Phase.HANGING
     assert send(conversation, connection, b"more\npartial") == []
     assert conversation.eof(connection, T0) == [Close()]
     assert conversation.verdict() is None

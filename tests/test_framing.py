@@ -23,7 +23,8 @@ from fakepeer import (
     ScriptError,
     StxEtx,
 )
-from fakepeer._conversation import Close, Conversation, Write
+from fakepeer._actions import Close, Write
+from fakepeer._conversation import Conversation
 from fakepeer._framing import Decoder, check_framing
 from fakepeer._matchers import as_matcher
 
@@ -852,13 +853,13 @@ def test_length_prefixed_replies_are_framed_in_a_conversation() -> None:
     assert conversation.receive(connection, b"NG\x00", 1000.0) == [Write(b"\x00\x04PONG")]
     assert conversation.receive(connection, b"\x01x", 1000.0) == []
     assert connection.received == [b"PING", b"x"]
-    assert conversation.verdict() is None
+    assert conversation.verdict(final=True, deliver=False) is None
 
 
 def test_an_over_long_declared_length_fails_the_conversation() -> None:
     conversation, connection = conversation_with(LengthPrefixed(2, max_length=100))
     assert conversation.receive(connection, b"\x01\x00abc", 1000.0) == [Close()]
-    verdict = conversation.verdict()
+    verdict = conversation.verdict(final=True, deliver=False)
     assert isinstance(verdict, FramingError)
     assert verdict.connection == 1
     assert verdict.diagnosis == (
@@ -875,7 +876,7 @@ def test_a_long_line_fails_with_the_framing_s_own_diagnosis() -> None:
     assert conversation.receive(connection, b"x" * 4095, 1000.0) == []
     # 65536 bytes without a delimiter: with one, that line can no longer fit in 65536 bytes.
     assert conversation.receive(connection, b"x", 1000.0) == [Close()]
-    verdict = conversation.verdict()
+    verdict = conversation.verdict(final=True, deliver=False)
     assert isinstance(verdict, FramingError)
     assert verdict.diagnosis.startswith(
         "connection #1: the client sent 65536 bytes without the delimiter b'\\n': the message "

@@ -250,12 +250,6 @@ def test_broadcast_and_connection_send_from_the_test() -> None:
         assert b.read() == b"just for you\n"
 
 
-def test_connection_send_needs_a_serving_peer() -> None:
-    connection = Connection(1, "127.0.0.1:1", FakePeer().transcript)
-    with pytest.raises(RuntimeError, match=r"connection.send\(\) needs a connection"):
-        connection.send(b"x")
-
-
 # -- handlers -------------------------------------------------------------------------------------
 
 

@@ -123,11 +123,12 @@ def test_times_and_limits(peer: FakePeer) -> None:
     assert expect.times(3) is expect
     assert expect.limit == 3
     assert always.times(2).limit == 2
-    assert not expect.exhausted
-    expect.count = 3
-    assert expect.exhausted
-    always.count = 1000
-    assert not peer.always(b"X").exhausted
+    conversation = peer._conversation
+    assert not conversation.exhausted(expect)
+    conversation.counts[expect] = 3
+    assert conversation.exhausted(expect)
+    conversation.counts[always] = 1000
+    assert not conversation.exhausted(always.times(2000))
 
 
 # -- description and where -----------------------------------------------------------------

@@ -15,7 +15,7 @@ With pytest, the ``fake_peer`` fixture gives a peer that is already serving.
 
 from __future__ import annotations
 
-from ._conversation import Connection
+from ._connection import Connection
 from ._errors import (
     ClientNotReading,
     ConversationError,

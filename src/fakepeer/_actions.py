@@ -1,18 +1,72 @@
-"""The actions the conversation hands the runtime (besides the script's own ``Close``,
-``HalfClose`` and ``Reset`` steps, which are actions too), shared with the fault plans."""
+"""Every action: what the core asks the runtime to do, in one place.
+
+The conversation (and the relay, and the fault plans) return lists of these; the runtime
+executes them in order, per connection, and reports back what it did with an event of the
+core (the third column):
+
+===============  ========================================================  ====================
+action           the runtime must                                          then report
+===============  ========================================================  ====================
+``Write(b)``     write ``b`` (already framed)                              ``sent``
+``Push(b)``      the same, for bytes pushed from outside the script        ``sent``
+                 (``connection.send()``, ``broadcast()``); skipped on a
+                 failed connection
+``Wait(s)``      wait ``s`` seconds before the next action of the          (nothing)
+                 connection
+``Close()``      close gracefully (FIN) once what was written is sent      ``closed``
+``HalfClose()``  shut down writing (send EOF), keep reading                ``closed``
+``Reset()``      abort with a TCP RST                                      ``closed``
+``Hold()``       nothing: the connection hangs from now on                 ``held``
+``Stop()``       stop reading from the client (a ``stop_reading`` fault)   ``note``
+``Later(s, a)``  run action ``a`` after ``s`` seconds, apart from the      (as for ``a``)
+                 connection's queue (a fault's timer)
+``Call(...)``    call the reply callable with the match and the user's     ``replied``, then
+                 connection handle, right away (before any other action    run what it returns
+                 of the list); it is always the last action of its list:   before the rest
+                 the conversation waits for ``replied``
+``Await(a)``     await ``a`` (what an ``async`` reply callable returned)   ``awaited``, then
+                                                                           run what it returns
+                                                                           before the rest
+===============  ========================================================  ====================
+
+``Dropped`` is no action: the fault plans return it for bytes they kept from being sent,
+and the core records it in the transcript.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypeAlias
 
-__all__ = ["Close", "Dropped", "HalfClose", "Hold", "Later", "Reset", "Stop", "Wait", "Write"]
+if TYPE_CHECKING:
+    from ._script import Rule
+
+__all__ = [
+    "Action",
+    "Await",
+    "Call",
+    "Close",
+    "Dropped",
+    "HalfClose",
+    "Hold",
+    "Later",
+    "Push",
+    "Reset",
+    "Stop",
+    "Wait",
+    "Write",
+]
 
 
 class Write(NamedTuple):
     """Write these (already framed) bytes."""
 
     data: bytes
+
+
+class Push(Write):
+    """A write pushed from outside the script (``connection.send()``, ``broadcast()``)."""
 
 
 class Wait(NamedTuple):
@@ -58,3 +112,23 @@ class HalfClose:
 @dataclass(frozen=True, slots=True)
 class Reset:
     """Abort the connection with a TCP RST."""
+
+
+class Call(NamedTuple):
+    """Call ``function(value)`` (or ``function(value, connection)`` when ``wants_connection``)
+    now, and report what it returned or raised with ``Conversation.replied``."""
+
+    function: Callable[..., object]
+    value: object
+    wants_connection: bool
+
+
+class Await(NamedTuple):
+    """Await what a reply callable returned, then report it with ``Conversation.awaited``."""
+
+    awaitable: Awaitable[object]
+    rule: Rule
+    name: str
+
+
+Action: TypeAlias = Write | Wait | Close | HalfClose | Reset | Hold | Await | Stop | Later | Call

@@ -23,9 +23,15 @@
 
 Every :class:`ConversationError` carries the transcript of the conversation as it stood when
 the error was raised, rendered after the diagnosis in ``str(error)``.
+
+Errors are never changed once raised: what the test sees is a copy made for the report
+(:meth:`Error.reported`), so a peer's record of its problems stays as it was found, however
+often it is reported.
 """
 
 from __future__ import annotations
+
+from typing import Any, TypeVar
 
 __all__ = [
     "ClientNotReading",
@@ -45,6 +51,9 @@ __all__ = [
 ]
 
 
+_E = TypeVar("_E", bound="Error")
+
+
 class Error(Exception):
     """Base class of every exception fakepeer raises on purpose.
 
@@ -60,12 +69,31 @@ class Error(Exception):
         self.diagnosis = diagnosis
         self.transcript = ""
         self.outlook = ""
-        self.others: list[str] = []
+        self.others: tuple[str, ...] = ()
 
-    def with_transcript(self, transcript: str) -> Error:
-        """Attach the rendered transcript; returns ``self``."""
-        self.transcript = transcript
-        return self
+    def copy(self: _E, diagnosis: str | None = None, **changes: Any) -> _E:
+        """A copy of this error (same class, attributes, ``__cause__``), with ``diagnosis``
+        and the attributes named in ``changes`` replaced."""
+        new = _blank(type(self))
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(changes)
+        if diagnosis is not None:
+            new.diagnosis = diagnosis
+        new.args = (new.diagnosis,)
+        new.__cause__ = self.__cause__
+        new.__suppress_context__ = self.__suppress_context__
+        return new
+
+    def reported(
+        self: _E, transcript: str, *, outlook: str = "", others: tuple[str, ...] = ()
+    ) -> _E:
+        """A copy to raise, with the rendered ``transcript``, the ``outlook`` and the first
+        lines of the ``others`` problems the peer saw."""
+        return self.copy(transcript=transcript, outlook=outlook, others=tuple(others))
+
+    def with_transcript(self: _E, transcript: str) -> _E:
+        """A copy with the rendered transcript attached."""
+        return self.copy(transcript=transcript)
 
     def __str__(self) -> str:
         text = self.diagnosis
@@ -77,6 +105,19 @@ class Error(Exception):
         if self.transcript:
             text += f"\n\n{self.transcript}"
         return text
+
+
+def _blank(cls: type[_E]) -> _E:
+    """An instance of ``cls`` made without its ``__init__``: by the ``__new__`` of the
+    builtin exception it is laid out as (``OSError``'s for a ``TimeoutError``; Python
+    refuses the others)."""
+    for base in cls.__mro__:
+        if base.__module__ == "builtins":
+            try:
+                return base.__new__(cls)  # type: ignore[call-overload, no-any-return]
+            except TypeError:
+                continue
+    raise TypeError(f"cannot copy {cls.__name__}")  # pragma: no cover - every error is one
 
 
 class ScriptError(Error, ValueError):

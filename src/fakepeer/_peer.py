@@ -12,7 +12,8 @@ from types import TracebackType
 from typing import Any, Final
 
 from . import _assertions, _faults, _hosting
-from ._conversation import Connection, Conversation
+from ._connection import Connection
+from ._conversation import Conversation
 from ._errors import (
     ConversationError,
     Error,
@@ -214,12 +215,15 @@ class FakePeer(_Scripting):
             )
         self.timeout = timeout
         self._lock = threading.RLock()
-        self._conversation = Conversation(
-            self.framing, f"fake peer {name!r}", transcript_budget=transcript_budget
-        )
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ScriptError(f"FakePeer(seed=...) takes a whole number, got {seed!r}")
-        self._conversation.seed = random.getrandbits(32) if seed is None else seed
+        self._conversation = Conversation(
+            self.framing,
+            f"fake peer {name!r}",
+            transcript_budget=transcript_budget,
+            seed=random.getrandbits(32) if seed is None else seed,
+        )
+        self._handles: list[Connection] = []  # the user's handles, kept after the stop
         #: Network faults on what the peer sends; see :class:`Faults`.
         self.faults = Faults(self)
         self._waiters = Waiters(self._lock)
@@ -264,7 +268,7 @@ class FakePeer(_Scripting):
     def broadcast(self, data: bytes | str) -> int:
         """Send ``data`` (framed) to every open connection, from any thread; returns how many
         connections it was sent to. Each gets it soon after, in the order of calls."""
-        connections = [c for c in self.connections if c.open and c.io is not None]
+        connections = [c for c in self.connections if c.open]
         for connection in connections:
             connection.send(data)
         return len(connections)
@@ -295,6 +299,7 @@ class FakePeer(_Scripting):
             self._port,
             timeout=self.timeout,
             max_send_buffer=self.max_send_buffer,
+            handles=self._handles,
             **extra,
         )
 
@@ -321,8 +326,7 @@ class FakePeer(_Scripting):
         address = f"{host}:{self._port}"
         if self.external:
             address += " (external=True: reachable beyond loopback)"
-        self._conversation.transcript.address = address
-        self._conversation.transcript.started = clock()
+        self._conversation.started(address, clock())
         self._state = "serving"
         if any(fault.kind == "refuse" for fault in self._conversation.faults):
             self._refuse(True)
@@ -339,7 +343,8 @@ class FakePeer(_Scripting):
             try:
                 _hosting.stop(server, STOP_TIMEOUT, wait=wait)
             except HubBlocked as blocked:  # the verdict raises it, first, with the rest
-                self._conversation.problems.insert(0, blocked)
+                # (no lock: the blocked hub holds it; its record is frozen now)
+                self._conversation.hub_blocked(blocked)
 
     async def _start_in_loop(self) -> None:
         server = self._listen()
@@ -428,7 +433,7 @@ class FakePeer(_Scripting):
     def connections(self) -> list[Connection]:
         """Every connection accepted so far, in order of arrival (a copy of the list)."""
         with _reading(self._lock, self._conversation):
-            return list(self._conversation.connections)
+            return list(self._handles)
 
     @property
     def received(self) -> list[bytes]:
@@ -482,19 +487,21 @@ class FakePeer(_Scripting):
         ``id``), and each incomplete message the stop would find (connection, bytes)."""
         with _reading(self._lock, self._conversation):
             conversation = self._conversation
-            seen: set[tuple[object, ...]] = {("problem", id(p)) for p in conversation.problems}
-            for connection in conversation.connections:
-                if connection.buffer and connection.answering and not connection.handled:
-                    seen.add(("incomplete", connection.id, hash(bytes(connection.buffer))))
+            seen: set[tuple[object, ...]] = {("problem", p) for p in conversation.problems}
+            for record in conversation.connections:
+                key = conversation.pending_key(record)
+                if key is not None:
+                    seen.add(key)
             return seen
 
     def _unforeseen(self, foreseen: set[tuple[object, ...]]) -> Error | None:
         """The final verdict, if it is a problem a report that ``foreseen`` did not show
         (unmet expectations after a failed test body follow from it: not new)."""
-        problem = self._verdict(final=True, deliver=False)
+        with _reading(self._lock, self._conversation):
+            problem = self._conversation.verdict(final=True, deliver=False)
         if problem is None or isinstance(problem, UnmetExpectations):
             return None
-        if ("problem", id(problem)) in foreseen:
+        if ("problem", problem) in foreseen:
             return None
         if isinstance(problem, IncompleteMessage):
             key = ("incomplete", problem.connection, hash(problem.leftover))
@@ -517,34 +524,20 @@ class FakePeer(_Scripting):
         the expectations left unmet after it)."""
         with _reading(self._lock, self._conversation):
             conversation = self._conversation
-            skip = self._conversation.raised if deliver and final else ()
-            if (
-                final
-                and skip
-                and conversation.problems
-                and all(id(p) in skip for p in conversation.problems)
-            ):
-                return None  # the test caught what went wrong; unmet rules follow from it
-            if final:
-                problem = conversation.verdict(skip)
-            else:
-                problem = next((p for p in conversation.problems if id(p) not in skip), None)
+            problem = conversation.verdict(final=final, deliver=deliver)
             if problem is None:
                 return None
-            if deliver:
-                self._conversation.raised.add(id(problem))
-            problem.others = [
-                p.diagnosis.splitlines()[0]
-                for p in conversation.problems
-                if p is not problem and id(p) not in skip
-            ]
             serving = self._state != "stopped"
-            problem.outlook = (
+            outlook = (
                 conversation.outlook(unmet=not isinstance(problem, UnmetExpectations))
                 if serving
                 else ""
             )
-            return problem.with_transcript(self._now().render())
+            return problem.reported(
+                self._now().render(),
+                outlook=outlook,
+                others=tuple(conversation.others(problem, final=deliver and final)),
+            )
 
     # -- assertions ----------------------------------------------------------------------------
 

@@ -211,7 +211,7 @@ class _ProxyProtocol(_PeerProtocol):
         assert connection is not None
         with server.lock:
             now = clock()
-            shaped = server.conversation._faulty(connection, actions, now)  # type: ignore[arg-type]
+            shaped = server.conversation.faulty(connection, actions, now)  # type: ignore[arg-type]
             try:
                 self._run(shaped, now)
             except Exception as exc:

@@ -3,7 +3,7 @@
 One :class:`PeerServer` per serving peer, in whichever event loop hosts it (the test's own, or
 the hub's background thread). It sits on a bare :class:`asyncio.Protocol`, not streams: a reply
 that needs no wait is written inside ``data_received`` itself, with no task or queue involved.
-Only a connection whose actions include a :class:`~fakepeer._conversation.Wait` gets a worker
+Only a connection whose actions include a :class:`~fakepeer._actions.Wait` gets a worker
 task, which runs its remaining actions in order and is cancelled when the peer stops.
 
 Every call into the conversation holds the peer's lock, so the test's thread can read the
@@ -25,19 +25,23 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final, cast
 
-from ._actions import Dropped, Later, Stop
-from ._conversation import (
+from ._actions import (
     Action,
     Await,
+    Call,
     Close,
-    Connection,
-    Conversation,
+    Dropped,
     HalfClose,
     Hold,
+    Later,
+    Push,
     Reset,
+    Stop,
     Wait,
     Write,
 )
+from ._connection import Connection
+from ._conversation import Conversation
 from ._errors import (
     ClientNotReading,
     ConversationError,
@@ -46,6 +50,7 @@ from ._errors import (
     ScriptError,
     WaitTimeout,
 )
+from ._state import ConnectionRecord
 
 __all__ = ["BACKLOG", "MAX_SEND_BUFFER", "PeerServer", "stream_transport"]
 
@@ -89,20 +94,16 @@ def stream_transport(transport: asyncio.BaseTransport) -> asyncio.Transport:
     return cast("asyncio.Transport", transport)
 
 
-class _Push(Write):
-    """A write pushed from outside the script (``connection.send()``, ``broadcast()``)."""
-
-
 class _PeerProtocol(asyncio.Protocol):
     """One connection. Every method that touches the conversation holds the peer's lock;
     actions that need no wait run right away, inside the same locked section."""
 
     __slots__ = (
         "_held",
-        "_pending",
         "_queue",
         "connection",
         "eof",
+        "handle",
         "handler",
         "last_read",
         "paused",
@@ -120,14 +121,14 @@ class _PeerProtocol(asyncio.Protocol):
     def __init__(self, server: PeerServer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
-        self.connection: Connection | None = None
+        self.connection: ConnectionRecord | None = None  # the core's record
+        self.handle: Connection | None = None  # the user's handle on it
         # Made on first use (see the properties): most connections never need them, and an
         # empty deque costs some 700 bytes, a sixth of what a held connection costs.
         self._queue: deque[Action] | None = None
         self.worker: asyncio.Task[None] | None = None
-        # handler mode: the handler task, framed messages not yet received, and a wake-up
+        # handler mode: the handler task, and a wake-up
         self.handler: asyncio.Task[None] | None = None
-        self._pending: deque[bytes] | None = None
         self.readable: asyncio.Event | None = None
         self.eof = False
         self.reading_stopped = False  # a stop_reading fault paused the client for good
@@ -146,13 +147,6 @@ class _PeerProtocol(asyncio.Protocol):
             self._queue = deque()
         return self._queue
 
-    @property
-    def pending(self) -> deque[bytes]:
-        """Handler mode: messages framed but not yet received (made on first use)."""
-        if self._pending is None:
-            self._pending = deque()
-        return self._pending
-
     # -- asyncio callbacks -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -169,10 +163,11 @@ class _PeerProtocol(asyncio.Protocol):
             server.protocols.add(self)
             now = clock()
             self.connection, actions = server.conversation.connect(client, now)
-            self.connection.io = self
+            self.handle = Connection(self.connection, self)
+            server.handles.append(self.handle)
             try:
                 if actions:
-                    self._run(actions, clock())  # after the script's callables ran
+                    self._run(self._resolve(actions), clock())  # after the script's callables
             except Exception as exc:
                 self._crash(exc, now)
             server.changed()
@@ -196,7 +191,7 @@ class _PeerProtocol(asyncio.Protocol):
             try:
                 actions = server.conversation.receive(connection, data, now)
                 if actions:
-                    self._run(actions, clock())  # after the script's callables ran
+                    self._run(self._resolve(actions), clock())  # after the script's callables
             except Exception as exc:  # a bug of ours or a custom framing's: never lose it
                 self._crash(exc, now)
             if connection.handled and len(connection.buffer) > server.conversation.limit:
@@ -212,7 +207,7 @@ class _PeerProtocol(asyncio.Protocol):
             now = clock()
             try:
                 actions = server.conversation.eof(self.connection, now)
-                self._run(actions, clock())  # after the script's callables ran
+                self._run(self._resolve(actions), clock())  # after the script's callables
             except Exception as exc:
                 self._crash(exc, now)
             server.changed()
@@ -235,8 +230,8 @@ class _PeerProtocol(asyncio.Protocol):
         if self.connection is not None:
             reason = None if exc is None else f"{type(exc).__name__}: {exc}"
             with server.lock:
-                try:
-                    server.conversation.lost(self.connection, clock(), reason)
+                try:  # what is left is still matched; its replies go nowhere
+                    self._resolve(server.conversation.lost(self.connection, clock(), reason))
                 except Exception as error:
                     server.crashed(error, self.connection)
                 server.changed()
@@ -357,9 +352,9 @@ class _PeerProtocol(asyncio.Protocol):
         server = self.server
         assert self.connection is not None
         with server.lock:
-            server.conversation.problems.append(problem)
-            self.connection.failed = True
-            self._crash_close(clock())
+            now = clock()
+            server.conversation.fail(self.connection, problem, now)
+            self._crash_close(now)
             server.changed()
 
     def _crash_close(self, now: float) -> None:
@@ -373,6 +368,26 @@ class _PeerProtocol(asyncio.Protocol):
             else:
                 transport.close()
             self.server.conversation.closed(self.connection, now, "closed", "(after the error)")
+
+    def _resolve(self, actions: list[Action]) -> list[Action]:
+        """``actions``, with the reply callable of a ``Call`` called (now, with the user's
+        handle) and its outcome reported, as often as the conversation asks (lock held)."""
+        conversation = self.server.conversation
+        connection = self.connection
+        assert connection is not None
+        while len(actions) == 1 and type(actions[0]) is Call:
+            call = actions[0]
+            result: object = None
+            error: Exception | None = None
+            try:
+                if call.wants_connection:
+                    result = call.function(call.value, self.handle)
+                else:
+                    result = call.function(call.value)
+            except Exception as exc:
+                error = exc
+            actions = conversation.replied(connection, result, error, clock())
+        return actions
 
     def _run(self, actions: list[Action], now: float) -> None:
         if self.worker is not None:
@@ -450,7 +465,7 @@ class _PeerProtocol(asyncio.Protocol):
             return
         conversation = self.server.conversation
         if isinstance(action, Write):
-            if type(action) is _Push:
+            if type(action) is Push:
                 self.pushing = max(0, self.pushing - len(action.data))
                 if connection.failed:  # the peer pushes nothing more to a failed connection
                     return
@@ -494,7 +509,7 @@ class _PeerProtocol(asyncio.Protocol):
             error = exc
         with server.lock:
             more = server.conversation.awaited(self.connection, action, result, error, clock())
-            self.queue.extendleft(reversed(more))
+            self.queue.extendleft(reversed(self._resolve(more)))
             server.changed()
 
     # -- ConnectionIO: what the test, a reply callable or a handler does to the connection ----
@@ -536,7 +551,7 @@ class _PeerProtocol(asyncio.Protocol):
             if waiting and waiting + len(framed) > server.max_send_buffer:
                 self._not_reading(waiting, len(framed))
             self.pushing += len(framed)
-        self._later(_Push(framed))
+        self._later(Push(framed))
 
     def _not_reading(self, waiting: int, size: int) -> None:
         """A push would go over the send buffer: fail the connection, and raise (lock held)."""
@@ -551,15 +566,14 @@ class _PeerProtocol(asyncio.Protocol):
             connection=connection.id,
             waiting=waiting,
         )
-        server.conversation.problems.append(problem)
-        if not self._in_loop():  # raised in the test itself: it is handled there
-            server.conversation.raised.add(id(problem))
-        connection.failed = True
-        server.conversation.note(connection, clock(), "error", problem.diagnosis.splitlines()[0])
+        # raised in the test itself (not on the serving loop): it is handled there
+        server.conversation.fail(
+            connection, problem, clock(), delivered=not self._in_loop(), note=True
+        )
         self.pushing = 0
         self._later(Reset())  # frees what waits: the client was not going to read it
         server.changed()
-        raise problem
+        raise problem.copy()
 
     def close(self) -> None:
         self._later(Close())
@@ -575,7 +589,7 @@ class _PeerProtocol(asyncio.Protocol):
             raise ScriptError(f"receive_exactly() takes a whole number >= 1, got {count!r}")
         return await self._take(count)
 
-    async def _take(self, count: int | None) -> bytes:  # noqa: PLR0915 - one locked step
+    async def _take(self, count: int | None) -> bytes:
         """The next framed message (``count`` None) or ``count`` raw bytes, with a bound."""
         server = self.server
         connection = self.connection
@@ -590,44 +604,19 @@ class _PeerProtocol(asyncio.Protocol):
             async with asyncio.timeout(server.timeout):
                 while True:
                     with server.lock:
-                        buffer = connection.buffer
-                        decoder = server.conversation.decoder(connection)
-                        if connection.failed:
-                            raise self._failure()
-                        if count is None and not self.pending and buffer:
-                            try:  # incremental: bytes already scanned are not scanned again
-                                self.pending.extend(decoder.take(buffer, self.eof))
-                            except FramingError as error:
-                                server.conversation.framing_failed(error, connection, clock())
-                                self._crash_close(clock())
-                                server.changed()
-                                raise
-                        if count is None and self.pending:
-                            message = self.pending.popleft()
-                        elif count is not None and not self.pending and len(buffer) >= count:
-                            message = bytes(buffer[:count])
-                            del buffer[:count]
-                            decoder.reset()  # bytes went from the front behind its back
-                        elif count is not None and self.pending:
-                            raise ScriptError(
-                                "receive_exactly() after receive() left framed messages "
-                                "unread; receive() them first"
-                            )
-                        elif self.eof:
-                            if buffer:  # a message cut short: the client's fault
-                                server.conversation.incomplete(connection, clock())
-                                server.changed()
-                                raise self._failure()
-                            raise EOFError("the client closed the connection")
-                        else:
-                            readable.clear()
-                            message = None
-                        if message is not None:
-                            server.conversation.delivered(connection, message, clock())
-                            if len(buffer) <= server.conversation.limit:
+                        now = clock()
+                        outcome = server.conversation.take(connection, count, self.eof, now)
+                        if isinstance(outcome, bytes):
+                            if len(connection.buffer) <= server.conversation.limit:
                                 self._resume(_HANDLER_BEHIND)
                             server.changed()
-                            return message
+                            return outcome
+                        if outcome is not None:
+                            if isinstance(outcome, FramingError):
+                                self._crash_close(now)
+                            server.changed()
+                            raise outcome
+                        readable.clear()
                     await readable.wait()
         except TimeoutError:
             what = "a message" if count is None else f"{count} byte(s)"
@@ -638,15 +627,6 @@ class _PeerProtocol(asyncio.Protocol):
         finally:
             self.receiving = False
 
-    def _failure(self) -> BaseException:
-        """What a handler's receive() raises once its connection failed: the problem."""
-        connection = self.connection
-        assert connection is not None
-        for problem in reversed(self.server.conversation.problems):
-            if isinstance(problem, ConversationError) and problem.connection == connection.id:
-                return problem
-        return EOFError(f"connection #{connection.id} failed")
-
     async def _handle(self) -> None:
         connection = self.connection
         assert connection is not None
@@ -654,7 +634,7 @@ class _PeerProtocol(asyncio.Protocol):
         assert handler is not None
         name = getattr(handler, "__qualname__", repr(handler))
         try:
-            await handler(connection)
+            await handler(self.handle)
         except Exception as exc:
             if connection.failed:  # already recorded (a FramingError, say): not the handler's
                 self._act(Close())
@@ -738,6 +718,7 @@ class PeerServer:
         timeout: float = 5.0,
         backlog: int = BACKLOG,
         max_send_buffer: int = MAX_SEND_BUFFER,
+        handles: list[Connection] | None = None,
     ) -> None:
         self.conversation = conversation
         self.timeout = timeout
@@ -749,6 +730,8 @@ class PeerServer:
         self.backlog = backlog
         self.max_send_buffer = max_send_buffer
         self.protocols: set[_PeerProtocol] = set()
+        # the user's handles, in order of arrival (the peer's list: it outlives the server)
+        self.handles: list[Connection] = [] if handles is None else handles
         self.listener: socket.socket | None = None
         self.adopting: set[asyncio.Task[None]] = set()  # tasks making accepted connections
         self.unmade = 0  # connections accepted whose connection_made has not run yet
@@ -939,15 +922,14 @@ class PeerServer:
 
     # -- events of the connections ------------------------------------------------------------
 
-    def crashed(self, exc: BaseException, connection: Connection) -> None:
+    def crashed(self, exc: BaseException, connection: ConnectionRecord) -> None:
         """Record an exception raised while handling an event. Call with the lock held."""
         problem = ConversationError(
             f"connection #{connection.id}: handling an event raised {type(exc).__name__}: {exc}",
             connection=connection.id,
         )
         problem.__cause__ = exc
-        self.conversation.problems.append(problem)
-        connection.failed = True
+        self.conversation.fail(connection, problem, clock())
 
     def forget(self, protocol: _PeerProtocol) -> None:
         """A connection is gone; wake :meth:`stop` when it was the last one."""
@@ -1043,7 +1025,7 @@ class PeerServer:
     def close(self) -> None:
         """Nothing more is served or recorded from now on (any thread, lock not needed)."""
         self.closed = True
-        self.conversation.closed_for_good = True
+        self.conversation.finish()
 
     def abort(self) -> None:
         """On the loop, after it was found blocked: drop every connection at once."""

@@ -210,20 +210,29 @@ class Rule:
 
     ``kind`` is ``"connect"``, ``"expect"``, ``"always"`` or ``"otherwise"``; ``number``
     counts rules of the same kind from 1; ``where`` is the ``file:line`` that wrote it;
-    ``scope`` is ``""`` for the peer's script, ``"connection #N "`` for a per-connection one.
+    ``scope`` is ``""`` for the peer's script, ``"connection #N "`` for a per-connection one,
+    whose number is ``connection`` (else None). How often it matched is the conversation's
+    business, not the rule's: a rule is what the test wrote, nothing more.
     """
 
     def __init__(
-        self, kind: str, matcher: Matcher | None, number: int, where: str, scope: str = ""
+        self,
+        kind: str,
+        matcher: Matcher | None,
+        number: int,
+        where: str,
+        scope: str = "",
+        *,
+        connection: int | None = None,
     ) -> None:
         self.kind = kind
         self.matcher = matcher
         self.number = number
         self.where = where
         self.scope = scope
+        self.connection = connection
         self.steps: list[Step] = []
         self.limit: int | None = 1 if kind == "expect" else None
-        self.count = 0
         self.faults: list[Fault] = []  # network faults on this rule's writes only
         self.state: str | None = None  # the connection state the rule requires
         self.peer_state: str | None = None  # the peer state the rule requires
@@ -378,28 +387,22 @@ class Rule:
         self._description = None
         return self
 
-    # -- bookkeeping (used by the conversation) ----------------------------------------------
-
-    @property
-    def exhausted(self) -> bool:
-        """True once the rule matched as often as it may."""
-        return self.limit is not None and self.count >= self.limit
-
 
 class Script:
     """The rules of the peer, or of one connection: greetings, expectations, permanent
     rules, fallbacks, or a handler that takes the connection over.
 
-    ``scope`` prefixes the descriptions of its rules (``"connection #2 "``).
+    ``connection`` is the number of the connection it is for (None: the peer's script).
+    Which expectation comes next is the conversation's business (it keeps the counts).
     """
 
-    def __init__(self, scope: str = "") -> None:
-        self.scope = scope
+    def __init__(self, connection: int | None = None) -> None:
+        self.connection = connection
+        self.scope = "" if connection is None else f"connection #{connection} "
         self.connect_rules: list[Rule] = []
         self.expectations: list[Rule] = []
         self.permanent: list[Rule] = []
         self.fallbacks: list[Rule] = []
-        self.next = 0
         self.handler: HandlerFunction | None = None
         self.handler_where = ""
 
@@ -411,7 +414,7 @@ class Script:
             "always": self.permanent,
             "otherwise": self.fallbacks,
         }[kind]
-        rule = Rule(kind, matcher, len(rules) + 1, where, self.scope)
+        rule = Rule(kind, matcher, len(rules) + 1, where, self.scope, connection=self.connection)
         rules.append(rule)
         return rule
 
@@ -426,18 +429,6 @@ class Script:
                 f"this script already has a handler ({self.handler_where}); one is enough"
             )
         self.handler, self.handler_where = handler, where
-
-    def head(self) -> Rule | None:
-        """The expectation the script waits for now, or None when all are met."""
-        expectations = self.expectations
-        while self.next < len(expectations) and expectations[self.next].exhausted:
-            self.next += 1
-        return expectations[self.next] if self.next < len(expectations) else None
-
-    def unmet(self) -> list[Rule]:
-        """Expectations not (fully) met yet, in script order."""
-        self.head()
-        return [rule for rule in self.expectations[self.next :] if not rule.exhausted]
 
     def rules(self) -> list[Rule]:
         """Every rule that matches messages, in the order they are tried."""

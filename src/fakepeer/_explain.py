@@ -1,0 +1,262 @@
+"""Diagnosis: the words of a failure, apart from the bookkeeping.
+
+Why a message did not match a rule, which rules were close, what a connection's leftover
+bytes wait for, the verdict on expectations not met, and what the peer would report if it
+stopped now. Pure functions of the facts the conversation hands them (rules, counts,
+states, bytes): no state of their own, tested with tables (``tests/test_explain.py``).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from . import _matchers
+from ._errors import UnexpectedData, UnmetExpectations
+from ._framing import Delimited, Fixed, Framing, LengthPrefixed, Lines, StxEtx
+from ._matchers import NEED_MORE
+from ._script import Rule
+from ._state import ConnectionRecord
+from ._transcript import INLINE_LIMIT, show
+
+__all__ = [
+    "SIMILAR",
+    "SIMILARITY",
+    "closeness",
+    "outlook",
+    "unexpected",
+    "unmet_verdict",
+    "waits",
+    "waits_for",
+    "why_not",
+]
+
+#: How many similar rules an unexpected-data failure lists.
+SIMILAR: Final = 3
+#: How close (0 to 1, see :func:`closeness`) a rule must be to be listed as similar.
+SIMILARITY: Final = 0.6
+
+#: How many times a rule matched so far (the conversation keeps the counts).
+Counts = Callable[[Rule], int]
+
+
+def exhausted(rule: Rule, count: int) -> bool:
+    """True once ``rule`` matched ``count`` times, as often as it may."""
+    return rule.limit is not None and count >= rule.limit
+
+
+def why_not(
+    rule: Rule,
+    record: ConnectionRecord,
+    data: bytes,
+    *,
+    stream: bool,
+    count: int,
+    peer_state: str,
+    head: Rule | None,
+) -> str:
+    """Why ``rule`` (matched ``count`` times so far) did not take ``data`` on ``record``,
+    in words: what its matcher says, or which condition kept a matching rule out."""
+    assert rule.matcher is not None
+    outcome = rule.matcher.match(data, stream=stream)
+    if outcome is None or outcome is NEED_MORE:
+        return rule.matcher.explain(data)
+    if exhausted(rule, count):
+        return f"matches, but it was already met {count} time(s)"
+    if rule.state is not None and rule.state != record.state:
+        return (
+            f"matches, but needs connection state {rule.state!r} "
+            f"(connection #{record.id} is in {record.state!r})"
+        )
+    if rule.peer_state is not None and rule.peer_state != peer_state:
+        return f"matches, but needs peer state {rule.peer_state!r} (the peer is in {peer_state!r})"
+    if rule.kind == "expect" and head is not None and head is not rule:
+        return f"matches, but the script waits for {head.kind} #{head.number} first"
+    return "matches"  # pragma: no cover - a matching, applicable rule would have matched
+
+
+def closeness(rule: Rule, data: bytes, stream: bool) -> float:
+    """How close ``data`` is to what ``rule`` wants, in [0, 1]; 1 when it matches."""
+    matcher = rule.matcher
+    assert matcher is not None
+    if rule.kind == "otherwise":
+        return 0.0  # a fallback matches anything: naming it as "similar" says nothing
+    outcome = matcher.match(data, stream=stream)
+    if outcome is not None and outcome is not NEED_MORE:
+        return 1.0
+    measure = getattr(_matchers, "closeness", None)
+    if measure is not None:
+        return float(measure(matcher, data))
+    target = matcher.describe().encode(errors="replace")
+    return difflib.SequenceMatcher(None, data, target).ratio()
+
+
+def unexpected(
+    record: ConnectionRecord,
+    data: bytes,
+    *,
+    stream: bool,
+    counts: Counts,
+    peer_state: str,
+    head: Rule | None,
+    met: int,
+) -> UnexpectedData:
+    """The failure for ``data`` that no rule of ``record``'s script took: what came, what
+    the script waited for and why that did not match, and up to :data:`SIMILAR` close rules
+    (``met``: how many expectations of the script were met)."""
+    script = record.script
+
+    def because(rule: Rule) -> str:
+        return why_not(
+            rule, record, data, stream=stream, count=counts(rule), peer_state=peer_state, head=head
+        )
+
+    lines = [f"connection #{record.id} received data that no rule expected"]
+    lines.append(f"  received:  {show(data)}")
+    if head is not None:
+        lines.append(f"  expected:  {head.describe()}")
+        lines.append(f"             the data {because(head)}")
+    else:
+        lines.append(
+            "  expected:  nothing more"
+            + (f" (all {met} expectation(s) were already met)" if met else "")
+        )
+    similar = []
+    for rule in script.rules():
+        if rule is head:
+            continue
+        score = closeness(rule, data, stream)
+        if score >= 1.0 or (score >= SIMILARITY and not exhausted(rule, counts(rule))):
+            similar.append((score, rule))
+    if similar:
+        similar.sort(key=lambda pair: -pair[0])
+        lines.append("  similar rules:")
+        lines.extend(f"    {rule.describe()}: {because(rule)}" for _, rule in similar[:SIMILAR])
+        if len(similar) > SIMILAR:
+            lines.append(f"    ... and {len(similar) - SIMILAR} more")
+    return UnexpectedData(
+        "\n".join(lines),
+        connection=record.id,
+        received=data,
+        expected=head.describe() if head else None,
+    )
+
+
+def unmet_verdict(
+    unmet: Sequence[Rule], counts: Counts, *, connections: int, received: int
+) -> UnmetExpectations:
+    """The failure for expectations not met when the peer stopped, after ``connections``
+    connections that sent ``received`` messages."""
+    lines = []
+    for rule in unmet:
+        count = counts(rule)
+        if count:
+            lines.append(f"{rule.describe()}: met {count} of {rule.limit} times")
+        elif rule.connection is not None and rule.connection > connections:
+            lines.append(f"{rule.describe()}: never met (that connection never came)")
+        else:
+            lines.append(f"{rule.describe()}: never met")
+    count = len(unmet)
+    noun = "expectation was" if count == 1 else "expectations were"
+    waiting = (
+        "no client ever connected"
+        if not connections
+        else f"{connections} connection(s), {received} message(s) received"
+    )
+    diagnosis = f"{count} {noun} not met when the peer stopped ({waiting}):\n" + "\n".join(
+        f"  {line}" for line in lines
+    )
+    return UnmetExpectations(diagnosis, unmet=lines)
+
+
+def waits_for(framing: Framing, buffer: bytes | bytearray) -> str:
+    """What ``framing`` needs before the bytes ``buffer`` holds (no whole message) make one,
+    in words: for a built-in framing, what is missing; for another, that it cut nothing."""
+    kind = type(framing)
+    count = len(buffer)
+    if kind is Lines or kind is Delimited:
+        return f"{framing!r} waits for {framing.delimiter!r}"  # type: ignore[attr-defined]
+    if kind is LengthPrefixed:
+        size: int = framing.size  # type: ignore[attr-defined]
+        if count < size:
+            return (
+                f"{framing!r} waits for the rest of its {size}-byte length prefix "
+                f"({count} of {size} bytes here)"
+            )
+        declared = int.from_bytes(buffer[:size], framing.byteorder)  # type: ignore[attr-defined]
+        framed = declared + (0 if framing.includes_prefix else size)  # type: ignore[attr-defined]
+        return (
+            f"the length prefix {show(bytes(buffer[:size]))} of {framing!r} declares "
+            f"{declared} bytes ({framed} with the prefix): {count} here, {framed - count} "
+            "more to come"
+        )
+    if kind is Fixed:
+        n: int = framing.n  # type: ignore[attr-defined]
+        return f"{framing!r} waits for {n - count} more of its {n} bytes"
+    if kind is StxEtx:
+        return f"{framing!r} waits for ETX (0x03) to end the frame"
+    return f"{framing!r} cut no whole message from them"
+
+
+def waits(record: ConnectionRecord, framing: Framing, *, head: Rule | None) -> str:
+    """Why the bytes buffered on ``record`` are no message yet (``head``: the expectation
+    its script waits for)."""
+    if record.handled:
+        return "not read by the connection's handler yet"
+    if not record.answering:
+        return f"not answered: connection {record.why_not_answering()}"
+    if framing.streaming:
+        waiting = f": {head.describe()} needs more bytes" if head is not None else ""
+        return f"no rule matched them yet{waiting}"
+    return f"no whole message yet: {waits_for(framing, record.buffer)}"
+
+
+def outlook(
+    records: Sequence[ConnectionRecord],
+    framing: Framing,
+    *,
+    head: Callable[[ConnectionRecord], Rule | None],
+    unmet: Sequence[Rule],
+    counts: Counts,
+    problem: bool,
+) -> str:
+    """What the peer would report if it stopped now, while it still serves: each
+    connection whose bytes are no whole message yet (an :class:`~fakepeer.IncompleteMessage`
+    at the stop) and the expectations in ``unmet`` (empty when the report shows a problem,
+    ``problem``, or lists them already). Empty when there is none of either."""
+    lines = []
+    for record in records:
+        buffer = record.buffer
+        if not buffer or record.ended or not record.answering or record.handled:
+            continue  # (a handler may still read them)
+        count = len(buffer)
+        noun = "byte" if count == 1 else "bytes"
+        waiting = head(record)
+        lines.append(
+            f"  connection #{record.id} holds {count:,} {noun}, "
+            f"{waits(record, framing, head=waiting)}"
+        )
+        shown = show(bytes(buffer[:INLINE_LIMIT]))
+        if count > INLINE_LIMIT:
+            shown += f"... ({count:,} bytes in all)"
+        lines.append(f"    pending:   {shown}")
+        if waiting is not None and not framing.streaming:
+            lines.append(f"    expected:  {waiting.describe()}")
+    incomplete = bool(lines)
+    if unmet:
+        count = len(unmet)
+        noun = "expectation" if count == 1 else "expectations"
+        lines.append(f"  {count} {noun} not met yet:")
+        for rule in unmet:
+            met = counts(rule)
+            lines.append(
+                f"    {rule.describe()}" + (f" (met {met} of {rule.limit} times)" if met else "")
+            )
+    if not lines:
+        return ""
+    if problem:
+        verdict = "also report"
+    else:
+        verdict = "report " + ("IncompleteMessage" if incomplete else "UnmetExpectations")
+    return f"still serving; stopped now, the peer would {verdict}:\n" + "\n".join(lines)

@@ -1,0 +1,183 @@
+"""A connection's state machine, as the core keeps it.
+
+Each connection the peer accepts is in one :class:`Phase`. Events of the conversation move it
+along the table below (h11's ``_state.py`` is the model: the states, the events, and every
+legal move, in one place). An event that is not in the table for the current phase leaves the
+phase as it is: the table lists what *changes*; ``CLOSED`` is final.
+
+=================  ==========================================================================
+phase              what it means
+=================  ==========================================================================
+``ANSWERING``      the script answers each message the client sends
+``HALF_CLOSED``    still answering, but the peer shut its writing side (``.half_close()``):
+                   a later write of the script is a :class:`~fakepeer.ScriptError`
+``FINISHING``      a matched rule ended the talk (``.close()``, ``.reset()`` or ``.hang()``,
+                   perhaps after a wait): later messages are recorded, not answered
+``HANGING``        the peer holds the connection open and answers nothing more
+``FAILED``         a problem was found on it (recorded as ``problem``); the peer closes it
+``CLOSED``         either side closed it, or it was reset or lost: nothing more happens
+=================  ==========================================================================
+
+Moves (event: from → to)::
+
+    half_close   ANSWERING → HALF_CLOSED
+    finish       ANSWERING, HALF_CLOSED → FINISHING
+    hold         ANSWERING, HALF_CLOSED, FINISHING → HANGING
+    fail         ANSWERING, HALF_CLOSED, FINISHING, HANGING → FAILED
+    end          every phase but CLOSED → CLOSED
+
+Whether a handler (``@peer.handler``) or the script serves a connection is fixed when it is
+made (``handled``), not a phase: a handler's connection goes through the same phases.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Generator
+
+    from ._errors import Error
+    from ._faults import FaultState
+    from ._framing import Decoder
+    from ._matchers import Matcher
+    from ._script import Script
+    from ._transcript import Transcript
+
+__all__ = ["TRANSITIONS", "ConnectionRecord", "Phase", "Transition"]
+
+
+class Phase(enum.Enum):
+    """Where a connection stands; see the module docstring."""
+
+    ANSWERING = "answering"
+    HALF_CLOSED = "half-closed"
+    FINISHING = "finishing"
+    HANGING = "hanging"
+    FAILED = "failed"
+    CLOSED = "closed"
+
+
+class Transition(enum.Enum):
+    """What happened to a connection, as far as its phase is concerned."""
+
+    HALF_CLOSE = "half_close"
+    FINISH = "finish"
+    HOLD = "hold"
+    FAIL = "fail"
+    END = "end"
+
+
+_A, _H, _F, _G, _X, _C = (
+    Phase.ANSWERING,
+    Phase.HALF_CLOSED,
+    Phase.FINISHING,
+    Phase.HANGING,
+    Phase.FAILED,
+    Phase.CLOSED,
+)
+
+#: ``TRANSITIONS[event][phase]``: the phase after ``event``; a phase not listed stays.
+TRANSITIONS: Final[dict[Transition, dict[Phase, Phase]]] = {
+    Transition.HALF_CLOSE: {_A: _H},
+    Transition.FINISH: {_A: _F, _H: _F},
+    Transition.HOLD: {_A: _G, _H: _G, _F: _G},
+    Transition.FAIL: {_A: _X, _H: _X, _F: _X, _G: _X},
+    Transition.END: {_A: _C, _H: _C, _F: _C, _G: _C, _X: _C},
+}
+
+#: The phases in which incoming messages are matched against the script.
+ANSWERING: Final = frozenset({Phase.ANSWERING, Phase.HALF_CLOSED})
+
+
+class ConnectionRecord:
+    """The core's record of one accepted connection: what it received, where it stands,
+    and the bytes it holds that are no message yet. Pure data, changed only by the
+    :class:`~fakepeer._conversation.Conversation`'s event methods; the user's handle,
+    :class:`fakepeer.Connection`, refers to one.
+
+    ``id`` counts connections from 1 in order of arrival; ``client`` is the client's
+    ``host:port``; ``received`` the messages it sent; ``state`` its state for ``.when()``
+    rules (the script's own label, not the :class:`Phase`); ``problem`` the first problem
+    found on it, if any.
+    """
+
+    __slots__ = (
+        "buffer",
+        "client",
+        "decoder",
+        "faults",
+        "framed",
+        "handled",
+        "id",
+        "phase",
+        "problem",
+        "received",
+        "scanned",
+        "script",
+        "since",
+        "state",
+        "suspended",
+        "transcript",
+    )
+
+    def __init__(
+        self, id: int, client: str, transcript: Transcript, script: Script, state: str
+    ) -> None:
+        self.id = id
+        self.client = client
+        self.received: list[bytes] = []
+        self.script = script
+        self.state = state
+        self.handled = script.handler is not None
+        self.phase = Phase.ANSWERING
+        self.problem: Error | None = None
+        self.faults: FaultState | None = None
+        self.buffer = bytearray()
+        self.since = 0.0  # when the oldest byte of buffer arrived (when it is not empty)
+        self.decoder: Decoder | None = None  # cuts messages off buffer (made on first use)
+        # Raw: how much of buffer each incremental matcher saw when it last said NEED_MORE.
+        self.scanned: dict[Matcher, int] | None = None
+        # Handler mode: messages framed off buffer, not yet taken by the handler.
+        self.framed: list[bytes] = []
+        # An event that stopped at a reply callable, waiting for its result (see Call).
+        self.suspended: Generator[Any, Any, Any] | None = None
+        self.transcript = transcript
+
+    def move(self, event: Transition) -> None:
+        """Apply ``event`` to the phase, by the table."""
+        self.phase = TRANSITIONS[event].get(self.phase, self.phase)
+
+    @property
+    def answering(self) -> bool:
+        """True while incoming messages are still matched against the script."""
+        return self.phase in ANSWERING
+
+    @property
+    def ended(self) -> bool:
+        """True once the connection was closed, reset or lost."""
+        return self.phase is Phase.CLOSED
+
+    @property
+    def open(self) -> bool:
+        """True until the connection was closed, reset or lost."""
+        return self.phase is not Phase.CLOSED
+
+    @property
+    def failed(self) -> bool:
+        """True once a problem was found on the connection."""
+        return self.problem is not None
+
+    def why_not_answering(self) -> str:
+        """The one word for why the peer no longer answers this connection."""
+        if self.problem is not None:
+            return "failed"
+        if self.phase is Phase.HANGING:
+            return "hanging"
+        if self.phase is Phase.CLOSED:
+            return "closed"
+        return "ending"
+
+    def __repr__(self) -> str:
+        return f"<ConnectionRecord #{self.id} {self.client} {self.phase.value}>"
