@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from ._matchers import NEED_MORE, Matcher
-from ._transcript import show
+from ._show import show
 
 __all__ = ["received", "received_in_order", "unmatched"]
 

@@ -52,7 +52,8 @@ import html as _html
 import re
 from typing import TYPE_CHECKING, Final, NamedTuple
 
-from ._transcript import _MESSAGES, Event, _Ring, escape, hexdump, is_binary, show
+from ._show import escape, hexdump, is_binary, show
+from ._transcript import _MESSAGES, Event, _Ring
 
 if TYPE_CHECKING:
     from ._transcript import Transcript

@@ -69,7 +69,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Final, Literal, Protocol, cast, runtime_checkable
 
 from ._errors import FramingError, ScriptError
-from ._transcript import show
+from ._show import show
 
 __all__ = [
     "Decoder",

@@ -69,7 +69,7 @@ from collections.abc import Callable
 from typing import Final, NamedTuple
 
 from ._errors import ScriptError
-from ._transcript import escape, show
+from ._show import escape, show
 
 __all__ = [
     "ANY",
