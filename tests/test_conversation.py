@@ -40,16 +40,8 @@ from fakepeer._conversation import (
     Wait,
     Write,
 )
-from fakepeer._matchers import (
-    Matcher,
-    MatchOutcome,
-    all_of,
-    as_matcher,
-    contains,
-    exact,
-    prefix,
-    regex,
-)
+from fakepeer._matchers import all_of, as_matcher, contains, exact, prefix, regex
+from fakepeer._matching import Matcher, MatchOutcome
 
 WHERE = "test_conversation.py:1"
 T0 = 1000.0
