@@ -489,6 +489,6 @@ class Transcript:
         about 2,000 characters at most, so a ``max_chars`` below that may be exceeded. Like
         :meth:`to_svg`, it draws 1,000 rows at most.
         """
-        from ._diagram import mermaid  # noqa: PLC0415  # _diagram imports this module
+        from ._mermaid import mermaid  # noqa: PLC0415  # _mermaid imports this module
 
         return mermaid(self, times=times, addresses=addresses, max_chars=max_chars)
