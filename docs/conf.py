@@ -88,8 +88,8 @@ nitpick_ignore_regex = [
 # Private types whose only public instance is documented: a hint names the type, the site
 # links to the instance.
 PRIVATE_TYPES = {
-    "fakepeer._matchers._NeedMore": "fakepeer.NEED_MORE",
-    "fakepeer._matchers._Any": "fakepeer.ANY",
+    "fakepeer._matching._NeedMore": "fakepeer.NEED_MORE",
+    "fakepeer._byte_matchers._Any": "fakepeer.ANY",
 }
 
 

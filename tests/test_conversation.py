@@ -30,16 +30,8 @@ from fakepeer import (
 )
 from fakepeer._actions import Action, Call, Close, HalfClose, Hold, Reset, Wait, Write
 from fakepeer._conversation import MAX_BUFFER, Conversation
-from fakepeer._matchers import (
-    Matcher,
-    MatchOutcome,
-    all_of,
-    as_matcher,
-    contains,
-    exact,
-    prefix,
-    regex,
-)
+from fakepeer._matchers import all_of, as_matcher, contains, exact, prefix, regex
+from fakepeer._matching import Matcher, MatchOutcome
 from fakepeer._state import ConnectionRecord as Connection
 from fakepeer._state import Phase
 

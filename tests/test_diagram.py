@@ -21,7 +21,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fakepeer import Event, FakePeer, LengthPrefixed, Lines, Transcript, UnexpectedData, _diagram
-from fakepeer._diagram import HOVER_CHARS, MAX_ROWS, MERMAID_CHARS, mermaid, svg
+from fakepeer._diagram import HOVER_CHARS, svg
+from fakepeer._mermaid import MERMAID_CHARS, mermaid
+from fakepeer._sequence import MAX_ROWS
 
 ROOT = Path(__file__).resolve().parent.parent
 SVG = "{http://www.w3.org/2000/svg}"

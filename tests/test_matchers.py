@@ -26,17 +26,9 @@ from fakepeer import (
     prefix,
     regex,
 )
-from fakepeer._matchers import (
-    NEED_MORE,
-    Exact,
-    Json,
-    Matched,
-    MatchOutcome,
-    Predicate_,
-    Regex,
-    as_matcher,
-    closeness,
-)
+from fakepeer._byte_matchers import Exact, Predicate_, Regex
+from fakepeer._matchers import Json, as_matcher
+from fakepeer._matching import NEED_MORE, Matched, MatchOutcome, closeness
 
 
 def is_ping(message: bytes) -> bool:

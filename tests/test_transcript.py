@@ -1,4 +1,5 @@
-"""Tests of ``fakepeer._transcript``: escaping, hexdumps and the rendered transcript."""
+"""Tests of ``fakepeer._transcript`` and ``fakepeer._show``: escaping, hexdumps and the rendered
+transcript."""
 
 from __future__ import annotations
 
@@ -12,16 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fakepeer import Event, FakePeer, Lines, ScriptError, Transcript
-from fakepeer._transcript import (
-    DEFAULT_BUDGET,
-    EVENT_OVERHEAD,
-    INLINE_LIMIT,
-    MIN_BUDGET,
-    escape,
-    hexdump,
-    is_binary,
-    show,
-)
+from fakepeer._show import INLINE_LIMIT, escape, hexdump, is_binary, show
+from fakepeer._transcript import DEFAULT_BUDGET, EVENT_OVERHEAD, MIN_BUDGET
 
 # -- escape --------------------------------------------------------------------------------
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from ._matchers import NEED_MORE, Matcher
-from ._transcript import show
+from ._matching import NEED_MORE, Matcher
+from ._show import show
 
 __all__ = ["received", "received_in_order", "unmatched"]
 

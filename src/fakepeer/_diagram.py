@@ -44,6 +44,11 @@ case. The Mermaid text is also cut to :data:`MERMAID_CHARS` characters (``max_ch
 Mermaid's own limit. Time is linear in the number of events. Many connections share at most
 :data:`MAX_LANES` lifelines: past that number, a connection takes the lifeline of one that
 ended.
+
+This module draws the SVG and the HTML page. What every form shows (the rows, the
+lifelines, each event's label and note, which events are problems) is decided once in
+``fakepeer._sequence``; the Mermaid text is written by ``fakepeer._mermaid``. Both are
+exported from here too.
 """
 
 from __future__ import annotations
@@ -52,7 +57,26 @@ import html as _html
 import re
 from typing import TYPE_CHECKING, Final, NamedTuple
 
-from ._transcript import _MESSAGES, Event, _Ring, escape, hexdump, is_binary, show
+from ._mermaid import MERMAID_CHARS, mermaid
+from ._sequence import (
+    LABEL_CHARS,
+    MAX_LANES,
+    MAX_ROWS,
+    NOTE_CHARS,
+    TO_CLIENT,
+    TO_PEER,
+    Gap,
+    drawn_rows,
+    event_label,
+    event_note,
+    is_problem,
+    lane_name,
+    peer_title,
+    share_lanes,
+    shorten,
+)
+from ._show import hexdump, is_binary, show
+from ._transcript import _MESSAGES, Event
 
 if TYPE_CHECKING:
     from ._transcript import Transcript
@@ -70,31 +94,17 @@ __all__ = [
     "svg",
 ]
 
-#: Client lifelines drawn at most; more connections share them (see the module's doc).
-MAX_LANES: Final = 8
-
 #: Bytes of a message shown whole in its hover text (the rest is counted).
 TITLE_LIMIT: Final = 2000
 
 #: Bytes of binary data shown as a hexdump in its hover text (from each end when cut).
 DUMP_LIMIT: Final = 4096
 
-#: Rows a picture draws at most (its first and last half), plus one that counts the rest.
-MAX_ROWS: Final = 1000
-
 #: Characters of hover text (escaped) in one picture before rows get a shortened one.
 HOVER_CHARS: Final = 1_000_000
 
-#: Characters of Mermaid text at most, by default: under Mermaid's ``maxTextSize`` (50,000),
-#: with room for the fence of a Markdown block and a line or two around it.
-MERMAID_CHARS: Final = 48_000
-
 #: Characters of a hover text once :data:`HOVER_CHARS` is used up.
 _SHORT_HOVER: Final = 200
-
-#: Characters of a label or a note drawn on a row before it is shortened with "...".
-LABEL_CHARS: Final = 56
-NOTE_CHARS: Final = 72
 
 _ROW: Final = 24  # pixels a row
 _TOP: Final = 64  # the participants' boxes above the first row
@@ -104,12 +114,6 @@ _LANE_GAP: Final = 110
 _CHAR: Final = 7.3  # width of a character of the 12 px monospace font, about
 _LABELS: Final = int(LABEL_CHARS * _CHAR) + 40  # the room for labels left of the peer
 _NOTES: Final = int(NOTE_CHARS * _CHAR) + 30  # and for notes right of it
-
-#: Kinds drawn as arrows, by direction.
-_TO_PEER: Final = frozenset({"received", "matched", "unexpected", "handled", "pending"})
-_TO_CLIENT: Final = frozenset({"sent", "dropped"})
-#: Kinds after which a connection's lifeline is free for another.
-_ENDS: Final = frozenset({"closed", "reset", "lost"})
 
 _RED: Final = "#c62828"
 _ORANGE: Final = "#e65100"
@@ -133,119 +137,12 @@ _MARKS: Final = {
 }
 
 
-def is_problem(event: Event) -> bool:
-    """True when ``event`` is one that made (or will make) the test fail; see the module's
-    documentation for which."""
-    kind = event.kind
-    if kind in ("unexpected", "error", "pending"):
-        return True
-    if kind == "lost":
-        return event.note != "closed by the client"
-    return kind == "received" and event.note == "(incomplete)"
-
-
 def _category(event: Event) -> str:
     if is_problem(event):
         return "problem"
     if event.kind in ("fault", "dropped"):
         return "fault"
     return ""
-
-
-class _Gap(NamedTuple):
-    connection: int
-    text: str
-    omitted: int
-    cut: bool = False  # rows left out of the picture (MAX_ROWS), not of the transcript
-
-
-class _Row(NamedTuple):
-    number: int  # the event's index in transcript.events, or -1 for a gap
-    row: Event | _Gap
-
-
-def _rows(transcript: Transcript, limit: int | None = MAX_ROWS) -> list[_Row]:
-    """The events kept, in order, with a gap where a connection's events were left out; at
-    most ``limit`` of these rows (the first and the last half), plus one that stands for
-    the rest."""
-    rows: list[_Row] = []
-    index = 0
-    for row in transcript._rows(None):
-        if isinstance(row, _Ring):
-            rows.append(_Row(-1, _Gap(row.connection, transcript._omission(row), row.dropped)))
-        else:
-            rows.append(_Row(index, row))
-            index += 1
-    if limit is None or len(rows) <= limit:
-        return rows
-    head, tail = (limit + 1) // 2, limit // 2
-    middle = rows[head : len(rows) - tail]
-    events = sum(1 for _, row in middle if not isinstance(row, _Gap))
-    text = (
-        f"... {events:,} events not drawn: a picture draws {limit:,} rows at most, the first "
-        f"{head:,} and the last {tail:,}; str(peer.transcript), the text report, has them all"
-    )
-    cut = _Row(-1, _Gap(0, text, events, cut=True))
-    return [*rows[:head], cut, *rows[len(rows) - tail :]]
-
-
-def _lanes(rows: list[_Row]) -> tuple[dict[int, int], list[list[int]]]:
-    """Each connection's lifeline, and the connections of each lifeline: one each while
-    there are at most :data:`MAX_LANES`, else the first free one (or the least used)."""
-    numbers = list(dict.fromkeys(row.connection for _, row in rows if row.connection))
-    lane_of: dict[int, int] = {}
-    members: list[list[int]] = []
-    if len(numbers) <= MAX_LANES:
-        for number in numbers:
-            lane_of[number] = len(members)
-            members.append([number])
-        return lane_of, members
-    busy: set[int] = set()
-    for _, row in rows:
-        number = row.connection
-        if not number:
-            continue
-        if number not in lane_of:
-            free = [lane for lane in range(len(members)) if lane not in busy]
-            if len(members) < MAX_LANES:
-                lane = len(members)
-                members.append([])
-            elif free:
-                lane = free[0]
-            else:
-                lane = min(range(len(members)), key=lambda lane: len(members[lane]))
-            lane_of[number] = lane
-            members[lane].append(number)
-            busy.add(lane)
-        if isinstance(row, Event) and row.kind in _ENDS:
-            busy.discard(lane_of[number])
-    return lane_of, members
-
-
-def _lane_name(numbers: list[int]) -> str:
-    if len(numbers) <= 3:
-        return ", ".join(f"#{number}" for number in numbers)
-    return f"#{numbers[0]}, #{numbers[1]} (+{len(numbers) - 2})"
-
-
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _label(event: Event) -> str:
-    """The short text of a message: escaped and quoted, or its size and first bytes."""
-    data = event.data
-    size = event.size if event.size >= 0 else len(data)
-    if data and is_binary(data):
-        head = " ".join(f"{byte:02x}" for byte in data[:8])
-        more = " ..." if size > 8 else ""
-        return f"{size} bytes: {head}{more}"
-    if not data and event.kind not in _MESSAGES:
-        return ""
-    text = f"'{escape(data)}'"
-    if len(text) > LABEL_CHARS or size > len(data):
-        text = f"'{escape(data[: LABEL_CHARS // 2])}'... ({size} bytes)"
-    return text
 
 
 def _line(event: Event, zero: float, *, times: bool, addresses: bool) -> str:
@@ -262,7 +159,7 @@ def _line(event: Event, zero: float, *, times: bool, addresses: bool) -> str:
         parts.append(show(data, TITLE_LIMIT))
         if size > len(data):
             parts.append(f"({size} bytes in all, {size - len(data)} not kept)")
-    note = _note(event, addresses=addresses)
+    note = event_note(event, addresses=addresses)
     if note:
         parts.append(note)
     text = " ".join(parts)
@@ -279,28 +176,6 @@ def _line(event: Event, zero: float, *, times: bool, addresses: bool) -> str:
                 text += f"\n... ({len(data)} bytes in all)"
     return text
 
-
-def _note(event: Event, *, addresses: bool) -> str:
-    if event.kind == "connected" and not addresses:
-        return ""
-    return event.note
-
-
-def _title(transcript: Transcript, *, addresses: bool) -> tuple[str, str]:
-    """The peer's name, and where it listens (and relays to), if known and wanted."""
-    where = []
-    if addresses and transcript.address:
-        where.append(f"on {transcript.address}")
-    if addresses and transcript.upstream:
-        where.append(f"to {transcript.upstream}")
-    if addresses and transcript.seed is not None:
-        where.append(f"fault seed {transcript.seed}")
-    name = transcript.title if transcript.title.strip() else _NO_NAME
-    return name, ", ".join(where)
-
-
-#: What stands for a peer whose name is empty or all spaces.
-_NO_NAME: Final = "a peer with no name"
 
 #: A title that says its kind twice: ``fake peer 'fake peer'``, ``proxy 'proxy'``.
 _STUTTER: Final = re.compile(r"(.+) '(.*)'", re.DOTALL)
@@ -350,8 +225,8 @@ def _room(events: list[Event], addresses: bool) -> tuple[int, int]:
     peer's box in view and the room of the longest text allowed."""
     longest_label = longest_note = 0
     for event in events:
-        label = len(_label(event)) + len(event.kind) + 8  # "#N " and the kind before it
-        note = len(_note(event, addresses=addresses))
+        label = len(event_label(event)) + len(event.kind) + 8  # "#N " and the kind before it
+        note = len(event_note(event, addresses=addresses))
         if event.connection:
             longest_label = max(longest_label, label)
         else:  # the peer's own events are written as notes
@@ -375,10 +250,10 @@ def svg(
     <fakepeer.Transcript.render>`: without them, the same conversation draws the same.
     ``max_rows``: the rows drawn at most (``None``: all of them).
     """
-    rows = _rows(transcript, max_rows)
-    lane_of, members = _lanes(rows)
+    rows = drawn_rows(transcript, max_rows)
+    lane_of, members = share_lanes(rows)
     lanes = max(len(members), 1)
-    labels, notes = _room([row for _, row in rows if not isinstance(row, _Gap)], addresses)
+    labels, notes = _room([row for _, row in rows if not isinstance(row, Gap)], addresses)
     peer_x = _LANE_X + (lanes - 1) * _LANE_GAP + labels
     width = peer_x + notes
     height = _TOP + max(len(rows), 1) * _ROW + 24
@@ -391,7 +266,7 @@ def svg(
     hover = [HOVER_CHARS]  # what is left of the hover texts' budget
     for number, (index, row) in enumerate(rows):
         top = _TOP + number * _ROW
-        if isinstance(row, _Gap):
+        if isinstance(row, Gap):
             out.append(_gap(row, top, layout))
         else:
             out.append(_event(row, index, top, layout, hover))
@@ -402,7 +277,7 @@ def svg(
 def _header(transcript: Transcript, layout: _Layout) -> list[str]:
     """The SVG's start: its title, the arrow heads, the participants and their lifelines."""
     width, height, peer_x = layout.width, layout.height, layout.peer_x
-    name, where = _title(transcript, addresses=layout.addresses)
+    name, where = peer_title(transcript, addresses=layout.addresses)
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="fakepeer-diagram" '
         f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
@@ -425,7 +300,7 @@ def _header(transcript: Transcript, layout: _Layout) -> list[str]:
         )
     for lane, x in enumerate(layout.lane_x):
         numbers = layout.members[lane] if layout.members else []
-        label = _lane_name(numbers) if numbers else ""
+        label = lane_name(numbers) if numbers else ""
         out.append(
             f'<g class="lifeline client" data-connections="{" ".join(map(str, numbers))}">'
             f'<line x1="{x}" y1="{_TOP - 14}" x2="{x}" y2="{bottom}" stroke="{_GREY}" '
@@ -442,14 +317,14 @@ def _header(transcript: Transcript, layout: _Layout) -> list[str]:
         f'<rect x="{peer_x - 120}" y="{_TOP - 46}" width="240" height="32" rx="4" '
         f'fill="#ede7f6" stroke="#4527a0"/>'
         f'<text x="{peer_x}" y="{_TOP - 34}" text-anchor="middle" fill="{_INK}" '
-        f'font-weight="bold">{_x(_shorten(name, 30))}</text>'
+        f'font-weight="bold">{_x(shorten(name, 30))}</text>'
         f'<text x="{peer_x}" y="{_TOP - 20}" text-anchor="middle" fill="{_GREY}">'
-        f"{_x(_shorten(where, 32))}</text></g>"
+        f"{_x(shorten(where, 32))}</text></g>"
     )
     return out
 
 
-def _gap(gap: _Gap, top: int, layout: _Layout) -> str:
+def _gap(gap: Gap, top: int, layout: _Layout) -> str:
     """The row that stands for events left out."""
     x = layout.lane_x[layout.lane_of.get(gap.connection, 0)] if gap.connection else _LANE_X
     if gap.cut:
@@ -475,7 +350,7 @@ def _hover(line: str, budget: list[int]) -> str:
         budget[0] -= len(text)
         return text
     budget[0] = 0
-    first = _shorten(line.split("\n", 1)[0], _SHORT_HOVER)
+    first = shorten(line.split("\n", 1)[0], _SHORT_HOVER)
     return _x(
         f"{first}\n(shortened: the picture's hover texts are too long; "
         "str(peer.transcript) has it all)"
@@ -517,11 +392,11 @@ def _event(event: Event, index: int, top: int, layout: _Layout, hover: list[int]
         )
     shared = bool(event.connection) and len(layout.members[lane]) > 1
     tag = f"#{event.connection} " if shared else ""
-    label = _label(event)
-    note = _note(event, addresses=layout.addresses)
+    label = event_label(event)
+    note = event_note(event, addresses=layout.addresses)
     weight = ' font-weight="bold"' if category == "problem" else ""
-    if event.kind in _TO_PEER or event.kind in _TO_CLIENT:
-        start, end = (x, peer_x) if event.kind in _TO_PEER else (peer_x, x)
+    if event.kind in TO_PEER or event.kind in TO_CLIENT:
+        start, end = (x, peer_x) if event.kind in TO_PEER else (peer_x, x)
         dash = ' stroke-dasharray="6 4"' if event.kind in ("dropped", "pending") else ""
         if event.kind in ("dropped", "pending"):  # kept from being sent, or no message yet:
             end = (start + end) // 2  # it stops halfway
@@ -541,7 +416,7 @@ def _event(event: Event, index: int, top: int, layout: _Layout, hover: list[int]
             label = f"{event.kind} {label}"
         parts.append(
             f'<text x="{x + 8}" y="{mid - 1}" fill="{color}"{weight} {_HALO}>'
-            f"{_x(_shorten(tag + label, LABEL_CHARS + 12))}</text>"
+            f"{_x(shorten(tag + label, LABEL_CHARS + 12))}</text>"
         )
     else:
         mark = _MARKS.get(event.kind, "●")
@@ -553,14 +428,14 @@ def _event(event: Event, index: int, top: int, layout: _Layout, hover: list[int]
         if event.connection:
             parts.append(
                 f'<text x="{x + 12}" y="{mid + 4}" fill="{color}"{weight} {_HALO}>'
-                f"{_x(_shorten(text, LABEL_CHARS))}</text>"
+                f"{_x(shorten(text, LABEL_CHARS))}</text>"
             )
         else:
             note = f"{text} {note}".strip()
     if note:
         parts.append(
             f'<text x="{peer_x + 14}" y="{mid + 4}" fill="{color if category else _GREY}" '
-            f"{_HALO}>{_x(_shorten(note, NOTE_CHARS))}</text>"
+            f"{_HALO}>{_x(shorten(note, NOTE_CHARS))}</text>"
         )
     parts.append("</g>")
     return "".join(parts)
@@ -589,7 +464,7 @@ def html(
 ) -> str:
     """A self-contained HTML page: the peer's name and address as its title, ``diagnosis``
     (preformatted) if given, and :func:`svg` of the transcript."""
-    name, where = _title(transcript, addresses=addresses)
+    name, where = peer_title(transcript, addresses=addresses)
     heading = _heading(name)
     body = [
         "<!DOCTYPE html>",
@@ -617,105 +492,3 @@ def html(
     body.append(f'<div class="diagram">\n{picture}</div>')
     body.append("</body>\n</html>\n")
     return "\n".join(body)
-
-
-#: Characters Mermaid would read as syntax, as its entity codes.
-_MERMAID: Final = {ord(c): f"#{ord(c)};" for c in '#;%<>&"`{}'}
-_MERMAID_ALIAS: Final = {**_MERMAID, ord(":"): "#58;", ord(","): "#44;", ord("-"): "#45;"}
-
-
-#: What would end a line of Mermaid (or of Python's ``splitlines()``), or is no character.
-_MERMAID_BREAKS: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
-
-
-def _m(text: str, table: dict[int, str] = _MERMAID) -> str:
-    return _MERMAID_BREAKS.sub(lambda m: f"#{ord(m[0])};", text.translate(table))
-
-
-def mermaid(
-    transcript: Transcript,
-    *,
-    times: bool = True,
-    addresses: bool = True,
-    max_chars: int | None = MERMAID_CHARS,
-    max_rows: int | None = MAX_ROWS,
-) -> str:
-    """The transcript as Mermaid ``sequenceDiagram`` text: a header (the participants: one
-    per client lifeline, then the peer), then exactly one line per event kept and per gap
-    (of :func:`_rows`: ``max_rows`` at most). Text that Mermaid would read as syntax is
-    written as its entity codes (``#35;``). Past ``max_chars`` characters, the first and
-    last lines are kept, a note between them counts the events left out."""
-    rows = _rows(transcript, max_rows)
-    lane_of, members = _lanes(rows)
-    zero = transcript.started or 0.0
-    name, where = _title(transcript, addresses=addresses)
-    lines = ["sequenceDiagram"]
-    for lane, numbers in enumerate(members):
-        lines.append(
-            f"    participant c{lane} as {_m('client ' + _lane_name(numbers), _MERMAID_ALIAS)}"
-        )
-    peer = _m(_shorten(f"{name} {where}".strip(), 100), _MERMAID_ALIAS)
-    lines.append(f"    participant peer as {peer}")
-    body: list[tuple[str, int]] = []  # each line, and the events it stands for
-    for _, row in rows:
-        who = f"c{lane_of[row.connection]}" if row.connection else "peer"
-        if isinstance(row, _Gap):
-            body.append((f"    Note over {who}: {_m(row.text)}", row.omitted if row.cut else 0))
-            continue
-        event = row
-        stamp = f"{(event.at - zero) * 1000:.3f} ms " if times else ""
-        tag = (
-            f"#{event.connection} "
-            if row.connection and len(members[lane_of[row.connection]]) > 1
-            else ""
-        )
-        label = _label(event)
-        note = _note(event, addresses=addresses)
-        problem = is_problem(event)
-        text = " ".join(filter(None, [label, _shorten(note, NOTE_CHARS)]))
-        if event.kind in _TO_PEER or event.kind in _TO_CLIENT:
-            if event.kind not in ("received", "sent", "matched"):
-                text = f"{event.kind} {text}"
-            arrow = "-x" if problem else "->>"
-            if event.kind in ("dropped", "pending"):
-                arrow = "--x"
-            ends = (who, "peer") if event.kind in _TO_PEER else ("peer", who)
-            body.append((f"    {ends[0]}{arrow}{ends[1]}: {_m(stamp + tag + text)}", 1))
-        else:
-            mark = "✖ " if problem else ("⚡ " if event.kind == "fault" else "")
-            text = f"{mark}{tag}{event.kind} {text}".rstrip()
-            body.append((f"    Note over {who}: {_m(stamp + text)}", 1))
-    if max_chars is not None:
-        body = _fit(body, max_chars - sum(len(line) + 1 for line in lines), max_chars)
-    lines.extend(line for line, _ in body)
-    return "\n".join(lines) + "\n"
-
-
-def _fit(body: list[tuple[str, int]], room: int, max_chars: int) -> list[tuple[str, int]]:
-    """``body``'s lines if they fit in ``room`` characters (a newline each), else as many of
-    its first and last lines as fit with a note between them that counts the events of the
-    lines left out."""
-    if sum(len(line) + 1 for line, _ in body) <= room:
-        return body
-    front: list[tuple[str, int]] = []
-    back: list[tuple[str, int]] = []
-    room -= 400  # the note, at most
-    first, last = 0, len(body) - 1
-    while first <= last:
-        line = body[first] if len(front) <= len(back) else body[last]
-        if len(line[0]) + 1 > room:
-            break
-        room -= len(line[0]) + 1
-        if len(front) <= len(back):
-            front.append(line)
-            first += 1
-        else:
-            back.append(line)
-            last -= 1
-    events = sum(count for _, count in body[first : last + 1])
-    note = (
-        f"... {events:,} events not drawn: the text stays under max_chars={max_chars:,} "
-        "characters (Mermaid refuses more than 50,000 by default); str(peer.transcript), "
-        "the text report, has them all"
-    )
-    return [*front, (f"    Note over peer: {_m(note)}", events), *reversed(back)]

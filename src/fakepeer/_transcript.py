@@ -38,26 +38,22 @@ from collections.abc import Iterable, Iterator
 from typing import Final, NamedTuple
 
 from ._errors import ScriptError
+from ._show import INLINE_LIMIT, escape, hexdump, is_binary, show
 
-__all__ = ["DEFAULT_BUDGET", "EVENT_OVERHEAD", "Event", "Transcript", "escape", "hexdump"]
-
-_ESCAPES: Final = {
-    0x09: "\\t",
-    0x0A: "\\n",
-    0x0D: "\\r",
-    0x5C: "\\\\",
-    0x27: "\\'",
-}
-_TABLE: Final = [
-    _ESCAPES.get(byte, chr(byte) if 0x20 <= byte < 0x7F else f"\\x{byte:02x}")
-    for byte in range(256)
+__all__ = [
+    "DEFAULT_BUDGET",
+    "EVENT_OVERHEAD",
+    "INLINE_LIMIT",
+    "Event",
+    "Transcript",
+    "escape",
+    "hexdump",
+    "is_binary",
+    "show",
 ]
 
 #: Event kinds that carry a message: shown even when empty, as ''.
 _MESSAGES: Final = frozenset({"received", "matched", "unexpected", "sent", "handled", "pending"})
-
-#: Longest bytes shown inline on one event line before it is cut (the rest is counted).
-INLINE_LIMIT: Final = 200
 
 #: Bytes of transcript per connection by default. The transcript is read by a person looking
 #: at a failure: 64 KiB holds a few hundred events at each end of a long connection (or the
@@ -83,38 +79,6 @@ _SHIFT: Final = 40
 
 #: Bytes of a cut binary event shown as a hexdump at each end.
 _DUMP_END: Final = 2048
-
-
-def escape(data: bytes) -> str:
-    """Printable ASCII as is, everything else escaped; no quotes around it."""
-    return "".join([_TABLE[byte] for byte in data])
-
-
-def is_binary(data: bytes) -> bool:
-    """True when more than a quarter of ``data`` is neither printable ASCII nor whitespace."""
-    if not data:
-        return False
-    odd = sum(1 for byte in data if not (0x20 <= byte < 0x7F or byte in (0x09, 0x0A, 0x0D)))
-    return odd * 4 > len(data)
-
-
-def hexdump(data: bytes, indent: str = "", *, start: int = 0) -> str:
-    """Classic 16-bytes-a-line hexdump with offsets (counted from ``start``) and an ASCII
-    column."""
-    lines = []
-    for offset in range(0, len(data), 16):
-        chunk = data[offset : offset + 16]
-        hexes = " ".join(f"{byte:02x}" for byte in chunk)
-        text = "".join(chr(byte) if 0x20 <= byte < 0x7F else "." for byte in chunk)
-        lines.append(f"{indent}{start + offset:08x}  {hexes:<47}  |{text}|")
-    return "\n".join(lines)
-
-
-def show(data: bytes, limit: int = INLINE_LIMIT) -> str:
-    """Quote ``data`` for one line, cutting it after ``limit`` bytes."""
-    if len(data) <= limit:
-        return f"'{escape(data)}'"
-    return f"'{escape(data[:limit])}'... ({len(data)} bytes in all)"
 
 
 class Event(NamedTuple):
@@ -525,6 +489,6 @@ class Transcript:
         about 2,000 characters at most, so a ``max_chars`` below that may be exceeded. Like
         :meth:`to_svg`, it draws 1,000 rows at most.
         """
-        from ._diagram import mermaid  # noqa: PLC0415  # _diagram imports this module
+        from ._mermaid import mermaid  # noqa: PLC0415  # _mermaid imports this module
 
         return mermaid(self, times=times, addresses=addresses, max_chars=max_chars)
