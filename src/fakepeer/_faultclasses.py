@@ -59,7 +59,8 @@ def _chunks(data: bytes, size: int) -> list[bytes]:
 class Latency(Fault):
     """Delay each batch of writes by ``seconds`` (a number >= 0), plus or minus up to
     ``jitter`` seconds (drawn for each batch), never below 0. ``probability`` (0 to 1) is the
-    chance that it delays each batch; ``direction``: see :attr:`~fakepeer.Fault.direction`."""
+    chance that it delays each batch; ``direction``: see
+    :attr:`Fault.direction <fakepeer.Fault.direction>`."""
 
     seconds: float
     jitter: float = 0.0

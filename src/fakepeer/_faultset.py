@@ -76,7 +76,8 @@ def _applying(make: Callable[P, Fault]) -> Callable[Concatenate[Faults, P], Acti
         parameters=[receiver, *signature.parameters.values()], return_annotation="ActiveFault"
     )
     summary = (inspect.getdoc(make) or "").split("\n\n")[0]
-    apply.__doc__ = f"{summary}\n\nThe same as ``add(faults.{make.__name__}(...))``."
+    arguments = "..." if signature.parameters else ""
+    apply.__doc__ = f"{summary}\n\nThe same as ``add(faults.{make.__name__}({arguments}))``."
     return apply
 
 
