@@ -12,19 +12,9 @@ from hypothesis import strategies as st
 
 from fakepeer import FakePeer, Lines, ScriptError
 from fakepeer._actions import Dropped, Later, Stop, Wait, Write
-from fakepeer._faults import (
-    Fault,
-    FaultState,
-    corrupt,
-    latency,
-    limit_data,
-    on_connect,
-    reset_peer,
-    shape,
-    slice,
-    timeout,
-)
+from fakepeer._faults import FaultState, on_connect, shape
 from fakepeer._script import Close, Reset
+from fakepeer.faults import StopReading, corrupt, latency, limit_data, reset_peer, slice, timeout
 
 TIMEOUT = 5.0
 
@@ -99,7 +89,7 @@ def test_reset_peer_now_replaces_the_first_write() -> None:
 
 
 def test_stop_reading_is_an_action() -> None:
-    assert on_connect([Fault("stop_reading")], FaultState.seeded(1, 1)) == [Stop()]
+    assert on_connect([StopReading()], FaultState.seeded(1, 1)) == [Stop()]
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,7 @@ from ._errors import (
     WaitTimeout,
 )
 from ._faults import Fault
+from ._faultset import ActiveFault, Faults
 from ._framing import Delimited, Fixed, Framing, LengthPrefixed, Lines, Raw, StxEtx
 from ._matchers import (
     ANY,
@@ -49,7 +50,7 @@ from ._matchers import (
     prefix,
     regex,
 )
-from ._peer import ActiveFault, ConnectionScript, FakePeer, Faults, Serving
+from ._peer import ConnectionScript, FakePeer, Serving
 from ._proxy import Proxy, UpstreamError
 from ._script import HandlerFunction, ReplyFunction, Rule
 from ._transcript import Event, Transcript

@@ -314,8 +314,7 @@ class Rule:
         ``peer.expect(b"GET").reply(big).fault(fakepeer.faults.slice(3))``."""
         if not isinstance(fault, Fault):
             raise ScriptError(f".fault() takes a fault such as slice(3), got {fault!r}")
-        connection_wide = fault.kind in ("refuse", "stop_reading", "half_close", "timeout")
-        if connection_wide or (fault.kind == "reset_peer" and fault.params[0]):
+        if not fault.per_rule:
             raise ScriptError(
                 f".fault({fault}) acts on the connection or the server, not on what one "
                 "rule sends: use peer.faults instead"

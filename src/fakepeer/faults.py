@@ -5,33 +5,48 @@
     from fakepeer import faults
 
     peer.expect(b"GET").reply(big).fault(faults.slice(3))   # on one rule's replies
-    peer.faults.add(faults.latency(0.2, jitter=0.05))        # same as peer.faults.latency()
+    peer.faults.add(faults.Latency(0.2, jitter=0.05))        # same as peer.faults.latency()
 
-Each function returns a :class:`~fakepeer.Fault` and checks its parameters at once
-(:class:`~fakepeer.ScriptError`). See ``peer.faults`` for what each does.
+Each fault is a class (:class:`Latency`, :class:`Slice`...), a frozen
+:class:`~fakepeer.Fault` that checks its parameters as it is made
+(:class:`~fakepeer.ScriptError`). Each has a lowercase alias, the name it is shown by
+(``faults.latency`` is ``faults.Latency``), and a method of ``peer.faults`` with the same
+parameters (``peer.faults.latency(0.2)``). :func:`blackhole` is ``Timeout(None)``.
 """
 
 from __future__ import annotations
 
-from ._faults import (
-    Fault,
-    bandwidth,
+from ._faultclasses import (
+    Bandwidth,
+    Corrupt,
+    HalfClose,
+    Latency,
+    LimitData,
+    Refuse,
+    ResetPeer,
+    Slice,
+    SlowClose,
+    StopReading,
+    Timeout,
+    Truncate,
     blackhole,
-    corrupt,
-    half_close,
-    latency,
-    limit_data,
-    refuse,
-    reset_peer,
-    slice,
-    slow_close,
-    stop_reading,
-    timeout,
-    truncate,
 )
+from ._faults import Fault
 
 __all__ = [
+    "Bandwidth",
+    "Corrupt",
     "Fault",
+    "HalfClose",
+    "Latency",
+    "LimitData",
+    "Refuse",
+    "ResetPeer",
+    "Slice",
+    "SlowClose",
+    "StopReading",
+    "Timeout",
+    "Truncate",
     "bandwidth",
     "blackhole",
     "corrupt",
@@ -46,3 +61,17 @@ __all__ = [
     "timeout",
     "truncate",
 ]
+
+# The names faults are shown by (``latency(0.2, 0)``): the classes themselves.
+latency = Latency
+bandwidth = Bandwidth
+slice = Slice  # shadows the builtin only in this module
+limit_data = LimitData
+truncate = Truncate
+corrupt = Corrupt
+reset_peer = ResetPeer
+timeout = Timeout
+slow_close = SlowClose
+half_close = HalfClose
+refuse = Refuse
+stop_reading = StopReading
