@@ -29,7 +29,7 @@ _LOOP_TOO_LATE: Final = (
 
 class TestPeers:
     """The peers (and proxies) of the test ``test`` (its id), in the order they were made:
-    :attr:`peers` (each with its :class:`~fakepeer.Serving`), and :attr:`deferred`, those
+    ``peers`` (each with its :class:`~fakepeer.Serving`), and ``deferred``, those
     listening since the setup, to be served in the test's own loop when its body starts."""
 
     __test__ = False  # not a test class, for pytest
@@ -59,7 +59,7 @@ class TestPeers:
 
     def verify(self) -> None:
         """The test body returned: let each peer read what clients sent, and raise the
-        first verdict that is a problem (:meth:`FakePeer.verify`)."""
+        first verdict that is a problem (:meth:`~fakepeer.FakePeer.verify`)."""
         __tracebackhide__ = True
         for peer, serving in self.peers:
             serving.settle()
@@ -74,10 +74,10 @@ class TestPeers:
         self, when: str, message: str, *, folder: str | None = None, used: MutableSet[str]
     ) -> list[tuple[str, str]]:
         """The report sections of a failure of phase ``when`` (``message``: the failure's
-        own): ``("fakepeer '<name>'", text)`` per peer, its :meth:`FakePeer.report` (unless
-        the failure is a peer's verdict, which shows it already) and, with ``folder``, the
-        file its sequence diagram was written to (names not in ``used``: see
-        :func:`~fakepeer.reports.diagram_name`)."""
+        own): ``("fakepeer '<name>'", text)`` per peer, its
+        :meth:`~fakepeer.FakePeer.report` (unless the failure is a peer's verdict, which
+        shows it already) and, with ``folder``, the file its sequence diagram was written
+        to (names not in ``used``: see :func:`~fakepeer.reports.diagram_name`)."""
         shown = self._verdict_shown if when == "call" else self._teardown_verdict
         sections = []
         for number, (peer, _serving) in enumerate(self.peers):
@@ -111,9 +111,10 @@ class Served:
         self.own: list[tuple[FakePeer, Serving]] = []
 
     def options(self, given: dict[str, object], allowed: tuple[str, ...] = ()) -> PeerOptions:
-        """The options of the next peer: :attr:`base` but ``given`` (see
-        :meth:`PeerOptions.but`), and its seed, unless given, from the session's, the test
-        and the peer's number (:meth:`PeerOptions.seed_for`)."""
+        """The options of the next peer: ``base`` but ``given`` (see
+        :meth:`~fakepeer.settings.PeerOptions.but`), and its seed, unless given, from the
+        session's, the test and the peer's number
+        (:meth:`~fakepeer.settings.PeerOptions.seed_for`)."""
         __tracebackhide__ = True
         options = self.base.but(given, allowed)
         if "seed" in given:
@@ -123,7 +124,7 @@ class Served:
     def serve(self, peer: FakePeer, *, in_loop: bool = False, asked: bool = False) -> FakePeer:
         """Serve ``peer`` on the hub, or, with ``in_loop`` when no loop runs here yet (a
         sync fixture), listening now and served in the test's loop when its body starts
-        (see :attr:`TestPeers.deferred`). Where a loop runs already, ``in_loop`` serves on
+        (see ``TestPeers.deferred``). Where a loop runs already, ``in_loop`` serves on
         the hub too, unless ``asked`` (``serve_in='loop'`` was asked for this peer): a
         :class:`~fakepeer.ScriptError` then. Returns ``peer``."""
         __tracebackhide__ = True

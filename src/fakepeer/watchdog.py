@@ -87,7 +87,7 @@ class Guard:
 
     ``source`` says where the limit came from (shown when it is 0); ``off`` is why the
     watchdog must stay off (then it never installs anything), ``signum`` the signal that
-    interrupts the test (default :data:`DEFAULT_SIGNAL`), shown as ``via``; ``exit_after``
+    interrupts the test (default ``SIGUSR2``), shown as ``via``; ``exit_after``
     (seconds, None for never) ends the process when interrupted code stays blocked that
     long. Most callers use :meth:`configure`.
     """
@@ -186,7 +186,7 @@ class Guard:
 
     @property
     def watching(self) -> bool:
-        """True unless the watchdog must stay off (:attr:`off`) for the whole session."""
+        """True unless the watchdog must stay off (``off``) for the whole session."""
         return self._watchdog is not None
 
     def limit_for(self, test: str, marker: Marker | None) -> float:
@@ -221,7 +221,9 @@ class Guard:
         if self.task_died or self._tasks.phase is not None:
             self._tasks.install(loop)
 
-    def phase(self, test: str, when: str, *, limit: float, task_died: bool) -> _Phase:
+    def phase(
+        self, test: str, when: str, *, limit: float, task_died: bool
+    ) -> contextlib.AbstractContextManager[object]:
         """A context manager around one phase (``when``: ``"setup"``, ``"call"``,
         ``"teardown"``) of ``test`` (its id), watched with ``limit`` seconds (0: not at
         all), and for tasks that die unseen if ``task_died``. On leaving, it raises
