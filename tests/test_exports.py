@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import fakepeer
 from fakepeer import faults
@@ -82,3 +85,33 @@ def test_the_faults_namespace() -> None:
     for name in faults.__all__:
         assert hasattr(faults, name), name
     assert isinstance(faults.slice(3), fakepeer.Fault)
+
+
+PUBLIC_MODULES = ("faults", "fixtures", "reports", "settings", "watchdog")
+
+
+def test_the_public_modules_have_sorted_complete_all() -> None:
+    for name in PUBLIC_MODULES:
+        module = importlib.import_module(f"fakepeer.{name}")
+        assert module.__all__ == sorted(module.__all__, key=isort_style), name
+        for public in module.__all__:
+            assert hasattr(module, public), (name, public)
+
+
+def test_the_plugin_uses_the_public_library_only() -> None:
+    """``fakepeer.pytest_plugin`` wires pytest to the public library: it imports no private
+    module of fakepeer (``fakepeer._x``, or ``._x`` relatively) and stays short."""
+    source = Path(fakepeer.__file__).with_name("pytest_plugin.py").read_text(encoding="utf-8")
+    imported: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = "." * node.level + (node.module or "")
+            imported += [base] if node.module else [f"{base}{a.name}" for a in node.names]
+    ours = [name for name in imported if name.startswith((".", "fakepeer"))]
+    assert ours, imported  # the check reads the imports at all
+    private = [name for name in ours if "._" in name or name.startswith("._")]
+    assert not private, f"pytest_plugin imports private modules: {private}"
+    assert all(name.startswith("fakepeer") for name in ours), ours  # no relative imports
+    assert len(source.splitlines()) < 300

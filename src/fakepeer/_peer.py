@@ -663,6 +663,44 @@ class FakePeer(_Scripting):
         ok = await self._waiters.wait_async(self._finished(), limit)
         self._after_wait(ok, "the script to be done", limit)
 
+    # -- for failure reports (the pytest plugin's, or a test runner's of your own) -------------
+
+    def problem(self) -> Error | None:
+        """The verdict as it stands, without delivering it: the first problem seen (once the
+        peer has stopped: the first not raised to the test yet, else the unmet expectations),
+        with its transcript; None when there is none (yet). Marks nothing as raised, so
+        :meth:`verify` still raises it; raises nothing itself."""
+        return self._verdict(final=self._state == "stopped", deliver=False)
+
+    def outlook(self) -> str:
+        """While the peer serves: what it would report if it stopped now (each connection's
+        bytes that are no whole message yet, the expectations not met yet), as text; empty
+        when there is nothing to say, and always once it has stopped."""
+        if self._state == "stopped":
+            return ""
+        with _reading(self._lock, self._conversation):
+            return self._conversation.outlook()
+
+    def to_html(self, *, diagnosis: str | None = None) -> str:
+        """The sequence diagram of the conversation so far as a self-contained HTML page
+        (:meth:`Transcript.to_html`), each connection's bytes that are no message yet
+        included, headed by ``diagnosis`` (any text) if given."""
+        with _reading(self._lock, self._conversation):  # the hub may still be adding
+            return self._now().to_html(diagnosis=diagnosis)
+
+    def known_problems(self) -> frozenset[tuple[object, ...]]:
+        """An opaque record of what a report made now shows of the verdict to come (the
+        problems seen, and each incomplete message a stop would find), for
+        :meth:`new_problem`: take it when a failure's report shows the peer."""
+        return frozenset(self._foreseen())
+
+    def new_problem(self, known: frozenset[tuple[object, ...]]) -> Error | None:
+        """The final verdict (take it after stopping), if it is news to a report that showed
+        ``known`` (from :meth:`known_problems`): a problem that came since, or one of the
+        stop itself; None otherwise. Unmet expectations are never news (after a failed test
+        they follow from its failure). Marks nothing as raised."""
+        return self._unforeseen(set(known))
+
 
 class Serving:
     """What :meth:`FakePeer.serve` returns: a sync and an async context manager.

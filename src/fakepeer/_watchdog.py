@@ -227,94 +227,103 @@ class _LateSteps:
 _late_steps: Final = _LateSteps()
 
 
+class _Marked:
+    """The base of watched selectors (see :func:`_watched_selector`): the marks a selector
+    keeps for the loop watchdog, and how it is seen as a source. Listed before the stdlib
+    selector class in their bases, so its ``super()`` calls reach that class."""
+
+    busy: float | None = None
+    thread = 0
+    #: True while an asyncio loop runs on it (``run_forever``): only then is it marked
+    #: busy between two selects, and only then are its steps measured (a selector that
+    #: no loop owns, ``select`` called by the test's own code, is nobody's loop).
+    looping = False
+    cpu = 0.0  # the thread's CPU clock, read at ``cpu_read`` (see CPU_READING_AGE)
+    cpu_read = -math.inf
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.thread = _ident()
+        self.made = clock()  # a loop on another thread is blamed on the test that made it
+        _register(self)
+
+    def cpu_since(self, since: float) -> float:
+        """In the loop's thread: at least how much CPU time it used since ``since`` (the
+        start of its step, not before the last reading)."""
+        return max(0.0, time.thread_time() - self.cpu - (since - self.cpu_read))
+
+    def begin_run(self) -> bool:
+        """``run_forever`` starts on this selector; False if it runs already."""
+        if self.looping:
+            return False
+        self.looping = True
+        return True
+
+    def end_run(self) -> None:
+        """``run_forever`` ends: its last step, if it began with a select, ends here."""
+        busy, self.busy = self.busy, None
+        self.looping = False
+        if busy is not None:
+            now = clock()
+            if now - busy > _late_steps.limit:
+                _late_steps(self, busy, now)
+
+    def close(self) -> None:
+        _unregister(self)
+        self.busy = None
+        super().close()  # type: ignore[misc]  # the selector's, next in the bases
+
+    def running(self) -> bool:
+        return _stacks.steps_loop_of(self.thread, self)
+
+    def task(self) -> str | None:
+        return None  # read from asyncio's loop by the sampler
+
+    def label(self) -> str:
+        return _thread_label("the event loop", self.thread)
+
+
 def _watched_selector(base: type[selectors.BaseSelector]) -> type[selectors.BaseSelector]:
-    """A subclass of ``base`` whose ``select`` keeps the loop's busy mark and thread; its
-    helpers are bound as default arguments, so the hot path does no global lookups."""
+    """A subclass of ``base`` (and of :class:`_Marked`) whose ``select`` keeps the loop's
+    busy mark and thread; its helpers are bound as default arguments, so the hot path does
+    no global lookups."""
     base_select = base.select
 
-    class WatchedSelector(base, _Marked):  # type: ignore[valid-type,misc]  # from a variable
-        """The default selector, noting for the loop watchdog when its loop waits."""
-
-        busy: float | None = None
-        thread = 0
-        #: True while an asyncio loop runs on it (``run_forever``): only then is it marked
-        #: busy between two selects, and only then are its steps measured (a selector that
-        #: no loop owns, ``select`` called by the test's own code, is nobody's loop).
-        looping = False
-        cpu = 0.0  # the thread's CPU clock, read at ``cpu_read`` (see CPU_READING_AGE)
-        cpu_read = -math.inf
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.thread = _ident()
-            self.made = clock()  # a loop on another thread is blamed on the test that made it
-            _register(self)
-
-        def select(
-            self,
-            timeout: float | None = None,
-            _select: Any = base_select,
-            _clock: Callable[[], float] = clock,
-            _ident: Callable[[], int] = _ident,
-            _late: _LateSteps = _late_steps,
-        ) -> list[Any]:
-            busy = self.busy  # the step that ends here began then
-            if busy is not None:
-                now = _clock()
-                if now - busy > _late.limit:
-                    _late(self, busy, now)
-                self.busy = None
-            try:
-                return _select(self, timeout)  # type: ignore[no-any-return]
-            finally:
-                if self.looping:
-                    now = _clock()
-                    self.busy = now
-                    if now - self.cpu_read > CPU_READING_AGE:
-                        self.cpu, self.cpu_read = time.thread_time(), now
-                self.thread = _ident()
-
-        def cpu_since(self, since: float) -> float:
-            """In the loop's thread: at least how much CPU time it used since ``since`` (the
-            start of its step, not before the last reading)."""
-            return max(0.0, time.thread_time() - self.cpu - (since - self.cpu_read))
-
-        def begin_run(self) -> bool:
-            """``run_forever`` starts on this selector; False if it runs already."""
-            if self.looping:
-                return False
-            self.looping = True
-            return True
-
-        def end_run(self) -> None:
-            """``run_forever`` ends: its last step, if it began with a select, ends here."""
-            busy, self.busy = self.busy, None
-            self.looping = False
-            if busy is not None:
-                now = clock()
-                if now - busy > _late_steps.limit:
-                    _late_steps(self, busy, now)
-
-        def close(self) -> None:
-            _unregister(self)
+    def select(
+        self: Any,
+        timeout: float | None = None,
+        _select: Any = base_select,
+        _clock: Callable[[], float] = clock,
+        _ident: Callable[[], int] = _ident,
+        _late: _LateSteps = _late_steps,
+    ) -> list[Any]:
+        busy = self.busy  # the step that ends here began then
+        if busy is not None:
+            now = _clock()
+            if now - busy > _late.limit:
+                _late(self, busy, now)
             self.busy = None
-            super().close()
+        try:
+            return _select(self, timeout)  # type: ignore[no-any-return]
+        finally:
+            if self.looping:
+                now = _clock()
+                self.busy = now
+                if now - self.cpu_read > CPU_READING_AGE:
+                    self.cpu, self.cpu_read = time.thread_time(), now
+            self.thread = _ident()
 
-        def running(self) -> bool:
-            return _stacks.steps_loop_of(self.thread, self)
-
-        def task(self) -> str | None:
-            return None  # read from asyncio's loop by the sampler
-
-        def label(self) -> str:
-            return _thread_label("the event loop", self.thread)
-
-    WatchedSelector.__qualname__ = WatchedSelector.__name__ = f"Watched{base.__name__}"
-    return WatchedSelector
-
-
-class _Marked:
-    """The base of watched selectors (see :func:`_watched_selector`)."""
+    name = f"Watched{base.__name__}"
+    select.__qualname__ = f"{name}.select"
+    namespace = {
+        "__doc__": "The default selector, noting for the loop watchdog when its loop waits.",
+        "__module__": __name__,
+        "__qualname__": name,
+        "select": select,
+    }
+    # a selector watched already (a session inside a session: pytester) has _Marked
+    bases = (base,) if issubclass(base, _Marked) else (_Marked, base)
+    return type(name, bases, namespace)
 
 
 #: The running task of a hub loop that runs a callback: the script, on data received.
@@ -547,7 +556,7 @@ def _with_heartbeat(run_forever: Callable[..., Any]) -> Callable[..., Any]:
     def run_forever_watched(self: Any, *args: Any, **kwargs: Any) -> Any:
         heartbeat = Heartbeat.begin(self)
         selector = getattr(self, "_selector", None)
-        ours = isinstance(selector, _Marked) and selector.begin_run()  # type: ignore[attr-defined]
+        ours = isinstance(selector, _Marked) and selector.begin_run()
         try:
             return run_forever(self, *args, **kwargs)
         finally:
