@@ -62,6 +62,7 @@ MAX_SEND_BUFFER: Final = 4 << 20
 _SENDING: Final = 1  # the client does not read our replies: backpressure
 _HANDLER_BEHIND: Final = 2  # the handler has not received what is buffered
 _FAULT: Final = 4  # a stop_reading fault
+_UPSTREAM: Final = 8  # a proxy's upstream server is not connected yet, or takes nothing now
 
 #: A client that sent at least this many bytes may still have some in its own send queue
 #: when the peer's socket would block: the tail of a bulk send waits there for the peer's
@@ -1059,7 +1060,7 @@ class PeerServer:
                         break
             self._close_listener()
             for protocol in list(self.protocols):  # backpressure must not hide what was sent
-                protocol._resume(_SENDING)
+                protocol._resume(_SENDING | _UPSTREAM)
         await self.settle()
         self.stopping = True
         protocols = list(self.protocols)
