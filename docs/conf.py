@@ -82,6 +82,8 @@ nitpick_ignore_regex = [
         r"BaseException|Exception|ValueError|AssertionError|TimeoutError|EOFError|"
         r"RuntimeError|ConnectionError|OSError|KeyError|TypeError)",
     ),
+    # The type variables of serve(): the peer or proxy served (FakePeer or Proxy).
+    ("py:class", r"fakepeer\._host\._Self|fakepeer\._serving\._H_co"),
 ]
 
 

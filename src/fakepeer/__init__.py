@@ -15,6 +15,7 @@ With pytest, the ``fake_peer`` fixture gives a peer that is already serving.
 
 from __future__ import annotations
 
+from ._active_faults import ActiveFault, Faults
 from ._conversation import Connection
 from ._errors import (
     ClientNotReading,
@@ -49,9 +50,10 @@ from ._matchers import (
     prefix,
     regex,
 )
-from ._peer import ActiveFault, ConnectionScript, FakePeer, Faults, Serving
+from ._peer import ConnectionScript, FakePeer
 from ._proxy import Proxy, UpstreamError
 from ._script import HandlerFunction, ReplyFunction, Rule
+from ._serving import Serving
 from ._transcript import Event, Transcript
 from ._version import __version__
 

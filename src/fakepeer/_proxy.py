@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
 from ._actions import Close, HalfClose, Reset, Write
 from ._conversation import Action, Await
 from ._errors import ScriptError
-from ._peer import FakePeer
+from ._host import Host
 from ._relay import Relay, UpstreamError
 from ._runtime import (
     _UPSTREAM,
@@ -27,7 +27,6 @@ from ._runtime import (
     clock,
     stream_transport,
 )
-from ._script import Rule
 from ._transcript import DEFAULT_BUDGET
 
 __all__ = ["Proxy", "UpstreamError"]
@@ -239,7 +238,13 @@ class ProxyServer(PeerServer):
         self.upstream = upstream
 
 
-class Proxy(FakePeer):
+#: What a script on a Proxy would start with: it has none (see Proxy.__getattr__).
+_SCRIPT_METHODS: Final = frozenset(
+    {"on_connect", "expect", "always", "otherwise", "handler", "on_connection"}
+)
+
+
+class Proxy(Host):
     """A fault-injecting proxy on loopback in front of a real server at ``upstream``.
 
     Serve it like a peer; point the client at ``proxy.address``; apply ``proxy.faults``
@@ -250,8 +255,9 @@ class Proxy(FakePeer):
     ``upstream`` is the server's ``(host, port)``, a tuple (anything else is a
     :class:`~fakepeer.ScriptError`), kept as ``proxy.upstream``. ``timeout`` is how long the
     proxy waits for the server to accept a connection, and the default bound of the
-    ``wait_*`` methods. The other keywords are those of :class:`~fakepeer.FakePeer`. Writing a
-    script on a proxy (``expect()``, ``always()``...) raises :class:`~fakepeer.ScriptError`.
+    ``wait_*`` methods. The other keywords are those of :class:`~fakepeer.FakePeer`, and so
+    are the serving, inspection and verdict methods; a proxy has no script: the script's
+    methods (``expect()``, ``always()``, ``handler``...) raise :class:`~fakepeer.ScriptError`.
     """
 
     _relays = True
@@ -278,6 +284,7 @@ class Proxy(FakePeer):
         ):
             raise ScriptError(f"Proxy(upstream=...) takes a (host, port) tuple, got {upstream!r}")
         super().__init__(
+            title=f"proxy {name!r}",
             name=name,
             host=host,
             port=port,
@@ -288,14 +295,17 @@ class Proxy(FakePeer):
             transcript_budget=transcript_budget,
         )
         self.upstream = upstream
-        self._conversation.transcript.title = f"proxy {name!r}"
         self._conversation.transcript.upstream = f"{upstream[0]}:{upstream[1]}"
 
-    def _rule(self, kind: str, matcher: object) -> Rule:
-        raise ScriptError(
-            "a Proxy forwards to its upstream server and has no script; "
-            "use a FakePeer to script a conversation"
-        )
+    if not TYPE_CHECKING:  # for the type checker, a proxy has no such method at all
+
+        def __getattr__(self, name: str) -> object:
+            if name in _SCRIPT_METHODS:
+                raise ScriptError(
+                    f"proxy.{name}: a Proxy forwards to its upstream server and has no "
+                    "script; use a FakePeer to script a conversation"
+                )
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _make_server(self, server: type[PeerServer] = ProxyServer, **extra: Any) -> PeerServer:
         return super()._make_server(server, upstream=self.upstream, **extra)

@@ -43,15 +43,17 @@ import random
 import re
 import sys
 from collections.abc import Generator, Iterator
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 import pytest
 
 from ._errors import LoopBlocked, ScriptError, TaskDied
 from ._framing import Framing
-from ._peer import FakePeer, Serving, _reading
+from ._host import Host, _reading
+from ._peer import FakePeer
 from ._proxy import Proxy
 from ._runtime import MAX_SEND_BUFFER
+from ._serving import Serving
 from ._transcript import DEFAULT_BUDGET
 from ._unseen import TaskWatch, UnseenErrors, WatchedBody
 from ._version import __version__
@@ -109,9 +111,9 @@ class PeerFactory(Protocol):
 
 @dataclasses.dataclass
 class _ItemState:
-    peers: list[tuple[FakePeer, Serving]] = dataclasses.field(default_factory=list)
+    peers: list[tuple[Host, Serving[Host]]] = dataclasses.field(default_factory=list)
     # listening since setup, to be served in the test's own loop when it starts
-    deferred: list[Serving] = dataclasses.field(default_factory=list)
+    deferred: list[Serving[Host]] = dataclasses.field(default_factory=list)
     reported: bool = False  # a failure was already reported for this test
     verdict_shown: bool = False  # the failure is the peer's verdict, transcript included
     # by id() of each peer: what the failure's report showed of its verdict to come
@@ -553,6 +555,10 @@ def _item_state(item: pytest.Item) -> _ItemState:
     return state
 
 
+#: A peer or a proxy, served for a test.
+_Served_T = TypeVar("_Served_T", bound=Host)
+
+
 class _Served:
     """The peers (and proxies) one test made: seeded, served on the hub, then stopped and
     verified at its teardown."""
@@ -560,7 +566,7 @@ class _Served:
     def __init__(self, request: pytest.FixtureRequest) -> None:
         self.nodeid = request.node.nodeid
         self.state = _item_state(request.node)
-        self.own: list[tuple[FakePeer, Serving]] = []
+        self.own: list[tuple[Host, Serving[Host]]] = []
 
     def seed(self, session_seed: int | None, given: int | None) -> int:
         """The seed of the next peer: ``given``, or one that follows from the session's, the
@@ -570,7 +576,7 @@ class _Served:
         digest = hashlib.sha256(f"{session_seed}/{self.nodeid}/{len(self.own)}".encode())
         return int.from_bytes(digest.digest()[:4], "big")
 
-    def serve(self, peer: FakePeer, *, in_loop: bool = False) -> FakePeer:
+    def serve(self, peer: _Served_T, *, in_loop: bool = False) -> _Served_T:
         serving = peer.serve()
         if in_loop and current_async_library() is None:  # setup: the test's loop is not on
             serving.listen()
@@ -730,7 +736,7 @@ _IN_LOOP_HINT: Final = (
 
 
 def _in_the_tests_loop(
-    item: pytest.Item, deferred: list[Serving], beat: float, watch: TaskWatch | None
+    item: pytest.Item, deferred: list[Serving[Host]], beat: float, watch: TaskWatch | None
 ) -> Any:
     """Wrap the test function (an ``async def``) so that, in the test's own loop, it starts
     the peers listening since setup first and stops them last, and, where the loop has no
@@ -857,9 +863,9 @@ def _write_diagram(
     item: pytest.Item,
     *,
     report: pytest.TestReport,
-    peer: FakePeer,
+    peer: Host,
     number: int,
-    peers: list[tuple[FakePeer, Serving]],
+    peers: list[tuple[Host, Serving[Host]]],
 ) -> str:
     """Write ``peer``'s sequence diagram for the failing ``item`` into ``folder``: the path
     written, relative to the current directory if under it, or why it could not be."""
@@ -895,7 +901,7 @@ def _write_diagram(
     return path if relative.startswith("..") else relative
 
 
-def _diagram_name(item: pytest.Item, when: str, peer: FakePeer, number: int, peers: int) -> str:
+def _diagram_name(item: pytest.Item, when: str, peer: Host, number: int, peers: int) -> str:
     """The file name of a diagram: the test's node id made safe (shortened) and a hash of
     the whole of it, the phase unless ``call``, the peer's number and name if the test had
     several; unique in the session (a failure of the same test, peer and phase in an
