@@ -82,6 +82,12 @@ nitpick_ignore_regex = [
         r"BaseException|Exception|ValueError|AssertionError|TimeoutError|EOFError|"
         r"RuntimeError|ConnectionError|OSError|KeyError|TypeError)",
     ),
+    # The type variables of serve(): the peer or proxy served (FakePeer or Proxy).
+    ("py:class", r"fakepeer\._host\._Self|fakepeer\._serving\._H_co"),
+    # The type variables of Error.copy() (the error's own class) and of the fixtures' serve()
+    # (FakePeer or Proxy), and their common base, the private Host (documented as "a peer
+    # or a proxy").
+    ("py:class", r"fakepeer\._errors\._E|fakepeer\.fixtures\._H|fakepeer\._host\.Host"),
 ]
 
 

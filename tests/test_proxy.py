@@ -122,8 +122,15 @@ def test_an_unreachable_upstream_fails_with_the_reason() -> None:
 
 
 def test_a_proxy_has_no_script() -> None:
+    proxy = Proxy(("127.0.0.1", 1))
+    # No such methods (the type checker says so too); the script's get a friendly error.
+    for name in ("on_connect", "expect", "always", "otherwise", "handler", "on_connection"):
+        with pytest.raises(ScriptError, match=f"proxy.{name}: a Proxy forwards to its upstream"):
+            getattr(proxy, name)
     with pytest.raises(ScriptError, match="a Proxy forwards to its upstream server"):
-        Proxy(("127.0.0.1", 1)).expect(b"x")
+        proxy.expect(b"x")  # type: ignore[attr-defined]
+    for name in ("broadcast", "assert_received", "wait_until_done", "done", "nothing"):
+        assert not hasattr(proxy, name)
     with pytest.raises(ScriptError, match=r"takes a \(host, port\) tuple"):
         Proxy("localhost:80")  # type: ignore[arg-type]
 

@@ -34,6 +34,7 @@ from fakepeer import (
     UpstreamError,
     _runtime,
 )
+from fakepeer._host import Host
 from fakepeer._hub import hub
 from test_conformance import (
     ALL_REPLIES,
@@ -66,6 +67,7 @@ pytest.importorskip("uvloop")
 import uvloop
 
 T = TypeVar("T")
+H = TypeVar("H", bound=Host)  # a FakePeer or a Proxy
 
 
 def in_uvloop(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -82,7 +84,7 @@ def in_uvloop(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 
 @contextlib.asynccontextmanager
-async def served_here(peer: FakePeer) -> AsyncIterator[FakePeer]:
+async def served_here(peer: H) -> AsyncIterator[H]:
     """``async with peer.serve()``, checked to serve in this loop, not on the hub."""
     before = hub.handovers
     serving = peer.serve()

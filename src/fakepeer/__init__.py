@@ -50,9 +50,10 @@ from ._matchers import (
     prefix,
     regex,
 )
-from ._peer import ConnectionScript, FakePeer, Serving
+from ._peer import ConnectionScript, FakePeer
 from ._proxy import Proxy, UpstreamError
 from ._script import HandlerFunction, ReplyFunction, Rule
+from ._serving import Serving
 from ._transcript import Event, Transcript
 from ._version import __version__
 

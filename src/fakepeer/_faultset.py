@@ -32,7 +32,7 @@ from ._faults import Fault, fault_name
 from ._runtime import clock
 
 if TYPE_CHECKING:
-    from ._peer import FakePeer
+    from ._host import Host
 
 __all__ = ["ActiveFault", "Faults"]
 
@@ -94,7 +94,7 @@ class Faults:
     probabilities, corruption) comes from ``peer.seed``, so a run can be replayed exactly.
     """
 
-    def __init__(self, peer: FakePeer) -> None:
+    def __init__(self, peer: Host) -> None:
         self._peer = peer
 
     def add(self, fault: Fault) -> ActiveFault:

@@ -2,58 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import math
-import random
 import threading
-from collections.abc import Callable, Iterator
-from types import TracebackType
-from typing import Any, Final
+from collections.abc import Callable
 
-from . import _assertions, _hosting
-from ._connection import Connection
+from . import _assertions
 from ._conversation import Conversation
-from ._errors import (
-    ConversationError,
-    Error,
-    HubBlocked,
-    IncompleteMessage,
-    ScriptError,
-    UnexpectedData,
-    UnmetExpectations,
-    WaitTimeout,
-)
-from ._faultclasses import Refuse
-from ._faultset import Faults
-from ._framing import Framing, check_framing
-from ._hub import hub
+from ._errors import ConversationError, ScriptError, UnexpectedData
+from ._framing import Framing
+from ._host import Host, _reading
 from ._matchers import ANY, Exact, as_matcher
-from ._runtime import MAX_SEND_BUFFER, PeerServer, clock
+from ._runtime import MAX_SEND_BUFFER
 from ._script import HandlerFunction, Rule, Script, caller_location
-from ._transcript import DEFAULT_BUDGET, Transcript
-from ._wait import Waiters, current_async_library
+from ._transcript import DEFAULT_BUDGET
+from ._wait import Waiters
 
 __all__ = ["ConnectionScript", "FakePeer"]
-
-#: How long leaving ``serve()`` may wait for clients to take what the peer wrote.
-STOP_TIMEOUT: Final = 1.0
-
-
-async def _refused(server: PeerServer) -> None:
-    server.refuse()
-
-
-@contextlib.contextmanager
-def _reading(lock: threading.RLock, conversation: Conversation) -> Iterator[None]:
-    """The lock, to read the peer's record; without it if the hub holds it too long (stuck
-    in the script's code), or at all once the record is final (see ``_hosting``)."""
-    acquired = lock.acquire(timeout=0 if conversation.closed_for_good else _hosting.STALL)
-    try:
-        yield
-    finally:
-        if acquired:
-            lock.release()
 
 
 class _Scripting:
@@ -126,7 +89,7 @@ class ConnectionScript(_Scripting):
         return f"<ConnectionScript of connection #{self._number} of {self._peer!r}>"
 
 
-class FakePeer(_Scripting):
+class FakePeer(Host, _Scripting):
     """A scripted fake TCP server on loopback for testing a client.
 
     Script it with :meth:`on_connect`, :meth:`expect` and :meth:`always`, then serve it::
@@ -172,9 +135,6 @@ class FakePeer(_Scripting):
     - ``max_send_buffer``, ``transcript_budget``: bytes, as above.
     """
 
-    #: True for a Proxy: it relays client bytes upstream, which faults can shape too.
-    _relays = False
-
     def __init__(
         self,
         *,
@@ -188,50 +148,18 @@ class FakePeer(_Scripting):
         max_send_buffer: int = MAX_SEND_BUFFER,
         transcript_budget: int | None = DEFAULT_BUDGET,
     ) -> None:
-        self.framing: Framing = check_framing(framing)
-        self.name = name
-        owner = type(self).__name__
-        self._host = _hosting.check_host(host, external=external, owner=owner)
-        self.external = external
-        self._port = port
-        if (
-            isinstance(max_send_buffer, bool)
-            or not isinstance(max_send_buffer, int)
-            or max_send_buffer < 1
-        ):
-            raise ScriptError(
-                f"{owner}(max_send_buffer=...) takes a whole number of bytes >= 1, "
-                f"got {max_send_buffer!r}"
-            )
-        self.max_send_buffer = max_send_buffer
-        if (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
-            or not math.isfinite(timeout)
-            or timeout <= 0
-        ):
-            raise ScriptError(
-                f"{type(self).__name__}(timeout=...) takes a positive number of seconds, "
-                f"got {timeout!r}"
-            )
-        self.timeout = timeout
-        self._lock = threading.RLock()
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ScriptError(f"FakePeer(seed=...) takes a whole number, got {seed!r}")
-        self._conversation = Conversation(
-            self.framing,
-            f"fake peer {name!r}",
+        super().__init__(
+            title=f"fake peer {name!r}",
+            framing=framing,
+            name=name,
+            host=host,
+            port=port,
+            timeout=timeout,
+            seed=seed,
+            external=external,
+            max_send_buffer=max_send_buffer,
             transcript_budget=transcript_budget,
-            seed=random.getrandbits(32) if seed is None else seed,
         )
-        self._handles: list[Connection] = []  # the user's handles, kept after the stop
-        #: Network faults on what the peer sends; see :class:`Faults`.
-        self.faults = Faults(self)
-        self._waiters = Waiters(self._lock)
-        self._server: PeerServer | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._state = "new"  # new -> (listening ->) serving -> stopped
-        self._background: set[asyncio.Task[None]] = set()  # re-listening after refuse()
 
     def __repr__(self) -> str:
         serving = self._state in ("listening", "serving")
@@ -258,12 +186,6 @@ class FakePeer(_Scripting):
             script = self._conversation.script_for(number)
         return ConnectionScript(self, number, script)
 
-    @property
-    def seed(self) -> int:
-        """The seed of the faults' randomness (give it back as ``FakePeer(seed=...)`` to
-        replay a run)."""
-        return self._conversation.seed
-
     # -- pushes --------------------------------------------------------------------------------
 
     def broadcast(self, data: bytes | str) -> int:
@@ -274,271 +196,11 @@ class FakePeer(_Scripting):
             connection.send(data)
         return len(connections)
 
-    # -- serving -----------------------------------------------------------------------------
-
-    def serve(self) -> Serving:
-        """Serve the script: ``with`` on the hub thread, ``async with`` in this loop."""
-        return Serving(self)
-
-    def _claim(self) -> None:
-        if self._state != "new":
-            raise RuntimeError(f"{self!r} already served; a FakePeer serves once, make a new one")
-        self._state = "starting"
-
-    def _make_server(self, server: type[PeerServer] = PeerServer, **extra: Any) -> PeerServer:
-        """The runtime server of this peer (a Proxy passes its own class and upstream)."""
-
-        def changed() -> None:
-            if self._waiters:
-                self._waiters.notify()
-
-        return server(
-            self._conversation,
-            self._lock,
-            changed,
-            self._host,
-            self._port,
-            timeout=self.timeout,
-            max_send_buffer=self.max_send_buffer,
-            handles=self._handles,
-            **extra,
-        )
-
-    def _listen(self) -> PeerServer:
-        """Bind and listen now, serving nothing yet (the kernel queues the clients)."""
-        if self._state == "listening" and self._server is not None:
-            return self._server
-        self._claim()
-        server = self._make_server()
-        try:
-            server.listen()
-        except BaseException:
-            self._state = "stopped"
-            raise
-        self._server = server
-        self._host, self._port = server.address
-        self._state = "listening"
-        return server
-
-    def _started(self, server: PeerServer) -> None:
-        assert server.loop is not None
-        self._server, self._loop = server, server.loop
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        address = f"{host}:{self._port}"
-        if self.external:
-            address += " (external=True: reachable beyond loopback)"
-        self._conversation.started(address, clock())
-        self._state = "serving"
-        if any(isinstance(fault, Refuse) for fault in self._conversation.faults):
-            self._refuse(True)
-
-    def _start_on_hub(self) -> None:
-        server = self._listen()
-        _hosting.attach_to_hub(server)
-        self._started(server)
-
-    def _stop_on_hub(self, *, wait: bool = True) -> None:
-        server, self._server = self._server, None
-        self._state = "stopped"
-        if server is not None:
-            try:
-                _hosting.stop(server, STOP_TIMEOUT, wait=wait)
-            except HubBlocked as blocked:  # the verdict raises it, first, with the rest
-                # (no lock: the blocked hub holds it; its record is frozen now)
-                self._conversation.hub_blocked(blocked)
-
-    async def _start_in_loop(self) -> None:
-        server = self._listen()
-        _hosting.attach_here(server)
-        self._started(server)
-
-    async def _stop_in_loop(self) -> None:
-        server, self._server = self._server, None
-        self._state = "stopped"
-        if server is not None:
-            await _hosting.stop_in_loop(server, STOP_TIMEOUT)
-
-    def _settle(self) -> None:
-        """Let the hub read what clients already sent before judging (hub-hosted peers)."""
-        server = self._server
-        loop = self._loop
-        if (
-            server is not None
-            and loop is not None
-            and not hub.in_hub_thread()
-            and (loop is hub.loop() or hub.given_up(loop))
-        ):
-            _hosting.settle(server)
-
-    def _refuse(self, refusing: bool) -> None:
-        """Stop or resume listening, on the loop that serves. Listening resumes at once (the
-        socket listens before this returns); accepting follows on the loop."""
-        server, loop = self._server, self._loop
-        if server is None or loop is None:
-            return  # not serving yet: _started() applies it
-        on_hub = not hub.in_hub_thread() and (loop is hub.loop() or hub.given_up(loop))
-        if refusing:
-            if on_hub:
-                _hosting.call(server, _refused(server), "stop listening (a refuse fault)")
-            else:
-                server.refuse()
-            return
-        sock = server.listen_again()
-        if sock is None:
-            return
-        if on_hub:
-            _hosting.call(server, server.accept_again(sock), "listen again")
-        else:  # in the serving loop itself: accepting starts on its next turn
-            task = loop.create_task(server.accept_again(sock))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-
-    def _conclude(self, exc: BaseException | None) -> None:
-        """After stopping: raise the verdict, or note it on the exception already raised."""
-        __tracebackhide__ = True
-        problem = self._verdict(final=True)
-        if problem is None or problem is exc:  # a wait or check() already raised it
-            return
-        if exc is None:
-            raise problem
-        if isinstance(exc, Exception):
-            exc.add_note(f"\nfakepeer: the peer also saw a problem:\n{problem}")
-
-    # -- where --------------------------------------------------------------------------------
-
-    @property
-    def address(self) -> tuple[str, int]:
-        """``(host, port)`` the peer listens on; for ``socket.create_connection(peer.address)``."""
-        self._require_serving("address")
-        return (self._host, self._port)
-
-    @property
-    def host(self) -> str:
-        """The host the peer listens on (``127.0.0.1`` unless set)."""
-        self._require_serving("host")
-        return self._host
-
-    @property
-    def port(self) -> int:
-        """The port the peer listens on (chosen by the OS)."""
-        self._require_serving("port")
-        return self._port
-
-    def _require_serving(self, what: str) -> None:
-        if self._state not in ("listening", "serving", "stopped"):
-            raise RuntimeError(f"peer.{what} is known once the peer serves: use peer.serve()")
-
-    # -- inspection --------------------------------------------------------------------------
-
-    @property
-    def connections(self) -> list[Connection]:
-        """Every connection accepted so far, in order of arrival (a copy of the list)."""
-        with _reading(self._lock, self._conversation):
-            return list(self._handles)
-
-    @property
-    def received(self) -> list[bytes]:
-        """Every message received so far, over all connections, in order of arrival."""
-        with _reading(self._lock, self._conversation):
-            return list(self._conversation.received)
-
-    @property
-    def transcript(self) -> Transcript:
-        """The transcript of every connection; ``str()`` renders it."""
-        return self._conversation.transcript
-
-    def render_transcript(self) -> str:
-        """The transcript rendered as text (taken under the lock), each connection's bytes
-        that are no message yet last (a ``pending`` line: see :meth:`report`)."""
-        with _reading(self._lock, self._conversation):
-            return self._now().render()
-
-    def _now(self) -> Transcript:
-        """The transcript with the pending bytes of each connection (lock held)."""
-        conversation = self._conversation
-        return conversation.transcript.with_pending(conversation.pending())
-
-    def report(self) -> str:
-        """What a failing test's report shows: the peer's first problem, if any; while it
-        still serves, what it would report if it stopped now (a connection's bytes that
-        are no whole message yet, expectations not met yet); then the transcript, which
-        ends with each connection's bytes that are no message yet (a ``pending`` line)
-        and so shows every byte received. A peer served on the hub first reads what
-        clients already sent (see :meth:`Serving.settle`); one served in an event loop
-        shows what that loop has read. Marks nothing as raised, and raises nothing: if the
-        hub is blocked (by the script's code), the report says so first and shows what the hub
-        had read (the stop raises :class:`HubBlocked`)."""
-        blocked = ""
-        try:
-            self._settle()
-        except HubBlocked as exc:  # a report is made for a failure: it must not fail itself
-            first = str(exc).split("\n", 1)[0]
-            blocked = f"(what the hub had read before it blocked: {first}: {exc.where})\n\n"
-        final = self._state == "stopped"
-        problem = self._verdict(final=final, deliver=False)
-        if problem is not None:
-            return blocked + str(problem)
-        with _reading(self._lock, self._conversation):
-            outlook = "" if final else self._conversation.outlook()
-            transcript = self._now().render()
-        return blocked + (f"{outlook}\n\n{transcript}" if outlook else transcript)
-
-    def _foreseen(self) -> set[tuple[object, ...]]:
-        """What a report made now shows of the verdict to come: the problems seen (by
-        ``id``), and each incomplete message the stop would find (connection, bytes)."""
-        with _reading(self._lock, self._conversation):
-            conversation = self._conversation
-            seen: set[tuple[object, ...]] = {("problem", p) for p in conversation.problems}
-            for record in conversation.connections:
-                key = conversation.pending_key(record)
-                if key is not None:
-                    seen.add(key)
-            return seen
-
-    def _unforeseen(self, foreseen: set[tuple[object, ...]]) -> Error | None:
-        """The final verdict, if it is a problem a report that ``foreseen`` did not show
-        (unmet expectations after a failed test body follow from it: not new)."""
-        with _reading(self._lock, self._conversation):
-            problem = self._conversation.verdict(final=True, deliver=False)
-        if problem is None or isinstance(problem, UnmetExpectations):
-            return None
-        if ("problem", problem) in foreseen:
-            return None
-        if isinstance(problem, IncompleteMessage):
-            key = ("incomplete", problem.connection, hash(problem.leftover))
-            if key in foreseen:
-                return None
-        return problem
-
     @property
     def done(self) -> bool:
         """True once every ``expect`` was met."""
         with _reading(self._lock, self._conversation):
             return self._conversation.done
-
-    def _verdict(self, *, final: bool, deliver: bool = True) -> Error | None:
-        """The first problem; if ``final`` (the end: leaving ``serve()``, the fixture's
-        check), the first one not raised to the test yet, else unmet expectations.
-
-        ``deliver`` marks the problem as raised: one the test caught from :meth:`check` or a
-        wait is handled there, and does not fail the test a second time at the end (nor do
-        the expectations left unmet after it)."""
-        with _reading(self._lock, self._conversation):
-            conversation = self._conversation
-            problem = conversation.verdict(final=final, deliver=deliver)
-            if problem is None:
-                return None
-            serving = self._state != "stopped"
-            outlook = (
-                conversation.outlook(unmet=not isinstance(problem, UnmetExpectations))
-                if serving
-                else ""
-            )
-            return problem.reported(
-                self._now().render(),
-                outlook=outlook,
-                others=tuple(conversation.others(problem, final=deliver and final)),
-            )
 
     # -- assertions ----------------------------------------------------------------------------
 
@@ -575,77 +237,9 @@ class FakePeer(_Scripting):
             )
         self._assertion(_assertions.unmatched(unanswered, unexpected))
 
-    def check(self) -> None:
-        """Raise the first problem seen so far (unexpected data, a failing reply), if any.
-
-        Unmet expectations are not a problem yet: the client may still be talking.
-        Leaving ``serve()`` checks those too.
-        """
-        __tracebackhide__ = True
-        problem = self._verdict(final=False)
-        if problem is not None:
-            raise problem
-
-    def verify(self) -> None:
-        """Like :meth:`check`, and also fail if any ``expect`` is still unmet."""
-        __tracebackhide__ = True
-        problem = self._verdict(final=True)
-        if problem is not None:
-            raise problem
-
-    # -- sync points --------------------------------------------------------------------------
-
-    def _connected(self, count: int) -> Callable[[], bool]:
-        conversation = self._conversation
-        return lambda: bool(conversation.problems) or len(conversation.connections) >= count
-
     def _finished(self) -> Callable[[], bool]:
         conversation = self._conversation
         return lambda: bool(conversation.problems) or conversation.done
-
-    def _after_wait(self, ok: bool, what: str, timeout: float) -> None:
-        __tracebackhide__ = True
-        self.check()
-        if not ok:
-            with _reading(self._lock, self._conversation):
-                unmet = self._conversation.unmet()
-                transcript = self._now().render()
-            waiting = "".join(f"\n  still expected: {rule.describe()}" for rule in unmet)
-            error = WaitTimeout(f"timed out after {timeout} s waiting for {what}{waiting}")
-            raise error.with_transcript(transcript)
-
-    def _blocking_ok(self, method: str) -> None:
-        if self._state != "serving":
-            raise RuntimeError(f"peer.{method}() needs a serving peer: use peer.serve()")
-        if hub.in_hub_thread():
-            raise RuntimeError(f"peer.{method}() called from the hub thread would deadlock")
-        if (
-            self._loop is not None
-            and current_async_library() == "asyncio"
-            and asyncio.get_running_loop() is self._loop
-        ):
-            raise RuntimeError(
-                f"peer.{method}() would block the event loop that serves this peer; "
-                f"use 'await peer.{method}_async()'"
-            )
-
-    def wait_for_connections(self, count: int = 1, *, timeout: float | None = None) -> None:
-        """Block until ``count`` connections have arrived in all (or a problem was seen).
-
-        Raises :class:`~fakepeer.WaitTimeout` after ``timeout`` (default: the peer's timeout).
-        """
-        self._blocking_ok("wait_for_connections")
-        limit = self.timeout if timeout is None else timeout
-        ok = self._waiters.wait(self._connected(count), limit)
-        self._after_wait(ok, f"{count} connection(s)", limit)
-
-    async def wait_for_connections_async(
-        self, count: int = 1, *, timeout: float | None = None
-    ) -> None:
-        """:meth:`wait_for_connections` for asyncio and trio code."""
-        limit = self.timeout if timeout is None else timeout
-        ok = await self._waiters.wait_async(self._connected(count), limit)
-        self._after_wait(ok, f"{count} connection(s)", limit)
 
     def wait_until_done(self, *, timeout: float | None = None) -> None:
         """Block until every ``expect`` was met (or a problem was seen).
@@ -662,128 +256,3 @@ class FakePeer(_Scripting):
         limit = self.timeout if timeout is None else timeout
         ok = await self._waiters.wait_async(self._finished(), limit)
         self._after_wait(ok, "the script to be done", limit)
-
-    # -- for failure reports (the pytest plugin's, or a test runner's of your own) -------------
-
-    def problem(self) -> Error | None:
-        """The verdict as it stands, without delivering it: the first problem seen (once the
-        peer has stopped: the first not raised to the test yet, else the unmet expectations),
-        with its transcript; None when there is none (yet). Marks nothing as raised, so
-        :meth:`verify` still raises it; raises nothing itself."""
-        return self._verdict(final=self._state == "stopped", deliver=False)
-
-    def outlook(self) -> str:
-        """While the peer serves: what it would report if it stopped now (each connection's
-        bytes that are no whole message yet, the expectations not met yet), as text; empty
-        when there is nothing to say, and always once it has stopped."""
-        if self._state == "stopped":
-            return ""
-        with _reading(self._lock, self._conversation):
-            return self._conversation.outlook()
-
-    def to_html(self, *, diagnosis: str | None = None) -> str:
-        """The sequence diagram of the conversation so far as a self-contained HTML page
-        (:meth:`Transcript.to_html`), each connection's bytes that are no message yet
-        included, headed by ``diagnosis`` (any text) if given."""
-        with _reading(self._lock, self._conversation):  # the hub may still be adding
-            return self._now().to_html(diagnosis=diagnosis)
-
-    def known_problems(self) -> frozenset[tuple[object, ...]]:
-        """An opaque record of what a report made now shows of the verdict to come (the
-        problems seen, and each incomplete message a stop would find), for
-        :meth:`new_problem`: take it when a failure's report shows the peer."""
-        return frozenset(self._foreseen())
-
-    def new_problem(self, known: frozenset[tuple[object, ...]]) -> Error | None:
-        """The final verdict (take it after stopping), if it is news to a report that showed
-        ``known`` (from :meth:`known_problems`): a problem that came since, or one of the
-        stop itself; None otherwise. Unmet expectations are never news (after a failed test
-        they follow from its failure). Marks nothing as raised."""
-        return self._unforeseen(set(known))
-
-
-class Serving:
-    """What :meth:`FakePeer.serve` returns: a sync and an async context manager.
-
-    Without ``with``, for a fixture that starts and stops a peer in different places:
-    :meth:`listen` binds the port now and serves nothing yet (clients that connect wait in
-    the kernel's queue); :meth:`start` serves on the hub, :meth:`start_async` in the running
-    asyncio loop; :meth:`settle` lets the hub read what clients already sent; :meth:`stop`
-    and :meth:`stop_async` stop serving. Then ``peer.verify()`` gives the verdict.
-    """
-
-    def __init__(self, peer: FakePeer) -> None:
-        self._peer = peer
-        self._hosted_in_loop = False
-
-    def listen(self) -> FakePeer:
-        """Bind and listen now, in this thread, serving nothing yet: ``peer.address`` is
-        known, and clients that connect are queued by the kernel until :meth:`start` or
-        :meth:`start_async`. Returns the peer."""
-        self._peer._listen()
-        return self._peer
-
-    def start(self) -> FakePeer:
-        """Serve on the hub thread: listening when this returns. Returns the peer."""
-        self._peer._start_on_hub()
-        return self._peer
-
-    async def start_async(self) -> FakePeer:
-        """Serve in the running asyncio loop (under trio: on the hub). Returns the peer."""
-        if current_async_library() == "asyncio":
-            self._hosted_in_loop = True
-            await self._peer._start_in_loop()
-        else:  # trio (or anything else): the hub serves, our loop only waits briefly
-            self._peer._start_on_hub()
-        return self._peer
-
-    def settle(self) -> None:
-        """Let the hub read what clients already sent (no wait when it has nothing to
-        read), so a verdict taken now sees it."""
-        self._peer._settle()
-
-    def stop(self, *, wait: bool = True) -> None:
-        """Stop serving on the hub, losing nothing the clients sent (see ``serve()``);
-        idempotent. Raises nothing: a blocked hub (:class:`~fakepeer.HubBlocked`) is
-        recorded as the peer's first problem, for the verdict.
-
-        ``wait=False`` returns at once when all that is left to read are clients' closes,
-        which cannot change the verdict (a fixture's teardown, after the verdict): their
-        last events are then recorded moments later, on the hub."""
-        self._peer._stop_on_hub(wait=wait)
-
-    async def stop_async(self) -> None:
-        """Stop serving, from the loop that :meth:`start_async` served in; idempotent."""
-        if self._hosted_in_loop:
-            await self._peer._stop_in_loop()
-        else:
-            self._peer._stop_on_hub()
-
-    @property
-    def in_loop(self) -> bool:
-        """True when served in an asyncio loop of the caller's, not on the hub."""
-        return self._hosted_in_loop
-
-    def __enter__(self) -> FakePeer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-        self._peer._conclude(exc)
-
-    async def __aenter__(self) -> FakePeer:
-        return await self.start_async()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop_async()
-        self._peer._conclude(exc)

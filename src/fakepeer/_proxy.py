@@ -10,243 +10,221 @@ client. The transcript records both directions.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
-from ._actions import Dropped, Wait, Write
-from ._errors import ConversationError, ScriptError
-from ._faults import FaultState, shape
-from ._peer import FakePeer
-from ._runtime import MAX_SEND_BUFFER, PeerServer, _PeerProtocol, clock, stream_transport
-from ._script import Close, HalfClose, Reset, Rule
+from ._actions import Action, Await, Close, HalfClose, Reset, Write
+from ._errors import ScriptError
+from ._host import Host
+from ._relay import Relay, UpstreamError
+from ._runtime import (
+    _UPSTREAM,
+    MAX_SEND_BUFFER,
+    PeerServer,
+    Steps,
+    _PeerProtocol,
+    clock,
+    stream_transport,
+)
 from ._transcript import DEFAULT_BUDGET
 
 __all__ = ["Proxy", "UpstreamError"]
 
 
-class UpstreamError(ConversationError):
-    """The proxy could not reach its upstream server, or lost it mid-connection."""
-
-
-UpstreamError.__module__ = "fakepeer"
-
-
 class _Upstream(asyncio.Protocol):
-    """The proxy's connection to the real server, feeding one client connection."""
+    """The proxy's connection to the real server, feeding one client connection; the
+    upstream :class:`~fakepeer._runtime.Side` its :class:`~fakepeer._runtime.Steps` drive."""
 
-    def __init__(self, side: _ProxyProtocol) -> None:
-        self.side = side
+    __slots__ = ("client", "transport")
+
+    def __init__(self, client: _ProxyProtocol) -> None:
+        self.client = client
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = stream_transport(transport)
 
     def data_received(self, data: bytes) -> None:
-        self.side.from_upstream(data)
+        self.client.from_upstream(data)
 
     def eof_received(self) -> bool:
-        self.side.from_upstream_eof()
+        self.client.from_upstream_eof()
         return False  # nothing more to read: let asyncio close our side of it
 
     def connection_lost(self, exc: Exception | None) -> None:
         if exc is not None:
-            self.side.upstream_failed(exc)
+            self.client.upstream_failed(exc)
         else:  # closed without an EOF first (a fault closed it): the client's turn
-            self.side.from_upstream_eof()
+            self.client.from_upstream_eof()
 
     # Backpressure: while the server does not take what the client sends, stop reading it.
     def pause_writing(self) -> None:
-        self.side.pause_client()
+        self.client.pause_client()
 
     def resume_writing(self) -> None:
-        self.side.resume_client()
+        self.client._resume(_UPSTREAM)
+
+    # -- the upstream side of the executor (lock held) ---------------------------------------
+
+    def _write_all(self, writes: list[bytes], now: float) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(writes[0] if len(writes) == 1 else b"".join(writes))
+
+    def _do(self, action: Action, now: float) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if isinstance(action, Write):
+            transport.write(action.data)
+        elif isinstance(action, HalfClose):
+            if transport.can_write_eof():
+                transport.write_eof()
+        elif isinstance(action, Reset):
+            transport.abort()
+        elif isinstance(action, Close):
+            transport.close()  # and the client is closed once the upstream is gone
+
+    def _act(self, action: Action) -> None:
+        with self.client.server.lock:
+            self._do(action, clock())
+
+    async def _await(self, action: Await) -> list[Action]:  # pragma: no cover - never queued
+        return []
 
 
 class _ProxyProtocol(_PeerProtocol):
-    __slots__ = ("pending_up", "up_queue", "up_state", "up_worker", "upstream", "upstream_ended")
+    """A client connection of a proxy: the runtime of a :class:`~fakepeer._relay.Relay`.
+    The client's side runs through the connection's own executor, the upstream server's
+    through ``up_steps``."""
+
+    __slots__ = ("relay", "up", "up_steps")
 
     server: ProxyServer
 
     def __init__(self, server: PeerServer) -> None:
         super().__init__(server)
-        self.upstream: asyncio.Transport | None = None
-        self.pending_up: list[bytes] = []
-        # Client-to-server bytes through the upstream faults: a queue and its worker.
-        self.up_queue: deque[object] = deque()
-        self.up_worker: asyncio.Task[None] | None = None
-        self.up_state: FaultState | None = None
-        self.upstream_ended = False
+        self.relay: Relay | None = None  # once connection_made has served the connection
+        self.up = _Upstream(self)
+        self.up_steps = Steps(self.up)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        if self.connection is not None:  # not refused while stopping
-            self.pause_client()  # until the upstream connection is made
-            loop = asyncio.get_running_loop()
-            loop.call_soon(self._keep_client_paused)  # see _PeerProtocol._keep_paused
-            # The task runs in the handler slot, so stopping the peer cancels and awaits it.
-            self.handler = loop.create_task(self._connect())
+        connection = self.connection
+        if connection is None:  # refused while stopping
+            return
+        server = self.server
+        with server.lock:
+            self.relay = Relay(server.conversation, connection, server.upstream)
+        self.pause_client()  # until the upstream connection is made
+        loop = asyncio.get_running_loop()
+        loop.call_soon(self._keep_paused)
+        # The task runs in the handler slot, so stopping the peer cancels and awaits it.
+        self.handler = loop.create_task(self._connect())
 
     async def _connect(self) -> None:
         server = self.server
+        relay = self.relay
+        assert relay is not None
         host, port = server.upstream
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(server.timeout):
-                made, _ = await loop.create_connection(lambda: _Upstream(self), host, port)
+                await loop.create_connection(lambda: self.up, host, port)
         except (OSError, TimeoutError) as exc:
-            self.upstream_failed(exc, connecting=True)
+            self._fail(relay.upstream_failed(exc, connecting=True))
             return
-        self.upstream = upstream = stream_transport(made)
-        for data in self.pending_up:
-            upstream.write(data)
-        self.pending_up.clear()
-        if self.eof and upstream.can_write_eof():
-            upstream.write_eof()
-        self.resume_client()
+        with server.lock:
+            self.up_steps.run(relay.upstream_connected(), clock())
+            server.changed()
+        self._resume(_UPSTREAM)
 
     # -- backpressure -------------------------------------------------------------------------
 
     def pause_client(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.pause_reading()
-
-    def _keep_client_paused(self) -> None:
-        """Soon after ``connection_made``: uvloop starts reading once it returns, paused or
-        not. What the client sent meanwhile waits in ``pending_up``."""
-        if self.upstream is None:
-            self.pause_client()
-
-    def resume_client(self) -> None:
-        transport = self.transport
-        if transport is not None and not transport.is_closing() and not self.reading_stopped:
-            transport.resume_reading()
+        """Read nothing more from the client until the upstream server takes it (not while
+        the peer stops: the stop reads everything the client sent)."""
+        if not self.server.draining:
+            self._pause(_UPSTREAM)
 
     def pause_writing(self) -> None:  # the client does not read what the server sends
-        if self.upstream is not None and not self.upstream.is_closing():
-            self.upstream.pause_reading()
+        upstream = self.up.transport
+        if upstream is not None and not upstream.is_closing():
+            upstream.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.upstream is not None and not self.upstream.is_closing():
-            self.upstream.resume_reading()
+        upstream = self.up.transport
+        if upstream is not None and not upstream.is_closing():
+            upstream.resume_reading()
 
     # -- client to server --------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        if self.paused and self._hold(data):  # a stop_reading fault (see _PeerProtocol._hold)
+        if self.paused and self._hold(data):  # read while paused (see _PeerProtocol._hold)
             return
         server = self.server
-        connection = self.connection
-        assert connection is not None
-        conversation = server.conversation
+        relay = self.relay
+        assert relay is not None
         with server.lock:
             now = clock()
             self.read += len(data)
             self.last_read = now
-            conversation.relayed(connection, data, now)
-            if self.up_state is None:
-                self.up_state = FaultState.seeded(conversation.seed, connection.id, "/up")
-            if any(fault.shapes("upstream") for fault in conversation.faults):
-                actions = shape(conversation.faults, [Write(data)], self.up_state, "upstream")
-                for action in actions:
-                    if isinstance(action, Dropped):
-                        conversation.dropped(connection, action, now, ", upstream")
-            else:
-                self.up_state.sent += len(data)  # limit_data counts from the first byte
-                actions = [Write(data)]
+            self.up_steps.run(relay.client_data(data, now), now)
             server.changed()
-        self._up_run(actions)
-
-    def _up_run(self, actions: list[object]) -> None:
-        if self.up_worker is not None:
-            self.up_queue.extend(actions)
-            return
-        for index, action in enumerate(actions):
-            if isinstance(action, Wait):
-                self.up_queue.extend(actions[index:])
-                self.up_worker = asyncio.get_running_loop().create_task(self._up_work())
-                return
-            self._up_do(action)
-
-    async def _up_work(self) -> None:
-        try:
-            while self.up_queue:
-                action = self.up_queue.popleft()
-                if isinstance(action, Wait):
-                    await asyncio.sleep(action.seconds)
-                else:
-                    self._up_do(action)
-        finally:
-            self.up_worker = None
-
-    def _up_do(self, action: object) -> None:
-        upstream = self.upstream
-        if isinstance(action, Write):
-            if upstream is None:
-                self.pending_up.append(action.data)
-            elif not upstream.is_closing():
-                upstream.write(action.data)
-        elif isinstance(action, Close | Reset) and upstream is not None:
-            if isinstance(action, Reset):
-                upstream.abort()
-            else:
-                upstream.close()  # and the client is closed once the upstream is gone
 
     def eof_received(self) -> bool:
         self.eof = True
-        upstream = self.upstream
-        if upstream is not None and upstream.can_write_eof() and not upstream.is_closing():
-            upstream.write_eof()
-        assert self.connection is not None
-        with self.server.lock:
-            self.server.conversation.note(self.connection, clock(), "eof", "")
+        server = self.server
+        relay = self.relay
+        assert relay is not None
+        with server.lock:
+            now = clock()
+            self.up_steps.run(relay.client_eof(now), now)
+            server.changed()
         return True  # keep sending what the server still answers
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.upstream is not None:
-            self.upstream.close()
+        relay = self.relay
+        if relay is not None:
+            with self.server.lock:
+                self.up_steps.cancel()
+                self.up_steps.run(relay.client_lost(), clock())
         super().connection_lost(exc)
 
     # -- server to client (through the faults) -----------------------------------------------
 
-    def _deliver(self, actions: list[object]) -> None:
+    def _deliver(self, event: Callable[[Relay, float], list[Action]]) -> None:
         server = self.server
-        connection = self.connection
-        assert connection is not None
+        relay = self.relay
+        assert relay is not None
         with server.lock:
             now = clock()
-            shaped = server.conversation.faulty(connection, actions, now)  # type: ignore[arg-type]
             try:
-                self._run(shaped, now)
+                self._run(event(relay, now), now)
             except Exception as exc:
                 self._crash(exc, now)
             server.changed()
 
     def from_upstream(self, data: bytes) -> None:
-        self._deliver([Write(data)])
+        self._deliver(lambda relay, now: relay.upstream_data(data, now))
 
     def from_upstream_eof(self) -> None:
-        if self.upstream_ended:
-            return
-        self.upstream_ended = True
-        self._deliver([HalfClose() if not self.eof else Close()])
+        self._deliver(Relay.upstream_eof)
 
-    def upstream_failed(self, exc: BaseException, *, connecting: bool = False) -> None:
-        server = self.server
-        connection = self.connection
-        assert connection is not None
-        host, port = server.upstream
-        doing = "could not connect to" if connecting else "lost its connection to"
-        problem = UpstreamError(
-            f"connection #{connection.id}: the proxy {doing} the upstream server "
-            f"{host}:{port}: {type(exc).__name__}: {exc}",
-            connection=connection.id,
-        )
-        problem.__cause__ = exc
-        self._fail(problem)
+    def upstream_failed(self, exc: BaseException) -> None:
+        relay = self.relay
+        assert relay is not None
+        self._fail(relay.upstream_failed(exc, connecting=False))
+
+    def cancel(self) -> None:
+        super().cancel()
+        self.up_steps.cancel()
 
     def shutdown(self) -> None:
-        if self.up_worker is not None:
-            self.up_worker.cancel()
         super().shutdown()
-        if self.upstream is not None:
-            self.upstream.abort()
+        upstream = self.up.transport
+        if upstream is not None:
+            upstream.abort()
 
 
 class ProxyServer(PeerServer):
@@ -259,7 +237,13 @@ class ProxyServer(PeerServer):
         self.upstream = upstream
 
 
-class Proxy(FakePeer):
+#: What a script on a Proxy would start with: it has none (see Proxy.__getattr__).
+_SCRIPT_METHODS: Final = frozenset(
+    {"on_connect", "expect", "always", "otherwise", "handler", "on_connection"}
+)
+
+
+class Proxy(Host):
     """A fault-injecting proxy on loopback in front of a real server at ``upstream``.
 
     Serve it like a peer; point the client at ``proxy.address``; apply ``proxy.faults``
@@ -270,8 +254,9 @@ class Proxy(FakePeer):
     ``upstream`` is the server's ``(host, port)``, a tuple (anything else is a
     :class:`~fakepeer.ScriptError`), kept as ``proxy.upstream``. ``timeout`` is how long the
     proxy waits for the server to accept a connection, and the default bound of the
-    ``wait_*`` methods. The other keywords are those of :class:`~fakepeer.FakePeer`. Writing a
-    script on a proxy (``expect()``, ``always()``...) raises :class:`~fakepeer.ScriptError`.
+    ``wait_*`` methods. The other keywords are those of :class:`~fakepeer.FakePeer`, and so
+    are the serving, inspection and verdict methods; a proxy has no script: the script's
+    methods (``expect()``, ``always()``, ``handler``...) raise :class:`~fakepeer.ScriptError`.
     """
 
     _relays = True
@@ -298,6 +283,7 @@ class Proxy(FakePeer):
         ):
             raise ScriptError(f"Proxy(upstream=...) takes a (host, port) tuple, got {upstream!r}")
         super().__init__(
+            title=f"proxy {name!r}",
             name=name,
             host=host,
             port=port,
@@ -308,14 +294,17 @@ class Proxy(FakePeer):
             transcript_budget=transcript_budget,
         )
         self.upstream = upstream
-        self._conversation.transcript.title = f"proxy {name!r}"
         self._conversation.transcript.upstream = f"{upstream[0]}:{upstream[1]}"
 
-    def _rule(self, kind: str, matcher: object) -> Rule:
-        raise ScriptError(
-            "a Proxy forwards to its upstream server and has no script; "
-            "use a FakePeer to script a conversation"
-        )
+    if not TYPE_CHECKING:  # for the type checker, a proxy has no such method at all
+
+        def __getattr__(self, name: str) -> object:
+            if name in _SCRIPT_METHODS:
+                raise ScriptError(
+                    f"proxy.{name}: a Proxy forwards to its upstream server and has no "
+                    "script; use a FakePeer to script a conversation"
+                )
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _make_server(self, server: type[PeerServer] = ProxyServer, **extra: Any) -> PeerServer:
         return super()._make_server(server, upstream=self.upstream, **extra)

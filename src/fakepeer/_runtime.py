@@ -23,7 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Final, cast
+from typing import Final, Protocol, cast
 
 from ._actions import (
     Action,
@@ -52,7 +52,7 @@ from ._errors import (
 )
 from ._state import ConnectionRecord
 
-__all__ = ["BACKLOG", "MAX_SEND_BUFFER", "PeerServer", "stream_transport"]
+__all__ = ["BACKLOG", "MAX_SEND_BUFFER", "PeerServer", "Side", "Steps", "stream_transport"]
 
 _LINGER_RESET: Final = struct.pack("ii", 1, 0)
 clock: Final = time.monotonic
@@ -67,6 +67,7 @@ MAX_SEND_BUFFER: Final = 4 << 20
 _SENDING: Final = 1  # the client does not read our replies: backpressure
 _HANDLER_BEHIND: Final = 2  # the handler has not received what is buffered
 _FAULT: Final = 4  # a stop_reading fault
+_UPSTREAM: Final = 8  # a proxy's upstream server is not connected yet, or takes nothing now
 
 #: A client that sent at least this many bytes may still have some in its own send queue
 #: when the peer's socket would block: the tail of a bulk send waits there for the peer's
@@ -94,13 +95,105 @@ def stream_transport(transport: asyncio.BaseTransport) -> asyncio.Transport:
     return cast("asyncio.Transport", transport)
 
 
+class Side(Protocol):
+    """One side of a connection, as :class:`Steps` drives it: the client's (a
+    :class:`_PeerProtocol`) or, for a proxy, the upstream server's."""
+
+    def _write_all(self, writes: list[bytes], now: float) -> None:
+        """Write ``writes`` (consecutive writes of one batch), lock held."""
+
+    def _do(self, action: Action, now: float) -> None:
+        """Do any other action at once (lock held)."""
+
+    def _act(self, action: Action) -> None:
+        """:meth:`_do` from the worker task: takes the lock, records a crash."""
+
+    async def _await(self, action: Await) -> list[Action]:
+        """Await a reply callable's awaitable; return the actions that follow it."""
+        ...
+
+
+class Steps:
+    """The executor: runs a list of actions on one :class:`Side` of a connection, in order.
+
+    What needs no wait runs at once, in the caller's locked section (consecutive writes as
+    one); from the first :class:`Wait` or :class:`Await` on, the rest goes to a queue that a
+    worker task runs, and later actions join that queue, so the order holds. The client's
+    side and a proxy's upstream side each have one.
+    """
+
+    __slots__ = ("_queue", "side", "worker")
+
+    def __init__(self, side: Side) -> None:
+        self.side = side
+        self.worker: asyncio.Task[None] | None = None
+        self._queue: deque[Action] | None = None  # made on first use (see _PeerProtocol)
+
+    @property
+    def queue(self) -> deque[Action]:
+        """Actions waiting for the worker task, in order (made on first use)."""
+        if self._queue is None:
+            self._queue = deque()
+        return self._queue
+
+    def run(self, actions: list[Action], now: float) -> None:
+        """Run ``actions`` (lock held), or queue them behind a wait."""
+        if self.worker is not None:
+            self.queue.extend(actions)
+            return
+        side = self.side
+        writes: list[bytes] = []  # consecutive writes, written as one (see _write_all)
+        for index, action in enumerate(actions):
+            if type(action) is Write:
+                writes.append(action.data)
+                continue
+            if writes:
+                side._write_all(writes, now)
+                writes = []
+            if isinstance(action, Wait | Await):
+                self.queue.extend(actions[index:])
+                self.worker = asyncio.get_running_loop().create_task(self._work())
+                return
+            side._do(action, now)
+        if writes:
+            side._write_all(writes, now)
+
+    async def _work(self) -> None:
+        side = self.side
+        try:
+            while self.queue:
+                action = self.queue.popleft()
+                if isinstance(action, Wait):
+                    await asyncio.sleep(action.seconds)
+                    continue
+                if isinstance(action, Await):
+                    self.queue.extendleft(reversed(await side._await(action)))
+                    continue
+                side._act(action)
+        finally:
+            self.worker = None
+
+    def clear(self) -> None:
+        """Forget the queued actions (the connection failed)."""
+        if self._queue:
+            self._queue.clear()
+
+    def cancel(self) -> None:
+        """Cancel the worker and drop what is queued."""
+        if self.worker is not None:
+            self.worker.cancel()
+        for action in self._queue or ():
+            if isinstance(action, Await) and inspect.iscoroutine(action.awaitable):
+                action.awaitable.close()  # never started: say so, quietly
+        self.clear()
+
+
 class _PeerProtocol(asyncio.Protocol):
     """One connection. Every method that touches the conversation holds the peer's lock;
     actions that need no wait run right away, inside the same locked section."""
 
     __slots__ = (
         "_held",
-        "_queue",
         "connection",
         "eof",
         "handle",
@@ -113,9 +206,9 @@ class _PeerProtocol(asyncio.Protocol):
         "reading_stopped",
         "receiving",
         "server",
+        "steps",
         "timers",
         "transport",
-        "worker",
     )
 
     def __init__(self, server: PeerServer) -> None:
@@ -123,10 +216,7 @@ class _PeerProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.connection: ConnectionRecord | None = None  # the core's record
         self.handle: Connection | None = None  # the user's handle on it
-        # Made on first use (see the properties): most connections never need them, and an
-        # empty deque costs some 700 bytes, a sixth of what a held connection costs.
-        self._queue: deque[Action] | None = None
-        self.worker: asyncio.Task[None] | None = None
+        self.steps = Steps(self)  # the executor of this connection's actions
         # handler mode: the handler task, and a wake-up
         self.handler: asyncio.Task[None] | None = None
         self.readable: asyncio.Event | None = None
@@ -141,11 +231,9 @@ class _PeerProtocol(asyncio.Protocol):
         self._held: bytearray | None = None  # read while paused, not yet seen (see _hold)
 
     @property
-    def queue(self) -> deque[Action]:
-        """Actions waiting for the worker task, in order (made on first use)."""
-        if self._queue is None:
-            self._queue = deque()
-        return self._queue
+    def worker(self) -> asyncio.Task[None] | None:
+        """The task running this connection's actions after a wait, if any."""
+        return self.steps.worker
 
     # -- asyncio callbacks -------------------------------------------------------------------
 
@@ -359,8 +447,7 @@ class _PeerProtocol(asyncio.Protocol):
 
     def _crash_close(self, now: float) -> None:
         assert self.connection is not None
-        if self._queue:
-            self._queue.clear()
+        self.steps.clear()
         transport = self.transport
         if transport is not None and not transport.is_closing():
             if transport.get_write_buffer_size():
@@ -390,24 +477,7 @@ class _PeerProtocol(asyncio.Protocol):
         return actions
 
     def _run(self, actions: list[Action], now: float) -> None:
-        if self.worker is not None:
-            self.queue.extend(actions)
-            return
-        writes: list[bytes] = []  # consecutive replies, written as one (see _write_all)
-        for index, action in enumerate(actions):
-            if type(action) is Write:
-                writes.append(action.data)
-                continue
-            if writes:
-                self._write_all(writes, now)
-                writes = []
-            if isinstance(action, Wait | Await):
-                self.queue.extend(actions[index:])
-                self.worker = asyncio.get_running_loop().create_task(self._work())
-                return
-            self._do(action, now)
-        if writes:
-            self._write_all(writes, now)
+        self.steps.run(actions, now)
 
     def _write_all(self, writes: list[bytes], now: float) -> None:
         """The replies to the messages of one segment, in one ``write``: a client that
@@ -441,20 +511,6 @@ class _PeerProtocol(asyncio.Protocol):
         why = "the peer's stop: the client reads nothing, and the send buffer is full"
         server.conversation.dropped(connection, Dropped(data, why), now)
         return True
-
-    async def _work(self) -> None:
-        try:
-            while self.queue:
-                action = self.queue.popleft()
-                if isinstance(action, Wait):
-                    await asyncio.sleep(action.seconds)
-                    continue
-                if isinstance(action, Await):
-                    await self._await(action)
-                    continue
-                self._act(action)
-        finally:
-            self.worker = None
 
     def _do(self, action: Action, now: float) -> None:
         transport = self.transport
@@ -495,7 +551,7 @@ class _PeerProtocol(asyncio.Protocol):
             self._pause(_FAULT)
             conversation.note(connection, now, "stopped", "(reading: a stop_reading fault)")
 
-    async def _await(self, action: Await) -> None:
+    async def _await(self, action: Await) -> list[Action]:
         server = self.server
         assert self.connection is not None
         result: object = None
@@ -509,8 +565,9 @@ class _PeerProtocol(asyncio.Protocol):
             error = exc
         with server.lock:
             more = server.conversation.awaited(self.connection, action, result, error, clock())
-            self.queue.extendleft(reversed(self._resolve(more)))
+            more = self._resolve(more)
             server.changed()
+        return more
 
     # -- ConnectionIO: what the test, a reply callable or a handler does to the connection ----
 
@@ -653,17 +710,11 @@ class _PeerProtocol(asyncio.Protocol):
 
     def cancel(self) -> None:
         """Cancel this connection's steps, handler and timers."""
-        if self.worker is not None:
-            self.worker.cancel()
+        self.steps.cancel()
         if self.handler is not None:
             self.handler.cancel()
         for timer in self.timers:
             timer.cancel()
-        for action in self._queue or ():
-            if isinstance(action, Await) and inspect.iscoroutine(action.awaitable):
-                action.awaitable.close()  # never started: say so, quietly
-        if self._queue:
-            self._queue.clear()
 
     def shutdown(self) -> None:
         """The peer stops: judge what is left unread, cancel the steps, close (abort if
@@ -990,7 +1041,7 @@ class PeerServer:
                         break
             self._close_listener()
             for protocol in list(self.protocols):  # backpressure must not hide what was sent
-                protocol._resume(_SENDING)
+                protocol._resume(_SENDING | _UPSTREAM)
         await self.settle()
         self.stopping = True
         protocols = list(self.protocols)

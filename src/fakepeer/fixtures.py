@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import MutableSet
-from typing import Final
+from typing import Any, Final, TypeVar
 
 from ._errors import LoopBlocked, ScriptError
-from ._peer import FakePeer, Serving
+from ._host import Host
+from ._serving import Serving
 from ._wait import current_async_library
 from .reports import IN_LOOP_HINT, diagram_name, write_diagram
 from .settings import PeerOptions
@@ -27,6 +28,9 @@ _LOOP_TOO_LATE: Final = (
 )
 
 
+_H = TypeVar("_H", bound=Host)
+
+
 class TestPeers:
     """The peers (and proxies) of the test ``test`` (its id), in the order they were made:
     ``peers`` (each with its :class:`~fakepeer.Serving`), and ``deferred``, those
@@ -36,8 +40,8 @@ class TestPeers:
 
     def __init__(self, test: str) -> None:
         self.test = test
-        self.peers: list[tuple[FakePeer, Serving]] = []
-        self.deferred: list[Serving] = []
+        self.peers: list[tuple[Host, Serving[Any]]] = []
+        self.deferred: list[Serving[Any]] = []
         #: True once a failure of the test was reported (the peers' verdicts are then only
         #: shown at the teardown if they are news).
         self.reported = False
@@ -93,7 +97,7 @@ class TestPeers:
                 sections.append((f"fakepeer {peer.name!r}", "\n\n".join(lines)))
         return sections
 
-    def _news(self, peer: FakePeer) -> BaseException | None:
+    def _news(self, peer: Host) -> BaseException | None:
         """After a reported failure: ``peer``'s final verdict if that report did not show it."""
         known = self._known.get(id(peer))
         problem = None if known is None else peer.new_problem(known)
@@ -108,7 +112,7 @@ class Served:
     def __init__(self, peers: TestPeers, options: PeerOptions) -> None:
         self.peers = peers
         self.base = options
-        self.own: list[tuple[FakePeer, Serving]] = []
+        self.own: list[tuple[Host, Serving[Any]]] = []
 
     def options(self, given: dict[str, object], allowed: tuple[str, ...] = ()) -> PeerOptions:
         """The options of the next peer: ``base`` but ``given`` (see
@@ -121,7 +125,7 @@ class Served:
             return options
         return dataclasses.replace(options, seed=self.base.seed_for(self.peers.test, len(self.own)))
 
-    def serve(self, peer: FakePeer, *, in_loop: bool = False, asked: bool = False) -> FakePeer:
+    def serve(self, peer: _H, *, in_loop: bool = False, asked: bool = False) -> _H:
         """Serve ``peer`` on the hub, or, with ``in_loop`` when no loop runs here yet (a
         sync fixture), listening now and served in the test's loop when its body starts
         (see ``TestPeers.deferred``). Where a loop runs already, ``in_loop`` serves on

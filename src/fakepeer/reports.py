@@ -14,7 +14,7 @@ import re
 from collections.abc import MutableSet
 from typing import Final
 
-from ._peer import FakePeer
+from ._host import Host
 
 __all__ = ["IN_LOOP_HINT", "diagram_name", "diagram_page", "write_diagram"]
 
@@ -28,7 +28,7 @@ IN_LOOP_HINT: Final = (
 )
 
 
-def diagram_page(peer: FakePeer, failure: str, message: str) -> str:
+def diagram_page(peer: Host, failure: str, message: str) -> str:
     """``peer``'s sequence diagram as an HTML page (:meth:`~fakepeer.FakePeer.to_html`),
     headed by ``failure`` (``"<test> failed (<phase>): "``) and ``message`` (the failure's
     own), then the peer's problem less its transcript (the diagram shows that), said once
@@ -75,7 +75,7 @@ def diagram_name(
     return f"{unique}.html"
 
 
-def write_diagram(folder: str, name: str, peer: FakePeer, failure: str, message: str) -> str:
+def write_diagram(folder: str, name: str, peer: Host, failure: str, message: str) -> str:
     """Write :func:`diagram_page` into ``folder`` (made if need be) as ``name``: the path
     written, relative to the current directory if under it, or why it could not be (a
     diagram that cannot be written must not hide the failure: this raises nothing)."""

@@ -1,0 +1,145 @@
+"""The proxy's relay: its sans-IO brain (no sockets), and what its stop reads (sockets)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from fakepeer import Proxy
+from fakepeer._actions import Close, HalfClose, Wait, Write
+from fakepeer._conversation import Conversation
+from fakepeer._framing import Raw
+from fakepeer._relay import Relay, UpstreamError
+from fakepeer.faults import latency, limit_data, slice
+
+TIMEOUT = 5.0
+UPSTREAM = ("127.0.0.1", 9)
+
+
+def relay(*faults: object, seed: int = 7) -> Relay:
+    conversation = Conversation(Raw(), "proxy 'p'")
+    conversation.seed = seed
+    conversation.faults.extend(faults)  # type: ignore[arg-type]
+    connection, _ = conversation.connect("127.0.0.1:5", 0.0)
+    return Relay(conversation, connection, UPSTREAM)
+
+
+def test_what_the_client_sends_waits_for_the_upstream_connection() -> None:
+    brain = relay()
+    assert brain.client_data(b"GET", 1.0) == []
+    assert brain.client_eof(1.1) == []
+    assert brain.upstream_connected() == [Write(b"GET"), HalfClose()]
+    assert brain.client_data(b"more", 1.2) == [Write(b"more")]
+    text = str(brain.conversation.transcript)
+    assert "#1 received   'GET' -> upstream" in text
+    assert "#1 eof" in text
+
+
+def test_a_client_gone_before_the_upstream_connection_closes_it_once_made() -> None:
+    brain = relay()
+    brain.client_data(b"x", 1.0)
+    assert brain.client_lost() == []
+    assert brain.upstream_connected() == [Close()]
+
+
+def test_each_direction_has_its_own_faults() -> None:
+    brain = relay(latency(0.5, direction="upstream"), slice(2))
+    brain.upstream_connected()
+    assert brain.client_data(b"abc", 1.0) == [Wait(0.5), Write(b"abc")]
+    assert brain.upstream_data(b"abc", 1.0) == [Write(b"ab"), Write(b"c")]
+
+
+def test_the_servers_eof_reaches_the_client_once() -> None:
+    brain = relay()
+    assert brain.upstream_eof(1.0) == [HalfClose()]
+    assert brain.upstream_eof(1.1) == []
+    closed = relay()
+    closed.client_eof(1.0)
+    assert closed.upstream_eof(1.1) == [Close()]
+
+
+def test_limit_data_upstream_drops_the_rest_and_says_so() -> None:
+    brain = relay(limit_data(3, direction="upstream"))
+    brain.upstream_connected()
+    assert brain.client_data(b"abcdef", 1.0) == [Write(b"abc"), Close()]
+    assert "#1 dropped    'def' (by limit_data, upstream)" in str(brain.conversation.transcript)
+
+
+def test_the_draws_of_each_direction_replay_with_the_seed() -> None:
+    def run(seed: int) -> list[object]:
+        brain = relay(
+            latency(0.1, 0.1, direction="both"),
+            slice(1, probability=0.5, direction="both"),
+            seed=seed,
+        )
+        brain.upstream_connected()
+        out: list[object] = []
+        for data in (b"ab", b"cd", b"ef"):
+            out += brain.client_data(data, 1.0)
+            out += brain.upstream_data(data, 1.0)
+        return out
+
+    assert run(3) == run(3)
+    assert run(3) != run(4)
+
+
+def test_an_upstream_failure_names_the_server() -> None:
+    problem = relay().upstream_failed(ConnectionRefusedError("refused"), connecting=True)
+    assert isinstance(problem, UpstreamError)
+    assert problem.diagnosis == (
+        "connection #1: the proxy could not connect to the upstream server 127.0.0.1:9: "
+        "ConnectionRefusedError: refused"
+    )
+    assert isinstance(problem.__cause__, ConnectionRefusedError)
+
+
+# -- the stop, with sockets ---------------------------------------------------------------------
+
+TOTAL = 16 << 20  # far more than the kernel's buffers hold between client and server
+
+
+def _unread_server() -> socket.socket:
+    """A server whose connections are never accepted nor read: they take a few kilobytes
+    (the kernel's smallest receive buffer), then nothing."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    return server
+
+
+@pytest.mark.parametrize("run", range(20))
+def test_the_stop_reads_what_the_client_sent_while_the_server_took_nothing(run: int) -> None:
+    """The proxy stops reading a client whose bytes the server does not take (backpressure);
+    its stop must read everything the client sent anyway, like a peer's. It used to find
+    the paused connection quiet, and closed it with megabytes unread (a loss the hostile
+    benchmark saw, now and then, with a slow sink under load)."""
+    outcome: list[object] = []
+    started = threading.Event()
+    first = 64 * 1024  # over what makes a client a bulk sender (the stop waits for its tail)
+    with _unread_server() as server:
+        proxy = Proxy(server.getsockname()[:2], transcript_budget=None)
+        with proxy.serve():
+            client = socket.create_connection(proxy.address, timeout=TIMEOUT)
+
+            def send() -> None:
+                try:
+                    client.sendall(b"x" * first)
+                    started.set()
+                    client.sendall(b"x" * (TOTAL - first))
+                    outcome.append(TOTAL)
+                except OSError as exc:
+                    outcome.append(exc)
+                finally:
+                    started.set()
+                    client.close()
+
+            sender = threading.Thread(target=send)
+            sender.start()
+            assert started.wait(TIMEOUT)  # then stop while it sends the rest
+        sender.join(TIMEOUT)
+    relayed = sum(len(event.data) for event in proxy.transcript.events if event.kind == "received")
+    assert outcome == [TOTAL]
+    assert relayed == TOTAL
