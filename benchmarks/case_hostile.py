@@ -58,7 +58,7 @@ from _common import orders
 from _results import Measurement, Plan, Table, Target
 
 from fakepeer import FakePeer, Framing, LengthPrefixed, Lines, Raw
-from fakepeer._conversation import Write
+from fakepeer._actions import Write
 
 CASE: Final = "hostile"
 MIB: Final = 1 << 20

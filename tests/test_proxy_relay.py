@@ -7,11 +7,11 @@ import threading
 
 import pytest
 
-from fakepeer import Proxy
+from fakepeer import Proxy, UpstreamError
 from fakepeer._actions import Close, HalfClose, Wait, Write
 from fakepeer._conversation import Conversation
 from fakepeer._framing import Raw
-from fakepeer._relay import Relay, UpstreamError
+from fakepeer._relay import Relay
 from fakepeer.faults import latency, limit_data, slice
 
 TIMEOUT = 5.0

@@ -30,6 +30,7 @@ from ._errors import (
     TaskDied,
     UnexpectedData,
     UnmetExpectations,
+    UpstreamError,
     WaitTimeout,
 )
 from ._faults import Fault
@@ -51,7 +52,7 @@ from ._matchers import (
     regex,
 )
 from ._peer import ConnectionScript, FakePeer
-from ._proxy import Proxy, UpstreamError
+from ._proxy import Proxy
 from ._script import HandlerFunction, ReplyFunction, Rule
 from ._serving import Serving
 from ._transcript import Event, Transcript

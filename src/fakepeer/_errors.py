@@ -16,6 +16,7 @@
         │                              send buffer limit
         ├── HubBlocked                 code of the test's script blocked the hub thread, so
         │                              the peer could not stop in time
+        ├── UpstreamError              a proxy could not reach its upstream server, or lost it
         └── WaitTimeout                a wait for the client (connections, script done) ran out
     LoopBlocked (AssertionError)       the loop watchdog: code of the test blocked an event
                                        loop (its own, one on another thread, or the hub's)
@@ -47,6 +48,7 @@ __all__ = [
     "TaskDied",
     "UnexpectedData",
     "UnmetExpectations",
+    "UpstreamError",
     "WaitTimeout",
 ]
 
@@ -226,6 +228,10 @@ class HubBlocked(ConversationError):
     def __init__(self, diagnosis: str, *, where: str) -> None:
         super().__init__(diagnosis)
         self.where = where
+
+
+class UpstreamError(ConversationError):
+    """The proxy could not reach its upstream server, or lost it mid-connection."""
 
 
 class WaitTimeout(ConversationError, TimeoutError):

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from ._actions import Action, Await, Close, HalfClose, Reset, Write
-from ._errors import ScriptError
+from ._errors import ScriptError, UpstreamError
 from ._host import Host
-from ._relay import Relay, UpstreamError
+from ._relay import Relay
 from ._runtime import (
     _UPSTREAM,
     MAX_SEND_BUFFER,

@@ -20,22 +20,15 @@ from collections.abc import Sequence
 
 from ._actions import Action, Close, Dropped, HalfClose, Write
 from ._conversation import Conversation
-from ._errors import ConversationError
+from ._errors import UpstreamError
 from ._faults import Fault, FaultState, shape
 from ._state import ConnectionRecord
 
-__all__ = ["DOWNSTREAM", "UPSTREAM", "Relay", "UpstreamError"]
+__all__ = ["DOWNSTREAM", "UPSTREAM", "Relay"]
 
 #: The two directions, as faults name them (see :attr:`Fault.direction`).
 DOWNSTREAM = "downstream"
 UPSTREAM = "upstream"
-
-
-class UpstreamError(ConversationError):
-    """The proxy could not reach its upstream server, or lost it mid-connection."""
-
-
-UpstreamError.__module__ = "fakepeer"
 
 
 class Relay:

@@ -53,13 +53,14 @@ class TestPeers:
         """A new share of these peers (one fixture's), made with ``options``."""
         return Served(self, options)
 
-    def failed(self, exc: BaseException) -> None:
-        """The test body failed with ``exc``: note it, and end a
-        :class:`~fakepeer.LoopBlocked` with a hint when a peer serves in the blocked loop."""
+    def failed(self, exc: BaseException) -> BaseException:
+        """The test body failed with ``exc``: note it, and return what to raise: ``exc``,
+        or for a :class:`~fakepeer.LoopBlocked` when a peer serves in the blocked loop, a
+        copy of it that ends with a hint (an error is never changed once raised)."""
         self.reported = True
         if isinstance(exc, LoopBlocked) and any(serving.in_loop for serving in self.deferred):
-            exc.diagnosis += IN_LOOP_HINT
-            exc.args = (exc.diagnosis,)
+            return exc.copy(exc.diagnosis + IN_LOOP_HINT).with_traceback(exc.__traceback__)
+        return exc
 
     def verify(self) -> None:
         """The test body returned: let each peer read what clients sent, and raise the

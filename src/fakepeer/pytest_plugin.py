@@ -176,8 +176,9 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     try:
         yield from _guarded(item, "call")
     except BaseException as exc:
-        if state is not None:
-            state.failed(exc)
+        told = exc if state is None else state.failed(exc)
+        if told is not exc:
+            raise told from exc.__cause__
         raise
     finally:
         if original is not None:
