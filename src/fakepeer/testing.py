@@ -82,7 +82,7 @@ class Rehearsal:
         self._handles: dict[int, Connection] = {}
 
     def connect(self, client: str = "127.0.0.1:50000") -> Connection:
-        """A client connects: its handle; the greeting is in :attr:`written` of it."""
+        """A client connects: its handle (what the greeting wrote is in the transcript)."""
         record, actions = self.conversation.connect(client, self.at)
         handle = Connection(record, _Offline(self, record))
         self._handles[record.id] = handle

@@ -1,0 +1,204 @@
+"""Tests of the core's seams: the connection state table, the words of a failure
+(``_explain``, pure), and the public test helpers (``fakepeer.testing``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from fakepeer import (
+    ANY,
+    FakePeer,
+    Fixed,
+    FramingError,
+    LengthPrefixed,
+    Lines,
+    Raw,
+    ReplyFailed,
+    ScriptError,
+    StxEtx,
+    UnexpectedData,
+    UnmetExpectations,
+)
+from fakepeer._explain import waits_for
+from fakepeer._state import TRANSITIONS, ConnectionRecord, Phase, Transition
+from fakepeer.testing import Rehearsal, check_framing, splits
+
+# -- the state table ---------------------------------------------------------------------------
+
+A, H, F, G, X, C = (
+    Phase.ANSWERING,
+    Phase.HALF_CLOSED,
+    Phase.FINISHING,
+    Phase.HANGING,
+    Phase.FAILED,
+    Phase.CLOSED,
+)
+
+MOVES = [
+    (A, Transition.HALF_CLOSE, H),
+    (H, Transition.HALF_CLOSE, H),
+    (A, Transition.FINISH, F),
+    (H, Transition.FINISH, F),
+    (G, Transition.FINISH, G),
+    (F, Transition.HOLD, G),
+    (A, Transition.HOLD, G),
+    (G, Transition.FAIL, X),
+    (F, Transition.FAIL, X),
+    (X, Transition.FINISH, X),
+    (X, Transition.END, C),
+    (A, Transition.END, C),
+    (C, Transition.FAIL, C),
+    (C, Transition.HALF_CLOSE, C),
+]
+
+
+@pytest.mark.parametrize(("before", "event", "after"), MOVES)
+def test_a_connection_moves_by_the_table(before: Phase, event: Transition, after: Phase) -> None:
+    record = ConnectionRecord(1, "c", FakePeer().transcript, FakePeer()._conversation.script, "s")
+    record.phase = before
+    record.move(event)
+    assert record.phase is after
+
+
+def test_closed_is_final_and_only_answering_phases_answer() -> None:
+    assert all(
+        C not in moves for event, moves in TRANSITIONS.items() if event is not Transition.END
+    )
+    answering = {phase for phase in Phase if phase in (A, H)}
+    record = ConnectionRecord(1, "c", FakePeer().transcript, FakePeer()._conversation.script, "s")
+    for phase in Phase:
+        record.phase = phase
+        assert record.answering == (phase in answering)
+        assert record.open == (phase is not C)
+
+
+# -- the words of a failure ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("framing", "buffer", "words"),
+    [
+        (Lines(), b"PING", "Lines(b'\\n') waits for b'\\n'"),
+        (
+            LengthPrefixed(2),
+            b"\x00",
+            "LengthPrefixed(size=2) waits for the rest of its 2-byte length prefix (1 of 2 "
+            "bytes here)",
+        ),
+        (
+            LengthPrefixed(2),
+            b"\x00\x05ab",
+            "the length prefix '\\x00\\x05' of LengthPrefixed(size=2) declares 5 bytes (7 with "
+            "the prefix): 4 here, 3 more to come",
+        ),
+        (Fixed(4), b"ab", "Fixed(4) waits for 2 more of its 4 bytes"),
+        (StxEtx(), b"\x02ab", "StxEtx() waits for ETX (0x03) to end the frame"),
+        (Raw(), b"ab", "Raw() cut no whole message from them"),
+    ],
+)
+def test_what_a_framing_waits_for(framing: object, buffer: bytes, words: str) -> None:
+    assert waits_for(framing, buffer) == words  # type: ignore[arg-type]
+
+
+def test_unexpected_data_names_the_head_and_a_similar_rule() -> None:
+    peer = FakePeer(framing=Lines())
+    peer.expect(b"HELLO")
+    peer.always(b"PIN")
+    rehearsal = Rehearsal(peer)
+    client = rehearsal.connect()
+    assert rehearsal.send(client, b"PING\n") == []
+    with pytest.raises(UnexpectedData) as info:
+        rehearsal.verify()
+    lines = info.value.diagnosis.splitlines()
+    assert lines[0] == "connection #1 received data that no rule expected"
+    assert lines[1] == "  received:  'PING'"
+    assert lines[2].startswith("  expected:  expect #1 'HELLO' (test_seams.py:")
+    assert lines[4] == "  similar rules:"
+    assert lines[5].startswith("    always #1 'PIN' (test_seams.py:")
+
+
+# -- fakepeer.testing --------------------------------------------------------------------------
+
+
+def test_a_rehearsal_answers_as_the_peer_would_without_sockets() -> None:
+    peer = FakePeer(framing=Lines(b"\r\n"))
+    peer.on_connect().send(b"220 ready")
+    peer.expect(b"HELO x").reply(lambda message, connection: f"250 hi #{connection.id}")
+    peer.expect(b"QUIT").reply(b"221 bye").close()
+    rehearsal = Rehearsal(peer)
+    client = rehearsal.connect()
+    assert rehearsal.send(client, b"HELO x\r\nQU") == [b"250 hi #1\r\n"]
+    assert rehearsal.send(client, b"IT\r\n") == [b"221 bye\r\n"]
+    assert not client.open
+    rehearsal.verify()
+    assert peer.received == [b"HELO x", b"QUIT"]
+    assert "#1 sent       '220 ready\\r\\n'" in peer.transcript.render(times=False)
+
+
+def test_a_rehearsal_reports_unmet_expectations_and_failing_callables() -> None:
+    peer = FakePeer(framing=Lines())
+    peer.expect(b"A").reply(lambda message: 1 / 0)
+    peer.expect(b"B")
+    rehearsal = Rehearsal(peer)
+    client = rehearsal.connect()
+    assert rehearsal.send(client, b"A\nB\n") == []  # the callable failed: B is not answered
+    with pytest.raises(ReplyFailed, match="raised ZeroDivisionError: division by zero"):
+        rehearsal.verify()
+    unmet = FakePeer(framing=Lines())
+    unmet.expect(b"X")
+    quiet = Rehearsal(unmet)
+    quiet.close(quiet.connect())
+    with pytest.raises(UnmetExpectations, match=r"expect #1 'X' .*: never met"):
+        quiet.verify()
+
+
+def test_a_rehearsal_pushes_from_a_reply_callable_in_order() -> None:
+    peer = FakePeer(framing=Lines())
+
+    def push(message: bytes, connection: object) -> bytes:
+        connection.send(b"pushed")  # type: ignore[attr-defined]
+        return b"reply"
+
+    peer.always(ANY).reply(push)
+    rehearsal = Rehearsal(peer)
+    client = rehearsal.connect()
+    assert rehearsal.send(client, b"x\n") == [b"reply\n"]
+    rendered = peer.transcript.render(times=False)
+    assert rendered.index("'pushed\\n'") < rendered.index("'reply\\n'")
+
+
+def test_a_rehearsal_takes_only_a_new_fake_peer() -> None:
+    with pytest.raises(ScriptError, match="Rehearsal\\(\\) takes a FakePeer, got 3"):
+        Rehearsal(3)  # type: ignore[arg-type]
+
+
+def test_splits_cover_every_cut() -> None:
+    assert list(splits(b"abc")) == [[b"abc"], [b"a", b"b", b"c"], [b"a", b"bc"], [b"ab", b"c"]]
+
+
+def test_check_framing_passes_a_good_framing_and_names_a_bad_one() -> None:
+    assert check_framing(Lines(), b"a\nbc\n", [b"a", b"bc"]) == [b"a", b"bc"]
+    with pytest.raises(
+        AssertionError, match=r"Lines\(b'\\n'\) cut \[b'a'\] from b'a\\n', expected"
+    ):
+        check_framing(Lines(), b"a\n", [b"b"])
+    with pytest.raises(FramingError):
+        check_framing(LengthPrefixed(1, max_length=2), b"\x09abc")
+
+
+class _SegmentBound:
+    """A broken framing: one message per segment, whatever the bytes (a common bug)."""
+
+    streaming = False
+    max_length = None
+
+    def decode(self, buffer: bytes, eof: bool) -> tuple[list[bytes], int]:
+        return ([bytes(buffer)] if buffer else []), len(buffer)
+
+    def encode(self, data: bytes) -> bytes:
+        return data
+
+
+def test_check_framing_catches_a_framing_that_depends_on_segments() -> None:
+    with pytest.raises(AssertionError, match="depends on how the bytes are split"):
+        check_framing(_SegmentBound(), b"ab")
