@@ -24,16 +24,14 @@ from typing import Final
 from ._errors import LoopBlocked, TaskDied
 from ._unseen import TaskWatch, UnseenErrors, WatchedBody
 from ._wait import current_async_library
-from ._watchdog import (
+from ._watch_signals import (
     DEFAULT_SIGNAL,
-    Heartbeat,
-    Interrupt,
-    Watchdog,
     free_signal,
     parse_signal,
     signal_name,
     taken_outside_python,
 )
+from ._watchdog import Heartbeat, Interrupt, Watchdog
 from .settings import seconds, switch
 
 __all__ = [
