@@ -65,7 +65,7 @@ from typing import Final, TypeVar, cast
 
 from _common import Samples, orders
 
-from fakepeer import __version__, _watchdog
+from fakepeer import __version__, _watch_sources
 from fakepeer._watchdog import Heartbeat, Watchdog
 
 try:
@@ -224,7 +224,7 @@ def _note_sources(family: str, variant: str) -> None:
     ``select``, the trio instrument in the current task step, a heartbeat), in a plain one
     the watchdog has no source on this thread."""
     me = threading.get_ident()
-    mine = [source for source in _watchdog._snapshot() if source.thread == me]
+    mine = [source for source in _watch_sources._snapshot() if source.thread == me]
     names = {type(source).__name__ for source in mine}
     if variant == "watched" and not any(source.busy is not None for source in mine):
         raise AssertionError(f"a watched {family} sample, but no source marks its loop: {names}")
