@@ -29,7 +29,7 @@ from fakepeer import (
     Lines,
     Raw,
     UnmetExpectations,
-    _runtime,
+    _peerprotocol,
     prefix,
 )
 from fakepeer._hub import hub
@@ -160,7 +160,7 @@ def test_the_tail_of_a_bulk_send_that_reaches_the_peer_during_its_stop_is_kept(
     # such a line off, 159 bytes short of 32 MiB. Here the tail is sent by a thread once
     # the stop began; the grace is widened so that the thread's scheduling on a loaded
     # machine (not the kernel's delivery, which takes microseconds) stays well within it.
-    monkeypatch.setattr(_runtime, "IN_FLIGHT_GRACE", grace)
+    monkeypatch.setattr(_peerprotocol, "IN_FLIGHT_GRACE", grace)
     bulk = b"y" * 65535 + b"\n"
     for run in range(runs):
         peer = FakePeer(framing=Lines(max_length=2**20))

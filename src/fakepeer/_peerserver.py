@@ -1,0 +1,432 @@
+"""The server: :class:`PeerServer` listens, accepts, settles and stops one peer's connections.
+
+One per serving peer, in whichever event loop hosts it (the test's own, or the hub's
+background thread). It sits on a bare :class:`asyncio.Protocol`
+(:class:`~fakepeer._peerprotocol._PeerProtocol`), not streams: a reply that needs no wait is
+written inside ``data_received`` itself, with no task or queue involved. Apart from the
+connection's protocol because it is about the set of connections, not one: the listening
+socket, the kernel's accept queue, whether anything is left to read (readiness, read from
+any thread with the lock held), and the orderly stop.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import contextlib
+import select
+import socket
+import threading
+from collections.abc import Callable
+from typing import Final
+
+from ._connection import Connection
+from ._conversation import Conversation
+from ._errors import ConversationError
+from ._peerprotocol import _SENDING, _UPSTREAM, _PeerProtocol
+from ._state import ConnectionRecord
+from ._steps import clock
+
+__all__ = ["BACKLOG", "MAX_SEND_BUFFER", "PeerServer"]
+
+#: The listen backlog: how many connections the kernel queues before the peer accepts them
+#: (capped by the system, net.core.somaxconn: 4096 on current Linux).
+BACKLOG: Final = 4096
+#: The most bytes that may wait to be sent to one client (``FakePeer(max_send_buffer=...)``).
+MAX_SEND_BUFFER: Final = 4 << 20
+
+
+class PeerServer:
+    """Serves one conversation on one loop; see the module docstring.
+
+    The listening socket is made by :meth:`listen`, in whichever thread starts the peer, so
+    the peer listens before ``serve()`` returns without waiting for the loop; :meth:`attach`
+    (on the loop) then accepts its connections. ``changed`` is called, with ``lock`` held,
+    after every event, so the peer can wake whoever waits for a condition. ``progress`` is
+    the time of the loop's last step in :meth:`settle` or :meth:`stop`: a thread waiting for
+    them tells a busy loop from a blocked one by it.
+    """
+
+    #: What serves each connection (the proxy relays instead).
+    protocol: Callable[[PeerServer], _PeerProtocol] = _PeerProtocol
+
+    def __init__(
+        self,
+        conversation: Conversation,
+        lock: threading.RLock,
+        changed: Callable[[], None],
+        host: str,
+        port: int,
+        *,
+        timeout: float = 5.0,
+        backlog: int = BACKLOG,
+        max_send_buffer: int = MAX_SEND_BUFFER,
+        handles: list[Connection] | None = None,
+    ) -> None:
+        self.conversation = conversation
+        self.timeout = timeout
+        self.loop: asyncio.AbstractEventLoop | None = None  # set by attach()
+        self.lock = lock
+        self.changed = changed
+        self.host = host
+        self.port = port
+        self.backlog = backlog
+        self.max_send_buffer = max_send_buffer
+        self.protocols: set[_PeerProtocol] = set()
+        # the user's handles, in order of arrival (the peer's list: it outlives the server)
+        self.handles: list[Connection] = [] if handles is None else handles
+        self.listener: socket.socket | None = None
+        self.adopting: set[asyncio.Task[None]] = set()  # tasks making accepted connections
+        self.unmade = 0  # connections accepted whose connection_made has not run yet
+        self.background: set[asyncio.Task[None]] = set()  # a stop nobody waits for
+        self.stopping = False  # stop() is judging and closing the connections
+        self.draining = False  # stop() reads what clients sent, whatever backpressure says
+        self.closed = False  # stop() is over: nothing more is served or recorded
+        self.abandoned = False  # the loop was found blocked and given up (see _hosting)
+        self.refusing = False
+        self.progress = 0.0
+        self._drained: asyncio.Future[None] | None = None
+        self.address: tuple[str, int] = (host, port)
+
+    # -- listening ---------------------------------------------------------------------------
+
+    def listen(self) -> tuple[str, int]:
+        """Bind and listen now, in the calling thread; return the bound ``(host, port)``.
+
+        Clients can connect from here on: the kernel queues them until :meth:`attach`.
+        """
+        self.listener = _listening_socket((self.host, self.port), self.backlog)
+        sockname = self.listener.getsockname()
+        self.address = (str(sockname[0]), int(sockname[1]))
+        return self.address
+
+    def attach(self) -> None:
+        """On the serving loop: accept the connections of the listening socket."""
+        loop = self.loop
+        assert loop is not None
+        with self.lock:
+            listener = self.listener
+            if listener is None or self.closed:  # stopped before the loop got to it
+                return
+            loop.add_reader(listener.fileno(), self._accept)
+        self._accept()  # some may be queued already
+
+    def _accept(self) -> None:
+        """Accept what the kernel queued (up to ``backlog`` at a time), under the lock, so
+        that a thread holding the lock sees every accepted socket in ``unmade`` or
+        ``protocols``."""
+        with self.lock:
+            listener = self.listener
+            if listener is None or self.closed:
+                return
+            for _ in range(self.backlog):
+                try:
+                    sock, _address = listener.accept()
+                except (BlockingIOError, InterruptedError):
+                    return
+                except ConnectionAbortedError:
+                    continue  # the client gave up before we got to it
+                except OSError as exc:  # out of file descriptors, say: try again soon
+                    self._accept_failed(exc)
+                    return
+                self._adopt(sock)
+
+    def _accept_failed(self, exc: OSError) -> None:
+        loop = self.loop
+        listener = self.listener
+        assert loop is not None
+        assert listener is not None
+        self.conversation.note_peer(clock(), "error", f"accept() failed: {exc}; retrying")
+        loop.remove_reader(listener.fileno())
+        loop.call_later(0.1, self.attach)
+
+    def _adopt(self, sock: socket.socket) -> None:
+        loop = self.loop
+        assert loop is not None
+        sock.setblocking(False)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.unmade += 1
+        task = loop.create_task(self._serve(sock))
+        self.adopting.add(task)
+        task.add_done_callback(self.adopting.discard)
+
+    async def _serve(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        made: list[_PeerProtocol] = []
+
+        def protocol() -> _PeerProtocol:
+            made.append(self.protocol(self))
+            return made[0]
+
+        try:
+            await loop.connect_accepted_socket(protocol, sock)
+        except Exception as exc:  # pragma: no cover - the loop could not make a transport
+            sock.close()
+            with self.lock:
+                if not made or made[0].transport is None:  # connection_made never ran
+                    self.unmade -= 1
+                self.conversation.note_peer(clock(), "error", f"could not serve a client: {exc}")
+
+    def _close_listener(self) -> None:
+        """Stop listening (on the loop): clients connecting from now on are refused."""
+        with self.lock:
+            listener, self.listener = self.listener, None
+        if listener is None:
+            return
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.remove_reader(listener.fileno())
+        listener.close()
+
+    def refuse(self) -> None:
+        """Stop listening (new connections are refused); open ones go on. On the loop."""
+        if self.listener is not None and not self.refusing:
+            self.refusing = True
+            self._close_listener()
+
+    def listen_again(self) -> socket.socket | None:
+        """After :meth:`refuse`: a socket listening on the same address again, at once
+        (clients can connect from now on); :meth:`accept_again` then serves it."""
+        with self.lock:  # a stop in another thread closes it, or sees it closed
+            if not self.refusing or self.draining or self.closed:
+                return None
+            self.listener = _listening_socket(self.address, self.backlog)
+            return self.listener
+
+    async def accept_again(self, sock: socket.socket) -> None:
+        """Serve the connections of ``sock``, from :meth:`listen_again`."""
+        if self.draining or self.closed or self.listener is not sock:
+            if self.listener is sock:
+                self._close_listener()
+            else:
+                sock.close()
+            return
+        self.refusing = False
+        self.attach()
+
+    def abort_listener(self) -> None:
+        """Close the listening socket, its loop being closed (any thread)."""
+        self._close_listener()
+
+    def stop_listening(self) -> None:
+        """From any thread: the listening socket stops listening at once (clients connecting
+        now are refused), its descriptor kept until the loop closes it (Linux)."""
+        listener = self.listener
+        if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+
+    # -- state seen from other threads (lock held) -------------------------------------------
+
+    def quiet(self, *, eof_ok: bool = False) -> bool:
+        """True when the loop has nothing the verdict could be waiting for: no connection
+        being accepted, no byte a client sent still unread or on its way (see
+        :meth:`_PeerProtocol.in_flight`). With ``eof_ok``, a client's close not yet read
+        counts as quiet where it cannot change the verdict (see
+        :meth:`_PeerProtocol.inert_at_eof`). Call with the lock held, from any thread; it
+        reads readiness only (``poll`` with no wait, a peek)."""
+        return self._stillness(eof_ok=eof_ok) is _QUIET
+
+    def _stillness(self, *, eof_ok: bool = False) -> object:
+        """:data:`_QUIET`, :data:`_READABLE` (a connection or the listener has something
+        to read now) or :data:`_IN_FLIGHT` (nothing now, but a bulk client may have more on
+        its way); see :meth:`quiet`."""
+        if self.unmade:
+            return _READABLE
+        listener = self.listener
+        if listener is not None and not self.refusing and _readable([listener.fileno()]):
+            return _READABLE
+        waiting: dict[int, _PeerProtocol] = {}
+        for protocol in self.protocols:
+            if protocol.lagging():
+                fd = protocol.fileno()
+                if fd is None:
+                    return _READABLE  # a transport closing, its connection_lost to come
+                waiting[fd] = protocol
+        ready = _ready(list(waiting))
+        for fd in ready:
+            if not (eof_ok and waiting[fd].inert_at_eof() and _only_eof(fd)):
+                return _READABLE
+        now = clock()
+        if any(protocol.in_flight(now) for protocol in waiting.values()):
+            return _IN_FLIGHT
+        return _QUIET
+
+    def inert(self) -> bool:
+        """True when stopping could add nothing to the verdict: no connection holds bytes
+        the stop would judge, runs a handler or has a step pending (lock held, any
+        thread)."""
+        return all(protocol.inert_at_eof() for protocol in self.protocols)
+
+    def idle(self) -> bool:
+        """True when no client is connected or connecting (lock held, any thread)."""
+        return not self.protocols and self.quiet()
+
+    # -- events of the connections ------------------------------------------------------------
+
+    def crashed(self, exc: BaseException, connection: ConnectionRecord) -> None:
+        """Record an exception raised while handling an event. Call with the lock held."""
+        problem = ConversationError(
+            f"connection #{connection.id}: handling an event raised {type(exc).__name__}: {exc}",
+            connection=connection.id,
+        )
+        problem.__cause__ = exc
+        self.conversation.fail(connection, problem, clock())
+
+    def forget(self, protocol: _PeerProtocol) -> None:
+        """A connection is gone; wake :meth:`stop` when it was the last one."""
+        drained = self._drained
+        if drained is not None and not self.protocols and not drained.done():
+            drained.set_result(None)
+
+    # -- settling and stopping ---------------------------------------------------------------
+
+    async def settle(self, limit: float | None = None) -> bool:
+        """Read what clients already sent: accept the queued connections and read every
+        connection until its socket would block (the kernel's buffers are empty) and, for a
+        client that sent in bulk and has not closed, until no byte came for
+        ``IN_FLIGHT_GRACE`` seconds (the tail of a bulk send reaches the peer a moment
+        after its socket would block).
+
+        Returns False if clients were still sending after ``limit`` seconds (default: the
+        peer's ``timeout``); ``progress`` is stamped at every turn of the loop.
+        """
+        deadline = clock() + (self.timeout if limit is None else limit)
+        while True:
+            self.progress = now = clock()
+            with self.lock:
+                stillness = self._stillness()
+            if stillness is _QUIET:
+                return True
+            if now >= deadline:
+                return False
+            # Readable: one turn reads it. In flight: let select() wait for it a little.
+            await asyncio.sleep(0 if stillness is _READABLE else 0.002)
+
+    async def stop(self, timeout: float = 1.0) -> None:
+        """Stop serving, losing nothing; return within about ``timeout`` once clients stop
+        sending.
+
+        In order: stop listening, after accepting what the kernel already queued; read every
+        connection until its socket would block, and a bulk sender until no byte came for
+        ``IN_FLIGHT_GRACE`` seconds or it closed (see :meth:`settle`; for at most the peer's
+        ``timeout``, in case a client never stops sending); judge what is left (a message
+        cut short is an :class:`~fakepeer.IncompleteMessage`, whether or not the client
+        closed); close every connection and cancel every step. Bytes the peer wrote are
+        flushed if the client reads them; a client that does not read cannot delay this past
+        ``timeout``: its connection is aborted. Nothing is recorded after this returns.
+        """
+        if self.closed or self.stopping or self.draining:
+            return
+        loop = asyncio.get_running_loop()
+        self.progress = clock()
+        self.draining = True  # from here on, no listening again (a refuse fault removed)
+        with self.lock:
+            listener = self.listener
+            if listener is not None:
+                loop.remove_reader(listener.fileno())
+                while self.listener is not None and _readable([listener.fileno()]):
+                    before = len(self.adopting)
+                    self._accept()
+                    if len(self.adopting) == before:
+                        break
+            self._close_listener()
+            for protocol in list(self.protocols):  # backpressure must not hide what was sent
+                protocol._resume(_SENDING | _UPSTREAM)
+        await self.settle()
+        self.stopping = True
+        protocols = list(self.protocols)
+        workers = [task for p in protocols for task in (p.worker, p.handler) if task is not None]
+        for protocol in protocols:
+            protocol.shutdown()
+        if self.protocols:
+            self._drained = loop.create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                while self._drained is not None and not self._drained.done():
+                    self.progress = clock()
+                    await asyncio.wait([self._drained], timeout=0.05)
+                if workers:
+                    await asyncio.wait(workers)
+        except TimeoutError:
+            for protocol in list(self.protocols):
+                if protocol.transport is not None:
+                    protocol.transport.abort()
+            await asyncio.sleep(0)  # let the aborts' connection_lost run
+        finally:
+            self.close()
+
+    def stop_soon(self) -> None:
+        """On the loop: :meth:`stop` in a task of its own, nobody waiting for it."""
+        loop = self.loop
+        assert loop is not None
+        task = loop.create_task(self.stop())
+        self.background.add(task)  # a reference, until it is done
+        task.add_done_callback(self.background.discard)
+
+    def close(self) -> None:
+        """Nothing more is served or recorded from now on (any thread, lock not needed)."""
+        self.closed = True
+        self.conversation.finish()
+
+    def abort(self) -> None:
+        """On the loop, after it was found blocked: drop every connection at once."""
+        self._close_listener()
+        for protocol in list(self.protocols):
+            protocol.cancel()
+            if protocol.transport is not None:
+                protocol.transport.abort()
+
+
+# What :meth:`PeerServer._stillness` finds.
+_QUIET: Final = "quiet"
+_READABLE: Final = "readable"
+_IN_FLIGHT: Final = "in flight"
+
+
+def _listening_socket(address: tuple[str, int], backlog: int) -> socket.socket:
+    """A non-blocking TCP socket listening on ``address`` (a literal IPv4 or IPv6 host)."""
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    sock = socket.create_server(address, family=family, backlog=backlog)
+    sock.setblocking(False)
+    return sock
+
+
+def _readable(fds: list[int]) -> bool:
+    """True if any of ``fds`` has something to read (or an error or EOF) right now."""
+    return bool(_ready(fds))
+
+
+def _ready(fds: list[int]) -> list[int]:
+    """Those of ``fds`` with something to read (or an error or EOF) right now."""
+    if not fds:
+        return []
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    return [fd for fd, _events in poller.poll(0)]
+
+
+def _only_eof(fd: int) -> bool:
+    """True if all the socket ``fd`` holds is the peer's FIN: no byte, no error, from any
+    thread. It reads readiness (``POLLRDHUP``) and the queue's length (``FIONREAD``), never
+    the socket itself: a peek would take a pending error (an RST's ``ECONNRESET``) off it,
+    and the loop would then read a plain EOF instead."""
+    rdhup = getattr(select, "POLLRDHUP", 0)
+    if not rdhup:  # not Linux: cannot tell without a peek; say no, and let the loop read it
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | rdhup)
+    events = sum(revents for _fd, revents in poller.poll(0))
+    if not events & rdhup or events & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+        return False
+    import fcntl  # noqa: PLC0415 - POSIX only, and POLLRDHUP says this is Linux
+    import termios  # noqa: PLC0415
+
+    queued = array.array("i", [0])
+    try:
+        fcntl.ioctl(fd, termios.FIONREAD, queued)
+    except OSError:
+        return False
+    return queued[0] == 0
