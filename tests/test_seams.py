@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
+
 import pytest
 
 from fakepeer import (
@@ -202,3 +205,24 @@ class _SegmentBound:
 def test_check_framing_catches_a_framing_that_depends_on_segments() -> None:
     with pytest.raises(AssertionError, match="depends on how the bytes are split"):
         check_framing(_SegmentBound(), b"ab")
+
+
+# -- the layers ------------------------------------------------------------------------------
+
+
+def test_the_import_contracts_name_every_module() -> None:
+    """A new module must join a layer of the contracts (pyproject.toml), or lint-imports
+    would not look at it."""
+    root = Path(__file__).parent.parent
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    core, plugin = config["tool"]["importlinter"]["contracts"]
+    every = {f"fakepeer.{path.stem}" for path in (root / "src" / "fakepeer").glob("*.py")}
+    every -= {"fakepeer.__init__", "fakepeer.__main__"}
+    on_disk = every - {"fakepeer.faults", "fakepeer._version"}
+    layered = set(core["source_modules"]) | {
+        name for name in core["forbidden_modules"] if name.startswith("fakepeer.")
+    }
+    assert layered == on_disk
+    assert not set(core["source_modules"]) & set(core["forbidden_modules"])
+    private = {name for name in every if name.split(".")[1].startswith("_")}
+    assert set(plugin["forbidden_modules"]) == private
