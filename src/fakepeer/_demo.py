@@ -444,16 +444,16 @@ def act_three(out: TextIO) -> bool:
         )
         (folder / "test_fixed.py").write_text(fixed)
         pytest = _Pytest(folder, plugins)
-        port = SEED_PORT
+        port, note = SEED_PORT, ""
         for attempt in range(2):
             if attempt or not _port_free(port):
                 port = _free_port()
-                out.write(f"   (Port {SEED_PORT} is in use here: the test runs on {port}.)\n\n")
+                note = f"   # port {SEED_PORT} is taken here: it runs on {port}"
             (folder / "test_seed.py").write_text(seed.replace(str(SEED_PORT), str(port)))
             output = pytest("test_seed.py")
             if output is None or "Address already in use" not in output:
                 break
-        if not _show(out, "test_seed.py", output, expect="error"):
+        if not _show(out, "test_seed.py", output, expect="error", note=note):
             return False
         _say(
             out,
@@ -477,11 +477,12 @@ def act_three(out: TextIO) -> bool:
     return True
 
 
-def _show(out: TextIO, name: str, output: str | None, *, expect: str) -> bool:
-    """Write the command that ran ``name`` and what matters of its ``output``: the
-    ``LoopBlocked`` report if ``expect`` is ``"error"``, then pytest's summary line. Return
-    False (having said so, and shown all of pytest's output) if it did not go as expected."""
-    out.write(f"   $ python -m pytest -q {name}\n")
+def _show(out: TextIO, name: str, output: str | None, *, expect: str, note: str = "") -> bool:
+    """Write the command that ran ``name`` (and ``note``, on its line: the demo's length
+    holds) and what matters of its ``output``: the ``LoopBlocked`` report if ``expect`` is
+    ``"error"``, then pytest's summary line. Return False (having said so, and shown all of
+    pytest's output) if it did not go as expected."""
+    out.write(f"   $ python -m pytest -q {name}{note}\n")
     if output is None:
         out.write("   pytest did not finish within 60 s: the act was stopped.\n")
         return False
