@@ -129,10 +129,29 @@ def test_a_proxy_has_no_script() -> None:
             getattr(proxy, name)
     with pytest.raises(ScriptError, match="a Proxy forwards to its upstream server"):
         proxy.expect(b"x")  # type: ignore[attr-defined]
-    for name in ("broadcast", "assert_received", "wait_until_done", "done", "nothing"):
-        assert not hasattr(proxy, name)
+    for name in ("on_connect", "expect", "handler", "nothing"):
+        assert not hasattr(proxy, name)  # an AttributeError too, as hasattr() expects
+    # What it had as a peer, it keeps: pushes, the waits and the assertions.
+    assert proxy.done  # no script: nothing to wait for
+    for name in ("broadcast", "assert_received", "assert_received_in_order"):
+        assert callable(getattr(proxy, name))
+    for name in ("assert_no_unmatched", "wait_until_done", "wait_until_done_async"):
+        assert callable(getattr(proxy, name))
     with pytest.raises(ScriptError, match=r"takes a \(host, port\) tuple"):
         Proxy("localhost:80")  # type: ignore[arg-type]
+
+
+def test_a_proxy_pushes_to_its_clients(fake_peer: FakePeer) -> None:
+    fake_peer.always(b"PING").reply(b"PONG")
+    proxy = Proxy(fake_peer.address)
+    with proxy.serve(), socket.create_connection(proxy.address, timeout=5) as client:
+        client.sendall(b"PING")
+        assert client.recv(100) == b"PONG"
+        proxy.wait_for_connections(1)
+        assert proxy.broadcast(b"NEWS") == 1
+        assert client.recv(100) == b"NEWS"
+        proxy.wait_until_done()
+        proxy.assert_no_unmatched()
 
 
 def test_a_proxy_in_front_of_a_fake_peer(fake_peer: FakePeer) -> None:

@@ -70,11 +70,93 @@ def received(convo: Conversation, record: ConnectionRecord, data: bytes, at: flo
     if not before:  # so far as is known before a reply callable runs (it may not return)
         record.since = at
     actions = yield from _receive(convo, record, data, at)
+    return _received_end(convo, record, data=data, before=before, actions=actions, at=at)
+
+
+def _received_end(
+    convo: Conversation,
+    record: ConnectionRecord,
+    *,
+    data: bytes,
+    before: int,
+    actions: list[Action],
+    at: float,
+) -> list[Action]:
     # Bytes left over: they came with data if the buffer was empty or a message was
     # cut off it (the bytes before the end of that message were all taken).
+    buffer = record.buffer
     if buffer and (not before or len(buffer) < before + len(data)):
         record.since = at
     return convo.faulty(record, actions, at)
+
+
+def received_framed(
+    convo: Conversation, record: ConnectionRecord, data: bytes, at: float
+) -> list[Action] | Steps:
+    """:func:`received` for a framed connection the script answers, without a generator
+    while no reply callable comes up (the hot path of every message): the actions, or,
+    from the first rule with a reply callable on, the work that goes on (to drive)."""
+    buffer = record.buffer
+    before = len(buffer)
+    if not before:
+        record.since = at
+    try:
+        messages = convo.decoder(record).feed(buffer, data)
+    except FramingError as problem:
+        failed = _framing_failed(convo, problem, record, at)
+        return _received_end(convo, record, data=data, before=before, actions=failed, at=at)
+    actions: list[Action] = []
+    for index, message in enumerate(messages):
+        if not record.answering:
+            _unanswered(convo, record, message, at)
+            continue
+        found = _find(convo, record, message, at)
+        if isinstance(found, list):  # no rule: the failure's actions
+            actions += found
+            continue
+        rule, value = found
+        done, step = _plain_steps(convo, rule, record, value=value, message=message, at=at, start=0)
+        if step >= 0:  # a reply callable: the rest is work to drive
+            rest = messages[index + 1 :]
+            return _go_on(
+                convo,
+                record,
+                data=data,
+                before=before,
+                actions=actions,
+                match=(rule, value, message),
+                done=done,
+                step=step,
+                rest=rest,
+                at=at,
+            )
+        actions += _rule_faults(convo, rule, record, done, at) if rule.faults else done
+    if len(buffer) > convo.limit and not record.failed:
+        actions += _over_limit(convo, record, at)
+    return _received_end(convo, record, data=data, before=before, actions=actions, at=at)
+
+
+def _go_on(
+    convo: Conversation,
+    record: ConnectionRecord,
+    *,
+    data: bytes,
+    before: int,
+    actions: list[Action],
+    match: tuple[Rule, object, bytes],
+    done: list[Action],
+    step: int,
+    rest: list[bytes],
+    at: float,
+) -> Steps:
+    """:func:`received_framed` from the rule whose ``step`` is a reply callable on."""
+    rule, value, message = match
+    done = yield from _steps(convo, rule, record, value, message, at=at, start=step, done=done)
+    actions += _rule_faults(convo, rule, record, done, at)
+    actions += yield from _dispatch_all(convo, record, rest, at)
+    if len(record.buffer) > convo.limit and not record.failed:
+        actions += _over_limit(convo, record, at)
+    return _received_end(convo, record, data=data, before=before, actions=actions, at=at)
 
 
 def _receive(convo: Conversation, record: ConnectionRecord, data: bytes, at: float) -> Steps:
@@ -195,6 +277,14 @@ def _matched(
     *,
     at: float,
 ) -> Steps:
+    """The steps of ``rule``, which matched ``message`` (recorded already), as actions."""
+    actions = yield from _steps(convo, rule, record, value, message, at=at)
+    return _rule_faults(convo, rule, record, actions, at)
+
+
+def _record_match(
+    convo: Conversation, rule: Rule, record: ConnectionRecord, message: bytes, at: float
+) -> None:
     counts = convo.rules.counts
     counts[rule] = counts.get(rule, 0) + 1
     note = f"-> {rule.describe()}"
@@ -202,13 +292,29 @@ def _matched(
         convo.unmatched.append((record.id, message))
         note += " (unmatched)"
     convo.event(at, record, "matched" if convo.stream else "received", message, note)
-    actions = yield from _steps(convo, rule, record, value, message, at=at)
+
+
+def _rule_faults(
+    convo: Conversation, rule: Rule, record: ConnectionRecord, actions: list[Action], at: float
+) -> list[Action]:
     if rule.faults and record.faults is not None:  # this rule's own network faults
-        actions = convo.shaped(record, actions, at, rule.faults)
+        return convo.shaped(record, actions, at, rule.faults)
     return actions
 
 
 def _dispatch(convo: Conversation, record: ConnectionRecord, message: bytes, at: float) -> Steps:
+    found = _find(convo, record, message, at)
+    if isinstance(found, list):  # no rule: the failure's actions
+        return found
+    rule, value = found
+    return (yield from _matched(convo, rule, record, message, value, at=at))
+
+
+def _find(
+    convo: Conversation, record: ConnectionRecord, message: bytes, at: float
+) -> tuple[Rule, object] | list[Action]:
+    """The rule that takes ``message`` (framed) and its match, recorded as matched; if none
+    does, the failure (its actions). The message is recorded as received either way."""
     record.received.append(message)
     convo.received.append(message)
     script = record.script
@@ -222,8 +328,8 @@ def _dispatch(convo: Conversation, record: ConnectionRecord, message: bytes, at:
                 continue
             outcome = rule.matcher.match(message, stream=False)  # type: ignore[union-attr]
             if outcome is not None and outcome is not NEED_MORE:
-                value = outcome.value  # type: ignore[union-attr]
-                return (yield from _matched(convo, rule, record, message, value, at=at))
+                _record_match(convo, rule, record, message, at)
+                return rule, outcome.value  # type: ignore[union-attr]
     convo.event(at, record, "unexpected", message)
     return fail(convo, _unexpected(convo, record, message), record, at)
 
@@ -243,6 +349,7 @@ def _match_fresh(convo: Conversation, record: ConnectionRecord, data: bytes, at:
             message = data if consumed == len(data) else data[:consumed]
             record.received.append(message)
             convo.received.append(message)
+            _record_match(convo, rule, record, message, at)
             actions = yield from _matched(convo, rule, record, message, outcome.value, at=at)
             if consumed < len(data):
                 record.buffer += data[consumed:]
@@ -293,6 +400,7 @@ def _match_stream(convo: Conversation, record: ConnectionRecord, at: float) -> S
                 scanned.clear()
                 record.received.append(message)
                 convo.received.append(message)
+                _record_match(convo, rule, record, message, at)
                 actions += yield from _matched(convo, rule, record, message, outcome.value, at=at)
                 break
             if outcome is NEED_MORE:
@@ -417,12 +525,59 @@ def _steps(
     message: bytes,
     *,
     at: float,
+    start: int = 0,
+    done: list[Action] | None = None,
 ) -> Steps:
-    """``rule``'s steps, once it matched ``message`` (its match: ``value``), as actions."""
+    """``rule``'s steps from ``start`` on (``done``: the actions of those before), once it
+    matched ``message`` (its match: ``value``), as actions; a reply callable's outcome is
+    asked for with a ``Call``."""
+    actions: list[Action] = [] if done is None else done
+    more, index = _plain_steps(
+        convo, rule, record, value=value, message=message, at=at, start=start
+    )
+    actions += more
+    while index >= 0:
+        step = rule.steps[index]
+        assert isinstance(step, Reply)
+        assert step.function is not None
+        name = getattr(step.function, "__qualname__", repr(step.function))
+        data, error = yield Call(step.function, value, step.wants_connection)
+        if error is None and inspect.isawaitable(data):
+            actions.append(Await(data, rule, name))
+        else:
+            data = check_reply(rule, name, record, data, error)
+            if isinstance(data, Error):
+                actions.extend(fail(convo, data, record, at))
+                return actions
+            if data is not None:
+                actions.extend(write(convo, rule, record, data, at))
+                if record.failed:
+                    return actions
+        more, index = _plain_steps(
+            convo, rule, record, value=value, message=message, at=at, start=index + 1
+        )
+        actions += more
+    return actions
+
+
+def _plain_steps(
+    convo: Conversation,
+    rule: Rule,
+    record: ConnectionRecord,
+    *,
+    value: object,
+    message: bytes,
+    at: float,
+    start: int,
+) -> tuple[list[Action], int]:
+    """``rule``'s steps from ``start`` on, as actions, up to the first reply callable: the
+    actions, and the index of that step (-1: none, or the connection failed)."""
     actions: list[Action] = []
-    for step in rule.steps:
+    steps = rule.steps
+    for index in range(start, len(steps)):
+        step = steps[index]
         if isinstance(step, Reply | Send | Echo):
-            data: object
+            data: bytes | None
             if isinstance(step, Send):
                 data = step.data
             elif isinstance(step, Echo):
@@ -430,21 +585,12 @@ def _steps(
             elif step.function is None:
                 data = step.data
             else:
-                name = getattr(step.function, "__qualname__", repr(step.function))
-                data, error = yield Call(step.function, value, step.wants_connection)
-                if error is None and inspect.isawaitable(data):
-                    actions.append(Await(data, rule, name))
-                    continue
-                data = check_reply(rule, name, record, data, error)
-                if isinstance(data, Error):
-                    actions.extend(fail(convo, data, record, at))
-                    return actions
+                return actions, index
             if data is None:
                 continue
-            assert isinstance(data, bytes)
             actions.extend(write(convo, rule, record, data, at))
             if record.failed:
-                return actions
+                return actions, -1
         elif isinstance(step, After):
             actions.append(Wait(step.seconds))
         elif isinstance(step, Hang):
@@ -455,7 +601,7 @@ def _steps(
         else:
             actions.append(step)
             record.move(Transition.HALF_CLOSE if isinstance(step, HalfClose) else Transition.FINISH)
-    return actions
+    return actions, -1
 
 
 def _goto(convo: Conversation, step: Goto, record: ConnectionRecord, at: float) -> None:

@@ -158,6 +158,11 @@ class Conversation:
 
     def receive(self, record: ConnectionRecord, data: bytes, at: float) -> list[Action]:
         """Bytes arrived on ``record``; return what to do about them."""
+        if not (self.stream or record.handled) and record.answering:
+            work = _answering.received_framed(self, record, data, at)
+            if type(work) is list:  # the hot path: no reply callable came up
+                return work
+            return self._drive(record, work)  # type: ignore[arg-type]
         return self._drive(record, _answering.received(self, record, data, at))
 
     def eof(self, record: ConnectionRecord, at: float) -> list[Action]:

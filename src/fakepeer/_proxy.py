@@ -243,6 +243,11 @@ _SCRIPT_METHODS: Final = frozenset(
 )
 
 
+class _NoScript(ScriptError, AttributeError):
+    """A script method asked of a proxy: a :class:`~fakepeer.ScriptError` that is also an
+    ``AttributeError``, so ``hasattr(proxy, "expect")`` is False rather than an error."""
+
+
 class Proxy(Host):
     """A fault-injecting proxy on loopback in front of a real server at ``upstream``.
 
@@ -300,7 +305,7 @@ class Proxy(Host):
 
         def __getattr__(self, name: str) -> object:
             if name in _SCRIPT_METHODS:
-                raise ScriptError(
+                raise _NoScript(
                     f"proxy.{name}: a Proxy forwards to its upstream server and has no "
                     "script; use a FakePeer to script a conversation"
                 )

@@ -151,8 +151,11 @@ class ConnectionRecord:
 
     @property
     def answering(self) -> bool:
-        """True while incoming messages are still matched against the script."""
-        return self.phase in ANSWERING
+        """True while incoming messages are still matched against the script (the phases
+        in :data:`ANSWERING`; by identity: this is read for every message, and an enum
+        member's hash is computed in Python)."""
+        phase = self.phase
+        return phase is _A or phase is _H
 
     @property
     def ended(self) -> bool:
