@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from fakepeer import (
     FakePeer,
     Fixed,
     FramingError,
+    IncompleteMessage,
     LengthPrefixed,
     Lines,
     Raw,
@@ -165,7 +167,7 @@ def test_a_rehearsal_pushes_from_a_reply_callable_in_order() -> None:
     peer.always(ANY).reply(push)
     rehearsal = Rehearsal(peer)
     client = rehearsal.connect()
-    assert rehearsal.send(client, b"x\n") == [b"reply\n"]
+    assert rehearsal.send(client, b"x\n") == [b"pushed\n", b"reply\n"]
     rendered = peer.transcript.render(times=False)
     assert rendered.index("'pushed\\n'") < rendered.index("'reply\\n'")
 
@@ -173,6 +175,72 @@ def test_a_rehearsal_pushes_from_a_reply_callable_in_order() -> None:
 def test_a_rehearsal_takes_only_a_new_fake_peer() -> None:
     with pytest.raises(ScriptError, match="Rehearsal\\(\\) takes a FakePeer, got 3"):
         Rehearsal(3)  # type: ignore[arg-type]
+    peer = FakePeer()
+    Rehearsal(peer)
+    with pytest.raises(ScriptError, match="takes a new FakePeer, never served nor rehearsed"):
+        Rehearsal(peer)
+    with pytest.raises(RuntimeError, match="already served"), peer.serve():
+        pass  # a rehearsed peer is taken, as a served one is
+
+
+def test_a_rehearsal_refuses_what_needs_a_serving_peer() -> None:
+    peer = FakePeer(framing=Lines())
+
+    @peer.handler
+    async def echo(connection: object) -> None:  # pragma: no cover - never runs
+        pass
+
+    with pytest.raises(ScriptError, match=r"taken over by a handler .*needs a serving peer"):
+        Rehearsal(peer).connect()
+    later = FakePeer(framing=Lines())
+
+    async def slow(message: bytes) -> bytes:  # pragma: no cover - never awaited
+        return b"late"
+
+    later.always(b"x").reply(slow)
+    rehearsal = Rehearsal(later)
+    with pytest.raises(ScriptError, match="an async reply callable needs a serving peer"):
+        rehearsal.send(rehearsal.connect(), b"x\n")
+
+
+def test_a_rehearsal_verifies_as_the_stop_does() -> None:
+    peer = FakePeer(framing=Lines())
+    peer.expect(b"PING").reply(b"PONG")
+    rehearsal = Rehearsal(peer)
+    client = rehearsal.connect()
+    assert rehearsal.send(client, "PING\nPA") == [b"PONG\n"]  # str: UTF-8
+    with pytest.raises(IncompleteMessage, match=r"cut off by the peer's stop.*\n  leftover:  'PA'"):
+        rehearsal.verify()
+    with pytest.raises(ScriptError, match=r"send\(\) after verify\(\): the rehearsal is over"):
+        rehearsal.send(client, b"x\n")
+
+
+def test_a_rehearsal_knows_closed_and_stopped_connections() -> None:
+    peer = FakePeer(framing=Lines())
+    peer.on_connect().send(b"hello")
+    peer.expect(b"BYE").reply(b"bye").close()
+    rehearsal = Rehearsal(peer)
+    client = rehearsal.connect()
+    assert rehearsal.greeting() == [b"hello\n"]
+    assert rehearsal.send(client, b"BYE\n") == [b"bye\n"]
+    with pytest.raises(ScriptError, match="on connection #1, which is closed"):
+        rehearsal.send(client, b"MORE\n")
+    with pytest.raises(ScriptError, match="takes bytes or str, got 3"):
+        rehearsal.send(rehearsal.connect(), 3)  # type: ignore[arg-type]
+    faulty = FakePeer(framing=Lines())
+    faulty.always(b"x").reply(b"y")
+    faulty.faults.stop_reading()
+    stopped = Rehearsal(faulty)
+    one = stopped.connect()
+    with pytest.raises(ScriptError, match="a stop_reading fault stopped reading"):
+        stopped.send(one, b"x\n")
+    resetting = FakePeer(framing=Lines())
+    resetting.always(b"x").reply(b"y")
+    resetting.faults.reset_peer(0.1)  # its delay is skipped, as the waits are
+    reset = Rehearsal(resetting)
+    two = reset.connect()
+    assert not two.open
+    assert "#1 reset" in resetting.transcript.render(times=False)
 
 
 def test_splits_cover_every_cut() -> None:
@@ -187,6 +255,27 @@ def test_check_framing_passes_a_good_framing_and_names_a_bad_one() -> None:
         check_framing(Lines(), b"a\n", [b"b"])
     with pytest.raises(FramingError):
         check_framing(LengthPrefixed(1, max_length=2), b"\x09abc")
+    with pytest.raises(IncompleteMessage, match=r"leaves bytes .*\n  leftover:  'b'"):
+        check_framing(Lines(), b"a\nb")
+    assert check_framing(Lines(), b"a\nb", eof=False) == [b"a"]
+    assert check_framing(Lines(), memoryview(b"a\n")) == [b"a"]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("framing", "data", "expected", "words"),
+    [
+        (Lines, b"a\n", None, "framing must be an instance, not the class: use Lines()"),
+        (None, b"a\n", None, "needs a framing that cuts messages; Raw() is a stream"),
+        (Raw(), b"a", None, "needs a framing that cuts messages; Raw() is a stream"),
+        (Lines(), "a\n", None, "takes the data as bytes, got 'a\\n'"),
+        (Lines(), b"ab\n", b"ab", "takes a sequence of messages (bytes), got b'ab'"),
+    ],
+)
+def test_check_framing_says_what_is_wrong_with_its_arguments(
+    framing: object, data: object, expected: object, words: str
+) -> None:
+    with pytest.raises(ScriptError, match=re.escape(words)):
+        check_framing(framing, data, expected)  # type: ignore[arg-type]
 
 
 class _SegmentBound:

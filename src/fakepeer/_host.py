@@ -540,10 +540,11 @@ class Host:
     # -- for failure reports (the pytest plugin's, or a test runner's of your own) -------------
 
     def problem(self) -> Error | None:
-        """The verdict as it stands, without delivering it: the first problem seen (once the
-        peer has stopped: the first not raised to the test yet, else the unmet expectations),
-        with its transcript; None when there is none (yet). Marks nothing as raised, so
-        :meth:`verify` still raises it; raises nothing itself."""
+        """The verdict as it stands, for a report: the first problem seen (whether or not
+        the test caught it already from :meth:`check` or a wait), or, once the peer has
+        stopped and saw none, the expectations not met; with its transcript. None when there
+        is none (yet). Marks nothing as raised and raises nothing: :meth:`verify` still
+        raises a problem the test did not catch."""
         return self._verdict(final=self._state == "stopped", deliver=False)
 
     def outlook(self) -> str:

@@ -25,13 +25,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from ._actions import Action, Call, Close, HalfClose, Hold, Push, Reset, Write
+from ._actions import Action, Call, Close, HalfClose, Hold, Later, Push, Reset, Stop, Write
 from ._connection import Connection
 from ._conversation import Conversation
-from ._errors import Error, FramingError, ScriptError
+from ._errors import Error, FramingError, IncompleteMessage, ScriptError
 from ._framing import Decoder, Framing
+from ._framing import check_framing as _valid_framing
 from ._peer import FakePeer
 from ._state import ConnectionRecord
+from ._transcript import show
 
 __all__ = ["Rehearsal", "check_framing", "splits"]
 
@@ -45,7 +47,8 @@ class _Offline:
 
     def send(self, data: bytes) -> None:
         conversation = self._rehearsal.conversation
-        self._rehearsal._perform(self._record, [Push(conversation.framing.encode(data))])
+        framed = conversation.framing.encode(data)
+        self._rehearsal._written += self._rehearsal._perform(self._record, [Push(framed)])
 
     def close(self) -> None:
         self._rehearsal._perform(self._record, [Close()])
@@ -64,55 +67,108 @@ class Rehearsal:
     """A :class:`~fakepeer.FakePeer`'s script, played without sockets.
 
     Each method is an event of the network; it returns the bytes the peer writes in answer
-    (framed, in order), and records everything in ``peer``'s transcript as a served peer
-    would. Waits (``.after()``) are skipped, and time stands at ``at`` (seconds, any float;
-    it only orders the transcript). ``async`` reply callables and handlers need a serving
-    peer: they raise :class:`~fakepeer.ScriptError` here.
+    (framed, in order, pushes from reply callables included), and records everything in
+    ``peer``'s transcript as a served peer would. Time stands still at ``at`` (seconds, any
+    float; it only orders the transcript): waits (``.after()``) and the delays of faults
+    (``reset_peer(0.1)``) are skipped, their actions done at once. A ``stop_reading`` fault
+    stops the rehearsal of that connection: sending more raises
+    :class:`~fakepeer.ScriptError`, as would sending on a closed connection.
 
-    The ``peer`` must be new (never served); a rehearsal takes it over, as ``serve()``
-    would.
+    Raises :class:`~fakepeer.ScriptError` (the test's mistake) for a ``peer`` that is not a
+    new :class:`~fakepeer.FakePeer` (a rehearsal takes it over, as ``serve()`` would: it
+    cannot be served afterwards), for a script with a handler (``@peer.handler``) and for an
+    ``async`` reply callable: those need a serving peer.
     """
 
     def __init__(self, peer: FakePeer, *, at: float = 0.0) -> None:
         if not isinstance(peer, FakePeer):
             raise ScriptError(f"Rehearsal() takes a FakePeer, got {peer!r}")
+        if peer._state != "new":
+            raise ScriptError(
+                f"Rehearsal() takes a new FakePeer, never served nor rehearsed: {peer!r}"
+            )
+        peer._claim()
+        peer._state = "rehearsed"
         self.peer = peer
         self.conversation: Conversation = peer._conversation
         self.at = at
         self._handles: dict[int, Connection] = {}
+        self._stopped: set[int] = set()  # connections a stop_reading fault stopped
+        self._written: list[bytes] = []  # pushed by a reply callable, during an event
+        self._greetings: list[bytes] = []
 
     def connect(self, client: str = "127.0.0.1:50000") -> Connection:
-        """A client connects: its handle (what the greeting wrote is in the transcript)."""
+        """A client connects: its handle (what the greeting wrote: :meth:`greeting`)."""
         record, actions = self.conversation.connect(client, self.at)
+        if record.handled:
+            raise ScriptError(
+                f"connection #{record.id} is taken over by a handler "
+                f"({record.script.handler_where}): a handler needs a serving peer"
+            )
         handle = Connection(record, _Offline(self, record))
         self._handles[record.id] = handle
         self.peer._handles.append(handle)
-        self._perform(record, actions)
+        self._greetings = self._event(record, actions)
         return handle
 
-    def send(self, connection: Connection, data: bytes) -> list[bytes]:
-        """The client sends ``data`` in one segment: the bytes the peer writes back."""
-        record = self._record(connection)
-        return self._perform(record, self.conversation.receive(record, data, self.at))
+    def greeting(self) -> list[bytes]:
+        """What the peer wrote when the last client connected (its ``on_connect`` rules)."""
+        return list(self._greetings)
+
+    def send(self, connection: Connection, data: bytes | str) -> list[bytes]:
+        """The client sends ``data`` (str: UTF-8) in one segment: the bytes the peer writes
+        back."""
+        record = self._record(connection, "send")
+        if isinstance(data, str):
+            data = data.encode()
+        elif not isinstance(data, bytes):
+            raise ScriptError(f"Rehearsal.send() takes bytes or str, got {data!r}")
+        return self._event(record, self.conversation.receive(record, data, self.at))
 
     def close(self, connection: Connection) -> list[bytes]:
         """The client closes its sending side (EOF): what the peer writes before it closes."""
-        record = self._record(connection)
-        written = self._perform(record, self.conversation.eof(record, self.at))
-        self._perform(record, self.conversation.lost(record, self.at, None))
+        record = self._record(connection, "close")
+        written = self._event(record, self.conversation.eof(record, self.at))
+        self._event(record, self.conversation.lost(record, self.at, None))
         return written
 
     def verify(self) -> None:
-        """Raise what leaving ``serve()`` would: the first problem, else unmet expectations."""
+        """Raise what leaving ``serve()`` would: the first problem (bytes that form no whole
+        message on a connection still open are an :class:`~fakepeer.IncompleteMessage`),
+        else the expectations not met."""
         __tracebackhide__ = True
-        self.conversation.finish()
+        conversation = self.conversation
+        if not conversation.closed_for_good:
+            for record in conversation.connections:
+                conversation.stop(record, self.at)
+            conversation.finish()
+            self.peer._state = "stopped"  # as after serve(): the verdict is final
         self.peer.verify()
 
-    def _record(self, connection: Connection) -> ConnectionRecord:
+    def _record(self, connection: Connection, what: str) -> ConnectionRecord:
         record = connection._record
         if self._handles.get(record.id) is not connection:
             raise ScriptError(f"{connection!r} is not a connection of this rehearsal")
+        if self.conversation.closed_for_good:
+            raise ScriptError(f"Rehearsal.{what}() after verify(): the rehearsal is over")
+        if not record.open:
+            raise ScriptError(
+                f"Rehearsal.{what}() on connection #{record.id}, which is closed: a client "
+                "cannot send there"
+            )
+        if record.id in self._stopped:
+            raise ScriptError(
+                f"Rehearsal.{what}() on connection #{record.id}, which a stop_reading fault "
+                "stopped reading: the client's bytes would wait in the kernel"
+            )
         return record
+
+    def _event(self, record: ConnectionRecord, actions: list[Action]) -> list[bytes]:
+        """What one event wrote: its actions' writes, with the pushes made meanwhile."""
+        self._written = []
+        written = self._perform(record, actions)
+        pushed, self._written = self._written, []
+        return pushed + written if pushed else written
 
     def _perform(self, record: ConnectionRecord, actions: list[Action]) -> list[bytes]:
         """Do what ``actions`` ask, as the runtime would (waits skipped); the bytes written."""
@@ -121,6 +177,13 @@ class Rehearsal:
         pending = list(actions)
         while pending:
             action = pending.pop(0)
+            if isinstance(action, Later):  # a fault's delay: skipped, as the waits are
+                pending.insert(0, action.action)  # type: ignore[arg-type]  # an action
+                continue
+            if isinstance(action, Stop):
+                self._stopped.add(record.id)
+                conversation.note(record, self.at, "stopped", "(reading: a stop_reading fault)")
+                continue
             if isinstance(action, Call):
                 handle = self._handles.get(record.id)
                 try:
@@ -169,14 +232,34 @@ def splits(data: bytes) -> Iterable[list[bytes]]:
 def check_framing(
     framing: Framing, data: bytes, expected: Sequence[bytes] | None = None, *, eof: bool = True
 ) -> list[bytes]:
-    """The messages ``framing`` cuts from ``data``, checked to be the same however the
-    bytes are split (see :func:`splits`), and equal to ``expected`` if given. ``eof``: the
-    client closes after ``data`` (a framing may then yield a last message, or raise
-    :class:`~fakepeer.FramingError` for an incomplete one).
+    """The messages ``framing`` cuts from ``data`` (bytes), checked to be the same however
+    the bytes are split (see :func:`splits`), and equal to ``expected`` (a sequence of
+    bytes) if given. ``eof``: the client closes after ``data``; a framing may then yield a
+    last message, and bytes left over that form no whole message are what a served peer
+    reports as an :class:`~fakepeer.IncompleteMessage` (raised here too). With ``eof`` false,
+    bytes may be left over (a message still on its way).
 
-    Raises ``AssertionError`` naming the first split that differs: a framing bug.
+    Raises ``AssertionError`` naming the first split that differs: a framing bug;
+    :class:`~fakepeer.FramingError` if the framing refuses ``data`` (however it is split);
+    :class:`~fakepeer.ScriptError` for a wrong argument, or a streaming framing such as
+    :class:`~fakepeer.Raw` (it cuts no messages: rules match the stream).
     """
     __tracebackhide__ = True
+    framing = _valid_framing(framing)
+    if framing.streaming:
+        raise ScriptError(
+            f"check_framing() needs a framing that cuts messages; {framing!r} is a stream"
+        )
+    if isinstance(data, bytearray | memoryview):
+        data = bytes(data)
+    if not isinstance(data, bytes):
+        raise ScriptError(f"check_framing() takes the data as bytes, got {data!r}")
+    if expected is not None and (
+        isinstance(expected, bytes | str) or not all(isinstance(m, bytes) for m in expected)
+    ):
+        raise ScriptError(
+            f"check_framing(expected=...) takes a sequence of messages (bytes), got {expected!r}"
+        )
     reference: list[bytes] | Error | None = None
     for segments in splits(data):
         got = _frame(framing, segments, eof)
@@ -207,10 +290,19 @@ def _frame(framing: Framing, segments: Iterable[bytes], eof: bool) -> list[bytes
             messages.extend(decoder.take(buffer, True))
     except FramingError as problem:
         return problem
+    if eof and buffer:
+        return IncompleteMessage(
+            f"{framing!r} leaves bytes that form no whole message when the client closes"
+            f"\n  leftover:  {show(bytes(buffer))}",
+            connection=None,
+            leftover=bytes(buffer),
+        )
     return messages
 
 
 def _differs(got: list[bytes] | Error, reference: list[bytes] | Error) -> bool:
+    if isinstance(got, IncompleteMessage) and isinstance(reference, IncompleteMessage):
+        return got.leftover != reference.leftover
     if isinstance(got, Error) or isinstance(reference, Error):
         return type(got) is not type(reference)
     return got != reference
