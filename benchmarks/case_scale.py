@@ -40,6 +40,8 @@ from _common import orders
 from _results import Measurement, Plan, Table, Target
 from _scale_server import BACKLOG, CONTENDERS, HOST, REQUEST, RESPONSE, raise_fd_limit
 
+from fakepeer._runtime import BACKLOG as FAKEPEER_BACKLOG
+
 CASE: Final = "scale"
 BASELINE: Final = "asyncio streams"
 SERVER: Final = Path(__file__).resolve().with_name("_scale_server.py")
@@ -380,10 +382,14 @@ def run(plan: Plan) -> list[Table]:
         "client (in the parent) is non-blocking sockets on one selector, at most "
         f"{CONCURRENCY} connections in flight, each sends PING, waits for PONG, stays open."
     )
+    if BACKLOG != FAKEPEER_BACKLOG:
+        raise AssertionError(
+            f"the baselines' backlog {BACKLOG} is not fakepeer's, {FAKEPEER_BACKLOG}"
+        )
     backlog = (
-        f"Listen backlog {BACKLOG} for every contender: fakepeer hard-codes 128 "
-        "(PeerServer.start, src/fakepeer/_runtime.py) and does not expose it; the baselines "
-        "are given the same."
+        f"Listen backlog {BACKLOG} for every contender: fakepeer's own (BACKLOG, "
+        "src/fakepeer/_peerserver.py; the system caps it at net.core.somaxconn), which it "
+        "does not expose; the baselines are given the same."
     )
     targets = [
         Target(

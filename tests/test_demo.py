@@ -80,13 +80,13 @@ def test_the_demo_reads_the_same_where_colour_is_forced() -> None:
     """CI services set FORCE_COLOR or PY_COLORS; the demo reads pytest's output back, so the
     pytest it runs must write plain text whatever they say."""
     coloured = run_demo(FORCE_COLOR="1", PY_COLORS="1")
-    assert coloured.returncode == 0, coloured.stderr
+    assert coloured.returncode == 0, coloured.stderr + coloured.stdout[-3000:]
     assert "\x1b[" not in coloured.stdout
     assert normalise(coloured.stdout) == GOLDEN.read_text(encoding="utf-8")
 
 
 def test_the_demo_succeeds_quietly(demo: subprocess.CompletedProcess[str]) -> None:
-    assert demo.returncode == 0, demo.stderr
+    assert demo.returncode == 0, demo.stderr + demo.stdout[-3000:]
     assert demo.stderr == ""
 
 
@@ -135,7 +135,7 @@ def test_the_demo_keeps_its_length_when_the_seeds_port_is_taken() -> None:
         result = run_demo()
     finally:
         holder.close()
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stderr + result.stdout[-3000:]
     lines = result.stdout.splitlines()
     assert len(lines) <= MAX_LINES, f"{len(lines)} lines, over {MAX_LINES}"
     assert all(len(line) <= MAX_WIDTH for line in lines)

@@ -304,7 +304,8 @@ def test_the_import_contracts_name_every_module() -> None:
     would not look at it."""
     root = Path(__file__).parent.parent
     config = tomllib.loads((root / "pyproject.toml").read_text())
-    core, plugin = config["tool"]["importlinter"]["contracts"]
+    contracts = {c["name"].split()[1]: c for c in config["tool"]["importlinter"]["contracts"]}
+    core, runtime, plugin = contracts["core"], contracts["runtime"], contracts["pytest"]
     every = {f"fakepeer.{path.stem}" for path in (root / "src" / "fakepeer").glob("*.py")}
     every -= {"fakepeer.__init__", "fakepeer.__main__"}
     on_disk = every - {"fakepeer.faults", "fakepeer._version"}
@@ -315,3 +316,16 @@ def test_the_import_contracts_name_every_module() -> None:
     assert not set(core["source_modules"]) & set(core["forbidden_modules"])
     private = {name for name in every if name.split(".")[1].startswith("_")}
     assert set(plugin["forbidden_modules"]) == private
+    above = set(runtime["source_modules"]) | set(runtime["forbidden_modules"])
+    assert above <= set(core["forbidden_modules"])  # the runtime and what is above it
+
+
+def test_the_architecture_page_names_every_module() -> None:
+    """docs/architecture.md's layer table is the contributor's map: a module it does not
+    name is one a newcomer cannot find (it went stale once, after three splits)."""
+    root = Path(__file__).parent.parent
+    page = (root / "docs" / "architecture.md").read_text()
+    table = page[page.index("## The layers") : page.index("## Events in, actions out")]
+    modules = {path.stem for path in (root / "src" / "fakepeer").glob("*.py")}
+    named = {name for name in modules if f"`{name}`" in table or f"`fakepeer.{name}`" in table}
+    assert sorted(modules - named - {"__init__", "__main__"}) == []

@@ -33,7 +33,7 @@ __all__ = ["Proxy", "UpstreamError"]
 
 class _Upstream(asyncio.Protocol):
     """The proxy's connection to the real server, feeding one client connection; the
-    upstream :class:`~fakepeer._runtime.Side` its :class:`~fakepeer._runtime.Steps` drive."""
+    upstream :class:`~fakepeer._steps.Side` its :class:`~fakepeer._steps.Steps` drive."""
 
     __slots__ = ("client", "transport")
 
