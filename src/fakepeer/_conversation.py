@@ -42,7 +42,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Final, TypeAlias
 
-from . import _answering, _explain
+from . import _answering, _explain, _failing, _replying
 from ._actions import Action, Await, Call, Dropped, Write
 from ._errors import (
     Error,
@@ -183,9 +183,9 @@ class Conversation:
         how = "ended" if eof else "was cut off by the peer's stop"
         if record.handled:
             if receiving and not record.failed:
-                _answering.incomplete(self, record, how, at)
+                _failing.incomplete(self, record, how, at)
         elif record.answering:
-            _answering.incomplete(self, record, how, at)
+            _failing.incomplete(self, record, how, at)
 
     def lost(self, record: ConnectionRecord, at: float, reason: str | None) -> list[Action]:
         """The connection is gone; ``reason`` is the error text, or None for a clean close.
@@ -231,13 +231,13 @@ class Conversation:
         at: float,
     ) -> list[Action]:
         """What an :class:`Await` produced: the actions to run before the rest."""
-        data = _answering.check_reply(action.rule, action.name, record, result, error)
+        data = _replying.check_reply(action.rule, action.name, record, result, error)
         if isinstance(data, Error):
-            actions = _answering.fail(self, data, record, at)
+            actions = _failing.fail(self, data, record, at)
         elif data is None:
             actions = []
         else:
-            actions = _answering.write(self, action.rule, record, data, at)
+            actions = _replying.write(self, action.rule, record, data, at)
         return self.faulty(record, actions, at)
 
     def fail(
