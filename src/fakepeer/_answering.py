@@ -64,13 +64,12 @@ def received(convo: Conversation, record: ConnectionRecord, data: bytes, at: flo
     if not before:  # so far as is known before a reply callable runs (it may not return)
         record.since = at
     actions = yield from _receive(convo, record, data, at)
-    return _received_end(convo, record, data=data, before=before, actions=actions, at=at)
+    return _received_end(convo, record, data, before, actions, at)
 
 
-def _received_end(
+def _received_end(  # noqa: PLR0917 - positional: the hot path of every segment
     convo: Conversation,
     record: ConnectionRecord,
-    *,
     data: bytes,
     before: int,
     actions: list[Action],
@@ -98,7 +97,7 @@ def received_framed(
         messages = convo.decoder(record).feed(buffer, data)
     except FramingError as problem:
         failed = _failing.framing_failed(convo, problem, record, at)
-        return _received_end(convo, record, data=data, before=before, actions=failed, at=at)
+        return _received_end(convo, record, data, before, failed, at)
     actions: list[Action] = []
     for index, message in enumerate(messages):
         if not record.answering:
@@ -109,9 +108,7 @@ def received_framed(
             actions += found
             continue
         rule, value = found
-        done, step = _replying.plain_steps(
-            convo, rule, record, value=value, message=message, at=at, start=0
-        )
+        done, step = _replying.plain_steps(convo, rule, record, value, message, at, 0)
         if step >= 0:  # a reply callable: the rest is work to drive
             rest = messages[index + 1 :]
             return _go_on(
@@ -129,7 +126,7 @@ def received_framed(
         actions += _rule_faults(convo, rule, record, done, at) if rule.faults else done
     if len(buffer) > convo.limit and not record.failed:
         actions += _failing.over_limit(convo, record, at)
-    return _received_end(convo, record, data=data, before=before, actions=actions, at=at)
+    return _received_end(convo, record, data, before, actions, at)
 
 
 def _go_on(
@@ -154,7 +151,7 @@ def _go_on(
     actions += yield from _dispatch_all(convo, record, rest, at)
     if len(record.buffer) > convo.limit and not record.failed:
         actions += _failing.over_limit(convo, record, at)
-    return _received_end(convo, record, data=data, before=before, actions=actions, at=at)
+    return _received_end(convo, record, data, before, actions, at)
 
 
 def _receive(convo: Conversation, record: ConnectionRecord, data: bytes, at: float) -> Steps:

@@ -169,7 +169,9 @@ class _PeerProtocol(asyncio.Protocol):
             try:
                 actions = server.conversation.receive(connection, data, now)
                 if actions:
-                    self._run(self._resolve(actions), clock())  # after the script's callables
+                    if type(actions[-1]) is Call:  # (a Call comes alone)
+                        actions = self._resolve(actions)
+                    self.steps.run(actions, clock())  # after the script's callables
             except Exception as exc:  # a bug of ours or a custom framing's: never lose it
                 self._crash(exc, now)
             if connection.handled and len(connection.buffer) > server.conversation.limit:

@@ -41,7 +41,7 @@ def steps(
     matched ``message`` (its match: ``value``), as actions; a reply callable's outcome is
     asked for with a ``Call``."""
     actions: list[Action] = [] if done is None else done
-    more, index = plain_steps(convo, rule, record, value=value, message=message, at=at, start=start)
+    more, index = plain_steps(convo, rule, record, value, message, at, start)
     actions += more
     while index >= 0:
         step = rule.steps[index]
@@ -60,18 +60,15 @@ def steps(
                 actions.extend(write(convo, rule, record, data, at))
                 if record.failed:
                     return actions
-        more, index = plain_steps(
-            convo, rule, record, value=value, message=message, at=at, start=index + 1
-        )
+        more, index = plain_steps(convo, rule, record, value, message, at, index + 1)
         actions += more
     return actions
 
 
-def plain_steps(
+def plain_steps(  # noqa: PLR0917 - positional: the hot path of every message
     convo: Conversation,
     rule: Rule,
     record: ConnectionRecord,
-    *,
     value: object,
     message: bytes,
     at: float,
