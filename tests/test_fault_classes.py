@@ -265,3 +265,13 @@ def test_the_methods_are_typed_as_the_classes() -> None:
         peer.faults.limit_data(3, probability=0.5)  # type: ignore[call-arg]
         peer.faults.slice(3, 0.1, 1.0)  # type: ignore[call-arg]
         faults.latency(0.1, 0.2, 0.3)  # type: ignore[call-arg]
+
+
+def test_a_wrong_call_names_the_method_the_test_called() -> None:
+    peer = FakePeer()
+    with pytest.raises(TypeError, match=r"^Faults\.half_close\(\) takes 1 positional argument"):
+        peer.faults.half_close(1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"^Faults\.reset_peer\(\) got an unexpected keyword"):
+        peer.faults.reset_peer(nope=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"^Faults\.latency\(\) missing 1 required positional"):
+        peer.faults.latency()  # type: ignore[call-arg]

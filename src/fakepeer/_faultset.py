@@ -65,10 +65,19 @@ def _applying(make: Callable[P, Fault]) -> Callable[Concatenate[Faults, P], Acti
     """A method of :class:`Faults` that applies the fault ``make`` makes (a fault class, or
     a function such as ``blackhole``), with ``make``'s parameters and first sentence."""
 
-    def apply(self: Faults, /, *args: P.args, **kwargs: P.kwargs) -> ActiveFault:
-        return self.add(make(*args, **kwargs))
-
     name = fault_name(make) if isinstance(make, type) else make.__name__
+    spelled = f"{getattr(make, '__name__', name)}.__init__()" if isinstance(make, type) else ""
+
+    def apply(self: Faults, /, *args: P.args, **kwargs: P.kwargs) -> ActiveFault:
+        try:
+            fault = make(*args, **kwargs)
+        except TypeError as error:  # wrong arguments: say them as the caller wrote them
+            text = str(error)
+            if spelled and text.startswith(spelled):
+                raise TypeError(f"Faults.{name}(){text[len(spelled) :]}") from None
+            raise
+        return self.add(fault)
+
     signature = inspect.signature(make)
     receiver = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
     apply.__name__, apply.__qualname__ = name, f"Faults.{name}"
