@@ -36,10 +36,13 @@ from ._errors import (
 from ._faults import on_connect
 from ._matchers import NEED_MORE, Matched, Matcher
 from ._script import Rule
-from ._state import ConnectionRecord, Transition
+from ._state import ConnectionRecord, Phase, Transition
 
 if TYPE_CHECKING:
     from ._conversation import Conversation, Steps
+
+_ANSWERING = Phase.ANSWERING
+_HALF_CLOSED = Phase.HALF_CLOSED
 
 __all__ = ["eof", "greet", "lost", "received", "received_framed", "take"]
 
@@ -100,7 +103,8 @@ def received_framed(
         return _received_end(convo, record, data, before, failed, at)
     actions: list[Action] = []
     for index, message in enumerate(messages):
-        if not record.answering:
+        phase = record.phase  # answering? (by identity: the hot path)
+        if phase is not _ANSWERING and phase is not _HALF_CLOSED:
             _failing.unanswered(convo, record, message, at)
             continue
         found = _find(convo, record, message, at)
@@ -124,9 +128,13 @@ def received_framed(
                 at=at,
             )
         actions += _rule_faults(convo, rule, record, done, at) if rule.faults else done
-    if len(buffer) > convo.limit and not record.failed:
-        actions += _failing.over_limit(convo, record, at)
-    return _received_end(convo, record, data, before, actions, at)
+    left = len(buffer)
+    if left:
+        if left > convo.limit and not record.failed:
+            actions += _failing.over_limit(convo, record, at)
+        if buffer and (not before or len(buffer) < before + len(data)):
+            record.since = at  # (as _received_end says)
+    return convo.faulty(record, actions, at) if actions else actions
 
 
 def _go_on(
@@ -316,7 +324,14 @@ def _find(
                 continue
             outcome = rule.matcher.match(message, stream=False)  # type: ignore[union-attr]
             if outcome is not None and outcome is not NEED_MORE:
-                _record_match(convo, rule, record, message, at)
+                counts = book.counts
+                counts[rule] = counts.get(rule, 0) + 1
+                if rule.kind == "otherwise":
+                    convo.unmatched.append((record.id, message))
+                    note = f"-> {rule.describe()} (unmatched)"
+                else:
+                    note = f"-> {rule.describe()}"
+                convo.event(at, record, "received", message, note)
                 return rule, outcome.value  # type: ignore[union-attr]
     convo.event(at, record, "unexpected", message)
     return _failing.fail(convo, _failing.unexpected(convo, record, message), record, at)

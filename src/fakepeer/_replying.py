@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 __all__ = ["check_reply", "plain_steps", "steps", "write"]
 
+_HALF_CLOSED = Phase.HALF_CLOSED
+
 
 def steps(
     convo: Conversation,
@@ -93,7 +95,7 @@ def plain_steps(  # noqa: PLR0917 - positional: the hot path of every message
             if data is None:
                 continue
             actions.extend(write(convo, rule, record, data, at))
-            if record.failed:
+            if record.problem is not None:  # failed (the hot path: no property)
                 return actions, -1
         elif isinstance(step, After):
             actions.append(Wait(step.seconds))
@@ -123,7 +125,7 @@ def write(
     convo: Conversation, rule: Rule, record: ConnectionRecord, data: bytes, at: float
 ) -> list[Action]:
     """``rule`` writes ``data`` on ``record``: the framed bytes, or the problem it is."""
-    if record.phase is Phase.HALF_CLOSED:
+    if record.phase is _HALF_CLOSED:
         problem = ScriptError(
             f"{rule.describe()} writes on connection #{record.id}, but an "
             "earlier rule half-closed it with .half_close(): the peer can no "

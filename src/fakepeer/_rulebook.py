@@ -62,10 +62,11 @@ class RuleBook:
         """The expectation ``script`` (default: the peer's) waits for now, or None."""
         script = self.script if script is None else script
         expectations = script.expectations
-        index = self._next.get(script, 0)
+        start = index = self._next.get(script, 0)
         while index < len(expectations) and self.exhausted(expectations[index]):
             index += 1
-        self._next[script] = index
+        if index != start:
+            self._next[script] = index
         return expectations[index] if index < len(expectations) else None
 
     def unmet(self) -> list[Rule]:
