@@ -154,6 +154,8 @@ class Conversation:
         record.faults = FaultState.seeded(self.seed, number)
         self.connections.append(record)
         self.event(at, record, "connected", note=f"from {client}")
+        if not (script.connect_rules or self.faults):  # no greeting: nothing to drive
+            return record, []
         return record, self._drive(record, _answering.greet(self, record, at))
 
     def receive(self, record: ConnectionRecord, data: bytes, at: float) -> list[Action]:
