@@ -32,9 +32,10 @@ between two events, not in the middle of one.
 Each connection's record (:class:`~fakepeer._state.ConnectionRecord`) moves through the phases
 of :mod:`fakepeer._state`; rule counts (which expectation comes next) live in the
 conversation's :class:`~fakepeer._rulebook.RuleBook`, not on the rules the test wrote. The
-work of the events that bring bytes (matching, a rule's steps) is in
-:mod:`fakepeer._answering`. The words of a failure come from :mod:`fakepeer._explain`. It does no
-I/O, reads no clock and takes no lock; the runtime serialises calls.
+work of the events that bring bytes is in :mod:`fakepeer._answering` (framing, matching),
+:mod:`fakepeer._replying` (a rule's steps) and :mod:`fakepeer._failing`; the words of a
+failure come from :mod:`fakepeer._explain`. It does no I/O, reads no clock and takes no
+lock; the runtime serialises calls.
 """
 
 from __future__ import annotations
@@ -44,9 +45,7 @@ from typing import Final, TypeAlias
 
 from . import _answering, _explain, _failing, _replying
 from ._actions import Action, Await, Call, Dropped, Write
-from ._errors import (
-    Error,
-)
+from ._errors import Error
 from ._faults import Fault, FaultState, shape
 from ._framing import Decoder, Framing
 from ._matchers import Matcher
