@@ -234,6 +234,38 @@ def test_async_reply_callable_that_raises_fails_the_test() -> None:
         assert c.call(b"GET") == b""
 
 
+def test_an_async_reply_comes_before_the_half_close_written_after_it() -> None:
+    async def answer(message: bytes) -> bytes:
+        return b"A"
+
+    peer = FakePeer(framing=Lines())
+    peer.expect(b"x").reply(answer).half_close()
+    with peer.serve(), client(peer.address) as c:
+        assert c.call(b"x") == b"A\n"
+        assert c.read() == b""  # then the half-close: EOF
+    assert "#1 half-closed" in str(peer.transcript)
+
+
+def test_an_async_reply_ready_after_its_connection_failed_is_not_sent() -> None:
+    gate = asyncio.Event()
+
+    async def answer(message: bytes) -> bytes:
+        await gate.wait()
+        return b"late"
+
+    peer = FakePeer(framing=Lines())
+    peer.expect(b"x").reply(answer)
+    with peer.serve(), client(peer.address) as c:
+        c.sock.sendall(b"x\nwho?\n")  # who? fails the connection while x waits
+        with pytest.raises(UnexpectedData, match="received data that no rule expected"):
+            peer.wait_until_done()  # returns (raising) once the failure is recorded
+        peer._loop.call_soon_threadsafe(gate.set)  # type: ignore[union-attr]
+        assert c.read() == b""  # the peer closed it, and sent nothing after
+    rendered = str(peer.transcript)
+    assert "dropped    'late' (not sent: the connection failed before the reply" in rendered
+    assert "sent       'late" not in rendered
+
+
 # -- pushes ---------------------------------------------------------------------------------------
 
 

@@ -245,6 +245,10 @@ def test_a_rehearsal_knows_closed_and_stopped_connections() -> None:
 
 def test_splits_cover_every_cut() -> None:
     assert list(splits(b"abc")) == [[b"abc"], [b"a", b"b", b"c"], [b"a", b"bc"], [b"ab", b"c"]]
+    assert list(splits(bytearray(b"ab"))) == [[b"ab"], [b"a", b"b"], [b"a", b"b"]]
+    assert list(splits(b"")) == [[]]
+    with pytest.raises(ScriptError, match=r"splits\(\) takes the data as bytes, got 'ab'"):
+        list(splits("ab"))  # type: ignore[arg-type]
 
 
 def test_check_framing_passes_a_good_framing_and_names_a_bad_one() -> None:
@@ -258,7 +262,18 @@ def test_check_framing_passes_a_good_framing_and_names_a_bad_one() -> None:
     with pytest.raises(IncompleteMessage, match=r"leaves bytes .*\n  leftover:  'b'"):
         check_framing(Lines(), b"a\nb")
     assert check_framing(Lines(), b"a\nb", eof=False) == [b"a"]
-    assert check_framing(Lines(), memoryview(b"a\n")) == [b"a"]  # type: ignore[arg-type]
+    assert check_framing(Lines(), memoryview(b"a\n")) == [b"a"]
+    # A generator of expected messages is read once; a framing's own error stays itself.
+    assert check_framing(Lines(), b"a\nb\n", (m for m in [b"a", b"b"])) == [b"a", b"b"]
+    with pytest.raises(FramingError):
+        check_framing(LengthPrefixed(1, max_length=3), b"\x09abc", [b"abc"])
+    with pytest.raises(IncompleteMessage):
+        check_framing(Lines(), b"a\nb", [b"a"])
+
+
+def test_check_framing_takes_eof_as_a_bool() -> None:
+    with pytest.raises(ScriptError, match=r"eof=\.\.\.\) takes True or False, got 'no'"):
+        check_framing(Lines(), b"a\n", eof="no")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -269,6 +284,7 @@ def test_check_framing_passes_a_good_framing_and_names_a_bad_one() -> None:
         (Raw(), b"a", None, "needs a framing that cuts messages; Raw() is a stream"),
         (Lines(), "a\n", None, "takes the data as bytes, got 'a\\n'"),
         (Lines(), b"ab\n", b"ab", "takes a sequence of messages (bytes), got b'ab'"),
+        (Lines(), b"ab\n", ["ab"], "takes a sequence of messages (bytes), got ['ab']"),
     ],
 )
 def test_check_framing_says_what_is_wrong_with_its_arguments(

@@ -124,11 +124,15 @@ class Call(NamedTuple):
 
 
 class Await(NamedTuple):
-    """Await what a reply callable returned, then report it with ``Conversation.awaited``."""
+    """Await what a reply callable returned, then report it with ``Conversation.awaited``.
+
+    ``writable``: the connection could still be written when the rule matched (a later
+    ``.half_close()`` of the same rule comes after this reply, in the order written)."""
 
     awaitable: Awaitable[object]
     rule: Rule
     name: str
+    writable: bool = True
 
 
 Action: TypeAlias = Write | Wait | Close | HalfClose | Reset | Hold | Await | Stop | Later | Call

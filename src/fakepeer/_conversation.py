@@ -237,8 +237,13 @@ class Conversation:
             actions = _failing.fail(self, data, record, at)
         elif data is None:
             actions = []
+        elif record.problem is not None:  # the peer writes nothing more to a failed connection
+            note = "(not sent: the connection failed before the reply was ready)"
+            self.event(at, record, "dropped", data, note)
+            actions = []
         else:
-            actions = _replying.write(self, action.rule, record, data, at)
+            writable = action.writable
+            actions = _replying.write(self, action.rule, record, data, at, writable=writable)
         return self.faulty(record, actions, at)
 
     def fail(

@@ -13,19 +13,15 @@ import contextlib
 import threading
 from collections.abc import Iterator
 
-from . import _assertions, _hosting
+from . import _hosting
 from ._connection import Connection
 from ._conversation import Conversation
 from ._errors import (
-    ConversationError,
     Error,
     HubBlocked,
     IncompleteMessage,
-    ScriptError,
-    UnexpectedData,
     UnmetExpectations,
 )
-from ._matchers import as_matcher
 from ._transcript import Transcript
 
 __all__ = ["Inspection"]
@@ -195,41 +191,6 @@ class Inspection:
         """True once every ``expect`` was met (a proxy has none: always)."""
         with _reading(self._lock, self._conversation):
             return self._conversation.done
-
-    # -- assertions ----------------------------------------------------------------------------
-
-    def _assertion(self, diagnosis: str | None) -> None:
-        __tracebackhide__ = True
-        if diagnosis is not None:
-            raise ConversationError(diagnosis).with_transcript(self.render_transcript())
-
-    def assert_received(self, matcher: object, *, times: int | None = None) -> None:
-        """Fail unless the client sent a message matching ``matcher`` (exactly ``times``
-        times, if given), on any connection."""
-        __tracebackhide__ = True
-        if times is not None and (isinstance(times, bool) or not isinstance(times, int)):
-            raise ScriptError(f"assert_received(times=...) takes a whole number, got {times!r}")
-        built = as_matcher(matcher)
-        self._assertion(_assertions.received(built, self.received, times))
-
-    def assert_received_in_order(self, *matchers: object) -> None:
-        """Fail unless messages matching ``matchers`` arrived in this order (other messages
-        may come between them)."""
-        __tracebackhide__ = True
-        if not matchers:
-            raise ScriptError("assert_received_in_order() needs at least one matcher")
-        built = [as_matcher(matcher) for matcher in matchers]
-        self._assertion(_assertions.received_in_order(built, self.received))
-
-    def assert_no_unmatched(self) -> None:
-        """Fail if any message matched no rule but ``otherwise()`` (or none at all)."""
-        __tracebackhide__ = True
-        with _reading(self._lock, self._conversation):
-            unanswered = list(self._conversation.unmatched)
-            unexpected = sum(
-                1 for problem in self._conversation.problems if isinstance(problem, UnexpectedData)
-            )
-        self._assertion(_assertions.unmatched(unanswered, unexpected))
 
     # -- for failure reports (the pytest plugin's, or a test runner's of your own) -------------
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 
+from . import _assertions
 from ._conversation import Conversation
-from ._errors import ScriptError
+from ._errors import ConversationError, ScriptError, UnexpectedData
 from ._framing import Framing
 from ._host import Host
+from ._inspection import _reading
 from ._matchers import ANY, Exact, as_matcher
 from ._runtime import MAX_SEND_BUFFER
 from ._script import HandlerFunction, Rule, Script, caller_location
@@ -183,3 +185,38 @@ class FakePeer(Host, _Scripting):
                 )
             script = self._conversation.script_for(number)
         return ConnectionScript(self, number, script)
+
+    # -- assertions ----------------------------------------------------------------------------
+
+    def _assertion(self, diagnosis: str | None) -> None:
+        __tracebackhide__ = True
+        if diagnosis is not None:
+            raise ConversationError(diagnosis).with_transcript(self.render_transcript())
+
+    def assert_received(self, matcher: object, *, times: int | None = None) -> None:
+        """Fail unless the client sent a message matching ``matcher`` (exactly ``times``
+        times, if given), on any connection."""
+        __tracebackhide__ = True
+        if times is not None and (isinstance(times, bool) or not isinstance(times, int)):
+            raise ScriptError(f"assert_received(times=...) takes a whole number, got {times!r}")
+        built = as_matcher(matcher)
+        self._assertion(_assertions.received(built, self.received, times))
+
+    def assert_received_in_order(self, *matchers: object) -> None:
+        """Fail unless messages matching ``matchers`` arrived in this order (other messages
+        may come between them)."""
+        __tracebackhide__ = True
+        if not matchers:
+            raise ScriptError("assert_received_in_order() needs at least one matcher")
+        built = [as_matcher(matcher) for matcher in matchers]
+        self._assertion(_assertions.received_in_order(built, self.received))
+
+    def assert_no_unmatched(self) -> None:
+        """Fail if any message matched no rule but ``otherwise()`` (or none at all)."""
+        __tracebackhide__ = True
+        with _reading(self._lock, self._conversation):
+            unanswered = list(self._conversation.unmatched)
+            unexpected = sum(
+                1 for problem in self._conversation.problems if isinstance(problem, UnexpectedData)
+            )
+        self._assertion(_assertions.unmatched(unanswered, unexpected))

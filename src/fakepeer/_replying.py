@@ -52,7 +52,7 @@ def steps(
         name = getattr(step.function, "__qualname__", repr(step.function))
         data, error = yield Call(step.function, value, step.wants_connection)
         if error is None and inspect.isawaitable(data):
-            actions.append(Await(data, rule, name))
+            actions.append(Await(data, rule, name, record.phase is not _HALF_CLOSED))
         else:
             data = check_reply(rule, name, record, data, error)
             if isinstance(data, Error):
@@ -122,10 +122,17 @@ def _goto(convo: Conversation, step: Goto, record: ConnectionRecord, at: float) 
 
 
 def write(
-    convo: Conversation, rule: Rule, record: ConnectionRecord, data: bytes, at: float
+    convo: Conversation,
+    rule: Rule,
+    record: ConnectionRecord,
+    data: bytes,
+    at: float,
+    *,
+    writable: bool = False,
 ) -> list[Action]:
-    """``rule`` writes ``data`` on ``record``: the framed bytes, or the problem it is."""
-    if record.phase is _HALF_CLOSED:
+    """``rule`` writes ``data`` on ``record``: the framed bytes, or the problem it is
+    (``writable``: the write was due before a half-close, whatever the phase now)."""
+    if record.phase is _HALF_CLOSED and not writable:
         problem = ScriptError(
             f"{rule.describe()} writes on connection #{record.id}, but an "
             "earlier rule half-closed it with .half_close(): the peer can no "

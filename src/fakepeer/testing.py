@@ -23,7 +23,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 from ._actions import Action, Call, Close, HalfClose, Hold, Later, Push, Reset, Stop, Write
 from ._connection import Connection
@@ -219,9 +219,14 @@ class Rehearsal:
         return written
 
 
-def splits(data: bytes) -> Iterable[list[bytes]]:
-    """Ways to cut ``data`` into segments, as TCP may deliver it: whole, byte by byte, and
-    in two at every point."""
+def splits(data: bytes | bytearray | memoryview) -> Iterable[list[bytes]]:
+    """Ways to cut ``data`` (bytes, or a bytes-like object) into segments, as TCP may
+    deliver it: whole, byte by byte, and in two at every point. No data: no segment.
+    :class:`~fakepeer.ScriptError` for anything but bytes."""
+    data = _as_bytes(data, "splits()")
+    if not data:
+        yield []
+        return
     yield [data]
     if len(data) > 1:
         yield [data[i : i + 1] for i in range(len(data))]
@@ -230,14 +235,18 @@ def splits(data: bytes) -> Iterable[list[bytes]]:
 
 
 def check_framing(
-    framing: Framing, data: bytes, expected: Sequence[bytes] | None = None, *, eof: bool = True
+    framing: Framing,
+    data: bytes | bytearray | memoryview,
+    expected: Iterable[bytes] | None = None,
+    *,
+    eof: bool = True,
 ) -> list[bytes]:
     """The messages ``framing`` cuts from ``data`` (bytes), checked to be the same however
-    the bytes are split (see :func:`splits`), and equal to ``expected`` (a sequence of
-    bytes) if given. ``eof``: the client closes after ``data``; a framing may then yield a
-    last message, and bytes left over that form no whole message are what a served peer
-    reports as an :class:`~fakepeer.IncompleteMessage` (raised here too). With ``eof`` false,
-    bytes may be left over (a message still on its way).
+    the bytes are split (see :func:`splits`), and equal to ``expected`` (messages as bytes:
+    a list, a tuple, any iterable) if given. ``eof``: the client closes after ``data``; a
+    framing may then yield a last message, and bytes left over that form no whole message
+    are what a served peer reports as an :class:`~fakepeer.IncompleteMessage` (raised here
+    too). With ``eof`` false, bytes may be left over (a message still on its way).
 
     Raises ``AssertionError`` naming the first split that differs: a framing bug;
     :class:`~fakepeer.FramingError` if the framing refuses ``data`` (however it is split);
@@ -250,25 +259,24 @@ def check_framing(
         raise ScriptError(
             f"check_framing() needs a framing that cuts messages; {framing!r} is a stream"
         )
-    if isinstance(data, bytearray | memoryview):
-        data = bytes(data)
-    if not isinstance(data, bytes):
-        raise ScriptError(f"check_framing() takes the data as bytes, got {data!r}")
-    if expected is not None and (
-        isinstance(expected, bytes | str) or not all(isinstance(m, bytes) for m in expected)
-    ):
-        raise ScriptError(
-            f"check_framing(expected=...) takes a sequence of messages (bytes), got {expected!r}"
-        )
+    data = _as_bytes(data, "check_framing()")
+    if not isinstance(eof, bool):
+        raise ScriptError(f"check_framing(eof=...) takes True or False, got {eof!r}")
+    wanted: list[bytes] | None = None
+    if expected is not None:
+        wanted = [] if isinstance(expected, bytes | str) else list(expected)
+        if isinstance(expected, bytes | str) or not all(isinstance(m, bytes) for m in wanted):
+            raise ScriptError(
+                "check_framing(expected=...) takes a sequence of messages (bytes), "
+                f"got {expected!r}"
+            )
     reference: list[bytes] | Error | None = None
     for segments in splits(data):
         got = _frame(framing, segments, eof)
         if reference is None:
             reference = got
-            if expected is not None and got != list(expected):
-                raise AssertionError(
-                    f"{framing!r} cut {got!r} from {data!r}, expected {list(expected)!r}"
-                )
+            if wanted is not None and not isinstance(got, Error) and got != wanted:
+                raise AssertionError(f"{framing!r} cut {got!r} from {data!r}, expected {wanted!r}")
         elif _differs(got, reference):
             raise AssertionError(
                 f"{framing!r} depends on how the bytes are split: {reference!r} from "
@@ -277,6 +285,14 @@ def check_framing(
     if isinstance(reference, Error):
         raise reference
     return list(reference or [])
+
+
+def _as_bytes(data: object, what: str) -> bytes:
+    if isinstance(data, bytearray | memoryview):
+        return bytes(data)
+    if not isinstance(data, bytes):
+        raise ScriptError(f"{what} takes the data as bytes, got {data!r}")
+    return data
 
 
 def _frame(framing: Framing, segments: Iterable[bytes], eof: bool) -> list[bytes] | Error:
