@@ -345,3 +345,38 @@ def test_the_architecture_page_names_every_module() -> None:
     modules = {path.stem for path in (root / "src" / "fakepeer").glob("*.py")}
     named = {name for name in modules if f"`{name}`" in table or f"`fakepeer.{name}`" in table}
     assert sorted(modules - named - {"__init__", "__main__"}) == []
+
+
+def test_modules_stay_small() -> None:
+    """No module of the package over about 500 lines (issue 13): a module that grows past
+    it has two concerns waiting to be told apart."""
+    root = Path(__file__).parent.parent / "src" / "fakepeer"
+    sizes = {path.name: len(path.read_text().splitlines()) for path in root.glob("*.py")}
+    assert {name: size for name, size in sizes.items() if size > 540} == {}
+
+
+# -- errors are never changed once raised --------------------------------------------------------
+
+
+def test_what_a_test_sees_is_a_copy_and_the_record_stays_as_found() -> None:
+    peer = FakePeer(framing=Lines())
+    peer.expect(b"PING")
+    rehearsal = Rehearsal(peer)
+    client = rehearsal.connect()
+    rehearsal.send(client, b"who?\n")
+    recorded = peer._conversation.problems[0]
+    first, second = peer.problem(), peer.problem()
+    assert isinstance(first, UnexpectedData)
+    assert first is not recorded
+    assert second is not first
+    assert type(second) is type(recorded)
+    assert first.diagnosis == recorded.diagnosis == second.diagnosis
+    assert isinstance(recorded, UnexpectedData)
+    assert first.received == recorded.received == b"who?"
+    assert "#1 unexpected" in first.transcript
+    assert recorded.transcript == ""  # the record was never given the report's transcript
+    assert recorded.others == ()
+    with pytest.raises(UnexpectedData) as raised:
+        rehearsal.verify()
+    assert raised.value is not recorded
+    assert recorded.__traceback__ is None  # raising a copy leaves the record untouched
