@@ -234,6 +234,25 @@ def test_async_reply_callable_that_raises_fails_the_test() -> None:
         assert c.call(b"GET") == b""
 
 
+def test_a_reply_callable_runs_between_two_events_of_the_core() -> None:
+    """The core never runs user code: the event stops at the callable (waiting for its
+    outcome), so a push from it is an event of its own, not one in the middle of another."""
+    peer = FakePeer(framing=Lines())
+    waiting: list[bool] = []
+
+    def reply(message: bytes, connection: Connection) -> bytes:
+        record = peer._conversation.connections[connection.id - 1]
+        waiting.append(record.suspended is not None)  # the event returned, a Call pending
+        connection.send(b"pushed")
+        return b"reply"
+
+    peer.always(b"x").reply(reply)
+    with peer.serve(), client(peer.address) as c:
+        assert c.call(b"x") == b"pushed\n"
+        assert c.read() == b"reply\n"
+    assert waiting == [True]
+
+
 def test_an_async_reply_comes_before_the_half_close_written_after_it() -> None:
     async def answer(message: bytes) -> bytes:
         return b"A"
