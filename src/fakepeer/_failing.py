@@ -31,6 +31,7 @@ __all__ = [
 
 
 def unanswered(convo: Conversation, record: ConnectionRecord, data: bytes, at: float) -> None:
+    """``data`` came on ``record`` after it stopped answering: recorded, not answered."""
     why = record.why_not_answering()
     convo.event(at, record, "received", data, f"(not answered: connection {why})")
     record.received.append(data)
@@ -56,6 +57,7 @@ def incomplete(convo: Conversation, record: ConnectionRecord, how: str, at: floa
 
 
 def over_limit(convo: Conversation, record: ConnectionRecord, at: float) -> list[Action]:
+    """``record`` holds more than the framing's limit without a whole message: it fails."""
     buffer = record.buffer
     problem = FramingError(
         f"connection #{record.id}: the client sent {len(buffer)} bytes without "
@@ -91,6 +93,8 @@ def framing_failed(
 
 
 def unexpected(convo: Conversation, record: ConnectionRecord, data: bytes) -> Error:
+    """The failure for ``data``, which no rule of ``record``'s script took (its words:
+    :func:`fakepeer._explain.unexpected`)."""
     script = record.script
     met = len(script.expectations)
     return _explain.unexpected(
