@@ -61,7 +61,9 @@ def greet(convo: Conversation, record: ConnectionRecord, at: float) -> Steps:
 
 
 def received(convo: Conversation, record: ConnectionRecord, data: bytes, at: float) -> Steps:
-    """``data`` arrived on ``record``: the messages it completes, answered."""
+    """``data`` arrived on ``record``, a stream (:class:`~fakepeer.Raw`), a handler's
+    connection or one no longer answered: matched, buffered or recorded. A framed connection
+    the script answers takes :func:`received_framed`."""
     buffer = record.buffer
     before = len(buffer)
     if not before:  # so far as is known before a reply callable runs (it may not return)
@@ -178,14 +180,8 @@ def _receive(convo: Conversation, record: ConnectionRecord, data: bytes, at: flo
                 return _failing.check_handled(convo, record, at)
             return []
         return (yield from _match_stream(convo, record, at))
-    try:
-        messages = convo.decoder(record).feed(buffer, data)
-    except FramingError as problem:
-        return _failing.framing_failed(convo, problem, record, at)
-    actions = yield from _dispatch_all(convo, record, messages, at)
-    if len(buffer) > convo.limit and not record.failed:
-        actions += _failing.over_limit(convo, record, at)
-    return actions
+    # A framed connection the script answers takes received_framed, never this way.
+    raise AssertionError(f"connection #{record.id}: framed bytes on the stream path")
 
 
 def _dispatch_all(
