@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 from . import _assertions
@@ -142,6 +143,7 @@ class FakePeer(Host, _Scripting):
         name: str = "fake peer",
         host: str = "127.0.0.1",
         port: int = 0,
+        unix: bool | str | os.PathLike[str] | None = None,
         timeout: float = 5.0,
         seed: int | None = None,
         external: bool = False,
@@ -154,6 +156,7 @@ class FakePeer(Host, _Scripting):
             name=name,
             host=host,
             port=port,
+            unix=unix,
             timeout=timeout,
             seed=seed,
             external=external,
@@ -163,7 +166,7 @@ class FakePeer(Host, _Scripting):
 
     def __repr__(self) -> str:
         serving = self._state in ("listening", "serving")
-        where = f" on {self._host}:{self._port}" if serving else ""
+        where = f" on {self._where_text()}" if serving else ""
         return f"<FakePeer {self.name!r} {self._state}{where} framing={self.framing!r}>"
 
     # -- the script --------------------------------------------------------------------------
