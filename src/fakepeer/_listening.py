@@ -2,10 +2,11 @@
 makes the listening sockets when it serves, :func:`release` removes what it made on disk.
 
 TCP: ``host`` is a literal address (``127.0.0.1``, ``::1``, ``[::1]``) or a name
-(``localhost``), which listens on every address the name resolves to (IPv4 first), on one
-port: the first address is bound with ``port`` (0: the OS chooses), the others with the port
-it got, so a client that resolves the name to any of them is served. An address of a name
-the machine cannot bind (``::1`` with IPv6 off) is left out; a literal one is an error.
+(``localhost``), which listens on every address the name resolves to (IPv4 first; for
+``localhost``, both ``127.0.0.1`` and ``::1`` whatever the hosts file says), on one port:
+the first address is bound with ``port`` (0: the OS chooses), the others with the port it
+got, so a client that resolves the name to any of them is served. An address of a name the
+machine cannot bind (``::1`` with IPv6 off) is left out; a literal one is an error.
 
 Unix: ``unix=True`` listens on a fresh path in a private directory (made with
 :mod:`tempfile`, removed with the directory at the end); ``unix=PATH`` on that path, the
@@ -114,7 +115,9 @@ def check_host(
     :class:`~fakepeer.ScriptError` if it is empty, not a string, cannot be resolved, or is
     not loopback without ``external``.
 
-    A name (``localhost``) is resolved now, to every address it has (IPv4 first). A wildcard
+    A name is resolved now, to every address it has (IPv4 first); ``localhost`` is both
+    ``127.0.0.1`` and ``::1`` whatever the hosts file says (clients differ in which they
+    try first). A wildcard
     (``0.0.0.0``, ``::``) or another interface's address listens beyond loopback: other hosts
     can reach the peer, which needs ``external=True`` said out loud.
     """
@@ -149,8 +152,10 @@ def _resolve(host: str, owner: str) -> list[ipaddress.IPv4Address | ipaddress.IP
     except socket.gaierror as exc:
         raise ScriptError(f"{owner}(host={host!r}): cannot resolve it: {exc}") from None
     found: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+    if host.lower().rstrip(".") == "localhost":  # either loopback, whatever the hosts file
+        addresses += [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")]
+    for address in addresses:
         if address not in found:
             found.append(address)
     return sorted(found, key=lambda address: address.version)  # IPv4 first, else in order
@@ -254,7 +259,7 @@ def _clear(where: Where, path: str) -> None:
 
 def _failed(where: Where, host: str, port: int | None, exc: OSError) -> ScriptError:
     address = host if port is None else describe(((host, port),))
-    reason = exc.strerror or str(exc)
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
     return ScriptError(f"{where.owner}({where.spelled}): cannot listen on {address}: {reason}")
 
 
