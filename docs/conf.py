@@ -65,6 +65,7 @@ EXTERNAL_MODULES = (
     "enum",
     "pytest",
     "_pytest",
+    "os",
     "re",
     "signal",
     "socket",

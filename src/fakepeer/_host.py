@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import random
 import threading
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
-from . import _hosting
+from . import _hosting, _listening
 from ._connection import Connection
 from ._conversation import Conversation
 from ._errors import (
@@ -63,6 +64,7 @@ class Host(Inspection):
         name: str = "fake peer",
         host: str = "127.0.0.1",
         port: int = 0,
+        unix: bool | str | os.PathLike[str] | None = None,
         timeout: float = 5.0,
         seed: int | None = None,
         external: bool = False,
@@ -72,9 +74,10 @@ class Host(Inspection):
         self.framing: Framing = check_framing(framing)
         self.name = name
         owner = type(self).__name__
-        self._host = _hosting.check_host(host, external=external, owner=owner)
+        self._where = _listening.where(host, port, unix, external=external, owner=owner)
         self.external = external
-        self._port = port
+        #: Every address listened on, once bound (``(host, port)`` or a Unix socket's path).
+        self._addresses: tuple[tuple[str, int] | str, ...] = ()
         if (
             isinstance(max_send_buffer, bool)
             or not isinstance(max_send_buffer, int)
@@ -142,8 +145,7 @@ class Host(Inspection):
             self._conversation,
             self._lock,
             changed,
-            self._host,
-            self._port,
+            self._where,
             timeout=self.timeout,
             max_send_buffer=self.max_send_buffer,
             handles=self._handles,
@@ -157,20 +159,18 @@ class Host(Inspection):
         self._claim()
         server = self._make_server()
         try:
-            server.listen()
+            self._addresses = server.listen()
         except BaseException:
             self._state = "stopped"
             raise
         self._server = server
-        self._host, self._port = server.address
         self._state = "listening"
         return server
 
     def _started(self, server: PeerServer) -> None:
         assert server.loop is not None
         self._server, self._loop = server, server.loop
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        address = f"{host}:{self._port}"
+        address = _listening.describe(self._addresses)
         if self.external:
             address += " (external=True: reachable beyond loopback)"
         self._conversation.started(address, clock())
@@ -192,6 +192,8 @@ class Host(Inspection):
             except HubBlocked as blocked:  # the verdict raises it, first, with the rest
                 # (no lock: the blocked hub holds it; its record is frozen now)
                 self._conversation.hub_blocked(blocked)
+            finally:
+                _listening.release(self._where)
 
     async def _start_in_loop(self) -> None:
         server = self._listen()
@@ -202,7 +204,10 @@ class Host(Inspection):
         server, self._server = self._server, None
         self._state = "stopped"
         if server is not None:
-            await _hosting.stop_in_loop(server, STOP_TIMEOUT)
+            try:
+                await _hosting.stop_in_loop(server, STOP_TIMEOUT)
+            finally:
+                _listening.release(self._where)
 
     def _settle(self) -> None:
         """Let the hub read what clients already sent before judging (hub-hosted peers)."""
@@ -229,13 +234,13 @@ class Host(Inspection):
             else:
                 server.refuse()
             return
-        sock = server.listen_again()
-        if sock is None:
+        socks = server.listen_again()
+        if socks is None:
             return
         if on_hub:
-            _hosting.call(server, server.accept_again(sock), "listen again")
+            _hosting.call(server, server.accept_again(socks), "listen again")
         else:  # in the serving loop itself: accepting starts on its next turn
-            task = loop.create_task(server.accept_again(sock))
+            task = loop.create_task(server.accept_again(socks))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
@@ -253,22 +258,40 @@ class Host(Inspection):
     # -- where --------------------------------------------------------------------------------
 
     @property
-    def address(self) -> tuple[str, int]:
-        """``(host, port)`` the peer listens on; for ``socket.create_connection(peer.address)``."""
+    def address(self) -> Any:
+        """Where the peer listens: ``(host, port)``, for
+        ``socket.create_connection(peer.address)`` (with ``host='localhost'``, the first of
+        the addresses it listens on: 127.0.0.1); for a ``unix=`` peer, the socket's path, a
+        :class:`str`, for ``sock.connect(peer.address)``. Typed :data:`~typing.Any` for
+        that reason."""
         self._require_serving("address")
-        return (self._host, self._port)
+        return self._addresses[0]
 
     @property
     def host(self) -> str:
-        """The host the peer listens on (``127.0.0.1`` unless set)."""
-        self._require_serving("host")
-        return self._host
+        """The host the peer listens on (``127.0.0.1`` unless set; with a name, the first
+        address it resolved to). :class:`RuntimeError` for a ``unix=`` peer."""
+        return self._tcp_address("host")[0]
 
     @property
     def port(self) -> int:
-        """The port the peer listens on (chosen by the OS)."""
-        self._require_serving("port")
-        return self._port
+        """The port the peer listens on (chosen by the OS unless set; one port for every
+        address of a name). :class:`RuntimeError` for a ``unix=`` peer."""
+        return self._tcp_address("port")[1]
+
+    def _tcp_address(self, what: str) -> tuple[str, int]:
+        self._require_serving(what)
+        address = self._addresses[0]
+        if isinstance(address, str):
+            raise RuntimeError(
+                f"peer.{what}: this peer listens on a Unix socket ({address}), which has no "
+                f"host or port; peer.address is its path"
+            )
+        return address
+
+    def _where_text(self) -> str:
+        """Where the peer listens, as its transcript says it ("" before it listens)."""
+        return _listening.describe(self._addresses)
 
     def _require_serving(self, what: str) -> None:
         if self._state not in ("listening", "serving", "stopped"):

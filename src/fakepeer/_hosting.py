@@ -31,13 +31,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import ipaddress
-import socket
 from collections.abc import Coroutine, Iterator
 from typing import Any, Final
 
 from ._diagnosis import Place
-from ._errors import HubBlocked, ScriptError
+from ._errors import HubBlocked
 from ._hub import hub
 from ._runtime import PeerServer, clock
 from ._stacks import sample as _sample
@@ -47,7 +45,6 @@ __all__ = [
     "attach_here",
     "attach_to_hub",
     "call",
-    "check_host",
     "settle",
     "stop",
     "stop_in_loop",
@@ -290,42 +287,3 @@ def _blocked(server: PeerServer, what: str) -> HubBlocked:
     if server.loop is not None:
         hub.give_up(server.loop, server.abort)
     return HubBlocked("\n".join(lines), where=where)
-
-
-# -- where to listen ---------------------------------------------------------------------------
-
-
-def check_host(host: object, *, external: bool, owner: str = "FakePeer") -> str:
-    """The literal address to listen on for ``host``; :class:`~fakepeer.ScriptError` if it
-    is empty, not a string, cannot be resolved, or is not loopback without ``external``.
-
-    A name (``localhost``) is resolved now, to its first address, so the peer listens on one
-    socket whose address ``peer.address`` is. A wildcard (``0.0.0.0``, ``::``) or another
-    interface's address listens beyond loopback: other hosts can reach the peer, which
-    needs ``external=True`` said out loud.
-    """
-    __tracebackhide__ = True
-    if not isinstance(host, str) or not host.strip():
-        raise ScriptError(
-            f"{owner}(host=...) takes the address to listen on, such as '127.0.0.1' or "
-            f"'::1'; got {host!r}. An empty host would listen on every interface: for that, "
-            f"say host='0.0.0.0' and external=True"
-        )
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        try:
-            infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise ScriptError(f"{owner}(host={host!r}): cannot resolve it: {exc}") from None
-        address = ipaddress.ip_address(str(infos[0][4][0]).split("%")[0])
-    if not address.is_loopback and not external:
-        what = "every interface" if address.is_unspecified else "a non-loopback address"
-        raise ScriptError(
-            f"{owner}(host={host!r}) listens on {what}, so other hosts could reach the "
-            f"peer; say external=True if that is meant (the default, '127.0.0.1', is "
-            f"loopback only)"
-        )
-    if not isinstance(external, bool):
-        raise ScriptError(f"{owner}(external=...) takes True or False, got {external!r}")
-    return str(address)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 from . import _assertions
@@ -113,7 +114,9 @@ class FakePeer(Host, _Scripting):
     ``host`` must be a loopback address (or a name that resolves to one, like
     ``localhost``), unless ``external=True`` says that listening beyond loopback (a wildcard
     such as ``0.0.0.0``, or another interface) is meant; an empty or ``None`` host is a
-    :class:`~fakepeer.ScriptError`. ``max_send_buffer`` (bytes, default 4 MiB) bounds what
+    :class:`~fakepeer.ScriptError`; so is an address that cannot be bound (in use, not of
+    this machine), raised when the peer starts to listen, naming the address and the
+    reason. ``max_send_buffer`` (bytes, default 4 MiB) bounds what
     may wait to be sent to one client: a push over it raises
     :class:`~fakepeer.ClientNotReading`; replies apply backpressure instead (the peer stops
     reading a client that does not read its replies). ``transcript_budget`` (bytes per
@@ -125,8 +128,18 @@ class FakePeer(Host, _Scripting):
     - ``framing``: how the client's bytes are cut into messages; ``None`` means
       :class:`~fakepeer.Raw`.
     - ``name``: shown in transcripts and failure reports.
-    - ``host``, ``port``: where to listen; port 0 lets the OS choose a free port. A name
-      such as ``localhost`` is resolved once, to its first address.
+    - ``host``, ``port``: where to listen; port 0 lets the OS choose a free port. ``host``
+      is a literal address (``'::1'`` and ``'[::1]'`` alike) or a name, resolved once: the
+      peer listens on every address of the name on one port (for ``localhost``, on
+      ``127.0.0.1`` and ``::1`` whatever the hosts file says; ``::1`` is left out if the
+      machine has no IPv6), and :attr:`address` is the first.
+    - ``unix``: ``True`` listens on a Unix domain socket at a fresh path in a private
+      temporary directory (removed with it when the peer stops); a path (``str`` or
+      ``os.PathLike``) listens there, the socket file removed when the peer stops (a file
+      there that is not a socket, or a socket a server listens on, is a
+      :class:`~fakepeer.ScriptError`). :attr:`address` is then the path (a ``str``), and
+      :attr:`host` and :attr:`port` raise :class:`RuntimeError`. Giving ``unix`` with
+      ``host``, ``port`` or ``external=True`` is a :class:`~fakepeer.ScriptError`.
     - ``external``: ``True`` allows a wildcard or another interface's address; the
       transcript's first line then says ``(external=True: reachable beyond loopback)``.
     - ``timeout``: seconds, as above.
@@ -142,6 +155,7 @@ class FakePeer(Host, _Scripting):
         name: str = "fake peer",
         host: str = "127.0.0.1",
         port: int = 0,
+        unix: bool | str | os.PathLike[str] | None = None,
         timeout: float = 5.0,
         seed: int | None = None,
         external: bool = False,
@@ -154,6 +168,7 @@ class FakePeer(Host, _Scripting):
             name=name,
             host=host,
             port=port,
+            unix=unix,
             timeout=timeout,
             seed=seed,
             external=external,
@@ -163,7 +178,7 @@ class FakePeer(Host, _Scripting):
 
     def __repr__(self) -> str:
         serving = self._state in ("listening", "serving")
-        where = f" on {self._host}:{self._port}" if serving else ""
+        where = f" on {self._where_text()}" if serving else ""
         return f"<FakePeer {self.name!r} {self._state}{where} framing={self.framing!r}>"
 
     # -- the script --------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import struct
 from typing import TYPE_CHECKING, Final, cast
@@ -66,6 +67,8 @@ def _format_address(address: object) -> str:
     if isinstance(address, tuple) and len(address) >= 2:
         host, port = address[0], address[1]
         return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    if isinstance(address, str | bytes):  # a Unix socket client: usually unnamed
+        return os.fsdecode(address) or "unix socket client"
     return str(address) if address else "?"
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
+import os
 import select
 import socket
 import threading
@@ -23,6 +24,7 @@ from typing import Final
 from ._connection import Connection
 from ._conversation import Conversation
 from ._errors import ConversationError
+from ._listening import Where, bind
 from ._peerprotocol import _SENDING, _UPSTREAM, _PeerProtocol
 from ._state import ConnectionRecord
 from ._steps import clock
@@ -55,8 +57,7 @@ class PeerServer:
         conversation: Conversation,
         lock: threading.RLock,
         changed: Callable[[], None],
-        host: str,
-        port: int,
+        where: Where,
         *,
         timeout: float = 5.0,
         backlog: int = BACKLOG,
@@ -68,14 +69,13 @@ class PeerServer:
         self.loop: asyncio.AbstractEventLoop | None = None  # set by attach()
         self.lock = lock
         self.changed = changed
-        self.host = host
-        self.port = port
+        self.where = where
         self.backlog = backlog
         self.max_send_buffer = max_send_buffer
         self.protocols: set[_PeerProtocol] = set()
         # the user's handles, in order of arrival (the peer's list: it outlives the server)
         self.handles: list[Connection] = [] if handles is None else handles
-        self.listener: socket.socket | None = None
+        self.listeners: list[socket.socket] = []  # one per address; none when not listening
         self.adopting: set[asyncio.Task[None]] = set()  # tasks making accepted connections
         self.unmade = 0  # connections accepted whose connection_made has not run yet
         self.background: set[asyncio.Task[None]] = set()  # a stop nobody waits for
@@ -86,29 +86,30 @@ class PeerServer:
         self.refusing = False
         self.progress = 0.0
         self._drained: asyncio.Future[None] | None = None
-        self.address: tuple[str, int] = (host, port)
+        #: Every address listened on (``(host, port)`` or a Unix socket's path), once bound.
+        self.addresses: tuple[tuple[str, int] | str, ...] = ()
 
     # -- listening ---------------------------------------------------------------------------
 
-    def listen(self) -> tuple[str, int]:
-        """Bind and listen now, in the calling thread; return the bound ``(host, port)``.
+    def listen(self) -> tuple[tuple[str, int] | str, ...]:
+        """Bind and listen now, in the calling thread; return the bound addresses (see
+        :mod:`~fakepeer._listening`: :class:`~fakepeer.ScriptError` if it cannot).
 
         Clients can connect from here on: the kernel queues them until :meth:`attach`.
         """
-        self.listener = _listening_socket((self.host, self.port), self.backlog)
-        sockname = self.listener.getsockname()
-        self.address = (str(sockname[0]), int(sockname[1]))
-        return self.address
+        self.listeners = bind(self.where, self.backlog)
+        self.addresses = tuple(_bound(sock) for sock in self.listeners)
+        return self.addresses
 
     def attach(self) -> None:
         """On the serving loop: accept the connections of the listening socket."""
         loop = self.loop
         assert loop is not None
         with self.lock:
-            listener = self.listener
-            if listener is None or self.closed:  # stopped before the loop got to it
+            if not self.listeners or self.closed:  # stopped before the loop got to it
                 return
-            loop.add_reader(listener.fileno(), self._accept)
+            for listener in self.listeners:
+                loop.add_reader(listener.fileno(), self._accept)
         self._accept()  # some may be queued already
 
     def _accept(self) -> None:
@@ -116,28 +117,31 @@ class PeerServer:
         that a thread holding the lock sees every accepted socket in ``unmade`` or
         ``protocols``."""
         with self.lock:
-            listener = self.listener
-            if listener is None or self.closed:
-                return
-            for _ in range(self.backlog):
-                try:
-                    sock, _address = listener.accept()
-                except (BlockingIOError, InterruptedError):
+            for listener in self.listeners:
+                if self.closed or not self._accept_from(listener):
                     return
-                except ConnectionAbortedError:
-                    continue  # the client gave up before we got to it
-                except OSError as exc:  # out of file descriptors, say: try again soon
-                    self._accept_failed(exc)
-                    return
-                self._adopt(sock)
+
+    def _accept_from(self, listener: socket.socket) -> bool:
+        """Accept what ``listener`` has queued; False if accepting failed (retried soon)."""
+        for _ in range(self.backlog):
+            try:
+                sock, _address = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return True
+            except ConnectionAbortedError:
+                continue  # the client gave up before we got to it
+            except OSError as exc:  # out of file descriptors, say: try again soon
+                self._accept_failed(exc)
+                return False
+            self._adopt(sock)
+        return True
 
     def _accept_failed(self, exc: OSError) -> None:
         loop = self.loop
-        listener = self.listener
         assert loop is not None
-        assert listener is not None
         self.conversation.note_peer(clock(), "error", f"accept() failed: {exc}; retrying")
-        loop.remove_reader(listener.fileno())
+        for listener in self.listeners:
+            loop.remove_reader(listener.fileno())
         loop.call_later(0.1, self.attach)
 
     def _adopt(self, sock: socket.socket) -> None:
@@ -172,35 +176,35 @@ class PeerServer:
     def _close_listener(self) -> None:
         """Stop listening (on the loop): clients connecting from now on are refused."""
         with self.lock:
-            listener, self.listener = self.listener, None
-        if listener is None:
-            return
-        if self.loop is not None and not self.loop.is_closed():
-            self.loop.remove_reader(listener.fileno())
-        listener.close()
+            listeners, self.listeners = self.listeners, []
+        for listener in listeners:
+            if self.loop is not None and not self.loop.is_closed():
+                self.loop.remove_reader(listener.fileno())
+            listener.close()
 
     def refuse(self) -> None:
         """Stop listening (new connections are refused); open ones go on. On the loop."""
-        if self.listener is not None and not self.refusing:
+        if self.listeners and not self.refusing:
             self.refusing = True
             self._close_listener()
 
-    def listen_again(self) -> socket.socket | None:
-        """After :meth:`refuse`: a socket listening on the same address again, at once
-        (clients can connect from now on); :meth:`accept_again` then serves it."""
-        with self.lock:  # a stop in another thread closes it, or sees it closed
+    def listen_again(self) -> list[socket.socket] | None:
+        """After :meth:`refuse`: sockets listening on the same addresses again, at once
+        (clients can connect from now on); :meth:`accept_again` then serves them."""
+        with self.lock:  # a stop in another thread closes them, or sees them closed
             if not self.refusing or self.draining or self.closed:
                 return None
-            self.listener = _listening_socket(self.address, self.backlog)
-            return self.listener
+            self.listeners = bind(self.where, self.backlog)
+            return self.listeners
 
-    async def accept_again(self, sock: socket.socket) -> None:
-        """Serve the connections of ``sock``, from :meth:`listen_again`."""
-        if self.draining or self.closed or self.listener is not sock:
-            if self.listener is sock:
+    async def accept_again(self, socks: list[socket.socket]) -> None:
+        """Serve the connections of ``socks``, from :meth:`listen_again`."""
+        if self.draining or self.closed or self.listeners is not socks:
+            if self.listeners is socks:
                 self._close_listener()
             else:
-                sock.close()
+                for sock in socks:
+                    sock.close()
             return
         self.refusing = False
         self.attach()
@@ -212,8 +216,7 @@ class PeerServer:
     def stop_listening(self) -> None:
         """From any thread: the listening socket stops listening at once (clients connecting
         now are refused), its descriptor kept until the loop closes it (Linux)."""
-        listener = self.listener
-        if listener is not None:
+        for listener in list(self.listeners):
             with contextlib.suppress(OSError):
                 listener.shutdown(socket.SHUT_RDWR)
 
@@ -234,8 +237,8 @@ class PeerServer:
         its way); see :meth:`quiet`."""
         if self.unmade:
             return _READABLE
-        listener = self.listener
-        if listener is not None and not self.refusing and _readable([listener.fileno()]):
+        listeners = self.listeners
+        if listeners and not self.refusing and _readable([sock.fileno() for sock in listeners]):
             return _READABLE
         waiting: dict[int, _PeerProtocol] = {}
         for protocol in self.protocols:
@@ -323,14 +326,15 @@ class PeerServer:
         self.progress = clock()
         self.draining = True  # from here on, no listening again (a refuse fault removed)
         with self.lock:
-            listener = self.listener
-            if listener is not None:
+            listeners = self.listeners
+            for listener in listeners:
                 loop.remove_reader(listener.fileno())
-                while self.listener is not None and _readable([listener.fileno()]):
-                    before = len(self.adopting)
-                    self._accept()
-                    if len(self.adopting) == before:
-                        break
+            fds = [listener.fileno() for listener in listeners]
+            while self.listeners and _readable(fds):
+                before = len(self.adopting)
+                self._accept()
+                if len(self.adopting) == before:
+                    break
             self._close_listener()
             for protocol in list(self.protocols):  # backpressure must not hide what was sent
                 protocol._resume(_SENDING | _UPSTREAM)
@@ -385,12 +389,12 @@ _READABLE: Final = "readable"
 _IN_FLIGHT: Final = "in flight"
 
 
-def _listening_socket(address: tuple[str, int], backlog: int) -> socket.socket:
-    """A non-blocking TCP socket listening on ``address`` (a literal IPv4 or IPv6 host)."""
-    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-    sock = socket.create_server(address, family=family, backlog=backlog)
-    sock.setblocking(False)
-    return sock
+def _bound(sock: socket.socket) -> tuple[str, int] | str:
+    """The address ``sock`` listens on: ``(host, port)``, or a Unix socket's path."""
+    name = sock.getsockname()
+    if isinstance(name, str | bytes):
+        return os.fsdecode(name)
+    return (str(name[0]), int(name[1]))
 
 
 def _readable(fds: list[int]) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import os
 import random
 from collections.abc import Mapping
 from typing import Final, Protocol
@@ -127,7 +128,7 @@ OPTIONS: Final = (
 
 #: The markers, as ``pytest --markers`` shows them.
 MARKERS: Final = (
-    "fakepeer(framing=None, name='fake peer', host='127.0.0.1', port=0, timeout=5.0, "
+    "fakepeer(framing=None, name='fake peer', host='127.0.0.1', port=0, unix=None, timeout=5.0, "
     "external=False, max_send_buffer=4194304, transcript_budget=65536, serve_in='hub'): "
     "options of the fake_peer fixture for this test",
     "loop_watchdog(seconds): the loop watchdog's limit for this test (0 turns it off)",
@@ -181,6 +182,7 @@ class PeerOptions:
     name: str = "fake peer"
     host: str = "127.0.0.1"
     port: int = 0
+    unix: bool | str | os.PathLike[str] | None = None
     timeout: float = 5.0
     seed: int | None = None
     external: bool = False
@@ -246,6 +248,7 @@ class PeerOptions:
             name=self.name,
             host=self.host,
             port=self.port,
+            unix=self.unix,
             timeout=self.timeout,
             external=self.external,
             max_send_buffer=self.max_send_buffer,
@@ -278,6 +281,7 @@ class PeerFactory(Protocol):
         name: str = ...,
         host: str = ...,
         port: int = ...,
+        unix: bool | str | os.PathLike[str] | None = ...,
         timeout: float = ...,
         seed: int | None = ...,
         external: bool = ...,
