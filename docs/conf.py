@@ -68,6 +68,7 @@ EXTERNAL_MODULES = (
     "re",
     "signal",
     "socket",
+    "ssl",
     "trio",
     "types",
     "typing",
