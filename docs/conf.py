@@ -69,6 +69,7 @@ EXTERNAL_MODULES = (
     "re",
     "signal",
     "socket",
+    "ssl",
     "trio",
     "types",
     "typing",

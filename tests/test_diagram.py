@@ -90,6 +90,8 @@ EVERY_KIND = [
     (Event(1.021, 0, "fault", note="+ latency(0.1)"), False, True, False),
     (Event(1.022, 0, "error", note="accept() failed: EMFILE; retrying"), True, False, False),
     (Event(1.023, 2, "pending", b"PIN", "(3 bytes, no whole message yet)"), True, False, True),
+    (Event(1.024, 4, "tls", note="TLSv1.3, TLS_AES_256_GCM_SHA384, sni 'localhost'"), 0, 0, 0),
+    (Event(1.025, 0, "tls", note="handshake failed: tlsv1 alert unknown ca"), False, False, False),
 ]
 
 

@@ -134,6 +134,7 @@ _MARKS: Final = {
     "error": "✖",
     "state": "◆",
     "fault": "⚡",
+    "tls": "◈",
 }
 
 

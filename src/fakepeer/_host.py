@@ -32,6 +32,7 @@ from ._hub import hub
 from ._inspection import Inspection, _reading
 from ._runtime import MAX_SEND_BUFFER, PeerServer, clock
 from ._serving import Serving
+from ._tls import TLS
 from ._transcript import DEFAULT_BUDGET
 from ._wait import Waiters, current_async_library
 
@@ -55,6 +56,8 @@ class Host(Inspection):
 
     #: True for a Proxy: it relays client bytes upstream, which faults can shape too.
     _relays = False
+    #: The TLS the peer serves (``FakePeer(tls=True)``), or None for plain TCP.
+    _tls: TLS | None = None
 
     def __init__(
         self,
@@ -149,6 +152,7 @@ class Host(Inspection):
             timeout=self.timeout,
             max_send_buffer=self.max_send_buffer,
             handles=self._handles,
+            tls=self._tls,
             **extra,
         )
 
@@ -183,9 +187,14 @@ class Host(Inspection):
         _hosting.attach_to_hub(server)
         self._started(server)
 
+    def _stopped(self) -> None:
+        self._state = "stopped"
+        if self._tls is not None:
+            self._tls.remove()  # the CA file, if a client asked for it
+
     def _stop_on_hub(self, *, wait: bool = True) -> None:
         server, self._server = self._server, None
-        self._state = "stopped"
+        self._stopped()
         if server is not None:
             try:
                 _hosting.stop(server, STOP_TIMEOUT, wait=wait)
@@ -202,7 +211,7 @@ class Host(Inspection):
 
     async def _stop_in_loop(self) -> None:
         server, self._server = self._server, None
-        self._state = "stopped"
+        self._stopped()
         if server is not None:
             try:
                 await _hosting.stop_in_loop(server, STOP_TIMEOUT)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import ssl
 import threading
+from collections.abc import Sequence
 
 from . import _assertions
 from ._conversation import Conversation
@@ -14,6 +16,7 @@ from ._inspection import _reading
 from ._matchers import ANY, Exact, as_matcher
 from ._runtime import MAX_SEND_BUFFER
 from ._script import HandlerFunction, Rule, Script, caller_location
+from ._tls import TLS
 from ._transcript import DEFAULT_BUDGET
 from ._wait import Waiters
 
@@ -146,6 +149,22 @@ class FakePeer(Host, _Scripting):
     - ``seed``: the seed of the network faults' random choices; ``None`` draws one, and
       :attr:`seed` is the seed in use.
     - ``max_send_buffer``, ``transcript_budget``: bytes, as above.
+    - ``tls``: ``True`` serves TLS, with a certificate made for the test by trustme (the
+      optional extra: ``pip install 'fakepeer[tls]'``; without it, ``tls=True`` raises
+      :class:`~fakepeer.ScriptError`). The client gets what it needs to trust it from
+      :meth:`client_ssl_context`, :attr:`ca_pem` or :attr:`ca_path`. Each handshake is one
+      ``tls`` event in the transcript: version, cipher, the name the client sent (SNI) and
+      the application protocol (ALPN); a failed handshake (a client that does not trust the
+      CA, say) is recorded as a ``tls`` event of the peer, not a problem of the test (the
+      client sees its own error). A handshake is bounded by ``timeout``.
+    - ``tls_hostnames``: the host names and addresses the certificate is valid for
+      (default: ``host`` and ``"localhost"``).
+    - ``tls_min_version``, ``tls_max_version``: :class:`ssl.TLSVersion` bounds of the
+      versions the peer accepts (default: those of :mod:`ssl`).
+    - ``tls_alpn``: the application protocols the peer offers (ALPN), such as
+      ``["h2", "http/1.1"]``; :meth:`client_ssl_context` offers them too.
+
+    The ``tls_*`` options without ``tls=True`` are a :class:`~fakepeer.ScriptError`.
     """
 
     def __init__(
@@ -161,6 +180,11 @@ class FakePeer(Host, _Scripting):
         external: bool = False,
         max_send_buffer: int = MAX_SEND_BUFFER,
         transcript_budget: int | None = DEFAULT_BUDGET,
+        tls: bool = False,
+        tls_hostnames: Sequence[str] | None = None,
+        tls_min_version: ssl.TLSVersion | None = None,
+        tls_max_version: ssl.TLSVersion | None = None,
+        tls_alpn: Sequence[str] | None = None,
     ) -> None:
         super().__init__(
             title=f"fake peer {name!r}",
@@ -175,11 +199,51 @@ class FakePeer(Host, _Scripting):
             max_send_buffer=max_send_buffer,
             transcript_budget=transcript_budget,
         )
+        options = (tls_hostnames, tls_min_version, tls_max_version, tls_alpn)
+        if not isinstance(tls, bool):
+            raise ScriptError(f"FakePeer(tls=...) takes True or False, got {tls!r}")
+        if tls:
+            self._tls = TLS(
+                self._where.hosts,
+                hostnames=tls_hostnames,
+                min_version=tls_min_version,
+                max_version=tls_max_version,
+                alpn=tls_alpn,
+            )
+        elif any(option is not None for option in options):
+            raise ScriptError("FakePeer(tls_...=...) options need tls=True")
 
     def __repr__(self) -> str:
         serving = self._state in ("listening", "serving")
         where = f" on {self._where_text()}" if serving else ""
         return f"<FakePeer {self.name!r} {self._state}{where} framing={self.framing!r}>"
+
+    # -- TLS ---------------------------------------------------------------------------------
+
+    def _tls_only(self, what: str) -> TLS:
+        if self._tls is None:
+            raise ScriptError(f"{what}: this peer serves plain TCP; FakePeer(tls=True) serves TLS")
+        return self._tls
+
+    def client_ssl_context(self) -> ssl.SSLContext:
+        """A new :class:`ssl.SSLContext` for a client of this peer: it trusts the test's CA
+        (and nothing else) and checks the host name (one of ``tls_hostnames``: give it as
+        ``server_hostname``, or connect to it); it offers ``tls_alpn``'s protocols. Raises
+        :class:`~fakepeer.ScriptError` unless the peer serves TLS."""
+        return self._tls_only("client_ssl_context()").client_context()
+
+    @property
+    def ca_pem(self) -> bytes:
+        """The test's CA certificate, PEM-encoded (``tls=True`` only; else
+        :class:`~fakepeer.ScriptError`)."""
+        return self._tls_only("ca_pem").ca_pem
+
+    @property
+    def ca_path(self) -> str:
+        """The path of a file holding :attr:`ca_pem`, for clients that take a path (such as
+        ``cafile=``). It is made on first use in a private temporary directory, removed when
+        the peer stops; asking for it after the stop is a :class:`~fakepeer.ScriptError`."""
+        return self._tls_only("ca_path").ca_path()
 
     # -- the script --------------------------------------------------------------------------
 

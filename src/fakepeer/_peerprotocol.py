@@ -38,6 +38,7 @@ from ._errors import ConversationError
 from ._handleio import HandleIO
 from ._state import ConnectionRecord
 from ._steps import Steps, clock
+from ._tls import describe
 
 if TYPE_CHECKING:
     from ._peerserver import PeerServer
@@ -143,6 +144,9 @@ class _PeerProtocol(asyncio.Protocol):
             server.protocols.add(self)
             now = clock()
             self.connection, actions = server.conversation.connect(client, now)
+            if server.tls is not None:  # the handshake is over: what it agreed
+                agreed = describe(transport.get_extra_info("ssl_object"), server.tls.names)
+                server.conversation.note(self.connection, now, "tls", agreed)
             io = HandleIO(self)
             self.handle = Connection(self.connection, io)
             server.handles.append(self.handle)
@@ -197,7 +201,9 @@ class _PeerProtocol(asyncio.Protocol):
         self.eof = True
         if self.readable is not None:
             self.readable.set()
-        return True  # keep the transport: the Close action ends it after pending steps
+        # keep the transport: the Close action ends it after pending steps (TLS cannot: its
+        # transport closes after the client's close_notify, and says so if asked to keep it)
+        return self.server.tls is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         server = self.server

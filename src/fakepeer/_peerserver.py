@@ -15,6 +15,7 @@ import array
 import asyncio
 import contextlib
 import os
+import re
 import select
 import socket
 import threading
@@ -28,6 +29,7 @@ from ._listening import Where, bind
 from ._peerprotocol import _SENDING, _UPSTREAM, _PeerProtocol
 from ._state import ConnectionRecord
 from ._steps import clock
+from ._tls import TLS
 
 __all__ = ["BACKLOG", "MAX_SEND_BUFFER", "PeerServer"]
 
@@ -63,8 +65,10 @@ class PeerServer:
         backlog: int = BACKLOG,
         max_send_buffer: int = MAX_SEND_BUFFER,
         handles: list[Connection] | None = None,
+        tls: TLS | None = None,
     ) -> None:
         self.conversation = conversation
+        self.tls = tls  # serve TLS: the handshake comes before connection_made
         self.timeout = timeout
         self.loop: asyncio.AbstractEventLoop | None = None  # set by attach()
         self.lock = lock
@@ -77,6 +81,8 @@ class PeerServer:
         self.handles: list[Connection] = [] if handles is None else handles
         self.listeners: list[socket.socket] = []  # one per address; none when not listening
         self.adopting: set[asyncio.Task[None]] = set()  # tasks making accepted connections
+        # those of them in a TLS handshake, with the protocol they made once it started
+        self.handshakes: dict[asyncio.Task[None], list[_PeerProtocol]] = {}
         self.unmade = 0  # connections accepted whose connection_made has not run yet
         self.background: set[asyncio.Task[None]] = set()  # a stop nobody waits for
         self.stopping = False  # stop() is judging and closing the connections
@@ -152,26 +158,52 @@ class PeerServer:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.unmade += 1
-        task = loop.create_task(self._serve(sock))
+        made: list[_PeerProtocol] = []
+        task = loop.create_task(self._serve(sock, made))
         self.adopting.add(task)
         task.add_done_callback(self.adopting.discard)
+        if self.tls is not None:
+            self.handshakes[task] = made
+            task.add_done_callback(self.handshakes.pop)
 
-    async def _serve(self, sock: socket.socket) -> None:
+    async def _serve(self, sock: socket.socket, made: list[_PeerProtocol]) -> None:
         loop = asyncio.get_running_loop()
-        made: list[_PeerProtocol] = []
 
         def protocol() -> _PeerProtocol:
             made.append(self.protocol(self))
             return made[0]
 
+        tls = self.tls
         try:
-            await loop.connect_accepted_socket(protocol, sock)
-        except Exception as exc:  # pragma: no cover - the loop could not make a transport
+            if tls is None:
+                await loop.connect_accepted_socket(protocol, sock)
+            else:
+                await loop.connect_accepted_socket(
+                    protocol,
+                    sock,
+                    ssl=tls.server_context,
+                    ssl_handshake_timeout=self.timeout,
+                )
+        except (Exception, asyncio.CancelledError) as exc:
             sock.close()
-            with self.lock:
-                if not made or made[0].transport is None:  # connection_made never ran
-                    self.unmade -= 1
+            self._unserved(exc, made)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+
+    def _unserved(self, exc: BaseException, made: list[_PeerProtocol]) -> None:
+        """An accepted socket was not served: its TLS handshake failed (recorded, not a
+        problem: the client sees its own error), the stop cancelled it, or the loop could
+        not make a transport (an error)."""
+        with self.lock:
+            if not made or made[0].transport is None:  # connection_made never ran
+                self.unmade -= 1
+            if self.closed or isinstance(exc, asyncio.CancelledError):
+                pass
+            elif self.tls is not None:
+                self.conversation.note_peer(clock(), "tls", f"handshake failed: {_reason(exc)}")
+            else:  # pragma: no cover - the loop could not make a transport
                 self.conversation.note_peer(clock(), "error", f"could not serve a client: {exc}")
+            self.changed()
 
     def _close_listener(self) -> None:
         """Stop listening (on the loop): clients connecting from now on are refused."""
@@ -339,6 +371,9 @@ class PeerServer:
             for protocol in list(self.protocols):  # backpressure must not hide what was sent
                 protocol._resume(_SENDING | _UPSTREAM)
         await self.settle()
+        for task, made in list(self.handshakes.items()):  # a TLS handshake going on still:
+            if not made or made[0].transport is None:  # the client is not served
+                task.cancel()
         self.stopping = True
         protocols = list(self.protocols)
         workers = [task for p in protocols for task in (p.worker, p.handler) if task is not None]
@@ -395,6 +430,12 @@ def _bound(sock: socket.socket) -> tuple[str, int] | str:
     if isinstance(name, str | bytes):
         return os.fsdecode(name)
     return (str(name[0]), int(name[1]))
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a handshake failed, without the line of CPython's C source it was raised at (the
+    same transcript on every Python)."""
+    return re.sub(r" \(_ssl\.c:\d+\)$", "", str(exc)) or type(exc).__name__
 
 
 def _readable(fds: list[int]) -> bool:

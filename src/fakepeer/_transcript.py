@@ -218,6 +218,7 @@ class Transcript:
         "stopped",
         "fault",
         "pending",
+        "tls",
     )
 
     def __init__(self, title: str = "fake peer", *, budget: int | None = DEFAULT_BUDGET) -> None:
