@@ -189,7 +189,7 @@ def test_a_minimum_version_refuses_older_clients() -> None:
 @pytest.mark.parametrize(
     ("options", "words"),
     [
-        ({"tls_alpn": ["h2"]}, "need tls=True"),
+        ({"tls_alpn": ["h2"]}, r"FakePeer\(tls_alpn=\.\.\.\) applies to a TLS peer: add tls=True"),
         ({"tls": True, "tls_alpn": "h2"}, "list of protocol names"),
         ({"tls": True, "tls_alpn": []}, "non-empty list"),
         ({"tls": True, "tls_hostnames": "localhost"}, "list of host names"),

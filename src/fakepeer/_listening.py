@@ -128,6 +128,11 @@ def check_host(
             f"'::1'; got {host!r}. An empty host would listen on every interface: for that, "
             f"say host='0.0.0.0' and external=True"
         )
+    if "/" in host or host.startswith("~"):
+        raise ScriptError(
+            f"{owner}(host={host!r}): a host is an address or a name, and this looks like a "
+            f"path; a Unix domain socket peer is {owner}(unix={host!r})"
+        )
     literal = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     try:
         addresses = [ipaddress.ip_address(literal)]
@@ -150,7 +155,13 @@ def _resolve(host: str, owner: str) -> list[ipaddress.IPv4Address | ipaddress.IP
     try:
         infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise ScriptError(f"{owner}(host={host!r}): cannot resolve it: {exc}") from None
+        hint = ""
+        if host.startswith("[") or host.endswith("]") or host.count(":") > 1:
+            hint = "; an IPv6 address is written '::1' or '[::1]'"
+        elif ":" in host:
+            name, _, port = host.rpartition(":")
+            hint = f"; the port is a keyword of its own: host={name!r}, port={port}"
+        raise ScriptError(f"{owner}(host={host!r}): cannot resolve it: {exc}{hint}") from None
     found: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
     addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
     if host.lower().rstrip(".") == "localhost":  # either loopback, whatever the hosts file

@@ -211,7 +211,11 @@ class FakePeer(Host, _Scripting):
                 alpn=tls_alpn,
             )
         elif any(option is not None for option in options):
-            raise ScriptError("FakePeer(tls_...=...) options need tls=True")
+            names = ("tls_hostnames", "tls_min_version", "tls_max_version", "tls_alpn")
+            given = ", ".join(
+                f"{n}=..." for n, o in zip(names, options, strict=True) if o is not None
+            )
+            raise ScriptError(f"FakePeer({given}) applies to a TLS peer: add tls=True")
 
     def __repr__(self) -> str:
         serving = self._state in ("listening", "serving")
