@@ -3,9 +3,13 @@ names what was given and the spelling that works (issue 14's "clear errors")."""
 
 from __future__ import annotations
 
+import socket
+import ssl
+from collections.abc import Callable
+
 import pytest
 
-from fakepeer import FakePeer, ScriptError
+from fakepeer import FakePeer, IncompleteMessage, Lines, ScriptError, UnexpectedData
 
 
 @pytest.mark.parametrize(
@@ -40,3 +44,41 @@ def test_a_wrong_address_names_the_spelling_that_works(
     with pytest.raises(ScriptError) as caught:
         FakePeer(**options)  # type: ignore[arg-type]
     assert message in str(caught.value)
+
+
+def _serve(peer: FakePeer, client: Callable[[socket.socket], object]) -> None:
+    with peer.serve(), socket.create_connection(peer.address) as sock:
+        sock.settimeout(5)
+        client(sock)
+
+
+def _tls_client(sock: socket.socket) -> None:
+    with pytest.raises((ssl.SSLError, OSError)):
+        ssl.create_default_context().wrap_socket(sock, server_hostname="localhost")
+
+
+def test_a_tls_client_at_a_plain_peer_is_told_to_serve_tls() -> None:
+    peer = FakePeer()
+    peer.expect("EHLO client")
+    with pytest.raises(UnexpectedData) as caught:
+        _serve(peer, _tls_client)
+    assert caught.value.diagnosis.endswith(
+        "\n  hint:      these bytes look like a TLS ClientHello: the client speaks TLS here; "
+        "serve TLS with FakePeer(tls=True), or upgrade the connection with a .start_tls() step"
+    )
+
+
+def test_a_tls_record_cut_short_gets_the_hint_too() -> None:
+    peer = FakePeer(framing=Lines())
+    peer.expect("EHLO client")
+    with pytest.raises(IncompleteMessage) as caught:
+        _serve(peer, lambda sock: sock.sendall(b"\x16\x03\x01\x02\x00"))
+    assert "hint:      these bytes look like a TLS ClientHello" in caught.value.diagnosis
+
+
+def test_plain_bytes_get_no_tls_hint() -> None:
+    peer = FakePeer(framing=Lines())
+    peer.expect("EHLO client")
+    with pytest.raises(UnexpectedData) as caught:
+        _serve(peer, lambda sock: sock.sendall(b"\x16\x02 HELO\n"))
+    assert "hint:" not in caught.value.diagnosis

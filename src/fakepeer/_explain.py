@@ -24,7 +24,9 @@ __all__ = [
     "SIMILAR",
     "SIMILARITY",
     "closeness",
+    "looks_like_tls",
     "outlook",
+    "tls_hint",
     "unexpected",
     "unmet_verdict",
     "waits",
@@ -74,6 +76,22 @@ def why_not(
     if rule.kind == "expect" and head is not None and head is not rule:
         return f"matches, but the script waits for {head.kind} #{head.number} first"
     return "matches"  # pragma: no cover - a matching, applicable rule would have matched
+
+
+def looks_like_tls(data: bytes) -> bool:
+    """True if ``data`` starts like a TLS handshake record (content type 22, version 3.x:
+    RFC 8446 section 5.1), as a ClientHello does."""
+    return len(data) >= 3 and data[0] == 0x16 and data[1] == 0x03 and data[2] <= 0x04
+
+
+def tls_hint(data: bytes) -> str:
+    """A hint line for a failure on ``data`` when it starts like TLS, else ``""``."""
+    if not looks_like_tls(data):
+        return ""
+    return (
+        "\n  hint:      these bytes look like a TLS ClientHello: the client speaks TLS here; "
+        "serve TLS with FakePeer(tls=True), or upgrade the connection with a .start_tls() step"
+    )
 
 
 def closeness(rule: Rule, data: bytes, stream: bool) -> float:
@@ -136,7 +154,7 @@ def unexpected(
         if len(similar) > SIMILAR:
             lines.append(f"    ... and {len(similar) - SIMILAR} more")
     return UnexpectedData(
-        "\n".join(lines),
+        "\n".join(lines) + tls_hint(data),
         connection=record.id,
         received=data,
         expected=head.describe() if head else None,

@@ -49,7 +49,8 @@ def incomplete(convo: Conversation, record: ConnectionRecord, how: str, at: floa
     expected = f"\n  expected:  {head.describe()}" if head else ""
     problem = IncompleteMessage(
         f"connection #{record.id} {how} in the middle of a message "
-        f"({convo.framing!r})\n  leftover:  {show(leftover)}{expected}",
+        f"({convo.framing!r})\n  leftover:  {show(leftover)}{expected}"
+        f"{_explain.tls_hint(leftover)}",
         connection=record.id,
         leftover=leftover,
     )
