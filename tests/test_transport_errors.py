@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import ssl
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +83,17 @@ def test_plain_bytes_get_no_tls_hint() -> None:
     with pytest.raises(UnexpectedData) as caught:
         _serve(peer, lambda sock: sock.sendall(b"\x16\x02 HELO\n"))
     assert "hint:" not in caught.value.diagnosis
+
+
+def test_a_unix_path_too_long_says_the_limit_and_the_way_out(tmp_path: Path) -> None:
+    path = tmp_path / ("x" * (120 - len(str(tmp_path))) + ".sock")
+    peer = FakePeer(unix=path)
+    with pytest.raises(ScriptError) as caught:
+        peer.serve().listen()
+    message = str(caught.value)
+    assert message.startswith(f"FakePeer(unix={str(path)!r}): cannot listen on {path}: ")
+    assert message.endswith(
+        f" ({len(str(path))} bytes; a Unix socket's path holds at most 107 on Linux, 103 on "
+        "macOS: choose a shorter one, or unix=True for a fresh short path)"
+    )
+    assert list(tmp_path.iterdir()) == []

@@ -271,6 +271,12 @@ def _clear(where: Where, path: str) -> None:
 def _failed(where: Where, host: str, port: int | None, exc: OSError) -> ScriptError:
     address = host if port is None else describe(((host, port),))
     reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    if port is None and "too long" in reason:
+        # sun_path holds 108 bytes on Linux (104 on macOS and the BSDs), the NUL included
+        reason += (
+            f" ({len(os.fsencode(host))} bytes; a Unix socket's path holds at most 107 on "
+            f"Linux, 103 on macOS: choose a shorter one, or unix=True for a fresh short path)"
+        )
     return ScriptError(f"{where.owner}({where.spelled}): cannot listen on {address}: {reason}")
 
 
