@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable
 from typing import Final
 
+from . import _tlsfaults
 from ._connection import Connection
 from ._conversation import Conversation
 from ._errors import ConversationError
@@ -178,12 +179,7 @@ class PeerServer:
             if tls is None:
                 await loop.connect_accepted_socket(protocol, sock)
             else:
-                await loop.connect_accepted_socket(
-                    protocol,
-                    sock,
-                    ssl=tls.server_context,
-                    ssl_handshake_timeout=self.timeout,
-                )
+                await _tlsfaults.handshake(self, protocol=protocol, sock=sock)
         except (Exception, asyncio.CancelledError) as exc:
             sock.close()
             self._unserved(exc, made)
