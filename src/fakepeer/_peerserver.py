@@ -367,9 +367,7 @@ class PeerServer:
             for protocol in list(self.protocols):  # backpressure must not hide what was sent
                 protocol._resume(_SENDING | _UPSTREAM)
         await self.settle()
-        for task, made in list(self.handshakes.items()):  # a TLS handshake going on still:
-            if not made or made[0].transport is None:  # the client is not served
-                task.cancel()
+        self._cancel_handshakes()
         self.stopping = True
         protocols = list(self.protocols)
         workers = [task for p in protocols for task in (p.worker, p.handler) if task is not None]
@@ -405,9 +403,16 @@ class PeerServer:
         self.closed = True
         self.conversation.finish()
 
+    def _cancel_handshakes(self) -> None:
+        for task, made in list(self.handshakes.items()):  # a TLS handshake going on still:
+            if not made or made[0].transport is None:  # the client is not served
+                task.cancel()
+
     def abort(self) -> None:
-        """On the loop, after it was found blocked: drop every connection at once."""
+        """On the loop, after it was found blocked (or nobody was served): drop every
+        connection at once, and every TLS handshake going on (a stalled one, say)."""
         self._close_listener()
+        self._cancel_handshakes()
         for protocol in list(self.protocols):
             protocol.cancel()
             if protocol.transport is not None:
