@@ -237,10 +237,9 @@ async def test_a_certificate_fault_with_an_asyncio_client_in_the_loop(
         with peer.faults.add(fault), pytest.raises(ssl.SSLCertVerificationError, match=error):
             await aping(peer)
         assert await aping(peer) == b"pong\n"
-    # asyncio's client aborts without its alert: the peer sees the connection reset
-    connection, note = tls_notes(peer)[0]
-    assert (connection, note) == (0, f"handshake failed: ConnectionResetError (the fault {fault})")
-    del alert
+    # asyncio's client aborts without sending its alert: the peer sees the connection reset
+    assert alert not in str(peer.transcript)
+    assert tls_notes(peer)[0] == (0, f"handshake failed: ConnectionResetError (the fault {fault})")
 
 
 def test_a_refused_client_certificate_gets_unknown_ca() -> None:
@@ -363,7 +362,6 @@ def test_the_probability_is_drawn_for_each_handshake_from_the_seed() -> None:
         with peer.serve():
             peer.faults.handshake_reset(probability=0.5)
             runs.append(list(outcomes(peer, 16)))
-        assert str(peer.faults.handshake_reset.__doc__).startswith("Reset the connection")
     assert runs[0] == runs[1]  # the same seed replays the same draws
     assert 0 < sum(runs[0]) < 16
 
