@@ -71,6 +71,13 @@ SHAPES: list[tuple[Fault, list[object], list[object]]] = [
     (faults.Refuse(), [A], [A]),
     (faults.HalfClose(), [A], [A]),  # its FIN goes as the connection opens (below)
     (faults.StopReading(), [A], [A]),
+    # the TLS handshake faults act on the handshake, before anything is sent
+    (faults.UntrustedCertificate(), [A], [A]),
+    (faults.WrongHostname(), [A], [A]),
+    (faults.ExpiredCertificate(), [A], [A]),
+    (faults.HandshakeReset(), [A, Close()], [A, Close()]),
+    (faults.HandshakeStall(probability=0.5), [A], [A]),
+    (faults.ClientCertificateRefused(), [A], [A]),
 ]
 
 
@@ -133,6 +140,8 @@ def test_every_fault_class_has_rows_in_the_tables() -> None:
         (faults.HalfClose(), False),
         (faults.StopReading(), False),
         (faults.Refuse(), False),
+        (faults.ExpiredCertificate(), False),
+        (faults.HandshakeReset(), False),
     ],
     ids=str,
 )
@@ -244,7 +253,9 @@ def test_the_three_spellings_make_the_same_fault(fault: Fault) -> None:
     name = fault_name(type(fault))
     assert type(fault)(**arguments) == fault
     assert getattr(faults, name)(**arguments) == fault
-    active = getattr(FakePeer().faults, name)(**arguments)
+    tls = getattr(fault, "tls_handshake", False)  # on a TLS peer only
+    peer = FakePeer(tls=True, tls_client_cert=True) if tls else FakePeer()
+    active = getattr(peer.faults, name)(**arguments)
     assert isinstance(active, ActiveFault)
     assert active.fault == fault
 

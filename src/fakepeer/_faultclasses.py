@@ -6,7 +6,9 @@ contract and how they are applied; ``fakepeer.faults`` is the public face of thi
 
 Faults act on what the peer sends (downstream), except :class:`StopReading` (the peer stops
 reading what the client sends), and :class:`ResetPeer`, :class:`Timeout` and
-:class:`HalfClose`, which act on the connection, and :class:`Refuse`, on the server.
+:class:`HalfClose`, which act on the connection, and :class:`Refuse`, on the server. The
+TLS handshake faults (:class:`UntrustedCertificate`...) act on a TLS peer's handshakes, in
+the runtime (``_tlsfaults``): here they are values that shape nothing.
 """
 
 from __future__ import annotations
@@ -28,8 +30,12 @@ from ._faults import (
 
 __all__ = [
     "Bandwidth",
+    "ClientCertificateRefused",
     "Corrupt",
+    "ExpiredCertificate",
     "HalfClose",
+    "HandshakeReset",
+    "HandshakeStall",
     "Latency",
     "LimitData",
     "Refuse",
@@ -39,6 +45,8 @@ __all__ = [
     "StopReading",
     "Timeout",
     "Truncate",
+    "UntrustedCertificate",
+    "WrongHostname",
     "blackhole",
 ]
 
@@ -353,3 +361,89 @@ class StopReading(Fault):
 
     def _on_connect(self, state: FaultState) -> list[object]:
         return [Stop()]
+
+
+# -- the TLS handshake faults (a TLS peer only) ---------------------------------------------------
+
+
+class InTheHandshake:
+    """What the TLS handshake faults share: they act on a TLS peer's handshakes (each drawn
+    with ``probability`` once per connection), never on what is sent, nor on one rule."""
+
+    __slots__ = ()
+    #: The fault acts on TLS handshakes: ``peer.faults`` takes it on a TLS peer only.
+    tls_handshake: ClassVar[bool] = True
+    #: It needs mutual TLS (``tls_client_cert=True``).
+    needs_client_cert: ClassVar[bool] = False
+    probability: float
+
+    @property
+    def per_rule(self) -> bool:
+        return False
+
+    def _chance(self) -> float:
+        return self.probability
+
+    def _applies(self, actions: Sequence[object], state: FaultState) -> bool:
+        return False  # it acts on the handshake, before the connection exists
+
+
+@dataclass(frozen=True, slots=True)
+class UntrustedCertificate(InTheHandshake, Fault):
+    """Serve a certificate signed by another CA, one the client does not trust: its
+    handshake fails (``ssl.SSLCertVerificationError``, "unable to get local issuer
+    certificate"). ``probability``: the chance for each connection. A TLS peer only."""
+
+    _: KW_ONLY
+    probability: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class WrongHostname(InTheHandshake, Fault):
+    """Serve a certificate of the test's CA issued for another name
+    (``wrong-host.invalid``): the client's host name check fails
+    (``ssl.SSLCertVerificationError``, "Hostname mismatch"). A TLS peer only."""
+
+    _: KW_ONLY
+    probability: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredCertificate(InTheHandshake, Fault):
+    """Serve a certificate of the test's CA that expired yesterday: the client's handshake
+    fails (``ssl.SSLCertVerificationError``, "certificate has expired"). A TLS peer only."""
+
+    _: KW_ONLY
+    probability: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeReset(InTheHandshake, Fault):
+    """Reset the connection (a TCP RST) as the client's ClientHello arrives: its handshake
+    fails with ``ConnectionResetError``. A TLS peer only."""
+
+    _: KW_ONLY
+    probability: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeStall(InTheHandshake, Fault):
+    """Read the client's ClientHello and never answer: the client's own timeout ends its
+    handshake. The peer keeps the connection until the client closes it or the peer stops.
+    A TLS peer only."""
+
+    _: KW_ONLY
+    probability: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCertificateRefused(InTheHandshake, Fault):
+    """Refuse the client's certificate (the peer trusts another CA): the handshake fails
+    with the alert a real server sends, "unknown ca" (with TLS 1.3, the client reads it
+    as an ``ssl.SSLError`` on its first read). Mutual TLS only
+    (``FakePeer(tls=True, tls_client_cert=True)``)."""
+
+    needs_client_cert: ClassVar[bool] = True
+
+    _: KW_ONLY
+    probability: float = 1.0

@@ -12,11 +12,16 @@ import inspect
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Concatenate, ParamSpec
 
+from . import _tlsfaults
 from ._errors import ScriptError
 from ._faultclasses import (
     Bandwidth,
+    ClientCertificateRefused,
     Corrupt,
+    ExpiredCertificate,
     HalfClose,
+    HandshakeReset,
+    HandshakeStall,
     Latency,
     LimitData,
     Refuse,
@@ -26,6 +31,8 @@ from ._faultclasses import (
     StopReading,
     Timeout,
     Truncate,
+    UntrustedCertificate,
+    WrongHostname,
     blackhole,
 )
 from ._faults import Fault, fault_name
@@ -118,6 +125,7 @@ class Faults:
                 f"{fault}: a FakePeer has no upstream (client to server) bytes to shape, "
                 "only what it sends: an upstream fault needs a Proxy in front of a server"
             )
+        _check_tls(peer, fault)
         with peer._lock:
             peer._conversation.add_fault(fault, clock())
         if isinstance(fault, Refuse):
@@ -159,3 +167,27 @@ class Faults:
     half_close = _applying(HalfClose)
     refuse = _applying(Refuse)
     stop_reading = _applying(StopReading)
+    untrusted_certificate = _applying(UntrustedCertificate)
+    wrong_hostname = _applying(WrongHostname)
+    expired_certificate = _applying(ExpiredCertificate)
+    handshake_reset = _applying(HandshakeReset)
+    handshake_stall = _applying(HandshakeStall)
+    client_certificate_refused = _applying(ClientCertificateRefused)
+
+
+def _check_tls(peer: Host, fault: Fault) -> None:
+    """A TLS handshake fault needs a peer serving TLS (and mutual TLS, for some)."""
+    if not getattr(fault, "tls_handshake", False):
+        return
+    tls = peer._tls
+    if tls is None:
+        raise ScriptError(
+            f"peer.faults: {fault} is a TLS handshake fault, and this {type(peer).__name__} "
+            "serves plain TCP: FakePeer(tls=True) serves TLS"
+        )
+    if getattr(fault, "needs_client_cert", False) and tls.client_cert is None:
+        raise ScriptError(
+            f"peer.faults: {fault} refuses the client's certificate, and this peer asks for "
+            "none: FakePeer(tls=True, tls_client_cert=True) asks for one (mutual TLS)"
+        )
+    _tlsfaults.context(tls, fault)  # its certificates, made now rather than on the loop

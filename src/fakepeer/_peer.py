@@ -163,6 +163,13 @@ class FakePeer(Host, _Scripting):
       versions the peer accepts (default: those of :mod:`ssl`).
     - ``tls_alpn``: the application protocols the peer offers (ALPN), such as
       ``["h2", "http/1.1"]``; :meth:`client_ssl_context` offers them too.
+    - ``tls_client_cert``: ``True`` asks for mutual TLS: the peer requires a client
+      certificate signed by the test's CA, and makes one (common name
+      ``"fakepeer client"``) that :meth:`client_ssl_context` presents, also given as
+      :attr:`client_cert_pem`/:attr:`client_key_pem` and
+      :attr:`client_cert_path`/:attr:`client_key_path`. The transcript's ``tls`` event
+      names it (``client cert 'fakepeer client'``); a client with no certificate fails its
+      handshake (recorded as a ``tls`` event of the peer).
 
     The ``tls_*`` options without ``tls=True`` are a :class:`~fakepeer.ScriptError`.
     """
@@ -185,6 +192,7 @@ class FakePeer(Host, _Scripting):
         tls_min_version: ssl.TLSVersion | None = None,
         tls_max_version: ssl.TLSVersion | None = None,
         tls_alpn: Sequence[str] | None = None,
+        tls_client_cert: bool = False,
     ) -> None:
         super().__init__(
             title=f"fake peer {name!r}",
@@ -199,7 +207,7 @@ class FakePeer(Host, _Scripting):
             max_send_buffer=max_send_buffer,
             transcript_budget=transcript_budget,
         )
-        options = (tls_hostnames, tls_min_version, tls_max_version, tls_alpn)
+        options = (tls_hostnames, tls_min_version, tls_max_version, tls_alpn, tls_client_cert)
         if not isinstance(tls, bool):
             raise ScriptError(f"FakePeer(tls=...) takes True or False, got {tls!r}")
         if tls:
@@ -209,11 +217,20 @@ class FakePeer(Host, _Scripting):
                 min_version=tls_min_version,
                 max_version=tls_max_version,
                 alpn=tls_alpn,
+                client_cert=tls_client_cert,
             )
-        elif any(option is not None for option in options):
-            names = ("tls_hostnames", "tls_min_version", "tls_max_version", "tls_alpn")
+        elif any(option is not None and option is not False for option in options):
+            names = (
+                "tls_hostnames",
+                "tls_min_version",
+                "tls_max_version",
+                "tls_alpn",
+                "tls_client_cert",
+            )
             given = ", ".join(
-                f"{n}=..." for n, o in zip(names, options, strict=True) if o is not None
+                f"{n}=..."
+                for n, o in zip(names, options, strict=True)
+                if o is not None and o is not False
             )
             raise ScriptError(f"FakePeer({given}) applies to a TLS peer: add tls=True")
 
@@ -248,6 +265,34 @@ class FakePeer(Host, _Scripting):
         ``cafile=``). It is made on first use in a private temporary directory, removed when
         the peer stops; asking for it after the stop is a :class:`~fakepeer.ScriptError`."""
         return self._tls_only("ca_path").ca_path()
+
+    @property
+    def client_cert_pem(self) -> bytes:
+        """Mutual TLS (``tls_client_cert=True``): the client certificate, PEM-encoded, signed
+        by the test's CA; :class:`~fakepeer.ScriptError` without mutual TLS."""
+        return self._tls_only("client_cert_pem").client_pem("cert")
+
+    @property
+    def client_key_pem(self) -> bytes:
+        """Mutual TLS: the private key of :attr:`client_cert_pem`, PEM-encoded."""
+        return self._tls_only("client_key_pem").client_pem("key")
+
+    @property
+    def client_cert_path(self) -> str:
+        """Mutual TLS: the path of a file holding :attr:`client_cert_pem`, for clients that
+        take ``certfile=``; made on first use next to :attr:`ca_path`, removed when the peer
+        stops (asking after the stop is a :class:`~fakepeer.ScriptError`)."""
+        tls = self._tls_only("client_cert_path")
+        return tls.path(
+            "client_cert_path", "client.pem", tls.client_pem("cert", "client_cert_path")
+        )
+
+    @property
+    def client_key_path(self) -> str:
+        """Mutual TLS: the path of a file holding :attr:`client_key_pem` (``keyfile=``),
+        removed when the peer stops, like :attr:`client_cert_path`."""
+        tls = self._tls_only("client_key_path")
+        return tls.path("client_key_path", "client.key", tls.client_pem("key", "client_key_path"))
 
     # -- the script --------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable
 from typing import Final
 
+from . import _tlsfaults
 from ._connection import Connection
 from ._conversation import Conversation
 from ._errors import ConversationError
@@ -178,12 +179,7 @@ class PeerServer:
             if tls is None:
                 await loop.connect_accepted_socket(protocol, sock)
             else:
-                await loop.connect_accepted_socket(
-                    protocol,
-                    sock,
-                    ssl=tls.server_context,
-                    ssl_handshake_timeout=self.timeout,
-                )
+                await _tlsfaults.handshake(self, protocol=protocol, sock=sock)
         except (Exception, asyncio.CancelledError) as exc:
             sock.close()
             self._unserved(exc, made)
@@ -371,9 +367,7 @@ class PeerServer:
             for protocol in list(self.protocols):  # backpressure must not hide what was sent
                 protocol._resume(_SENDING | _UPSTREAM)
         await self.settle()
-        for task, made in list(self.handshakes.items()):  # a TLS handshake going on still:
-            if not made or made[0].transport is None:  # the client is not served
-                task.cancel()
+        self._cancel_handshakes()
         self.stopping = True
         protocols = list(self.protocols)
         workers = [task for p in protocols for task in (p.worker, p.handler) if task is not None]
@@ -409,9 +403,16 @@ class PeerServer:
         self.closed = True
         self.conversation.finish()
 
+    def _cancel_handshakes(self) -> None:
+        for task, made in list(self.handshakes.items()):  # a TLS handshake going on still:
+            if not made or made[0].transport is None:  # the client is not served
+                task.cancel()
+
     def abort(self) -> None:
-        """On the loop, after it was found blocked: drop every connection at once."""
+        """On the loop, after it was found blocked (or nobody was served): drop every
+        connection at once, and every TLS handshake going on (a stalled one, say)."""
         self._close_listener()
+        self._cancel_handshakes()
         for protocol in list(self.protocols):
             protocol.cancel()
             if protocol.transport is not None:

@@ -2,9 +2,11 @@
 
 ``FakePeer(tls=True)`` makes a certificate authority for the test (with trustme, the
 optional extra ``fakepeer[tls]``) and a server certificate it signs for the peer's host
-names; the server context serves it, the client context trusts it. What a handshake agreed
-(version, cipher, the name the client sent, the application protocol) is what
-:func:`describe` says, for the transcript's ``tls`` event.
+names; the server context serves it, the client context trusts it. With mutual TLS
+(``tls_client_cert=True``) the CA also signs a client certificate, which the server requires
+and the client context presents. What a handshake agreed (version, cipher, the name the
+client sent, the application protocol, the client's certificate) is what :func:`describe`
+says, for the transcript's ``tls`` event.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ from pathlib import Path
 from typing import Any, Final
 
 from ._errors import ScriptError
+from ._tlsfaults import Alerting
 
-__all__ = ["EXTRA", "TLS", "describe"]
+__all__ = ["CLIENT_NAME", "EXTRA", "TLS", "describe"]
 
 #: What installs what ``tls=True`` needs.
 EXTRA: Final = "pip install 'fakepeer[tls]'"
+#: The common name of the client certificate of mutual TLS (``tls_client_cert=True``).
+CLIENT_NAME: Final = "fakepeer client"
 
 
 def _trustme(owner: str) -> Any:
@@ -77,9 +82,11 @@ def _hostnames(value: object, hosts: Sequence[str], owner: str) -> list[str]:
 class TLS:
     """The test's certificate authority, the peer's certificate and both contexts.
 
-    ``hostnames`` (default: the addresses listened on, ``hosts``, and ``"localhost"``) are the
-    names and addresses the certificate is valid for; ``min_version``/``max_version`` bound
-    the versions the server accepts; ``alpn`` lists the application protocols it offers. Raises
+    ``hostnames`` (default: the addresses listened on, ``hosts``, and ``"localhost"``) are
+    the names and addresses the certificate is valid for; ``min_version``/``max_version``
+    bound the versions the server accepts; ``alpn`` lists the application protocols it
+    offers; ``client_cert`` (mutual TLS) makes a client certificate the CA signs, and the
+    server requires one. Raises
     :class:`~fakepeer.ScriptError` for a wrong option, or when trustme is not installed.
     """
 
@@ -91,29 +98,53 @@ class TLS:
         min_version: ssl.TLSVersion | None = None,
         max_version: ssl.TLSVersion | None = None,
         alpn: Sequence[str] | None = None,
+        client_cert: bool = False,
         owner: str = "FakePeer",
     ) -> None:
         self.hostnames = _hostnames(hostnames, hosts, owner)
-        low = _version(min_version, "tls_min_version", owner)
-        high = _version(max_version, "tls_max_version", owner)
+        self.versions = (
+            _version(min_version, "tls_min_version", owner),
+            _version(max_version, "tls_max_version", owner),
+        )
         self.alpn = _alpn(alpn, owner)
-        self.ca = _trustme(owner).CA()
+        if not isinstance(client_cert, bool):
+            raise ScriptError(
+                f"{owner}(tls_client_cert=...) takes True or False, got {client_cert!r}"
+            )
+        self.trustme = _trustme(owner)
+        self.ca = self.trustme.CA()
+        self.ca_pem: bytes = self.ca.cert_pem.bytes()
+        # mutual TLS: the client's certificate, signed by the test's CA
+        self.client_cert = self.ca.issue_cert(common_name=CLIENT_NAME) if client_cert else None
+        # the name each handshake's client sent (SNI), by its SSLObject
+        self.names: weakref.WeakKeyDictionary[object, str] = weakref.WeakKeyDictionary()
+        self.leaf = self.ca.issue_cert(*self.hostnames)  # the peer's certificate
+        self.server_context = self.context_for(self.leaf)
+        self.faulty: dict[str, ssl.SSLContext] = {}  # by fault name (see _tlsfaults)
+        self.draws = 0  # handshakes that drew whether a handshake fault applies
+        self._directory: str | None = None
+        self._cleanup: weakref.finalize[Any, Any] | None = None
+        self.removed = False
+
+    def context_for(self, leaf: Any, trusted: bytes | None = None) -> ssl.SSLContext:
+        """A server context serving ``leaf`` (a trustme certificate) with the peer's options;
+        with mutual TLS, it requires a client certificate signed by ``trusted`` (PEM; default:
+        the test's CA)."""
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ca.issue_cert(*self.hostnames).configure_cert(context)
+        leaf.configure_cert(context)
+        low, high = self.versions
         if low is not None:
             context.minimum_version = low
         if high is not None:
             context.maximum_version = high
         if self.alpn:
             context.set_alpn_protocols(self.alpn)
-        # the name each handshake's client sent (SNI), by its SSLObject
-        self.names: weakref.WeakKeyDictionary[object, str] = weakref.WeakKeyDictionary()
+        if self.client_cert is not None:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(cadata=(trusted or self.ca_pem).decode("ascii"))
         context.sni_callback = self._sni
-        self.server_context = context
-        self.ca_pem: bytes = self.ca.cert_pem.bytes()
-        self._directory: str | None = None
-        self._cleanup: weakref.finalize[Any, Any] | None = None
-        self.removed = False
+        context.sslobject_class = Alerting  # a failed handshake's alert reaches the client
+        return context
 
     def _sni(self, ssl_object: object, name: str | None, _context: ssl.SSLContext) -> None:
         if name is not None:
@@ -125,20 +156,41 @@ class TLS:
         context = ssl.create_default_context(cadata=self.ca_pem.decode("ascii"))
         if self.alpn:
             context.set_alpn_protocols(self.alpn)
+        if self.client_cert is not None:
+            self.client_cert.configure_cert(context)
         return context
+
+    def client_pem(self, what: str, asked: str = "") -> bytes:
+        """The client certificate (``what``: ``"cert"``) or its private key (``"key"``),
+        PEM-encoded; :class:`~fakepeer.ScriptError` without mutual TLS."""
+        leaf = self.client_cert
+        if leaf is None:
+            raise ScriptError(
+                f"{asked or f'client_{what}_pem'}: this peer asks for no client certificate; "
+                "FakePeer(tls=True, tls_client_cert=True) makes one (mutual TLS)"
+            )
+        blob = leaf.cert_chain_pems[0] if what == "cert" else leaf.private_key_pem
+        return bytes(blob.bytes())
 
     def ca_path(self) -> str:
         """The CA certificate as a PEM file in a private directory, made on first use."""
+        return self.path("ca_path", "ca.pem", self.ca_pem)
+
+    def path(self, what: str, name: str, data: bytes) -> str:
+        """``data`` as the file ``name`` in a private directory, made on first use (``what``
+        names it in the error once the peer stopped)."""
         if self.removed:
             raise ScriptError(
-                "ca_path: the file was removed when the peer stopped; ask for it while the "
-                "peer serves (ca_pem, the same certificate as bytes, stays)"
+                f"{what}: the file was removed when the peer stopped; ask for it while the "
+                f"peer serves ({what.removesuffix('_path')}_pem, the same as bytes, stays)"
             )
         if self._directory is None:
             self._directory = tempfile.mkdtemp(prefix="fakepeer-tls-")
             self._cleanup = weakref.finalize(self, shutil.rmtree, self._directory, True)
-            (Path(self._directory) / "ca.pem").write_bytes(self.ca_pem)
-        return str(Path(self._directory) / "ca.pem")
+        file = Path(self._directory) / name
+        if not file.exists():
+            file.write_bytes(data)
+        return str(file)
 
     def remove(self) -> None:
         """Remove the CA file and its directory (the peer stopped); idempotent."""
@@ -158,4 +210,18 @@ def describe(ssl_object: Any, names: weakref.WeakKeyDictionary[object, str]) -> 
     protocol = ssl_object.selected_alpn_protocol()
     if protocol:
         parts.append(f"alpn {protocol!r}")
+    subject = client_subject(ssl_object)
+    if subject is not None:
+        parts.append(f"client cert {subject!r}")
     return ", ".join(parts)
+
+
+def client_subject(ssl_object: Any) -> str | None:
+    """The common name of the client's certificate (mutual TLS), or its whole subject when
+    it has none; None when the client sent none."""
+    cert = ssl_object.getpeercert()
+    if not cert:
+        return None
+    pairs = [pair for rdn in cert.get("subject", ()) for pair in rdn]
+    names = [value for key, value in pairs if key == "commonName"]
+    return str(names[0]) if names else ", ".join(f"{key}={value}" for key, value in pairs)

@@ -12,14 +12,24 @@ Each fault is a class (:class:`Latency`, :class:`Slice`...), a frozen
 (:class:`~fakepeer.ScriptError`). Each has a lowercase alias, the name it is shown by
 (``faults.latency`` is ``faults.Latency``), and a method of ``peer.faults`` with the same
 parameters (``peer.faults.latency(0.2)``). :func:`blackhole` is ``Timeout(None)``.
+
+The TLS handshake faults (:class:`UntrustedCertificate`, :class:`WrongHostname`,
+:class:`ExpiredCertificate`, :class:`HandshakeReset`, :class:`HandshakeStall`,
+:class:`ClientCertificateRefused`) apply to a TLS peer only (``FakePeer(tls=True)``; the
+last one with ``tls_client_cert=True``): on another peer, ``peer.faults`` raises
+:class:`~fakepeer.ScriptError`.
 """
 
 from __future__ import annotations
 
 from ._faultclasses import (
     Bandwidth,
+    ClientCertificateRefused,
     Corrupt,
+    ExpiredCertificate,
     HalfClose,
+    HandshakeReset,
+    HandshakeStall,
     Latency,
     LimitData,
     Refuse,
@@ -29,15 +39,21 @@ from ._faultclasses import (
     StopReading,
     Timeout,
     Truncate,
+    UntrustedCertificate,
+    WrongHostname,
     blackhole,
 )
 from ._faults import Fault
 
 __all__ = [
     "Bandwidth",
+    "ClientCertificateRefused",
     "Corrupt",
+    "ExpiredCertificate",
     "Fault",
     "HalfClose",
+    "HandshakeReset",
+    "HandshakeStall",
     "Latency",
     "LimitData",
     "Refuse",
@@ -47,10 +63,16 @@ __all__ = [
     "StopReading",
     "Timeout",
     "Truncate",
+    "UntrustedCertificate",
+    "WrongHostname",
     "bandwidth",
     "blackhole",
+    "client_certificate_refused",
     "corrupt",
+    "expired_certificate",
     "half_close",
+    "handshake_reset",
+    "handshake_stall",
     "latency",
     "limit_data",
     "refuse",
@@ -60,6 +82,8 @@ __all__ = [
     "stop_reading",
     "timeout",
     "truncate",
+    "untrusted_certificate",
+    "wrong_hostname",
 ]
 
 # The names faults are shown by (``latency(0.2, 0)``): the classes themselves.
@@ -75,3 +99,9 @@ slow_close = SlowClose
 half_close = HalfClose
 refuse = Refuse
 stop_reading = StopReading
+untrusted_certificate = UntrustedCertificate
+wrong_hostname = WrongHostname
+expired_certificate = ExpiredCertificate
+handshake_reset = HandshakeReset
+handshake_stall = HandshakeStall
+client_certificate_refused = ClientCertificateRefused
