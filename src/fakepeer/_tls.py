@@ -77,9 +77,10 @@ def _hostnames(value: object, hosts: Sequence[str], owner: str) -> list[str]:
 class TLS:
     """The test's certificate authority, the peer's certificate and both contexts.
 
-    ``hostnames`` (default: the addresses listened on, ``hosts``, and ``"localhost"``) are the names and addresses the
-    certificate is valid for; ``min_version``/``max_version`` bound the versions the server
-    accepts; ``alpn`` lists the application protocols it offers. Raises
+    ``hostnames`` (default: the addresses listened on, ``hosts``, and ``"localhost"``) are
+    the names and addresses the certificate is valid for; ``min_version``/``max_version``
+    bound the versions the server accepts; ``alpn`` lists the application protocols it
+    offers. Raises
     :class:`~fakepeer.ScriptError` for a wrong option, or when trustme is not installed.
     """
 
