@@ -11,6 +11,11 @@ from pathlib import Path
 
 import pytest
 
+# Imported here, once, for the examples that serve TLS: pytester's in-process runs forget the
+# modules each run imported, and cryptography's native bindings do not survive being imported
+# again ("curve must be an EllipticCurve instance" in the second example that makes a CA).
+import trustme  # noqa: F401
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"^```python\n(# (test_\w+\.py)\n.*?)^```", re.MULTILINE | re.DOTALL)
