@@ -10,6 +10,12 @@ The conversation::
 Clients: a blocking ``socket`` client, an asyncio streams client, an asyncio ``Protocol`` client
 and a trio client. Hosts: the hub thread (``with peer.serve()``) and the test's own asyncio loop
 (``async with peer.serve()``); under trio ``async with`` uses the hub too.
+
+Transports: the conversation, the wrong bytes and the sync points (every client, both hosts)
+run over each of :data:`TRANSPORTS`: plain TCP on 127.0.0.1, TLS, a Unix socket, TLS over a
+Unix socket, IPv6 (``::1``) and a peer on ``localhost`` reached on 127.0.0.1 and on ``::1``
+(the same port). The other scenarios (faults, misuse) run over plain TCP only: what they test
+is above the transport.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import contextlib
 import io
 import re
 import socket
+import ssl
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -55,6 +62,83 @@ REPLIES = [b"HELLO fakepeer\n", b"OK\n", b"VALUE 42\n", b"BYE\n", b""]
 VALUES = {b"answer": b"42"}
 
 
+# -- the transports --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Transport:
+    """How a client reaches the peer: TCP (an address, maybe another of the peer's addresses
+    on its port), a Unix socket, either with TLS."""
+
+    id: str
+    tls: bool = False
+    unix: bool = False
+    #: Where the peer listens (TCP).
+    host: str = "127.0.0.1"
+    #: The address a client connects to, on the peer's port; ``None``: :attr:`FakePeer.address`.
+    connect_to: str | None = None
+
+    def peer(self, name: str) -> FakePeer:
+        if self.unix:
+            return FakePeer(framing=Lines(), name=name, unix=True, tls=self.tls)
+        return FakePeer(framing=Lines(), name=name, host=self.host, tls=self.tls)
+
+    def target(self, peer: FakePeer) -> Address:
+        host, port = peer.address
+        return (self.connect_to or host, port)
+
+    def server_hostname(self, peer: FakePeer) -> str:
+        """The name a TLS client checks: an address of the certificate, or ``localhost``."""
+        return "localhost" if self.unix else self.target(peer)[0]
+
+    def context(self, peer: FakePeer) -> ssl.SSLContext | None:
+        return peer.client_ssl_context() if self.tls else None
+
+    @property
+    def client_prefix(self) -> str:
+        """How the peer's transcript names a client of this transport."""
+        if self.unix:
+            return "unix socket client"
+        return "[::1]:" if (self.connect_to or self.host) == "::1" else "127.0.0.1:"
+
+    def title(self, peer: FakePeer) -> str:
+        """The first line of the peer's transcript."""
+        if self.unix:
+            return f"fake peer {peer.name!r} on unix socket {peer.address}"
+        if self.host == "localhost":
+            return f"fake peer {peer.name!r} on 127.0.0.1:{peer.port}, [::1]:{peer.port}"
+        host = "[::1]" if self.host == "::1" else self.host
+        return f"fake peer {peer.name!r} on {host}:{peer.port}"
+
+    def check_tls_event(self, events: list[tuple[str, bytes, str]]) -> list[tuple[str, bytes, str]]:
+        """``events`` of a connection without its ``tls`` event, checked: one, after
+        ``connected``, for a TLS transport; none for the others."""
+        kinds = [kind for kind, _, _ in events]
+        if not self.tls:
+            assert "tls" not in kinds
+            return events
+        assert kinds.count("tls") == 1
+        assert kinds.index("tls") == 1
+        note = events[1][2]
+        assert note.startswith("TLSv1.3, "), note
+        # a client sends a name (SNI), not an address: the Unix socket's clients say localhost
+        assert note.endswith(", sni 'localhost'" if self.unix else ", no sni"), note
+        return [events[0], *events[2:]]
+
+
+TCP = Transport("tcp")
+TRANSPORTS = [
+    TCP,
+    Transport("tls", tls=True),
+    Transport("unix", unix=True),
+    Transport("tls-unix", tls=True, unix=True),
+    Transport("ipv6", host="::1"),
+    Transport("localhost-ipv4", host="localhost", connect_to="127.0.0.1"),
+    Transport("localhost-ipv6", host="localhost", connect_to="::1"),
+]
+over_transports = pytest.mark.parametrize("transport", TRANSPORTS, ids=lambda t: t.id)
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "trio"
@@ -73,8 +157,8 @@ class Script:
     served_by: list[tuple[str, int]] = field(default_factory=list)
 
 
-def scripted(name: str = "conformance") -> Script:
-    peer = FakePeer(framing=Lines(), name=name)
+def scripted(name: str = "conformance", transport: Transport = TCP) -> Script:
+    peer = transport.peer(name)
     served_by: list[tuple[str, int]] = []
 
     def lookup(match: re.Match[bytes], connection: Connection) -> bytes:
@@ -98,9 +182,15 @@ def serving_thread(host: Host) -> str:
 
 
 def check_conversation(
-    script: Script, lines: list[bytes], *, thread: str, pipelined: bool = False
+    script: Script,
+    lines: list[bytes],
+    *,
+    thread: str,
+    pipelined: bool = False,
+    transport: Transport = TCP,
 ) -> None:
-    """The client read what the script says, and the peer recorded exactly that.
+    """The client read what the script says, and the peer recorded exactly that (over
+    ``transport``: one ``tls`` event after ``connected`` for TLS).
 
     ``pipelined``: the client sent every request at once, before reading any reply.
     """
@@ -113,9 +203,10 @@ def check_conversation(
     assert connection.id == 1
     assert not connection.open
     assert connection.received == REQUESTS
-    assert connection.client.startswith("127.0.0.1:")
+    assert connection.client.startswith(transport.client_prefix)
     assert script.served_by == [(thread, 1)]
     events = [(e.kind, e.data, e.note) for e in peer.transcript.for_connection(1)]
+    events = transport.check_tls_event(events)
     connected = ("connected", b"", f"from {connection.client}")
     greeted = ("sent", b"HELLO fakepeer\n", "")
     received = [
@@ -141,7 +232,7 @@ def check_conversation(
             closed,
         ]
     text = peer.render_transcript()
-    assert text.startswith(f"fake peer {peer.name!r} on 127.0.0.1:{peer.port}\n")
+    assert text.startswith(transport.title(peer) + "\n")
     assert event_line("received", f"'GET answer' -> {script.get.describe()}") in text
     assert event_line("sent", "'VALUE 42\\n'") in text
     assert script.get.describe().startswith("expect #2 regex ")
@@ -163,16 +254,25 @@ async def hosted(peer: FakePeer, host: Host) -> AsyncIterator[FakePeer]:
 
 
 @contextlib.contextmanager
-def blocking_connection(address: Address) -> Iterator[tuple[socket.socket, io.BufferedReader]]:
-    with (
-        socket.create_connection(address, timeout=CLIENT_TIMEOUT) as sock,
-        sock.makefile("rb") as reader,
-    ):
+def blocking_connection(
+    peer: FakePeer, transport: Transport = TCP
+) -> Iterator[tuple[socket.socket, io.BufferedReader]]:
+    if transport.unix:
+        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        raw.settimeout(CLIENT_TIMEOUT)
+        raw.connect(peer.address)
+    else:
+        raw = socket.create_connection(transport.target(peer), timeout=CLIENT_TIMEOUT)
+    context = transport.context(peer)
+    sock = raw
+    if context is not None:
+        sock = context.wrap_socket(raw, server_hostname=transport.server_hostname(peer))
+    with sock, sock.makefile("rb") as reader:
         yield sock, reader
 
 
-def blocking_client(address: Address) -> list[bytes]:
-    with blocking_connection(address) as (sock, reader):
+def blocking_client(peer: FakePeer, transport: Transport = TCP) -> list[bytes]:
+    with blocking_connection(peer, transport) as (sock, reader):
         lines = [reader.readline()]
         for request in REQUESTS:
             sock.sendall(request + b"\n")
@@ -187,9 +287,23 @@ async def close_writer(writer: asyncio.StreamWriter) -> None:
         await writer.wait_closed()
 
 
-async def streams_client(address: Address) -> list[bytes]:
+async def open_streams(
+    peer: FakePeer, transport: Transport = TCP
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    context = transport.context(peer)
+    hostname = transport.server_hostname(peer) if context else None
+    if transport.unix:
+        return await asyncio.open_unix_connection(
+            peer.address, ssl=context, server_hostname=hostname
+        )
+    return await asyncio.open_connection(
+        *transport.target(peer), ssl=context, server_hostname=hostname
+    )
+
+
+async def streams_client(peer: FakePeer, transport: Transport = TCP) -> list[bytes]:
     async with asyncio.timeout(CLIENT_TIMEOUT):
-        reader, writer = await asyncio.open_connection(*address)
+        reader, writer = await open_streams(peer, transport)
         try:
             lines = [await reader.readline()]
             for request in REQUESTS:
@@ -232,26 +346,36 @@ class LineProtocol(asyncio.Protocol):
             self.lines.put_nowait(b"")
 
 
-async def protocol_client(address: Address) -> list[bytes]:
+async def protocol_client(peer: FakePeer, transport: Transport = TCP) -> list[bytes]:
     loop = asyncio.get_running_loop()
+    context = transport.context(peer)
+    hostname = transport.server_hostname(peer) if context else None
     async with asyncio.timeout(CLIENT_TIMEOUT):
-        transport, protocol = await loop.create_connection(LineProtocol, *address)
+        if transport.unix:
+            connecting = loop.create_unix_connection(
+                LineProtocol, peer.address, ssl=context, server_hostname=hostname
+            )
+        else:
+            connecting = loop.create_connection(
+                LineProtocol, *transport.target(peer), ssl=context, server_hostname=hostname
+            )
+        transport_, protocol = await connecting
         try:
             lines = [await protocol.lines.get()]
             for request in REQUESTS:
-                transport.write(request + b"\n")
+                transport_.write(request + b"\n")
                 lines.append(await protocol.lines.get())
             lines.append(await protocol.lines.get())
             assert await protocol.closed is None
         finally:
-            transport.close()
+            transport_.close()
     return lines
 
 
 class TrioLines:
     """Line reads over a trio stream."""
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self.buffer = b""
 
@@ -270,9 +394,27 @@ class TrioLines:
         await self.stream.send_all(data)
 
 
-async def trio_client(address: Address) -> list[bytes]:
+async def open_trio_stream(peer: FakePeer, transport: Transport = TCP) -> trio.abc.Stream:
+    """A trio stream to the peer: ``trio.open_unix_socket`` or ``open_tcp_stream``, then a
+    ``trio.SSLStream`` for TLS, its handshake done."""
+    stream: trio.abc.Stream
+    if transport.unix:
+        stream = await trio.open_unix_socket(peer.address)
+    else:
+        stream = await trio.open_tcp_stream(*transport.target(peer))
+    context = transport.context(peer)
+    if context is None:
+        return stream
+    tls = trio.SSLStream(stream, context, server_hostname=transport.server_hostname(peer))
+    # trio handshakes on the first send or receive; the peer counts a TLS connection once
+    # its handshake is over (wait_for_connections() waits for that)
+    await tls.do_handshake()
+    return tls
+
+
+async def trio_client(peer: FakePeer, transport: Transport = TCP) -> list[bytes]:
     with trio.fail_after(CLIENT_TIMEOUT):
-        async with await trio.open_tcp_stream(*address) as stream:
+        async with await open_trio_stream(peer, transport) as stream:
             client = TrioLines(stream)
             lines = [await client.readline()]
             for request in REQUESTS:
@@ -285,58 +427,66 @@ async def trio_client(address: Address) -> list[bytes]:
 # -- the conversation, every client, both hosts ----------------------------------------------
 
 
-def test_blocking_client_on_hub() -> None:
-    script = scripted()
+@over_transports
+def test_blocking_client_on_hub(transport: Transport) -> None:
+    script = scripted(transport=transport)
     with script.peer.serve() as peer:
-        lines = blocking_client(peer.address)
-    check_conversation(script, lines, thread=HUB_THREAD)
+        lines = blocking_client(peer, transport)
+    check_conversation(script, lines, thread=HUB_THREAD, transport=transport)
 
 
 @pytest.mark.asyncio
+@over_transports
 @pytest.mark.parametrize("host", HOSTS)
 @pytest.mark.parametrize("client", [streams_client, protocol_client], ids=["streams", "protocol"])
 async def test_asyncio_client(
-    host: Host, client: Callable[[Address], Awaitable[list[bytes]]]
+    host: Host,
+    client: Callable[[FakePeer, Transport], Awaitable[list[bytes]]],
+    transport: Transport,
 ) -> None:
-    script = scripted()
+    script = scripted(transport=transport)
     async with hosted(script.peer, host) as peer:
-        lines = await client(peer.address)
-    check_conversation(script, lines, thread=serving_thread(host))
+        lines = await client(peer, transport)
+    check_conversation(script, lines, thread=serving_thread(host), transport=transport)
 
 
 @pytest.mark.asyncio
-async def test_blocking_client_in_a_thread_against_the_in_loop_host() -> None:
-    script = scripted()
+@over_transports
+async def test_blocking_client_in_a_thread_against_the_in_loop_host(transport: Transport) -> None:
+    script = scripted(transport=transport)
     async with script.peer.serve() as peer:
-        lines = await asyncio.to_thread(blocking_client, peer.address)
-    check_conversation(script, lines, thread=threading.current_thread().name)
+        lines = await asyncio.to_thread(blocking_client, peer, transport)
+    check_conversation(script, lines, thread=threading.current_thread().name, transport=transport)
 
 
 @pytest.mark.asyncio
 async def test_blocking_client_blocking_the_test_loop_is_served_by_the_hub() -> None:
     script = scripted()
     with script.peer.serve() as peer:
-        lines = blocking_client(peer.address)  # the test's loop is blocked; the hub is not
+        lines = blocking_client(peer)  # the test's loop is blocked; the hub is not
     check_conversation(script, lines, thread=HUB_THREAD)
 
 
 @pytest.mark.anyio
+@over_transports
 @pytest.mark.parametrize("enter", ["with", "async with"])
-async def test_trio_client(enter: str) -> None:
-    script = scripted()
+async def test_trio_client(enter: str, transport: Transport) -> None:
+    script = scripted(transport=transport)
     if enter == "with":
         with script.peer.serve() as peer:
-            lines = await trio_client(peer.address)
+            lines = await trio_client(peer, transport)
     else:
         async with script.peer.serve() as peer:  # under trio: hosted by the hub
-            lines = await trio_client(peer.address)
-    check_conversation(script, lines, thread=HUB_THREAD)
+            lines = await trio_client(peer, transport)
+    check_conversation(script, lines, thread=HUB_THREAD, transport=transport)
 
 
 # -- wrong bytes: the peer closes, leaving serve() raises UnexpectedData ---------------------
 
 
-def check_unexpected(error: UnexpectedData, script: Script, *, final: bool = True) -> None:
+def check_unexpected(
+    error: UnexpectedData, script: Script, *, final: bool = True, transport: Transport = TCP
+) -> None:
     """``final``: raised when leaving serve(); else raised by a sync point, maybe before the
     peer had closed the connection."""
     text = str(error)
@@ -352,11 +502,11 @@ def check_unexpected(error: UnexpectedData, script: Script, *, final: bool = Tru
         "             the data differs at byte 6: expected 'alice', received 'mallory'"
     )
     assert error.diagnosis == diagnosis
-    title = f"fake peer 'conformance' on 127.0.0.1:{peer.port}"
-    assert text.startswith(diagnosis + "\n\n" + title + "\n")
+    assert text.startswith(diagnosis + "\n\n" + transport.title(peer) + "\n")
     assert event_line("sent", "'HELLO fakepeer\\n'") in text
     assert event_line("unexpected", "'LOGIN mallory'") in text
-    kinds = [(e.kind, e.data) for e in peer.transcript.for_connection(1)]
+    events = [(e.kind, e.data, e.note) for e in peer.transcript.for_connection(1)]
+    kinds = [(kind, data) for kind, data, _ in transport.check_tls_event(events)]
     assert kinds[:3] == [
         ("connected", b""),
         ("sent", b"HELLO fakepeer\n"),
@@ -369,24 +519,28 @@ def check_unexpected(error: UnexpectedData, script: Script, *, final: bool = Tru
         assert event_line("closed", "").rstrip() in text
 
 
-def wrong_blocking_client(script: Script) -> None:
-    with script.peer.serve() as peer, blocking_connection(peer.address) as (sock, reader):
+def wrong_blocking_client(script: Script, transport: Transport) -> None:
+    with (
+        script.peer.serve() as peer,
+        blocking_connection(peer, transport) as (sock, reader),
+    ):
         assert reader.readline() == b"HELLO fakepeer\n"
         sock.sendall(b"LOGIN mallory\n")
         assert reader.read() == b""  # the peer closed the connection
 
 
-def test_wrong_bytes_blocking_client() -> None:
-    script = scripted()
+@over_transports
+def test_wrong_bytes_blocking_client(transport: Transport) -> None:
+    script = scripted(transport=transport)
     with pytest.raises(UnexpectedData) as info:
-        wrong_blocking_client(script)
-    check_unexpected(info.value, script)
+        wrong_blocking_client(script, transport)
+    check_unexpected(info.value, script, transport=transport)
     assert not getattr(info.value, "__notes__", None)
 
 
-async def wrong_streams_client(script: Script, host: Host) -> None:
+async def wrong_streams_client(script: Script, host: Host, transport: Transport = TCP) -> None:
     async with hosted(script.peer, host) as peer, asyncio.timeout(CLIENT_TIMEOUT):
-        reader, writer = await asyncio.open_connection(*peer.address)
+        reader, writer = await open_streams(peer, transport)
         try:
             assert await reader.readline() == b"HELLO fakepeer\n"
             writer.write(b"LOGIN mallory\n")
@@ -396,18 +550,19 @@ async def wrong_streams_client(script: Script, host: Host) -> None:
 
 
 @pytest.mark.asyncio
+@over_transports
 @pytest.mark.parametrize("host", HOSTS)
-async def test_wrong_bytes_asyncio_client(host: Host) -> None:
-    script = scripted()
+async def test_wrong_bytes_asyncio_client(host: Host, transport: Transport) -> None:
+    script = scripted(transport=transport)
     with pytest.raises(UnexpectedData) as info:
-        await wrong_streams_client(script, host)
-    check_unexpected(info.value, script)
+        await wrong_streams_client(script, host, transport)
+    check_unexpected(info.value, script, transport=transport)
 
 
-async def wrong_trio_client(script: Script) -> None:
+async def wrong_trio_client(script: Script, transport: Transport) -> None:
     async with script.peer.serve() as peer:
         with trio.fail_after(CLIENT_TIMEOUT):
-            async with await trio.open_tcp_stream(*peer.address) as stream:
+            async with await open_trio_stream(peer, transport) as stream:
                 client = TrioLines(stream)
                 assert await client.readline() == b"HELLO fakepeer\n"
                 await client.send(b"LOGIN mallory\n")
@@ -415,18 +570,19 @@ async def wrong_trio_client(script: Script) -> None:
 
 
 @pytest.mark.anyio
-async def test_wrong_bytes_trio_client() -> None:
-    script = scripted()
+@over_transports
+async def test_wrong_bytes_trio_client(transport: Transport) -> None:
+    script = scripted(transport=transport)
     with pytest.raises(UnexpectedData) as info:
-        await wrong_trio_client(script)
-    check_unexpected(info.value, script)
+        await wrong_trio_client(script, transport)
+    check_unexpected(info.value, script, transport=transport)
 
 
 # -- a client that stops early: UnmetExpectations --------------------------------------------
 
 
 def early_quitter(script: Script) -> None:
-    with script.peer.serve() as peer, blocking_connection(peer.address) as (sock, reader):
+    with script.peer.serve() as peer, blocking_connection(peer) as (sock, reader):
         assert reader.readline() == b"HELLO fakepeer\n"
         sock.sendall(b"LOGIN alice\n")
         assert reader.readline() == b"OK\n"
@@ -457,7 +613,7 @@ def test_client_stopping_early_leaves_unmet_expectations() -> None:
 
 def partial_repeater(peer: FakePeer) -> Rule:
     rule = peer.expect(b"PING").reply(b"PONG").times(3)
-    with peer.serve(), blocking_connection(peer.address) as (sock, reader):
+    with peer.serve(), blocking_connection(peer) as (sock, reader):
         sock.sendall(b"PING\n")
         assert reader.readline() == b"PONG\n"
     return rule
@@ -499,7 +655,7 @@ def check_reset(peer: FakePeer) -> None:
 
 def test_reset_blocking_client() -> None:
     peer = resetting()
-    with peer.serve(), blocking_connection(peer.address) as (sock, reader):
+    with peer.serve(), blocking_connection(peer) as (sock, reader):
         assert reader.readline() == b"HELLO\n"
         sock.sendall(b"LOGIN alice\n")
         with pytest.raises(ConnectionResetError):
@@ -565,7 +721,7 @@ def check_delayed(peer: FakePeer, lines: list[bytes]) -> None:
 
 def test_after_delays_the_reply_blocking_client() -> None:
     peer = delaying()
-    with peer.serve(), blocking_connection(peer.address) as (sock, reader):
+    with peer.serve(), blocking_connection(peer) as (sock, reader):
         sock.sendall(b"LOGIN alice\nNOOP\n")
         lines = [reader.readline(), reader.readline()]
     check_delayed(peer, lines)
@@ -612,7 +768,7 @@ def test_hang_blocking_client() -> None:
     peer = hanging()
     with contextlib.ExitStack() as client:
         with peer.serve():
-            sock, reader = client.enter_context(blocking_connection(peer.address))
+            sock, reader = client.enter_context(blocking_connection(peer))
             assert reader.readline() == b"HELLO\n"
             sock.sendall(b"LOGIN alice\n")
             sock.settimeout(NO_ANSWER)
@@ -666,7 +822,7 @@ def test_half_close_blocking_client() -> None:
     peer = FakePeer(framing=Lines(), name="half")
     peer.expect(b"QUIT").reply(b"BYE").half_close()
     peer.expect(b"STATS")
-    with peer.serve(), blocking_connection(peer.address) as (sock, reader):
+    with peer.serve(), blocking_connection(peer) as (sock, reader):
         sock.sendall(b"QUIT\n")
         assert reader.readline() == b"BYE\n"
         assert reader.read() == b""  # the peer's side is shut down...
@@ -685,7 +841,7 @@ def test_half_close_blocking_client() -> None:
 
 
 def replier_after_half_close(peer: FakePeer) -> None:
-    with peer.serve(), blocking_connection(peer.address) as (sock, reader):
+    with peer.serve(), blocking_connection(peer) as (sock, reader):
         sock.sendall(b"QUIT\n")
         assert reader.readline() == b"BYE\n"
         assert reader.read() == b""
@@ -710,9 +866,13 @@ ALL_REQUESTS = b"".join(request + b"\n" for request in REQUESTS)
 ALL_REPLIES = b"".join(REPLIES)
 
 
-def test_waits_blocking() -> None:
-    script = scripted()
-    with script.peer.serve() as peer, blocking_connection(peer.address) as (sock, reader):
+@over_transports
+def test_waits_blocking(transport: Transport) -> None:
+    script = scripted(transport=transport)
+    with (
+        script.peer.serve() as peer,
+        blocking_connection(peer, transport) as (sock, reader),
+    ):
         peer.wait_for_connections(1)
         assert len(peer.connections) == 1
         sock.sendall(ALL_REQUESTS)  # no reads: the peer's waits are the sync points
@@ -720,13 +880,15 @@ def test_waits_blocking() -> None:
         assert peer.done
         assert peer.received == REQUESTS
         assert reader.read() == ALL_REPLIES
-    check_conversation(script, list(REPLIES), thread=HUB_THREAD, pipelined=True)
+    check_conversation(
+        script, list(REPLIES), thread=HUB_THREAD, pipelined=True, transport=transport
+    )
 
 
 @pytest.mark.asyncio
 async def test_blocking_waits_in_an_async_test_when_the_hub_serves() -> None:
     script = scripted()
-    with script.peer.serve() as peer, blocking_connection(peer.address) as (sock, reader):
+    with script.peer.serve() as peer, blocking_connection(peer) as (sock, reader):
         peer.wait_for_connections(1)
         sock.sendall(ALL_REQUESTS)
         peer.wait_until_done()
@@ -736,11 +898,12 @@ async def test_blocking_waits_in_an_async_test_when_the_hub_serves() -> None:
 
 
 @pytest.mark.asyncio
+@over_transports
 @pytest.mark.parametrize("host", HOSTS)
-async def test_waits_asyncio(host: Host) -> None:
-    script = scripted()
+async def test_waits_asyncio(host: Host, transport: Transport) -> None:
+    script = scripted(transport=transport)
     async with hosted(script.peer, host) as peer, asyncio.timeout(CLIENT_TIMEOUT):
-        reader, writer = await asyncio.open_connection(*peer.address)
+        reader, writer = await open_streams(peer, transport)
         try:
             await peer.wait_for_connections_async(1)
             assert len(peer.connections) == 1
@@ -751,15 +914,22 @@ async def test_waits_asyncio(host: Host) -> None:
             assert await reader.read() == ALL_REPLIES
         finally:
             await close_writer(writer)
-    check_conversation(script, list(REPLIES), thread=serving_thread(host), pipelined=True)
+    check_conversation(
+        script,
+        list(REPLIES),
+        thread=serving_thread(host),
+        pipelined=True,
+        transport=transport,
+    )
 
 
 @pytest.mark.anyio
-async def test_waits_trio() -> None:
-    script = scripted()
+@over_transports
+async def test_waits_trio(transport: Transport) -> None:
+    script = scripted(transport=transport)
     async with script.peer.serve() as peer:
         with trio.fail_after(CLIENT_TIMEOUT):
-            async with await trio.open_tcp_stream(*peer.address) as stream:
+            async with await open_trio_stream(peer, transport) as stream:
                 await peer.wait_for_connections_async(1)
                 assert len(peer.connections) == 1
                 await stream.send_all(ALL_REQUESTS)
@@ -770,7 +940,9 @@ async def test_waits_trio() -> None:
                 while chunk := await stream.receive_some():
                     received += chunk
                 assert received == ALL_REPLIES
-    check_conversation(script, list(REPLIES), thread=HUB_THREAD, pipelined=True)
+    check_conversation(
+        script, list(REPLIES), thread=HUB_THREAD, pipelined=True, transport=transport
+    )
 
 
 def check_wait_timeout(error: WaitTimeout, script: Script, what: str, timeout: float) -> None:
@@ -788,7 +960,7 @@ def check_wait_timeout(error: WaitTimeout, script: Script, what: str, timeout: f
 
 
 def stalled_blocking(script: Script) -> None:
-    with script.peer.serve() as peer, blocking_connection(peer.address) as (sock, reader):
+    with script.peer.serve() as peer, blocking_connection(peer) as (sock, reader):
         assert reader.readline() == b"HELLO fakepeer\n"
         sock.sendall(b"LOGIN alice\n")
         assert reader.readline() == b"OK\n"
@@ -860,7 +1032,7 @@ PATIENCE = 5.0
 
 
 def wrong_then_wait_blocking(script: Script) -> None:
-    with script.peer.serve() as peer, blocking_connection(peer.address) as (sock, _reader):
+    with script.peer.serve() as peer, blocking_connection(peer) as (sock, _reader):
         sock.sendall(b"LOGIN mallory\n")
         with pytest.raises(UnexpectedData) as early:
             peer.wait_for_connections(2, timeout=PATIENCE)
@@ -914,7 +1086,7 @@ async def test_wait_raises_the_recorded_problem_early_trio() -> None:
 
 
 def wrong_then_wait_uncaught(script: Script) -> None:
-    with script.peer.serve() as peer, blocking_connection(peer.address) as (sock, _reader):
+    with script.peer.serve() as peer, blocking_connection(peer) as (sock, _reader):
         sock.sendall(b"LOGIN mallory\n")
         peer.wait_for_connections(2, timeout=PATIENCE)
 
@@ -960,7 +1132,7 @@ def test_serving_twice() -> None:
     with peer.serve():
         with pytest.raises(RuntimeError, match=SERVED_TWICE), peer.serve():
             pass
-        with blocking_connection(peer.address) as (sock, reader):  # still serving
+        with blocking_connection(peer) as (sock, reader):  # still serving
             sock.sendall(b"PING\n")
             assert reader.readline() == b"PONG\n"
     with pytest.raises(RuntimeError, match=SERVED_TWICE), peer.serve():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 import socket
 import threading
@@ -43,7 +44,10 @@ from test_conformance import (
     NO_ANSWER,
     REPLIES,
     REQUESTS,
+    TCP,
+    TRANSPORTS,
     Address,
+    Transport,
     blocking_client,
     check_conversation,
     check_delayed,
@@ -116,15 +120,17 @@ async def until(peer: FakePeer, condition: Callable[[], bool], what: str) -> Non
 # -- the conformance clients ---------------------------------------------------------------------
 
 
-async def conversation(client: Callable[[Address], Awaitable[list[bytes]]]) -> None:
-    script = scripted()
+async def conversation(
+    client: Callable[[FakePeer, Transport], Awaitable[list[bytes]]], transport: Transport = TCP
+) -> None:
+    script = scripted(transport=transport)
     async with served_here(script.peer) as peer:
-        lines = await client(peer.address)
-    check_conversation(script, lines, thread=this_thread())
+        lines = await client(peer, transport)
+    check_conversation(script, lines, thread=this_thread(), transport=transport)
 
 
 async def conversation_from_a_thread() -> None:
-    await conversation(lambda address: asyncio.to_thread(blocking_client, address))
+    await conversation(lambda peer, transport: asyncio.to_thread(blocking_client, peer, transport))
 
 
 async def wrong_bytes() -> None:
@@ -201,6 +207,12 @@ async def wrong_then_wait() -> None:
 SCENARIOS: dict[str, Callable[[], Awaitable[None]]] = {
     "streams": lambda: conversation(streams_client),
     "protocol": lambda: conversation(protocol_client),
+    **{
+        f"{client}-{transport.id}": functools.partial(conversation, function, transport)
+        for client, function in [("streams", streams_client), ("protocol", protocol_client)]
+        for transport in TRANSPORTS
+        if transport is not TCP
+    },
     "blocking-in-a-thread": conversation_from_a_thread,
     "wrong-bytes": wrong_bytes,
     "reset": reset,

@@ -197,7 +197,11 @@ def _dispatch_all(
 
 
 def eof(convo: Conversation, record: ConnectionRecord, at: float) -> Steps:
-    """The client shut down its side of ``record``: finish its buffer, then close."""
+    """The client shut down its side of ``record``: finish its buffer, then close. Nothing
+    once the peer ended it (a TLS transport reads the client's close_notify or FIN after the
+    peer's own close)."""
+    if record.ended:
+        return []
     convo.event(at, record, "eof")
     if record.handled:
         return []  # the handler sees EOF in receive(), and ends the connection itself
