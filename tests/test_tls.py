@@ -194,7 +194,7 @@ def test_a_minimum_version_refuses_older_clients() -> None:
         ({"tls": True, "tls_alpn": []}, "non-empty list"),
         ({"tls": True, "tls_hostnames": "localhost"}, "list of host names"),
         ({"tls": True, "tls_min_version": "1.2"}, "ssl.TLSVersion"),
-        ({"tls": "yes"}, "takes True or False"),
+        ({"tls": "yes"}, "takes True, False or 'starttls'"),
     ],
 )
 def test_wrong_options(options: dict[str, object], words: str) -> None:

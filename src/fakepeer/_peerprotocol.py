@@ -19,6 +19,7 @@ import socket
 import struct
 from typing import TYPE_CHECKING, Final, cast
 
+from . import _upgrading
 from ._actions import (
     Action,
     Await,
@@ -38,7 +39,7 @@ from ._errors import ConversationError
 from ._handleio import HandleIO
 from ._state import ConnectionRecord
 from ._steps import Steps, clock
-from ._tls import describe
+from ._tlsinfo import agreed
 
 if TYPE_CHECKING:
     from ._peerserver import PeerServer
@@ -144,9 +145,10 @@ class _PeerProtocol(asyncio.Protocol):
             server.protocols.add(self)
             now = clock()
             self.connection, actions = server.conversation.connect(client, now)
-            if server.tls is not None:  # the handshake is over: what it agreed
-                agreed = describe(transport.get_extra_info("ssl_object"), server.tls.names)
-                server.conversation.note(self.connection, now, "tls", agreed)
+            tls = server.tls
+            if tls is not None and not tls.starttls:  # the handshake is over: what it agreed
+                info = agreed(transport.get_extra_info("ssl_object"), tls.names)
+                server.conversation.secured(self.connection, info, now)
             io = HandleIO(self)
             self.handle = Connection(self.connection, io)
             server.handles.append(self.handle)
@@ -203,7 +205,7 @@ class _PeerProtocol(asyncio.Protocol):
             self.readable.set()
         # keep the transport: the Close action ends it after pending steps (TLS cannot: its
         # transport closes after the client's close_notify, and says so if asked to keep it)
-        return self.server.tls is None
+        return self.connection.tls is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         server = self.server
@@ -455,6 +457,9 @@ class _PeerProtocol(asyncio.Protocol):
             self.reading_stopped = True
             self._pause(_FAULT)
             conversation.note(connection, now, "stopped", "(reading: a stop_reading fault)")
+
+    async def _start_tls(self) -> None:
+        await _upgrading.start_tls(self)  # see there: STARTTLS
 
     async def _await(self, action: Await) -> list[Action]:
         server = self.server

@@ -77,10 +77,12 @@ def _hostnames(value: object, hosts: Sequence[str], owner: str) -> list[str]:
 class TLS:
     """The test's certificate authority, the peer's certificate and both contexts.
 
-    ``hostnames`` (default: the addresses listened on, ``hosts``, and ``"localhost"``) are the names and addresses the
-    certificate is valid for; ``min_version``/``max_version`` bound the versions the server
-    accepts; ``alpn`` lists the application protocols it offers. Raises
-    :class:`~fakepeer.ScriptError` for a wrong option, or when trustme is not installed.
+    ``hostnames`` (default: the addresses listened on, ``hosts``, and ``"localhost"``) are
+    the names and addresses the certificate is valid for; ``min_version``/``max_version``
+    bound the versions the server accepts; ``alpn`` lists the application protocols it
+    offers; ``starttls``: the peer serves plain text until a rule's ``.start_tls()``.
+    Raises :class:`~fakepeer.ScriptError` for a wrong option, or when trustme is not
+    installed.
     """
 
     def __init__(
@@ -92,7 +94,10 @@ class TLS:
         max_version: ssl.TLSVersion | None = None,
         alpn: Sequence[str] | None = None,
         owner: str = "FakePeer",
+        starttls: bool = False,
     ) -> None:
+        #: Serve plain text first, and TLS only from a rule's ``.start_tls()`` on.
+        self.starttls = starttls
         self.hostnames = _hostnames(hostnames, hosts, owner)
         low = _version(min_version, "tls_min_version", owner)
         high = _version(max_version, "tls_max_version", owner)
