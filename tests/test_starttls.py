@@ -309,3 +309,74 @@ def test_a_starttls_peer_gives_the_client_its_ca() -> None:
     assert context.verify_mode == ssl.CERT_REQUIRED
     with pytest.raises(ScriptError, match="tls='starttls'"):
         FakePeer(tls_alpn=["h2"])
+
+
+def test_the_fixtures_take_the_tls_options(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import asyncio
+        import ssl
+
+        import pytest
+
+        from fakepeer import Lines
+
+
+        async def upgrade(peer):
+            host, port = peer.address
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(b"STARTTLS\\n")
+            assert await reader.readline() == b"go\\n"
+            await writer.start_tls(peer.client_ssl_context(), server_hostname="mail.test")
+            writer.write(b"SECRET\\n")
+            assert await reader.readline() == b"kept\\n"
+            writer.close()
+            await writer.wait_closed()
+
+
+        @pytest.mark.fakepeer(
+            framing=Lines(),
+            tls="starttls",
+            tls_hostnames=["mail.test"],
+            tls_min_version=ssl.TLSVersion.TLSv1_3,
+            tls_alpn=["smtp"],
+        )
+        def test_marker(fake_peer):
+            fake_peer.expect(b"STARTTLS").reply(b"go").start_tls()
+            fake_peer.expect(b"SECRET").reply(b"kept")
+            asyncio.run(upgrade(fake_peer))
+            fake_peer.wait_until_done()
+            fake_peer.assert_tls(
+                sni="mail.test", alpn="smtp", version=ssl.TLSVersion.TLSv1_3
+            )
+
+
+        def test_factory(fake_peer_factory):
+            peer = fake_peer_factory(
+                framing=Lines(), tls=True, tls_max_version=ssl.TLSVersion.TLSv1_2
+            )
+            peer.expect(b"ping").reply(b"pong")
+
+            async def talk():
+                host, port = peer.address
+                reader, writer = await asyncio.open_connection(
+                    host, port, ssl=peer.client_ssl_context(), server_hostname="localhost"
+                )
+                writer.write(b"ping\\n")
+                assert await reader.readline() == b"pong\\n"
+                writer.close()
+                await writer.wait_closed()
+
+            asyncio.run(talk())
+            peer.wait_until_done()
+            peer.assert_tls(version=ssl.TLSVersion.TLSv1_2)
+
+
+        @pytest.mark.fakepeer(tls_alpn=["h2"])
+        def test_options_without_tls(fake_peer):
+            pass
+        """
+    )
+    result = pytester.runpytest_inprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*options need tls=True or tls='starttls'*"])
