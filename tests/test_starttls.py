@@ -13,6 +13,7 @@ import ssl
 
 import pytest
 import trio
+import trustme  # noqa: F401 - loaded here: an in-process pytester run that loads it first unloads it after, and trustme breaks
 
 from fakepeer import (
     ANY,
