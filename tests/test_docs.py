@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+import trustme  # noqa: F401 - loaded here: an in-process pytester run that loads it first unloads it after, and trustme breaks
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -189,12 +189,16 @@ def test_a_minimum_version_refuses_older_clients() -> None:
 @pytest.mark.parametrize(
     ("options", "words"),
     [
-        ({"tls_alpn": ["h2"]}, r"FakePeer\(tls_alpn=\.\.\.\) applies to a TLS peer: add tls=True"),
+        (
+            {"tls_alpn": ["h2"]},
+            r"FakePeer\(tls_alpn=\.\.\.\) applies to a TLS peer: "
+            r"add tls=True \(or tls='starttls'\)",
+        ),
         ({"tls": True, "tls_alpn": "h2"}, "list of protocol names"),
         ({"tls": True, "tls_alpn": []}, "non-empty list"),
         ({"tls": True, "tls_hostnames": "localhost"}, "list of host names"),
         ({"tls": True, "tls_min_version": "1.2"}, "ssl.TLSVersion"),
-        ({"tls": "yes"}, "takes True or False"),
+        ({"tls": "yes"}, "takes True, False or 'starttls'"),
     ],
 )
 def test_wrong_options(options: dict[str, object], words: str) -> None:

@@ -181,7 +181,8 @@ def test_mutual_tls_options_and_their_errors() -> None:
         FakePeer(tls=True, tls_client_cert="yes")  # type: ignore[arg-type]
     with pytest.raises(
         ScriptError,
-        match=r"^FakePeer\(tls_client_cert=\.\.\.\) applies to a TLS peer: add tls=True$",
+        match=r"^FakePeer\(tls_client_cert=\.\.\.\) applies to a TLS peer: "
+        r"add tls=True \(or tls='starttls'\)$",
     ):
         FakePeer(tls_client_cert=True)
     peer = FakePeer(tls=True)

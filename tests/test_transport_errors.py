@@ -35,7 +35,8 @@ from fakepeer import FakePeer, IncompleteMessage, Lines, ScriptError, Unexpected
         ),
         (
             {"tls_hostnames": ["example.test"], "tls_alpn": ["h2"]},
-            "FakePeer(tls_hostnames=..., tls_alpn=...) applies to a TLS peer: add tls=True",
+            "FakePeer(tls_hostnames=..., tls_alpn=...) applies to a TLS peer: "
+            "add tls=True (or tls='starttls')",
         ),
     ],
 )

@@ -55,6 +55,7 @@ from ._peer import ConnectionScript, FakePeer
 from ._proxy import Proxy
 from ._script import HandlerFunction, ReplyFunction, Rule
 from ._serving import Serving
+from ._tlsinfo import TLSInfo
 from ._transcript import Event, Transcript
 from ._version import __version__
 
@@ -92,6 +93,7 @@ __all__ = [
     "ScriptError",
     "Serving",
     "StxEtx",
+    "TLSInfo",
     "TaskDied",
     "Transcript",
     "UnexpectedData",

@@ -18,6 +18,9 @@ action           the runtime must                                          then 
 ``Reset()``      abort with a TCP RST                                      ``closed``
 ``Hold()``       nothing: the connection hangs from now on                 ``held``
 ``Stop()``       stop reading from the client (a ``stop_reading`` fault)   ``note``
+``StartTLS()``   upgrade the connection to TLS (``.start_tls()``): the     ``secured`` (or
+                 handshake, as the server, after what was written before;  ``note`` if it
+                 later actions wait for it                                 failed)
 ``Later(s, a)``  run action ``a`` after ``s`` seconds, apart from the      (as for ``a``)
                  connection's queue (a fault's timer)
 ``Call(...)``    call the reply callable with the match and the user's     ``replied``, then
@@ -53,6 +56,7 @@ __all__ = [
     "Later",
     "Push",
     "Reset",
+    "StartTLS",
     "Stop",
     "Wait",
     "Write",
@@ -114,6 +118,12 @@ class Reset:
     """Abort the connection with a TCP RST."""
 
 
+@dataclass(frozen=True, slots=True)
+class StartTLS:
+    """Upgrade the connection to TLS (as the server) once what was written before is
+    sent; the actions after it go over TLS."""
+
+
 class Call(NamedTuple):
     """Call ``function(value)`` (or ``function(value, connection)`` when ``wants_connection``)
     now, and report what it returned or raised with ``Conversation.replied``."""
@@ -135,4 +145,6 @@ class Await(NamedTuple):
     writable: bool = True
 
 
-Action: TypeAlias = Write | Wait | Close | HalfClose | Reset | Hold | Await | Stop | Later | Call
+Action: TypeAlias = (
+    Write | Wait | Close | HalfClose | Reset | Hold | Await | Stop | Later | Call | StartTLS
+)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from ._state import ConnectionRecord
+from ._tlsinfo import TLSInfo
 
 __all__ = ["Connection", "ConnectionIO"]
 
@@ -71,6 +72,13 @@ class Connection:
     def open(self) -> bool:
         """True until the connection was closed, reset or lost."""
         return not self._record.ended
+
+    @property
+    def tls(self) -> TLSInfo | None:
+        """What the TLS handshake of this connection agreed (version, cipher, SNI, ALPN,
+        client certificate), a :class:`~fakepeer.TLSInfo`; None while it is plain text (a
+        peer without TLS, or before ``.start_tls()`` upgraded it)."""
+        return self._record.tls
 
     @property
     def transcript(self) -> str:

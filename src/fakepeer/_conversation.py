@@ -51,7 +51,8 @@ from ._framing import Decoder, Framing
 from ._matchers import Matcher
 from ._rulebook import RuleBook
 from ._script import START, Rule, Script
-from ._state import ConnectionRecord, Transition
+from ._state import ConnectionRecord, Phase, Transition
+from ._tlsinfo import TLSInfo
 from ._transcript import DEFAULT_BUDGET, Event, Transcript
 
 __all__ = ["Conversation", "Steps"]
@@ -279,6 +280,27 @@ class Conversation:
                 return
             record.move(Transition.END)
         self.event(at, record, how, note=note)
+
+    def upgrading(self, record: ConnectionRecord, at: float) -> bool:
+        """The runtime is about to start ``record``'s TLS handshake (``.start_tls()``): True
+        if it may. Bytes the client sent in plain text since the message that asked for it
+        (left in the buffer) fail it; a failed or ended connection has no handshake."""
+        if record.phase is not Phase.UPGRADING:
+            return False
+        if record.buffer:
+            leftover = bytes(record.buffer)
+            record.buffer.clear()
+            _failing.before_handshake(self, record, leftover, at)
+            return False
+        return True
+
+    def secured(self, record: ConnectionRecord, info: TLSInfo, at: float) -> None:
+        """``record``'s TLS handshake is over (from the start, or an upgrade): ``info`` is
+        what it agreed; an upgraded connection is answered again (inside TLS)."""
+        record.tls = info
+        note = f"upgraded: {info.describe()}" if info.starttls else info.describe()
+        self.event(at, record, "tls", note=note)
+        record.move(Transition.UPGRADED)
 
     def held(self, record: ConnectionRecord, at: float) -> None:
         """The connection hangs from now on."""

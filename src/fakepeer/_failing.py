@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING
 from . import _explain
 from ._actions import Action, Close
 from ._errors import Error, FramingError, IncompleteMessage, UnexpectedData
-from ._state import ConnectionRecord
+from ._state import ConnectionRecord, Phase
 from ._transcript import show
 
 if TYPE_CHECKING:
     from ._conversation import Conversation
 
 __all__ = [
+    "before_handshake",
     "check_handled",
     "fail",
     "framing_failed",
@@ -31,11 +32,36 @@ __all__ = [
 
 
 def unanswered(convo: Conversation, record: ConnectionRecord, data: bytes, at: float) -> None:
-    """``data`` came on ``record`` after it stopped answering: recorded, not answered."""
+    """``data`` came on ``record`` after it stopped answering: recorded, not answered (and
+    a problem while it upgrades to TLS: the runtime closes it instead of the handshake)."""
+    if record.phase is Phase.UPGRADING:
+        before_handshake(convo, record, data, at)
+        return
     why = record.why_not_answering()
     convo.event(at, record, "received", data, f"(not answered: connection {why})")
     record.received.append(data)
     convo.received.append(data)
+
+
+def before_handshake(
+    convo: Conversation, record: ConnectionRecord, data: bytes, at: float
+) -> list[Action]:
+    """``record`` fails for ``data``, sent in plain text after the message that started TLS
+    and before the handshake (``.start_tls()``): the peer closes it, no handshake."""
+    convo.event(at, record, "unexpected", data, "(plain text before the TLS handshake)")
+    record.received.append(data)
+    convo.received.append(data)
+    problem = UnexpectedData(
+        f"connection #{record.id}: the client sent {show(data)} in plain text after the "
+        "message that started TLS (.start_tls()), before the TLS handshake; a client must "
+        "wait for the reply and then start the handshake (bytes sent before it could be "
+        "injected by anyone on the path: RFC 3207 section 6 says a server must discard them)",
+        connection=record.id,
+        received=data,
+        expected="the TLS handshake",
+    )
+    convo.fail(record, problem, at, note=True)
+    return [Close()]
 
 
 def incomplete(convo: Conversation, record: ConnectionRecord, how: str, at: float) -> list[Action]:

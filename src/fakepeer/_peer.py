@@ -6,6 +6,7 @@ import os
 import ssl
 import threading
 from collections.abc import Sequence
+from typing import Literal
 
 from . import _assertions
 from ._conversation import Conversation
@@ -15,8 +16,9 @@ from ._host import Host
 from ._inspection import _reading
 from ._matchers import ANY, Exact, as_matcher
 from ._runtime import MAX_SEND_BUFFER
-from ._script import HandlerFunction, Rule, Script, caller_location
+from ._script import NO_STARTTLS, HandlerFunction, Rule, Script, caller_location
 from ._tls import TLS
+from ._tlsinfo import check as check_tls
 from ._transcript import DEFAULT_BUDGET
 from ._wait import Waiters
 
@@ -30,6 +32,7 @@ class _Scripting:
     _conversation: Conversation
     _waiters: Waiters
     _number: int | None = None
+    _no_starttls: str | None = NO_STARTTLS  # why a rule cannot .start_tls() (None: it can)
 
     def _rule(self, kind: str, matcher: object) -> Rule:
         where = caller_location()
@@ -42,6 +45,7 @@ class _Scripting:
             )
         with self._lock:
             rule = self._conversation.add_rule(kind, built, where, self._number)
+            rule.no_starttls = self._no_starttls
             self._waiters.notify()
         return rule
 
@@ -88,6 +92,7 @@ class ConnectionScript(_Scripting):
         self._lock = peer._lock
         self._conversation = peer._conversation
         self._waiters = peer._waiters
+        self._no_starttls = peer._no_starttls
 
     def __repr__(self) -> str:
         return f"<ConnectionScript of connection #{self._number} of {self._peer!r}>"
@@ -149,14 +154,19 @@ class FakePeer(Host, _Scripting):
     - ``seed``: the seed of the network faults' random choices; ``None`` draws one, and
       :attr:`seed` is the seed in use.
     - ``max_send_buffer``, ``transcript_budget``: bytes, as above.
-    - ``tls``: ``True`` serves TLS, with a certificate made for the test by trustme (the
-      optional extra: ``pip install 'fakepeer[tls]'``; without it, ``tls=True`` raises
-      :class:`~fakepeer.ScriptError`). The client gets what it needs to trust it from
-      :meth:`client_ssl_context`, :attr:`ca_pem` or :attr:`ca_path`. Each handshake is one
-      ``tls`` event in the transcript: version, cipher, the name the client sent (SNI) and
-      the application protocol (ALPN); a failed handshake (a client that does not trust the
-      CA, say) is recorded as a ``tls`` event of the peer, not a problem of the test (the
-      client sees its own error). A handshake is bounded by ``timeout``.
+    - ``tls``: ``True`` serves TLS from the first byte, with a certificate made for the test
+      by trustme (the optional extra: ``pip install 'fakepeer[tls]'``; without it,
+      ``tls=True`` raises :class:`~fakepeer.ScriptError`). The client gets what it needs
+      to trust it from :meth:`client_ssl_context`, :attr:`ca_pem` or :attr:`ca_path`. Each
+      handshake is one ``tls`` event in the transcript: version, cipher, the name the
+      client sent (SNI) and the application protocol (ALPN); a failed handshake (a client
+      that does not trust the CA, say) is recorded as a ``tls`` event of the peer, not a
+      problem of the test (the client sees its own error). A handshake is bounded by
+      ``timeout``. ``"starttls"`` makes the same certificates but serves plain text until
+      a rule's :meth:`Rule.start_tls() <fakepeer.Rule.start_tls>` upgrades the connection
+      (STARTTLS); ``.start_tls()`` on any other peer is a :class:`~fakepeer.ScriptError`.
+      :attr:`Connection.tls <fakepeer.Connection.tls>` and :meth:`assert_tls` say what a
+      handshake agreed.
     - ``tls_hostnames``: the host names and addresses the certificate is valid for
       (default: ``host`` and ``"localhost"``).
     - ``tls_min_version``, ``tls_max_version``: :class:`ssl.TLSVersion` bounds of the
@@ -171,7 +181,8 @@ class FakePeer(Host, _Scripting):
       names it (``client cert 'fakepeer client'``); a client with no certificate fails its
       handshake (recorded as a ``tls`` event of the peer).
 
-    The ``tls_*`` options without ``tls=True`` are a :class:`~fakepeer.ScriptError`.
+    The ``tls_*`` options without ``tls=True`` (or ``"starttls"``) are a
+    :class:`~fakepeer.ScriptError`.
     """
 
     def __init__(
@@ -187,7 +198,7 @@ class FakePeer(Host, _Scripting):
         external: bool = False,
         max_send_buffer: int = MAX_SEND_BUFFER,
         transcript_budget: int | None = DEFAULT_BUDGET,
-        tls: bool = False,
+        tls: bool | Literal["starttls"] = False,
         tls_hostnames: Sequence[str] | None = None,
         tls_min_version: ssl.TLSVersion | None = None,
         tls_max_version: ssl.TLSVersion | None = None,
@@ -208,8 +219,8 @@ class FakePeer(Host, _Scripting):
             transcript_budget=transcript_budget,
         )
         options = (tls_hostnames, tls_min_version, tls_max_version, tls_alpn, tls_client_cert)
-        if not isinstance(tls, bool):
-            raise ScriptError(f"FakePeer(tls=...) takes True or False, got {tls!r}")
+        if not isinstance(tls, bool) and tls != "starttls":
+            raise ScriptError(f"FakePeer(tls=...) takes True, False or 'starttls', got {tls!r}")
         if tls:
             self._tls = TLS(
                 self._where.hosts,
@@ -218,6 +229,13 @@ class FakePeer(Host, _Scripting):
                 max_version=tls_max_version,
                 alpn=tls_alpn,
                 client_cert=tls_client_cert,
+                starttls=tls == "starttls",
+            )
+            self._no_starttls = (
+                None
+                if tls == "starttls"
+                else "FakePeer(tls=True) serves TLS from the first byte already; "
+                "FakePeer(tls='starttls') serves plain text until .start_tls()"
             )
         elif any(option is not None and option is not False for option in options):
             names = (
@@ -232,7 +250,9 @@ class FakePeer(Host, _Scripting):
                 for n, o in zip(names, options, strict=True)
                 if o is not None and o is not False
             )
-            raise ScriptError(f"FakePeer({given}) applies to a TLS peer: add tls=True")
+            raise ScriptError(
+                f"FakePeer({given}) applies to a TLS peer: add tls=True (or tls='starttls')"
+            )
 
     def __repr__(self) -> str:
         serving = self._state in ("listening", "serving")
@@ -243,7 +263,10 @@ class FakePeer(Host, _Scripting):
 
     def _tls_only(self, what: str) -> TLS:
         if self._tls is None:
-            raise ScriptError(f"{what}: this peer serves plain TCP; FakePeer(tls=True) serves TLS")
+            raise ScriptError(
+                f"{what}: this peer serves plain TCP; FakePeer(tls=True) serves TLS, "
+                "FakePeer(tls='starttls') upgrades to it with .start_tls()"
+            )
         return self._tls
 
     def client_ssl_context(self) -> ssl.SSLContext:
@@ -348,3 +371,43 @@ class FakePeer(Host, _Scripting):
                 1 for problem in self._conversation.problems if isinstance(problem, UnexpectedData)
             )
         self._assertion(_assertions.unmatched(unanswered, unexpected))
+
+    def assert_tls(
+        self,
+        *,
+        connection: int | None = None,
+        version: ssl.TLSVersion | None = None,
+        cipher: str | None = None,
+        sni: str | None = None,
+        alpn: str | None = None,
+        client_subject: str | None = None,
+    ) -> None:
+        """Fail unless every connection (or only the ``connection``-th, counting from 1)
+        finished a TLS handshake that agreed on each value given: ``version`` (an
+        :class:`ssl.TLSVersion`), ``cipher`` (OpenSSL's name), ``sni`` (the name the client
+        asked for), ``alpn`` (the application protocol) and ``client_subject`` (the client
+        certificate's subject). A value left None is not checked; to check that one is
+        absent (no SNI, say), read ``connection.tls`` (:class:`~fakepeer.TLSInfo`) of
+        :attr:`connections`. A plain-text connection (not upgraded yet, or not at all) fails
+        it, and so does a peer no client connected to. The failure shows the transcript.
+        :class:`~fakepeer.ScriptError` for a ``connection`` number that did not arrive."""
+        __tracebackhide__ = True
+        given = {
+            "version": version,
+            "cipher": cipher,
+            "sni": sni,
+            "alpn": alpn,
+            "client_subject": client_subject,
+        }
+        expected = {name: value for name, value in given.items() if value is not None}
+        with _reading(self._lock, self._conversation):
+            records = [(record.id, record.tls) for record in self._conversation.connections]
+        if connection is not None:
+            chosen = [item for item in records if item[0] == connection]
+            if not chosen:
+                raise ScriptError(
+                    f"assert_tls(connection={connection!r}): {len(records)} connection(s) "
+                    "arrived (they count from 1)"
+                )
+            records = chosen
+        self._assertion(check_tls(records, expected))

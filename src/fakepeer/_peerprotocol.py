@@ -19,6 +19,7 @@ import socket
 import struct
 from typing import TYPE_CHECKING, Final, cast
 
+from . import _upgrading
 from ._actions import (
     Action,
     Await,
@@ -38,7 +39,6 @@ from ._errors import ConversationError
 from ._handleio import HandleIO
 from ._state import ConnectionRecord
 from ._steps import Steps, clock
-from ._tls import describe
 
 if TYPE_CHECKING:
     from ._peerserver import PeerServer
@@ -144,9 +144,7 @@ class _PeerProtocol(asyncio.Protocol):
             server.protocols.add(self)
             now = clock()
             self.connection, actions = server.conversation.connect(client, now)
-            if server.tls is not None:  # the handshake is over: what it agreed
-                agreed = describe(transport.get_extra_info("ssl_object"), server.tls.names)
-                server.conversation.note(self.connection, now, "tls", agreed)
+            _upgrading.handshaken(server, self.connection, transport, now)  # tls=True
             io = HandleIO(self)
             self.handle = Connection(self.connection, io)
             server.handles.append(self.handle)
@@ -203,7 +201,7 @@ class _PeerProtocol(asyncio.Protocol):
             self.readable.set()
         # keep the transport: the Close action ends it after pending steps (TLS cannot: its
         # transport closes after the client's close_notify, and says so if asked to keep it)
-        return self.server.tls is None
+        return self.connection.tls is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         server = self.server
@@ -279,16 +277,17 @@ class _PeerProtocol(asyncio.Protocol):
 
     def _hold(self, data: bytes) -> bool:
         """Bytes read while reading is paused (the loop started reading before
-        :meth:`_keep_paused` ran): keep them unseen until reading resumes, as if they were
-        still in the kernel, and pause now. False if the transport is closing: then the
-        bytes are the last ones, and are seen now."""
+        :meth:`_keep_paused` ran, or a STARTTLS handshake is being recorded): keep them
+        unseen until reading resumes, as if still in the kernel, and pause now. False if the
+        transport is closing: then the bytes are the last ones, and are seen now."""
         transport = self.transport
-        if transport is None or transport.is_closing():
+        upgrading = self.paused & _upgrading.HANDSHAKE  # (the TLS layer reads, not this)
+        if transport is None or (transport.is_closing() and not upgrading):
             return False
         if self._held is None:
             self._held = bytearray()
         self._held += data
-        if transport.is_reading():
+        if not upgrading and transport.is_reading():
             transport.pause_reading()
         return True
 
@@ -455,6 +454,9 @@ class _PeerProtocol(asyncio.Protocol):
             self.reading_stopped = True
             self._pause(_FAULT)
             conversation.note(connection, now, "stopped", "(reading: a stop_reading fault)")
+
+    async def _start_tls(self) -> None:
+        await _upgrading.start_tls(self)  # see there: STARTTLS
 
     async def _await(self, action: Await) -> list[Action]:
         server = self.server

@@ -69,7 +69,10 @@ class PeerServer:
         tls: TLS | None = None,
     ) -> None:
         self.conversation = conversation
-        self.tls = tls  # serve TLS: the handshake comes before connection_made
+        self.tls = tls  # the test's certificates, or None for plain TCP
+        # TLS from the first byte: the handshake comes before connection_made (with
+        # tls="starttls", a rule's .start_tls() upgrades a plain connection: _upgrading)
+        self.handshaking = tls is not None and not tls.starttls
         self.timeout = timeout
         self.loop: asyncio.AbstractEventLoop | None = None  # set by attach()
         self.lock = lock
@@ -163,7 +166,7 @@ class PeerServer:
         task = loop.create_task(self._serve(sock, made))
         self.adopting.add(task)
         task.add_done_callback(self.adopting.discard)
-        if self.tls is not None:
+        if self.handshaking:
             self.handshakes[task] = made
             task.add_done_callback(self.handshakes.pop)
 
@@ -176,7 +179,7 @@ class PeerServer:
 
         tls = self.tls
         try:
-            if tls is None:
+            if tls is None or not self.handshaking:
                 await loop.connect_accepted_socket(protocol, sock)
             else:
                 await _tlsfaults.handshake(self, protocol=protocol, sock=sock)
@@ -195,7 +198,7 @@ class PeerServer:
                 self.unmade -= 1
             if self.closed or isinstance(exc, asyncio.CancelledError):
                 pass
-            elif self.tls is not None:
+            elif self.handshaking:
                 self.conversation.note_peer(clock(), "tls", f"handshake failed: {_reason(exc)}")
             else:  # pragma: no cover - the loop could not make a transport
                 self.conversation.note_peer(clock(), "error", f"could not serve a client: {exc}")

@@ -1,9 +1,9 @@
 """Replying: a matched rule's steps, turned into actions.
 
 A reply, a send or an echo becomes a framed ``Write``; ``.after()`` a ``Wait``; ``.close()``,
-``.half_close()``, ``.reset()`` and ``.hang()`` themselves (and a move of the connection's
-phase); ``.goto()`` a change of state. A reply callable is user code, never called here: the
-work stops at a :class:`~fakepeer._actions.Call` and goes on with its outcome
+``.half_close()``, ``.reset()``, ``.hang()`` and ``.start_tls()`` themselves (and a move of
+the connection's phase); ``.goto()`` a change of state. A reply callable is user code, never
+called here: the work stops at a :class:`~fakepeer._actions.Call` and goes on with its outcome
 (:func:`steps` is a generator from there on; :func:`plain_steps` is the path of every
 step before). Pure: no I/O, no clock.
 """
@@ -14,7 +14,7 @@ import inspect
 from typing import TYPE_CHECKING
 
 from . import _failing
-from ._actions import Action, Await, Call, HalfClose, Hold, Wait, Write
+from ._actions import Action, Await, Call, HalfClose, Hold, StartTLS, Wait, Write
 from ._errors import Error, ReplyFailed, ScriptError
 from ._script import After, Echo, Goto, Hang, Reply, Rule, Send
 from ._state import ConnectionRecord, Phase, Transition
@@ -104,6 +104,9 @@ def plain_steps(  # noqa: PLR0917 - positional: the hot path of every message
             record.move(Transition.FINISH)
         elif isinstance(step, Goto):
             _goto(convo, step, record, at)
+        elif isinstance(step, StartTLS):
+            actions.append(step)
+            record.move(Transition.UPGRADE)  # plain text from the client is an error now
         else:
             actions.append(step)
             record.move(Transition.HALF_CLOSE if isinstance(step, HalfClose) else Transition.FINISH)

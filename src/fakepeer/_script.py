@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Final, TypeAlias
 
-from ._actions import Close, HalfClose, Reset
+from ._actions import Close, HalfClose, Reset, StartTLS
 from ._errors import ScriptError
 from ._faults import Fault
 from ._matchers import Matcher
@@ -60,8 +60,15 @@ __all__ = [
     "Rule",
     "Script",
     "Send",
+    "StartTLS",
     "Step",
 ]
+
+#: Why ``.start_tls()`` cannot be, on a rule whose peer did not say it can (the default).
+NO_STARTTLS: Final = (
+    "this peer has no TLS certificate to upgrade with: FakePeer(tls='starttls') makes the "
+    "test's certificates and serves plain text until .start_tls()"
+)
 
 #: The state connections and the peer start in.
 START: Final = "start"
@@ -153,7 +160,7 @@ class Goto:
     peer: str | None
 
 
-Step: TypeAlias = Reply | Send | After | Close | HalfClose | Reset | Hang | Echo | Goto
+Step: TypeAlias = Reply | Send | After | Close | HalfClose | Reset | Hang | Echo | Goto | StartTLS
 
 
 class _Rotation:
@@ -236,6 +243,7 @@ class Rule:
         self.faults: list[Fault] = []  # network faults on this rule's writes only
         self.state: str | None = None  # the connection state the rule requires
         self.peer_state: str | None = None  # the peer state the rule requires
+        self.no_starttls: str | None = NO_STARTTLS  # why .start_tls() cannot be (None: it can)
         self._description: str | None = None
 
     # -- description -------------------------------------------------------------------------
@@ -371,6 +379,29 @@ class Rule:
     def reset(self) -> Rule:
         """Abort the connection with a TCP RST (the client sees ``ConnectionResetError``)."""
         return self._add(Reset(), "reset")
+
+    def start_tls(self) -> Rule:
+        """Upgrade the connection to TLS once everything before is written (STARTTLS: SMTP,
+        IMAP, POP3, FTP's ``AUTH TLS``, PostgreSQL's ``SSLRequest``...): the peer does the
+        handshake as the server, with the certificate of ``FakePeer(tls="starttls")``, and
+        the rules after it match what the client sends inside TLS.
+
+        The handshake is a ``tls`` event of the connection (``upgraded: TLSv1.3, ...``);
+        ``connection.tls`` says what it agreed. A client byte after the matched message and
+        before the handshake (plain text the client had no business sending yet) is an
+        :class:`~fakepeer.UnexpectedData` problem. A handshake that fails (a client that does
+        not trust the CA, say) is recorded as a ``tls`` event of the connection, which
+        closes: the client sees its own error. :class:`~fakepeer.ScriptError` on a peer
+        without ``tls="starttls"``, or after ``.half_close()``.
+        """
+        if self.no_starttls is not None:
+            raise ScriptError(f".start_tls() on {self.describe()}: {self.no_starttls}")
+        if any(isinstance(step, HalfClose) for step in self.steps):
+            raise ScriptError(
+                f".start_tls() after .half_close() on {self.describe()}: a TLS handshake "
+                "needs both directions"
+            )
+        return self._add(StartTLS(), "start_tls")
 
     def hang(self) -> Rule:
         """Keep the connection open and never answer on it again (until the peer stops)."""

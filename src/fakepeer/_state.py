@@ -14,6 +14,8 @@ phase              what it means
 ``FINISHING``      a matched rule ended the talk (``.close()``, ``.reset()`` or ``.hang()``,
                    perhaps after a wait): later messages are recorded, not answered
 ``HANGING``        the peer holds the connection open and answers nothing more
+``UPGRADING``      a matched rule asked for TLS (``.start_tls()``): until the handshake is
+                   over, a byte of the client in plain text is a protocol error
 ``FAILED``         a problem was found on it (recorded as ``problem``); the peer closes it
 ``CLOSED``         either side closed it, or it was reset or lost: nothing more happens
 =================  ==========================================================================
@@ -21,9 +23,11 @@ phase              what it means
 Moves (event: from → to)::
 
     half_close   ANSWERING → HALF_CLOSED
-    finish       ANSWERING, HALF_CLOSED → FINISHING
-    hold         ANSWERING, HALF_CLOSED, FINISHING → HANGING
-    fail         ANSWERING, HALF_CLOSED, FINISHING, HANGING → FAILED
+    upgrade      ANSWERING → UPGRADING
+    upgraded     UPGRADING → ANSWERING
+    finish       ANSWERING, HALF_CLOSED, UPGRADING → FINISHING
+    hold         ANSWERING, HALF_CLOSED, FINISHING, UPGRADING → HANGING
+    fail         ANSWERING, HALF_CLOSED, FINISHING, HANGING, UPGRADING → FAILED
     end          every phase but CLOSED → CLOSED
 
 Whether a handler (``@peer.handler``) or the script serves a connection is fixed when it is
@@ -43,6 +47,7 @@ if TYPE_CHECKING:
     from ._framing import Decoder
     from ._matchers import Matcher
     from ._script import Script
+    from ._tlsinfo import TLSInfo
     from ._transcript import Transcript
 
 __all__ = ["TRANSITIONS", "ConnectionRecord", "Phase", "Transition"]
@@ -55,6 +60,7 @@ class Phase(enum.Enum):
     HALF_CLOSED = "half-closed"
     FINISHING = "finishing"
     HANGING = "hanging"
+    UPGRADING = "upgrading"
     FAILED = "failed"
     CLOSED = "closed"
 
@@ -67,24 +73,29 @@ class Transition(enum.Enum):
     HOLD = "hold"
     FAIL = "fail"
     END = "end"
+    UPGRADE = "upgrade"
+    UPGRADED = "upgraded"
 
 
-_A, _H, _F, _G, _X, _C = (
+_A, _H, _F, _G, _X, _C, _U = (
     Phase.ANSWERING,
     Phase.HALF_CLOSED,
     Phase.FINISHING,
     Phase.HANGING,
     Phase.FAILED,
     Phase.CLOSED,
+    Phase.UPGRADING,
 )
 
 #: ``TRANSITIONS[event][phase]``: the phase after ``event``; a phase not listed stays.
 TRANSITIONS: Final[dict[Transition, dict[Phase, Phase]]] = {
     Transition.HALF_CLOSE: {_A: _H},
-    Transition.FINISH: {_A: _F, _H: _F},
-    Transition.HOLD: {_A: _G, _H: _G, _F: _G},
-    Transition.FAIL: {_A: _X, _H: _X, _F: _X, _G: _X},
-    Transition.END: {_A: _C, _H: _C, _F: _C, _G: _C, _X: _C},
+    Transition.FINISH: {_A: _F, _H: _F, _U: _F},
+    Transition.HOLD: {_A: _G, _H: _G, _F: _G, _U: _G},
+    Transition.FAIL: {_A: _X, _H: _X, _F: _X, _G: _X, _U: _X},
+    Transition.END: {_A: _C, _H: _C, _F: _C, _G: _C, _X: _C, _U: _C},
+    Transition.UPGRADE: {_A: _U},
+    Transition.UPGRADED: {_U: _A},
 }
 
 #: The phases in which incoming messages are matched against the script.
@@ -119,6 +130,7 @@ class ConnectionRecord:
         "since",
         "state",
         "suspended",
+        "tls",
         "transcript",
     )
 
@@ -144,6 +156,8 @@ class ConnectionRecord:
         # An event that stopped at a reply callable, waiting for its result (see Call).
         self.suspended: Generator[Any, Any, Any] | None = None
         self.transcript = transcript
+        # What the TLS handshake agreed (a TLSInfo), once there was one; None: plain text.
+        self.tls: TLSInfo | None = None
 
     def move(self, event: Transition) -> None:
         """Apply ``event`` to the phase, by the table."""
@@ -180,6 +194,8 @@ class ConnectionRecord:
             return "hanging"
         if self.phase is Phase.CLOSED:
             return "closed"
+        if self.phase is Phase.UPGRADING:
+            return "upgrading to TLS"
         return "ending"
 
     def __repr__(self) -> str:

@@ -3,8 +3,8 @@
 Apart from the connection's protocol because two protocols drive it: the client's side
 (:class:`~fakepeer._peerprotocol._PeerProtocol`) and, for a proxy, the upstream server's.
 It knows nothing of sockets or of the conversation: only the order of actions, and which of
-them must wait for a worker task (a :class:`~fakepeer._actions.Wait` or an
-:class:`~fakepeer._actions.Await`).
+them must wait for a worker task (a :class:`~fakepeer._actions.Wait`, an
+:class:`~fakepeer._actions.Await` or a :class:`~fakepeer._actions.StartTLS`).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import asyncio
 import inspect
 import time
 from collections import deque
-from typing import Final, Protocol
+from typing import Final, Protocol, cast
 
-from ._actions import Action, Await, Wait, Write
+from ._actions import Action, Await, StartTLS, Wait, Write
 
-__all__ = ["Side", "Steps", "clock"]
+__all__ = ["Side", "Steps", "Upgradable", "clock"]
 
 #: The runtime's clock (seconds): every ``now`` an action is run at comes from it.
 clock: Final = time.monotonic
@@ -39,6 +39,13 @@ class Side(Protocol):
     async def _await(self, action: Await) -> list[Action]:
         """Await a reply callable's awaitable; return the actions that follow it."""
         ...
+
+
+class Upgradable(Side, Protocol):
+    """A side that can upgrade to TLS: the client's (only its script has ``.start_tls()``)."""
+
+    async def _start_tls(self) -> None:
+        """Do the TLS handshake as the server, and report it (takes the lock)."""
 
 
 class Steps:
@@ -78,7 +85,7 @@ class Steps:
             if writes:
                 side._write_all(writes, now)
                 writes = []
-            if isinstance(action, Wait | Await):
+            if isinstance(action, Wait | Await | StartTLS):
                 self.queue.extend(actions[index:])
                 self.worker = asyncio.get_running_loop().create_task(self._work())
                 return
@@ -96,6 +103,9 @@ class Steps:
                     continue
                 if isinstance(action, Await):
                     self.queue.extendleft(reversed(await side._await(action)))
+                    continue
+                if isinstance(action, StartTLS):
+                    await cast("Upgradable", side)._start_tls()
                     continue
                 side._act(action)
         finally:

@@ -5,8 +5,9 @@ optional extra ``fakepeer[tls]``) and a server certificate it signs for the peer
 names; the server context serves it, the client context trusts it. With mutual TLS
 (``tls_client_cert=True``) the CA also signs a client certificate, which the server requires
 and the client context presents. What a handshake agreed (version, cipher, the name the
-client sent, the application protocol, the client's certificate) is what :func:`describe`
-says, for the transcript's ``tls`` event.
+client sent, the application protocol, the client's certificate) is a
+:class:`~fakepeer.TLSInfo` (``_tlsinfo``), for ``connection.tls`` and the transcript's ``tls``
+event.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, Final
 from ._errors import ScriptError
 from ._tlsfaults import Alerting
 
-__all__ = ["CLIENT_NAME", "EXTRA", "TLS", "describe"]
+__all__ = ["CLIENT_NAME", "EXTRA", "TLS"]
 
 #: What installs what ``tls=True`` needs.
 EXTRA: Final = "pip install 'fakepeer[tls]'"
@@ -86,8 +87,9 @@ class TLS:
     the names and addresses the certificate is valid for; ``min_version``/``max_version``
     bound the versions the server accepts; ``alpn`` lists the application protocols it
     offers; ``client_cert`` (mutual TLS) makes a client certificate the CA signs, and the
-    server requires one. Raises
-    :class:`~fakepeer.ScriptError` for a wrong option, or when trustme is not installed.
+    server requires one; ``starttls``: the peer serves plain text until a rule's
+    ``.start_tls()``. Raises :class:`~fakepeer.ScriptError` for a wrong option, or when
+    trustme is not installed.
     """
 
     def __init__(
@@ -100,7 +102,10 @@ class TLS:
         alpn: Sequence[str] | None = None,
         client_cert: bool = False,
         owner: str = "FakePeer",
+        starttls: bool = False,
     ) -> None:
+        #: Serve plain text first, and TLS only from a rule's ``.start_tls()`` on.
+        self.starttls = starttls
         self.hostnames = _hostnames(hostnames, hosts, owner)
         self.versions = (
             _version(min_version, "tls_min_version", owner),
@@ -197,31 +202,3 @@ class TLS:
         self.removed = True
         if self._cleanup is not None:
             self._cleanup()
-
-
-def describe(ssl_object: Any, names: weakref.WeakKeyDictionary[object, str]) -> str:
-    """What a finished handshake agreed, as the transcript's ``tls`` event says it."""
-    parts = [str(ssl_object.version())]
-    cipher = ssl_object.cipher()
-    if cipher:
-        parts.append(str(cipher[0]))
-    name = names.get(ssl_object)
-    parts.append(f"sni {name!r}" if name else "no sni")
-    protocol = ssl_object.selected_alpn_protocol()
-    if protocol:
-        parts.append(f"alpn {protocol!r}")
-    subject = client_subject(ssl_object)
-    if subject is not None:
-        parts.append(f"client cert {subject!r}")
-    return ", ".join(parts)
-
-
-def client_subject(ssl_object: Any) -> str | None:
-    """The common name of the client's certificate (mutual TLS), or its whole subject when
-    it has none; None when the client sent none."""
-    cert = ssl_object.getpeercert()
-    if not cert:
-        return None
-    pairs = [pair for rdn in cert.get("subject", ()) for pair in rdn]
-    names = [value for key, value in pairs if key == "commonName"]
-    return str(names[0]) if names else ", ".join(f"{key}={value}" for key, value in pairs)

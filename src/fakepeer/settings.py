@@ -14,8 +14,9 @@ import hashlib
 import math
 import os
 import random
-from collections.abc import Mapping
-from typing import Final, Protocol
+import ssl
+from collections.abc import Mapping, Sequence
+from typing import Final, Literal, Protocol
 
 from ._framing import Framing
 from ._peer import FakePeer
@@ -129,7 +130,9 @@ OPTIONS: Final = (
 #: The markers, as ``pytest --markers`` shows them.
 MARKERS: Final = (
     "fakepeer(framing=None, name='fake peer', host='127.0.0.1', port=0, unix=None, timeout=5.0, "
-    "external=False, max_send_buffer=4194304, transcript_budget=65536, serve_in='hub'): "
+    "external=False, max_send_buffer=4194304, transcript_budget=65536, serve_in='hub', "
+    "tls=False, tls_hostnames=None, tls_min_version=None, tls_max_version=None, "
+    "tls_alpn=None): "
     "options of the fake_peer fixture for this test",
     "loop_watchdog(seconds): the loop watchdog's limit for this test (0 turns it off)",
     "task_died(on): False turns TaskDied off for this test, True on (whatever the "
@@ -189,6 +192,11 @@ class PeerOptions:
     max_send_buffer: int = MAX_SEND_BUFFER
     transcript_budget: int | None = DEFAULT_BUDGET
     serve_in: str = "hub"
+    tls: bool | Literal["starttls"] = False
+    tls_hostnames: Sequence[str] | None = None
+    tls_min_version: ssl.TLSVersion | None = None
+    tls_max_version: ssl.TLSVersion | None = None
+    tls_alpn: Sequence[str] | None = None
 
     @classmethod
     def configure(
@@ -253,6 +261,11 @@ class PeerOptions:
             external=self.external,
             max_send_buffer=self.max_send_buffer,
             transcript_budget=self.transcript_budget,
+            tls=self.tls,
+            tls_hostnames=self.tls_hostnames,
+            tls_min_version=self.tls_min_version,
+            tls_max_version=self.tls_max_version,
+            tls_alpn=self.tls_alpn,
         )
 
     def proxy(self, upstream: tuple[str, int]) -> Proxy:
@@ -288,6 +301,11 @@ class PeerFactory(Protocol):
         max_send_buffer: int = ...,
         transcript_budget: int | None = ...,
         serve_in: str = ...,
+        tls: bool | Literal["starttls"] = ...,
+        tls_hostnames: Sequence[str] | None = ...,
+        tls_min_version: ssl.TLSVersion | None = ...,
+        tls_max_version: ssl.TLSVersion | None = ...,
+        tls_alpn: Sequence[str] | None = ...,
     ) -> FakePeer: ...
 
 
