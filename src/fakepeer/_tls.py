@@ -9,17 +9,18 @@ names; the server context serves it, the client context trusts it. What a handsh
 
 from __future__ import annotations
 
+import re
 import shutil
 import ssl
 import tempfile
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 from ._errors import ScriptError
 
-__all__ = ["EXTRA", "TLS", "describe"]
+__all__ = ["EXTRA", "TLS", "configure", "describe", "reason"]
 
 #: What installs what ``tls=True`` needs.
 EXTRA: Final = "pip install 'fakepeer[tls]'"
@@ -77,10 +78,11 @@ def _hostnames(value: object, hosts: Sequence[str], owner: str) -> list[str]:
 class TLS:
     """The test's certificate authority, the peer's certificate and both contexts.
 
-    ``hostnames`` (default: the addresses listened on, ``hosts``, and ``"localhost"``) are the names and addresses the
-    certificate is valid for; ``min_version``/``max_version`` bound the versions the server
-    accepts; ``alpn`` lists the application protocols it offers. Raises
-    :class:`~fakepeer.ScriptError` for a wrong option, or when trustme is not installed.
+    ``hostnames`` (default: the addresses listened on, ``hosts``, and ``"localhost"``) are
+    the names and addresses the certificate is valid for; ``min_version``/``max_version``
+    bound the versions the server accepts; ``alpn`` lists the application protocols it
+    offers. Raises :class:`~fakepeer.ScriptError` for a wrong option, or when trustme is
+    not installed.
     """
 
     def __init__(
@@ -147,8 +149,44 @@ class TLS:
             self._cleanup()
 
 
-def describe(ssl_object: Any, names: weakref.WeakKeyDictionary[object, str]) -> str:
-    """What a finished handshake agreed, as the transcript's ``tls`` event says it."""
+def configure(
+    tls: object,
+    hosts: Sequence[str],
+    *,
+    owner: str,
+    hostnames: Sequence[str] | None = None,
+    min_version: ssl.TLSVersion | None = None,
+    max_version: ssl.TLSVersion | None = None,
+    alpn: Sequence[str] | None = None,
+) -> TLS | None:
+    """The :class:`TLS` a server of ``owner`` (``"FakePeer"``, ``"Proxy"``) serves for its
+    ``tls=`` and ``tls_*=`` options, or None for plain TCP; :class:`~fakepeer.ScriptError`
+    for a wrong option, or ``tls_*`` options without ``tls=True``."""
+    if not isinstance(tls, bool):
+        raise ScriptError(f"{owner}(tls=...) takes True or False, got {tls!r}")
+    if tls:
+        return TLS(
+            hosts,
+            hostnames=hostnames,
+            min_version=min_version,
+            max_version=max_version,
+            alpn=alpn,
+            owner=owner,
+        )
+    if any(option is not None for option in (hostnames, min_version, max_version, alpn)):
+        raise ScriptError(f"{owner}(tls_...=...) options need tls=True")
+    return None
+
+
+def reason(exc: BaseException) -> str:
+    """Why a handshake failed, without the line of CPython's C source it was raised at (the
+    same transcript on every Python)."""
+    return re.sub(r" \(_ssl\.c:\d+\)$", "", str(exc)) or type(exc).__name__
+
+
+def describe(ssl_object: Any, names: Mapping[Any, str]) -> str:
+    """What a finished handshake agreed, as the transcript's ``tls`` event says it
+    (``names``: the name each handshake's client sent, by its SSL object)."""
     parts = [str(ssl_object.version())]
     cipher = ssl_object.cipher()
     if cipher:
