@@ -48,6 +48,7 @@ class _Upstream(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = stream_transport(transport)
+        self.client.server.upstreams.add(self)
 
     def data_received(self, data: bytes) -> None:
         self.client.from_upstream(data)
@@ -57,6 +58,7 @@ class _Upstream(asyncio.Protocol):
         return False  # nothing more to read: let asyncio close our side of it
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.client.server.upstreams.discard(self)
         if exc is not None:
             self.client.upstream_failed(exc)
         else:  # closed without an EOF first (a fault closed it): the client's turn
@@ -245,6 +247,20 @@ class ProxyServer(PeerServer):
     def __init__(self, *args: object, upstream: Upstream, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.upstream = upstream
+        #: Upstream connections not lost yet, some of them closing still: a TLS one closes
+        #: after the server's answer to its close_notify, which may never come.
+        self.upstreams: set[_Upstream] = set()
+
+    async def stop(self, timeout: float = 1.0) -> None:
+        """:meth:`PeerServer.stop`, then abort what is left of the upstream connections."""
+        try:
+            await super().stop(timeout)
+        finally:
+            if self.upstreams:
+                for upstream in list(self.upstreams):
+                    if upstream.transport is not None:
+                        upstream.transport.abort()
+                await asyncio.sleep(0)  # let the aborts' connection_lost run
 
 
 #: What a script on a Proxy would start with: it has none (see Proxy.__getattr__).

@@ -127,7 +127,7 @@ def check(upstream: object, upstream_tls: object, server_hostname: object) -> Up
             )
         else:
             server_hostname = ""
-    return Upstream(address, f"{text} (TLS)", context, server_hostname)
+    return Upstream(address, text, context, server_hostname)
 
 
 async def connect(
