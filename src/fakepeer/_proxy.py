@@ -29,7 +29,7 @@ from ._runtime import (
     clock,
     stream_transport,
 )
-from ._tls import configure
+from ._tls import configure, reason
 from ._transcript import DEFAULT_BUDGET
 from ._upstream import Upstream
 
@@ -137,7 +137,7 @@ class _ProxyProtocol(_PeerProtocol):
             async with asyncio.timeout(server.timeout):
                 transport = await _upstream.connect(lambda: self.up, server.upstream)
         except ssl.SSLError as exc:  # connected, but the handshake failed
-            self._fail(relay.upstream_handshake_failed(exc, clock()))
+            self._fail(relay.upstream_handshake_failed(exc, reason(exc), clock()))
             return
         except (OSError, TimeoutError) as exc:
             self._fail(relay.upstream_failed(exc, connecting=True))

@@ -23,7 +23,6 @@ from ._conversation import Conversation
 from ._errors import UpstreamError
 from ._faults import Fault, FaultState, shape
 from ._state import ConnectionRecord
-from ._tls import reason
 
 __all__ = ["DOWNSTREAM", "UPSTREAM", "Relay"]
 
@@ -125,10 +124,9 @@ class Relay:
             error,
         )
 
-    def upstream_handshake_failed(self, error: BaseException, at: float) -> UpstreamError:
-        """The problem to record: the TLS handshake with the server failed (its certificate
-        is not trusted, say); recorded as a ``tls`` event too."""
-        why = reason(error)
+    def upstream_handshake_failed(self, error: BaseException, why: str, at: float) -> UpstreamError:
+        """The problem to record: the TLS handshake with the server failed (``why``: its
+        certificate is not trusted, say); recorded as a ``tls`` event too."""
         self.conversation.note(self.connection, at, "tls", f"handshake failed: {why} (upstream)")
         return self._problem(
             f"the proxy's TLS handshake with the upstream server {self.upstream} failed: {why}",
