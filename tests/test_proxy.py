@@ -140,7 +140,7 @@ def test_a_proxy_has_no_script() -> None:
     for name in ("assert_received", "assert_received_in_order", "assert_no_unmatched"):
         assert not hasattr(proxy, name)
     with pytest.raises(ScriptError, match=r"takes a \(host, port\) tuple"):
-        Proxy("localhost:80")  # type: ignore[arg-type]
+        Proxy("localhost:80")  # a path needs a "/": this is a mistaken host:port
 
 
 def test_a_proxy_pushes_to_its_clients(fake_peer: FakePeer) -> None:

@@ -15,7 +15,7 @@ from fakepeer._relay import Relay
 from fakepeer.faults import latency, limit_data, slice
 
 TIMEOUT = 5.0
-UPSTREAM = ("127.0.0.1", 9)
+UPSTREAM = "127.0.0.1:9"
 
 
 def relay(*faults: object, seed: int = 7) -> Relay:

@@ -183,7 +183,7 @@ def _check_tls(peer: Host, fault: Fault) -> None:
     if tls is None:
         raise ScriptError(
             f"peer.faults: {fault} is a TLS handshake fault, and this {type(peer).__name__} "
-            "serves plain TCP: FakePeer(tls=True) serves TLS"
+            f"serves plain TCP: {type(peer).__name__}(tls=True) serves TLS"
         )
     if getattr(fault, "needs_client_cert", False) and tls.client_cert is None:
         raise ScriptError(

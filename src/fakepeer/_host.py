@@ -13,6 +13,7 @@ import asyncio
 import math
 import os
 import random
+import ssl
 import threading
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
@@ -263,6 +264,39 @@ class Host(Inspection):
             raise problem
         if isinstance(exc, Exception):
             exc.add_note(f"\nfakepeer: the peer also saw a problem:\n{problem}")
+
+    # -- TLS (FakePeer(tls=True), Proxy(tls=True)) ---------------------------------------------
+
+    def _tls_only(self, what: str) -> TLS:
+        if self._tls is None:
+            owner = type(self).__name__
+            upgrade = ", FakePeer(tls='starttls') upgrades to it with .start_tls()"
+            noun = "peer" if owner == "FakePeer" else owner.lower()
+            raise ScriptError(
+                f"{what}: this {noun} serves plain TCP; {owner}(tls=True) serves TLS"
+                + (upgrade if owner == "FakePeer" else "")
+            )
+        return self._tls
+
+    def client_ssl_context(self) -> ssl.SSLContext:
+        """A new :class:`ssl.SSLContext` for a client of this peer (or proxy): it trusts the
+        test's CA (and nothing else) and checks the host name (one of ``tls_hostnames``: give
+        it as ``server_hostname``, or connect to it); it offers ``tls_alpn``'s protocols.
+        Raises :class:`~fakepeer.ScriptError` unless it serves TLS (``tls=True``)."""
+        return self._tls_only("client_ssl_context()").client_context()
+
+    @property
+    def ca_pem(self) -> bytes:
+        """The test's CA certificate, PEM-encoded (``tls=True`` only; else
+        :class:`~fakepeer.ScriptError`)."""
+        return self._tls_only("ca_pem").ca_pem
+
+    @property
+    def ca_path(self) -> str:
+        """The path of a file holding :attr:`ca_pem`, for clients that take a path (such as
+        ``cafile=``). It is made on first use in a private temporary directory, removed when
+        the peer stops; asking for it after the stop is a :class:`~fakepeer.ScriptError`."""
+        return self._tls_only("ca_path").ca_path()
 
     # -- where --------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from ._inspection import _reading
 from ._matchers import ANY, Exact, as_matcher
 from ._runtime import MAX_SEND_BUFFER
 from ._script import NO_STARTTLS, HandlerFunction, Rule, Script, caller_location
-from ._tls import TLS
+from ._tls import configure
 from ._tlsinfo import check as check_tls
 from ._transcript import DEFAULT_BUDGET
 from ._wait import Waiters
@@ -218,40 +218,23 @@ class FakePeer(Host, _Scripting):
             max_send_buffer=max_send_buffer,
             transcript_budget=transcript_budget,
         )
-        options = (tls_hostnames, tls_min_version, tls_max_version, tls_alpn, tls_client_cert)
-        if not isinstance(tls, bool) and tls != "starttls":
-            raise ScriptError(f"FakePeer(tls=...) takes True, False or 'starttls', got {tls!r}")
+        self._tls = configure(
+            tls,
+            self._where.hosts,
+            owner="FakePeer",
+            hostnames=tls_hostnames,
+            min_version=tls_min_version,
+            max_version=tls_max_version,
+            alpn=tls_alpn,
+            client_cert=tls_client_cert,
+            starttls=True,
+        )
         if tls:
-            self._tls = TLS(
-                self._where.hosts,
-                hostnames=tls_hostnames,
-                min_version=tls_min_version,
-                max_version=tls_max_version,
-                alpn=tls_alpn,
-                client_cert=tls_client_cert,
-                starttls=tls == "starttls",
-            )
             self._no_starttls = (
                 None
                 if tls == "starttls"
                 else "FakePeer(tls=True) serves TLS from the first byte already; "
                 "FakePeer(tls='starttls') serves plain text until .start_tls()"
-            )
-        elif any(option is not None and option is not False for option in options):
-            names = (
-                "tls_hostnames",
-                "tls_min_version",
-                "tls_max_version",
-                "tls_alpn",
-                "tls_client_cert",
-            )
-            given = ", ".join(
-                f"{n}=..."
-                for n, o in zip(names, options, strict=True)
-                if o is not None and o is not False
-            )
-            raise ScriptError(
-                f"FakePeer({given}) applies to a TLS peer: add tls=True (or tls='starttls')"
             )
 
     def __repr__(self) -> str:
@@ -259,35 +242,7 @@ class FakePeer(Host, _Scripting):
         where = f" on {self._where_text()}" if serving else ""
         return f"<FakePeer {self.name!r} {self._state}{where} framing={self.framing!r}>"
 
-    # -- TLS ---------------------------------------------------------------------------------
-
-    def _tls_only(self, what: str) -> TLS:
-        if self._tls is None:
-            raise ScriptError(
-                f"{what}: this peer serves plain TCP; FakePeer(tls=True) serves TLS, "
-                "FakePeer(tls='starttls') upgrades to it with .start_tls()"
-            )
-        return self._tls
-
-    def client_ssl_context(self) -> ssl.SSLContext:
-        """A new :class:`ssl.SSLContext` for a client of this peer: it trusts the test's CA
-        (and nothing else) and checks the host name (one of ``tls_hostnames``: give it as
-        ``server_hostname``, or connect to it); it offers ``tls_alpn``'s protocols. Raises
-        :class:`~fakepeer.ScriptError` unless the peer serves TLS."""
-        return self._tls_only("client_ssl_context()").client_context()
-
-    @property
-    def ca_pem(self) -> bytes:
-        """The test's CA certificate, PEM-encoded (``tls=True`` only; else
-        :class:`~fakepeer.ScriptError`)."""
-        return self._tls_only("ca_pem").ca_pem
-
-    @property
-    def ca_path(self) -> str:
-        """The path of a file holding :attr:`ca_pem`, for clients that take a path (such as
-        ``cafile=``). It is made on first use in a private temporary directory, removed when
-        the peer stops; asking for it after the stop is a :class:`~fakepeer.ScriptError`."""
-        return self._tls_only("ca_path").ca_path()
+    # -- mutual TLS --------------------------------------------------------------------------
 
     @property
     def client_cert_pem(self) -> bytes:

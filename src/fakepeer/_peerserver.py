@@ -15,7 +15,6 @@ import array
 import asyncio
 import contextlib
 import os
-import re
 import select
 import socket
 import threading
@@ -31,6 +30,7 @@ from ._peerprotocol import _SENDING, _UPSTREAM, _PeerProtocol
 from ._state import ConnectionRecord
 from ._steps import clock
 from ._tls import TLS
+from ._tlsinfo import reason as _reason
 
 __all__ = ["BACKLOG", "MAX_SEND_BUFFER", "PeerServer"]
 
@@ -434,12 +434,6 @@ def _bound(sock: socket.socket) -> tuple[str, int] | str:
     if isinstance(name, str | bytes):
         return os.fsdecode(name)
     return (str(name[0]), int(name[1]))
-
-
-def _reason(exc: BaseException) -> str:
-    """Why a handshake failed, without the line of CPython's C source it was raised at (the
-    same transcript on every Python)."""
-    return re.sub(r" \(_ssl\.c:\d+\)$", "", str(exc)) or type(exc).__name__
 
 
 def _readable(fds: list[int]) -> bool:

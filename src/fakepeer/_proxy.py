@@ -10,9 +10,12 @@ client. The transcript records both directions.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import os
+import ssl
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
+from . import _upstream
 from ._actions import Action, Await, Close, HalfClose, Reset, Write
 from ._errors import ScriptError, UpstreamError
 from ._host import Host
@@ -26,7 +29,10 @@ from ._runtime import (
     clock,
     stream_transport,
 )
+from ._tls import configure
+from ._tlsinfo import reason
 from ._transcript import DEFAULT_BUDGET
+from ._upstream import Upstream
 
 __all__ = ["Proxy", "UpstreamError"]
 
@@ -43,6 +49,7 @@ class _Upstream(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = stream_transport(transport)
+        self.client.server.upstreams.add(self)
 
     def data_received(self, data: bytes) -> None:
         self.client.from_upstream(data)
@@ -52,6 +59,7 @@ class _Upstream(asyncio.Protocol):
         return False  # nothing more to read: let asyncio close our side of it
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.client.server.upstreams.discard(self)
         if exc is not None:
             self.client.upstream_failed(exc)
         else:  # closed without an EOF first (a fault closed it): the client's turn
@@ -115,7 +123,7 @@ class _ProxyProtocol(_PeerProtocol):
             return
         server = self.server
         with server.lock:
-            self.relay = Relay(server.conversation, connection, server.upstream)
+            self.relay = Relay(server.conversation, connection, server.upstream.text)
         self.pause_client()  # until the upstream connection is made
         loop = asyncio.get_running_loop()
         loop.call_soon(self._keep_paused)
@@ -126,16 +134,19 @@ class _ProxyProtocol(_PeerProtocol):
         server = self.server
         relay = self.relay
         assert relay is not None
-        host, port = server.upstream
-        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(server.timeout):
-                await loop.create_connection(lambda: self.up, host, port)
+                transport = await _upstream.connect(lambda: self.up, server.upstream)
+        except ssl.SSLError as exc:  # connected, but the handshake failed
+            self._fail(relay.upstream_handshake_failed(exc, reason(exc), clock()))
+            return
         except (OSError, TimeoutError) as exc:
             self._fail(relay.upstream_failed(exc, connecting=True))
             return
+        agreed = _upstream.agreed(transport, server.upstream)
         with server.lock:
-            self.up_steps.run(relay.upstream_connected(), clock())
+            now = clock()
+            self.up_steps.run(relay.upstream_connected(agreed, now), now)
             server.changed()
         self._resume(_UPSTREAM)
 
@@ -181,7 +192,9 @@ class _ProxyProtocol(_PeerProtocol):
             now = clock()
             self.up_steps.run(relay.client_eof(now), now)
             server.changed()
-        return True  # keep sending what the server still answers
+        # keep sending what the server still answers (TLS cannot: its transport closes after
+        # the client's close_notify, and says so if asked to keep it)
+        return server.tls is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         relay = self.relay
@@ -232,9 +245,23 @@ class ProxyServer(PeerServer):
 
     protocol: Callable[[PeerServer], _PeerProtocol] = _ProxyProtocol
 
-    def __init__(self, *args: object, upstream: tuple[str, int], **kwargs: object) -> None:
+    def __init__(self, *args: object, upstream: Upstream, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.upstream = upstream
+        #: Upstream connections not lost yet, some of them closing still: a TLS one closes
+        #: after the server's answer to its close_notify, which may never come.
+        self.upstreams: set[_Upstream] = set()
+
+    async def stop(self, timeout: float = 1.0) -> None:
+        """:meth:`PeerServer.stop`, then abort what is left of the upstream connections."""
+        try:
+            await super().stop(timeout)
+        finally:
+            if self.upstreams:
+                for upstream in list(self.upstreams):
+                    if upstream.transport is not None:
+                        upstream.transport.abort()
+                await asyncio.sleep(0)  # let the aborts' connection_lost run
 
 
 #: What a script on a Proxy would start with: it has none (see Proxy.__getattr__).
@@ -256,50 +283,89 @@ class Proxy(Host):
     upstream server cannot be reached, the client's connection is closed and leaving
     ``serve()`` raises :class:`UpstreamError`.
 
-    ``upstream`` is the server's ``(host, port)``, a tuple (anything else is a
-    :class:`~fakepeer.ScriptError`), kept as ``proxy.upstream``. ``timeout`` is how long the
-    proxy waits for the server to accept a connection, and the default bound of the
-    ``wait_*`` methods. The other keywords are those of :class:`~fakepeer.FakePeer`, and so
-    are the serving, inspection and verdict methods; a proxy has no script: the script's
-    methods (``expect()``, ``always()``, ``handler``...) raise :class:`~fakepeer.ScriptError`.
+    ``upstream`` is where the server is: a ``(host, port)`` tuple (host: an IPv4 or IPv6
+    address, ``'::1'`` and ``'[::1]'`` alike, or a name) or the path of a Unix socket (a
+    :class:`str` or :class:`os.PathLike`; what ``peer.address`` is for a ``unix=`` peer);
+    anything else is a :class:`~fakepeer.ScriptError`. It is kept as ``proxy.upstream``
+    (a tuple with the host unbracketed, or the path as a :class:`str`). ``timeout`` is how
+    long the proxy waits for the server to accept a connection (and finish the TLS
+    handshake), and the default bound of the ``wait_*`` methods.
+
+    TLS on either side, in any combination; faults act on the plain bytes inside it:
+
+    - ``tls=True`` serves TLS to the clients with a certificate made for the test, as
+      ``FakePeer(tls=True)`` does, with the same ``tls_hostnames``, ``tls_min_version``,
+      ``tls_max_version`` and ``tls_alpn`` options; the client trusts it through
+      :meth:`client_ssl_context`, :attr:`ca_pem` or :attr:`ca_path`.
+    - ``upstream_tls`` makes the proxy a TLS client of the server: ``True`` verifies it
+      against the system's CAs (:func:`ssl.create_default_context`); an
+      :class:`ssl.SSLContext` (a client one) is used as given, such as one that trusts a
+      test server's CA. ``upstream_server_hostname`` is the name sent (SNI) and checked
+      against its certificate (default: the upstream's host; a Unix socket upstream needs
+      it unless the context checks no host name). A failed upstream handshake (a
+      certificate not trusted, say) closes the client's connection and is an
+      :class:`UpstreamError` naming the upstream and the reason.
+
+    A TLS connection has no half-close: a client's EOF is not passed on to a TLS upstream.
+
+    The other keywords are those of :class:`~fakepeer.FakePeer` (``unix=`` listens on a
+    Unix socket, ``host='::1'`` or ``'localhost'`` on IPv6 too), and so are the serving,
+    inspection and verdict methods; a proxy has no script: the script's methods
+    (``expect()``, ``always()``, ``handler``...) raise :class:`~fakepeer.ScriptError`.
+    Wrong options or combinations (``upstream_server_hostname`` without ``upstream_tls``,
+    ``tls_*`` without ``tls=True``, ``unix`` with ``host`` or ``port``, a server-side
+    context as ``upstream_tls``) are a :class:`~fakepeer.ScriptError` saying what to do.
     """
 
     _relays = True
 
     def __init__(
         self,
-        upstream: tuple[str, int],
+        upstream: tuple[str, int] | str | os.PathLike[str],
         *,
         name: str = "proxy",
         host: str = "127.0.0.1",
         port: int = 0,
+        unix: bool | str | os.PathLike[str] | None = None,
         timeout: float = 5.0,
         seed: int | None = None,
         external: bool = False,
         max_send_buffer: int = MAX_SEND_BUFFER,
         transcript_budget: int | None = DEFAULT_BUDGET,
+        tls: bool = False,
+        tls_hostnames: Sequence[str] | None = None,
+        tls_min_version: ssl.TLSVersion | None = None,
+        tls_max_version: ssl.TLSVersion | None = None,
+        tls_alpn: Sequence[str] | None = None,
+        upstream_tls: bool | ssl.SSLContext = False,
+        upstream_server_hostname: str | None = None,
     ) -> None:
-        if (
-            not isinstance(upstream, tuple)
-            or len(upstream) != 2
-            or not isinstance(upstream[0], str)
-            or isinstance(upstream[1], bool)
-            or not isinstance(upstream[1], int)
-        ):
-            raise ScriptError(f"Proxy(upstream=...) takes a (host, port) tuple, got {upstream!r}")
+        self._upstream = _upstream.check(upstream, upstream_tls, upstream_server_hostname)
         super().__init__(
             title=f"proxy {name!r}",
             name=name,
             host=host,
             port=port,
+            unix=unix,
             timeout=timeout,
             seed=seed,
             external=external,
             max_send_buffer=max_send_buffer,
             transcript_budget=transcript_budget,
         )
-        self.upstream = upstream
-        self._conversation.transcript.upstream = f"{upstream[0]}:{upstream[1]}"
+        self._tls = configure(
+            tls,
+            self._where.hosts,
+            owner="Proxy",
+            hostnames=tls_hostnames,
+            min_version=tls_min_version,
+            max_version=tls_max_version,
+            alpn=tls_alpn,
+        )
+        #: Where the upstream server is: ``(host, port)`` or a Unix socket's path.
+        self.upstream: tuple[str, int] | str = self._upstream.address
+        over = " over TLS" if self._upstream.tls else ""
+        self._conversation.transcript.upstream = self._upstream.text + over
 
     if not TYPE_CHECKING:  # for the type checker, a proxy has no such method at all
 
@@ -312,7 +378,7 @@ class Proxy(Host):
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _make_server(self, server: type[PeerServer] = ProxyServer, **extra: Any) -> PeerServer:
-        return super()._make_server(server, upstream=self.upstream, **extra)
+        return super()._make_server(server, upstream=self._upstream, **extra)
 
     def __repr__(self) -> str:
-        return f"<Proxy {self.name!r} {self._state} to {self.upstream[0]}:{self.upstream[1]}>"
+        return f"<Proxy {self.name!r} {self._state} to {self._conversation.transcript.upstream}>"

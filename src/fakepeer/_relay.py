@@ -32,7 +32,8 @@ UPSTREAM = "upstream"
 
 
 class Relay:
-    """One client connection of a proxy and its connection to ``upstream`` (host, port).
+    """One client connection of a proxy and its connection to ``upstream`` (where the
+    upstream server is, as the transcript shows it: ``127.0.0.1:80``, ``[::1]:80``, a path).
 
     Call with the peer's lock held. Each event returns the actions for one side:
     ``client_*`` and :meth:`upstream_connected` for the upstream side, ``upstream_*`` for
@@ -51,7 +52,7 @@ class Relay:
     )
 
     def __init__(
-        self, conversation: Conversation, connection: ConnectionRecord, upstream: tuple[str, int]
+        self, conversation: Conversation, connection: ConnectionRecord, upstream: str
     ) -> None:
         self.conversation = conversation
         self.connection = connection
@@ -84,9 +85,12 @@ class Relay:
         self.client_gone = True
         return [Close()] if self.connected else []
 
-    def upstream_connected(self) -> list[Action]:
-        """The upstream connection is made: what the client sent meanwhile (and its EOF),
-        or a close if the client is gone."""
+    def upstream_connected(self, tls: str | None = None, at: float = 0.0) -> list[Action]:
+        """The upstream connection is made (``tls``: what its handshake agreed, recorded as
+        a ``tls`` event at ``at``): what the client sent meanwhile (and its EOF), or a close
+        if the client is gone."""
+        if tls is not None:
+            self.conversation.note(self.connection, at, "tls", f"{tls} (upstream)")
         self.connected = True
         actions, self.waiting = self.waiting, []
         return [Close()] if self.client_gone else actions
@@ -113,14 +117,25 @@ class Relay:
 
     def upstream_failed(self, error: BaseException, *, connecting: bool) -> UpstreamError:
         """The problem to record: the server could not be reached, or was lost."""
-        host, port = self.upstream
-        number = self.connection.id
         doing = "could not connect to" if connecting else "lost its connection to"
-        problem = UpstreamError(
-            f"connection #{number}: the proxy {doing} the upstream server "
-            f"{host}:{port}: {type(error).__name__}: {error}",
-            connection=number,
+        return self._problem(
+            f"the proxy {doing} the upstream server {self.upstream}: "
+            f"{type(error).__name__}: {error}",
+            error,
         )
+
+    def upstream_handshake_failed(self, error: BaseException, why: str, at: float) -> UpstreamError:
+        """The problem to record: the TLS handshake with the server failed (``why``: its
+        certificate is not trusted, say); recorded as a ``tls`` event too."""
+        self.conversation.note(self.connection, at, "tls", f"handshake failed: {why} (upstream)")
+        return self._problem(
+            f"the proxy's TLS handshake with the upstream server {self.upstream} failed: {why}",
+            error,
+        )
+
+    def _problem(self, text: str, error: BaseException) -> UpstreamError:
+        number = self.connection.id
+        problem = UpstreamError(f"connection #{number}: {text}", connection=number)
         problem.__cause__ = error
         return problem
 

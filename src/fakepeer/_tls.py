@@ -23,7 +23,7 @@ from typing import Any, Final
 from ._errors import ScriptError
 from ._tlsfaults import Alerting
 
-__all__ = ["CLIENT_NAME", "EXTRA", "TLS"]
+__all__ = ["CLIENT_NAME", "EXTRA", "TLS", "configure"]
 
 #: What installs what ``tls=True`` needs.
 EXTRA: Final = "pip install 'fakepeer[tls]'"
@@ -202,3 +202,50 @@ class TLS:
         self.removed = True
         if self._cleanup is not None:
             self._cleanup()
+
+
+def configure(
+    tls: object,
+    hosts: Sequence[str],
+    *,
+    owner: str,
+    hostnames: Sequence[str] | None = None,
+    min_version: ssl.TLSVersion | None = None,
+    max_version: ssl.TLSVersion | None = None,
+    alpn: Sequence[str] | None = None,
+    client_cert: bool = False,
+    starttls: bool = False,
+) -> TLS | None:
+    """The :class:`TLS` a server of ``owner`` (``"FakePeer"``, ``"Proxy"``) serves for its
+    ``tls=`` and ``tls_*=`` options, or None for plain TCP. ``tls`` is True, False, or
+    ``"starttls"`` where ``starttls`` says the server can upgrade (a peer's ``.start_tls()``).
+    :class:`~fakepeer.ScriptError` for a wrong option, or ``tls_*`` options without TLS."""
+    choices = "True, False or 'starttls'" if starttls else "True or False"
+    if not isinstance(tls, bool) and not (starttls and tls == "starttls"):
+        raise ScriptError(f"{owner}(tls=...) takes {choices}, got {tls!r}")
+    if tls:
+        return TLS(
+            hosts,
+            hostnames=hostnames,
+            min_version=min_version,
+            max_version=max_version,
+            alpn=alpn,
+            client_cert=client_cert,
+            starttls=tls == "starttls",
+            owner=owner,
+        )
+    options = {
+        "tls_hostnames": hostnames,
+        "tls_min_version": min_version,
+        "tls_max_version": max_version,
+        "tls_alpn": alpn,
+        "tls_client_cert": client_cert,
+    }
+    given = [f"{name}=..." for name, value in options.items() if value not in (None, False)]
+    if given:
+        also = " (or tls='starttls')" if starttls else ""
+        noun = "peer" if owner == "FakePeer" else owner.lower()
+        raise ScriptError(
+            f"{owner}({', '.join(given)}) applies to a TLS {noun}: add tls=True{also}"
+        )
+    return None

@@ -30,7 +30,6 @@ import contextlib
 import contextvars
 import datetime
 import random
-import re
 import socket
 import ssl
 import struct
@@ -47,6 +46,7 @@ from ._faultclasses import (
 )
 from ._faults import Fault, fault_name
 from ._steps import clock
+from ._tlsinfo import reason
 
 if TYPE_CHECKING:
     from ._peerprotocol import _PeerProtocol
@@ -163,8 +163,8 @@ async def handshake(
     except Exception as exc:
         if fault is None:
             raise
-        reason = re.sub(r" \(_ssl\.c:\d+\)$", "", str(exc)) or type(exc).__name__
-        raise HandshakeFailed(f"{reason} (the fault {fault})") from exc
+        why = reason(exc)
+        raise HandshakeFailed(f"{why} (the fault {fault})") from exc
 
 
 async def _interrupt(server: PeerServer, sock: socket.socket, fault: Fault) -> None:

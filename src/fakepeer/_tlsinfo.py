@@ -8,12 +8,13 @@ core keeps the record on the connection (``connection.tls``) and says it in the 
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-__all__ = ["TLSInfo", "agreed", "check", "client_subject"]
+__all__ = ["TLSInfo", "agreed", "check", "client_subject", "reason"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +74,7 @@ def agreed(ssl_object: Any, names: Mapping[object, str], *, starttls: bool = Fal
         cipher=str(cipher[0]) if cipher else None,
         sni=names.get(ssl_object),
         alpn=ssl_object.selected_alpn_protocol(),
-        client_subject=client_subject(ssl_object),
+        client_subject=client_subject(ssl_object) if ssl_object.server_side else None,
         starttls=starttls,
     )
 
@@ -117,3 +118,9 @@ def _show(value: object) -> str:
     if isinstance(value, ssl.TLSVersion):
         return f"ssl.TLSVersion.{value.name}"
     return repr(value)
+
+
+def reason(exc: BaseException) -> str:
+    """Why a handshake failed, without the line of CPython's C source it was raised at (the
+    same transcript on every Python)."""
+    return re.sub(r" \(_ssl\.c:\d+\)$", "", str(exc)) or type(exc).__name__

@@ -14,12 +14,11 @@ lost: as for ``FakePeer(tls=True)``, the client sees its own error.
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import TYPE_CHECKING, Final
 
 from ._errors import ScriptError
 from ._steps import clock
-from ._tlsinfo import agreed
+from ._tlsinfo import agreed, reason
 
 if TYPE_CHECKING:
     from ._peerprotocol import _PeerProtocol
@@ -29,12 +28,7 @@ if TYPE_CHECKING:
 #: The protocol's pause reason while the upgrade's handshake runs (``_peerprotocol``).
 HANDSHAKE: Final = 16
 
-__all__ = ["HANDSHAKE", "handshaken", "reason", "start_tls"]
-
-
-def reason(exc: BaseException) -> str:
-    """Why a handshake failed, without the line of CPython's C source it was raised at."""
-    return re.sub(r" \(_ssl\.c:\d+\)$", "", str(exc)) or type(exc).__name__
+__all__ = ["HANDSHAKE", "handshaken", "start_tls"]
 
 
 def handshaken(
