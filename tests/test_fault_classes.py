@@ -14,6 +14,7 @@ import pytest
 import fakepeer
 from fakepeer import ActiveFault, FakePeer, Fault, ScriptError, faults
 from fakepeer._actions import Close, Dropped, HalfClose, Later, Reset, Stop, Wait, Write
+from fakepeer._datagramfaults import Copied, HeldBack
 from fakepeer._faults import FaultState, fault_name, on_connect, shape
 
 
@@ -71,6 +72,11 @@ SHAPES: list[tuple[Fault, list[object], list[object]]] = [
     (faults.Refuse(), [A], [A]),
     (faults.HalfClose(), [A], [A]),  # its FIN goes as the connection opens (below)
     (faults.StopReading(), [A], [A]),
+    # the datagram faults (UDP): each write is one datagram, drawn on its own
+    (faults.Drop(), [A, B], [Dropped(b"abcde", "drop"), Dropped(b"fg", "drop")]),
+    (faults.Drop(0), [A], [A]),
+    (faults.Duplicate(), [A], [A, Copied(b"abcde")]),
+    (faults.Reorder(0.1), [A, Wait(1.0)], [Later(0.1, HeldBack(b"abcde")), Wait(1.0)]),
 ]
 
 
@@ -244,7 +250,8 @@ def test_the_three_spellings_make_the_same_fault(fault: Fault) -> None:
     name = fault_name(type(fault))
     assert type(fault)(**arguments) == fault
     assert getattr(faults, name)(**arguments) == fault
-    active = getattr(FakePeer().faults, name)(**arguments)
+    udp = isinstance(fault, faults.Drop | faults.Duplicate | faults.Reorder)
+    active = getattr(FakePeer(transport="udp" if udp else "tcp").faults, name)(**arguments)
     assert isinstance(active, ActiveFault)
     assert active.fault == fault
 

@@ -12,6 +12,7 @@ import inspect
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Concatenate, ParamSpec
 
+from ._datagramfaults import Drop, Duplicate, Reorder
 from ._errors import ScriptError
 from ._faultclasses import (
     Bandwidth,
@@ -118,6 +119,7 @@ class Faults:
                 f"{fault}: a FakePeer has no upstream (client to server) bytes to shape, "
                 "only what it sends: an upstream fault needs a Proxy in front of a server"
             )
+        peer._check_fault(fault)
         with peer._lock:
             peer._conversation.add_fault(fault, clock())
         if isinstance(fault, Refuse):
@@ -159,3 +161,6 @@ class Faults:
     half_close = _applying(HalfClose)
     refuse = _applying(Refuse)
     stop_reading = _applying(StopReading)
+    drop = _applying(Drop)
+    duplicate = _applying(Duplicate)
+    reorder = _applying(Reorder)

@@ -16,6 +16,7 @@ parameters (``peer.faults.latency(0.2)``). :func:`blackhole` is ``Timeout(None)`
 
 from __future__ import annotations
 
+from ._datagramfaults import Drop, Duplicate, Reorder
 from ._faultclasses import (
     Bandwidth,
     Corrupt,
@@ -36,11 +37,14 @@ from ._faults import Fault
 __all__ = [
     "Bandwidth",
     "Corrupt",
+    "Drop",
+    "Duplicate",
     "Fault",
     "HalfClose",
     "Latency",
     "LimitData",
     "Refuse",
+    "Reorder",
     "ResetPeer",
     "Slice",
     "SlowClose",
@@ -50,10 +54,13 @@ __all__ = [
     "bandwidth",
     "blackhole",
     "corrupt",
+    "drop",
+    "duplicate",
     "half_close",
     "latency",
     "limit_data",
     "refuse",
+    "reorder",
     "reset_peer",
     "slice",
     "slow_close",
@@ -75,3 +82,6 @@ slow_close = SlowClose
 half_close = HalfClose
 refuse = Refuse
 stop_reading = StopReading
+drop = Drop
+duplicate = Duplicate
+reorder = Reorder
