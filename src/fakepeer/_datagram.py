@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, ClassVar, Final
 from ._datagramfaults import DATAGRAM_FAULTS
 from ._errors import ScriptError
 from ._faultclasses import Corrupt, Latency, Refuse, Timeout, Truncate
-from ._faults import Fault
+from ._faults import Fault, fault_name
 
 if TYPE_CHECKING:
     from ._conversation import Conversation
@@ -90,7 +90,7 @@ def check_fault(fault: Fault, udp: bool) -> None:
     if udp:
         if isinstance(fault, UDP_FAULTS) or (isinstance(fault, Timeout) and fault.seconds is None):
             return
-        names = ", ".join(f"{type(f).__name__.lower()}()" for f in UDP_FAULTS)
+        names = ", ".join(f"{fault_name(cls)}()" for cls in UDP_FAULTS)
         raise ScriptError(
             f"{fault} on a UDP peer (transport='udp'): it acts on a byte stream or a "
             f"connection, which datagrams do not have; a UDP peer takes {names} and "

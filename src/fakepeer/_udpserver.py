@@ -17,6 +17,7 @@ datagram from one more is dropped and counted, and the verdict names the keyword
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import socket
 from typing import TYPE_CHECKING, Any, Final
@@ -102,7 +103,7 @@ class _Endpoint(asyncio.DatagramProtocol):
         # an ICMP error for something sent earlier: the client's port is closed, say
         with self.server.lock:
             self.server.conversation.note_peer(
-                clock(), "icmp", f"{type(exc).__name__}: {exc} (a client's port is closed?)"
+                clock(), "error", f"ICMP: {type(exc).__name__}: {exc} (a client's port is closed?)"
             )
             self.server.changed()
 
@@ -300,6 +301,11 @@ class UdpServer(PeerServer):
             return _READABLE
         return _QUIET
 
+    def inert(self) -> bool:
+        """Never: leaving ``serve()`` waits for the stop, which closes the sockets, so the
+        port is closed (ICMP port unreachable) by the time the test goes on."""
+        return False
+
     def _close_listener(self) -> None:
         with self.lock:
             listeners, self.listeners = self.listeners, []
@@ -318,7 +324,7 @@ class UdpServer(PeerServer):
             self._close_listener()
             with self.lock:
                 self.conversation.note_peer(
-                    clock(), "refuse", "the port is closed (datagrams get ICMP port unreachable)"
+                    clock(), "fault", "the port is closed (datagrams get ICMP port unreachable)"
                 )
 
     def listen_again(self) -> list[socket.socket] | None:
@@ -329,7 +335,12 @@ class UdpServer(PeerServer):
             return self.listeners
 
     def stop_listening(self) -> None:
-        pass  # the loop closes the sockets (abort), soon
+        """From any thread: refuse every client at once (the loop closes the sockets
+        soon). Connected to itself, a UDP socket takes datagrams from itself only: the
+        kernel answers the others with ICMP port unreachable, as if it were closed."""
+        for sock in list(self.listeners):
+            with contextlib.suppress(OSError):
+                sock.connect(sock.getsockname())
 
     def abort(self) -> None:
         self._close_listener()

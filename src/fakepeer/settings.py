@@ -22,6 +22,7 @@ from ._peer import FakePeer
 from ._proxy import Proxy
 from ._runtime import MAX_SEND_BUFFER
 from ._transcript import DEFAULT_BUDGET
+from ._udpserver import MAX_CLIENTS
 
 __all__ = [
     "MARKERS",
@@ -128,8 +129,9 @@ OPTIONS: Final = (
 
 #: The markers, as ``pytest --markers`` shows them.
 MARKERS: Final = (
-    "fakepeer(framing=None, name='fake peer', host='127.0.0.1', port=0, unix=None, timeout=5.0, "
-    "external=False, max_send_buffer=4194304, transcript_budget=65536, serve_in='hub'): "
+    "fakepeer(framing=None, name='fake peer', host='127.0.0.1', port=0, unix=None, "
+    "transport='tcp', timeout=5.0, external=False, max_send_buffer=4194304, "
+    "transcript_budget=65536, max_clients=1024, serve_in='hub'): "
     "options of the fake_peer fixture for this test",
     "loop_watchdog(seconds): the loop watchdog's limit for this test (0 turns it off)",
     "task_died(on): False turns TaskDied off for this test, True on (whatever the "
@@ -183,11 +185,13 @@ class PeerOptions:
     host: str = "127.0.0.1"
     port: int = 0
     unix: bool | str | os.PathLike[str] | None = None
+    transport: str = "tcp"
     timeout: float = 5.0
     seed: int | None = None
     external: bool = False
     max_send_buffer: int = MAX_SEND_BUFFER
     transcript_budget: int | None = DEFAULT_BUDGET
+    max_clients: int = MAX_CLIENTS
     serve_in: str = "hub"
 
     @classmethod
@@ -253,6 +257,8 @@ class PeerOptions:
             external=self.external,
             max_send_buffer=self.max_send_buffer,
             transcript_budget=self.transcript_budget,
+            transport=self.transport,
+            max_clients=self.max_clients,
         )
 
     def proxy(self, upstream: tuple[str, int]) -> Proxy:
@@ -282,11 +288,13 @@ class PeerFactory(Protocol):
         host: str = ...,
         port: int = ...,
         unix: bool | str | os.PathLike[str] | None = ...,
+        transport: str = ...,
         timeout: float = ...,
         seed: int | None = ...,
         external: bool = ...,
         max_send_buffer: int = ...,
         transcript_budget: int | None = ...,
+        max_clients: int = ...,
         serve_in: str = ...,
     ) -> FakePeer: ...
 
