@@ -42,6 +42,7 @@ CASES: dict[str, str] = {
     "watchdog": "6a. the loop watchdog's overhead",
     "proxy": "6b. the proxy's throughput, against socat",
     "hostile": "7. hostile input: peak memory under floods, input in small segments",
+    "udp": "8. a UDP round trip, against a bare asyncio DatagramProtocol echo",
 }
 
 
@@ -77,6 +78,8 @@ def runners(only: set[str]) -> list[tuple[str, Callable[[Plan], list[Table]]]]:
         plan.append(("proxy", _module("case_scripts", "proxy_tables")))
     if "hostile" in only:
         plan.append(("hostile", _module("case_hostile")))
+    if "udp" in only:
+        plan.append(("udp", _module("case_udp")))
     return plan
 
 
