@@ -447,3 +447,29 @@ def test_the_fixture_marker_serves_udp(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest("-W", "error", "-p", "no:asyncio")
     result.assert_outcomes(passed=2)
+
+
+def test_uvloop_serves_from_the_first_datagram_and_rebinds_after_a_refusal() -> None:
+    """uvloop reads before ``create_datagram_endpoint`` returns, and lets go of a closed
+    socket only on its next turn: neither loses a reply nor fails the rebind."""
+    uvloop = pytest.importorskip("uvloop")
+
+    def exchange(address: tuple[str, int]) -> bytes | OSError:
+        with udp_client(address, timeout=2) as sock:
+            sock.send(b"one")
+            try:
+                return sock.recv(100)
+            except OSError as error:
+                return error
+
+    async def main() -> list[object]:
+        peer = FakePeer(transport="udp")
+        peer.always(ANY).reply(b"ack")
+        async with peer.serve():
+            first = await asyncio.to_thread(exchange, peer.address)
+            with peer.faults.refuse():
+                refused = await asyncio.to_thread(exchange, peer.address)
+            again = await asyncio.to_thread(exchange, peer.address)
+        return [first, type(refused), again]
+
+    assert uvloop.run(main()) == [b"ack", ConnectionRefusedError, b"ack"]

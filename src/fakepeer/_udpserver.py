@@ -63,7 +63,14 @@ def _bind_hosts(where: Where) -> list[socket.socket] | None:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_DGRAM)
             try:
+                # A rebind after a refuse fault may come before the loop let go of the old
+                # socket (uvloop closes it on its next turn): both may be bound meanwhile,
+                # with SO_REUSEADDR on both. Set after binding port 0, so that the kernel
+                # picks a port no other socket has, reusable or not.
+                if port:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind((host, port))
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             except OSError as exc:
                 sock.close()
                 if where.named and index and exc.errno in _UNAVAILABLE:
@@ -95,6 +102,13 @@ class _Endpoint(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # a datagram endpoint's
+        # Serving from here on (uvloop reads before create_datagram_endpoint returns).
+        server = self.server
+        with server.lock:
+            if self.sock in server.listeners:
+                server.endpoints[self.index] = self
+                return
+        transport.close()  # refused or stopped meanwhile
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self.server.received(self, data, addr)
@@ -256,12 +270,6 @@ class UdpServer(PeerServer):
         loop = asyncio.get_running_loop()
         endpoint = _Endpoint(self, sock, index)
         await loop.create_datagram_endpoint(lambda: endpoint, sock=sock)
-        with self.lock:
-            if sock not in self.listeners:  # refused or stopped meanwhile
-                assert endpoint.transport is not None
-                endpoint.transport.abort()
-                return
-            self.endpoints[index] = endpoint
 
     def received(self, endpoint: _Endpoint, data: bytes, addr: Any) -> None:
         """A datagram from ``addr``: the client's message (its first makes the client)."""
@@ -316,7 +324,11 @@ class UdpServer(PeerServer):
             if open_loop and endpoint.transport is not None:
                 endpoint.transport.abort()
         for sock in listeners:
-            sock.close()  # now, not on the loop's next turn: the port is closed at once
+            # The port refuses at once, even while a loop that holds its own descriptor of
+            # the socket (uvloop) has not let go of it yet: see stop_listening.
+            with contextlib.suppress(OSError):
+                sock.connect(sock.getsockname())
+            sock.close()
 
     def refuse(self) -> None:
         if self.listeners and not self.refusing:
