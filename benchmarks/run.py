@@ -43,6 +43,7 @@ CASES: dict[str, str] = {
     "proxy": "6b. the proxy's throughput, against socat",
     "hostile": "7. hostile input: peak memory under floods, input in small segments",
     "tls": "8. a TLS connection: connect, handshake, one exchange, close",
+    "udp": "9. a UDP round trip, against a bare asyncio DatagramProtocol echo",
 }
 
 
@@ -80,6 +81,8 @@ def runners(only: set[str]) -> list[tuple[str, Callable[[Plan], list[Table]]]]:
         plan.append(("hostile", _module("case_hostile")))
     if "tls" in only:
         plan.append(("tls", _module("case_tls")))
+    if "udp" in only:
+        plan.append(("udp", _module("case_udp")))
     return plan
 
 

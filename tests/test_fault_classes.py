@@ -14,6 +14,7 @@ import pytest
 import fakepeer
 from fakepeer import ActiveFault, FakePeer, Fault, ScriptError, faults
 from fakepeer._actions import Close, Dropped, HalfClose, Later, Reset, Stop, Wait, Write
+from fakepeer._datagramfaults import Copied, HeldBack
 from fakepeer._faults import FaultState, fault_name, on_connect, shape
 
 
@@ -78,6 +79,11 @@ SHAPES: list[tuple[Fault, list[object], list[object]]] = [
     (faults.HandshakeReset(), [A, Close()], [A, Close()]),
     (faults.HandshakeStall(probability=0.5), [A], [A]),
     (faults.ClientCertificateRefused(), [A], [A]),
+    # the datagram faults (UDP): each write is one datagram, drawn on its own
+    (faults.Drop(), [A, B], [Dropped(b"abcde", "drop"), Dropped(b"fg", "drop")]),
+    (faults.Drop(0), [A], [A]),
+    (faults.Duplicate(), [A], [A, Copied(b"abcde")]),
+    (faults.Reorder(0.1), [A, Wait(1.0)], [Later(0.1, HeldBack(b"abcde")), Wait(1.0)]),
 ]
 
 
@@ -254,7 +260,11 @@ def test_the_three_spellings_make_the_same_fault(fault: Fault) -> None:
     assert type(fault)(**arguments) == fault
     assert getattr(faults, name)(**arguments) == fault
     tls = getattr(fault, "tls_handshake", False)  # on a TLS peer only
-    peer = FakePeer(tls=True, tls_client_cert=True) if tls else FakePeer()
+    udp = isinstance(fault, faults.Drop | faults.Duplicate | faults.Reorder)  # on UDP only
+    if tls:
+        peer = FakePeer(tls=True, tls_client_cert=True)
+    else:
+        peer = FakePeer(transport="udp" if udp else "tcp")
     active = getattr(peer.faults, name)(**arguments)
     assert isinstance(active, ActiveFault)
     assert active.fault == fault

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Concatenate, ParamSpec
 
 from . import _tlsfaults
+from ._datagramfaults import Drop, Duplicate, Reorder
 from ._errors import ScriptError
 from ._faultclasses import (
     Bandwidth,
@@ -126,6 +127,7 @@ class Faults:
                 "only what it sends: an upstream fault needs a Proxy in front of a server"
             )
         _check_tls(peer, fault)
+        peer._check_fault(fault)
         with peer._lock:
             peer._conversation.add_fault(fault, clock())
         if isinstance(fault, Refuse):
@@ -173,6 +175,9 @@ class Faults:
     handshake_reset = _applying(HandshakeReset)
     handshake_stall = _applying(HandshakeStall)
     client_certificate_refused = _applying(ClientCertificateRefused)
+    drop = _applying(Drop)
+    duplicate = _applying(Duplicate)
+    reorder = _applying(Reorder)
 
 
 def _check_tls(peer: Host, fault: Fault) -> None:

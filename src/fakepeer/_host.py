@@ -27,6 +27,7 @@ from ._errors import (
     WaitTimeout,
 )
 from ._faultclasses import Refuse
+from ._faults import Fault
 from ._faultset import Faults
 from ._framing import Framing, check_framing
 from ._hub import hub
@@ -137,6 +138,10 @@ class Host(Inspection):
         if self._state != "new":
             raise RuntimeError(f"{self!r} already served; a FakePeer serves once, make a new one")
         self._state = "starting"
+
+    def _check_fault(self, fault: Fault) -> None:
+        """:class:`~fakepeer.ScriptError` if ``fault`` does not apply to this peer (a
+        FakePeer checks its transport's)."""
 
     def _make_server(self, server: type[PeerServer] = PeerServer, **extra: Any) -> PeerServer:
         """The runtime server of this peer (a Proxy passes its own class and upstream)."""

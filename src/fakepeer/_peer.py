@@ -8,18 +8,20 @@ import threading
 from collections.abc import Sequence
 from typing import Literal
 
-from . import _assertions
+from . import _assertions, _datagram
 from ._conversation import Conversation
 from ._errors import ConversationError, ScriptError, UnexpectedData
+from ._faults import Fault
 from ._framing import Framing
 from ._host import Host
 from ._inspection import _reading
 from ._matchers import ANY, Exact, as_matcher
-from ._runtime import MAX_SEND_BUFFER
+from ._runtime import MAX_SEND_BUFFER, PeerServer
 from ._script import NO_STARTTLS, HandlerFunction, Rule, Script, caller_location
 from ._tls import configure
 from ._tlsinfo import check as check_tls
 from ._transcript import DEFAULT_BUDGET
+from ._udpserver import MAX_CLIENTS, UdpServer
 from ._wait import Waiters
 
 __all__ = ["ConnectionScript", "FakePeer"]
@@ -183,6 +185,16 @@ class FakePeer(Host, _Scripting):
 
     The ``tls_*`` options without ``tls=True`` (or ``"starttls"``) are a
     :class:`~fakepeer.ScriptError`.
+
+    - ``transport``: ``"tcp"`` (the default: a byte stream, or a Unix socket's) or
+      ``"udp"``: a datagram peer (see the UDP how-to). Each datagram is one message, each
+      reply one datagram to the sender's address; a "connection" is a client address, in
+      the order of their first datagram. UDP takes no ``framing``, ``unix``, ``tls``,
+      greeting, handler, ``.close()``/``.half_close()``/``.reset()`` or stream fault: each
+      is a :class:`~fakepeer.ScriptError` naming the combination. :attr:`address` is
+      ``(host, port)`` of the UDP socket.
+    - ``max_clients``: UDP only, the most client addresses served (default 1024): a
+      datagram from one more is dropped, and fails the verdict naming this keyword.
     """
 
     def __init__(
@@ -204,10 +216,21 @@ class FakePeer(Host, _Scripting):
         tls_max_version: ssl.TLSVersion | None = None,
         tls_alpn: Sequence[str] | None = None,
         tls_client_cert: bool = False,
+        transport: str = "tcp",
+        max_clients: int = MAX_CLIENTS,
     ) -> None:
+        datagrams = _datagram.check_options(transport, framing=framing, unix=unix, tls=tls)
+        self._udp = datagrams is not None
+        if isinstance(max_clients, bool) or not isinstance(max_clients, int) or max_clients < 1:
+            raise ScriptError(
+                f"FakePeer(max_clients=...) takes a whole number >= 1, got {max_clients!r}"
+            )
+        self.max_clients = max_clients
+        #: ``"tcp"`` or ``"udp"``, as given.
+        self.transport = transport
         super().__init__(
             title=f"fake peer {name!r}",
-            framing=framing,
+            framing=framing if datagrams is None else datagrams,
             name=name,
             host=host,
             port=port,
@@ -236,6 +259,16 @@ class FakePeer(Host, _Scripting):
                 else "FakePeer(tls=True) serves TLS from the first byte already; "
                 "FakePeer(tls='starttls') serves plain text until .start_tls()"
             )
+
+    def _check_fault(self, fault: Fault) -> None:
+        _datagram.check_fault(fault, self._udp)
+
+    def _make_server(self, server: type[PeerServer] = PeerServer, **extra: object) -> PeerServer:
+        with self._lock:
+            _datagram.check_script(self._conversation, self._udp)
+        if self._udp:
+            return super()._make_server(UdpServer, max_clients=self.max_clients, **extra)
+        return super()._make_server(server, **extra)
 
     def __repr__(self) -> str:
         serving = self._state in ("listening", "serving")

@@ -22,6 +22,7 @@ last one with ``tls_client_cert=True``): on another peer, ``peer.faults`` raises
 
 from __future__ import annotations
 
+from ._datagramfaults import Drop, Duplicate, Reorder
 from ._faultclasses import (
     Bandwidth,
     ClientCertificateRefused,
@@ -49,6 +50,8 @@ __all__ = [
     "Bandwidth",
     "ClientCertificateRefused",
     "Corrupt",
+    "Drop",
+    "Duplicate",
     "ExpiredCertificate",
     "Fault",
     "HalfClose",
@@ -57,6 +60,7 @@ __all__ = [
     "Latency",
     "LimitData",
     "Refuse",
+    "Reorder",
     "ResetPeer",
     "Slice",
     "SlowClose",
@@ -69,6 +73,8 @@ __all__ = [
     "blackhole",
     "client_certificate_refused",
     "corrupt",
+    "drop",
+    "duplicate",
     "expired_certificate",
     "half_close",
     "handshake_reset",
@@ -76,6 +82,7 @@ __all__ = [
     "latency",
     "limit_data",
     "refuse",
+    "reorder",
     "reset_peer",
     "slice",
     "slow_close",
@@ -105,3 +112,6 @@ expired_certificate = ExpiredCertificate
 handshake_reset = HandshakeReset
 handshake_stall = HandshakeStall
 client_certificate_refused = ClientCertificateRefused
+drop = Drop
+duplicate = Duplicate
+reorder = Reorder

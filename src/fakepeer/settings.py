@@ -23,6 +23,7 @@ from ._peer import FakePeer
 from ._proxy import Proxy
 from ._runtime import MAX_SEND_BUFFER
 from ._transcript import DEFAULT_BUDGET
+from ._udpserver import MAX_CLIENTS
 
 __all__ = [
     "MARKERS",
@@ -129,10 +130,11 @@ OPTIONS: Final = (
 
 #: The markers, as ``pytest --markers`` shows them.
 MARKERS: Final = (
-    "fakepeer(framing=None, name='fake peer', host='127.0.0.1', port=0, unix=None, timeout=5.0, "
-    "external=False, max_send_buffer=4194304, transcript_budget=65536, serve_in='hub', "
-    "tls=False, tls_hostnames=None, tls_min_version=None, tls_max_version=None, "
-    "tls_alpn=None): "
+    "fakepeer(framing=None, name='fake peer', host='127.0.0.1', port=0, unix=None, "
+    "transport='tcp', timeout=5.0, external=False, max_send_buffer=4194304, "
+    "transcript_budget=65536, max_clients=1024, serve_in='hub', tls=False, "
+    "tls_hostnames=None, tls_min_version=None, tls_max_version=None, tls_alpn=None, "
+    "tls_client_cert=False): "
     "options of the fake_peer fixture for this test",
     "loop_watchdog(seconds): the loop watchdog's limit for this test (0 turns it off)",
     "task_died(on): False turns TaskDied off for this test, True on (whatever the "
@@ -186,17 +188,20 @@ class PeerOptions:
     host: str = "127.0.0.1"
     port: int = 0
     unix: bool | str | os.PathLike[str] | None = None
+    transport: str = "tcp"
     timeout: float = 5.0
     seed: int | None = None
     external: bool = False
     max_send_buffer: int = MAX_SEND_BUFFER
     transcript_budget: int | None = DEFAULT_BUDGET
+    max_clients: int = MAX_CLIENTS
     serve_in: str = "hub"
     tls: bool | Literal["starttls"] = False
     tls_hostnames: Sequence[str] | None = None
     tls_min_version: ssl.TLSVersion | None = None
     tls_max_version: ssl.TLSVersion | None = None
     tls_alpn: Sequence[str] | None = None
+    tls_client_cert: bool = False
 
     @classmethod
     def configure(
@@ -266,6 +271,9 @@ class PeerOptions:
             tls_min_version=self.tls_min_version,
             tls_max_version=self.tls_max_version,
             tls_alpn=self.tls_alpn,
+            transport=self.transport,
+            max_clients=self.max_clients,
+            tls_client_cert=self.tls_client_cert,
         )
 
     def proxy(self, upstream: tuple[str, int]) -> Proxy:
@@ -295,17 +303,20 @@ class PeerFactory(Protocol):
         host: str = ...,
         port: int = ...,
         unix: bool | str | os.PathLike[str] | None = ...,
+        transport: str = ...,
         timeout: float = ...,
         seed: int | None = ...,
         external: bool = ...,
         max_send_buffer: int = ...,
         transcript_budget: int | None = ...,
+        max_clients: int = ...,
         serve_in: str = ...,
         tls: bool | Literal["starttls"] = ...,
         tls_hostnames: Sequence[str] | None = ...,
         tls_min_version: ssl.TLSVersion | None = ...,
         tls_max_version: ssl.TLSVersion | None = ...,
         tls_alpn: Sequence[str] | None = ...,
+        tls_client_cert: bool = ...,
     ) -> FakePeer: ...
 
 
