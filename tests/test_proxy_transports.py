@@ -469,6 +469,13 @@ def test_a_localhost_proxy_serves_ipv4_and_ipv6_clients(plain_echo: EchoServer) 
         ),
         (("127.0.0.1", 80), {"tls": "yes"}, "Proxy(tls=...) takes True or False"),
         (("127.0.0.1", 80), {"unix": True, "port": 5}, "give unix= or host=/port=, not both"),
+        (
+            ("127.0.0.1", 80),
+            {"transport": "udp"},
+            "Proxy(transport='udp'): a proxy relays byte streams (TCP, TLS, Unix sockets), not "
+            "datagrams; for a UDP client, serve FakePeer(transport='udp') in the server's "
+            "place, with its datagram faults",
+        ),
     ],
 )
 def test_wrong_options_and_combinations(upstream: Any, options: dict[str, Any], words: str) -> None:
@@ -495,3 +502,52 @@ def test_a_context_that_checks_no_name_needs_none_over_a_unix_socket(
             assert blocking_echo(proxy.address, [b"ok\n"]) == [b"ok\n"]
         [(_, note)] = tls_notes(proxy)
         assert note.endswith("no sni (upstream)")
+
+
+def test_the_proxy_fixture_takes_the_transport_options(pytester: pytest.Pytester) -> None:
+    pytester.makeini(
+        "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+        "addopts = -p no:hypothesispytest\n"
+    )
+    pytester.makepyfile(
+        """
+        import socket
+
+        import pytest
+        from fakepeer import Lines
+
+
+        @pytest.mark.fakepeer(framing=Lines(), tls=True)
+        def test_tls_on_both_sides_over_a_unix_socket(fake_peer, fake_proxy_factory):
+            fake_peer.expect(b"PING").reply(b"PONG")
+            proxy = fake_proxy_factory(
+                fake_peer.address,
+                unix=True,
+                tls=True,
+                tls_alpn=["ping"],
+                upstream_tls=fake_peer.client_ssl_context(),
+                upstream_server_hostname="localhost",
+            )
+            context = proxy.client_ssl_context()
+            with socket.socket(socket.AF_UNIX) as raw:
+                raw.settimeout(5)
+                raw.connect(proxy.address)
+                with context.wrap_socket(raw, server_hostname="localhost") as sock:
+                    assert sock.selected_alpn_protocol() == "ping"
+                    sock.sendall(b"PING\\n")
+                    assert sock.recv(10) == b"PONG\\n"
+
+
+        def test_a_wrong_option_names_the_options(fake_proxy_factory):
+            fake_proxy_factory(("127.0.0.1", 9), transport="udp")
+        """
+    )
+    result = pytester.runpytest_inprocess("-W", "error", "-p", "no:randomly")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*unknown fakepeer option(s): transport; the options are: name, host, port, unix, "
+            "timeout, seed, external, max_send_buffer, transcript_budget, tls, tls_hostnames, "
+            "tls_min_version, tls_max_version, tls_alpn*"
+        ]
+    )

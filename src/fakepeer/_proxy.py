@@ -315,6 +315,8 @@ class Proxy(Host):
     Wrong options or combinations (``upstream_server_hostname`` without ``upstream_tls``,
     ``tls_*`` without ``tls=True``, ``unix`` with ``host`` or ``port``, a server-side
     context as ``upstream_tls``) are a :class:`~fakepeer.ScriptError` saying what to do.
+    A proxy relays byte streams: ``transport`` is ``"tcp"`` (the default); ``"udp"`` is a
+    :class:`~fakepeer.ScriptError` (datagrams are not relayed).
     """
 
     _relays = True
@@ -339,7 +341,14 @@ class Proxy(Host):
         tls_alpn: Sequence[str] | None = None,
         upstream_tls: bool | ssl.SSLContext = False,
         upstream_server_hostname: str | None = None,
+        transport: str = "tcp",
     ) -> None:
+        if transport != "tcp":
+            raise ScriptError(
+                f"Proxy(transport={transport!r}): a proxy relays byte streams (TCP, TLS, Unix "
+                "sockets), not datagrams; for a UDP client, serve FakePeer(transport='udp') "
+                "in the server's place, with its datagram faults"
+            )
         self._upstream = _upstream.check(upstream, upstream_tls, upstream_server_hostname)
         super().__init__(
             title=f"proxy {name!r}",

@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import inspect
 import os
+import ssl
 from collections.abc import Generator, Iterator
 from typing import Any, Final
 
@@ -264,12 +265,21 @@ def fake_proxy_factory(request: pytest.FixtureRequest) -> Iterator[ProxyFactory]
     ``proxy = fake_proxy_factory((host, port))``; served on the hub until the test's
     teardown, where an unreachable upstream fails the test."""
     served = _served(request, name="proxy")
-    allowed: tuple[str, ...] = ("name", "host", "port", "timeout", "seed", "external")
-    allowed += ("max_send_buffer", "transcript_budget")
+    allowed: tuple[str, ...] = ("name", "host", "port", "unix", "timeout", "seed", "external")
+    allowed += ("max_send_buffer", "transcript_budget", "tls", "tls_hostnames")
+    allowed += ("tls_min_version", "tls_max_version", "tls_alpn")
 
-    def factory(upstream: tuple[str, int], **kwargs: object) -> Proxy:
+    def factory(
+        upstream: tuple[str, int] | str | os.PathLike[str],
+        *,
+        upstream_tls: bool | ssl.SSLContext = False,
+        upstream_server_hostname: str | None = None,
+        **kwargs: object,
+    ) -> Proxy:
         __tracebackhide__ = True
-        proxy = served.options(kwargs, allowed).proxy(upstream)
+        proxy = served.options(kwargs, allowed).proxy(
+            upstream, upstream_tls=upstream_tls, upstream_server_hostname=upstream_server_hostname
+        )
         served.serve(proxy)
         return proxy
 

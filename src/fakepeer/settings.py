@@ -276,19 +276,33 @@ class PeerOptions:
             tls_client_cert=self.tls_client_cert,
         )
 
-    def proxy(self, upstream: tuple[str, int]) -> Proxy:
+    def proxy(
+        self,
+        upstream: tuple[str, int] | str | os.PathLike[str],
+        *,
+        upstream_tls: bool | ssl.SSLContext = False,
+        upstream_server_hostname: str | None = None,
+    ) -> Proxy:
         """A :class:`~fakepeer.Proxy` in front of ``upstream`` with these options
-        (``framing`` and ``serve_in`` aside)."""
+        (``framing``, ``serve_in`` and the UDP ones aside; ``tls`` must be a bool)."""
         return Proxy(
             upstream,
             seed=self.seed,
             name=self.name,
             host=self.host,
             port=self.port,
+            unix=self.unix,
             timeout=self.timeout,
             external=self.external,
             max_send_buffer=self.max_send_buffer,
             transcript_budget=self.transcript_budget,
+            tls=self.tls,  # type: ignore[arg-type]  # "starttls": the Proxy's ScriptError
+            tls_hostnames=self.tls_hostnames,
+            tls_min_version=self.tls_min_version,
+            tls_max_version=self.tls_max_version,
+            tls_alpn=self.tls_alpn,
+            upstream_tls=upstream_tls,
+            upstream_server_hostname=upstream_server_hostname,
         )
 
 
@@ -325,14 +339,22 @@ class ProxyFactory(Protocol):
 
     def __call__(
         self,
-        upstream: tuple[str, int],
+        upstream: tuple[str, int] | str | os.PathLike[str],
         *,
         name: str = ...,
         host: str = ...,
         port: int = ...,
+        unix: bool | str | os.PathLike[str] | None = ...,
         timeout: float = ...,
         seed: int | None = ...,
         external: bool = ...,
         max_send_buffer: int = ...,
         transcript_budget: int | None = ...,
+        tls: bool = ...,
+        tls_hostnames: Sequence[str] | None = ...,
+        tls_min_version: ssl.TLSVersion | None = ...,
+        tls_max_version: ssl.TLSVersion | None = ...,
+        tls_alpn: Sequence[str] | None = ...,
+        upstream_tls: bool | ssl.SSLContext = ...,
+        upstream_server_hostname: str | None = ...,
     ) -> Proxy: ...
