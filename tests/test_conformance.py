@@ -102,13 +102,15 @@ class Transport:
         return "[::1]:" if (self.connect_to or self.host) == "::1" else "127.0.0.1:"
 
     def title(self, peer: FakePeer) -> str:
-        """The first line of the peer's transcript."""
+        """The first line of the peer's transcript (it says TLS after the address)."""
+        over = " over TLS" if self.tls else ""
         if self.unix:
-            return f"fake peer {peer.name!r} on unix socket {peer.address}"
+            return f"fake peer {peer.name!r} on unix socket {peer.address}{over}"
         if self.host == "localhost":
-            return f"fake peer {peer.name!r} on 127.0.0.1:{peer.port}, [::1]:{peer.port}"
+            both = f"127.0.0.1:{peer.port}, [::1]:{peer.port}"
+            return f"fake peer {peer.name!r} on {both}{over}"
         host = "[::1]" if self.host == "::1" else self.host
-        return f"fake peer {peer.name!r} on {host}:{peer.port}"
+        return f"fake peer {peer.name!r} on {host}:{peer.port}{over}"
 
     def check_tls_event(self, events: list[tuple[str, bytes, str]]) -> list[tuple[str, bytes, str]]:
         """``events`` of a connection without its ``tls`` event, checked: one, after

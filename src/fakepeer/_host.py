@@ -177,10 +177,19 @@ class Host(Inspection):
         self._state = "listening"
         return server
 
+    def _over(self) -> str:
+        """What the transcript's first line says after the address: the transport, unless
+        plain TCP (or a plain Unix socket)."""
+        if getattr(self, "_udp", False):
+            return " over UDP"
+        if self._tls is None:
+            return ""
+        return " (plain text, then TLS by STARTTLS)" if self._tls.starttls else " over TLS"
+
     def _started(self, server: PeerServer) -> None:
         assert server.loop is not None
         self._server, self._loop = server, server.loop
-        address = _listening.describe(self._addresses)
+        address = _listening.describe(self._addresses) + self._over()
         if self.external:
             address += " (external=True: reachable beyond loopback)"
         self._conversation.started(address, clock())

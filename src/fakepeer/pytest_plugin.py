@@ -20,7 +20,6 @@ import dataclasses
 import functools
 import inspect
 import os
-import ssl
 from collections.abc import Generator, Iterator
 from typing import Any, Final
 
@@ -269,17 +268,12 @@ def fake_proxy_factory(request: pytest.FixtureRequest) -> Iterator[ProxyFactory]
     allowed += ("max_send_buffer", "transcript_budget", "tls", "tls_hostnames")
     allowed += ("tls_min_version", "tls_max_version", "tls_alpn")
 
-    def factory(
-        upstream: tuple[str, int] | str | os.PathLike[str],
-        *,
-        upstream_tls: bool | ssl.SSLContext = False,
-        upstream_server_hostname: str | None = None,
-        **kwargs: object,
-    ) -> Proxy:
+    def factory(upstream: tuple[str, int] | str | os.PathLike[str], **kwargs: Any) -> Proxy:
         __tracebackhide__ = True
-        proxy = served.options(kwargs, allowed).proxy(
-            upstream, upstream_tls=upstream_tls, upstream_server_hostname=upstream_server_hostname
-        )
+        tls = {
+            k: kwargs.pop(k) for k in ("upstream_tls", "upstream_server_hostname") if k in kwargs
+        }
+        proxy = served.options(kwargs, allowed).proxy(upstream, **tls)
         served.serve(proxy)
         return proxy
 
