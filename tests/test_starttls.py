@@ -203,6 +203,26 @@ def test_assert_tls_fails_with_the_transcript() -> None:
         peer.assert_tls(connection=2)
 
 
+def test_assert_tls_takes_the_version_as_the_transcript_names_it() -> None:
+    peer = lines_peer(tls_max_version=ssl.TLSVersion.TLSv1_2)
+    with peer.serve():
+        asyncio.run(asyncio_upgrade(peer))
+        peer.wait_until_done()
+    peer.assert_tls(version="TLSv1.2")
+    peer.assert_tls(version="TLSv1_2")
+    with pytest.raises(ConversationError) as caught:
+        peer.assert_tls(version="TLSv1.3")
+    assert "connection #1: version is ssl.TLSVersion.TLSv1_2, not ssl.TLSVersion.TLSv1_3" in str(
+        caught.value
+    )
+    with pytest.raises(ScriptError) as wrong:
+        peer.assert_tls(version="1.3")
+    assert str(wrong.value) == (
+        "assert_tls(version='1.3'): not a TLS version; one of 'SSLv3', 'TLSv1', 'TLSv1.1', "
+        "'TLSv1.2', 'TLSv1.3', or an ssl.TLSVersion"
+    )
+
+
 def test_assert_tls_fails_on_a_plain_connection() -> None:
     peer = FakePeer(tls="starttls", framing=Lines())
     peer.expect(b"hi").reply(b"hello")

@@ -20,6 +20,7 @@ from ._runtime import MAX_SEND_BUFFER, PeerServer
 from ._script import NO_STARTTLS, HandlerFunction, Rule, Script, caller_location
 from ._tls import configure
 from ._tlsinfo import check as check_tls
+from ._tlsinfo import version as tls_version
 from ._transcript import DEFAULT_BUDGET
 from ._udpserver import MAX_CLIENTS, UdpServer
 from ._wait import Waiters
@@ -364,21 +365,22 @@ class FakePeer(Host, _Scripting):
         self,
         *,
         connection: int | None = None,
-        version: ssl.TLSVersion | None = None,
+        version: ssl.TLSVersion | str | None = None,
         cipher: str | None = None,
         sni: str | None = None,
         alpn: str | None = None,
         client_subject: str | None = None,
     ) -> None:
-        """Fail unless every connection (or only the ``connection``-th, counting from 1)
-        finished a TLS handshake that agreed on each value given: ``version`` (an
-        :class:`ssl.TLSVersion`), ``cipher`` (OpenSSL's name), ``sni`` (the name the client
+        """Fail unless every connection (or only the ``connection``-th, counting from 1) finished a
+        TLS handshake that agreed on each value given: ``version`` (an :class:`ssl.TLSVersion`, or
+        its name as the transcript shows it: ``"TLSv1.3"``; another name is a
+        :class:`~fakepeer.ScriptError`), ``cipher`` (OpenSSL's name), ``sni`` (the name the client
         asked for), ``alpn`` (the application protocol) and ``client_subject`` (the client
-        certificate's subject). A value left None is not checked; to check that one is
-        absent (no SNI, say), read ``connection.tls`` (:class:`~fakepeer.TLSInfo`) of
-        :attr:`connections`. A plain-text connection (not upgraded yet, or not at all) fails
-        it, and so does a peer no client connected to. The failure shows the transcript.
-        :class:`~fakepeer.ScriptError` for a ``connection`` number that did not arrive."""
+        certificate's subject). A value left None is not checked; to check that one is absent (no
+        SNI, say), read ``connection.tls`` (:class:`~fakepeer.TLSInfo`) of :attr:`connections`. A
+        plain-text connection (not upgraded yet, or not at all) fails it, and so does a peer no
+        client connected to. The failure shows the transcript. :class:`~fakepeer.ScriptError` for a
+        ``connection`` number that did not arrive."""
         __tracebackhide__ = True
         given = {
             "version": version,
@@ -387,6 +389,8 @@ class FakePeer(Host, _Scripting):
             "alpn": alpn,
             "client_subject": client_subject,
         }
+        if isinstance(version, str):
+            given["version"] = tls_version(version)
         expected = {name: value for name, value in given.items() if value is not None}
         with _reading(self._lock, self._conversation):
             records = [(record.id, record.tls) for record in self._conversation.connections]

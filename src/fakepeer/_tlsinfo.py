@@ -14,7 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-__all__ = ["TLSInfo", "agreed", "check", "client_subject", "reason"]
+from ._errors import ScriptError
+
+__all__ = ["TLSInfo", "agreed", "check", "client_subject", "reason", "version"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,3 +126,21 @@ def reason(exc: BaseException) -> str:
     """Why a handshake failed, without the line of CPython's C source it was raised at (the
     same transcript on every Python)."""
     return re.sub(r" \(_ssl\.c:\d+\)$", "", str(exc)) or type(exc).__name__
+
+
+def version(name: str) -> ssl.TLSVersion:
+    """The :class:`ssl.TLSVersion` named ``name`` as OpenSSL and the transcript say it
+    (``"TLSv1.3"``) or as the enum does (``"TLSv1_3"``); :class:`~fakepeer.ScriptError`
+    for another name."""
+    found = _version(name)
+    if found is None or found in (
+        ssl.TLSVersion.MINIMUM_SUPPORTED,
+        ssl.TLSVersion.MAXIMUM_SUPPORTED,
+    ):
+        known = ", ".join(
+            repr(_version_name(v)) for v in ssl.TLSVersion if v.name.startswith(("SSL", "TLS"))
+        )
+        raise ScriptError(
+            f"assert_tls(version={name!r}): not a TLS version; one of {known}, or an ssl.TLSVersion"
+        )
+    return found
