@@ -361,8 +361,13 @@ def test_an_incomplete_message_after_the_command_is_a_problem() -> None:
 
 
 def test_start_tls_needs_a_starttls_peer() -> None:
-    with pytest.raises(ScriptError, match=r"FakePeer\(tls='starttls'\) makes the test's"):
+    with pytest.raises(ScriptError) as caught:
         FakePeer().expect(b"STARTTLS").reply(b"go").start_tls()
+    assert str(caught.value).endswith(
+        ": this peer has no TLS certificate to upgrade with: FakePeer(tls='starttls') (or "
+        "@pytest.mark.fakepeer(tls='starttls') for the fixture) makes the test's certificates "
+        "and serves plain text until .start_tls()"
+    )
     with pytest.raises(ScriptError, match="serves TLS from the first byte already"):
         FakePeer(tls=True).expect(b"STARTTLS").start_tls()
     peer = FakePeer(tls="starttls")

@@ -66,8 +66,9 @@ __all__ = [
 
 #: Why ``.start_tls()`` cannot be, on a rule whose peer did not say it can (the default).
 NO_STARTTLS: Final = (
-    "this peer has no TLS certificate to upgrade with: FakePeer(tls='starttls') makes the "
-    "test's certificates and serves plain text until .start_tls()"
+    "this peer has no TLS certificate to upgrade with: FakePeer(tls='starttls') (or "
+    "@pytest.mark.fakepeer(tls='starttls') for the fixture) makes the test's certificates and "
+    "serves plain text until .start_tls()"
 )
 
 #: The state connections and the peer start in.
