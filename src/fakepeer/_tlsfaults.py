@@ -28,8 +28,8 @@ A handshake the server fails (a client certificate missing or refused, no versio
 common) ends with the alert a real server sends: asyncio aborts the transport without
 flushing it, so the server's :class:`Alerting` object (``sslobject_class``) sends the alert
 itself on the connection's socket (known through :data:`SOCKET`, set by :func:`handshake`
-in the task whose callbacks make the object; an upgrade's transport hides its socket's
-``send``, so there it is a :class:`Descriptor`), and the client reads it as its error
+in the task whose callbacks make the object; for an upgrade, see :func:`upgrade`), and the
+client reads it as its error
 (``tlsv13 alert certificate required``...) rather than a bare EOF.
 """
 
@@ -272,8 +272,10 @@ async def upgrade(
     fault = _drawn(server, tls)
     if isinstance(fault, HandshakeReset | HandshakeStall):
         await _interrupt_upgrade(protocol, transport, fault)
+    # The TLS object is made in a callback of the loop's: asyncio's runs in this task's
+    # context, uvloop's in the transport's (the server set SOCKET there as it was made).
     sock = transport.get_extra_info("socket")
-    SOCKET.set(None if sock is None else Descriptor(sock.fileno()))  # this task's, as above
+    SOCKET.set(None if sock is None else Descriptor(sock.fileno()))
     loop = asyncio.get_running_loop()
     try:
         return await loop.start_tls(
