@@ -180,6 +180,8 @@ class PeerServer:
         tls = self.tls
         try:
             if tls is None or not self.handshaking:
+                if tls is not None:  # STARTTLS: the socket an upgrade's alert goes to
+                    _tlsfaults.SOCKET.set(sock)  # (see _tlsfaults.upgrade)
                 await loop.connect_accepted_socket(protocol, sock)
             else:
                 await _tlsfaults.handshake(self, protocol=protocol, sock=sock)

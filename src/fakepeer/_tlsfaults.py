@@ -15,11 +15,21 @@ so a seed replays the same draws), then:
 
 Each failed handshake is a ``tls`` event of the peer that names its fault.
 
+A STARTTLS peer's upgrades (``.start_tls()``, :func:`upgrade`) meet the same faults, drawn
+from the same sequence: one counter per peer numbers every handshake it starts, from the
+first byte or in an upgrade (a ``tls="starttls"`` peer only upgrades, so its draws are its
+upgrades', in the order they start). The certificate faults serve the same faulty
+contexts; the reset and the stall read the ClientHello from the plain transport (the peer's
+protocol swapped for :class:`_Dropping`), bounded by the peer's ``timeout`` as above; each
+failed upgrade is a ``tls`` event of its connection (``upgrade failed: ... (the fault
+...)``), and the connection is lost.
+
 A handshake the server fails (a client certificate missing or refused, no version in
 common) ends with the alert a real server sends: asyncio aborts the transport without
 flushing it, so the server's :class:`Alerting` object (``sslobject_class``) sends the alert
 itself on the connection's socket (known through :data:`SOCKET`, set by :func:`handshake`
-in the task whose callbacks make the object), and the client reads it as its error
+in the task whose callbacks make the object; for an upgrade, see :func:`upgrade`), and the
+client reads it as its error
 (``tlsv13 alert certificate required``...) rather than a bare EOF.
 """
 
@@ -29,12 +39,13 @@ import asyncio
 import contextlib
 import contextvars
 import datetime
+import os
 import random
 import socket
 import ssl
 import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from ._faultclasses import (
     ClientCertificateRefused,
@@ -53,7 +64,16 @@ if TYPE_CHECKING:
     from ._peerserver import PeerServer
     from ._tls import TLS
 
-__all__ = ["SOCKET", "WRONG_NAME", "Alerting", "HandshakeFailed", "context", "handshake"]
+__all__ = [
+    "SOCKET",
+    "WRONG_NAME",
+    "Alerting",
+    "Descriptor",
+    "HandshakeFailed",
+    "context",
+    "handshake",
+    "upgrade",
+]
 
 #: The name a :class:`~fakepeer.faults.WrongHostname` certificate is issued for.
 WRONG_NAME: Final = "wrong-host.invalid"
@@ -62,8 +82,21 @@ _CHUNK: Final = 65536
 _LINGER_RESET: Final = struct.pack("ii", 1, 0)
 
 
+class Descriptor:
+    """What :class:`Alerting` sends its alert on for an upgrade: the file descriptor of the
+    transport's socket (asyncio's ``get_extra_info("socket")`` has no ``send``)."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def send(self, data: bytes) -> int:
+        return os.write(self.fd, data)
+
+
 #: The socket of the handshake going on in this task (see :class:`Alerting`).
-SOCKET: contextvars.ContextVar[socket.socket | None] = contextvars.ContextVar(
+SOCKET: contextvars.ContextVar[socket.socket | Descriptor | None] = contextvars.ContextVar(
     "fakepeer_tls_socket", default=None
 )
 
@@ -73,7 +106,7 @@ class Alerting(ssl.SSLObject):
     for the client (asyncio would drop it) on :data:`SOCKET`'s socket."""
 
     _outgoing: ssl.MemoryBIO
-    _sock: socket.socket | None
+    _sock: socket.socket | Descriptor | None
 
     @classmethod
     def _create(
@@ -223,3 +256,96 @@ def _settled(server: PeerServer, note: str) -> None:
         if not server.closed:
             server.conversation.note_peer(clock(), "tls", note)
         server.changed()
+
+
+# -- STARTTLS: the upgrades ----------------------------------------------------------------------
+
+
+async def upgrade(
+    protocol: _PeerProtocol, transport: asyncio.Transport, tls: TLS
+) -> asyncio.Transport | None:
+    """Upgrade ``protocol``'s connection (``transport``, plain text so far) to TLS as the
+    server, as the handshake fault drawn for it lets it: the TLS transport (None if the
+    transport closed first). A fault's failure raises :class:`HandshakeFailed`, naming it;
+    a handshake that fails by itself, asyncio's error."""
+    server = protocol.server
+    fault = _drawn(server, tls)
+    if isinstance(fault, HandshakeReset | HandshakeStall):
+        await _interrupt_upgrade(protocol, transport, fault)
+    # The TLS object is made in a callback of the loop's: asyncio's runs in this task's
+    # context, uvloop's in the transport's (the server set SOCKET there as it was made).
+    sock = transport.get_extra_info("socket")
+    SOCKET.set(None if sock is None else Descriptor(sock.fileno()))
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.start_tls(
+            transport,
+            protocol,
+            tls.server_context if fault is None else context(tls, fault),
+            server_side=True,
+            ssl_handshake_timeout=server.timeout,
+        )
+    except Exception as exc:
+        if fault is None:
+            raise
+        raise HandshakeFailed(f"{reason(exc)} (the fault {fault})") from exc
+
+
+class _Dropping(asyncio.Protocol):
+    """An upgrading transport's protocol while a fault interrupts its handshake: what the
+    client sends is dropped; :attr:`woken` is set when bytes come, and when it is gone."""
+
+    def __init__(self) -> None:
+        self.woken = asyncio.Event()
+        self.heard = False  # the client sent something (its ClientHello)
+        self.gone = False  # it closed, or the connection was lost
+
+    def data_received(self, data: bytes) -> None:
+        self.heard = True
+        self.woken.set()
+
+    def eof_received(self) -> None:  # (the transport closes)
+        self.gone = True
+        self.woken.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gone = True
+        self.woken.set()
+
+
+async def _interrupt_upgrade(
+    protocol: _PeerProtocol, transport: asyncio.Transport, fault: Fault
+) -> NoReturn:
+    """Read the ClientHello's first bytes (for the peer's ``timeout`` at most), then reset
+    the connection, or stall until the client closes (a stop cancels it); raises
+    :class:`HandshakeFailed` when it is over."""
+    server = protocol.server
+    connection = protocol.connection
+    assert connection is not None
+    dropping = _Dropping()
+    transport.set_protocol(dropping)
+    transport.resume_reading()  # whatever paused the peer's protocol: this one reads
+    try:
+        async with asyncio.timeout(server.timeout):
+            await dropping.woken.wait()
+    except TimeoutError:
+        raise HandshakeFailed(
+            f"no ClientHello within {server.timeout:g} s (the fault {fault})"
+        ) from None
+    if not dropping.heard:
+        raise HandshakeFailed(f"the client closed before its ClientHello (the fault {fault})")
+    if isinstance(fault, HandshakeReset):
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):  # a Unix socket has no RST: it closes
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        transport.abort()
+        raise HandshakeFailed(f"reset after the ClientHello (the fault {fault})")
+    with server.lock:
+        note = f"upgrade stalled: the ClientHello read, never answered (the fault {fault})"
+        server.conversation.note(connection, clock(), "tls", note)
+        server.changed()
+    while not dropping.gone:
+        dropping.woken.clear()
+        await dropping.woken.wait()
+    raise HandshakeFailed(f"the client closed its stalled handshake (the fault {fault})")

@@ -9,6 +9,14 @@ the message that asked for it fail the connection instead), does it as the serve
 transport for the TLS one, whose bytes arrive decrypted in the protocol's ``data_received``
 as before. A failed handshake is recorded as a ``tls`` event of the connection, which is
 lost: as for ``FakePeer(tls=True)``, the client sees its own error.
+
+The TLS handshake faults (``peer.faults.expired_certificate()``...) apply to upgrades as to
+a ``tls=True`` peer's handshakes, drawn the same way (:func:`fakepeer._tlsfaults.upgrade`):
+a certificate fault serves its faulty context, :class:`~fakepeer.faults.HandshakeReset`
+resets the connection once the ClientHello's first bytes came, and
+:class:`~fakepeer.faults.HandshakeStall` drops what the client sends until it closes or the
+peer stops. Each is the upgrade's ``tls`` event, naming the fault, and the connection is
+lost as for any failed upgrade.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Final
 
+from . import _tlsfaults
 from ._errors import ScriptError
 from ._steps import clock
 from ._tlsinfo import agreed, reason
@@ -66,19 +75,12 @@ async def start_tls(protocol: _PeerProtocol) -> None:
                 protocol._crash_close(now)
             server.changed()
             return
-    loop = asyncio.get_running_loop()
     assert tls is not None
     # The TLS layer hands the protocol what the client sends inside TLS as soon as the
     # handshake ends, before start_tls() returns here: held until the upgrade is recorded.
     protocol.paused |= HANDSHAKE
-    try:
-        secure = await loop.start_tls(
-            transport,
-            protocol,
-            tls.server_context,
-            server_side=True,
-            ssl_handshake_timeout=server.timeout,
-        )
+    try:  # as the handshake fault drawn for it lets it (see _tlsfaults)
+        secure = await _tlsfaults.upgrade(protocol, transport, tls)
     except (Exception, asyncio.CancelledError) as exc:
         _failed(protocol, exc)
         if isinstance(exc, asyncio.CancelledError):
