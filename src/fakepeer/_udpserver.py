@@ -205,21 +205,27 @@ class DatagramClient(_PeerProtocol):
             if actions:
                 if type(actions[-1]) is Call:  # (a Call comes alone)
                     actions = self._resolve(actions)
-                self.steps.run(actions, clock())  # after the script's callables
+                steps = self.steps
+                if len(actions) == 1 and type(actions[0]) is Write and steps.worker is None:
+                    self._send_one(actions[0].data, clock(), "")  # what steps.run would do
+                else:
+                    steps.run(actions, clock())  # after the script's callables
         except Exception as exc:  # a bug of ours: never lose it
             self._crash(exc, now)
         server.changed()
 
     def _send(self, writes: list[bytes], now: float, note: str) -> None:
+        for data in writes:
+            self._send_one(data, now, note)
+
+    def _send_one(self, data: bytes, now: float, note: str) -> None:
+        """Send ``data`` as one datagram to the client, and record it (lock held)."""
         connection = self.connection
         assert connection is not None
-        event = self.server.conversation.event
-        sendto = self.address_transport.sendto
-        for data in writes:
-            if sendto(data):
-                event(now, connection, "sent", data, note)
-            else:
-                event(now, connection, "dropped", data, "(the port is closed)")
+        if self.address_transport.sendto(data):
+            self.server.conversation.event(now, connection, "sent", data, note)
+        else:
+            self.server.conversation.event(now, connection, "dropped", data, "(the port is closed)")
 
     def _do(self, action: Action, now: float) -> None:
         connection = self.connection
