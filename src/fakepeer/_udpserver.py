@@ -193,7 +193,7 @@ class DatagramClient(_PeerProtocol):
         nothing a datagram never needs (no backpressure, no handler, nothing buffered)."""
         connection = self.connection
         assert connection is not None
-        if self.paused or connection.handled:  # (never, as UDP peers are checked)
+        if self.paused or connection.handled:  # (a UDP peer neither pauses nor has handlers)
             self.data_received(data)
             return
         server = self.server
