@@ -98,11 +98,14 @@ def received_framed(
     before = len(buffer)
     if not before:
         record.since = at
-    try:
-        messages = convo.decoder(record).feed(buffer, data)
-    except FramingError as problem:
-        failed = _failing.framing_failed(convo, problem, record, at)
-        return _received_end(convo, record, data, before, failed, at)
+    if convo.datagrams:  # one datagram, one message (UDP): no decoder, nothing buffered
+        messages = [data]
+    else:
+        try:
+            messages = convo.decoder(record).feed(buffer, data)
+        except FramingError as problem:
+            failed = _failing.framing_failed(convo, problem, record, at)
+            return _received_end(convo, record, data, before, failed, at)
     actions: list[Action] = []
     for index, message in enumerate(messages):
         phase = record.phase  # answering? (by identity: the hot path)

@@ -21,6 +21,9 @@ from ._show import escape, show
 
 __all__ = ["ANY", "Contains", "Exact", "Predicate", "Predicate_", "Prefix", "Regex"]
 
+#: Makes a named tuple (a :class:`Matched`) from its fields, without its ``__new__``.
+_tuple: Final = tuple.__new__
+
 #: The shape of a predicate matcher.
 Predicate = Callable[[bytes], object]
 
@@ -71,7 +74,9 @@ class Exact(Matcher):
     def match(self, data: bytes, *, stream: bool) -> MatchOutcome:
         if stream:
             return _literal_stream(self.expected, data) if self.expected else None
-        return Matched(data, len(data)) if data == self.expected else None
+        if data == self.expected:  # Matched(...) without its __new__: the hot path
+            return _tuple(Matched, (data, len(data)))
+        return None
 
     def match_from(self, data: bytes | bytearray, start: int) -> MatchOutcome:
         return _literal_from(self.expected, data, start) if self.expected else None

@@ -61,6 +61,9 @@ __all__ = ["Conversation", "Steps"]
 #: framing sets its own ``max_length``.
 MAX_BUFFER: Final = 1 << 20
 
+#: Makes a named tuple from all its fields, without its ``__new__`` (see :meth:`event`).
+_tuple: Final = tuple.__new__
+
 #: Bytes of a connection's pending (unframed) bytes a report keeps: the first and the last.
 PENDING_LIMIT: Final = 4096
 
@@ -82,6 +85,8 @@ class Conversation:
     ) -> None:
         self.framing = framing
         self.stream = framing.streaming
+        #: Each ``receive`` is one whole message (a datagram: the framing says ``datagrams``).
+        self.datagrams = getattr(framing, "datagrams", False) is True
         limit = getattr(framing, "max_length", None)
         self.limit: int = limit if isinstance(limit, int) and limit > 0 else MAX_BUFFER
         #: The run state of the scripts: counts, each one's next expectation, the peer state.
@@ -441,8 +446,12 @@ class Conversation:
         state = record.faults
         if self.faults or (state is not None and state.half_closed):
             return self.shaped(record, actions, at)
-        if state is not None:
-            state.sent += sum(len(action.data) for action in actions if isinstance(action, Write))
+        if state is not None:  # (a loop, not sum() over a generator: the hot path)
+            sent = 0
+            for action in actions:
+                if isinstance(action, Write):
+                    sent += len(action.data)
+            state.sent += sent
         return actions
 
     def shaped(
@@ -496,7 +505,9 @@ class Conversation:
         """Record an event in the transcript (``record`` None: the peer's own)."""
         if self.closed_for_good:  # the peer stopped: its record is final
             return
-        self.transcript.add(Event(at, record.id if record else 0, kind, data, note))
+        # Event(...) without its __new__, a Python function: this runs for every message
+        fields = (at, 0 if record is None else record.id, kind, data, note, -1)
+        self.transcript.add(_tuple(Event, fields))
 
     def decoder(self, record: ConnectionRecord) -> Decoder:
         """``record``'s decoder of the framing, made on first use."""
