@@ -16,6 +16,7 @@ import ssl
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -233,3 +234,33 @@ def test_without_trustme_the_error_names_the_extra() -> None:
         "FakePeer(tls=True) makes the test's certificates with trustme, which is not "
         "installed: pip install 'fakepeer[tls]'"
     )
+
+
+# -- a stop with handshakes going on ---------------------------------------------------------
+
+
+def test_a_client_silent_in_its_handshake_holds_the_stop_for_a_second_at_most() -> None:
+    # A pool that connects ahead, or a probe: a TCP connection, no ClientHello ever.
+    peer = FakePeer(framing=Lines(), tls=True)
+    serving = peer.serve()
+    with serving:
+        silent = socket.create_connection(peer.address)
+        stopped_at = time.monotonic()
+    took = time.monotonic() - stopped_at
+    with silent:
+        assert 0.9 <= took < 2.5  # the stop's own bound (1 s), not the peer's timeout (5 s)
+        assert tls_events(peer) == [(0, "a handshake cut off: the peer stopped before it ended")]
+        silent.settimeout(5)
+        assert silent.recv(10) == b""  # the peer let go of it
+
+
+@pytest.mark.asyncio
+async def test_a_silent_handshake_in_the_loop_holds_the_stop_for_a_second_at_most() -> None:
+    peer = FakePeer(framing=Lines(), tls=True)
+    async with peer.serve():
+        _, writer = await asyncio.open_connection(*peer.address)
+        stopped_at = time.monotonic()
+    took = time.monotonic() - stopped_at
+    writer.close()
+    assert 0.9 <= took < 2.5
+    assert tls_events(peer) == [(0, "a handshake cut off: the peer stopped before it ended")]

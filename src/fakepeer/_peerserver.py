@@ -18,6 +18,7 @@ import os
 import select
 import socket
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Final
 
@@ -87,10 +88,13 @@ class PeerServer:
         self.adopting: set[asyncio.Task[None]] = set()  # tasks making accepted connections
         # those of them in a TLS handshake, with the protocol they made once it started
         self.handshakes: dict[asyncio.Task[None], list[_PeerProtocol]] = {}
+        # those a handshake fault interrupted (a reset, a stall): recorded, cancelled at the stop
+        self.interrupted: weakref.WeakSet[asyncio.Task[None]] = weakref.WeakSet()
         self.unmade = 0  # connections accepted whose connection_made has not run yet
         self.background: set[asyncio.Task[None]] = set()  # a stop nobody waits for
         self.stopping = False  # stop() is judging and closing the connections
         self.draining = False  # stop() reads what clients sent, whatever backpressure says
+        self.handshakes_until = 0.0  # a stop waits for TLS handshakes going on until then
         self.closed = False  # stop() is over: nothing more is served or recorded
         self.abandoned = False  # the loop was found blocked and given up (see _hosting)
         self.refusing = False
@@ -168,7 +172,7 @@ class PeerServer:
         task.add_done_callback(self.adopting.discard)
         if self.handshaking:
             self.handshakes[task] = made
-            task.add_done_callback(self.handshakes.pop)
+            task.add_done_callback(lambda done: self.handshakes.pop(done, None))
 
     async def _serve(self, sock: socket.socket, made: list[_PeerProtocol]) -> None:
         loop = asyncio.get_running_loop()
@@ -198,8 +202,13 @@ class PeerServer:
         with self.lock:
             if not made or made[0].transport is None:  # connection_made never ran
                 self.unmade -= 1
-            if self.closed or isinstance(exc, asyncio.CancelledError):
+            if self.closed:
                 pass
+            elif isinstance(exc, asyncio.CancelledError):
+                if self.draining and self.handshaking and not made:
+                    self.conversation.note_peer(
+                        clock(), "tls", "handshake cut off: the peer stopped"
+                    )
             elif self.handshaking:
                 self.conversation.note_peer(clock(), "tls", f"handshake failed: {_reason(exc)}")
             else:  # pragma: no cover - the loop could not make a transport
@@ -269,7 +278,15 @@ class PeerServer:
         to read now) or :data:`_IN_FLIGHT` (nothing now, but a bulk client may have more on
         its way); see :meth:`quiet`."""
         if self.unmade:
-            return _READABLE
+            # A TLS handshake going on is a connection to come; a stop waits for it only until
+            # handshakes_until (then cancels it: the client sent no message yet, none is lost)
+            shaking = sum(
+                1 for made in self.handshakes.values() if not made or not made[0].transport
+            )
+            if self.unmade > shaking:
+                return _READABLE
+            if not self.draining or clock() < self.handshakes_until:
+                return _IN_FLIGHT
         listeners = self.listeners
         if listeners and not self.refusing and _readable([sock.fileno() for sock in listeners]):
             return _READABLE
@@ -358,6 +375,7 @@ class PeerServer:
         loop = asyncio.get_running_loop()
         self.progress = clock()
         self.draining = True  # from here on, no listening again (a refuse fault removed)
+        self.handshakes_until = clock() + timeout
         with self.lock:
             listeners = self.listeners
             for listener in listeners:
@@ -409,9 +427,13 @@ class PeerServer:
         self.conversation.finish()
 
     def _cancel_handshakes(self) -> None:
+        for task in list(self.interrupted):  # a stall: it ends with the peer
+            task.cancel()
         for task, made in list(self.handshakes.items()):  # a TLS handshake going on still:
-            if not made or made[0].transport is None:  # the client is not served
-                task.cancel()
+            unserved = not made or made[0].transport is None
+            if unserved and task.cancel() and not self.closed:
+                note = "a handshake cut off: the peer stopped before it ended"
+                self.conversation.note_peer(clock(), "tls", note)
 
     def abort(self) -> None:
         """On the loop, after it was found blocked (or nobody was served): drop every

@@ -253,6 +253,10 @@ def _settled(server: PeerServer, note: str) -> None:
     stop need not wait for it), and what happened, recorded."""
     with server.lock:
         server.unmade -= 1
+        task = asyncio.current_task()
+        if task is not None:  # no handshake going on any more: a fault's, recorded
+            server.handshakes.pop(task, None)
+            server.interrupted.add(task)
         if not server.closed:
             server.conversation.note_peer(clock(), "tls", note)
         server.changed()
