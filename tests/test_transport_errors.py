@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fakepeer import FakePeer, IncompleteMessage, Lines, ScriptError, UnexpectedData
+from fakepeer import FakePeer, IncompleteMessage, Lines, Proxy, ScriptError, UnexpectedData
 
 
 @pytest.mark.parametrize(
@@ -98,3 +98,69 @@ def test_a_unix_path_too_long_says_the_limit_and_the_way_out(tmp_path: Path) -> 
         "macOS: choose a shorter one, or unix=True for a fresh short path)"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def _min_above_max() -> None:
+    FakePeer(
+        tls=True, tls_min_version=ssl.TLSVersion.TLSv1_3, tls_max_version=ssl.TLSVersion.TLSv1_2
+    )
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            _min_above_max,
+            "FakePeer(tls_min_version=ssl.TLSVersion.TLSv1_3, tls_max_version=ssl.TLSVersion."
+            "TLSv1_2): the minimum is above the maximum, so no version is left for a handshake; "
+            "swap them",
+        ),
+        (
+            lambda: FakePeer(tls=True, tls_min_version=ssl.TLSVersion.MINIMUM_SUPPORTED),
+            "FakePeer(tls_min_version=ssl.TLSVersion.MINIMUM_SUPPORTED): give a version by "
+            "name, one of TLSv1, TLSv1_1, TLSv1_2, TLSv1_3",
+        ),
+        (
+            lambda: FakePeer(tls=True, tls_alpn=["x" * 300]),
+            "FakePeer(tls_alpn=...): a protocol name is 1 to 255 bytes (RFC 7301), and "
+            "'xxxxxxxxxxxxxxxxxxxx'... is 300",
+        ),
+        (
+            lambda: FakePeer(max_clients=1),
+            "FakePeer(max_clients=1) bounds the client addresses of a UDP peer: add "
+            "transport='udp'",
+        ),
+        (
+            lambda: Proxy(("127.0.0.1", 9), tls=True, tls_client_cert=True),
+            "Proxy(tls_client_cert=...): a proxy asks its clients for no certificate (no "
+            "mutual TLS); to test a client's certificate, serve FakePeer(tls=True, "
+            "tls_client_cert=True) in the server's place",
+        ),
+        (
+            lambda: Proxy(("127.0.0.1", 9), tls=True).faults.client_certificate_refused(),  # noqa: PLW0108 - made when the test runs
+            "a Proxy asks its clients for none (no mutual TLS)",
+        ),
+        (
+            lambda: Proxy(("127.0.0.1", 9)).faults.drop(),  # noqa: PLW0108 - made when the test runs
+            "drop(1) on a Proxy: it is a datagram fault, and a proxy relays byte streams",
+        ),
+        (
+            lambda: Proxy(("127.0.0.1", 9)).faults.reorder(),  # noqa: PLW0108 - made when the test runs
+            "on a Proxy: it is a datagram fault",
+        ),
+        (
+            lambda: FakePeer(transport="udp").assert_tls(),
+            "assert_tls(): a UDP peer (transport='udp') has no TLS",
+        ),
+        (
+            lambda: FakePeer(tls=True).assert_tls(connection="1"),  # type: ignore[arg-type]
+            "assert_tls(connection=...) takes a connection's number (an int, from 1), got '1'",
+        ),
+    ],
+)
+def test_what_a_transport_cannot_do_is_a_script_error(
+    make: Callable[[], object], message: str
+) -> None:
+    with pytest.raises(ScriptError) as caught:
+        make()
+    assert message in str(caught.value)

@@ -191,6 +191,12 @@ def _check_tls(peer: Host, fault: Fault) -> None:
             f"serves plain TCP: {type(peer).__name__}(tls=True) serves TLS"
         )
     if getattr(fault, "needs_client_cert", False) and tls.client_cert is None:
+        if type(peer).__name__ == "Proxy":
+            raise ScriptError(
+                f"peer.faults: {fault} refuses the client's certificate, and a Proxy asks "
+                "its clients for none (no mutual TLS): FakePeer(tls=True, "
+                "tls_client_cert=True) does"
+            )
         raise ScriptError(
             f"peer.faults: {fault} refuses the client's certificate, and this peer asks for "
             "none: FakePeer(tls=True, tls_client_cert=True) asks for one (mutual TLS)"

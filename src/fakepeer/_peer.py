@@ -226,6 +226,12 @@ class FakePeer(Host, _Scripting):
             raise ScriptError(
                 f"FakePeer(max_clients=...) takes a whole number >= 1, got {max_clients!r}"
             )
+        if max_clients != MAX_CLIENTS and not self._udp:
+            raise ScriptError(
+                f"FakePeer(max_clients={max_clients!r}) bounds the client addresses of a UDP "
+                "peer: add transport='udp' (a TCP peer's clients are its connections, bounded "
+                "by the kernel's accept queue)"
+            )
         self.max_clients = max_clients
         #: ``"tcp"`` or ``"udp"``, as given.
         self.transport = transport
@@ -394,7 +400,14 @@ class FakePeer(Host, _Scripting):
         expected = {name: value for name, value in given.items() if value is not None}
         with _reading(self._lock, self._conversation):
             records = [(record.id, record.tls) for record in self._conversation.connections]
+        if self._udp:
+            raise ScriptError("assert_tls(): a UDP peer (transport='udp') has no TLS")
         if connection is not None:
+            if isinstance(connection, bool) or not isinstance(connection, int):
+                raise ScriptError(
+                    f"assert_tls(connection=...) takes a connection's number (an int, from 1), "
+                    f"got {connection!r}"
+                )
             chosen = [item for item in records if item[0] == connection]
             if not chosen:
                 raise ScriptError(

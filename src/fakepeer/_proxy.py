@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from . import _upstream
 from ._actions import Action, Await, Close, HalfClose, Reset, Write
+from ._datagramfaults import DATAGRAM_FAULTS
 from ._errors import ScriptError, UpstreamError
+from ._faults import Fault
 from ._host import Host
 from ._relay import Relay
 from ._runtime import (
@@ -321,6 +323,14 @@ class Proxy(Host):
 
     _relays = True
 
+    def _check_fault(self, fault: Fault) -> None:
+        if isinstance(fault, DATAGRAM_FAULTS):
+            raise ScriptError(
+                f"{fault} on a Proxy: it is a datagram fault, and a proxy relays byte streams "
+                "(a stream loses, repeats and reorders nothing); for a stream, blackhole(), "
+                "latency(), slice() or reset_peer()"
+            )
+
     def __init__(
         self,
         upstream: tuple[str, int] | str | os.PathLike[str],
@@ -342,7 +352,14 @@ class Proxy(Host):
         upstream_tls: bool | ssl.SSLContext = False,
         upstream_server_hostname: str | None = None,
         transport: str = "tcp",
+        tls_client_cert: bool = False,
     ) -> None:
+        if tls_client_cert is not False:
+            raise ScriptError(
+                "Proxy(tls_client_cert=...): a proxy asks its clients for no certificate (no "
+                "mutual TLS); to test a client's certificate, serve FakePeer(tls=True, "
+                "tls_client_cert=True) in the server's place"
+            )
         if transport != "tcp":
             raise ScriptError(
                 f"Proxy(transport={transport!r}): a proxy relays byte streams (TCP, TLS, Unix "

@@ -48,6 +48,36 @@ def _version(value: object, what: str, owner: str) -> ssl.TLSVersion | None:
     raise ScriptError(f"{owner}({what}=...) takes an ssl.TLSVersion or None, got {value!r}")
 
 
+#: The versions a peer may be bounded to: what OpenSSL still speaks, by name.
+_VERSIONS: Final = (
+    ssl.TLSVersion.TLSv1,
+    ssl.TLSVersion.TLSv1_1,
+    ssl.TLSVersion.TLSv1_2,
+    ssl.TLSVersion.TLSv1_3,
+)
+
+
+def _versions(
+    low: object, high: object, owner: str
+) -> tuple[ssl.TLSVersion | None, ssl.TLSVersion | None]:
+    checked = (_version(low, "tls_min_version", owner), _version(high, "tls_max_version", owner))
+    for what, version in zip(("tls_min_version", "tls_max_version"), checked, strict=True):
+        if version is not None and version not in _VERSIONS:
+            raise ScriptError(
+                f"{owner}({what}=ssl.TLSVersion.{version.name}): give a version by name, one "
+                "of TLSv1, TLSv1_1, TLSv1_2, TLSv1_3 (SSLv3 and the MINIMUM/MAXIMUM_SUPPORTED "
+                "aliases are refused)"
+            )
+    minimum, maximum = checked
+    if minimum is not None and maximum is not None and minimum > maximum:
+        raise ScriptError(
+            f"{owner}(tls_min_version=ssl.TLSVersion.{minimum.name}, "
+            f"tls_max_version=ssl.TLSVersion.{maximum.name}): the minimum is above the "
+            "maximum, so no version is left for a handshake; swap them"
+        )
+    return checked
+
+
 def _alpn(value: object, owner: str) -> list[str]:
     if value is None:
         return []
@@ -61,6 +91,12 @@ def _alpn(value: object, owner: str) -> list[str]:
         raise ScriptError(
             f"{owner}(tls_alpn=...) takes a non-empty list of protocol names (str), got {value!r}"
         )
+    for name in names:
+        if len(name.encode()) > 255:  # RFC 7301 section 3.1: a ProtocolName is 1 to 255 bytes
+            raise ScriptError(
+                f"{owner}(tls_alpn=...): a protocol name is 1 to 255 bytes (RFC 7301), and "
+                f"{name[:20]!r}... is {len(name.encode())}"
+            )
     return names
 
 
@@ -107,10 +143,7 @@ class TLS:
         #: Serve plain text first, and TLS only from a rule's ``.start_tls()`` on.
         self.starttls = starttls
         self.hostnames = _hostnames(hostnames, hosts, owner)
-        self.versions = (
-            _version(min_version, "tls_min_version", owner),
-            _version(max_version, "tls_max_version", owner),
-        )
+        self.versions = _versions(min_version, max_version, owner)
         self.alpn = _alpn(alpn, owner)
         if not isinstance(client_cert, bool):
             raise ScriptError(
