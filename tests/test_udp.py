@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import re
 import socket
 import struct
@@ -473,3 +474,30 @@ def test_uvloop_serves_from_the_first_datagram_and_rebinds_after_a_refusal() -> 
         return [first, type(refused), again]
 
     assert uvloop.run(main()) == [b"ack", ConnectionRefusedError, b"ack"]
+
+
+def test_refuse_toggled_in_the_running_loop_leaves_no_task_error_behind() -> None:
+    # refuse() closes the socket that a re-attach task (after a remove) may be about to serve:
+    # a race, run 300 times, with a client sending all along.
+    errors: list[dict[str, object]] = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _, context: errors.append(context))
+        peer = FakePeer(transport="udp")
+        peer.always(ANY).reply(b"ok")
+        async with peer.serve():
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+                client.setblocking(False)
+                client.connect(peer.address)
+                for _ in range(300):
+                    with contextlib.suppress(OSError):
+                        client.send(b"x")
+                    active = peer.faults.refuse()
+                    await asyncio.sleep(0)
+                    active.remove()
+                    await asyncio.sleep(0)
+        assert len(peer.faults) == 0
+
+    asyncio.run(main())
+    gc.collect()  # an unretrieved task error is logged when the task is collected
+    assert errors == []

@@ -308,7 +308,12 @@ class UdpServer(PeerServer):
     async def _endpoint(self, sock: socket.socket, index: int) -> None:
         loop = asyncio.get_running_loop()
         endpoint = _Endpoint(self, sock, index)
-        await loop.create_datagram_endpoint(lambda: endpoint, sock=sock)
+        try:
+            await loop.create_datagram_endpoint(lambda: endpoint, sock=sock)
+        except OSError:
+            with self.lock:  # a refuse fault (or the stop) closed the socket meanwhile: fine
+                if sock.fileno() >= 0 and sock in self.listeners and not self.closed:
+                    raise
 
     def new_client(self, endpoint: _Endpoint, addr: Any) -> DatagramClient | None:
         """The first datagram from ``addr`` came (lock held): its client, or None if it is
