@@ -14,7 +14,7 @@ from typing import Literal
 
 import pytest
 
-from fakepeer import FakePeer, Lines, ScriptError
+from fakepeer import ANY, FakePeer, Lines, ScriptError
 
 Address = tuple[str, int]
 Host = Literal["hub", "loop"]
@@ -369,3 +369,43 @@ def test_the_factory_passes_unix_through(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest("-W", "error", "-p", "no:asyncio")
     result.assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_refuse_again_before_the_loop_turned_still_closes_the_port(transport: str) -> None:
+    # refuse(), remove(), refuse() in the serving loop with no await between: the second
+    # refuse used to find the port "refusing" still (the re-listen not accepted yet) and
+    # leave it open while the transcript said it was closed.
+    async def probe(peer: FakePeer) -> bytes | str:
+        if transport == "tcp":
+            try:
+                reader, writer = await asyncio.open_connection(*peer.address)
+            except ConnectionRefusedError:
+                return "refused"
+            writer.write(b"x")
+            answer = await reader.read(10)
+            writer.close()
+            return answer
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.setblocking(False)
+            sock.connect(peer.address)
+            sock.send(b"x")
+            try:
+                return await asyncio.wait_for(loop.sock_recv(sock, 10), 5)
+            except ConnectionRefusedError:
+                return "refused"
+
+    async def main() -> list[bytes | str]:
+        peer = FakePeer(transport=transport)
+        peer.always(ANY).reply(b"ok")
+        async with peer.serve():
+            seen = [await probe(peer)]
+            peer.faults.refuse().remove()
+            second = peer.faults.refuse()
+            seen.append(await probe(peer))
+            second.remove()
+            seen.append(await probe(peer))
+        return seen
+
+    assert asyncio.run(main()) == [b"ok", "refused", b"ok"]

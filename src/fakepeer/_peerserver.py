@@ -237,6 +237,7 @@ class PeerServer:
             if not self.refusing or self.draining or self.closed:
                 return None
             self.listeners = bind(self.where, self.backlog)
+            self.refusing = False  # (a refuse now closes these, before accept_again or after)
             return self.listeners
 
     async def accept_again(self, socks: list[socket.socket]) -> None:
@@ -248,7 +249,6 @@ class PeerServer:
                 for sock in socks:
                     sock.close()
             return
-        self.refusing = False
         self.attach()
 
     def abort_listener(self) -> None:

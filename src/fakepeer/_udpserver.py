@@ -386,6 +386,7 @@ class UdpServer(PeerServer):
             if not self.refusing or self.draining or self.closed:
                 return None
             self.listeners = bind_udp(self.where)
+            self.refusing = False  # (a refuse now closes these, before accept_again or after)
             return self.listeners
 
     def stop_listening(self) -> None:
