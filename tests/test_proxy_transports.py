@@ -548,6 +548,7 @@ def test_the_proxy_fixture_takes_the_transport_options(pytester: pytest.Pytester
         [
             "*unknown fakepeer option(s): transport; the options are: name, host, port, unix, "
             "timeout, seed, external, max_send_buffer, transcript_budget, tls, tls_hostnames, "
-            "tls_min_version, tls_max_version, tls_alpn, upstream_tls, upstream_server_hostname"
+            "tls_min_version, tls_max_version, tls_alpn, tls_client_cert, upstream_tls, "
+            "upstream_server_hostname"
         ]
     )

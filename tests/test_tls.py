@@ -16,6 +16,7 @@ import ssl
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -264,3 +265,30 @@ async def test_a_silent_handshake_in_the_loop_holds_the_stop_for_a_second_at_mos
     writer.close()
     assert 0.9 <= took < 2.5
     assert tls_events(peer) == [(0, "a handshake cut off: the peer stopped before it ended")]
+
+
+def test_a_message_sent_right_after_the_handshake_is_judged_by_a_stop_at_once() -> None:
+    # The stop begins the moment the handshake is over (the connection counted): the
+    # client's first message, sent once its handshake returned, is waited for. A race, x100.
+    for _ in range(100):
+        peer = FakePeer(framing=Lines(), tls=True)
+        peer.always(b"ping").reply(b"pong")
+        context = peer.client_ssl_context()
+        replies: list[bytes] = []
+
+        def client(
+            peer: FakePeer = peer, replies: list[bytes] = replies, context: ssl.SSLContext = context
+        ) -> None:
+            with (
+                socket.create_connection(peer.address, timeout=5) as raw,
+                context.wrap_socket(raw, server_hostname="localhost") as sock,
+            ):
+                sock.sendall(b"ping\n")
+                replies.append(sock.recv(10))
+
+        thread = threading.Thread(target=client)
+        with peer.serve():
+            thread.start()
+            peer.wait_for_connections(1)
+        thread.join(5)
+        assert (peer.received, replies) == ([b"ping"], [b"pong\n"])

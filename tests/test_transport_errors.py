@@ -117,8 +117,19 @@ def _min_above_max() -> None:
         ),
         (
             lambda: FakePeer(tls=True, tls_min_version=ssl.TLSVersion.MINIMUM_SUPPORTED),
-            "FakePeer(tls_min_version=ssl.TLSVersion.MINIMUM_SUPPORTED): give a version by "
-            "name, one of TLSv1, TLSv1_1, TLSv1_2, TLSv1_3",
+            "FakePeer(tls_min_version=ssl.TLSVersion.MINIMUM_SUPPORTED): a peer serves "
+            "TLSv1_2 or TLSv1_3",
+        ),
+        (
+            lambda: FakePeer(tls=True, tls_max_version=ssl.TLSVersion.TLSv1_1),
+            "FakePeer(tls_max_version=ssl.TLSVersion.TLSv1_1): a peer serves TLSv1_2 or "
+            "TLSv1_3 (TLS 1.0 and 1.1 are deprecated by RFC 8996 and refused by OpenSSL's "
+            "default security level",
+        ),
+        (
+            lambda: FakePeer(tls=True, tls_alpn=["a" * 255] * 300),
+            "FakePeer(tls_alpn=...): the protocol names take over 65,535 bytes, more than the "
+            "ALPN extension holds (RFC 7301 section 3.1)",
         ),
         (
             lambda: FakePeer(tls=True, tls_alpn=["x" * 300]),
@@ -164,3 +175,30 @@ def test_what_a_transport_cannot_do_is_a_script_error(
     with pytest.raises(ScriptError) as caught:
         make()
     assert message in str(caught.value)
+
+
+def test_a_peer_whose_options_are_wrong_has_a_repr_pytest_can_show() -> None:
+    # pytest shows `self` of the frame that raised: the constructor's, half made
+    peer = FakePeer.__new__(FakePeer)
+    assert repr(peer) == "<FakePeer, not made>"
+    proxy = Proxy.__new__(Proxy)
+    assert repr(proxy) == "<Proxy, not made>"
+
+
+def test_the_proxy_fixture_refuses_mutual_tls_with_the_proxys_words(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeini(
+        "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+        "addopts = -p no:hypothesispytest\n"
+    )
+    pytester.makepyfile(
+        """
+        def test_mutual(fake_proxy_factory):
+            fake_proxy_factory(("127.0.0.1", 9), tls=True, tls_client_cert=True)
+        """
+    )
+    result = pytester.runpytest_inprocess("-p", "no:randomly")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*Proxy(tls_client_cert=...): a proxy asks its clients for no*"])
+    result.stdout.no_fnmatch_line("*raised in repr()*")

@@ -278,6 +278,8 @@ class FakePeer(Host, _Scripting):
         return super()._make_server(server, **extra)
 
     def __repr__(self) -> str:
+        if "_state" not in vars(self):  # its constructor raised (a ScriptError, shown by pytest)
+            return "<FakePeer, not made>"
         serving = self._state in ("listening", "serving")
         where = f" on {self._where_text()}" if serving else ""
         return f"<FakePeer {self.name!r} {self._state}{where} framing={self.framing!r}>"

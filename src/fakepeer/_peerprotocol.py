@@ -144,7 +144,7 @@ class _PeerProtocol(asyncio.Protocol):
             server.protocols.add(self)
             now = clock()
             self.connection, actions = server.conversation.connect(client, now)
-            _upgrading.handshaken(server, self.connection, transport, now)  # tls=True
+            _upgrading.handshaken(self, transport, now)  # tls=True
             io = HandleIO(self)
             self.handle = Connection(self.connection, io)
             server.handles.append(self.handle)
@@ -305,10 +305,10 @@ class _PeerProtocol(asyncio.Protocol):
         return not self.eof and transport.is_reading()
 
     def in_flight(self, now: float) -> bool:
-        """True if the client may still have bytes on their way although its socket would
-        block now: it sent in bulk (see ``_BULK``), has not closed, and its last byte came
-        less than ``IN_FLIGHT_GRACE`` ago."""
-        return not self.eof and self.read >= _BULK and now - self.last_read < IN_FLIGHT_GRACE
+        """True if the client may have bytes on their way though its socket would block: it
+        sent in bulk (``_BULK``) or nothing since its TLS handshake, in ``IN_FLIGHT_GRACE``."""
+        late = self.read >= _BULK or not self.read  # (not read: last_read is 0 but for TLS)
+        return not self.eof and late and now - self.last_read < IN_FLIGHT_GRACE
 
     def inert_at_eof(self) -> bool:
         """True if this connection's EOF, read now, could not change the verdict: the script

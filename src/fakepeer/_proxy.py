@@ -407,4 +407,6 @@ class Proxy(Host):
         return super()._make_server(server, upstream=self._upstream, **extra)
 
     def __repr__(self) -> str:
+        if "_state" not in vars(self):  # its constructor raised (a ScriptError, shown by pytest)
+            return "<Proxy, not made>"
         return f"<Proxy {self.name!r} {self._state} to {self._conversation.transcript.upstream}>"

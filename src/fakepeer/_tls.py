@@ -49,12 +49,7 @@ def _version(value: object, what: str, owner: str) -> ssl.TLSVersion | None:
 
 
 #: The versions a peer may be bounded to: what OpenSSL still speaks, by name.
-_VERSIONS: Final = (
-    ssl.TLSVersion.TLSv1,
-    ssl.TLSVersion.TLSv1_1,
-    ssl.TLSVersion.TLSv1_2,
-    ssl.TLSVersion.TLSv1_3,
-)
+_VERSIONS: Final = (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3)
 
 
 def _versions(
@@ -64,9 +59,10 @@ def _versions(
     for what, version in zip(("tls_min_version", "tls_max_version"), checked, strict=True):
         if version is not None and version not in _VERSIONS:
             raise ScriptError(
-                f"{owner}({what}=ssl.TLSVersion.{version.name}): give a version by name, one "
-                "of TLSv1, TLSv1_1, TLSv1_2, TLSv1_3 (SSLv3 and the MINIMUM/MAXIMUM_SUPPORTED "
-                "aliases are refused)"
+                f"{owner}({what}=ssl.TLSVersion.{version.name}): a peer serves TLSv1_2 or "
+                "TLSv1_3 (TLS 1.0 and 1.1 are deprecated by RFC 8996 and refused by OpenSSL's "
+                "default security level, SSLv3 long before; the MINIMUM/MAXIMUM_SUPPORTED "
+                "aliases are not versions)"
             )
     minimum, maximum = checked
     if minimum is not None and maximum is not None and minimum > maximum:
@@ -90,6 +86,11 @@ def _alpn(value: object, owner: str) -> list[str]:
     if not names or not all(isinstance(name, str) and name for name in names):
         raise ScriptError(
             f"{owner}(tls_alpn=...) takes a non-empty list of protocol names (str), got {value!r}"
+        )
+    if sum(len(name.encode()) + 1 for name in names) > 65535:  # the list's 2-byte length
+        raise ScriptError(
+            f"{owner}(tls_alpn=...): the protocol names take over 65,535 bytes, more than "
+            "the ALPN extension holds (RFC 7301 section 3.1)"
         )
     for name in names:
         if len(name.encode()) > 255:  # RFC 7301 section 3.1: a ProtocolName is 1 to 255 bytes

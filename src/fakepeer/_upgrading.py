@@ -31,8 +31,6 @@ from ._tlsinfo import agreed, reason
 
 if TYPE_CHECKING:
     from ._peerprotocol import _PeerProtocol
-    from ._peerserver import PeerServer
-    from ._state import ConnectionRecord
 
 #: The protocol's pause reason while the upgrade's handshake runs (``_peerprotocol``).
 HANDSHAKE: Final = 16
@@ -40,16 +38,18 @@ HANDSHAKE: Final = 16
 __all__ = ["HANDSHAKE", "handshaken", "start_tls"]
 
 
-def handshaken(
-    server: PeerServer, record: ConnectionRecord, transport: asyncio.BaseTransport, at: float
-) -> None:
+def handshaken(protocol: _PeerProtocol, transport: asyncio.BaseTransport, at: float) -> None:
     """A connection of a ``tls=True`` peer is made, its handshake over: what it agreed is
-    recorded (a plain or STARTTLS peer's connection is plain text so far: nothing)."""
+    recorded (a plain or STARTTLS peer's connection is plain text so far: nothing). The
+    handshake's end is as a byte read then: a stop that comes right after it waits a moment
+    for the client's first message, sent once its handshake returned (``in_flight``)."""
+    server = protocol.server
     tls = server.tls
-    if tls is not None and not tls.starttls:
-        server.conversation.secured(
-            record, agreed(transport.get_extra_info("ssl_object"), tls.names), at
-        )
+    record = protocol.connection
+    if tls is not None and not tls.starttls and record is not None:
+        info = agreed(transport.get_extra_info("ssl_object"), tls.names)
+        server.conversation.secured(record, info, at)
+        protocol.last_read = at
 
 
 async def start_tls(protocol: _PeerProtocol) -> None:

@@ -266,7 +266,7 @@ def fake_proxy_factory(request: pytest.FixtureRequest) -> Iterator[ProxyFactory]
     served = _served(request, name="proxy")
     allowed: tuple[str, ...] = ("name", "host", "port", "unix", "timeout", "seed", "external")
     allowed += ("max_send_buffer", "transcript_budget", "tls", "tls_hostnames")
-    allowed += ("tls_min_version", "tls_max_version", "tls_alpn")
+    allowed += ("tls_min_version", "tls_max_version", "tls_alpn", "tls_client_cert")
     allowed += ("upstream_tls", "upstream_server_hostname")  # (taken out first: the Proxy's)
 
     def factory(upstream: tuple[str, int] | str | os.PathLike[str], **kwargs: Any) -> Proxy:

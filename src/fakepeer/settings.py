@@ -303,6 +303,7 @@ class PeerOptions:
             tls_alpn=self.tls_alpn,
             upstream_tls=upstream_tls,
             upstream_server_hostname=upstream_server_hostname,
+            tls_client_cert=self.tls_client_cert,
         )
 
 
