@@ -337,7 +337,8 @@ def test_unmet_when_no_client_connected() -> None:
     problem = conversation.verdict()
     assert isinstance(problem, UnmetExpectations)
     assert problem.diagnosis == (
-        "1 expectation was not met when the peer stopped (no client ever connected):\n"
+        "1 expectation was not met when the peer stopped (no client ever connected; a UDP "
+        "client needs FakePeer(transport='udp')):\n"
         f"  expect #1 'PING' ({WHERE}): never met"
     )
     assert problem.unmet == [f"expect #1 'PING' ({WHERE}): never met"]

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from fakepeer import FakePeer, IncompleteMessage, Lines, Proxy, ScriptError, UnexpectedData
+from fakepeer import (
+    FakePeer,
+    IncompleteMessage,
+    Lines,
+    Proxy,
+    ScriptError,
+    UnexpectedData,
+    UnmetExpectations,
+)
 
 
 @pytest.mark.parametrize(
@@ -202,3 +210,30 @@ def test_the_proxy_fixture_refuses_mutual_tls_with_the_proxys_words(
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*Proxy(tls_client_cert=...): a proxy asks its clients for no*"])
     result.stdout.no_fnmatch_line("*raised in repr()*")
+
+
+def _send_udp(peer: FakePeer, data: bytes) -> None:
+    with peer.serve(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.sendto(data, peer.address)
+
+
+def test_a_udp_client_at_a_tcp_peer_is_told_about_transport_udp() -> None:
+    peer = FakePeer()
+    peer.expect(b"gauge:1|c")
+    with pytest.raises(UnmetExpectations) as caught:
+        _send_udp(peer, b"gauge:1|c")
+    assert caught.value.diagnosis.startswith(
+        "1 expectation was not met when the peer stopped (no client ever connected; a UDP "
+        "client needs FakePeer(transport='udp')):"
+    )
+
+
+def test_a_udp_peer_nobody_sent_to_says_no_datagram_came() -> None:
+    peer = FakePeer(transport="udp")
+    peer.expect(b"gauge:1|c")
+    with pytest.raises(UnmetExpectations) as caught, peer.serve():
+        pass
+    assert caught.value.diagnosis.startswith(
+        "1 expectation was not met when the peer stopped (no datagram came; a TCP client "
+        "needs FakePeer() (transport='tcp')):"
+    )

@@ -378,6 +378,7 @@ class Conversation:
                     self.count,
                     connections=len(self.connections),
                     received=len(self.received),
+                    datagrams=self.datagrams,
                 )
         if problem is not None and deliver:
             self.delivered.add(problem)

@@ -162,10 +162,15 @@ def unexpected(
 
 
 def unmet_verdict(
-    unmet: Sequence[Rule], counts: Counts, *, connections: int, received: int
+    unmet: Sequence[Rule],
+    counts: Counts,
+    *,
+    connections: int,
+    received: int,
+    datagrams: bool = False,
 ) -> UnmetExpectations:
     """The failure for expectations not met when the peer stopped, after ``connections``
-    connections that sent ``received`` messages."""
+    connections (client addresses, for ``datagrams``) that sent ``received`` messages."""
     lines = []
     for rule in unmet:
         count = counts(rule)
@@ -177,11 +182,12 @@ def unmet_verdict(
             lines.append(f"{rule.describe()}: never met")
     count = len(unmet)
     noun = "expectation was" if count == 1 else "expectations were"
-    waiting = (
-        "no client ever connected"
-        if not connections
-        else f"{connections} connection(s), {received} message(s) received"
-    )
+    if connections:
+        waiting = f"{connections} connection(s), {received} message(s) received"
+    elif datagrams:
+        waiting = "no datagram came; a TCP client needs FakePeer() (transport='tcp')"
+    else:  # a UDP client's datagrams go to a port nobody listens on with UDP
+        waiting = "no client ever connected; a UDP client needs FakePeer(transport='udp')"
     diagnosis = f"{count} {noun} not met when the peer stopped ({waiting}):\n" + "\n".join(
         f"  {line}" for line in lines
     )
