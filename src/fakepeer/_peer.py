@@ -173,7 +173,9 @@ class FakePeer(Host, _Scripting):
     - ``tls_hostnames``: the host names and addresses the certificate is valid for
       (default: ``host`` and ``"localhost"``).
     - ``tls_min_version``, ``tls_max_version``: :class:`ssl.TLSVersion` bounds of the
-      versions the peer accepts (default: those of :mod:`ssl`).
+      versions the peer accepts, ``TLSv1_2`` or ``TLSv1_3`` (default: those of :mod:`ssl`;
+      TLS 1.0 and 1.1, deprecated by RFC 8996, and a minimum above the maximum are a
+      :class:`~fakepeer.ScriptError`).
     - ``tls_alpn``: the application protocols the peer offers (ALPN), such as
       ``["h2", "http/1.1"]``; :meth:`client_ssl_context` offers them too.
     - ``tls_client_cert``: ``True`` asks for mutual TLS: the peer requires a client
@@ -195,7 +197,8 @@ class FakePeer(Host, _Scripting):
       is a :class:`~fakepeer.ScriptError` naming the combination. :attr:`address` is
       ``(host, port)`` of the UDP socket.
     - ``max_clients``: UDP only, the most client addresses served (default 1024): a
-      datagram from one more is dropped, and fails the verdict naming this keyword.
+      datagram from one more is dropped, and fails the verdict naming this keyword. Given
+      to a TCP peer, it is a :class:`~fakepeer.ScriptError`.
     """
 
     def __init__(
