@@ -89,16 +89,20 @@ def test_reply_data(peer: FakePeer, data: Any, step: Reply) -> None:
     [
         (echo, False),
         (echo_with_connection, True),
-        (lambda match, connection=None: b"", True),
-        (lambda *args: b"", True),
+        (lambda match, connection=None: b"", True),  # by keyword (a wrapper passes it)
+        (lambda *args: b"", False),  # no second *required* positional parameter
         (lambda match, *, flag=False: b"", False),
+        (lambda match, qos=0: b"", False),  # its own default, not the connection
     ],
 )
 def test_reply_callable_arity(
     peer: FakePeer, function: Callable[..., bytes], wants_connection: bool
 ) -> None:
     rule = peer.expect(b"PING").reply(function)
-    assert rule.steps == [Reply(None, function, wants_connection)]
+    [step] = rule.steps
+    assert isinstance(step, Reply)
+    assert step.wants_connection is wants_connection
+    assert getattr(step.function, "function", step.function) is function
 
 
 def test_endings(peer: FakePeer) -> None:
@@ -270,12 +274,16 @@ MISTAKES: list[tuple[str, Build, str]] = [
     (
         "reply callable without parameters",
         lambda p: p.expect(b"PING").reply(lambda: b"PONG"),
-        "reply callable '<lambda>.<locals>.<lambda>' must accept (match) or (match, connection)",
+        "reply callable '<lambda>.<locals>.<lambda>' must accept (match) or (match, connection): "
+        "the connection goes to a second required positional parameter, or to one named "
+        "connection",
     ),
     (
         "reply callable with three parameters",
         lambda p: p.expect(b"PING").reply(lambda a, b, c: b"PONG"),
-        "reply callable '<lambda>.<locals>.<lambda>' must accept (match) or (match, connection)",
+        "reply callable '<lambda>.<locals>.<lambda>' must accept (match) or (match, connection): "
+        "the connection goes to a second required positional parameter, or to one named "
+        "connection",
     ),
     (
         "reply of an int",

@@ -189,25 +189,55 @@ def _state_name(value: object, method: str) -> str | None:
 _ENDINGS: Final = (Close, Reset, Hang)
 
 
-def _reply_arity(function: Callable[..., object]) -> bool:
-    """True if ``function`` takes (match, connection), False if (match); else ScriptError."""
+class _ByKeyword:
+    """A reply callable that takes the connection by its keyword ``connection``, called as
+    the runtime calls a two-parameter one: ``(match, connection)``."""
+
+    __slots__ = ("__qualname__", "function")
+
+    def __init__(self, function: Callable[..., object]) -> None:
+        self.function = function
+        self.__qualname__ = getattr(function, "__qualname__", repr(function))
+
+    def __call__(self, match: object, connection: object) -> object:
+        return self.function(match, connection=connection)
+
+
+def _reply_arity(function: Callable[..., object]) -> tuple[Callable[..., object], bool]:
+    """How the runtime calls ``function``: ``(function, True)`` to call it with
+    ``(match, connection)``, ``(function, False)`` with ``(match)``; else ScriptError.
+
+    The connection goes to a second *required* positional parameter, or to a parameter
+    named ``connection`` (by keyword); a second parameter with a default (``def f(m,
+    qos=0)``) is the function's own, and gets nothing."""
     try:
         signature = inspect.signature(function)
     except (TypeError, ValueError):  # some builtins have no signature: give them the match
-        return False
-    if _binds(signature, 2):
-        return True
-    if _binds(signature, 1):
-        return False
+        return function, False
+    positional = [
+        parameter
+        for parameter in signature.parameters.values()
+        if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    named = signature.parameters.get("connection")
+    if len(positional) >= 2 and positional[1].default is positional[1].empty:
+        if _binds(signature, 0, None):
+            return function, True
+    elif named is not None and named.kind is not named.POSITIONAL_ONLY:
+        if _binds(signature, 0, connection=None):
+            return _ByKeyword(function), True
+    elif _binds(signature, 0):
+        return function, False
     raise ScriptError(
         f"reply callable {getattr(function, '__qualname__', function)!r} must accept "
-        "(match) or (match, connection)"
+        "(match) or (match, connection): the connection goes to a second required "
+        "positional parameter, or to one named connection"
     )
 
 
-def _binds(signature: inspect.Signature, count: int) -> bool:
+def _binds(signature: inspect.Signature, *args: object, **kwargs: object) -> bool:
     try:
-        signature.bind(*range(count))
+        signature.bind(*args, **kwargs)
     except TypeError:
         return False
     return True
@@ -301,7 +331,10 @@ class Rule:
 
         A callable gets the ``re.Match`` for a regex rule, else the matched bytes; it may
         return bytes, str, or None (no reply). Its exceptions fail the test as
-        :class:`~fakepeer.ReplyFailed`.
+        :class:`~fakepeer.ReplyFailed`. It gets the :class:`~fakepeer.Connection` too when it
+        declares a second *required* positional parameter, or a parameter named
+        ``connection`` (passed by keyword); a second parameter with a default is its own.
+        Any other signature is a :class:`~fakepeer.ScriptError`.
         """
         if self.matcher is None:
             raise ScriptError(
@@ -314,8 +347,8 @@ class Rule:
             rotation = _Rotation([to_bytes(item, ".reply()") for item in data])
             return self._add(Reply(None, rotation, False), "reply")
         if callable(data) and not isinstance(data, bytes | str):
-            wants = _reply_arity(data)
-            return self._add(Reply(None, data, wants), "reply")
+            function, wants = _reply_arity(data)
+            return self._add(Reply(None, function, wants), "reply")
         return self._add(Reply(to_bytes(data, ".reply()")), "reply")
 
     def fault(self, fault: Fault) -> Rule:
