@@ -266,7 +266,17 @@ def test_delimited_within_max_length(
 )
 def test_delimited_over_max_length(framing: Delimited, buffer: bytes, diagnosis: str) -> None:
     for eof in (False, True):
-        assert error_text(lambda: framing.decode(buffer, eof)) == diagnosis  # noqa: B023
+        assert error_text(lambda: framing.decode(buffer, eof)) == with_hint(diagnosis, framing)  # noqa: B023
+
+
+def with_hint(diagnosis: str, framing: object) -> str:
+    """``diagnosis`` of a message over the limit ends with the keyword that raises it (issue
+    15: the limit was named, not the keyword); other diagnoses are as they are."""
+    if "over the limit of" not in diagnosis:
+        return diagnosis
+    name = type(framing).__name__
+    hint = f"if such a message is right, raise the limit: {name}(max_length=...)"
+    return f"{diagnosis}\n  hint:      {hint}"
 
 
 # -- LengthPrefixed ------------------------------------------------------------------------
@@ -388,7 +398,7 @@ def test_length_prefixed_rejects_a_bad_prefix_at_once(
     framing: LengthPrefixed, buffer: bytes, diagnosis: str
 ) -> None:
     for eof in (False, True):
-        assert error_text(lambda: framing.decode(buffer, eof)) == diagnosis  # noqa: B023
+        assert error_text(lambda: framing.decode(buffer, eof)) == with_hint(diagnosis, framing)  # noqa: B023
 
 
 @pytest.mark.parametrize(
@@ -560,7 +570,7 @@ def test_stx_etx_decode(buffer: bytes, eof: bool, messages: list[bytes], consume
 )
 def test_stx_etx_errors(framing: StxEtx, buffer: bytes, diagnosis: str) -> None:
     for eof in (False, True):
-        assert error_text(lambda: framing.decode(buffer, eof)) == diagnosis  # noqa: B023
+        assert error_text(lambda: framing.decode(buffer, eof)) == with_hint(diagnosis, framing)  # noqa: B023
 
 
 def test_stx_etx_encode_equality_and_repr() -> None:
@@ -865,7 +875,8 @@ def test_an_over_long_declared_length_fails_the_conversation() -> None:
     assert verdict.diagnosis == (
         "connection #1: the length prefix declares a message of 256 bytes (258 with its "
         "prefix), over the limit of 100 bytes of LengthPrefixed(size=2, max_length=100)\n"
-        "  prefix:    '\\x01\\x00'"
+        "  prefix:    '\\x01\\x00'\n"
+        "  hint:      if such a message is right, raise the limit: LengthPrefixed(max_length=...)"
     )
 
 

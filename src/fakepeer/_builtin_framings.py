@@ -57,8 +57,10 @@ def _check_max_length(owner: str, value: object, least: int = 1, why: str = "") 
 
 
 def _too_long(what: str, limit: int, framing: object, label: str, data: bytes) -> FramingError:
+    name = type(framing).__name__
     return FramingError(
         f"{what}, over the limit of {limit} bytes of {framing!r}\n  {label:<10} {show(data)}"
+        f"\n  hint:      if such a message is right, raise the limit: {name}(max_length=...)"
     )
 
 
