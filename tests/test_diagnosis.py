@@ -128,6 +128,24 @@ def test_one_line_but_not_in_a_call_is_cpu_bound_too() -> None:
     assert f"  hint:        {CPU_BOUND_HINT}\n" in text
 
 
+def test_a_sample_on_the_way_into_the_call_still_makes_one_call() -> None:
+    # On a loaded machine the first sample may catch the thread at the same line, before the
+    # call (3.12: LOAD_ATTR of server.accept): the freshest sample is in the call.
+    before = call("    client, _ = server.accept()", "server.accept", opname="LOAD_ATTR")
+    inside = call("    client, _ = server.accept()", "server.accept()")
+    text = report([sample(before), sample(inside), sample(inside)])
+    assert "  samples:     2 of 3 in the same call: one call that does not return\n" in text
+    assert "  hint:        socket.accept() blocks the whole event loop" in text
+    assert "CPU-bound" not in text
+
+
+def test_a_call_left_for_other_code_on_the_same_line_is_cpu_bound() -> None:
+    inside = call("    while sock.recv(1): n += 1", "sock.recv(1)")
+    after = call("    while sock.recv(1): n += 1", "n += 1", opname="BINARY_OP")
+    text = report([sample(inside), sample(after)])
+    assert "  samples:     2 at the same line, running Python code" in text
+
+
 def test_calls_on_different_lines_are_not_one_call() -> None:
     text = report([sample(call(lineno=12)), sample(call(lineno=13))])
     assert "2 at 2 different lines" in text

@@ -163,11 +163,14 @@ def describe(
         lines.append("  blocked at:  no code of the test's own on the stack: see the stack")
     focus = [_focus(s) for s in samples]
     places = {(f.filename, f.lineno) if f else None for f in focus}
-    calling = all(f is not None and f.opname.startswith(CALLS) for f in focus)
+    # In a call: the freshest sample says so (on a loaded machine an early one may catch the
+    # thread on its way into the call, at the same line: that is not CPU-bound code).
+    calls = sum(1 for f in focus if f is not None and f.opname.startswith(CALLS))
+    calling = focus[-1] is not None and focus[-1].opname.startswith(CALLS)
     advice: str | None
     if len(places) == 1 and calling:
         lines.append(
-            f"  samples:     {len(samples)} of {len(samples)} in the same call: "
+            f"  samples:     {calls} of {len(samples)} in the same call: "
             "one call that does not return"
         )
         advice = hint(user.expression, user.line, library) if user is not None else None
