@@ -27,13 +27,13 @@ import re
 import socket
 import ssl
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal
 
 import pytest
 import trio
 
+from _hosts import Host, hosted
 from fakepeer import (
     Connection,
     ConversationError,
@@ -47,7 +47,6 @@ from fakepeer import (
 )
 
 Address = tuple[str, int]
-Host = Literal["hub", "loop"]
 HOSTS: list[Host] = ["hub", "loop"]
 HUB_THREAD = "fakepeer-hub"
 
@@ -239,17 +238,6 @@ def check_conversation(
     assert event_line("sent", "'VALUE 42\\n'") in text
     assert script.get.describe().startswith("expect #2 regex ")
     assert script.get.where.startswith("test_conformance.py:")
-
-
-@contextlib.asynccontextmanager
-async def hosted(peer: FakePeer, host: Host) -> AsyncIterator[FakePeer]:
-    """Serve ``peer`` on the hub (``with``) or in the running loop (``async with``)."""
-    if host == "hub":
-        with peer.serve() as serving:
-            yield serving
-    else:
-        async with peer.serve() as serving:
-            yield serving
 
 
 # -- the clients -----------------------------------------------------------------------------

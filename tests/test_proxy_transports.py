@@ -16,17 +16,17 @@ import ssl
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pytest
 import trustme
 
+from _hosts import Host, hosted
 from fakepeer import Proxy, ScriptError, UpstreamError
 
 TIMEOUT = 5.0
-Host = Literal["hub", "loop"]
 HOSTS: list[Host] = ["hub", "loop"]
 
 
@@ -91,9 +91,10 @@ class EchoServer:
         self.server.close()
         for writer in list(self.writers):  # its handler reads an EOF, and ends
             writer.transport.abort()
-        while self.writers:
-            await asyncio.sleep(0.001)
-        await self.server.wait_closed()
+        async with asyncio.timeout(TIMEOUT):  # bounded: a handler that never ends fails
+            while self.writers:  # its handlers are gone once their EOF ended them
+                await asyncio.sleep(0.001)
+            await self.server.wait_closed()
 
     def __enter__(self) -> EchoServer:
         self.thread.start()
@@ -130,17 +131,6 @@ def plain_echo() -> Iterator[EchoServer]:
 
 
 # -- clients --------------------------------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def hosted(proxy: Proxy, host: Host) -> AsyncIterator[Proxy]:
-    """Serve ``proxy`` on the hub (``with``) or in the running loop (``async with``)."""
-    if host == "hub":
-        with proxy.serve() as serving:
-            yield serving
-    else:
-        async with proxy.serve() as serving:
-            yield serving
 
 
 def blocking_echo(

@@ -14,14 +14,11 @@ seconds per failing test).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import http.client
 import re
 import smtplib
 import ssl
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Literal
 
 import pytest
 import redis
@@ -32,9 +29,9 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from _hosts import Host, hosted
 from fakepeer import FakePeer, Lines, Raw, prefix
 
-Host = Literal["hub", "loop"]
 HOSTS: list[Host] = ["hub", "loop"]
 TIMEOUT = 5.0
 
@@ -42,17 +39,6 @@ TIMEOUT = 5.0
 @pytest.fixture
 def anyio_backend() -> str:
     return "trio"
-
-
-@contextlib.asynccontextmanager
-async def hosted(peer: FakePeer, host: Host) -> AsyncIterator[FakePeer]:
-    """Serve ``peer`` on the hub (``with``) or in the running loop (``async with``)."""
-    if host == "hub":
-        with peer.serve() as serving:
-            yield serving
-    else:
-        async with peer.serve() as serving:
-            yield serving
 
 
 def tls_notes(peer: FakePeer) -> list[str]:

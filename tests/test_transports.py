@@ -8,33 +8,21 @@ import contextlib
 import os
 import socket
 import stat
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
 
 import pytest
 
+from _hosts import Host, hosted
 from fakepeer import ANY, FakePeer, Lines, ScriptError
 
 Address = tuple[str, int]
-Host = Literal["hub", "loop"]
 HOSTS: list[Host] = ["hub", "loop"]
 #: Bounds every client-side read, so a broken peer fails a test instead of hanging it.
 CLIENT_TIMEOUT = 5.0
 REQUESTS = [b"LOGIN alice", b"GET answer", b"QUIT"]
 #: What every client reads (the conversation of tests/test_conformance.py).
 REPLIES = [b"HELLO fakepeer\n", b"OK\n", b"VALUE 42\n", b"BYE\n", b""]
-
-
-@contextlib.asynccontextmanager
-async def hosted(peer: FakePeer, host: Host) -> AsyncIterator[FakePeer]:
-    """Serve ``peer`` on the hub (``with``) or in the running loop (``async with``)."""
-    if host == "hub":
-        with peer.serve() as serving:
-            yield serving
-    else:
-        async with peer.serve() as serving:
-            yield serving
 
 
 def converse(sock: socket.socket) -> list[bytes]:

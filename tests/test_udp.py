@@ -12,11 +12,11 @@ import gc
 import re
 import socket
 import struct
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Literal
+from collections.abc import Callable, Iterator
 
 import pytest
 
+from _hosts import Host, hosted
 from fakepeer import (
     ANY,
     ConversationError,
@@ -28,21 +28,9 @@ from fakepeer import (
     regex,
 )
 
-Host = Literal["hub", "loop"]
 HOSTS: list[Host] = ["hub", "loop"]
 #: Bounds every client-side wait that is not itself the point of the test.
 CLIENT_TIMEOUT = 5.0
-
-
-@contextlib.asynccontextmanager
-async def hosted(peer: FakePeer, host: Host) -> AsyncIterator[FakePeer]:
-    """Serve ``peer`` on the hub (``with``) or in the running loop (``async with``)."""
-    if host == "hub":
-        with peer.serve() as serving:
-            yield serving
-    else:
-        async with peer.serve() as serving:
-            yield serving
 
 
 @contextlib.contextmanager
