@@ -191,7 +191,7 @@ def _check_tls(peer: Host, fault: Fault) -> None:
             f"serves plain TCP: {type(peer).__name__}(tls=True) serves TLS"
         )
     if getattr(fault, "needs_client_cert", False) and tls.client_cert is None:
-        if type(peer).__name__ == "Proxy":
+        if peer._relays:  # a Proxy
             raise ScriptError(
                 f"peer.faults: {fault} refuses the client's certificate, and a Proxy asks "
                 "its clients for none (no mutual TLS): FakePeer(tls=True, "
