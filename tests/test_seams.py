@@ -322,6 +322,7 @@ def test_the_import_contracts_name_every_module() -> None:
     config = tomllib.loads((root / "pyproject.toml").read_text())
     contracts = {c["name"].split()[1]: c for c in config["tool"]["importlinter"]["contracts"]}
     core, runtime, plugin = contracts["core"], contracts["runtime"], contracts["pytest"]
+    kits = contracts["protocol"]
     every = {f"fakepeer.{path.stem}" for path in (root / "src" / "fakepeer").glob("*.py")}
     every -= {"fakepeer.__init__", "fakepeer.__main__"}
     on_disk = every - {"fakepeer.faults", "fakepeer._version"}
@@ -332,6 +333,7 @@ def test_the_import_contracts_name_every_module() -> None:
     assert not set(core["source_modules"]) & set(core["forbidden_modules"])
     private = {name for name in every if name.split(".")[1].startswith("_")}
     assert set(plugin["forbidden_modules"]) == private
+    assert set(kits["forbidden_modules"]) == private  # a kit is built as a user would build one
     above = set(runtime["source_modules"]) | set(runtime["forbidden_modules"])
     assert above <= set(core["forbidden_modules"])  # the runtime and what is above it
 
@@ -351,7 +353,7 @@ def test_modules_stay_small() -> None:
     """No module of the package over about 500 lines (issue 13): a module that grows past
     it has two concerns waiting to be told apart."""
     root = Path(__file__).parent.parent / "src" / "fakepeer"
-    sizes = {path.name: len(path.read_text().splitlines()) for path in root.glob("*.py")}
+    sizes = {path.name: len(path.read_text().splitlines()) for path in root.rglob("*.py")}
     assert {name: size for name, size in sizes.items() if size > 540} == {}
 
 
