@@ -196,8 +196,9 @@ class Decoder:
         self._mark = 0
 
 
-def check_framing(framing: object) -> Framing:
-    """Return ``framing`` if it follows the protocol, else raise :class:`ScriptError`.
+def check_framing(framing: object, keyword: str = "framing") -> Framing:
+    """Return ``framing`` if it follows the protocol, else raise :class:`ScriptError` (which
+    names the ``keyword`` it was given as when the mistake is the keyword's).
 
     ``None`` gives :class:`Raw`. A custom framing's optional ``max_length`` must be a whole
     number >= 1 (or ``None``).
@@ -207,7 +208,7 @@ def check_framing(framing: object) -> Framing:
     if type(framing) in _BUILT_IN:  # fast path: isinstance on a Protocol is slow
         return framing  # type: ignore[return-value]  # they all follow the protocol
     if isinstance(framing, type):
-        raise ScriptError(f"framing must be an instance, not the class: use {framing.__name__}()")
+        raise ScriptError(f"{keyword} must be an instance, not the class: use {framing.__name__}()")
     if not isinstance(framing, Framing):
         raise ScriptError(
             f"{framing!r} is not a framing: it needs .streaming, .decode(buffer, eof) "
