@@ -482,3 +482,16 @@ def test_a_predicate_that_raises_is_named_in_the_failure() -> None:
         f"<locals>.boom (test_diagnoses_issue15.py:{line}), called on 'hello'",
     ]
     assert isinstance(failure.value.__cause__, ValueError)
+
+
+def test_with_raw_framing_an_incomplete_message_says_why_the_expectation_did_not_take_it() -> None:
+    conversation = Conversation(Raw())
+    conversation.add_rule("expect", as_matcher(b"PING"), WHERE).when("authed")
+    conversation.add_rule("always", as_matcher(contains(b"\n")), WHERE)  # it waits
+    text = diagnosis(conversation, b"PING", eof=True)
+    assert text.splitlines()[1:] == [
+        "  leftover:  'PING'",
+        f"  expected:  expect #1 'PING' [when 'authed'] ({WHERE})",
+        "             the data matches, but needs connection state 'authed' (connection #1 "
+        "is in 'start')",
+    ]

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 from . import _explain
 from ._actions import Action, Close
 from ._errors import Error, FramingError, IncompleteMessage, UnexpectedData
-from ._matching import explain
 from ._show import show_value
 from ._state import ConnectionRecord, Phase
 from ._transcript import show
@@ -75,9 +74,18 @@ def incomplete(convo: Conversation, record: ConnectionRecord, how: str, at: floa
         convo.event(at, record, "received", leftover, "(incomplete)")
     head = convo.rules.head(record.script)
     expected = f"\n  expected:  {head.describe()}" if head else ""
-    if head is not None and head.matcher is not None and convo.stream:
-        # With Raw framing the head waited on exactly these bytes: say why
-        expected += f"\n             the data {explain(head.matcher, leftover, stream=True)}"
+    if head is not None and convo.stream:  # with Raw framing it judged these very bytes
+        book = convo.rules
+        why = _explain.why_not(
+            head,
+            record,
+            leftover,
+            stream=True,
+            count=book.count(head),
+            peer_state=book.peer_state,
+            head=head,
+        )
+        expected += f"\n             the data {why}"
     hints = _explain.tls_hint(leftover) or _explain.line_hint(
         leftover, record.script.rules(), stream=convo.stream
     )
