@@ -319,9 +319,12 @@ class PeerServer:
     # -- events of the connections ------------------------------------------------------------
 
     def crashed(self, exc: BaseException, connection: ConnectionRecord) -> None:
-        """Record an exception raised while handling an event. Call with the lock held."""
+        """Record an exception raised while handling an event, with its notes (a
+        predicate's says which function raised, on what). Call with the lock held."""
+        notes = "".join(f"\n  {note}" for note in getattr(exc, "__notes__", ()))
         problem = ConversationError(
-            f"connection #{connection.id}: handling an event raised {type(exc).__name__}: {exc}",
+            f"connection #{connection.id}: handling an event raised {type(exc).__name__}: {exc}"
+            f"{notes}",
             connection=connection.id,
         )
         problem.__cause__ = exc
