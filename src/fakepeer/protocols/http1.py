@@ -32,7 +32,8 @@ The kit, built of fakepeer's public API only (a model for a kit of your own):
     the field's value, repeated fields joined with ``", "``), a matcher, or ``ANY`` (the
     field is present); ``body`` is bytes or str (exactly; chunked bodies are joined first),
     a matcher such as ``json(...)``, or ``ANY``. A reply callable receives the
-    :class:`Request`. A wrong argument is a :class:`~fakepeer.ScriptError`.
+    :class:`Request`. A wrong argument is a :class:`~fakepeer.ScriptError`. It judges the
+    messages of :func:`framing` (with ``Raw()`` it matches nothing).
 :func:`parse` ``(message) -> Request``
     The request in one message, for handlers: ``parse(await connection.receive())``.
 :func:`response` ``(status=200, body=b"", headers=None, *, reason=None) -> bytes``
@@ -57,7 +58,7 @@ from typing import Final
 
 from fakepeer import ANY, FramingError, Matched, Matcher, ScriptError, exact
 
-__all__ = ["HTTPFraming", "Request", "framing", "parse", "request", "response"]
+__all__ = ["HTTPFraming", "Request", "RequestMatcher", "framing", "parse", "request", "response"]
 
 #: The default ``max_length``: the most bytes one request (head and body) may take.
 MAX_LENGTH: Final = 1024 * 1024

@@ -32,7 +32,8 @@ The kit, built of fakepeer's public API only (a model for a kit of your own):
     argument) or a matcher (``prefix("user:")``, judging the argument as a whole message);
     ``...`` last accepts any further arguments. Otherwise the number of arguments must be
     equal. A reply callable receives the :class:`Command`. Anything else as an argument is
-    a :class:`~fakepeer.ScriptError`.
+    a :class:`~fakepeer.ScriptError`. It judges the messages of :func:`framing` (with
+    ``Raw()`` it matches nothing).
 :func:`parse` ``(message) -> Command``
     The command in one message, for handlers: ``parse(await connection.receive())``.
 Reply builders, each returning the bytes of one reply:
@@ -71,6 +72,7 @@ from fakepeer import (
 
 __all__ = [
     "Command",
+    "CommandMatcher",
     "RESPFraming",
     "array",
     "boolean",
