@@ -183,6 +183,7 @@ def test_the_same_requests_however_the_bytes_are_split(sent: list[bytes], blank:
     [
         (b"GET /a\r\n", "HTTP: 'GET /a' is no request line: expected a method, a target and"),
         (b"GET /a HTTP/2\r\n\r\n", "'GET /a HTTP/2' is no request line"),
+        (b"GET / HTTP/1.1\nHost: x\n\n", "the request line 'GET / HTTP/1.1' ends with a bare LF"),
         (b"GET / HTTP/1.1\r\nNoColon\r\n\r\n", "the header line 'NoColon' has no colon"),
         (b"GET / HTTP/1.1\r\nA: 1\r\n b\r\n\r\n", "' b' is folded onto the line before"),
         (b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n", "invalid Content-Length 'x'"),

@@ -245,6 +245,7 @@ def test_the_same_commands_however_the_bytes_are_split(commands: list[object]) -
         (b"*1\r\n:1\r\n", "element 1 of the command is not a bulk string: expected '$'"),
         (b"*1\r\n$100\r\n", "RESP: a command of 112 bytes or more, over the limit of 64 "),
         (b"GET " + b"k" * 70, "(resp.framing(max_length=...) raises it)"),
+        (b"\x16\x03\x01", "RESP: '\\x16\\x03\\x01' is no command: a command is an array"),
     ],
 )
 def test_bytes_that_are_no_command_raise_a_framing_error(data: bytes, text: str) -> None:

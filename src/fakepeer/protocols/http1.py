@@ -18,12 +18,13 @@ The kit, built of fakepeer's public API only (a model for a kit of your own):
     Cuts what the client sends into requests, one message each (head and body, as sent on
     the wire). Empty lines before a request line are skipped (RFC 9112 section 2.2). The
     client's bytes raise :class:`~fakepeer.FramingError` when they are no HTTP/1.x request:
-    a bad request line, a header line without a colon, whitespace before the colon or a line
-    folded onto the one before (RFC 9112 section 5), a ``Content-Length`` that is not one
-    decimal number, ``Content-Length`` and ``Transfer-Encoding`` both, a transfer coding
-    other than ``chunked`` last, a bad chunk size, or a request over ``max_length`` bytes
-    (head and body). Its ``encode`` sends a reply unchanged: :func:`response` builds whole
-    responses. ``Expect: 100-continue`` is not answered: the framing waits for the body.
+    a bad request line (or one that ends with a bare LF), a header line without a colon,
+    whitespace before the colon or a line folded onto the one before (RFC 9112 section 5),
+    a ``Content-Length`` that is not one decimal number, ``Content-Length`` and
+    ``Transfer-Encoding`` both, a transfer coding other than ``chunked`` last, a bad chunk
+    size, or a request over ``max_length`` bytes (head and body). Its ``encode`` sends a
+    reply unchanged: :func:`response` builds whole responses. ``Expect: 100-continue`` is
+    not answered: the framing waits for the body.
 :func:`request` ``(method=ANY, target=ANY, *, headers=None, body=ANY)``
     A :class:`~fakepeer.Matcher` of requests: ``request("POST", "/items",
     body=json({"name": "x"}))``. ``method`` and ``target`` are a str (exactly that; methods
@@ -224,6 +225,11 @@ def _request_at(buffer: bytes, start: int, limit: int) -> tuple[Request, int] | 
         line_end = buffer.find(_CRLF, start)
         if line_end >= 0:  # check the request line as soon as it is whole
             _head(buffer[start:line_end])
+        elif (bare := buffer.find(b"\n", start)) >= 0:
+            raise FramingError(
+                f"HTTP: the request line {_show(buffer[start:bare])} ends with a bare LF: "
+                "HTTP/1.1 lines end with CRLF (RFC 9112 section 2.2)"
+            )
         return None
     head = _head(buffer[start:head_end])
     found = _body(head, buffer, head_end + 4, (start, limit))

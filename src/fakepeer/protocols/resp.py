@@ -19,7 +19,8 @@ The kit, built of fakepeer's public API only (a model for a kit of your own):
 :func:`framing` (``max_length=1 MiB``)
     Cuts what the client sends into commands, one message each, as sent on the wire (the
     transcript shows them so). A client's bytes that are no RESP command raise
-    :class:`~fakepeer.FramingError`: a multibulk length that is not a count of 1 to 1048576,
+    :class:`~fakepeer.FramingError`: a first byte that is neither ``*`` nor text (a TLS
+    handshake, say), a multibulk length that is not a count of 1 to 1048576,
     an element that is not a bulk string, a bulk string not followed by ``\\r\\n``, a command
     over ``max_length`` bytes. Empty inline lines are skipped, as Redis does; inline
     commands are split at whitespace (quotes are not interpreted). Its ``encode`` sends a
@@ -128,14 +129,9 @@ def _count(line: bytes, what: str, low: int, high: int) -> int:
     return int(line)
 
 
-def _line_end(buffer: bytes, start: int) -> int:
-    """Where the ``\\r\\n`` after ``start`` is, or -1 if it has not arrived yet."""
-    return buffer.find(_CRLF, start)
-
-
 def _multibulk(buffer: bytes, start: int, limit: int) -> tuple[list[bytes], int] | None:
     """The array of bulk strings at ``start`` (a ``*``): its elements and where it ends."""
-    end = _line_end(buffer, start)
+    end = buffer.find(_CRLF, start)
     if end < 0:
         return None
     count = _count(buffer[start + 1 : end], "multibulk length", 1, _MAX_ELEMENTS)
@@ -148,7 +144,7 @@ def _multibulk(buffer: bytes, start: int, limit: int) -> tuple[list[bytes], int]
                 f"RESP: element {len(elements) + 1} of the command is not a bulk string: "
                 f"expected '$', received {_show(buffer[position : position + 20])}"
             )
-        end = _line_end(buffer, position)
+        end = buffer.find(_CRLF, position)
         if end < 0:
             return None
         size = _count(buffer[position + 1 : end], "bulk length", 0, _MAX_BULK)
@@ -172,6 +168,11 @@ def _command_at(buffer: bytes, start: int, limit: int) -> tuple[list[bytes], int
     it ends; None while it is incomplete. Raises FramingError for bytes that cannot be one."""
     if buffer[start] == ord("*"):
         return _multibulk(buffer, start, limit)
+    if not 32 <= buffer[start] < 127 and buffer[start] not in b"\t\r\n":
+        raise FramingError(
+            f"RESP: {_show(buffer[start : start + 20])} is no command: a command is an array "
+            "('*') of bulk strings, or an inline command, a line of text"
+        )
     end = buffer.find(b"\n", start)
     if end < 0:
         return None
