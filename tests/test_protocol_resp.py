@@ -215,24 +215,28 @@ def multibulk(words: list[bytes]) -> bytes:
     return b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in words)
 
 
-WORDS = st.lists(st.binary(max_size=12), min_size=1, max_size=4)
-INLINE = st.lists(st.sampled_from([b"GET", b"k", b"PING", b"x1"]), min_size=1, max_size=3)
+NAMES = st.text("abcxyzGETSE", min_size=1, max_size=8).map(str.encode)
+WORDS = st.builds(
+    lambda name, args: [name, *args], NAMES, st.lists(st.binary(max_size=12), max_size=3)
+)
+#: Words an inline command can carry (no whitespace, no '*' first).
+INLINE_WORDS = [[b"GET", b"k"], [b"PING"], [b"set", b"x1", b"2"]]
+INLINE = st.sampled_from(INLINE_WORDS)
 
 
 @settings(max_examples=60, deadline=None)
-@given(commands=st.lists(st.one_of(WORDS.map(multibulk), INLINE), max_size=5))
-def test_the_same_commands_however_the_bytes_are_split(commands: list[object]) -> None:
-    data, expected = b"", list[bytes]()
-    for sent in commands:
-        if isinstance(sent, list):  # inline: a line of words
-            line = b" ".join(sent) + b"\r\n"
-            data, expected = data + line, [*expected, line]
-        else:
-            assert isinstance(sent, bytes)
-            data, expected = data + sent, [*expected, sent]
-    assert check_framing(resp.framing(), data, expected) == expected
-    for message in expected:
-        assert resp.parse(message).args == tuple(resp.parse(message).args)
+@given(commands=st.lists(st.tuples(st.booleans(), st.one_of(WORDS, INLINE)), max_size=5))
+def test_the_same_commands_however_the_bytes_are_split(
+    commands: list[tuple[bool, list[bytes]]],
+) -> None:
+    messages = [
+        b" ".join(words) + b"\r\n" if inline and words in INLINE_WORDS else multibulk(words)
+        for inline, words in commands
+    ]
+    assert check_framing(resp.framing(), b"".join(messages), messages) == messages
+    for message, (_, words) in zip(messages, commands, strict=True):
+        sent = resp.parse(message)
+        assert (sent.name.encode(), sent.args) == (words[0].upper(), tuple(words[1:]))
 
 
 @pytest.mark.parametrize(

@@ -110,8 +110,8 @@ def _show(data: bytes, limit: int = 40) -> str:
 
 @dataclass(frozen=True)
 class Command:
-    """A command as the client sent it: ``name`` upper-cased (``"GET"``), ``args`` the
-    arguments after it, as bytes (``(b"k",)``)."""
+    """A command as the client sent it: ``name`` upper-cased (``"GET"``; UTF-8, an invalid
+    byte replaced), ``args`` the arguments after it, as bytes (``(b"k",)``)."""
 
     name: str
     args: tuple[bytes, ...]
