@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import socket
 from typing import Any
 
@@ -355,3 +356,12 @@ def test_the_handshake_returns_its_rules() -> None:
     assert len(rules) == 5
     with pytest.raises(ScriptError, match="the Redis version is a str"):
         resp.handshake(peer, version="")
+
+
+def test_a_presets_rules_are_located_at_its_call_in_the_test() -> None:
+    """The transcript and the diagnoses say where a rule was written: for a preset's rules,
+    the test's line that called the preset, not the kit's own source."""
+    peer = FakePeer(framing=resp.framing())
+    line = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
+    rules = resp.handshake(peer)
+    assert {rule.where for rule in rules} == {f"test_protocol_resp.py:{line}"}
