@@ -205,6 +205,7 @@ def eof(convo: Conversation, record: ConnectionRecord, at: float) -> Steps:
     peer's own close)."""
     if record.ended:
         return []
+    record.end("client", "EOF")
     convo.event(at, record, "eof")
     if record.handled:
         return []  # the handler sees EOF in receive(), and ends the connection itself
@@ -222,6 +223,7 @@ def lost(convo: Conversation, record: ConnectionRecord, at: float, reason: str |
     if record.answering and not record.handled:
         how = "ended" if reason is None else f"was lost ({reason})"
         yield from _finish_buffer(convo, record, at, how)
+    record.end("client", reason or "closed")
     record.move(Transition.END)
     convo.event(at, record, "lost", note=reason or "closed by the client")
     return []

@@ -283,6 +283,7 @@ class Conversation:
         if how != "half-closed":
             if record.ended:
                 return
+            record.end("peer", f"{how} {note}" if note else how)
             record.move(Transition.END)
         self.event(at, record, how, note=note)
 
@@ -306,6 +307,15 @@ class Conversation:
         note = f"upgraded: {info.describe()}" if info.starttls else info.describe()
         self.event(at, record, "tls", note=note)
         record.move(Transition.UPGRADED)
+
+    def upgrade_failed(self, record: ConnectionRecord, at: float, why: str | None) -> None:
+        """``record``'s TLS upgrade failed (``why``; None: the peer's stop cut it off): the
+        peer aborts the connection, so it closed it."""
+        if why is None:
+            record.end("peer", "closed (the peer stopped)")
+            return
+        record.end("peer", f"reset (its TLS upgrade failed: {why})")
+        self.event(at, record, "tls", note=f"upgrade failed: {why}")
 
     def held(self, record: ConnectionRecord, at: float) -> None:
         """The connection hangs from now on."""
