@@ -159,7 +159,7 @@ class Conversation:
         record.faults = FaultState.seeded(self.seed, number)
         self.connections.append(record)
         self.event(at, record, "connected", note=f"from {client}")
-        if not (script.connect_rules or self.faults):  # no greeting: nothing to drive
+        if not (script.greeting or self.faults):  # no greeting: nothing to drive
             return record, []
         return record, self._drive(record, _answering.greet(self, record, at))
 

@@ -16,7 +16,7 @@ from . import _matchers
 from ._errors import UnexpectedData, UnmetExpectations
 from ._framing import Delimited, Fixed, Framing, LengthPrefixed, Lines, StxEtx
 from ._matchers import NEED_MORE
-from ._script import Rule
+from ._script import Rule, Script
 from ._state import ConnectionRecord
 from ._transcript import INLINE_LIMIT, show
 
@@ -119,10 +119,12 @@ def unexpected(
     peer_state: str,
     head: Rule | None,
     met: int,
+    peer: Script | None = None,
 ) -> UnexpectedData:
     """The failure for ``data`` that no rule of ``record``'s script took: what came, what
     the script waited for and why that did not match, and up to :data:`SIMILAR` close rules
-    (``met``: how many expectations of the script were met)."""
+    (``met``: how many expectations of the script were met); for a connection's own
+    script, which scripts were tried (``peer``: the peer's script)."""
     script = record.script
 
     def because(rule: Rule) -> str:
@@ -147,6 +149,7 @@ def unexpected(
         score = closeness(rule, data, stream)
         if score >= 1.0 or (score >= SIMILARITY and not exhausted(rule, counts(rule))):
             similar.append((score, rule))
+    lines.extend(_scripts(script, peer, data, stream))
     if similar:
         similar.sort(key=lambda pair: -pair[0])
         lines.append("  similar rules:")
@@ -159,6 +162,32 @@ def unexpected(
         received=data,
         expected=head.describe() if head else None,
     )
+
+
+def _scripts(script: Script, peer: Script | None, data: bytes, stream: bool) -> list[str]:
+    """For a connection's own script: the scripts its message was tried against, and a hint
+    when a rule of the peer's script, which it replaces, would have taken it."""
+    number = script.connection
+    if number is None or peer is None:
+        return []
+    if script.parent is not None:
+        return [
+            f"  scripts:   connection #{number}'s own, then the peer's always and otherwise "
+            f"rules (on_connection({number}, inherit=True))"
+        ]
+    lines = [
+        f"  scripts:   connection #{number}'s own only (on_connection({number}) replaces the "
+        "peer's script)"
+    ]
+    taker = next((r for r in peer.permanent if closeness(r, data, stream) >= 1.0), None)
+    if taker is None and peer.fallbacks:
+        taker = peer.fallbacks[0]
+    if taker is not None:
+        lines.append(
+            f"  hint:      the peer's {taker.describe()} would take it: "
+            f"on_connection({number}, inherit=True) adds the peer's always and otherwise rules"
+        )
+    return lines
 
 
 def unmet_verdict(
