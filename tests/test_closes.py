@@ -464,3 +464,48 @@ def test_the_fixture_waits_for_a_close(fake_peer: FakePeer) -> None:
         ping(sock)
     fake_peer.wait_for_closes()
     fake_peer.assert_client_closed()
+
+
+def test_the_failures_in_a_pytest_report(pytester: pytest.Pytester) -> None:
+    """What the user reads: the diagnosis, how each connection stands, the transcript."""
+    pytester.makeini(
+        "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+        "addopts = -p no:hypothesispytest\n"
+    )
+    pytester.makepyfile(
+        """
+        import socket
+
+        import pytest
+        from fakepeer import Lines
+
+        @pytest.mark.fakepeer(framing=Lines(), name="keepalive")
+        def test_left_open(fake_peer):
+            with socket.create_connection(fake_peer.address):
+                fake_peer.wait_for_closes(timeout=0.1)
+
+        @pytest.mark.fakepeer(framing=Lines())
+        def test_closed_by_the_peer(fake_peer):
+            fake_peer.expect("QUIT").close()
+            with socket.create_connection(fake_peer.address) as sock:
+                sock.sendall(b"QUIT\\n")
+                assert sock.recv(1) == b""
+                fake_peer.assert_client_closed()
+        """
+    )
+    result = pytester.runpytest("-W", "error")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "E*fakepeer.WaitTimeout: timed out after 0.1 s waiting for 1 connection(s) to be "
+            "closed by the client: 0 of 1 were",
+            "E*  #1 open (from 127.0.0.1:*)",
+            "E*fake peer 'keepalive' on 127.0.0.1:*",
+            "E* ms  #1 connected  from 127.0.0.1:*",
+            "*",
+            "E*fakepeer.ConversationError: expected the client to close every connection, but",
+            "E*  #1 closed by the peer (closed)",
+            "*",
+            "E* ms  #1 closed",
+        ]
+    )
