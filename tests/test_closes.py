@@ -61,22 +61,35 @@ def echo_server() -> Iterator[tuple[str, int]]:
     listener = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
 
+    listener.settimeout(0.02)  # to see the stop: close() wakes no thread in accept()
+
     def serve() -> None:
         while not stop.is_set():
             try:
                 sock, _ = listener.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
             with sock:
-                while data := sock.recv(4096):
-                    sock.sendall(data)
+                sock.settimeout(0.02)
+                while not stop.is_set():
+                    try:
+                        data = sock.recv(4096)
+                        if not data:
+                            break
+                        sock.sendall(data)
+                    except TimeoutError:
+                        continue
+                    except OSError:  # the proxy reset its connection
+                        break
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     yield listener.getsockname()
     stop.set()
-    listener.close()
     thread.join(TIMEOUT)
+    listener.close()
 
 
 # -- the client closes: a socket, a reset, smtplib ----------------------------------------------
@@ -142,8 +155,9 @@ def test_a_half_close_of_the_peer_is_no_close() -> None:
 def test_smtplib_closes_after_a_421() -> None:
     peer = FakePeer(framing=Lines(b"\r\n"))
     peer.on_connect().send("220 fake ESMTP")
-    peer.expect(re.compile(rb"ehlo .*")).reply("250 fake")
-    peer.expect("mail FROM:<a@example.com>").reply("421 4.3.2 shutting down")
+    peer.expect(re.compile(rb"(?i)ehlo .*")).reply("250 fake")
+    # (smtplib writes "mail FROM:" up to 3.12, "mail from:" from 3.13)
+    peer.expect(re.compile(rb"(?i)mail from:<a@example\.com>")).reply("421 4.3.2 shutting down")
     with peer.serve():
         client = smtplib.SMTP(peer.host, peer.port, timeout=TIMEOUT)
         try:
@@ -509,3 +523,16 @@ def test_the_failures_in_a_pytest_report(pytester: pytest.Pytester) -> None:
             "E* ms  #1 closed",
         ]
     )
+
+
+def test_a_proxy_fault_that_resets_is_a_close_of_the_proxy(echo_server: tuple[str, int]) -> None:
+    proxy = Proxy(upstream=echo_server, timeout=0.2)
+    proxy.faults.reset_peer()  # instead of the first write to the client
+    with proxy.serve(), socket.create_connection(proxy.address) as sock:
+        sock.sendall(b"hello")
+        with pytest.raises(ConnectionResetError):
+            sock.recv(16)
+        proxy.wait_for_closes(by="peer")
+        with pytest.raises(ConversationError, match=r"#1 closed by the peer \(reset"):
+            proxy.assert_client_closed()
+    assert proxy.connections[0].closed_by == "peer"
