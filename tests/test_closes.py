@@ -28,6 +28,8 @@ from fakepeer import (
     ScriptError,
     WaitTimeout,
 )
+from fakepeer._conversation import Conversation
+from test_conversation import T0, always, connect, perform, send
 
 TIMEOUT = 5.0
 HOSTS: tuple[Host, ...] = ("hub", "loop")
@@ -536,3 +538,57 @@ def test_a_proxy_fault_that_resets_is_a_close_of_the_proxy(echo_server: tuple[st
         with pytest.raises(ConversationError, match=r"#1 closed by the peer \(reset"):
             proxy.assert_client_closed()
     assert proxy.connections[0].closed_by == "peer"
+
+
+# -- the core: who closed first, without sockets --------------------------------------------------
+
+
+def _script(conversation: Conversation, how: str) -> None:
+    rule = always(conversation, b"BYE")
+    if how == "close":
+        rule.close()
+    elif how == "reset":
+        rule.reset()
+    elif how == "half_close":
+        rule.half_close()
+    elif how == "hang":
+        rule.hang()
+
+
+@pytest.mark.parametrize(
+    ("script", "events", "ending"),
+    [
+        ("none", ["eof"], ("client", "EOF")),
+        ("none", ["eof", "lost"], ("client", "EOF")),
+        ("none", ["lost"], ("client", "closed")),
+        ("none", ["reset by the client"], ("client", "ConnectionResetError: reset")),
+        ("close", ["bye"], ("peer", "closed")),
+        ("close", ["bye", "eof", "lost"], ("peer", "closed")),
+        ("reset", ["bye"], ("peer", "reset")),
+        ("half_close", ["bye"], None),  # a half-close of the peer is no close
+        ("half_close", ["bye", "eof"], ("client", "EOF")),
+        ("hang", ["bye", "eof"], ("client", "EOF")),
+        ("none", ["garbage"], ("peer", "closed")),  # a failure: the peer closes
+        ("none", ["stop"], ("peer", "closed (the peer stopped)")),
+    ],
+)
+def test_who_closed_first(script: str, events: list[str], ending: tuple[str, str] | None) -> None:
+    conversation = Conversation(Lines())
+    _script(conversation, script)
+    if script == "none":
+        always(conversation, b"PING")
+    record, _ = connect(conversation)
+    for event in events:
+        if event == "eof":
+            perform(conversation, record, conversation.eof(record, T0), T0)
+        elif event == "lost":
+            conversation.lost(record, T0, None)
+        elif event == "reset by the client":
+            conversation.lost(record, T0, "ConnectionResetError: reset")
+        elif event == "bye":
+            send(conversation, record, b"BYE\n")
+        elif event == "garbage":
+            send(conversation, record, b"NOPE\n")
+        elif event == "stop":
+            conversation.closed(record, T0, "closed", "(the peer stopped)")
+    assert record.ending == ending
