@@ -162,7 +162,7 @@ class Conversation:
         record.faults = FaultState.seeded(self.seed, number)
         self.connections.append(record)
         self.event(at, record, "connected", note=f"from {client}")
-        if not (script.connect_rules or self.faults):  # no greeting: nothing to drive
+        if not (script.greeting or self.faults):  # no greeting: nothing to drive
             return record, []
         return record, self._drive(record, _answering.greet(self, record, at))
 
@@ -286,6 +286,7 @@ class Conversation:
         if how != "half-closed":
             if record.ended:
                 return
+            record.end("peer", f"{how} {note}" if note else how)
             record.move(Transition.END)
         self.event(at, record, how, note=note)
 
@@ -309,6 +310,15 @@ class Conversation:
         note = f"upgraded: {info.describe()}" if info.starttls else info.describe()
         self.event(at, record, "tls", note=note)
         record.move(Transition.UPGRADED)
+
+    def upgrade_failed(self, record: ConnectionRecord, at: float, why: str | None) -> None:
+        """``record``'s TLS upgrade failed (``why``; None: the peer's stop cut it off): the
+        peer aborts the connection, so it closed it."""
+        if why is None:
+            record.end("peer", "closed (the peer stopped)")
+            return
+        record.end("peer", f"reset (its TLS upgrade failed: {why})")
+        self.event(at, record, "tls", note=f"upgrade failed: {why}")
 
     def held(self, record: ConnectionRecord, at: float) -> None:
         """The connection hangs from now on."""

@@ -174,10 +174,12 @@ def unexpected(
     peer_state: str,
     head: Rule | None,
     met: int,
+    peer: Script | None = None,
 ) -> UnexpectedData:
     """The failure for ``data`` that no rule of ``record``'s script took: what came, what
     the script waited for and why that did not match, and up to :data:`SIMILAR` close rules
-    (``met``: how many expectations of the script were met)."""
+    (``met``: how many expectations of the script were met); for a connection's own
+    script, which scripts were tried (``peer``: the peer's script)."""
     script = record.script
 
     def because(rule: Rule) -> str:
@@ -202,6 +204,7 @@ def unexpected(
         score = closeness(rule, data, stream)
         if score >= 1.0 or (score >= SIMILARITY and not exhausted(rule, counts(rule))):
             similar.append((score, rule))
+    lines.extend(_scripts(script, peer, data, stream))
     if similar:
         similar.sort(key=lambda pair: -pair[0])
         lines.append("  similar rules:")
@@ -228,6 +231,32 @@ def nothing_more(script: Script, met: int) -> str:
     if script.connect_rules:
         return "nothing: the script had no rule for messages when these bytes arrived"
     return "nothing: the script was empty when these bytes arrived"
+
+
+def _scripts(script: Script, peer: Script | None, data: bytes, stream: bool) -> list[str]:
+    """For a connection's own script: the scripts its message was tried against, and a hint
+    when a rule of the peer's script, which it replaces, would have taken it."""
+    number = script.connection
+    if number is None or peer is None:
+        return []
+    if script.parent is not None:
+        return [
+            f"  scripts:   connection #{number}'s own, then the peer's always and otherwise "
+            f"rules (on_connection({number}, inherit=True))"
+        ]
+    lines = [
+        f"  scripts:   connection #{number}'s own only (on_connection({number}) replaces the "
+        "peer's script)"
+    ]
+    taker = next((r for r in peer.permanent if closeness(r, data, stream) >= 1.0), None)
+    if taker is None and peer.fallbacks:
+        taker = peer.fallbacks[0]
+    if taker is not None:
+        lines.append(
+            f"  hint:      the peer's {taker.describe()} would take it: "
+            f"on_connection({number}, inherit=True) adds the peer's always and otherwise rules"
+        )
+    return lines
 
 
 def unmet_verdict(

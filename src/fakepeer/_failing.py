@@ -148,6 +148,7 @@ def unexpected(convo: Conversation, record: ConnectionRecord, data: bytes) -> Er
         peer_state=convo.rules.peer_state,
         head=convo.rules.head(script),
         met=met,
+        peer=convo.script,
     )
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
 from . import _hosting, _listening
+from ._closes import Closes
 from ._connection import Connection
 from ._conversation import Conversation
 from ._errors import (
@@ -50,7 +51,7 @@ async def _refused(server: PeerServer) -> None:
     server.refuse()
 
 
-class Host(Inspection):
+class Host(Closes, Inspection):
     """A server on loopback, served, recorded and judged; see the module docstring.
 
     ``title`` heads the transcript; the other keywords are :class:`~fakepeer.FakePeer`'s.
@@ -239,8 +240,9 @@ class Host(Inspection):
             finally:
                 _listening.release(self._where)
 
-    def _settle(self) -> None:
-        """Let the hub read what clients already sent before judging (hub-hosted peers)."""
+    def _settle(self, *, closes: bool = False) -> None:
+        """Let the hub read what clients already sent before judging (hub-hosted peers);
+        ``closes``: their closes too."""
         server = self._server
         loop = self._loop
         if (
@@ -249,7 +251,7 @@ class Host(Inspection):
             and not hub.in_hub_thread()
             and (loop is hub.loop() or hub.given_up(loop))
         ):
-            _hosting.settle(server)
+            _hosting.settle(server, closes=closes)
 
     def _refuse(self, refusing: bool) -> None:
         """Stop or resume listening, on the loop that serves. Listening resumes at once (the

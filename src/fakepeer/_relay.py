@@ -76,6 +76,7 @@ class Relay:
     def client_eof(self, at: float) -> list[Action]:
         """The client half-closed: the server gets an EOF, after what went before."""
         self.client_eof_seen = True
+        self.connection.end("client", "EOF")
         self.conversation.note(self.connection, at, "eof", "")
         return self._upstream([HalfClose()])
 
