@@ -94,6 +94,9 @@ class ResetOnAccept(_BeforeServing, Fault):
     def _checked(self) -> dict[str, object]:
         return {"probability": checked_probability(self.probability)}
 
+    def _chance(self) -> float:
+        return self.probability
+
     def _on_accept(self, state: FaultState) -> list[object]:
         return [Reset()]
 

@@ -165,7 +165,7 @@ class Faults:
             with peer._lock:
                 self._pending.append(fault)
                 on = f"on in {schedule.after:g} s{schedule.describe()}"
-                peer._conversation.note_peer(clock(), "fault", f"  {fault} scheduled: {on}")
+                peer._conversation.note_peer(clock(), "fault", f"{fault}: {on}")
             self._later(schedule.after, lambda: self._start(fault, schedule))
         else:
             self._switch_on(fault, schedule)
@@ -186,17 +186,16 @@ class Faults:
 
     def _start(self, fault: Fault, schedule: Schedule) -> None:
         """A timer: ``fault``, added with ``after``, is on (unless removed before)."""
-        with self._peer._lock:
-            if not _take(self._pending, fault):
-                return
-        self._switch_on(fault, schedule)
+        with self._peer._lock:  # (one step: a remove() now finds it pending, or on)
+            if _take(self._pending, fault):
+                self._switch_on(fault, schedule)
 
     def _remove(self, fault: Fault, why: str = "") -> None:
         peer = self._peer
         with peer._lock:
             conversation = peer._conversation
             if _take(self._pending, fault):  # removed before it was on
-                note = f"  {fault} unscheduled: removed before it was on"
+                note = f"{fault}: removed before it was on"
                 conversation.note_peer(clock(), "fault", note)
                 return
             if not conversation.remove_fault(fault, clock(), why):
