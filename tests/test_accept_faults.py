@@ -323,7 +323,10 @@ def test_a_udp_peer_takes_no_connect_phase_fault(fault: faults.Fault) -> None:
     ("make", "message"),
     [
         (lambda: faults.accept_delay(-1), r"accept_delay\(\) takes a number >= 0, got -1"),
-        (lambda: faults.accept_delay(1, "x"), r"accept_delay\(jitter=\) takes a finite number"),
+        (
+            lambda: faults.accept_delay(1, "x"),  # type: ignore[arg-type]
+            r"accept_delay\(jitter=\) takes a finite number",
+        ),
         (lambda: faults.reset_on_accept(2), r"probability takes a number from 0 to 1, got 2"),
     ],
 )

@@ -76,7 +76,7 @@ class Schedule:
         start = checked_number(after, "peer.faults.add(after=)")
         span = None if lasting is None else checked_number(lasting, "peer.faults.add(lasting=)")
         if span == 0:
-            raise ScriptError("peer.faults.add(lasting=) takes a number > 0, got 0")
+            raise ScriptError(f"peer.faults.add(lasting=) takes a number > 0, got {lasting!r}")
         count = (
             None if first is None else checked_count(first, "peer.faults.add(first=)", minimum=1)
         )
