@@ -10,8 +10,14 @@ import threading
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fakepeer import FakePeer, Lines, Proxy, ScriptError, faults
+from fakepeer._actions import Reset, Wait, Write
+from fakepeer._conversation import Conversation
+from fakepeer._faults import FaultState, on_accept
+from fakepeer._faultschedule import Schedule, in_force
 from fakepeer.faults import Fault
 
 TIMEOUT = 5.0
@@ -319,3 +325,57 @@ def test_a_tls_handshake_fault_counts_no_connections() -> None:
     peer = FakePeer(tls=True)
     with pytest.raises(ScriptError, match=r"acts on TLS handshakes and counts no connections"):
         peer.faults.add(faults.handshake_reset(), first=1)
+
+
+# -- the pure bookkeeping (no sockets) -------------------------------------------------------------
+
+
+@settings(max_examples=50)
+@given(first=st.integers(1, 6), connections=st.integers(0, 12))
+def test_first_n_deals_the_fault_to_exactly_the_first_n_connections(
+    first: int, connections: int
+) -> None:
+    conversation = Conversation(Lines())
+    fault = faults.truncate(1)
+    conversation.add_fault(fault, 0.0, Schedule(first=first))
+    records = [conversation.connect("client", float(n))[0] for n in range(connections)]
+    kept = [record.faults is not None and fault in record.faults.kept for record in records]
+    assert kept == [n < first for n in range(connections)]
+    assert (fault in in_force(conversation)) == (connections < first)
+
+
+def test_first_n_requests_are_counted_per_batch_of_writes() -> None:
+    conversation = Conversation(Lines())
+    fault = faults.truncate(1)
+    conversation.add_fault(fault, 0.0, Schedule(first=2, per="request"))
+    record, _ = conversation.connect("client", 0.0)
+    batches = [conversation.faulty(record, [Write(b"PONG\n")], 1.0) for _ in range(3)]
+    assert batches == [[Write(b"P")], [Write(b"P")], [Write(b"PONG\n")]]
+    assert conversation.faulty(record, [Wait(1.0)], 2.0) == [Wait(1.0)]  # nothing sent
+
+
+@pytest.mark.parametrize(
+    ("schedule", "shown"),
+    [
+        (Schedule(), ""),
+        (Schedule(lasting=2.0), " (for 2 s)"),
+        (Schedule(first=1), " (its first 1 connection)"),
+        (Schedule(lasting=0.5, first=3, per="request"), " (for 0.5 s, its first 3 requests)"),
+    ],
+)
+def test_how_a_schedule_is_shown(schedule: Schedule, shown: str) -> None:
+    assert schedule.describe() == shown
+
+
+@settings(max_examples=30)
+@given(seed=st.integers(0, 2**32), number=st.integers(1, 1000))
+def test_the_accept_draws_are_replayed_by_the_seed(seed: int, number: int) -> None:
+    drawn: list[Fault] = [faults.accept_delay(0.1, 0.05), faults.reset_on_accept(0.5)]
+
+    def run() -> list[object]:
+        return on_accept(drawn, FaultState.seeded(seed, number, "/accept"))
+
+    first = run()
+    assert first == run()
+    waits = [action.seconds for action in first if isinstance(action, Wait)]
+    assert first == [Reset()] or (len(waits) == 1 and 0.05 <= waits[0] <= 0.15)

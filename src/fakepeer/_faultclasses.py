@@ -315,7 +315,8 @@ _HELD: Final = {"Close": "close", "HalfClose": "half-close", "Reset": "reset"}
 
 
 def blackhole() -> Timeout:
-    """Accept connections and never answer: ``timeout(None)``."""
+    """Accept connections and never answer, nor close (the script's close is held back):
+    ``timeout(None)``."""
     return Timeout(None)
 
 
