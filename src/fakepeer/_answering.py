@@ -34,6 +34,7 @@ from ._errors import (
     ScriptError,
 )
 from ._faults import on_connect
+from ._faultschedule import faults_of
 from ._matchers import NEED_MORE, Matched, Matcher
 from ._script import Rule
 from ._state import ConnectionRecord, Phase, Transition
@@ -54,9 +55,10 @@ def greet(convo: Conversation, record: ConnectionRecord, at: float) -> Steps:
         if convo.rules.applies(rule, record):
             convo.rules.matched(rule)
             actions += yield from _replying.steps(convo, rule, record, None, b"", at=at)
-    if convo.faults:
+    faults = faults_of(convo, record)
+    if faults:
         actions = convo.shaped(record, actions, at)
-        actions.extend(on_connect(convo.faults, record.faults))  # type: ignore[arg-type]
+        actions.extend(on_connect(faults, record.faults))  # type: ignore[arg-type]
     return actions
 
 

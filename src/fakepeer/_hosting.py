@@ -104,7 +104,8 @@ def stop(server: PeerServer, timeout: float, *, wait: bool = True) -> None:
         server.abort()
         return
     with _at_rest(server, "stop") as resting:
-        if resting and not server.protocols:  # nobody connected or connecting
+        if resting and not (server.protocols or server.waiting):  # nobody connected or
+            # connecting (waiting: accepted, held back by an accept_delay fault)
             server.close()
             server.stop_listening()  # now, not on the hub's next turn
             with contextlib.suppress(RuntimeError):  # the loop is gone: nothing listens
