@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 import pytest
@@ -90,11 +91,22 @@ def _fault_timers() -> list[object]:
 
 
 def test_no_schedule_timer_left_on_the_hub_after_stop() -> None:
-    for _ in range(5):
-        peer = _pinging_peer()
-        with peer.serve():
-            peer.faults.add(faults.Latency(0.1), after=300)  # stop at once, the timer pending
-    assert _fault_timers() == []  # each holds its peer for 300 s
+    # Deterministic: the hub runs the timer's arm() only once the stop has disarmed (the
+    # race a stop right after add() loses whenever the hub thread is not scheduled first).
+    peer = _pinging_peer()
+    disarmed = threading.Event()
+    disarm = peer.faults._disarm
+
+    def disarm_then_go() -> None:
+        disarm()
+        disarmed.set()
+
+    peer.faults._disarm = disarm_then_go  # type: ignore[method-assign]
+    before = _fault_timers()
+    with peer.serve():
+        hub.loop().call_soon_threadsafe(disarmed.wait, 5)  # holds the hub until disarmed
+        peer.faults.add(faults.Latency(0.1), after=300)
+    assert [t for t in _fault_timers() if t not in before] == []  # holds its peer 300 s
 
 
 # 4. the lasting= timer of a removed fault removes the same fault added again ---------------
@@ -119,3 +131,35 @@ def test_negative_lasting_says_greater_than_zero() -> None:
     peer = _pinging_peer()
     with pytest.raises(ScriptError, match=r"lasting=\) takes a number > 0"):
         peer.faults.add(faults.Latency(0.1), lasting=-1)
+
+
+# 6. the transcript of a counted connect-phase fault: off before the connection it counted ------
+
+
+@pytest.mark.parametrize(
+    "fault", [faults.ResetOnAccept(), faults.AcceptDelay(0.01)], ids=["reset", "delay"]
+)
+def test_counted_accept_fault_goes_off_after_the_connection_it_took(fault: faults.Fault) -> None:
+    peer = _pinging_peer()
+    with peer.serve():
+        peer.faults.add(fault, first=1)
+        _served(peer.address)
+    lines = [line.split(None, 2)[2] for line in peer.render_transcript().splitlines()[1:]]
+    accept = next(i for i, line in enumerate(lines) if line.startswith("accept"))
+    off = next(i for i, line in enumerate(lines) if line.startswith("fault      -"))
+    # as for the other faults ("#1 connected", then "fault - ... (after its first
+    # connection)"): the connection met the fault while the transcript said it was on
+    assert accept < off, "\n".join(lines)
+
+
+# 7. a reset on accept names an accept_delay that did not act --------------------------------
+
+
+def test_reset_on_accept_names_only_the_faults_that_acted() -> None:
+    peer = _pinging_peer()
+    with peer.serve():
+        peer.faults.accept_delay(0.5)
+        peer.faults.reset_on_accept()
+        _served(peer.address)
+    line = next(x for x in peer.render_transcript().splitlines() if "reset as accepted" in x)
+    assert "accept_delay" not in line, line
