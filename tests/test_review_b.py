@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from fakepeer import FakePeer, Lines, ScriptError, faults
+from fakepeer import ConversationError, FakePeer, Lines, ScriptError, faults
 from fakepeer._hub import hub
 
 
@@ -163,3 +163,21 @@ def test_reset_on_accept_names_only_the_faults_that_acted() -> None:
         _served(peer.address)
     line = next(x for x in peer.render_transcript().splitlines() if "reset as accepted" in x)
     assert "accept_delay" not in line, line
+
+
+# 8. the hint names a peer rule that would not take the message (its state is not reached) ----
+
+
+def test_hint_does_not_offer_a_rule_whose_state_the_connection_is_not_in() -> None:
+    peer = FakePeer(framing=Lines(), timeout=0.5)
+    peer.always("GET").when("authed").reply("DATA")
+    peer.on_connection(1).expect("A").reply("a")
+    with peer.serve(), socket.create_connection(peer.address, timeout=2) as sock:
+        sock.sendall(b"A\n")
+        sock.recv(10)
+        sock.sendall(b"GET\n")
+        sock.recv(10)
+        with pytest.raises(ConversationError) as failure:
+            peer.check()
+    # with inherit=True the connection (in no state) would meet the same failure
+    assert "would take it" not in str(failure.value), str(failure.value)
