@@ -31,7 +31,7 @@ from ._steps import clock
 if TYPE_CHECKING:
     from ._peerserver import PeerServer
 
-__all__ = ["admit", "drain", "fill", "is_filler", "release"]
+__all__ = ["admit", "drain", "fill", "is_filler", "release", "release_fillers"]
 
 _LINGER_RESET: Final = struct.pack("ii", 1, 0)
 #: How long :func:`fill` waits for its filler to be queued (loopback: microseconds).
@@ -148,6 +148,11 @@ def drain(server: PeerServer) -> None:
         listener.listen(server.backlog)
     if server.listeners and not server.closed:
         server.attach()  # accepts what is queued now, the fillers' connections too
+    _close_fillers(server)
+
+
+def release_fillers(server: PeerServer) -> None:
+    """Close the fillers (those of sockets no longer listening, after a ``refuse``)."""
     _close_fillers(server)
 
 

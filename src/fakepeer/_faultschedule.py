@@ -81,8 +81,12 @@ class Schedule:
         :class:`~fakepeer.ScriptError` naming the keyword for a bad one, or one the fault
         cannot have."""
         start = checked_number(after, "peer.faults.add(after=)")
-        span = None if lasting is None else checked_number(lasting, "peer.faults.add(lasting=)")
-        if span == 0:
+        span = (  # (the sign checked below: "> 0", which -1 breaks as 0 does)
+            None
+            if lasting is None
+            else checked_number(lasting, "peer.faults.add(lasting=)", minimum=-float("inf"))
+        )
+        if span is not None and span <= 0:
             raise ScriptError(f"peer.faults.add(lasting=) takes a number > 0, got {lasting!r}")
         count = (
             None if first is None else checked_count(first, "peer.faults.add(first=)", minimum=1)

@@ -236,7 +236,10 @@ class Faults:
                 what()
 
         def arm() -> None:
-            self._timers.append(loop.call_later(max(0.0, when - clock()), fire))
+            with peer._lock:  # (a stop disarmed before this ran: no timer to leave behind)
+                if peer._state != "serving":
+                    return
+                self._timers.append(loop.call_later(max(0.0, when - clock()), fire))
 
         try:
             here = asyncio.get_running_loop() is loop
@@ -258,8 +261,10 @@ class Faults:
                 loop.call_soon_threadsafe(_cancel, timers)
 
     def clear(self) -> None:
-        """Remove every fault."""
-        for fault in list(self):
+        """Remove every fault, those added with ``after`` and not on yet too."""
+        with self._peer._lock:
+            pending = list(self._pending)
+        for fault in [*pending, *self]:
             self._remove(fault)
 
     def __iter__(self) -> Iterator[Fault]:

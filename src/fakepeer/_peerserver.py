@@ -262,6 +262,11 @@ class PeerServer:
                 for sock in socks:
                     sock.close()
             return
+        if self.queue_full:  # accept_queue_full is still on: fill the new sockets' queues
+            self.queue_full = False
+            _accepting.release_fillers(self)
+            _accepting.fill(self)
+            return
         self.attach()
 
     def abort_listener(self) -> None:
