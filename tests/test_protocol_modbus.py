@@ -6,7 +6,9 @@ specifications lay them out (tables, no sockets), the framing however the bytes 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -134,7 +136,7 @@ def test_a_response_that_does_not_fit_its_request_fails_the_reply() -> None:
         (lambda: modbus.read_coils(-1), "modbus.read_coils(address=...) takes a whole number"),
         (lambda: modbus.read_holding_registers(0, 2, unit=256), "(unit=...) takes a whole"),
         (lambda: modbus.write_single_coil(1, 1), "takes True, False or ANY, got 1"),
-        (lambda: modbus.response("x"), "modbus.response() takes the data as bytes"),
+        (lambda: modbus.response("x"), "modbus.response() takes the data as bytes"),  # type: ignore[arg-type]
         (lambda: modbus.framing(max_length=7), "modbus.framing(max_length=...) takes"),
         (lambda: modbus.device(object()), "takes a FakePeer or a ConnectionScript"),  # type: ignore[arg-type]
         (
@@ -232,19 +234,22 @@ def test_a_frame_over_max_length_names_the_keyword() -> None:
 # -- real clients: pymodbus ------------------------------------------------------------------------
 
 
-def client(peer: FakePeer) -> ModbusTcpClient:
-    sync = ModbusTcpClient(peer.host, port=peer.port, timeout=TIMEOUT, retries=0)
-    assert sync.connect()
-    return sync
+@contextlib.contextmanager
+def client(peer: FakePeer) -> Iterator[ModbusTcpClient]:
+    """A connected pymodbus client that does not retry."""
+    sync: Any = ModbusTcpClient(peer.host, port=peer.port, timeout=TIMEOUT, retries=0)
+    assert sync.connect()  # pymodbus leaves connect() and close() unannotated
+    try:
+        yield sync
+    finally:
+        sync.close()
 
 
 def test_pymodbus_reads_holding_registers() -> None:
     peer = FakePeer(framing=modbus.framing())
     peer.expect(modbus.read_holding_registers(0, 2)).reply(modbus.registers([1, 2]))
-    with peer.serve():
-        sync = client(peer)
+    with peer.serve(), client(peer) as sync:
         assert sync.read_holding_registers(0, count=2).registers == [1, 2]
-        sync.close()
 
 
 def test_pymodbus_reads_writes_and_exceptions() -> None:
@@ -257,8 +262,7 @@ def test_pymodbus_reads_writes_and_exceptions() -> None:
     peer.expect(modbus.write_multiple_registers(8, [1, 2, 3])).reply(modbus.written())
     peer.expect(modbus.write_single_coil(1, True)).reply(modbus.written())
     peer.expect(modbus.write_multiple_coils(2, [True, False, True])).reply(modbus.written())
-    with peer.serve():
-        sync = client(peer)
+    with peer.serve(), client(peer) as sync:
         bits = sync.read_coils(5, count=10, device_id=3).bits
         assert bits[:10] == [True, False, True, True, False, False, False, False, True, True]
         failed = sync.read_input_registers(100, count=1)
@@ -268,7 +272,6 @@ def test_pymodbus_reads_writes_and_exceptions() -> None:
         assert not sync.write_registers(8, [1, 2, 3]).isError()
         assert sync.write_coil(1, True).bits[0] is True
         assert sync.write_coils(2, [True, False, True]).count == 3
-        sync.close()
     transactions = [modbus.parse(m).transaction for m in peer.connections[0].received]
     assert transactions == sorted(set(transactions))  # each response echoed its own
 
@@ -296,11 +299,9 @@ def test_a_read_of_the_wrong_address_fails_with_a_diagnosis() -> None:
     peer.expect(modbus.read_holding_registers(0, 2)).reply(modbus.registers([1, 2]))
 
     def run() -> None:
-        with peer.serve():
-            sync = client(peer)
-            with pytest.raises(ConnectionException):  # the peer closed the connection
-                sync.read_holding_registers(5, count=2)
-            sync.close()
+        # the peer closes the connection on data it did not expect
+        with peer.serve(), client(peer) as sync, pytest.raises(ConnectionException):
+            sync.read_holding_registers(5, count=2)
 
     with pytest.raises(UnexpectedData) as caught:
         run()
@@ -314,11 +315,8 @@ def test_a_response_of_the_wrong_size_fails_the_reply() -> None:
     peer.expect(modbus.read_holding_registers(0)).reply(modbus.registers([1, 2]))
 
     def run() -> None:
-        with peer.serve():
-            sync = client(peer)
-            with pytest.raises(ConnectionException):
-                sync.read_holding_registers(0, count=3)
-            sync.close()
+        with peer.serve(), client(peer) as sync, pytest.raises(ConnectionException):
+            sync.read_holding_registers(0, count=3)
 
     with pytest.raises(ReplyFailed, match=r"registers\(\) has 2 values for a request of 3"):
         run()

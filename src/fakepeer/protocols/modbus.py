@@ -165,31 +165,42 @@ def request(
     return RequestMatcher(fields)
 
 
-def _read(function: Function) -> Callable[[object, object, object], Matcher]:
+def _read(function: Function, address: object, count: object, unit: object) -> Matcher:
     name = function.name.lower()
-
-    def matcher(address: object = ANY, count: object = ANY, unit: object = ANY) -> Matcher:
-        return RequestMatcher(
-            {
-                "function": function,
-                "address": _number(name, "address", address, 0xFFFF),
-                "count": _number(name, "count", count, 0xFFFF),
-                "unit": _number(name, "unit", unit, 255),
-            }
-        )
-
-    matcher.__name__ = matcher.__qualname__ = name
-    matcher.__doc__ = (
-        f"A {name.replace('_', ' ')} request (function {int(function)}) from ``address`` "
-        "(0-based), for ``count`` items, to ``unit``."
+    return RequestMatcher(
+        {
+            "function": function,
+            "address": _number(name, "address", address, 0xFFFF),
+            "count": _number(name, "count", count, 0xFFFF),
+            "unit": _number(name, "unit", unit, 255),
+        }
     )
-    return matcher
 
 
-read_coils = _read(Function.READ_COILS)
-read_discrete_inputs = _read(Function.READ_DISCRETE_INPUTS)
-read_holding_registers = _read(Function.READ_HOLDING_REGISTERS)
-read_input_registers = _read(Function.READ_INPUT_REGISTERS)
+def read_coils(address: object = ANY, count: object = ANY, unit: object = ANY) -> Matcher:
+    """A read coils request (function 1) from ``address`` (0-based), for ``count`` coils, to
+    ``unit``."""
+    return _read(Function.READ_COILS, address, count, unit)
+
+
+def read_discrete_inputs(address: object = ANY, count: object = ANY, unit: object = ANY) -> Matcher:
+    """A read discrete inputs request (function 2) from ``address``, for ``count`` inputs,
+    to ``unit``."""
+    return _read(Function.READ_DISCRETE_INPUTS, address, count, unit)
+
+
+def read_holding_registers(
+    address: object = ANY, count: object = ANY, unit: object = ANY
+) -> Matcher:
+    """A read holding registers request (function 3) from ``address``, for ``count``
+    registers, to ``unit``."""
+    return _read(Function.READ_HOLDING_REGISTERS, address, count, unit)
+
+
+def read_input_registers(address: object = ANY, count: object = ANY, unit: object = ANY) -> Matcher:
+    """A read input registers request (function 4) from ``address``, for ``count``
+    registers, to ``unit``."""
+    return _read(Function.READ_INPUT_REGISTERS, address, count, unit)
 
 
 def write_single_coil(address: object = ANY, value: object = ANY, unit: object = ANY) -> Matcher:
