@@ -274,9 +274,9 @@ def test_marker_typo_is_a_clear_error(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "*TypeError: unknown fakepeer option(s): framming; "
-            "the options are: framing, name, host, port, unix, transport, timeout, seed, "
-            "external, max_send_buffer, transcript_budget, max_clients, serve_in, tls, "
-            "tls_hostnames, tls_min_version, tls_max_version, tls_alpn, tls_client_cert"
+            "the options are: framing, reply_framing, name, host, port, unix, transport, "
+            "timeout, seed, external, max_send_buffer, transcript_budget, max_clients, serve_in, "
+            "tls, tls_hostnames, tls_min_version, tls_max_version, tls_alpn, tls_client_cert"
         ]
     )
 

@@ -35,7 +35,16 @@ from ._errors import (
 )
 from ._faults import Fault
 from ._faultset import ActiveFault, Faults
-from ._framing import Delimited, Fixed, Framing, LengthPrefixed, Lines, Raw, StxEtx
+from ._framing import (
+    Delimited,
+    Fixed,
+    Framing,
+    LengthField,
+    LengthPrefixed,
+    Lines,
+    Raw,
+    StxEtx,
+)
 from ._matchers import (
     ANY,
     NEED_MORE,
@@ -80,6 +89,7 @@ __all__ = [
     "HandlerFunction",
     "HubBlocked",
     "IncompleteMessage",
+    "LengthField",
     "LengthPrefixed",
     "Lines",
     "LoopBlocked",

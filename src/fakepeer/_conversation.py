@@ -82,8 +82,11 @@ class Conversation:
         *,
         transcript_budget: int | None = DEFAULT_BUDGET,
         seed: int = 0,
+        reply_framing: Framing | None = None,
     ) -> None:
         self.framing = framing
+        #: What frames the peer's writes (replies, greetings, pushes): ``framing`` by default.
+        self.reply_framing = framing if reply_framing is None else reply_framing
         self.stream = framing.streaming
         #: Each ``receive`` is one whole message (a datagram: the framing says ``datagrams``).
         self.datagrams = getattr(framing, "datagrams", False) is True

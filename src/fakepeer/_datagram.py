@@ -60,7 +60,7 @@ class DatagramFraming:
 
 
 def check_options(
-    transport: object, *, framing: object, unix: object, tls: object
+    transport: object, *, framing: object, reply_framing: object = None, unix: object, tls: object
 ) -> DatagramFraming | None:
     """The framing of a peer of ``transport``: ``None`` for TCP (its own), a
     :class:`DatagramFraming` for UDP. :class:`~fakepeer.ScriptError` for a transport not
@@ -84,6 +84,12 @@ def check_options(
             f"FakePeer(transport='udp', framing={framing!r}): each datagram is one message "
             "already, so a UDP peer takes no framing; leave framing= out (match a datagram "
             "with a matcher: prefix(), regex...)"
+        )
+    if reply_framing is not None:
+        raise ScriptError(
+            f"FakePeer(transport='udp', reply_framing={reply_framing!r}): each reply is one "
+            "datagram, sent as given, so a UDP peer takes no reply framing; leave "
+            "reply_framing= out (build each reply's bytes whole)"
         )
     return DatagramFraming()
 

@@ -14,7 +14,7 @@ from typing import Final
 
 from . import _matchers
 from ._errors import UnexpectedData, UnmetExpectations
-from ._framing import Delimited, Fixed, Framing, LengthPrefixed, Lines, StxEtx
+from ._framing import Delimited, Fixed, Framing, LengthField, LengthPrefixed, Lines, StxEtx
 from ._matchers import NEED_MORE
 from ._script import Rule
 from ._state import ConnectionRecord
@@ -220,6 +220,9 @@ def waits_for(framing: Framing, buffer: bytes | bytearray) -> str:
         return f"{framing!r} waits for {n - count} more of its {n} bytes"
     if kind is StxEtx:
         return f"{framing!r} waits for ETX (0x03) to end the frame"
+    if kind is LengthField:
+        words: str = framing._waits_for(buffer)  # type: ignore[attr-defined]
+        return words
     return f"{framing!r} cut no whole message from them"
 
 

@@ -7,6 +7,8 @@ Built-in framings, and what one message looks like on the wire:
 :class:`Lines`                  the message, then a delimiter (default: a newline)
 :class:`Delimited`              the message, then a delimiter (any bytes, no default)
 :class:`LengthPrefixed`         an unsigned length (1, 2, 4 or 8 bytes), then the message
+:class:`LengthField`            a header with a length field at an offset (or a varint),
+                                then the bytes it declares, adjusted (Netty's terms)
 :class:`Fixed`                  exactly ``n`` bytes
 :class:`StxEtx`                 STX (``0x02``), the message, ETX (``0x03``)
 ==============================  ==============================================================
@@ -65,7 +67,7 @@ same arguments, and their ``repr`` is the call that makes them.
 This module holds the contract: the :class:`Framing` protocol, the :class:`Decoder` that
 cuts one connection's messages with any framing (and skips work for the built-in ones), and
 :func:`check_framing`, which vets what a script passed. The built-in framings themselves are
-in ``fakepeer._builtin_framings`` (exported from here too).
+in ``fakepeer._builtin_framings`` and ``fakepeer._lengthfield`` (exported from here too).
 """
 
 from __future__ import annotations
@@ -74,12 +76,14 @@ from typing import Final, Protocol, cast, runtime_checkable
 
 from ._builtin_framings import Delimited, Fixed, LengthPrefixed, Lines, Raw, StxEtx
 from ._errors import ScriptError
+from ._lengthfield import LengthField
 
 __all__ = [
     "Decoder",
     "Delimited",
     "Fixed",
     "Framing",
+    "LengthField",
     "LengthPrefixed",
     "Lines",
     "Raw",
@@ -104,7 +108,7 @@ class Framing(Protocol):
 
 
 #: Framings whose decoding :class:`Decoder` knows (see :class:`_Incremental`).
-_BUILT_IN: Final = frozenset({Raw, Delimited, Lines, LengthPrefixed, Fixed, StxEtx})
+_BUILT_IN: Final = frozenset({Raw, Delimited, Lines, LengthPrefixed, LengthField, Fixed, StxEtx})
 
 
 class _Incremental(Protocol):
@@ -192,8 +196,9 @@ class Decoder:
         self._mark = 0
 
 
-def check_framing(framing: object) -> Framing:
-    """Return ``framing`` if it follows the protocol, else raise :class:`ScriptError`.
+def check_framing(framing: object, keyword: str = "framing") -> Framing:
+    """Return ``framing`` if it follows the protocol, else raise :class:`ScriptError` (which
+    names the ``keyword`` it was given as when the mistake is the keyword's).
 
     ``None`` gives :class:`Raw`. A custom framing's optional ``max_length`` must be a whole
     number >= 1 (or ``None``).
@@ -203,7 +208,7 @@ def check_framing(framing: object) -> Framing:
     if type(framing) in _BUILT_IN:  # fast path: isinstance on a Protocol is slow
         return framing  # type: ignore[return-value]  # they all follow the protocol
     if isinstance(framing, type):
-        raise ScriptError(f"framing must be an instance, not the class: use {framing.__name__}()")
+        raise ScriptError(f"{keyword} must be an instance, not the class: use {framing.__name__}()")
     if not isinstance(framing, Framing):
         raise ScriptError(
             f"{framing!r} is not a framing: it needs .streaming, .decode(buffer, eof) "

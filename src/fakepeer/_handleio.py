@@ -34,7 +34,7 @@ class HandleIO:
     def send(self, data: bytes) -> None:
         protocol = self.protocol
         server = protocol.server
-        framed = server.conversation.framing.encode(data)
+        framed = server.conversation.reply_framing.encode(data)
         with server.lock:
             transport = protocol.transport
             waiting = protocol.pushing + (

@@ -66,6 +66,7 @@ class Host(Inspection):
         *,
         title: str,
         framing: Framing | None = None,
+        reply_framing: Framing | None = None,
         name: str = "fake peer",
         host: str = "127.0.0.1",
         port: int = 0,
@@ -77,6 +78,10 @@ class Host(Inspection):
         transcript_budget: int | None = DEFAULT_BUDGET,
     ) -> None:
         self.framing: Framing = check_framing(framing)
+        #: What frames the peer's writes: ``framing`` unless ``reply_framing`` was given.
+        self.reply_framing: Framing = (
+            self.framing if reply_framing is None else check_framing(reply_framing, "reply_framing")
+        )
         self.name = name
         owner = type(self).__name__
         self._where = _listening.where(host, port, unix, external=external, owner=owner)
@@ -112,6 +117,7 @@ class Host(Inspection):
             title,
             transcript_budget=transcript_budget,
             seed=random.getrandbits(32) if seed is None else seed,
+            reply_framing=self.reply_framing,
         )
         self._handles: list[Connection] = []  # the user's handles, kept after the stop
         #: Network faults on what the peer sends; see :class:`Faults`.

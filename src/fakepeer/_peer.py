@@ -138,6 +138,11 @@ class FakePeer(Host, _Scripting):
 
     - ``framing``: how the client's bytes are cut into messages; ``None`` means
       :class:`~fakepeer.Raw`.
+    - ``reply_framing``: how what the peer sends is framed (replies, greetings, sends,
+      pushes, :meth:`broadcast`, ``connection.send()`` in handlers): its ``encode``;
+      ``None`` (the default) means the same as ``framing``. For replies framed otherwise
+      than requests: ``FakePeer(framing=Fixed(12), reply_framing=Raw())`` cuts 12-byte
+      requests and sends replies as written. :attr:`reply_framing` is the one in use.
     - ``name``: shown in transcripts and failure reports.
     - ``host``, ``port``: where to listen; port 0 lets the OS choose a free port. ``host``
       is a literal address (``'::1'`` and ``'[::1]'`` alike) or a name, resolved once: the
@@ -192,10 +197,10 @@ class FakePeer(Host, _Scripting):
     - ``transport``: ``"tcp"`` (the default: a byte stream, or a Unix socket's) or
       ``"udp"``: a datagram peer (see the UDP how-to). Each datagram is one message, each
       reply one datagram to the sender's address; a "connection" is a client address, in
-      the order of their first datagram. UDP takes no ``framing``, ``unix``, ``tls``,
-      greeting, handler, ``.close()``/``.half_close()``/``.reset()`` or stream fault: each
-      is a :class:`~fakepeer.ScriptError` naming the combination. :attr:`address` is
-      ``(host, port)`` of the UDP socket.
+      the order of their first datagram. UDP takes no ``framing``, ``reply_framing``,
+      ``unix``, ``tls``, greeting, handler, ``.close()``/``.half_close()``/``.reset()`` or
+      stream fault: each is a :class:`~fakepeer.ScriptError` naming the combination.
+      :attr:`address` is ``(host, port)`` of the UDP socket.
     - ``max_clients``: UDP only, the most client addresses served (default 1024): a
       datagram from one more is dropped, and fails the verdict naming this keyword. Given
       to a TCP peer, it is a :class:`~fakepeer.ScriptError`.
@@ -205,6 +210,7 @@ class FakePeer(Host, _Scripting):
         self,
         *,
         framing: Framing | None = None,
+        reply_framing: Framing | None = None,
         name: str = "fake peer",
         host: str = "127.0.0.1",
         port: int = 0,
@@ -223,7 +229,9 @@ class FakePeer(Host, _Scripting):
         transport: str = "tcp",
         max_clients: int = MAX_CLIENTS,
     ) -> None:
-        datagrams = _datagram.check_options(transport, framing=framing, unix=unix, tls=tls)
+        datagrams = _datagram.check_options(
+            transport, framing=framing, reply_framing=reply_framing, unix=unix, tls=tls
+        )
         self._udp = datagrams is not None
         if isinstance(max_clients, bool) or not isinstance(max_clients, int) or max_clients < 1:
             raise ScriptError(
@@ -241,6 +249,7 @@ class FakePeer(Host, _Scripting):
         super().__init__(
             title=f"fake peer {name!r}",
             framing=framing if datagrams is None else datagrams,
+            reply_framing=reply_framing,
             name=name,
             host=host,
             port=port,
@@ -285,7 +294,10 @@ class FakePeer(Host, _Scripting):
             return "<FakePeer, not made>"
         serving = self._state in ("listening", "serving")
         where = f" on {self._where_text()}" if serving else ""
-        return f"<FakePeer {self.name!r} {self._state}{where} framing={self.framing!r}>"
+        replies = (
+            "" if self.reply_framing == self.framing else f" reply_framing={self.reply_framing!r}"
+        )
+        return f"<FakePeer {self.name!r} {self._state}{where} framing={self.framing!r}{replies}>"
 
     # -- mutual TLS --------------------------------------------------------------------------
 

@@ -147,7 +147,9 @@ def write(
         )
         return _failing.fail(convo, problem, record, at)
     try:
-        return [_tuple(Write, (convo.framing.encode(data),))]  # Write(...), without its __new__
+        return [
+            _tuple(Write, (convo.reply_framing.encode(data),))
+        ]  # Write(...), without its __new__
     except ScriptError as error:  # e.g. a reply of the wrong size for Fixed(n)
         problem = ScriptError(f"{rule.describe()}: {error.diagnosis}")
         problem.__cause__ = error

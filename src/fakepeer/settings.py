@@ -130,8 +130,8 @@ OPTIONS: Final = (
 
 #: The markers, as ``pytest --markers`` shows them.
 MARKERS: Final = (
-    "fakepeer(framing=None, name='fake peer', host='127.0.0.1', port=0, unix=None, "
-    "transport='tcp', timeout=5.0, external=False, max_send_buffer=4194304, "
+    "fakepeer(framing=None, reply_framing=None, name='fake peer', host='127.0.0.1', port=0, "
+    "unix=None, transport='tcp', timeout=5.0, external=False, max_send_buffer=4194304, "
     "transcript_budget=65536, max_clients=1024, serve_in='hub', tls=False, "
     "tls_hostnames=None, tls_min_version=None, tls_max_version=None, tls_alpn=None, "
     "tls_client_cert=False): "
@@ -184,6 +184,7 @@ class PeerOptions:
     """Options of a peer made by the fixtures; marker keywords replace fields by name."""
 
     framing: Framing | None = None
+    reply_framing: Framing | None = None
     name: str = "fake peer"
     host: str = "127.0.0.1"
     port: int = 0
@@ -258,6 +259,7 @@ class PeerOptions:
         return FakePeer(
             seed=self.seed,
             framing=self.framing,
+            reply_framing=self.reply_framing,
             name=self.name,
             host=self.host,
             port=self.port,
@@ -284,7 +286,8 @@ class PeerOptions:
         upstream_server_hostname: str | None = None,
     ) -> Proxy:
         """A :class:`~fakepeer.Proxy` in front of ``upstream`` with these options
-        (``framing``, ``serve_in`` and the UDP ones aside; ``tls`` must be a bool)."""
+        (``framing``, ``reply_framing``, ``serve_in`` and the UDP ones aside; ``tls`` must be
+        a bool)."""
         return Proxy(
             upstream,
             seed=self.seed,
@@ -314,6 +317,7 @@ class PeerFactory(Protocol):
         self,
         *,
         framing: Framing | None = ...,
+        reply_framing: Framing | None = ...,
         name: str = ...,
         host: str = ...,
         port: int = ...,

@@ -47,7 +47,7 @@ class _Offline:
 
     def send(self, data: bytes) -> None:
         conversation = self._rehearsal.conversation
-        framed = conversation.framing.encode(data)
+        framed = conversation.reply_framing.encode(data)
         self._rehearsal._written += self._rehearsal._perform(self._record, [Push(framed)])
 
     def close(self) -> None:
