@@ -95,10 +95,15 @@ __all__ = [
 ]
 
 
+#: 1: the device does not have this function.
 ILLEGAL_FUNCTION: Final = ExceptionCode.ILLEGAL_FUNCTION
+#: 2: an address the device does not have (or a range that goes past its last).
 ILLEGAL_DATA_ADDRESS: Final = ExceptionCode.ILLEGAL_DATA_ADDRESS
+#: 3: a value the request may not hold (a count of 0, or over the most a read may ask).
 ILLEGAL_DATA_VALUE: Final = ExceptionCode.ILLEGAL_DATA_VALUE
+#: 4: the device failed while serving the request.
 SERVER_DEVICE_FAILURE: Final = ExceptionCode.SERVER_DEVICE_FAILURE
+#: 6: the device is busy with a long request: try again later.
 SERVER_DEVICE_BUSY: Final = ExceptionCode.SERVER_DEVICE_BUSY
 
 
