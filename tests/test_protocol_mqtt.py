@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable, Iterator
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -376,6 +377,25 @@ class Paho:
         self.client.loop_stop()
 
 
+PahoFactory = Callable[..., Paho]
+
+
+@pytest.fixture
+def paho_client() -> Iterator[PahoFactory]:
+    """Makes :class:`Paho` clients, and stops their threads at teardown, failed test or not
+    (paho reconnects for ever when a connection drops: no thread may outlive its test)."""
+    made: list[Paho] = []
+
+    def make(peer: FakePeer, protocol: MQTTProtocolVersion, keepalive: int = 60) -> Paho:
+        client = Paho(peer, protocol, keepalive)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.client.loop_stop()
+
+
 VERSIONS = [(MQTTProtocolVersion.MQTTv311, 4), (MQTTProtocolVersion.MQTTv5, 5)]
 
 
@@ -384,7 +404,9 @@ def version(request: pytest.FixtureRequest) -> tuple[MQTTProtocolVersion, int]:
     return request.param  # type: ignore[no-any-return]
 
 
-def test_paho_connect_subscribe_publish(version: tuple[MQTTProtocolVersion, int]) -> None:
+def test_paho_connect_subscribe_publish(
+    version: tuple[MQTTProtocolVersion, int], paho_client: PahoFactory
+) -> None:
     protocol, level = version
     peer = FakePeer(framing=mqtt.framing())
     mqtt.handshake(peer)
@@ -393,8 +415,9 @@ def test_paho_connect_subscribe_publish(version: tuple[MQTTProtocolVersion, int]
     )
     peer.expect(mqtt.publish("cmd/led", b"on", qos=0))
     peer.expect(mqtt.publish("cmd/led", b"off", qos=1)).reply(mqtt.puback())
+    peer.expect(mqtt.disconnect())
     with peer.serve():
-        client = Paho(peer, protocol)
+        client = paho_client(peer, protocol)
         client.wait(client.connected)
         client.client.subscribe("sensors/#")
         client.wait(client.subscribed)
@@ -415,7 +438,9 @@ def test_paho_connect_subscribe_publish(version: tuple[MQTTProtocolVersion, int]
     assert {mqtt.parse(m).version for m in connection.received[:4]} == {level}
 
 
-def test_paho_pushes_at_qos_1_and_pings(version: tuple[MQTTProtocolVersion, int]) -> None:
+def test_paho_pushes_at_qos_1_and_pings(
+    version: tuple[MQTTProtocolVersion, int], paho_client: PahoFactory
+) -> None:
     protocol, level = version
     peer = FakePeer(framing=mqtt.framing())
     mqtt.handshake(peer)
@@ -424,7 +449,7 @@ def test_paho_pushes_at_qos_1_and_pings(version: tuple[MQTTProtocolVersion, int]
     peer.expect(mqtt.packet("PUBACK", packet_id=42))
     peer.expect(mqtt.pingreq()).reply(mqtt.pingresp())
     with peer.serve():
-        client = Paho(peer, protocol, keepalive=1)
+        client = paho_client(peer, protocol, keepalive=1)
         client.wait(client.connected)
         client.client.subscribe("alerts", qos=1)
         client.wait(client.received)
@@ -433,18 +458,17 @@ def test_paho_pushes_at_qos_1_and_pings(version: tuple[MQTTProtocolVersion, int]
         client.stop()
 
 
-def test_a_client_that_publishes_elsewhere_fails_with_a_diagnosis() -> None:
+def test_a_client_that_publishes_elsewhere_fails_with_a_diagnosis(paho_client: PahoFactory) -> None:
     peer = FakePeer(framing=mqtt.framing())
     mqtt.handshake(peer)
     peer.expect(mqtt.publish("cmd/led", b"on"))
 
     def run() -> None:
         with peer.serve():
-            client = Paho(peer, MQTTProtocolVersion.MQTTv311)
+            client = paho_client(peer, MQTTProtocolVersion.MQTTv311)
             client.wait(client.connected)
             client.client.publish("cmd/lamp", b"on").wait_for_publish(TIMEOUT)
             peer.wait_until_done(timeout=TIMEOUT)
-            client.client.loop_stop()
 
     with pytest.raises(UnexpectedData) as caught:
         run()
@@ -453,18 +477,17 @@ def test_a_client_that_publishes_elsewhere_fails_with_a_diagnosis() -> None:
     assert "is an MQTT PUBLISH that has topic 'cmd/lamp', not 'cmd/led'" in text
 
 
-def test_a_suback_with_the_wrong_number_of_codes_fails_the_reply() -> None:
+def test_a_suback_with_the_wrong_number_of_codes_fails_the_reply(paho_client: PahoFactory) -> None:
     peer = FakePeer(framing=mqtt.framing())
     mqtt.handshake(peer)
     peer.expect(mqtt.subscribe("a")).reply(mqtt.suback(0, 1))
 
     def run() -> None:
         with peer.serve():
-            client = Paho(peer, MQTTProtocolVersion.MQTTv311)
+            client = paho_client(peer, MQTTProtocolVersion.MQTTv311)
             client.wait(client.connected)
             client.client.subscribe("a")
             peer.wait_until_done(timeout=TIMEOUT)
-            client.client.loop_stop()
 
     with pytest.raises(ReplyFailed, match=r"has 2 codes for a SUBSCRIBE of 1 topic filters"):
         run()
@@ -487,8 +510,11 @@ async def test_aiomqtt(protocol: aiomqtt.ProtocolVersion, level: int) -> None:
     )
     peer.expect(mqtt.publish("cmd/led", b"on", qos=1)).reply(mqtt.puback())
     peer.expect(mqtt.publish("cmd/led", b"off", qos=0))
+    peer.expect(mqtt.pingreq()).reply(mqtt.pingresp())  # a second later
     async with peer.serve():
-        client = aiomqtt.Client(peer.host, peer.port, protocol=protocol, identifier="kit")
+        client = aiomqtt.Client(
+            peer.host, peer.port, protocol=protocol, identifier="kit", keepalive=1
+        )
         async with client:
             await client.subscribe("sensors/+/temp")
             async with asyncio.timeout(TIMEOUT):
@@ -496,7 +522,7 @@ async def test_aiomqtt(protocol: aiomqtt.ProtocolVersion, level: int) -> None:
             assert (str(message.topic), message.payload) == ("sensors/kitchen/temp", b"19.0")
             await client.publish("cmd/led", b"on", qos=1, timeout=TIMEOUT)
             await client.publish("cmd/led", b"off")
-        await peer.wait_until_done_async(timeout=TIMEOUT)
+            await peer.wait_until_done_async(timeout=TIMEOUT)  # up to the PINGREQ
     connect = mqtt.parse(peer.connections[0].received[0])
     assert isinstance(connect, mqtt.Connect)
     assert (connect.client_id, connect.version) == ("kit", level)
