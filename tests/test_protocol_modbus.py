@@ -189,8 +189,8 @@ def test_descriptions_and_explanations() -> None:
         "is a Modbus read_holding_registers (function 3) request that has address 5, not 0"
     )
     assert read.explain(frame(1, 1, b"\x06\x00\x07\x00\x63")) == (
-        "is a Modbus write_single_register (function 6) request that has function "
-        "write_single_register (function 6), not read_holding_registers (function 3)"
+        "is a Modbus write_single_register (function 6) request, not "
+        "read_holding_registers (function 3)"
     )
     assert read.explain(b"\x00\x01\x00\x07" + READ_HOLDING[4:]) == (
         "is not a Modbus/TCP request: its protocol identifier is 7, not 0"

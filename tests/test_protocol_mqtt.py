@@ -168,6 +168,9 @@ def test_message_is_a_publish_from_the_broker() -> None:
         (lambda: mqtt.message("t", version=6), "(version=...) takes one of 3, 4, 5, got 6"),
         (lambda: mqtt.publish("t", qos=True), "mqtt.publish(qos=...) takes one of ANY, 0, 1, 2"),
         (lambda: mqtt.publish(""), "takes a topic as a non-empty str or ANY"),
+        (lambda: mqtt.publish(payload=1), "takes a payload as bytes, str, a fakepeer Matcher"),
+        (lambda: mqtt.subscribe(""), "mqtt.subscribe(topic_filter=...) takes a non-empty str"),
+        (lambda: mqtt.connect(5), "mqtt.connect(client_id=...) takes a str or ANY, got 5"),
         (lambda: mqtt.packet("PUBLISHED"), "takes a packet type (CONNECT, CONNACK, PUBLISH"),
         (lambda: mqtt.connack(code=256), "mqtt.connack() takes a code from 0 to 255, got 256"),
         (lambda: mqtt.framing(max_length=1), "mqtt.framing(max_length=...) takes a whole"),
@@ -202,6 +205,8 @@ def test_matchers_by_type_and_fields() -> None:
     assert isinstance(matched(mqtt.connect(), CONNECT_4), mqtt.Connect)
     assert matched(mqtt.connect(version=5), CONNECT_4) is None
     assert matched(mqtt.connect(client_id=""), CONNECT_5) is not None
+    assert matched(mqtt.connect(username=None), CONNECT_5) is not None
+    assert matched(mqtt.connect(username="alice"), CONNECT_5) is None
     assert matched(mqtt.subscribe("sensors/#"), SUBSCRIBE_5) is not None
     assert matched(mqtt.subscribe("sensors/+"), SUBSCRIBE_5) is None  # filters as written
     assert matched(mqtt.subscribe(qos=1), SUBSCRIBE_4) is None

@@ -199,10 +199,12 @@ class RequestMatcher(Matcher):
             parsed = parse(data[:length] if length is not None else data)
         except FramingError as error:
             return f"is {error}"
+        what = f"is a Modbus {shown('function', parsed.function)} request"
+        wanted = self.fields.get("function", parsed.function)
+        if parsed.function != wanted:
+            return f"{what}, not {shown('function', wanted)}"
         why = self._mismatch(parsed)
-        if why is None:
-            return f"matches {self.describe()}"
-        return f"is a Modbus {shown('function', parsed.function)} request that {why}"
+        return f"matches {self.describe()}" if why is None else f"{what} that {why}"
 
     def _closeness(self, data: bytes, stream: bool) -> float:
         length = frame_length(data)

@@ -151,6 +151,13 @@ def parse(data: bytes, *, version: int | None = None) -> Packet:
 # -- matchers ----------------------------------------------------------------------------------
 
 
+def _text(function: str, keyword: str, value: object, *, empty: bool = False) -> None:
+    """:class:`ScriptError` unless ``value`` is ANY or a str (non-empty, unless ``empty``)."""
+    if value is not ANY and not (isinstance(value, str) and (empty or value)):
+        kind = "a str" if empty else "a non-empty str"
+        raise ScriptError(f"mqtt.{function}({keyword}=...) takes {kind} or ANY, got {value!r}")
+
+
 def packet(type: PacketType | str | object = ANY, *, packet_id: object = ANY) -> Matcher:
     """Any MQTT packet of ``type`` (a :class:`PacketType`, or its name: ``"PUBACK"``), with
     ``packet_id`` if given: for the packets that have no matcher of their own, such as the
@@ -161,8 +168,11 @@ def packet(type: PacketType | str | object = ANY, *, packet_id: object = ANY) ->
 
 def connect(client_id: object = ANY, *, version: object = ANY, username: object = ANY) -> Matcher:
     """A CONNECT, from ``client_id`` (a str), at protocol level ``version`` (3, 4 or 5),
-    with ``username``."""
+    with ``username`` (a str, or ``None`` for none)."""
     check_choice("connect", "version", version, (ANY, 3, 4, 5))
+    _text("connect", "client_id", client_id, empty=True)
+    if username is not None:  # None: a CONNECT without a user name
+        _text("connect", "username", username, empty=True)
     return PacketMatcher(
         PacketType.CONNECT, {"client_id": client_id, "version": version, "username": username}
     )
@@ -186,6 +196,11 @@ def publish(
         raise ScriptError(f"mqtt.publish() takes a topic as a non-empty str or ANY, got {topic!r}")
     if isinstance(payload, str):
         payload = payload.encode()
+    if payload is not ANY and not isinstance(payload, bytes | Matcher):
+        raise ScriptError(
+            f"mqtt.publish() takes a payload as bytes, str, a fakepeer Matcher or ANY, got "
+            f"{payload!r}"
+        )
     return PacketMatcher(
         PacketType.PUBLISH,
         {"topic": topic, "payload": payload, "qos": qos, "retain": retain},
@@ -197,11 +212,13 @@ def subscribe(topic_filter: object = ANY, *, qos: object = ANY) -> Matcher:
     """A SUBSCRIBE with ``topic_filter`` among its topic filters (compared as written,
     wildcards and all), requested at ``qos``."""
     check_choice("subscribe", "qos", qos, (ANY, 0, 1, 2))
+    _text("subscribe", "topic_filter", topic_filter)
     return PacketMatcher(PacketType.SUBSCRIBE, {"topic_filter": topic_filter, "qos": qos})
 
 
 def unsubscribe(topic_filter: object = ANY) -> Matcher:
     """An UNSUBSCRIBE with ``topic_filter`` among its topic filters."""
+    _text("unsubscribe", "topic_filter", topic_filter)
     return PacketMatcher(PacketType.UNSUBSCRIBE, {"topic_filter": topic_filter})
 
 
