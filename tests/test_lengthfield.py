@@ -382,6 +382,18 @@ def test_encode(framing: LengthField, message: bytes, framed: bytes) -> None:
     assert framing.decode(framed, False) == ([message], len(framed))
 
 
+def test_max_length_bounds_what_the_client_sends_not_the_replies() -> None:
+    """The limit guards against a client's runaway length; the script's replies are its own."""
+    for framing in (
+        LengthField(offset=1, size="varint", max_length=10),
+        LengthField(size=2, strip=2, max_length=10),
+    ):
+        reply = framing.encode(MQTT_LONG if framing.strip == 0 else b"x" * 300)
+        assert len(reply) > 300
+        with pytest.raises(FramingError):
+            framing.decode(reply, False)
+
+
 @pytest.mark.parametrize(
     ("framing", "message", "diagnosis"),
     [
@@ -433,9 +445,10 @@ def test_encode(framing: LengthField, message: bytes, framed: bytes) -> None:
             LengthField(offset=1, size="varint", strip="header"),
             b"x",
             "LengthField(offset=1, size='varint', strip='header') cannot frame a reply: it "
-            "strips 'header' bytes off the front of each frame, which a reply does not give "
-            "back; write whole frames and pass FakePeer(reply_framing=LengthField(offset=1, "
-            "size='varint')), or reply_framing=Raw() to send replies as written",
+            "strips the header (offset and length field) off the front of each frame, which a "
+            "reply does not give back; write whole frames and pass "
+            "FakePeer(reply_framing=LengthField(offset=1, size='varint')), or reply_framing=Raw() "
+            "to send replies as written",
         ),
         (
             LengthField(size=4, strip=2),
@@ -503,6 +516,12 @@ def test_equality_repr_hash_and_immutability() -> None:
 )
 def test_what_it_waits_for(framing: LengthField, buffer: bytes, words: str) -> None:
     assert waits_for(framing, buffer) == words
+
+
+def test_what_it_waits_for_when_the_header_is_wrong() -> None:
+    # decode raises first, so a peer never asks; the words stay true all the same.
+    framing = LengthField(size=1, adjustment=-2)
+    assert waits_for(framing, b"\x01") == "LengthField(size=1, adjustment=-2) cannot frame them"
 
 
 # -- properties ----------------------------------------------------------------------------------

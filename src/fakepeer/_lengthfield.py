@@ -83,8 +83,9 @@ class LengthField:
     protobuf does (MQTT 5 forbids them). A varint has no byte order: ``byteorder`` stays
     ``"big"``.
 
-    ``max_length`` is the most bytes of one frame on the wire, its header included; it
-    defaults to the largest frame the field can declare, at most 16 MiB. A frame over it, one
+    ``max_length`` is the most bytes of one frame the client sends, its header included (the
+    script's replies are not held to it); it defaults to the largest frame the field can
+    declare, at most 16 MiB. A frame over it, one
     shorter than its own header (a value below ``-adjustment``), or a malformed varint is a
     :class:`~fakepeer.FramingError` as soon as the header has arrived, without waiting for the
     bytes. An empty buffer gives no messages; at EOF a partial frame is left unconsumed and
@@ -165,10 +166,11 @@ class LengthField:
 
     # -- decoding ------------------------------------------------------------------------------
 
-    def _field(self, buffer: bytes | bytearray, start: int) -> _Field:
+    def _field(self, buffer: bytes | bytearray, start: int, limited: bool) -> _Field:
         """The length field of the frame at ``start``: its value and its bytes, or ``None`` if
         it has not all arrived. :class:`FramingError` for a varint longer than
-        :data:`VARINT_BYTES`, or a header that alone goes over ``max_length``."""
+        :data:`VARINT_BYTES`, or (if ``limited``) a header that alone goes over
+        ``max_length``."""
         at = start + self.offset
         size = self.size
         if size != "varint":
@@ -178,7 +180,7 @@ class LengthField:
         value = 0
         for index in range(VARINT_BYTES):
             if at + index >= len(buffer):
-                if self.offset + index + 1 > self.max_length:  # the frame is longer still
+                if limited and self.offset + index + 1 > self.max_length:  # longer still
                     raise self._over_limit(buffer[start : at + index], self.offset + index + 1)
                 return None
             byte = buffer[at + index]
@@ -193,18 +195,21 @@ class LengthField:
             f"\n  header:    {show(bytes(buffer[start : at + VARINT_BYTES]))}"
         )
 
-    def _frame(self, buffer: bytes | bytearray, start: int) -> tuple[int, int] | None:
+    def _frame(
+        self, buffer: bytes | bytearray, start: int, limited: bool = True
+    ) -> tuple[int, int] | None:
         """The length of the frame at ``start`` and of its header, checked, or ``None`` if
-        its header has not all arrived; :class:`FramingError` for a frame that cannot be."""
-        field = self._field(buffer, start)
+        its header has not all arrived; :class:`FramingError` for a frame that cannot be
+        (over ``max_length`` only if ``limited``: the limit is the client's, not a reply's)."""
+        field = self._field(buffer, start, limited)
         if field is None:
             return None
         value, width = field
         header = self.offset + width
         framed = header + value + self.adjustment
-        if header > self.max_length:  # a long varint: the frame is longer still
+        if limited and header > self.max_length:  # a long varint: the frame is longer still
             raise self._over_limit(buffer[start : start + header], header + 1)
-        if framed > self.max_length:
+        if limited and framed > self.max_length:
             raise self._over_limit(buffer[start : start + header], framed, value)
         if framed < header:
             parts = _header_words(self.offset, width, self.size == "varint")
@@ -264,7 +269,10 @@ class LengthField:
 
     def _waits_for(self, buffer: bytes | bytearray) -> str:
         """What the bytes ``buffer`` holds (less than a frame) wait for, in words."""
-        frame = self._frame(buffer, 0)
+        try:
+            frame = self._frame(buffer, 0)
+        except FramingError:  # not here: decode raised it first
+            return f"{self!r} cannot frame them"
         if frame is None:
             field = "varint " if self.size == "varint" else f"{self.size}-byte "
             return (
@@ -298,9 +306,14 @@ class LengthField:
                 return varint(value) + message
             return value.to_bytes(self.size, self.byteorder) + message
         whole = dataclasses.replace(self, strip=0)
+        stripped = (
+            "the header (offset and length field)"
+            if self.strip == "header"
+            else f"{self.strip} bytes"
+        )
         raise ScriptError(
-            f"{self!r} cannot frame a reply: it strips {self.strip!r} bytes off the front of "
-            "each frame, which a reply does not give back; write whole frames and pass "
+            f"{self!r} cannot frame a reply: it strips {stripped} off the front of each "
+            "frame, which a reply does not give back; write whole frames and pass "
             f"FakePeer(reply_framing={whole!r}), or reply_framing=Raw() to send replies as "
             "written"
         )
@@ -308,7 +321,7 @@ class LengthField:
     def _whole(self, message: bytes) -> bytes:
         """``message`` if it is a whole frame whose length field says its length."""
         try:
-            frame = self._frame(message, 0)
+            frame = self._frame(message, 0, limited=False)
         except FramingError as error:
             raise ScriptError(
                 f"a reply is not a frame of {self!r} (strip=0: a reply is a whole frame): "
