@@ -324,7 +324,9 @@ def test_a_response_of_the_wrong_size_fails_the_reply() -> None:
 
 def test_a_device_answers_a_read_out_of_bounds_with_an_exception() -> None:
     peer = FakePeer(framing=modbus.framing())
-    modbus.device(peer, input_registers=list(range(200)))
+    (rule,) = modbus.device(peer, input_registers=list(range(200)))
+    assert rule.matcher is not None
+    assert rule.matcher.describe() == "Modbus read_input_registers (function 4)"
     rehearsal = Rehearsal(peer)
     client = rehearsal.connect()
     too_many = frame(1, 1, b"\x04\x00\x00\x00\x7e")  # 126 registers

@@ -536,7 +536,12 @@ async def test_aiomqtt(protocol: aiomqtt.ProtocolVersion, level: int) -> None:
 def test_connection_scripts_take_the_preset_too() -> None:
     peer = FakePeer(framing=mqtt.framing())
     second = peer.on_connection(1)
-    mqtt.handshake(second, session_present=True)
+    rules = mqtt.handshake(second, session_present=True)
+    assert [rule.matcher.describe() for rule in rules if rule.matcher] == [
+        "MQTT CONNECT",
+        "MQTT PINGREQ",
+        "MQTT DISCONNECT",
+    ]
     rehearsal = Rehearsal(peer)
     client = rehearsal.connect()
     assert rehearsal.send(client, CONNECT_5) == [b"\x20\x03\x01\x00\x00"]

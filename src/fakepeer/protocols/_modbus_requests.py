@@ -16,6 +16,7 @@ from typing import Final
 from fakepeer import ANY, NEED_MORE, FramingError, Matched, Matcher
 
 __all__ = [
+    "BITS",
     "MAX_FRAME",
     "ExceptionCode",
     "Function",
@@ -57,7 +58,8 @@ class ExceptionCode(enum.IntEnum):
 #: The largest Modbus/TCP frame: a 253-byte PDU and the 7-byte MBAP header.
 MAX_FRAME: Final = 260
 _READS: Final = frozenset({1, 2, 3, 4})
-_BITS: Final = frozenset({1, 2, 5, 15})  # functions on coils and discrete inputs
+#: The functions on coils and discrete inputs (bits, not registers).
+BITS: Final = frozenset({1, 2, 5, 15})
 
 
 @dataclass(frozen=True)
@@ -137,15 +139,15 @@ def _fields(function: Function, pdu: bytes) -> tuple[int, int, tuple[int, ...] |
     if function is Function.WRITE_SINGLE_REGISTER:
         _exactly(pdu, 4)
         return address, 1, (second,)
-    size = (second + 7) // 8 if function in _BITS else 2 * second
+    size = (second + 7) // 8 if function in BITS else 2 * second
     if len(pdu) < 5 or pdu[4] != size or len(pdu) != 5 + size:
         raise ValueError(
-            f"for {second} {'coils' if function in _BITS else 'registers'} it needs a byte "
+            f"for {second} {'coils' if function in BITS else 'registers'} it needs a byte "
             f"count of {size} and {size} bytes of values; it has {pdu[4:5].hex() or 'no'} "
             f"byte count and {max(len(pdu) - 5, 0)} bytes"
         )
     payload = pdu[5:]
-    if function in _BITS:
+    if function in BITS:
         return address, second, tuple(bool(payload[i // 8] >> (i % 8) & 1) for i in range(second))
     words = tuple(int.from_bytes(payload[i : i + 2], "big") for i in range(0, size, 2))
     return address, second, words

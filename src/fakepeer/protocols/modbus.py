@@ -53,10 +53,12 @@ from fakepeer import (
     FramingError,
     LengthField,
     Matcher,
+    Rule,
     ScriptError,
 )
 
 from ._modbus_requests import (
+    BITS,
     MAX_FRAME,
     ExceptionCode,
     Function,
@@ -434,7 +436,7 @@ def device(
     coils: Table | None = None,
     discrete_inputs: Table | None = None,
     unit: object = ANY,
-) -> None:
+) -> list[Rule]:
     """Add to ``script`` (a :class:`~fakepeer.FakePeer` or a
     :class:`~fakepeer.ConnectionScript`) permanent rules that answer as a device with these
     tables: reads (functions 1 to 4) from them, writes (5, 6, 15, 16) into the holding
@@ -445,7 +447,8 @@ def device(
     writes, so the test can read what the client wrote. A request for an address a table does
     not hold is answered with ``ILLEGAL_DATA_ADDRESS``, a read of more than the specification
     allows (125 registers, 2000 coils) or of none with ``ILLEGAL_DATA_VALUE``. Requests for a
-    table not given, or another ``unit``, are left to the rest of the script.
+    table not given, or another ``unit``, are left to the rest of the script. Returns the
+    rules it added (one per function it answers).
     """
     if not isinstance(script, FakePeer | ConnectionScript):
         raise ScriptError(f"modbus.device() takes a FakePeer or a ConnectionScript, got {script!r}")
@@ -456,11 +459,11 @@ def device(
         "discrete_inputs": _table("discrete_inputs", discrete_inputs, True),
     }
     unit = _number("device", "unit", unit, 255)
-    for function, name in _TABLES.items():
-        table = tables[name]
-        if table is not None:
-            matcher = request(function, unit=unit)
-            script.always(matcher).reply(_serve(table, function in (1, 2, 5, 15)))
+    return [
+        script.always(request(function, unit=unit)).reply(_serve(table, function in BITS))
+        for function, name in _TABLES.items()
+        if (table := tables[name]) is not None
+    ]
 
 
 def _serve(table: MutableMapping[int, int], bits: bool) -> Response:

@@ -67,6 +67,7 @@ from fakepeer import (
     FramingError,
     LengthField,
     Matcher,
+    Rule,
     ScriptError,
 )
 
@@ -411,11 +412,12 @@ def message(
 
 def handshake(
     script: FakePeer | ConnectionScript, *, session_present: bool = False, code: int = 0
-) -> None:
+) -> list[Rule]:
     """Add to ``script`` (a :class:`~fakepeer.FakePeer` or a
     :class:`~fakepeer.ConnectionScript`) the permanent rules a client needs around its own
     conversation: CONNECT is answered with :func:`connack` (``session_present``, ``code``),
     PINGREQ with :func:`pingresp`, and DISCONNECT closes the connection, as a broker does.
+    Returns the rules, in that order.
 
     They are ``always`` rules: any number of connections, any number of pings, none required
     (add ``peer.expect(mqtt.connect(...))`` before it to require a CONNECT).
@@ -424,6 +426,8 @@ def handshake(
         raise ScriptError(
             f"mqtt.handshake() takes a FakePeer or a ConnectionScript, got {script!r}"
         )
-    script.always(connect()).reply(connack(session_present=session_present, code=code))
-    script.always(pingreq()).reply(pingresp())
-    script.always(disconnect()).close()
+    return [
+        script.always(connect()).reply(connack(session_present=session_present, code=code)),
+        script.always(pingreq()).reply(pingresp()),
+        script.always(disconnect()).close(),
+    ]
