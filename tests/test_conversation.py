@@ -290,7 +290,7 @@ def test_unexpected_when_everything_was_met() -> None:
     assert problem.diagnosis == (
         "connection #1 received data that no rule expected\n"
         "  received:  'MORE'\n"
-        "  expected:  nothing more (all 1 expectation(s) were already met)"
+        "  expected:  nothing more: the script's one expectation was met"
     )
 
 
@@ -300,7 +300,12 @@ def test_unexpected_with_an_empty_script() -> None:
     send(conversation, connection, b"HELLO\n")
     problem = conversation.verdict()
     assert isinstance(problem, UnexpectedData)
-    assert problem.diagnosis.splitlines()[-1] == "  expected:  nothing more"
+    assert problem.diagnosis.splitlines()[-2:] == [
+        "  expected:  nothing: the script was empty when these bytes arrived",
+        "  hint:      write the script before the client connects and sends: before serve(), "
+        "or before starting the client (a rule added while the client talks races with its "
+        "bytes)",
+    ]
 
 
 def test_a_failed_connection_answers_nothing_more() -> None:
@@ -536,15 +541,22 @@ def test_clean_eof_closes() -> None:
 
 
 @pytest.mark.parametrize(
-    ("framing", "data", "leftover", "shown"),
+    ("framing", "data", "leftover", "shown", "why"),
     [
-        (Lines(), b"PING\nPI", b"PI", "'PI'"),
-        (Lines(b"\r\n"), b"PING\r\nPI\r", b"PI\r", "'PI\\r'"),
-        (Raw(), b"PINGPI", b"PI", "'PI'"),
+        (Lines(), b"PING\nPI", b"PI", "'PI'", ""),
+        (Lines(b"\r\n"), b"PING\r\nPI\r", b"PI\r", "'PI\\r'", ""),
+        # With Raw framing the expectation waited on these very bytes: it says why.
+        (
+            Raw(),
+            b"PINGPI",
+            b"PI",
+            "'PI'",
+            "\n             the data is 2 byte(s) short of the expected ones",
+        ),
     ],
 )
 def test_incomplete_message_at_eof(
-    framing: Framing, data: bytes, leftover: bytes, shown: str
+    framing: Framing, data: bytes, leftover: bytes, shown: str, why: str
 ) -> None:
     conversation = Conversation(framing)
     expect(conversation, b"PING").reply(b"PONG")
@@ -560,7 +572,7 @@ def test_incomplete_message_at_eof(
     assert problem.diagnosis == (
         f"connection #1 ended in the middle of a message ({framing!r})\n"
         f"  leftover:  {shown}\n"
-        f"  expected:  expect #2 'PING' ({WHERE})"
+        f"  expected:  expect #2 'PING' ({WHERE}){why}"
     )
 
 
@@ -854,8 +866,14 @@ class Whole(Matcher):
     def explain(self, data: bytes) -> str:
         return self.inner.explain(data)
 
+    def _explain(self, data: bytes, stream: bool) -> str:
+        return self.inner._explain(data, stream)
+
     def _closeness(self, data: bytes, stream: bool) -> float:
         return self.inner._closeness(data, stream)
+
+    def __getattr__(self, name: str) -> object:  # its literal, for the Raw line-end hint
+        return getattr(self.inner, name)
 
 
 class Counted(Matcher):

@@ -92,6 +92,12 @@ EVERY_KIND = [
     (Event(1.023, 2, "pending", b"PIN", "(3 bytes, no whole message yet)"), True, False, True),
     (Event(1.024, 4, "tls", note="TLSv1.3, TLS_AES_256_GCM_SHA384, sni 'localhost'"), 0, 0, 0),
     (Event(1.025, 0, "tls", note="handshake failed: tlsv1 alert unknown ca"), False, False, False),
+    (
+        Event(1.026, 0, "accept", note="a connection reset as accepted (reset_on_accept(1))"),
+        0,
+        1,
+        0,
+    ),
 ]
 
 

@@ -66,7 +66,22 @@ SHAPES: list[tuple[Fault, list[object], list[object]]] = [
     (faults.Corrupt(0), [A], [A]),
     (faults.ResetPeer(), [Wait(1.0), A, B, Close()], [Wait(1.0), Reset()]),
     (faults.ResetPeer(0.5), [A], [A]),  # its timer resets the connection
-    (faults.Timeout(None), [A, Close()], [Dropped(b"abcde", "timeout"), Close()]),
+    (
+        faults.Timeout(None),  # a blackhole passes no close on either (nor a reset)
+        [A, Close()],
+        [Dropped(b"abcde", "timeout"), Dropped(b"", "timeout(None): the close held back")],
+    ),
+    (
+        faults.Timeout(2),
+        [HalfClose(), Reset()],
+        [
+            Dropped(b"", "timeout(2): the half-close held back"),
+            Dropped(b"", "timeout(2): the reset held back"),
+        ],
+    ),
+    (faults.AcceptDelay(0.5), [A, Close()], [A, Close()]),  # they act before serving
+    (faults.ResetOnAccept(), [A], [A]),
+    (faults.AcceptQueueFull(), [A], [A]),
     (faults.Timeout(1), [A], [Dropped(b"abcde", "timeout")]),
     (faults.SlowClose(0.3), [A, Close()], [A, Wait(0.3), Close()]),
     (faults.Refuse(), [A], [A]),

@@ -531,7 +531,12 @@ def test_prefix_and_contains(
         (contains(b"\r\n"), b"a\nb", "does not contain '\\r\\n'"),
         (contains(b"\r\n"), b"a\r\n", "matches contains '\\r\\n'"),
         (exact(b"PING"), b"PING", "matches 'PING'"),
-        (predicate(is_ping, "a ping"), b"PONG", "does not match a ping"),
+        (
+            predicate(is_ping, "a ping"),
+            b"PONG",
+            "does not match a ping: the predicate is_ping "
+            f"(test_matchers.py:{is_ping.__code__.co_firstlineno}) returned False",
+        ),
         (
             regex(rb"a\d"),
             b"xa1y",

@@ -316,6 +316,8 @@ def test_a_client_that_does_not_trust_the_ca_fails_the_upgrade() -> None:
     assert note.startswith("upgrade failed: ")
     assert peer.connections[0].tls is None
     assert not peer.connections[0].open
+    assert peer.connections[0].closed_by == "peer"  # it aborts a failed upgrade
+    assert peer._conversation.connections[0].ending == ("peer", f"reset (its TLS {note})")
 
 
 def serve_untrusted(peer: FakePeer) -> None:

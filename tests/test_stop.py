@@ -265,7 +265,9 @@ async def test_a_partial_message_at_the_stop_in_the_loop(kind: str) -> None:
 def test_a_partial_length_prefixed_message_at_the_stop() -> None:
     peer = FakePeer(framing=LengthPrefixed())
     peer.always(prefix(b"x"))
-    with pytest.raises(IncompleteMessage, match=r"leftover:  '\\x00\\x00\\x00\\x05ab'"):
+    with pytest.raises(
+        IncompleteMessage, match=r"leftover:  6 bytes:\n {13}00000000  00 00 00 05 61 62 "
+    ):
         serve_client(peer, b"\x00\x00\x00\x05ab", close=False)
 
 

@@ -551,7 +551,9 @@ def test_a_partial_length_prefixed_message_at_the_stop() -> None:
                 writers.append(writer)
                 writer.write(b"\x00\x00\x00\x05ab")
 
-        with pytest.raises(IncompleteMessage, match=r"leftover:  '\\x00\\x00\\x00\\x05ab'"):
+        with pytest.raises(
+            IncompleteMessage, match=r"leftover:  6 bytes:\n {13}00000000  00 00 00 05 61 62 "
+        ):
             await serve()
         await close_writer(writers[0])
 

@@ -34,6 +34,7 @@ from ._errors import (
     ScriptError,
 )
 from ._faults import on_connect
+from ._faultschedule import faults_of
 from ._matchers import NEED_MORE, Matched, Matcher
 from ._script import Rule
 from ._state import ConnectionRecord, Phase, Transition
@@ -50,13 +51,14 @@ __all__ = ["eof", "greet", "lost", "received", "received_framed", "take"]
 def greet(convo: Conversation, record: ConnectionRecord, at: float) -> Steps:
     """A client connected on ``record``: its ``connect`` rules, shaped by the faults."""
     actions: list[Action] = []
-    for rule in record.script.connect_rules:
+    for rule in record.script.greeting:
         if convo.rules.applies(rule, record):
             convo.rules.matched(rule)
             actions += yield from _replying.steps(convo, rule, record, None, b"", at=at)
-    if convo.faults:
+    faults = faults_of(convo, record)
+    if faults:
         actions = convo.shaped(record, actions, at)
-        actions.extend(on_connect(convo.faults, record.faults))  # type: ignore[arg-type]
+        actions.extend(on_connect(faults, record.faults))  # type: ignore[arg-type]
     return actions
 
 
@@ -205,6 +207,7 @@ def eof(convo: Conversation, record: ConnectionRecord, at: float) -> Steps:
     peer's own close)."""
     if record.ended:
         return []
+    record.end("client", "EOF")
     convo.event(at, record, "eof")
     if record.handled:
         return []  # the handler sees EOF in receive(), and ends the connection itself
@@ -222,6 +225,7 @@ def lost(convo: Conversation, record: ConnectionRecord, at: float, reason: str |
     if record.answering and not record.handled:
         how = "ended" if reason is None else f"was lost ({reason})"
         yield from _finish_buffer(convo, record, at, how)
+    record.end("client", reason or "closed")
     record.move(Transition.END)
     convo.event(at, record, "lost", note=reason or "closed by the client")
     return []
@@ -321,7 +325,11 @@ def _find(
     head = book.head(script)
     applies = book.applies
     # The hot path of every message: no list of candidates, the head first.
-    for rules in ((head,) if head is not None else (), script.permanent, script.fallbacks):
+    for rules in (
+        (head,) if head is not None else (),
+        script.tried_permanent,
+        script.tried_fallbacks,
+    ):
         for rule in rules:
             if not applies(rule, record):
                 continue

@@ -11,6 +11,7 @@ is ``fakepeer._matching``. Pure: no I/O.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Callable
 from typing import Final
@@ -264,15 +265,58 @@ class Predicate_(Matcher):
         self.description = description
 
     def match(self, data: bytes, *, stream: bool) -> MatchOutcome:
-        if self.predicate(data):
+        try:
+            result = self.predicate(data)
+        except Exception as exc:
+            # The script's code raised: say which function, on what (the runtime's failure
+            # shows the notes of the exception it reports).
+            exc.add_note(f"raised by {self.function()}, called on {show(data, 64)}")
+            raise
+        if result:
             return Matched(data, len(data))
         return NEED_MORE if stream else None
 
     def describe(self) -> str:
         if self.description is not None:
             return self.description
-        name = getattr(self.predicate, "__qualname__", None) or repr(self.predicate)
-        return f"predicate {name}"
+        return f"predicate {_name(self.predicate)}"
+
+    def function(self) -> str:
+        """The function, for people: ``the predicate <qualified name> (<file>:<line>)``."""
+        return f"the predicate {_name(self.predicate)}{_place(self.predicate)}"
+
+    def explain(self, data: bytes) -> str:
+        return self._explain(data, False)
+
+    def _explain(self, data: bytes, stream: bool) -> str:
+        what = "" if self.description is None else f" {self.description}"
+        try:
+            result = self.predicate(data)
+        except Exception as exc:
+            return f"does not match{what}: {self.function()} raised {type(exc).__name__}: {exc}"
+        if result:
+            return f"matches {self.describe()}"
+        said = repr(result)
+        if len(said) > 60:
+            said = f"{said[:57]}..."
+        waits = "; with Raw framing it waits for more bytes" if stream else ""
+        return f"does not match{what}: {self.function()} returned {said}{waits}"
+
+
+def _name(function: object) -> str:
+    """A callable's qualified name (``Class.method``, ``f.<locals>.<lambda>``), else its repr."""
+    name = getattr(function, "__qualname__", None)
+    return name if isinstance(name, str) else repr(function)
+
+
+def _place(function: object) -> str:
+    """`` (file:line)`` where a Python function is defined, else ``""``."""
+    code = getattr(function, "__code__", None)
+    filename = getattr(code, "co_filename", None)
+    line = getattr(code, "co_firstlineno", None)
+    if not isinstance(filename, str) or not isinstance(line, int):
+        return ""
+    return f" ({os.path.basename(filename)}:{line})"
 
 
 class _Any(Matcher):

@@ -74,6 +74,17 @@ class Connection:
         return not self._record.ended
 
     @property
+    def closed_by(self) -> str | None:
+        """Who closed the connection first: ``"client"`` (the peer read its EOF, from
+        ``close()`` or ``shutdown(SHUT_WR)``, or it reset the connection), ``"peer"`` (a
+        rule's ``.close()`` or ``.reset()``, :meth:`close`, a fault, a failure, a failed
+        STARTTLS handshake, the peer's stop); None while neither did. A half-close of the
+        peer is no close. See :meth:`FakePeer.wait_for_closes
+        <fakepeer.FakePeer.wait_for_closes>`."""
+        ending = self._record.ending
+        return None if ending is None else ending[0]
+
+    @property
     def tls(self) -> TLSInfo | None:
         """What the TLS handshake of this connection agreed (version, cipher, SNI, ALPN,
         client certificate), a :class:`~fakepeer.TLSInfo`; None while it is plain text (a

@@ -47,6 +47,7 @@ from . import _answering, _explain, _failing, _replying
 from ._actions import Action, Await, Call, Dropped, Write
 from ._errors import Error
 from ._faults import Fault, FaultState, shape
+from ._faultschedule import Counter, Schedule, added, deal, faults_of, removed, spend
 from ._framing import Decoder, Framing
 from ._matchers import Matcher
 from ._rulebook import RuleBook
@@ -99,7 +100,8 @@ class Conversation:
         self.counts = self.rules.counts  # how often each rule matched
         self.unmatched: list[tuple[int, bytes]] = []  # (connection, message) via otherwise
         self.connections: list[ConnectionRecord] = []
-        self.faults: list[Fault] = []  # active network faults, in the order added
+        self.faults: list[Fault] = []  # network faults on every connection, in the order added
+        self.counters: dict[int, Counter] = {}  # id(fault) -> its count (first=N)
         self.seed = seed  # the seed of the faults' randomness
         self.received: list[bytes] = []
         self.problems: list[Error] = []  # in the order found; never changed once recorded
@@ -159,10 +161,12 @@ class Conversation:
         number = len(self.connections) + 1
         script = self.scripts.get(number, self.script)
         record = ConnectionRecord(number, client, self.transcript, script, START)
-        record.faults = FaultState.seeded(self.seed, number)
+        record.faults = state = FaultState.seeded(self.seed, number)
         self.connections.append(record)
         self.event(at, record, "connected", note=f"from {client}")
-        if not (script.connect_rules or self.faults):  # no greeting: nothing to drive
+        if self.counters:
+            deal(self, state, at, accept=False)
+        if not (script.greeting or self.faults or state.kept):  # nothing to drive
             return record, []
         return record, self._drive(record, _answering.greet(self, record, at))
 
@@ -286,6 +290,7 @@ class Conversation:
         if how != "half-closed":
             if record.ended:
                 return
+            record.end("peer", f"{how} {note}" if note else how)
             record.move(Transition.END)
         self.event(at, record, how, note=note)
 
@@ -309,6 +314,15 @@ class Conversation:
         note = f"upgraded: {info.describe()}" if info.starttls else info.describe()
         self.event(at, record, "tls", note=note)
         record.move(Transition.UPGRADED)
+
+    def upgrade_failed(self, record: ConnectionRecord, at: float, why: str | None) -> None:
+        """``record``'s TLS upgrade failed (``why``; None: the peer's stop cut it off): the
+        peer aborts the connection, so it closed it."""
+        if why is None:
+            record.end("peer", "closed (the peer stopped)")
+            return
+        record.end("peer", f"reset (its TLS upgrade failed: {why})")
+        self.event(at, record, "tls", note=f"upgrade failed: {why}")
 
     def held(self, record: ConnectionRecord, at: float) -> None:
         """The connection hangs from now on."""
@@ -340,20 +354,15 @@ class Conversation:
         self.transcript.address = address
         self.transcript.started = at
 
-    def add_fault(self, fault: Fault, at: float) -> None:
-        """``fault`` applies from now on."""
-        self.faults.append(fault)
-        self.note_peer(at, "fault", f"+ {fault}")
-        self.transcript.seed = self.seed
+    def add_fault(self, fault: Fault, at: float, schedule: Schedule | None = None) -> None:
+        """``fault`` applies from now on (to the first connections or requests only, if
+        ``schedule`` counts them: see ``_faultschedule``)."""
+        added(self, fault, at, schedule)
 
-    def remove_fault(self, fault: Fault, at: float) -> bool:
-        """``fault`` applies no more; False if it was not active."""
-        for index, active in enumerate(self.faults):
-            if active is fault:
-                del self.faults[index]
-                self.note_peer(at, "fault", f"- {fault}")
-                return True
-        return False
+    def remove_fault(self, fault: Fault, at: float, why: str = "") -> bool:
+        """``fault`` applies no more (``why``: the note of its line); False if it was not
+        active. Connections it was dealt to keep it."""
+        return removed(self, fault, at, why)
 
     def hub_blocked(self, problem: Error) -> None:
         """The hub thread blocked: ``problem`` comes first in the verdict."""
@@ -448,7 +457,7 @@ class Conversation:
         if not actions:
             return actions
         state = record.faults
-        if self.faults or (state is not None and state.half_closed):
+        if self.faults or (state is not None and (state.half_closed or state.kept)):
             return self.shaped(record, actions, at)
         if state is not None:  # (a loop, not sum() over a generator: the hot path)
             sent = 0
@@ -467,7 +476,7 @@ class Conversation:
     ) -> list[Action]:
         """``actions`` shaped by ``faults`` (default: the active ones); dropped bytes noted."""
         state = record.faults
-        faults = self.faults if faults is None else faults
+        faults = faults_of(self, record) if faults is None else faults
         if state is None or not (faults or state.half_closed):
             return actions
         shaped: list[Action] = []
@@ -476,6 +485,8 @@ class Conversation:
                 self.dropped(record, action, at)
             else:
                 shaped.append(action)  # type: ignore[arg-type]
+        if self.counters:
+            spend(self, faults, actions, at)  # type: ignore[arg-type]
         return shaped
 
     # -- internals ---------------------------------------------------------------------------

@@ -135,13 +135,14 @@ _MARKS: Final = {
     "state": "◆",
     "fault": "⚡",
     "tls": "◈",
+    "accept": "⚡",
 }
 
 
 def _category(event: Event) -> str:
     if is_problem(event):
         return "problem"
-    if event.kind in ("fault", "dropped"):
+    if event.kind in ("fault", "dropped", "accept"):  # (accept: a connect-phase fault's doing)
         return "fault"
     return ""
 

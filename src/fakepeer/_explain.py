@@ -15,8 +15,9 @@ from typing import Final
 from . import _matchers
 from ._errors import UnexpectedData, UnmetExpectations
 from ._framing import Delimited, Fixed, Framing, LengthField, LengthPrefixed, Lines, StxEtx
-from ._matchers import NEED_MORE
-from ._script import Rule
+from ._matchers import NEED_MORE, explain
+from ._script import Rule, Script
+from ._show import show_value
 from ._state import ConnectionRecord
 from ._transcript import INLINE_LIMIT, show
 
@@ -24,6 +25,7 @@ __all__ = [
     "SIMILAR",
     "SIMILARITY",
     "closeness",
+    "line_hint",
     "looks_like_tls",
     "outlook",
     "tls_hint",
@@ -41,6 +43,19 @@ SIMILARITY: Final = 0.6
 
 #: How many times a rule matched so far (the conversation keeps the counts).
 Counts = Callable[[Rule], int]
+
+#: Where a value shown under a label (``  received:  ``) starts: a hexdump's indent.
+VALUE_INDENT: Final = " " * 13
+
+#: The line ends :func:`line_hint` looks for, the longer first.
+_LINE_ENDS: Final = (b"\r\n", b"\n")
+
+#: What the ``hint:`` of an empty script says.
+EMPTY_SCRIPT_HINT: Final = (
+    "\n  hint:      write the script before the client connects and sends: before "
+    "serve(), or before starting the client (a rule added while the client talks races "
+    "with its bytes)"
+)
 
 
 def exhausted(rule: Rule, count: int) -> bool:
@@ -63,7 +78,7 @@ def why_not(
     assert rule.matcher is not None
     outcome = rule.matcher.match(data, stream=stream)
     if outcome is None or outcome is NEED_MORE:
-        return rule.matcher.explain(data)
+        return explain(rule.matcher, data, stream=stream)
     if exhausted(rule, count):
         return f"matches, but it was already met {count} time(s)"
     if rule.state is not None and rule.state != record.state:
@@ -94,6 +109,46 @@ def tls_hint(data: bytes) -> str:
     )
 
 
+def _text(data: bytes) -> bool:
+    """True when ``data`` is UTF-8 text with no control character but tab, CR and LF."""
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return False
+    return all((char >= " " and char != "\x7f") or char in "\t\r\n" for char in text)
+
+
+def line_hint(data: bytes, rules: Sequence[Rule], *, stream: bool) -> str:
+    """A hint line for a failure of a :class:`~fakepeer.Raw` peer (``stream``) on ``data``
+    that looks like lines, else ``""``: text that starts with a line end (the end of a line
+    whose start a rule took), or in which a literal of ``rules`` is followed by one. The
+    hint names :class:`~fakepeer.Lines` with that line end. Binary data never gets it."""
+    if not stream or not data or not _text(data):
+        return ""
+    end = next((end for end in _LINE_ENDS if data.startswith(end)), None)
+    if end is None:
+        # The literals of exact() and prefix() (a wrapper that forwards ``expected`` too)
+        literals = [getattr(rule.matcher, "expected", None) for rule in rules]
+        end = next(
+            (
+                end
+                for end in _LINE_ENDS
+                for literal in literals
+                if isinstance(literal, bytes) and literal and literal + end in data
+            ),
+            None,
+        )
+    if end is None:
+        return ""
+    framing = 'Lines(b"\\r\\n")' if end == b"\r\n" else "Lines()"
+    return (
+        f"\n  hint:      the client seems to send lines ending in {show(end)}, which Raw() "
+        "(the default framing) leaves to the next rule to match: use "
+        f"FakePeer(framing={framing}), which cuts the bytes into lines (a rule then matches "
+        f"a line without its end) and ends each reply with {show(end)}"
+    )
+
+
 def closeness(rule: Rule, data: bytes, stream: bool) -> float:
     """How close ``data`` is to what ``rule`` wants, in [0, 1]; 1 when it matches."""
     matcher = rule.matcher
@@ -119,10 +174,12 @@ def unexpected(
     peer_state: str,
     head: Rule | None,
     met: int,
+    peer: Script | None = None,
 ) -> UnexpectedData:
     """The failure for ``data`` that no rule of ``record``'s script took: what came, what
     the script waited for and why that did not match, and up to :data:`SIMILAR` close rules
-    (``met``: how many expectations of the script were met)."""
+    (``met``: how many expectations of the script were met); for a connection's own
+    script, which scripts were tried (``peer``: the peer's script)."""
     script = record.script
 
     def because(rule: Rule) -> str:
@@ -131,15 +188,15 @@ def unexpected(
         )
 
     lines = [f"connection #{record.id} received data that no rule expected"]
-    lines.append(f"  received:  {show(data)}")
+    lines.append(f"  received:  {show_value(data, VALUE_INDENT)}")
+    hint = ""
     if head is not None:
         lines.append(f"  expected:  {head.describe()}")
         lines.append(f"             the data {because(head)}")
     else:
-        lines.append(
-            "  expected:  nothing more"
-            + (f" (all {met} expectation(s) were already met)" if met else "")
-        )
+        lines.append(f"  expected:  {nothing_more(script, met)}")
+        if not script.rules():
+            hint = EMPTY_SCRIPT_HINT
     similar = []
     for rule in script.rules():
         if rule is head:
@@ -147,18 +204,59 @@ def unexpected(
         score = closeness(rule, data, stream)
         if score >= 1.0 or (score >= SIMILARITY and not exhausted(rule, counts(rule))):
             similar.append((score, rule))
+    lines.extend(_scripts(script, peer, data, stream))
     if similar:
         similar.sort(key=lambda pair: -pair[0])
         lines.append("  similar rules:")
         lines.extend(f"    {rule.describe()}: {because(rule)}" for _, rule in similar[:SIMILAR])
         if len(similar) > SIMILAR:
             lines.append(f"    ... and {len(similar) - SIMILAR} more")
+    hints = tls_hint(data) or line_hint(data, script.rules(), stream=stream)
     return UnexpectedData(
-        "\n".join(lines) + tls_hint(data),
+        "\n".join(lines) + hint + hints,
         connection=record.id,
         received=data,
         expected=head.describe() if head else None,
     )
+
+
+def nothing_more(script: Script, met: int) -> str:
+    """What ``script`` expected when no expectation was left: ``met`` of them were met."""
+    if met == 1:
+        return "nothing more: the script's one expectation was met"
+    if met:
+        return f"nothing more: all {met} expectations were met"
+    if script.rules():
+        return "nothing: the script has no expectations, and none of its other rules took the data"
+    if script.connect_rules:
+        return "nothing: the script had no rule for messages when these bytes arrived"
+    return "nothing: the script was empty when these bytes arrived"
+
+
+def _scripts(script: Script, peer: Script | None, data: bytes, stream: bool) -> list[str]:
+    """For a connection's own script: the scripts its message was tried against, and a hint
+    when a rule of the peer's script, which it replaces, would have taken it."""
+    number = script.connection
+    if number is None or peer is None:
+        return []
+    if script.parent is not None:
+        return [
+            f"  scripts:   connection #{number}'s own, then the peer's always and otherwise "
+            f"rules (on_connection({number}, inherit=True))"
+        ]
+    lines = [
+        f"  scripts:   connection #{number}'s own only (on_connection({number}) replaces the "
+        "peer's script)"
+    ]
+    taker = next((r for r in peer.permanent if closeness(r, data, stream) >= 1.0), None)
+    if taker is None and peer.fallbacks:
+        taker = peer.fallbacks[0]
+    if taker is not None:
+        lines.append(
+            f"  hint:      the peer's {taker.describe()} would take it: "
+            f"on_connection({number}, inherit=True) adds the peer's always and otherwise rules"
+        )
+    return lines
 
 
 def unmet_verdict(

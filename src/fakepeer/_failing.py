@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from . import _explain
 from ._actions import Action, Close
 from ._errors import Error, FramingError, IncompleteMessage, UnexpectedData
+from ._show import show_value
 from ._state import ConnectionRecord, Phase
 from ._transcript import show
 
@@ -73,10 +74,25 @@ def incomplete(convo: Conversation, record: ConnectionRecord, how: str, at: floa
         convo.event(at, record, "received", leftover, "(incomplete)")
     head = convo.rules.head(record.script)
     expected = f"\n  expected:  {head.describe()}" if head else ""
+    if head is not None and convo.stream:  # with Raw framing it judged these very bytes
+        book = convo.rules
+        why = _explain.why_not(
+            head,
+            record,
+            leftover,
+            stream=True,
+            count=book.count(head),
+            peer_state=book.peer_state,
+            head=head,
+        )
+        expected += f"\n             the data {why}"
+    hints = _explain.tls_hint(leftover) or _explain.line_hint(
+        leftover, record.script.rules(), stream=convo.stream
+    )
     problem = IncompleteMessage(
         f"connection #{record.id} {how} in the middle of a message "
-        f"({convo.framing!r})\n  leftover:  {show(leftover)}{expected}"
-        f"{_explain.tls_hint(leftover)}",
+        f"({convo.framing!r})\n  leftover:  {show_value(leftover, _explain.VALUE_INDENT)}"
+        f"{expected}{hints}",
         connection=record.id,
         leftover=leftover,
     )
@@ -89,7 +105,7 @@ def over_limit(convo: Conversation, record: ConnectionRecord, at: float) -> list
     problem = FramingError(
         f"connection #{record.id}: the client sent {len(buffer)} bytes without "
         f"completing a message, over the limit of {convo.limit} bytes of {convo.framing!r}"
-        f"\n  buffered:  {show(bytes(buffer[:64]))}",
+        f"\n  buffered:  {show_value(bytes(buffer[:64]), _explain.VALUE_INDENT)}",
         connection=record.id,
     )
     buffer.clear()
@@ -132,6 +148,7 @@ def unexpected(convo: Conversation, record: ConnectionRecord, data: bytes) -> Er
         peer_state=convo.rules.peer_state,
         head=convo.rules.head(script),
         met=met,
+        peer=convo.script,
     )
 
 

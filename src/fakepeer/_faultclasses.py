@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass
-from typing import ClassVar
+from typing import ClassVar, Final
 
 from . import _actions
 from ._actions import Close, Dropped, Later, Reset, Stop, Wait, Write
@@ -277,7 +277,8 @@ class ResetPeer(Fault):
 
 @dataclass(frozen=True, slots=True)
 class Timeout(Fault):
-    """Stop sending anything (what the script sends is dropped); close the connection
+    """Stop sending anything (what the script sends is dropped, and so is its close,
+    half-close or reset: a silent network passes nothing on); close the connection
     ``seconds`` (a number >= 0) after it opens; ``None``: never."""
 
     connection_fault: ClassVar[bool] = True
@@ -294,14 +295,28 @@ class Timeout(Fault):
         return False
 
     def _shape(self, actions: list[object], state: FaultState) -> list[object]:
-        return _writes(actions, lambda data: [Dropped(data, "timeout")])
+        out: list[object] = []
+        for action in actions:
+            if isinstance(action, Write):
+                out.append(Dropped(action.data, "timeout"))
+            elif isinstance(action, Close | _actions.HalfClose | Reset):
+                what = _HELD[type(action).__name__]
+                out.append(Dropped(b"", f"{self.describe()}: the {what} held back"))
+            else:
+                out.append(action)
+        return out
 
     def _on_connect(self, state: FaultState) -> list[object]:
         return [] if self.seconds is None else [Later(self.seconds, Close())]
 
 
+#: What the script's closes are called when a silent network holds them back.
+_HELD: Final = {"Close": "close", "HalfClose": "half-close", "Reset": "reset"}
+
+
 def blackhole() -> Timeout:
-    """Accept connections and never answer: ``timeout(None)``."""
+    """Accept connections and never answer, nor close (the script's close is held back):
+    ``timeout(None)``."""
     return Timeout(None)
 
 
@@ -325,6 +340,8 @@ class SlowClose(Fault):
 class Refuse(Fault):
     """Stop listening: new connections are refused (``ConnectionRefusedError``); open ones
     go on. Removing the fault listens again on the same port."""
+
+    server_fault: ClassVar[bool] = True
 
     @property
     def per_rule(self) -> bool:

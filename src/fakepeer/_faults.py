@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import ClassVar, Final
 
-from ._actions import Close, Dropped, Write
+from ._actions import Close, Dropped, Reset, Write
 from ._errors import ScriptError
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "checked_probability",
     "drawn",
     "fault_name",
+    "on_accept",
     "on_connect",
     "shape",
 ]
@@ -62,6 +63,9 @@ class FaultState:
     limited: bool = False  # limit_data closed the connection
     half_closed: bool = False  # a half_close fault sent FIN: nothing more can be written
     drawn: dict[int, bool] = field(default_factory=dict)  # id(fault) -> applies here
+    #: Faults this connection was dealt by a schedule (``first=N`` connections): they go on
+    #: applying to it after they were switched off for the connections to come.
+    kept: tuple[Fault, ...] = ()
     _rng: random.Random | None = None
 
     @property
@@ -137,6 +141,12 @@ class Fault:
     #: whether it applies is drawn once per connection. ``False`` for a stream fault, which
     #: reshapes each batch of writes (drawn per batch).
     connection_fault: ClassVar[bool] = False
+    #: ``True`` for a connect-phase fault: it acts on a connection the kernel accepted,
+    #: before the peer serves it (``_on_accept``), drawn once per connection.
+    accept_fault: ClassVar[bool] = False
+    #: ``True`` for a fault on the listening socket (``refuse()``...): the peer switches it
+    #: on and off; it counts no connections.
+    server_fault: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         if type(self) is Fault:
@@ -209,6 +219,11 @@ class Fault:
         """What it does as a connection opens (a connection fault, drawn to apply)."""
         return []
 
+    def _on_accept(self, state: FaultState) -> list[object]:
+        """What it does to an accepted connection before it is served (an accept fault,
+        drawn to apply): ``Wait`` delays serving it, ``Reset`` resets it unserved."""
+        return []
+
 
 def fault_name(cls: type[Fault]) -> str:
     """A fault's name in the vocabulary: ``LimitData`` -> ``limit_data``."""
@@ -234,6 +249,18 @@ def on_connect(faults: Sequence[Fault], state: FaultState) -> list[object]:
     for fault in faults:
         if fault.connection_fault and drawn(fault, state):
             actions.extend(fault._on_connect(state))
+    return actions
+
+
+def on_accept(faults: Sequence[Fault], state: FaultState) -> list[object]:
+    """What the accept faults do to a connection the kernel accepted, in the order added:
+    ``Wait`` actions (their delays add up), or a ``Reset`` that ends it (nothing after)."""
+    actions: list[object] = []
+    for fault in faults:
+        if fault.accept_fault and drawn(fault, state):
+            actions.extend(fault._on_accept(state))
+            if any(isinstance(action, Reset) for action in actions):
+                return [Reset()]
     return actions
 
 

@@ -8,11 +8,14 @@ parameters of :class:`~fakepeer.faults.Latency`, checked by mypy and shown in th
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Concatenate, ParamSpec
 
 from . import _tlsfaults
+from ._acceptfaults import AcceptDelay, AcceptQueueFull, ResetOnAccept
 from ._datagramfaults import Drop, Duplicate, Reorder
 from ._errors import ScriptError
 from ._faultclasses import (
@@ -37,6 +40,7 @@ from ._faultclasses import (
     blackhole,
 )
 from ._faults import Fault, fault_name
+from ._faultschedule import Schedule, in_force
 from ._runtime import clock
 
 if TYPE_CHECKING:
@@ -113,11 +117,39 @@ class Faults:
 
     def __init__(self, peer: Host) -> None:
         self._peer = peer
+        self._pending: list[Fault] = []  # added with after=, not on yet
+        self._unarmed: list[tuple[float, Callable[[], None]]] = []  # (when, what), on clock()
+        self._timers: list[asyncio.TimerHandle] = []
 
-    def add(self, fault: Fault) -> ActiveFault:
+    def add(
+        self,
+        fault: Fault,
+        *,
+        after: float = 0.0,
+        lasting: float | None = None,
+        first: int | None = None,
+        per: str | None = None,
+    ) -> ActiveFault:
         """Apply ``fault`` (made by a class of :mod:`fakepeer.faults`, or its lowercase
-        alias); :class:`~fakepeer.ScriptError` if it is not a fault, or shapes upstream bytes
-        on a peer that has none (only a Proxy has)."""
+        alias), now or on a schedule that switches it on and off by itself:
+
+        - ``after``: seconds (>= 0) from now before it is on (default: at once);
+        - ``lasting``: seconds (> 0) it stays on, then it is off (default: until removed);
+        - ``first``: a whole number >= 1: it applies to the first ``first`` connections that
+          open (or are accepted, for a connect-phase fault) while it is on, each for its
+          whole life, then is off for the connections to come; with ``per="request"``, to
+          the first ``first`` replies (batches of writes) sent while it is on, on any
+          connection. ``per`` is ``"connection"`` (the default) or ``"request"``.
+
+        Times count from this call, even before the peer serves; whichever of ``lasting``
+        and ``first`` ends first switches it off. The transcript shows it go on and off
+        (``fault + ...``, ``fault - ... (after 2 s)``).
+
+        :class:`~fakepeer.ScriptError`, naming the keyword, for a bad schedule, ``first``
+        on a fault that counts no connections (``refuse()``, ``accept_queue_full()``, the
+        TLS handshake faults), ``per="request"`` on a fault on whole connections; also if
+        ``fault`` is not a fault, or shapes upstream bytes on a peer that has none (only a
+        Proxy has)."""
         if not isinstance(fault, Fault):
             raise ScriptError(f"peer.faults.add() takes a fault, got {fault!r}")
         peer = self._peer
@@ -128,21 +160,102 @@ class Faults:
             )
         _check_tls(peer, fault)
         peer._check_fault(fault)
-        with peer._lock:
-            peer._conversation.add_fault(fault, clock())
-        if isinstance(fault, Refuse):
-            peer._refuse(True)
+        schedule = Schedule.checked(fault, after=after, lasting=lasting, first=first, per=per)
+        if schedule.after:
+            with peer._lock:
+                self._pending.append(fault)
+                on = f"on in {schedule.after:g} s{schedule.describe()}"
+                peer._conversation.note_peer(clock(), "fault", f"{fault}: {on}")
+            self._later(schedule.after, lambda: self._start(fault, schedule))
+        else:
+            self._switch_on(fault, schedule)
+        if schedule.lasting is not None:
+            why = f"(after {schedule.lasting:g} s)"
+            self._later(schedule.after + schedule.lasting, lambda: self._remove(fault, why))
         return ActiveFault(self, fault)
 
-    def _remove(self, fault: Fault) -> None:
+    def _switch_on(self, fault: Fault, schedule: Schedule) -> None:
+        peer = self._peer
+        shown = schedule if schedule.counted or schedule.lasting is not None else None
+        with peer._lock:
+            peer._conversation.add_fault(fault, clock(), shown)
+        if isinstance(fault, Refuse):
+            peer._refuse(True)
+        elif isinstance(fault, AcceptQueueFull):
+            peer._queue_full(True)
+
+    def _start(self, fault: Fault, schedule: Schedule) -> None:
+        """A timer: ``fault``, added with ``after``, is on (unless removed before)."""
+        with self._peer._lock:  # (one step: a remove() now finds it pending, or on)
+            if _take(self._pending, fault):
+                self._switch_on(fault, schedule)
+
+    def _remove(self, fault: Fault, why: str = "") -> None:
         peer = self._peer
         with peer._lock:
             conversation = peer._conversation
-            if not conversation.remove_fault(fault, clock()):
+            if _take(self._pending, fault):  # removed before it was on
+                note = f"{fault}: removed before it was on"
+                conversation.note_peer(clock(), "fault", note)
                 return
-            refusing = any(isinstance(active, Refuse) for active in conversation.faults)
-        if isinstance(fault, Refuse) and not refusing:
+            if not conversation.remove_fault(fault, clock(), why):
+                return
+            still = {type(active) for active in conversation.faults}
+        if isinstance(fault, Refuse) and Refuse not in still:
             peer._refuse(False)
+        elif isinstance(fault, AcceptQueueFull) and AcceptQueueFull not in still:
+            peer._queue_full(False)
+
+    # -- the timers of a schedule, on the serving loop -------------------------------------------
+
+    def _later(self, delay: float, what: Callable[[], None]) -> None:
+        """Do ``what`` on the serving loop ``delay`` seconds from now (armed when the peer
+        serves); nothing once it stopped."""
+        when = clock() + delay
+        with self._peer._lock:
+            if self._peer._state != "serving":
+                self._unarmed.append((when, what))
+                return
+        self._arm_one(when, what)
+
+    def _arm(self) -> None:
+        """The peer serves: arm the timers asked for before."""
+        with self._peer._lock:
+            unarmed, self._unarmed = self._unarmed, []
+        for when, what in unarmed:
+            self._arm_one(when, what)
+
+    def _arm_one(self, when: float, what: Callable[[], None]) -> None:
+        peer = self._peer
+        loop = peer._loop
+        if loop is None:  # pragma: no cover - serving means a loop
+            return
+
+        def fire() -> None:
+            if peer._state == "serving":
+                what()
+
+        def arm() -> None:
+            self._timers.append(loop.call_later(max(0.0, when - clock()), fire))
+
+        try:
+            here = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            here = False
+        if here:
+            arm()
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nothing serves
+                loop.call_soon_threadsafe(arm)
+
+    def _disarm(self) -> None:
+        """The peer stopped: cancel the timers (each also does nothing from now on)."""
+        loop = self._peer._loop
+        timers, self._timers = self._timers, []
+        self._unarmed.clear()
+        if loop is not None and timers:
+            with contextlib.suppress(RuntimeError):  # the loop closed: they are gone
+                loop.call_soon_threadsafe(_cancel, timers)
 
     def clear(self) -> None:
         """Remove every fault."""
@@ -151,10 +264,11 @@ class Faults:
 
     def __iter__(self) -> Iterator[Fault]:
         with self._peer._lock:
-            return iter(list(self._peer._conversation.faults))
+            return iter(in_force(self._peer._conversation))
 
     def __len__(self) -> int:
-        return len(self._peer._conversation.faults)
+        with self._peer._lock:
+            return len(in_force(self._peer._conversation))
 
     latency = _applying(Latency)
     bandwidth = _applying(Bandwidth)
@@ -178,6 +292,23 @@ class Faults:
     drop = _applying(Drop)
     duplicate = _applying(Duplicate)
     reorder = _applying(Reorder)
+    accept_delay = _applying(AcceptDelay)
+    reset_on_accept = _applying(ResetOnAccept)
+    accept_queue_full = _applying(AcceptQueueFull)
+
+
+def _cancel(timers: list[asyncio.TimerHandle]) -> None:
+    for timer in timers:
+        timer.cancel()
+
+
+def _take(faults: list[Fault], fault: Fault) -> bool:
+    """Take ``fault`` (this very value) out of ``faults``; False if it was not there."""
+    for index, listed in enumerate(faults):
+        if listed is fault:
+            del faults[index]
+            return True
+    return False
 
 
 def _check_tls(peer: Host, fault: Fault) -> None:

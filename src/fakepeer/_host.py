@@ -18,7 +18,9 @@ import threading
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
-from . import _hosting, _listening
+from . import _accepting, _hosting, _listening
+from ._acceptfaults import AcceptQueueFull
+from ._closes import Closes
 from ._connection import Connection
 from ._conversation import Conversation
 from ._errors import (
@@ -50,7 +52,11 @@ async def _refused(server: PeerServer) -> None:
     server.refuse()
 
 
-class Host(Inspection):
+async def _run(act: Callable[[PeerServer], None], server: PeerServer) -> None:
+    act(server)
+
+
+class Host(Closes, Inspection):
     """A server on loopback, served, recorded and judged; see the module docstring.
 
     ``title`` heads the transcript; the other keywords are :class:`~fakepeer.FakePeer`'s.
@@ -202,6 +208,9 @@ class Host(Inspection):
         self._state = "serving"
         if any(isinstance(fault, Refuse) for fault in self._conversation.faults):
             self._refuse(True)
+        if any(isinstance(fault, AcceptQueueFull) for fault in self._conversation.faults):
+            self._queue_full(True)
+        self.faults._arm()  # the timers of the faults on a schedule
 
     def _start_on_hub(self) -> None:
         server = self._listen()
@@ -210,6 +219,7 @@ class Host(Inspection):
 
     def _stopped(self) -> None:
         self._state = "stopped"
+        self.faults._disarm()
         if self._tls is not None:
             self._tls.remove()  # the CA file, if a client asked for it
 
@@ -239,8 +249,9 @@ class Host(Inspection):
             finally:
                 _listening.release(self._where)
 
-    def _settle(self) -> None:
-        """Let the hub read what clients already sent before judging (hub-hosted peers)."""
+    def _settle(self, *, closes: bool = False) -> None:
+        """Let the hub read what clients already sent before judging (hub-hosted peers);
+        ``closes``: their closes too."""
         server = self._server
         loop = self._loop
         if (
@@ -249,7 +260,7 @@ class Host(Inspection):
             and not hub.in_hub_thread()
             and (loop is hub.loop() or hub.given_up(loop))
         ):
-            _hosting.settle(server)
+            _hosting.settle(server, closes=closes)
 
     def _refuse(self, refusing: bool) -> None:
         """Stop or resume listening, on the loop that serves. Listening resumes at once (the
@@ -273,6 +284,19 @@ class Host(Inspection):
             task = loop.create_task(server.accept_again(socks))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+
+    def _queue_full(self, full: bool) -> None:
+        """Leave the accept queue full (an ``accept_queue_full`` fault), or accept again, on
+        the loop that serves, before this returns (see :mod:`~fakepeer._accepting`)."""
+        server, loop = self._server, self._loop
+        if server is None or loop is None:
+            return  # not serving yet: _started() applies it
+        act = _accepting.fill if full else _accepting.drain
+        if not hub.in_hub_thread() and (loop is hub.loop() or hub.given_up(loop)):
+            what = "fill the accept queue" if full else "accept again"
+            _hosting.call(server, _run(act, server), f"{what} (an accept_queue_full fault)")
+        else:  # in the serving loop itself
+            act(server)
 
     def _conclude(self, exc: BaseException | None) -> None:
         """After stopping: raise the verdict, or note it on the exception already raised."""

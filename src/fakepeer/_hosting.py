@@ -77,12 +77,13 @@ def attach_here(server: PeerServer) -> None:
     server.attach()
 
 
-def settle(server: PeerServer) -> None:
+def settle(server: PeerServer, *, closes: bool = False) -> None:
     """On the hub, read what clients already sent; nothing to do when the hub is quiet, or
-    has only clients' closes to read that cannot change the verdict."""
+    has only clients' closes to read that cannot change the verdict (``closes``: that are
+    read too, for a judgement on closes)."""
     if server.closed:
         return
-    with _at_rest(server, "settle before its verdict") as resting:
+    with _at_rest(server, "settle before its verdict", eof_ok=not closes) as resting:
         if resting:
             return
     _handover(server, server.settle(), "settle before its verdict")
@@ -103,7 +104,8 @@ def stop(server: PeerServer, timeout: float, *, wait: bool = True) -> None:
         server.abort()
         return
     with _at_rest(server, "stop") as resting:
-        if resting and not server.protocols:  # nobody connected or connecting
+        if resting and not (server.protocols or server.waiting):  # nobody connected or
+            # connecting (waiting: accepted, held back by an accept_delay fault)
             server.close()
             server.stop_listening()  # now, not on the hub's next turn
             with contextlib.suppress(RuntimeError):  # the loop is gone: nothing listens
@@ -132,17 +134,17 @@ def call(server: PeerServer, coroutine: Coroutine[Any, Any, object], what: str) 
     _handover(server, coroutine, what)
 
 
-def _quiet_hub(server: PeerServer) -> bool:
+def _quiet_hub(server: PeerServer, *, eof_ok: bool = True) -> bool:
     """With the lock held: nothing the hub could still do for this server changes the
     verdict. No socket of it is readable (but for closes that change nothing, see
     :meth:`PeerServer.quiet`), and then, the hub waits in ``select()``: it holds nothing it
     took off a socket and has not handled yet (it would need the lock we hold for that)."""
     loop = server.loop
-    return loop is not None and server.quiet(eof_ok=True) and hub.waiting(loop)
+    return loop is not None and server.quiet(eof_ok=eof_ok) and hub.waiting(loop)
 
 
 @contextlib.contextmanager
-def _at_rest(server: PeerServer, what: str) -> Iterator[bool]:
+def _at_rest(server: PeerServer, what: str, *, eof_ok: bool = True) -> Iterator[bool]:
     """The peer's lock, and whether the hub is at rest for this server (:func:`_quiet_hub`).
 
     The hub may be busy for a while (a client's close that just arrived, a socket handed
@@ -158,10 +160,10 @@ def _at_rest(server: PeerServer, what: str) -> Iterator[bool]:
         if attempt:
             rested = _rest(server, deadline, turn)
         with _locked(server, what):
-            if _quiet_hub(server):
+            if _quiet_hub(server, eof_ok=eof_ok):
                 yield True
                 return
-            if not rested or not server.quiet(eof_ok=True) or attempt == _ATTEMPTS - 1:
+            if not rested or not server.quiet(eof_ok=eof_ok) or attempt == _ATTEMPTS - 1:
                 yield False  # work to do for this server, or a hub that does not rest
                 return
 

@@ -48,8 +48,9 @@ class Inspection:
     _handles: list[Connection]
     _state: str
 
-    def _settle(self) -> None:
-        """Let the serving loop read what clients already sent (the host's)."""
+    def _settle(self, *, closes: bool = False) -> None:
+        """Let the serving loop read what clients already sent, ``closes`` too (the
+        host's)."""
         raise NotImplementedError
 
     # -- inspection --------------------------------------------------------------------------

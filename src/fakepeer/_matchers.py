@@ -66,7 +66,8 @@ import re
 from ._byte_matchers import ANY, Contains, Exact, Predicate, Predicate_, Prefix, Regex
 from ._errors import ScriptError
 from ._json import UNFINISHED, Front, dumps, mismatch, normalize, parse, read_front, score
-from ._matching import NEED_MORE, Matched, Matcher, MatchOutcome, closeness
+from ._matching import NEED_MORE, Matched, Matcher, MatchOutcome, closeness, explain
+from ._show import show
 
 __all__ = [
     "ANY",
@@ -80,6 +81,7 @@ __all__ = [
     "closeness",
     "contains",
     "exact",
+    "explain",
     "json",
     "not_",
     "predicate",
@@ -141,6 +143,14 @@ class Json(Matcher):
                 return difference
         return f"is not JSON: {problem}"
 
+    def _explain(self, data: bytes, stream: bool) -> str:
+        if stream and _front_value(data) is NEED_MORE:
+            return (
+                "is the unfinished beginning of a JSON value: with Raw framing it waits for "
+                "the rest (a number at the end may go on)"
+            )
+        return self.explain(data)
+
     def _closeness(self, data: bytes, stream: bool) -> float:
         value, problem = parse(data)
         if problem is not None and stream:
@@ -191,10 +201,42 @@ class AllOf(Matcher):
         return f"all_of({', '.join(part.describe() for part in self.parts)})"
 
     def explain(self, data: bytes) -> str:
-        for part in self.parts:
-            if not isinstance(part.match(data, stream=False), Matched):
-                return part.explain(data)
+        return self._explain(data, False)
+
+    def _explain(self, data: bytes, stream: bool) -> str:
+        first, *others = self.parts
+        if not stream:
+            for part in self.parts:
+                if not isinstance(part.match(data, stream=False), Matched):
+                    return explain(part, data)
+            return f"matches {self.describe()}"
+        outcome = first.match(data, stream=True)
+        if not isinstance(outcome, Matched):
+            return explain(first, data, stream=True)
+        message = data[: outcome.consumed]
+        for part in others:
+            if not isinstance(part.match(message, stream=False), Matched):
+                return self._cut_short(first, message, part, data)
         return f"matches {self.describe()}"
+
+    def _cut_short(self, first: Matcher, message: bytes, part: Matcher, data: bytes) -> str:
+        """Why the stream ``data`` did not match: ``first`` consumed just ``message``, which
+        ``part`` refused; and how to write it (a reordering that matches ``data``, if any)."""
+        count = len(message)
+        noun = "byte" if count == 1 else "bytes"
+        why = (
+            f"does not match {self.describe()} with Raw framing: its first part, "
+            f"{first.describe()}, decides what is consumed (here {count} {noun}), and the "
+            f"other parts judge only those bytes: {show(message)} {explain(part, message)}"
+        )
+        for index, candidate in enumerate(self.parts[1:], 1):
+            reordered = AllOf((candidate, *self.parts[:index], *self.parts[index + 1 :]))
+            if isinstance(reordered.match(data, stream=True), Matched):
+                return f"{why}; put the part that frames the message first: {reordered.describe()}"
+        return (
+            f"{why}; put first a part that frames the whole message (contains(...) of its end), "
+            "or use a message framing: FakePeer(framing=...)"
+        )
 
     def _closeness(self, data: bytes, stream: bool) -> float:
         return min(closeness(part, data, stream=stream) for part in self.parts)
@@ -219,9 +261,14 @@ class AnyOf(Matcher):
         return f"any_of({', '.join(part.describe() for part in self.parts)})"
 
     def explain(self, data: bytes) -> str:
+        return self._explain(data, False)
+
+    def _explain(self, data: bytes, stream: bool) -> str:
         if len(self.parts) == 1:
-            return self.parts[0].explain(data)
-        reasons = "; ".join(f"{part.describe()} ({part.explain(data)})" for part in self.parts)
+            return explain(self.parts[0], data, stream=stream)
+        reasons = "; ".join(
+            f"{part.describe()} ({explain(part, data, stream=stream)})" for part in self.parts
+        )
         return f"matches none of {reasons}"
 
     def _closeness(self, data: bytes, stream: bool) -> float:
@@ -248,7 +295,19 @@ class Not(Matcher):
         return f"not_({self.inner.describe()})"
 
     def explain(self, data: bytes) -> str:
-        return f"matches {self.inner.describe()}, which it must not"
+        return self._explain(data, False)
+
+    def _explain(self, data: bytes, stream: bool) -> str:
+        outcome = self.inner.match(data, stream=stream)
+        if isinstance(outcome, Matched):
+            front = f" (its first {outcome.consumed} bytes)" if outcome.consumed < len(data) else ""
+            return f"matches {self.inner.describe()}{front}, which it must not"
+        if outcome is NEED_MORE:
+            return (
+                f"may still become {self.inner.describe()}, which it must not: with Raw "
+                "framing it waits for more bytes"
+            )
+        return f"matches {self.describe()}"
 
 
 # -- the factories -------------------------------------------------------------------------

@@ -21,6 +21,7 @@ __all__ = [
     "Matched",
     "Matcher",
     "closeness",
+    "explain",
     "ratio",
 ]
 
@@ -80,6 +81,13 @@ class Matcher:
         """
         return f"does not match {self.describe()}"
 
+    def _explain(self, data: bytes, stream: bool) -> str:
+        """:meth:`explain` in a mode: why ``data`` does not match with ``stream`` (the front
+        of a raw buffer) or without it (a whole message). The default is :meth:`explain`,
+        which judges a whole message; a matcher that behaves otherwise in stream mode
+        overrides this, so that an explanation never says "matches" of what did not."""
+        return self.explain(data)
+
     def _closeness(self, data: bytes, stream: bool) -> float:
         """How close a non-matching ``data`` comes, in [0, 1] (default 0): a failure lists the
         rules that come closest as its "similar rules"."""
@@ -128,3 +136,13 @@ def closeness(matcher: Matcher, data: bytes, *, stream: bool = False) -> float:
     except Exception:  # a predicate that raises: the ranking must not hide the real failure
         return 0.0
     return max(0.0, min(_BELOW_MATCH, float(score)))
+
+
+def explain(matcher: Matcher, data: bytes, *, stream: bool = False) -> str:
+    """Why ``data`` does not match ``matcher`` with ``stream`` or without it, in one line
+    that reads after "the data " (see :meth:`Matcher._explain`). Never raises: a matcher
+    that raises while it explains is said to have raised."""
+    try:
+        return matcher._explain(data, stream)
+    except Exception as exc:  # the diagnosis must not hide the real failure
+        return f"does not match {matcher.describe()}: it raised {type(exc).__name__}: {exc}"

@@ -101,7 +101,7 @@ def mermaid(
             ends = (who, "peer") if event.kind in TO_PEER else ("peer", who)
             body.append((f"    {ends[0]}{arrow}{ends[1]}: {_m(stamp + tag + text)}", 1))
         else:
-            mark = "✖ " if problem else ("⚡ " if event.kind == "fault" else "")
+            mark = "✖ " if problem else ("⚡ " if event.kind in ("fault", "accept") else "")
             text = f"{mark}{tag}{event.kind} {text}".rstrip()
             body.append((f"    Note over {who}: {_m(stamp + text)}", 1))
     if max_chars is not None:

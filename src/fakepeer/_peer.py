@@ -331,15 +331,28 @@ class FakePeer(Host, _Scripting):
 
     # -- the script --------------------------------------------------------------------------
 
-    def on_connection(self, number: int) -> ConnectionScript:
+    def on_connection(self, number: int, *, inherit: bool = False) -> ConnectionScript:
         """The own script of the ``number``-th connection (counting from 1).
 
-        That connection follows this script *instead of* the peer's: its greetings, its
-        expectations, its permanent rules, or its handler. Its unmet expectations fail the
-        test like the peer's (also when that connection never comes).
+        By default that connection follows this script *instead of* the peer's: its
+        greetings, its expectations, its permanent rules, or its handler. With
+        ``inherit=True`` it *adds to* the peer's script: a message is tried against the
+        connection's next expectation, its ``always`` rules, the peer's ``always`` rules,
+        its ``otherwise`` rules, then the peer's; it is greeted by its own ``on_connect``
+        rules, or the peer's if it has none. The peer's expectations (one ordered sequence
+        over the connections that follow the peer's script) and its handler are not
+        inherited. Its unmet expectations fail the test like the peer's (also when that
+        connection never comes). ``inherit=True`` holds once given: ``on_connection(n)``
+        later returns the same script; ``inherit`` not a bool is a
+        :class:`~fakepeer.ScriptError`.
         """
         if isinstance(number, bool) or not isinstance(number, int) or number < 1:
             raise ScriptError(f"on_connection() takes a connection number >= 1, got {number!r}")
+        if not isinstance(inherit, bool):
+            raise ScriptError(
+                f"on_connection({number}, inherit=...) takes True (add to the peer's script) "
+                f"or False (replace it), got {inherit!r}"
+            )
         with self._lock:
             if number <= len(self._conversation.connections):
                 raise ScriptError(
@@ -347,6 +360,8 @@ class FakePeer(Host, _Scripting):
                     "script it before the client connects"
                 )
             script = self._conversation.script_for(number)
+            if inherit:
+                script.inherits(self._conversation.script)
         return ConnectionScript(self, number, script)
 
     # -- assertions ----------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Callable
 from typing import Final
 
-from . import _tlsfaults
+from . import _accepting, _tlsfaults
 from ._connection import Connection
 from ._conversation import Conversation
 from ._errors import ConversationError
@@ -98,6 +98,12 @@ class PeerServer:
         self.closed = False  # stop() is over: nothing more is served or recorded
         self.abandoned = False  # the loop was found blocked and given up (see _hosting)
         self.refusing = False
+        # the connect-phase faults (see _accepting): connections accepted in all, those an
+        # accept_delay holds (with the timer that serves them), the accept queue left full
+        self.accepted = 0
+        self.waiting: dict[socket.socket, asyncio.TimerHandle] = {}
+        self.queue_full = False
+        self.fillers: list[socket.socket] = []
         self.progress = 0.0
         self._drained: asyncio.Future[None] | None = None
         #: Every address listened on (``(host, port)`` or a Unix socket's path), once bound.
@@ -159,9 +165,16 @@ class PeerServer:
         loop.call_later(0.1, self.attach)
 
     def _adopt(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        if self.fillers and _accepting.is_filler(self, sock):
+            sock.close()  # the peer's own, which kept the accept queue full
+        elif not _accepting.admit(self, sock):  # (the accept faults may take it)
+            self.serve_accepted(sock)
+
+    def serve_accepted(self, sock: socket.socket) -> None:
+        """Serve an accepted (non-blocking) socket: its connection is made on the loop."""
         loop = self.loop
         assert loop is not None
-        sock.setblocking(False)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -288,7 +301,11 @@ class PeerServer:
             if not self.draining or clock() < self.handshakes_until:
                 return _IN_FLIGHT
         listeners = self.listeners
-        if listeners and not self.refusing and _readable([sock.fileno() for sock in listeners]):
+        if (
+            listeners
+            and not (self.refusing or self.queue_full)
+            and _readable([sock.fileno() for sock in listeners])
+        ):
             return _READABLE
         waiting: dict[int, _PeerProtocol] = {}
         for protocol in self.protocols:
@@ -319,9 +336,12 @@ class PeerServer:
     # -- events of the connections ------------------------------------------------------------
 
     def crashed(self, exc: BaseException, connection: ConnectionRecord) -> None:
-        """Record an exception raised while handling an event. Call with the lock held."""
+        """Record an exception raised while handling an event, with its notes (a
+        predicate's says which function raised, on what). Call with the lock held."""
+        notes = "".join(f"\n  {note}" for note in getattr(exc, "__notes__", ()))
         problem = ConversationError(
-            f"connection #{connection.id}: handling an event raised {type(exc).__name__}: {exc}",
+            f"connection #{connection.id}: handling an event raised {type(exc).__name__}: {exc}"
+            f"{notes}",
             connection=connection.id,
         )
         problem.__cause__ = exc
@@ -381,12 +401,13 @@ class PeerServer:
             for listener in listeners:
                 loop.remove_reader(listener.fileno())
             fds = [listener.fileno() for listener in listeners]
-            while self.listeners and _readable(fds):
+            while self.listeners and not self.queue_full and _readable(fds):
                 before = len(self.adopting)
                 self._accept()
                 if len(self.adopting) == before:
                     break
             self._close_listener()
+            _accepting.release(self)  # (the queued clients of a full queue get an RST)
             for protocol in list(self.protocols):  # backpressure must not hide what was sent
                 protocol._resume(_SENDING | _UPSTREAM)
         await self.settle()
@@ -439,6 +460,7 @@ class PeerServer:
         """On the loop, after it was found blocked (or nobody was served): drop every
         connection at once, and every TLS handshake going on (a stalled one, say)."""
         self._close_listener()
+        _accepting.release(self)
         self._cancel_handshakes()
         for protocol in list(self.protocols):
             protocol.cancel()

@@ -16,12 +16,11 @@ upstream with :meth:`Relay.upstream_connected`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from ._actions import Action, Close, Dropped, HalfClose, Write
 from ._conversation import Conversation
 from ._errors import UpstreamError
-from ._faults import Fault, FaultState, shape
+from ._faults import FaultState, shape
+from ._faultschedule import faults_of, spend
 from ._state import ConnectionRecord
 
 __all__ = ["DOWNSTREAM", "UPSTREAM", "Relay"]
@@ -76,6 +75,7 @@ class Relay:
     def client_eof(self, at: float) -> list[Action]:
         """The client half-closed: the server gets an EOF, after what went before."""
         self.client_eof_seen = True
+        self.connection.end("client", "EOF")
         self.conversation.note(self.connection, at, "eof", "")
         return self._upstream([HalfClose()])
 
@@ -145,7 +145,7 @@ class Relay:
         """``actions`` going ``direction`` as the faults let them happen; what they drop is
         recorded. Without a fault for this direction, what is sent is still counted
         (``limit_data`` counts from the first byte)."""
-        faults: Sequence[Fault] = self.conversation.faults
+        faults = faults_of(self.conversation, self.connection)
         upstream = direction == UPSTREAM
         state = self.up_faults if upstream else self.connection.faults
         assert state is not None  # the conversation seeds it as the connection opens
@@ -159,4 +159,6 @@ class Relay:
                 self.conversation.dropped(self.connection, action, at, way)
             else:
                 shaped.append(action)  # type: ignore[arg-type]
+        if self.conversation.counters:
+            spend(self.conversation, faults, actions, at, direction)  # type: ignore[arg-type]
         return shaped

@@ -89,11 +89,12 @@ class RuleBook:
 
     def candidates(self, record: ConnectionRecord) -> list[Rule]:
         """The rules that may match the next message of ``record``, in order: its script's
-        head, then its ``always`` rules, then its ``otherwise`` rules."""
+        head, then its ``always`` rules, then its ``otherwise`` rules (with those its
+        script inherits: see :class:`~fakepeer._script.Script`)."""
         script = record.script
         head = self.head(script)
         applies = self.applies
         rules = [head] if head is not None and applies(head, record) else []
-        rules.extend(rule for rule in script.permanent if applies(rule, record))
-        rules.extend(rule for rule in script.fallbacks if applies(rule, record))
+        rules.extend(rule for rule in script.tried_permanent if applies(rule, record))
+        rules.extend(rule for rule in script.tried_fallbacks if applies(rule, record))
         return rules

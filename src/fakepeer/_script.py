@@ -86,11 +86,13 @@ _PACKAGE_DIR: Final = os.path.dirname(os.path.abspath(__file__))
 _PLUMBING: Final = frozenset(
     os.path.join(_PACKAGE_DIR, name) for name in ("_script.py", "_peer.py", "_conversation.py")
 )
+#: A kit's preset (``resp.handshake(peer)``) writes rules located at its call in the test.
+_KITS: Final = os.path.join(_PACKAGE_DIR, "protocols") + os.sep
 
 
 @functools.lru_cache(maxsize=256)
 def _plumbing(filename: str) -> bool:
-    return os.path.abspath(filename) in _PLUMBING
+    return (path := os.path.abspath(filename)) in _PLUMBING or path.startswith(_KITS)
 
 
 @functools.lru_cache(maxsize=256)
@@ -458,6 +460,14 @@ class Script:
 
     ``connection`` is the number of the connection it is for (None: the peer's script).
     Which expectation comes next is the conversation's business (it keeps the counts).
+
+    A connection's script that :meth:`inherits` the peer's (``on_connection(n,
+    inherit=True)``) adds to it: its messages are tried against its own next expectation,
+    its own ``always`` rules, the peer's ``always`` rules, its own ``otherwise`` rules, then
+    the peer's (``tried_permanent``, ``tried_fallbacks``: kept up to date as rules are added
+    to either); it greets with the peer's ``on_connect`` rules unless it has its own
+    (:attr:`greeting`). The peer's expectations are one sequence over the connections that
+    follow the peer's script, and its handler serves those: neither is inherited.
     """
 
     def __init__(self, connection: int | None = None) -> None:
@@ -469,6 +479,32 @@ class Script:
         self.fallbacks: list[Rule] = []
         self.handler: HandlerFunction | None = None
         self.handler_where = ""
+        self.parent: Script | None = None  # the peer's script, if this one inherits it
+        self.heirs: list[Script] = []  # the connections' scripts that inherit this one
+        # The rules tried after the next expectation (the same lists unless it inherits).
+        self.tried_permanent = self.permanent
+        self.tried_fallbacks = self.fallbacks
+
+    def inherits(self, parent: Script) -> None:
+        """Add to ``parent``'s rules (the peer's script) from now on; see the class."""
+        if self.parent is None:
+            self.parent = parent
+            parent.heirs.append(self)
+            self._refresh()
+
+    def _refresh(self) -> None:
+        parent = self.parent
+        if parent is not None:
+            self.tried_permanent = [*self.permanent, *parent.permanent]
+            self.tried_fallbacks = [*self.fallbacks, *parent.fallbacks]
+
+    @property
+    def greeting(self) -> list[Rule]:
+        """The ``connect`` rules a connection of this script runs: its own, or, if it has
+        none and inherits, the peer's."""
+        if self.connect_rules or self.parent is None:
+            return self.connect_rules
+        return self.parent.connect_rules
 
     def add(self, kind: str, matcher: Matcher | None, where: str) -> Rule:
         """Append a rule of ``kind`` and return it."""
@@ -480,6 +516,10 @@ class Script:
         }[kind]
         rule = Rule(kind, matcher, len(rules) + 1, where, self.scope, connection=self.connection)
         rules.append(rule)
+        if kind in ("always", "otherwise"):
+            self._refresh()
+            for heir in self.heirs:
+                heir._refresh()
         return rule
 
     def set_handler(self, handler: HandlerFunction, where: str) -> None:
@@ -495,5 +535,6 @@ class Script:
         self.handler, self.handler_where = handler, where
 
     def rules(self) -> list[Rule]:
-        """Every rule that matches messages, in the order they are tried."""
-        return [*self.expectations, *self.permanent, *self.fallbacks]
+        """Every rule that matches messages, in the order they are tried (the inherited
+        ones too)."""
+        return [*self.expectations, *self.tried_permanent, *self.tried_fallbacks]

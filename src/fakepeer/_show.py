@@ -5,6 +5,10 @@ descriptions and explanations, the framings' errors. Those modules all import th
 it is apart from the transcript's record (which is about what happened and what is kept):
 a matcher or a framing needs these four functions, not the transcript.
 
+A diagnosis shows the bytes of its ``received:`` or ``leftover:`` line by the transcript's
+rule (:func:`show_value`): text on the line, binary bytes (:func:`is_binary`) as a hexdump
+under it.
+
 Printable ASCII is shown as is, the rest as ``\\n``, ``\\xNN``; a quote and a backslash are
 escaped, so ``show`` can put quotes around the text. Pure: no I/O.
 """
@@ -13,7 +17,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["INLINE_LIMIT", "escape", "hexdump", "is_binary", "show"]
+__all__ = ["DUMP_LIMIT", "INLINE_LIMIT", "escape", "hexdump", "is_binary", "show", "show_value"]
 
 _ESCAPES: Final = {
     0x09: "\\t",
@@ -29,6 +33,8 @@ _TABLE: Final = [
 
 #: Longest bytes shown inline on one event line before it is cut (the rest is counted).
 INLINE_LIMIT: Final = 200
+#: Longest binary bytes a diagnosis line shows as a hexdump (16 lines) before it is cut.
+DUMP_LIMIT: Final = 256
 
 
 def escape(data: bytes) -> str:
@@ -61,3 +67,17 @@ def show(data: bytes, limit: int = INLINE_LIMIT) -> str:
     if len(data) <= limit:
         return f"'{escape(data)}'"
     return f"'{escape(data[:limit])}'... ({len(data)} bytes in all)"
+
+
+def show_value(data: bytes, indent: str, limit: int = INLINE_LIMIT) -> str:
+    """``data`` as the value of a diagnosis line (``received:  ...``), by the transcript's
+    rule: text quoted on the line (:func:`show`, cut after ``limit`` bytes); binary bytes
+    (:func:`is_binary`) as ``N bytes:`` and a hexdump on the lines below, each starting with
+    ``indent`` (the column of the value), cut after :data:`DUMP_LIMIT` bytes."""
+    if not is_binary(data):
+        return show(data, limit)
+    noun = "byte" if len(data) == 1 else "bytes"
+    lines = [f"{len(data):,} {noun}:", hexdump(data[:DUMP_LIMIT], indent)]
+    if len(data) > DUMP_LIMIT:
+        lines.append(f"{indent}... ({len(data):,} bytes in all)")
+    return "\n".join(lines)

@@ -111,13 +111,14 @@ class ConnectionRecord:
     ``id`` counts connections from 1 in order of arrival; ``client`` is the client's
     ``host:port``; ``received`` the messages it sent; ``state`` its state for ``.when()``
     rules (the script's own label, not the :class:`Phase`); ``problem`` the first problem
-    found on it, if any.
+    found on it, if any; ``ending`` who closed it first and how (see :meth:`end`).
     """
 
     __slots__ = (
         "buffer",
         "client",
         "decoder",
+        "ending",
         "faults",
         "framed",
         "handled",
@@ -158,6 +159,16 @@ class ConnectionRecord:
         self.transcript = transcript
         # What the TLS handshake agreed (a TLSInfo), once there was one; None: plain text.
         self.tls: TLSInfo | None = None
+        # Who closed it first, "client" or "peer", and how ("EOF", "reset"...); None: neither.
+        self.ending: tuple[str, str] | None = None
+
+    def end(self, by: str, how: str) -> None:
+        """``by`` (``"client"`` or ``"peer"``) closed the connection, ``how``: recorded if
+        it is the first close of either side (a client's EOF, its reset or a lost
+        connection; the peer's close or reset; the close that answers the other's is not
+        the first). A half-close of the peer is no close: the client may still close."""
+        if self.ending is None:
+            self.ending = (by, how)
 
     def move(self, event: Transition) -> None:
         """Apply ``event`` to the phase, by the table."""

@@ -219,6 +219,7 @@ class Transcript:
         "fault",
         "pending",
         "tls",
+        "accept",
     )
 
     def __init__(self, title: str = "fake peer", *, budget: int | None = DEFAULT_BUDGET) -> None:

@@ -108,8 +108,8 @@ def _failed(protocol: _PeerProtocol, exc: BaseException) -> None:
         protocol.paused &= ~HANDSHAKE
         protocol._held = None  # (nothing came through a handshake that failed)
         protocol.steps.clear()
-        if not isinstance(exc, asyncio.CancelledError):
-            server.conversation.note(connection, clock(), "tls", f"upgrade failed: {reason(exc)}")
+        why = None if isinstance(exc, asyncio.CancelledError) else reason(exc)
+        server.conversation.upgrade_failed(connection, clock(), why)
         server.changed()
     if transport is not None and not transport.is_closing():
         transport.abort()

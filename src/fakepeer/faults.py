@@ -18,10 +18,15 @@ The TLS handshake faults (:class:`UntrustedCertificate`, :class:`WrongHostname`,
 :class:`ClientCertificateRefused`) apply to a TLS peer only (``FakePeer(tls=True)``; the
 last one with ``tls_client_cert=True``): on another peer, ``peer.faults`` raises
 :class:`~fakepeer.ScriptError`.
+
+The connect-phase faults (:class:`AcceptDelay`, :class:`ResetOnAccept`,
+:class:`AcceptQueueFull`) act before the peer serves a connection: on a TCP or Unix socket
+peer, or a Proxy.
 """
 
 from __future__ import annotations
 
+from ._acceptfaults import AcceptDelay, AcceptQueueFull, ResetOnAccept
 from ._datagramfaults import Drop, Duplicate, Reorder
 from ._faultclasses import (
     Bandwidth,
@@ -47,6 +52,8 @@ from ._faultclasses import (
 from ._faults import Fault
 
 __all__ = [
+    "AcceptDelay",
+    "AcceptQueueFull",
     "Bandwidth",
     "ClientCertificateRefused",
     "Corrupt",
@@ -61,6 +68,7 @@ __all__ = [
     "LimitData",
     "Refuse",
     "Reorder",
+    "ResetOnAccept",
     "ResetPeer",
     "Slice",
     "SlowClose",
@@ -69,6 +77,8 @@ __all__ = [
     "Truncate",
     "UntrustedCertificate",
     "WrongHostname",
+    "accept_delay",
+    "accept_queue_full",
     "bandwidth",
     "blackhole",
     "client_certificate_refused",
@@ -83,6 +93,7 @@ __all__ = [
     "limit_data",
     "refuse",
     "reorder",
+    "reset_on_accept",
     "reset_peer",
     "slice",
     "slow_close",
@@ -115,3 +126,6 @@ client_certificate_refused = ClientCertificateRefused
 drop = Drop
 duplicate = Duplicate
 reorder = Reorder
+accept_delay = AcceptDelay
+reset_on_accept = ResetOnAccept
+accept_queue_full = AcceptQueueFull
