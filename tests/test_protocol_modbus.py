@@ -7,6 +7,7 @@ specifications lay them out (tables, no sockets), the framing however the bytes 
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -324,7 +325,9 @@ def test_a_response_of_the_wrong_size_fails_the_reply() -> None:
 
 def test_a_device_answers_a_read_out_of_bounds_with_an_exception() -> None:
     peer = FakePeer(framing=modbus.framing())
+    line = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
     (rule,) = modbus.device(peer, input_registers=list(range(200)))
+    assert rule.where == f"test_protocol_modbus.py:{line}"  # the test's line, not the kit's
     assert rule.matcher is not None
     assert rule.matcher.describe() == "Modbus read_input_registers (function 4)"
     rehearsal = Rehearsal(peer)

@@ -6,6 +6,7 @@ against the real clients: paho-mqtt 2 (threaded) and aiomqtt (asyncio), each in 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from collections.abc import Callable, Iterator
 
@@ -563,7 +564,9 @@ async def test_aiomqtt(protocol: aiomqtt.ProtocolVersion, level: int) -> None:
 def test_connection_scripts_take_the_preset_too() -> None:
     peer = FakePeer(framing=mqtt.framing())
     second = peer.on_connection(1)
+    line = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
     rules = mqtt.handshake(second, session_present=True)
+    assert {rule.where for rule in rules} == {f"test_protocol_mqtt.py:{line}"}  # not the kit
     assert [rule.matcher.describe() for rule in rules if rule.matcher] == [
         "MQTT CONNECT",
         "MQTT PINGREQ",
