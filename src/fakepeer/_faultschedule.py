@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from ._actions import Close, Write
+from ._actions import Write
 from ._errors import ScriptError
 from ._faults import Fault, FaultState, checked_count, checked_number
 
@@ -190,8 +190,9 @@ def spend(
     direction: str = "downstream",
 ) -> None:
     """``actions``, a batch of writes, was shaped by ``faults``: count it for the faults
-    among them counted per request, and switch off those that reach their count."""
-    if not any(isinstance(action, Write | Close) for action in actions):
+    among them counted per request, and switch off those that reach their count. Only a
+    batch that writes bytes is a reply: the close that answers a client's EOF is none."""
+    if not any(isinstance(action, Write) for action in actions):
         return
     for fault in faults:
         counter = convo.counters.get(id(fault))

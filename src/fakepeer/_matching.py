@@ -143,6 +143,16 @@ def explain(matcher: Matcher, data: bytes, *, stream: bool = False) -> str:
     that reads after "the data " (see :meth:`Matcher._explain`). Never raises: a matcher
     that raises while it explains is said to have raised."""
     try:
+        if (
+            stream
+            and type(matcher)._explain is Matcher._explain  # judges whole messages only
+            and isinstance(matcher.match(data, stream=False), Matched)
+        ):
+            return (
+                f"would match {matcher.describe()} as a whole message, but the framing is "
+                "Raw(), which gives a matcher the front of a byte stream: this matcher needs "
+                "a message framing (a protocol kit's own: FakePeer(framing=<kit>.framing()))"
+            )
         return matcher._explain(data, stream)
     except Exception as exc:  # the diagnosis must not hide the real failure
         return f"does not match {matcher.describe()}: it raised {type(exc).__name__}: {exc}"
