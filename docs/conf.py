@@ -109,6 +109,9 @@ def _public_name(target: str) -> str | None:
     """
     if target in PRIVATE_TYPES:
         return PRIVATE_TYPES[target]
+    kit = re.fullmatch(r"fakepeer\.protocols\._([a-z0-9]+)_\w+\.(\w+)(\..*)?", target)
+    if kit is not None:  # a kit's private module, fakepeer.protocols._mqtt_packets: its kit
+        return f"fakepeer.protocols.{kit[1]}.{kit[2]}{kit[3] or ''}"
     match = re.fullmatch(r"fakepeer\._\w+\.(\w+)(\..*)?", target)
     if match is None:
         return None
