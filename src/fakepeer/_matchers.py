@@ -73,6 +73,7 @@ __all__ = [
     "ANY",
     "NEED_MORE",
     "Exact",
+    "MatchOutcome",
     "Matched",
     "Matcher",
     "all_of",

@@ -12,7 +12,7 @@ docstring of ``fakepeer._matchers``. Pure: no I/O.
 from __future__ import annotations
 
 import difflib
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, TypeAlias
 
 __all__ = [
     "NEED_MORE",
@@ -41,7 +41,9 @@ class _NeedMore:
 #: Returned in stream mode when the buffered bytes could still become a match.
 NEED_MORE: Final = _NeedMore()
 
-MatchOutcome = Matched | _NeedMore | None
+#: What :meth:`Matcher.match` returns: a :class:`Matched`, :data:`NEED_MORE` (stream mode
+#: only) or ``None``.
+MatchOutcome: TypeAlias = Matched | _NeedMore | None
 
 
 class Matcher:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from fakepeer import ANY, NEED_MORE, FramingError, Matched, Matcher
+from fakepeer import ANY, NEED_MORE, FramingError, Matched, Matcher, MatchOutcome
 
 __all__ = [
     "BITS",
@@ -167,12 +167,11 @@ class RequestMatcher(Matcher):
     def __init__(self, fields: Mapping[str, object]) -> None:
         self.fields = {name: value for name, value in fields.items() if value is not ANY}
 
-    def match(self, data: bytes, *, stream: bool) -> Matched | None:
+    def match(self, data: bytes, *, stream: bool) -> MatchOutcome:
         if stream:  # Raw framing: the frame at the front of the buffer, once it is all there
             length = frame_length(data)
             if length is None or len(data) < length:
-                # fakepeer exports no name for the type of NEED_MORE: its class is private
-                return NEED_MORE  # type: ignore[return-value]
+                return NEED_MORE
             data = data[:length]
         try:
             parsed = parse(data)

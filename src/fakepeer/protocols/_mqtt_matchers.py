@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from fakepeer import ANY, NEED_MORE, FramingError, Matched, Matcher, ScriptError
+from fakepeer import ANY, NEED_MORE, FramingError, Matched, Matcher, MatchOutcome, ScriptError
 
 from ._mqtt_packets import Packet, PacketType, Subscribe, Unsubscribe, frame_length, readings
 
@@ -74,15 +74,14 @@ class PacketMatcher(Matcher):
 
     # -- matching -------------------------------------------------------------------------
 
-    def match(self, data: bytes, *, stream: bool) -> Matched | None:
+    def match(self, data: bytes, *, stream: bool) -> MatchOutcome:
         if stream:  # Raw framing: the packet at the front of the buffer, once it is all there
             try:
                 length = frame_length(data)
             except FramingError:
                 return None
             if length is None or len(data) < length:
-                # fakepeer exports no name for the type of NEED_MORE: its class is private
-                return NEED_MORE  # type: ignore[return-value]
+                return NEED_MORE
             data = data[:length]
         try:
             found = readings(data, self.version)
