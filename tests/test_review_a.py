@@ -1,0 +1,132 @@
+"""Hostile review (issue 15), reviewer a: each test reproduces a bug and FAILS until fixed."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from fakepeer import FakePeer, FramingError, Lines, UnexpectedData
+from fakepeer._framing import Decoder
+from fakepeer.protocols import http1, resp
+
+TIMEOUT = 5
+
+
+def send_and_drain(peer: FakePeer, data: bytes) -> None:
+    """Send ``data``, then read until the peer closes (bounded by TIMEOUT)."""
+    with socket.create_connection(peer.address, timeout=TIMEOUT) as sock:
+        sock.sendall(data)
+        try:
+            while sock.recv(65536):
+                pass
+        except OSError:
+            pass
+
+
+# -- 1. numbers of more than 4300 digits: ValueError, not FramingError -------------------------
+
+
+def test_http_content_length_of_5000_digits_is_a_framing_error() -> None:
+    """Content-Length is 1*DIGIT (RFC 9110 8.6): leading zeros are legal. int() of more
+    than 4300 digits raises ValueError (sys.int_info.str_digits_check_threshold)."""
+    peer = FakePeer(framing=http1.framing())
+    peer.otherwise()
+    with pytest.raises(FramingError):  # today: ConversationError ... raised ValueError
+        with peer.serve():
+            send_and_drain(
+                peer, b"POST / HTTP/1.1\r\nContent-Length: " + b"0" * 5000 + b"5\r\n\r\nhello"
+            )
+
+
+def test_resp_multibulk_count_of_5000_digits_is_a_framing_error() -> None:
+    peer = FakePeer(framing=resp.framing())
+    peer.otherwise()
+    with pytest.raises(FramingError):  # today: ConversationError ... raised ValueError
+        with peer.serve():
+            send_and_drain(peer, b"*" + b"0" * 5000 + b"1\r\n$4\r\nPING\r\n")
+
+
+def test_resp_bulk_length_of_5000_digits_decodes_to_a_framing_error() -> None:
+    with pytest.raises(FramingError):  # today: ValueError out of decode
+        resp.framing().decode(b"*1\r\n$" + b"9" * 5000 + b"\r\n", False)
+
+
+# -- 2. the diagnosis calls predicates again, unguarded ----------------------------------------
+
+
+def test_a_later_expectation_s_predicate_that_raises_does_not_replace_unexpected_data() -> None:
+    """Strict order: expect #2 is never tried on the message; only the "similar rules"
+    scan of the diagnosis calls it (fakepeer/_explain.py closeness: matcher.match unguarded),
+    and its exception replaces the real failure."""
+    peer = FakePeer(framing=Lines())
+    peer.expect(b"HELLO")
+    peer.expect(lambda message: message.decode() == "x")
+    with pytest.raises(UnexpectedData):  # today: ConversationError ... UnicodeDecodeError
+        with peer.serve():
+            send_and_drain(peer, b"\xff\xfe\n")
+
+
+def test_a_predicate_that_raises_only_when_called_again_does_not_replace_the_failure() -> None:
+    calls: list[bytes] = []
+
+    def first_no_then_raise(message: bytes) -> bool:
+        calls.append(message)
+        if len(calls) > 1:
+            raise RuntimeError("called again")
+        return False
+
+    peer = FakePeer(framing=Lines())
+    peer.expect(first_no_then_raise)
+    with pytest.raises(UnexpectedData):  # today: ConversationError ... RuntimeError
+        with peer.serve():
+            send_and_drain(peer, b"abc\n")
+
+
+def test_the_diagnosis_never_says_matches_of_a_message_that_did_not_match() -> None:
+    calls: list[bytes] = []
+
+    def no_then_yes(message: bytes) -> bool:
+        calls.append(message)
+        return len(calls) > 1
+
+    peer = FakePeer(framing=Lines())
+    peer.expect(no_then_yes)
+    with pytest.raises(UnexpectedData) as failure:
+        with peer.serve():
+            send_and_drain(peer, b"abc\n")
+    # today: "             the data matches" (the pragma: no cover line of why_not)
+    assert "the data matches" not in str(failure.value)
+
+
+# -- 3. the kits' framings re-parse the whole buffer on every segment: quadratic time ----------
+
+
+def feed(framing: object, data: bytes, segment: int) -> tuple[int, float]:
+    decoder = Decoder(framing)  # type: ignore[arg-type]
+    buffer = bytearray()
+    count = 0
+    started = time.perf_counter()
+    for start in range(0, len(data), segment):
+        count += len(decoder.feed(buffer, data[start : start + segment]))
+    return count, time.perf_counter() - started
+
+
+def test_a_chunked_body_in_small_segments_is_decoded_in_about_linear_time() -> None:
+    """120 KB of 1-byte chunks (well under max_length) in 300-byte segments: each segment
+    re-parses every chunk so far (http1._chunked from the request's start)."""
+    body = b"1\r\na\r\n" * 20000 + b"0\r\n\r\n"
+    request = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+    count, took = feed(http1.framing(), request, 300)
+    assert count == 1
+    assert took < 1.0, f"{took:.1f} s"  # today: several seconds; whole at once: ~0.02 s
+
+
+def test_a_command_with_many_arguments_in_small_segments_is_decoded_in_about_linear_time() -> None:
+    """440 KB, 40000 arguments (under max_length) in 3000-byte segments: each segment
+    re-parses every bulk string so far (resp._multibulk from the command's start)."""
+    command = b"*40001\r\n$4\r\nSADD\r\n" + b"".join(b"$5\r\n%05d\r\n" % i for i in range(40000))
+    count, took = feed(resp.framing(), command, 3000)
+    assert count == 1
+    assert took < 1.0, f"{took:.1f} s"  # today: several seconds; whole at once: ~0.05 s
