@@ -130,3 +130,51 @@ def test_a_command_with_many_arguments_in_small_segments_is_decoded_in_about_lin
     count, took = feed(resp.framing(), command, 3000)
     assert count == 1
     assert took < 1.0, f"{took:.1f} s"  # today: several seconds; whole at once: ~0.05 s
+
+
+# -- 4. script mistakes that are not ScriptError -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: http1.response(200, b"", {"Content-Disposition": 'attachment; filename="€.txt"'}),
+        lambda: http1.response(200, reason="Très bien ✓"),
+    ],
+    ids=["header-value", "reason"],
+)
+def test_a_response_field_that_latin_1_cannot_encode_is_a_script_error(build: object) -> None:
+    """docs/api-protocols.md: "a wrong argument in the script raises ScriptError where it is
+    written"; today UnicodeEncodeError from http1.response's final .encode("latin-1")."""
+    from fakepeer import ScriptError
+
+    with pytest.raises(ScriptError):
+        build()  # type: ignore[operator]
+
+
+def test_a_command_named_in_bytes_that_are_not_utf8_describes_itself_or_is_refused() -> None:
+    """command() takes the name as bytes; describe() decodes it as UTF-8 and raises, in
+    every transcript line and failure that names the rule (resp.CommandMatcher.describe)."""
+    from fakepeer import ScriptError
+
+    try:
+        matcher = resp.command(b"\xffGET")
+    except ScriptError:
+        return  # refused where it is written: fine
+    assert "GET" in matcher.describe()  # today: UnicodeDecodeError
+
+
+# -- 5. similar rules under Raw are ranked in message mode -------------------------------------
+
+
+def test_under_raw_a_near_miss_is_listed_as_a_similar_rule() -> None:
+    """_matching.closeness(exact(b"PING"), data, stream=True) is 0.75 (the front is "PONG"),
+    but fakepeer/_explain.py closeness calls measure(matcher, data) without stream=: 0.15 in
+    message mode, under SIMILARITY, so the near miss is not listed."""
+    peer = FakePeer()
+    peer.expect(b"HELLO")
+    peer.always(b"PING").reply(b"PONG")
+    with pytest.raises(UnexpectedData) as failure:
+        with peer.serve():
+            send_and_drain(peer, b"PONG and then some more bytes, a lot")
+    assert "similar rules:" in str(failure.value)
