@@ -76,7 +76,10 @@ def why_not(
     """Why ``rule`` (matched ``count`` times so far) did not take ``data`` on ``record``,
     in words: what its matcher says, or which condition kept a matching rule out."""
     assert rule.matcher is not None
-    outcome = rule.matcher.match(data, stream=stream)
+    try:
+        outcome = rule.matcher.match(data, stream=stream)
+    except Exception:  # called again by the diagnosis: it must not hide the real failure
+        outcome = None  # explain() says what it raised
     if outcome is None or outcome is NEED_MORE:
         return explain(rule.matcher, data, stream=stream)
     if exhausted(rule, count):
@@ -155,12 +158,15 @@ def closeness(rule: Rule, data: bytes, stream: bool) -> float:
     assert matcher is not None
     if rule.kind == "otherwise":
         return 0.0  # a fallback matches anything: naming it as "similar" says nothing
-    outcome = matcher.match(data, stream=stream)
+    measure = getattr(_matchers, "closeness", None)
+    if measure is not None:  # in the framing's mode; 1.0 when it matches, 0 when it raises
+        return float(measure(matcher, data, stream=stream))
+    try:
+        outcome = matcher.match(data, stream=stream)
+    except Exception:  # a predicate that raises: the diagnosis must not hide the real failure
+        return 0.0
     if outcome is not None and outcome is not NEED_MORE:
         return 1.0
-    measure = getattr(_matchers, "closeness", None)
-    if measure is not None:
-        return float(measure(matcher, data))
     target = matcher.describe().encode(errors="replace")
     return difflib.SequenceMatcher(None, data, target).ratio()
 
