@@ -211,7 +211,12 @@ def _body(
             f"HTTP: invalid Content-Length {_show(b', '.join(lengths))}: "
             "expected one decimal number (RFC 9112 section 6.3)"
         )
-    end, (request_start, limit) = start + int(lengths[0]), request
+    # Leading zeros off first (1*DIGIT allows them): int() refuses more than 4300 digits.
+    digits = lengths[0].lstrip(b"0") or b"0"
+    request_start, limit = request
+    if len(digits) > 20:  # more than any limit
+        raise _too_long(start - request_start + 10**20, limit)
+    end = start + int(digits)
     if end - request_start > limit:
         raise _too_long(end - request_start, limit)
     return (buffer[start:end], end) if end <= len(buffer) else None

@@ -122,7 +122,8 @@ class Command:
 
 def _count(line: bytes, what: str, low: int, high: int) -> int:
     """The number on a ``*`` or ``$`` line, or a FramingError saying what is wrong."""
-    if not line.isdigit() or not low <= int(line) <= high:
+    # Length first: int() refuses more than 4300 digits (ValueError).
+    if not line.isdigit() or len(line) > 20 or not low <= int(line) <= high:
         raise FramingError(
             f"RESP: invalid {what} {_show(line)}: expected a whole number from {low} to {high}"
         )
