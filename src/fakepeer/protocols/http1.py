@@ -288,7 +288,7 @@ class HTTPFraming:
             if buffer.startswith(b"\r\n", start):  # an empty line before a request
                 start += 2
                 continue
-            if buffer[start:] == b"\r":
+            if start == len(buffer) - 1 and buffer[start] == 0x0D:  # a lone CR: wait
                 break
             found = _request_at(buffer, start, limit)
             end = len(buffer) if found is None else found[1]
