@@ -188,3 +188,15 @@ def test_pipelined_requests_in_one_buffer_are_decoded_in_about_linear_time() -> 
     took = time.perf_counter() - started
     assert (len(messages), consumed) == (40000, len(requests))
     assert took < 1.0, f"{took:.1f} s"  # before the fix: ~2.5 s; after: ~0.3 s
+
+
+# -- 6. LengthField(size=2.0) is accepted, then fails at the first bytes ---------------------
+
+
+def test_a_float_size_is_a_script_error_naming_the_keyword() -> None:
+    """2.0 in (1, 2, 3, 4, 8) is True: LengthField(size=2.0) is built, and its decode raises
+    TypeError (slice indices) at the client's first bytes, far from where it was written."""
+    from fakepeer import LengthField, ScriptError
+
+    with pytest.raises(ScriptError, match="size="):
+        LengthField(size=2.0)  # type: ignore[arg-type]
