@@ -124,7 +124,9 @@ class LengthField:
                 f"LengthField(offset=...) takes the length field's position in the frame, a "
                 f"whole number of bytes >= 0, got {offset!r}"
             )
-        if size != "varint" and (isinstance(size, bool) or size not in _SIZES):
+        if size != "varint" and (
+            isinstance(size, bool) or not isinstance(size, int) or size not in _SIZES
+        ):
             raise ScriptError(
                 f"LengthField(size=...) takes 1, 2, 3, 4 or 8 (bytes), or 'varint', got {size!r}"
             )
