@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from fakepeer import FakePeer, FramingError, Lines, UnexpectedData
+from fakepeer import ANY, FakePeer, FramingError, Lines, UnexpectedData
 from fakepeer._framing import Decoder
 from fakepeer.protocols import http1, resp
 
@@ -200,3 +200,32 @@ def test_a_float_size_is_a_script_error_naming_the_keyword() -> None:
 
     with pytest.raises(ScriptError, match="size="):
         LengthField(size=2.0)  # type: ignore[arg-type]
+
+
+# -- 7. resp.protocol_of re-parses every message of the connection: quadratic -------------------
+
+
+def test_protocol_of_in_every_reply_as_the_howto_writes_it_stays_fast() -> None:
+    """docs/howto-redis.md's get() calls resp.protocol_of(connection) for each missing key;
+    protocol_of parses every message the connection received so far, so a pipeline of
+    n GETs costs O(n^2) parses on the hub's loop: LoopBlocked (the watchdog) or a
+    very slow test, for a few thousand GETs."""
+    import redis
+
+    peer = FakePeer(framing=resp.framing())
+    resp.handshake(peer)
+    peer.always(resp.command("GET", ANY)).reply(
+        lambda command, connection: resp.null(protocol=resp.protocol_of(connection))
+    )
+    with peer.serve():
+        client = redis.Redis(*peer.address, socket_timeout=30)
+        try:
+            pipeline = client.pipeline(transaction=False)
+            for index in range(6000):
+                pipeline.get(f"k{index}")
+            started = time.perf_counter()
+            assert pipeline.execute() == [None] * 6000
+            took = time.perf_counter() - started
+        finally:
+            client.close()
+    assert took < 3.0, f"{took:.1f} s"
