@@ -229,3 +229,22 @@ def test_protocol_of_in_every_reply_as_the_howto_writes_it_stays_fast() -> None:
         finally:
             client.close()
     assert took < 3.0, f"{took:.1f} s"
+
+
+# -- 8. HTTP: smuggling-shaped heads the framing neither rejects nor normalises ------------------
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        # a bare LF inside a field: RFC 9112 5.5 "MUST either reject the message or replace
+        # each CR, LF or NUL with SP"; today one field Host = 'a\nContent-Length: 5'
+        b"GET / HTTP/1.1\r\nHost: a\nContent-Length: 5\r\n\r\n",
+        # an empty Transfer-Encoding is taken as none (b",".join([b""]) is falsy)
+        b"POST / HTTP/1.1\r\nTransfer-Encoding:\r\n\r\n",
+    ],
+    ids=["bare-LF-in-a-field", "empty-transfer-encoding"],
+)
+def test_heads_that_a_server_must_reject_are_framing_errors(head: bytes) -> None:
+    with pytest.raises(FramingError):
+        http1.framing().decode(head, False)
