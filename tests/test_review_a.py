@@ -6,8 +6,17 @@ import socket
 import time
 
 import pytest
+import redis
 
-from fakepeer import ANY, FakePeer, FramingError, Lines, UnexpectedData
+from fakepeer import (
+    ANY,
+    FakePeer,
+    FramingError,
+    LengthField,
+    Lines,
+    ScriptError,
+    UnexpectedData,
+)
 from fakepeer._framing import Decoder
 from fakepeer.protocols import http1, resp
 
@@ -92,9 +101,8 @@ def test_the_diagnosis_never_says_matches_of_a_message_that_did_not_match() -> N
 
     peer = FakePeer(framing=Lines())
     peer.expect(no_then_yes)
-    with pytest.raises(UnexpectedData) as failure:
-        with peer.serve():
-            send_and_drain(peer, b"abc\n")
+    with pytest.raises(UnexpectedData) as failure, peer.serve():
+        send_and_drain(peer, b"abc\n")
     # today: "             the data matches" (the pragma: no cover line of why_not)
     assert "the data matches" not in str(failure.value)
 
@@ -145,8 +153,6 @@ def test_a_command_with_many_arguments_in_small_segments_is_decoded_in_about_lin
 def test_a_response_field_that_latin_1_cannot_encode_is_a_script_error(build: object) -> None:
     """docs/api-protocols.md: "a wrong argument in the script raises ScriptError where it is
     written"; today UnicodeEncodeError from http1.response's final .encode("latin-1")."""
-    from fakepeer import ScriptError
-
     with pytest.raises(ScriptError):
         build()  # type: ignore[operator]
 
@@ -154,8 +160,6 @@ def test_a_response_field_that_latin_1_cannot_encode_is_a_script_error(build: ob
 def test_a_command_named_in_bytes_that_are_not_utf8_describes_itself_or_is_refused() -> None:
     """command() takes the name as bytes; describe() decodes it as UTF-8 and raises, in
     every transcript line and failure that names the rule (resp.CommandMatcher.describe)."""
-    from fakepeer import ScriptError
-
     try:
         matcher = resp.command(b"\xffGET")
     except ScriptError:
@@ -173,9 +177,8 @@ def test_under_raw_a_near_miss_is_listed_as_a_similar_rule() -> None:
     peer = FakePeer()
     peer.expect(b"HELLO")
     peer.always(b"PING").reply(b"PONG")
-    with pytest.raises(UnexpectedData) as failure:
-        with peer.serve():
-            send_and_drain(peer, b"PONG and then some more bytes, a lot")
+    with pytest.raises(UnexpectedData) as failure, peer.serve():
+        send_and_drain(peer, b"PONG and then some more bytes, a lot")
     assert "similar rules:" in str(failure.value)
 
 
@@ -196,8 +199,6 @@ def test_pipelined_requests_in_one_buffer_are_decoded_in_about_linear_time() -> 
 def test_a_float_size_is_a_script_error_naming_the_keyword() -> None:
     """2.0 in (1, 2, 3, 4, 8) is True: LengthField(size=2.0) is built, and its decode raises
     TypeError (slice indices) at the client's first bytes, far from where it was written."""
-    from fakepeer import LengthField, ScriptError
-
     with pytest.raises(ScriptError, match="size="):
         LengthField(size=2.0)  # type: ignore[arg-type]
 
@@ -210,8 +211,6 @@ def test_protocol_of_in_every_reply_as_the_howto_writes_it_stays_fast() -> None:
     protocol_of parses every message the connection received so far, so a pipeline of
     n GETs costs O(n^2) parses on the hub's loop: LoopBlocked (the watchdog) or a
     very slow test, for a few thousand GETs."""
-    import redis
-
     peer = FakePeer(framing=resp.framing())
     resp.handshake(peer)
     peer.always(resp.command("GET", ANY)).reply(
