@@ -103,8 +103,11 @@ def test_the_diagnosis_never_says_matches_of_a_message_that_did_not_match() -> N
     peer.expect(no_then_yes)
     with pytest.raises(UnexpectedData) as failure, peer.serve():
         send_and_drain(peer, b"abc\n")
-    # today: "             the data matches" (the pragma: no cover line of why_not)
     assert "the data matches" not in str(failure.value)
+    assert (
+        "the data did not match when the peer judged it, but matches when the diagnosis asks "
+        "again: a matcher must give the same answer for the same bytes (a pure predicate)"
+    ) in str(failure.value)
 
 
 # -- 3. the kits' framings re-parse the whole buffer on every segment: quadratic time ----------
@@ -217,7 +220,8 @@ def test_protocol_of_in_every_reply_as_the_howto_writes_it_stays_fast() -> None:
         lambda command, connection: resp.null(protocol=resp.protocol_of(connection))
     )
     with peer.serve():
-        client = redis.Redis(*peer.address, socket_timeout=30)
+        host, port = peer.address
+        client = redis.Redis(host, port, socket_timeout=30)
         try:
             pipeline = client.pipeline(transaction=False)
             for index in range(6000):

@@ -42,7 +42,7 @@ class Connection:
     :meth:`receive_exactly`.
     """
 
-    __slots__ = ("_io", "_record")
+    __slots__ = ("__weakref__", "_io", "_record")  # weak references: a kit's per-connection cache
 
     def __init__(self, record: ConnectionRecord, io: ConnectionIO) -> None:
         self._record = record

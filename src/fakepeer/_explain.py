@@ -93,7 +93,12 @@ def why_not(
         return f"matches, but needs peer state {rule.peer_state!r} (the peer is in {peer_state!r})"
     if rule.kind == "expect" and head is not None and head is not rule:
         return f"matches, but the script waits for {head.kind} #{head.number} first"
-    return "matches"  # pragma: no cover - a matching, applicable rule would have matched
+    # A matching, applicable rule would have matched: the matcher answered otherwise when
+    # the peer asked (a predicate with side effects, or one that reads a clock).
+    return (
+        "did not match when the peer judged it, but matches when the diagnosis asks again: "
+        "a matcher must give the same answer for the same bytes (a pure predicate)"
+    )
 
 
 def looks_like_tls(data: bytes) -> bool:

@@ -54,6 +54,7 @@ Reply builders, each returning the bytes of one reply:
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -481,16 +482,25 @@ def double(value: float, *, protocol: int = 3) -> bytes:
 
 def protocol_of(connection: Connection) -> int:
     """The RESP version the client chose on ``connection``: the version of its last
-    ``HELLO 2`` or ``HELLO 3``, else 2 (every connection starts with RESP2)."""
-    protocol = 2
-    for message in connection.received:
+    ``HELLO 2`` or ``HELLO 3``, else 2 (every connection starts with RESP2). Each call reads
+    only the messages that arrived since the last call on the same connection."""
+    seen, protocol = _PROTOCOLS.get(connection, (0, 2))
+    received = connection.received
+    for message in received[seen:]:
+        if b"HELLO" not in message[:24].upper():  # the name comes first: skip the parse
+            continue
         try:
             sent = parse(message)
         except FramingError:
             continue
         if sent.name == "HELLO" and sent.args and sent.args[0] in (b"2", b"3"):
             protocol = int(sent.args[0])
+    _PROTOCOLS[connection] = (len(received), protocol)
     return protocol
+
+
+#: What :func:`protocol_of` read of each connection: (messages read, the version).
+_PROTOCOLS: weakref.WeakKeyDictionary[Connection, tuple[int, int]] = weakref.WeakKeyDictionary()
 
 
 def _hello(server_version: str) -> Callable[[Command, Connection], bytes]:
