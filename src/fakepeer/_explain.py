@@ -240,10 +240,18 @@ def _scripts(script: Script, peer: Script | None, data: bytes, stream: bool) -> 
     if number is None or peer is None:
         return []
     if script.parent is not None:
-        return [
+        lines = [
             f"  scripts:   connection #{number}'s own, then the peer's always and otherwise "
             f"rules (on_connection({number}, inherit=True))"
         ]
+        taker = next((r for r in peer.expectations if closeness(r, data, stream) >= 1.0), None)
+        if taker is not None:
+            lines.append(
+                f"  hint:      the peer's {taker.describe()} would take it, but expect rules "
+                f"are not inherited (they are one sequence over the connections that follow "
+                f"the peer's script): write it on connection #{number}'s script too"
+            )
+        return lines
     lines = [
         f"  scripts:   connection #{number}'s own only (on_connection({number}) replaces the "
         "peer's script)"
