@@ -411,5 +411,5 @@ def test_adding_another_peers_active_fault_leaves_it_alone() -> None:
         assert "applied it at once to another peer (call .remove() on what it returned)" in str(
             error.value
         )
-        assert fault_lines(other) == ["+ latency(0.01)"]
+        assert fault_lines(other) == ["+ latency(0.01, 0)"]
         active.remove()
