@@ -8,7 +8,16 @@ import socket
 
 import pytest
 
-from fakepeer import FakePeer, Fixed, LengthField, Lines, UnmetExpectations, prefix
+from fakepeer import (
+    FakePeer,
+    Fixed,
+    LengthField,
+    Lines,
+    Raw,
+    ScriptError,
+    UnmetExpectations,
+    prefix,
+)
 
 TIMEOUT = 5.0
 
@@ -95,3 +104,52 @@ def test_no_line_end_hint_when_the_client_sent_after_the_text() -> None:
             assert sock.recv(9) == b""  # the peer read it, and closed after the EOF
     assert "1 message(s) received" in unmet.value.diagnosis, unmet.value.diagnosis
     assert "hint" not in unmet.value.diagnosis, unmet.value.diagnosis
+
+
+# -- 3. a constant reply its framing cannot encode fails where the test wrote it -------------
+
+
+def test_a_constant_reply_of_the_wrong_size_fails_at_its_line() -> None:
+    rule = FakePeer(framing=Fixed(4)).expect(b"PING")
+    with pytest.raises(ScriptError) as error:
+        rule.reply(b"TOO LONG")
+    assert str(error.value) == (
+        f".reply() on {rule.describe()}: Fixed(4) sends messages of exactly 4 bytes, got a "
+        "reply of 8 bytes: 'TOO LONG'"
+    )
+    assert rule.steps == []  # not added: the peer would not send it
+
+
+def test_a_greeting_and_each_answer_of_a_rotation_are_checked_too() -> None:
+    peer = FakePeer(framing=Fixed(4))
+    with pytest.raises(ScriptError, match=r"^\.send\(\) on on_connect \(test_newcomer_review"):
+        peer.on_connect().send("hi")
+    with pytest.raises(ScriptError, match=r"got a reply of 2 bytes: 'no'$"):
+        peer.expect(b"PING").reply([b"PONG", b"no"])
+
+
+def test_a_length_field_whose_header_cannot_be_put_back_fails_at_the_reply() -> None:
+    rule = FakePeer(framing=LengthField(offset=2, size=2, strip="header")).expect(b"x")
+    with pytest.raises(ScriptError) as error:
+        rule.reply(b"answer")
+    assert str(error.value) == (
+        f".reply() on {rule.describe()}: LengthField(offset=2, size=2, strip=4) "
+        "cannot frame a reply: it strips 4 bytes off the front of each frame, which a reply does not give back; write whole frames and pass "
+        "FakePeer(reply_framing=LengthField(offset=2, size=2)), or reply_framing=Raw() to "
+        "send replies as written"
+    )
+
+
+def test_reply_framing_raw_sends_any_constant_and_callables_are_checked_as_they_reply() -> None:
+    peer = FakePeer(framing=Fixed(4), reply_framing=Raw())
+    peer.expect(b"PING").reply(b"PONG!")  # Raw() takes it as written
+    with peer.serve(), socket.create_connection(peer.address, timeout=TIMEOUT) as sock:
+        sock.sendall(b"PING")
+        assert sock.recv(5) == b"PONG!"
+    callable_peer = FakePeer(framing=Fixed(4))
+    rule = callable_peer.expect(b"PING").reply(lambda _: b"TOO LONG")  # judged at the send
+    with pytest.raises(ScriptError) as error, callable_peer.serve():
+        with socket.create_connection(callable_peer.address, timeout=TIMEOUT) as sock:
+            sock.sendall(b"PING")
+            assert sock.recv(5) == b""  # the peer failed the connection
+    assert error.value.diagnosis.startswith(f"{rule.describe()}: Fixed(4) sends messages")
