@@ -613,6 +613,5 @@ def test_asserting_a_connection_that_never_came_is_the_clients_failure() -> None
             peer.assert_client_closed(connection=3)
     assert not isinstance(failed.value, ScriptError)
     assert failed.value.diagnosis.splitlines()[0] == (
-        "expected the client to close connection #3, but it has not arrived "
-        "(2 connection(s) did)"
+        "expected the client to close connection #3, but it has not arrived (2 connection(s) did)"
     )

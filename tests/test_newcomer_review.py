@@ -32,11 +32,14 @@ LINE_END_HINT = (
 
 def _unmet_after_greeting(peer: FakePeer, *, read: int = 9) -> UnmetExpectations:
     """Serve ``peer``; a client reads the greeting's ``read`` bytes and waits in vain."""
-    with pytest.raises(UnmetExpectations) as unmet, peer.serve():
-        with socket.create_connection(peer.address, timeout=TIMEOUT) as sock:
-            got = b""
-            while len(got) < read:
-                got += sock.recv(100)
+    with (  # noqa: PT012 - the client, then the stop
+        pytest.raises(UnmetExpectations) as unmet,
+        peer.serve(),
+        socket.create_connection(peer.address, timeout=TIMEOUT) as sock,
+    ):
+        got = b""
+        while len(got) < read:
+            got += sock.recv(100)
     return unmet.value
 
 
@@ -47,12 +50,12 @@ def test_smtplib_waiting_for_a_greeting_line_gets_the_lines_hint() -> None:
     peer = FakePeer()  # Raw: the greeting goes out as written, with no line end
     peer.on_connect().send("220 ready")
     ehlo = peer.expect(prefix(b"EHLO")).reply("250 ok\r\n")
-    with pytest.raises(UnmetExpectations) as unmet, peer.serve():
-        with pytest.raises(smtplib.SMTPServerDisconnected):  # it timed out on the line
-            smtplib.SMTP(*peer.address, timeout=0.3)
+    with pytest.raises(UnmetExpectations) as unmet, peer.serve():  # noqa: PT012 - then the stop
+        host, port = peer.address
+        with pytest.raises(smtplib.SMTPServerDisconnected):  # it timed out waiting for the line
+            smtplib.SMTP(host, port, timeout=0.3)
     assert unmet.value.diagnosis.splitlines() == [
-        "1 expectation was not met when the peer stopped (1 connection(s), 0 message(s) "
-        "received):",
+        "1 expectation was not met when the peer stopped (1 connection(s), 0 message(s) received):",
         f"  {ehlo.describe()}: never met",
         LINE_END_HINT,
     ]
@@ -83,11 +86,14 @@ def test_no_line_end_hint_once_the_client_answered() -> None:
     peer.on_connect().send("220 ready")
     peer.always(b"NOOP").reply(b"250 ok\r\n")
     peer.expect(b"EHLO").reply(b"250 ok")
-    with pytest.raises(UnmetExpectations) as unmet, peer.serve():
-        with socket.create_connection(peer.address, timeout=TIMEOUT) as sock:
-            assert sock.recv(9) == b"220 ready"
-            sock.sendall(b"NOOP")
-            assert sock.recv(8) == b"250 ok\r\n"
+    with (  # noqa: PT012 - the client, then the stop
+        pytest.raises(UnmetExpectations) as unmet,
+        peer.serve(),
+        socket.create_connection(peer.address, timeout=TIMEOUT) as sock,
+    ):
+        assert sock.recv(9) == b"220 ready"
+        sock.sendall(b"NOOP")
+        assert sock.recv(8) == b"250 ok\r\n"
     assert "hint" not in unmet.value.diagnosis, unmet.value.diagnosis
 
 
@@ -96,12 +102,15 @@ def test_no_line_end_hint_when_the_client_sent_after_the_text() -> None:
     peer.on_connect().send("220 ready")
     peer.always(b"NOOP")  # takes it, answers nothing
     peer.expect(b"EHLO").reply(b"250 ok")
-    with pytest.raises(UnmetExpectations) as unmet, peer.serve():
-        with socket.create_connection(peer.address, timeout=TIMEOUT) as sock:
-            assert sock.recv(9) == b"220 ready"
-            sock.sendall(b"NOOP")
-            sock.shutdown(socket.SHUT_WR)
-            assert sock.recv(9) == b""  # the peer read it, and closed after the EOF
+    with (  # noqa: PT012 - the client, then the stop
+        pytest.raises(UnmetExpectations) as unmet,
+        peer.serve(),
+        socket.create_connection(peer.address, timeout=TIMEOUT) as sock,
+    ):
+        assert sock.recv(9) == b"220 ready"
+        sock.sendall(b"NOOP")
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(9) == b""  # the peer read it, and closed after the EOF
     assert "1 message(s) received" in unmet.value.diagnosis, unmet.value.diagnosis
     assert "hint" not in unmet.value.diagnosis, unmet.value.diagnosis
 
@@ -134,7 +143,8 @@ def test_a_length_field_whose_header_cannot_be_put_back_fails_at_the_reply() -> 
         rule.reply(b"answer")
     assert str(error.value) == (
         f".reply() on {rule.describe()}: LengthField(offset=2, size=2, strip=4) "
-        "cannot frame a reply: it strips 4 bytes off the front of each frame, which a reply does not give back; write whole frames and pass "
+        "cannot frame a reply: it strips 4 bytes off the front of each frame, which a reply "
+        "does not give back; write whole frames and pass "
         "FakePeer(reply_framing=LengthField(offset=2, size=2)), or reply_framing=Raw() to "
         "send replies as written"
     )
@@ -148,8 +158,11 @@ def test_reply_framing_raw_sends_any_constant_and_callables_are_checked_as_they_
         assert sock.recv(5) == b"PONG!"
     callable_peer = FakePeer(framing=Fixed(4))
     rule = callable_peer.expect(b"PING").reply(lambda _: b"TOO LONG")  # judged at the send
-    with pytest.raises(ScriptError) as error, callable_peer.serve():
-        with socket.create_connection(callable_peer.address, timeout=TIMEOUT) as sock:
-            sock.sendall(b"PING")
-            assert sock.recv(5) == b""  # the peer failed the connection
+    with (  # noqa: PT012 - the client, then the stop
+        pytest.raises(ScriptError) as error,
+        callable_peer.serve(),
+        socket.create_connection(callable_peer.address, timeout=TIMEOUT) as sock,
+    ):
+        sock.sendall(b"PING")
+        assert sock.recv(5) == b""  # the peer failed the connection
     assert error.value.diagnosis.startswith(f"{rule.describe()}: Fixed(4) sends messages")
