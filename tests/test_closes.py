@@ -345,8 +345,14 @@ def test_no_connection_fails_the_assertion() -> None:
             "from 1), got 0",
         ),
         (
-            lambda p: p.assert_client_closed(connection=3),
-            "assert_client_closed(connection=3): 0 connection(s) arrived (they count from 1)",
+            lambda p: p.assert_client_closed(connection=-1),
+            "assert_client_closed(connection=...) takes a connection's number (an int, "
+            "from 1), got -1",
+        ),
+        (
+            lambda p: p.assert_client_closed(connection=True),
+            "assert_client_closed(connection=...) takes a connection's number (an int, "
+            "from 1), got True",
         ),
     ],
 )
@@ -592,3 +598,20 @@ def test_who_closed_first(script: str, events: list[str], ending: tuple[str, str
         elif event == "stop":
             conversation.closed(record, T0, "closed", "(the peer stopped)")
     assert record.ending == ending
+
+
+def test_asserting_a_connection_that_never_came_is_the_clients_failure() -> None:
+    # Only two clients connected: the third never came, which the client under test did
+    # (or did not do), not a mistake in the script. The wait says "it has not arrived" too.
+    peer = lines_peer()
+    with peer.serve():
+        for _ in range(2):
+            with socket.create_connection(peer.address, timeout=TIMEOUT) as sock:
+                ping(sock)
+        peer.wait_for_closes(2)
+        with pytest.raises(ConversationError) as failed:
+            peer.assert_client_closed(connection=3)
+    assert not isinstance(failed.value, ScriptError)
+    assert failed.value.diagnosis.splitlines()[0] == (
+        "expected the client to close connection #3, but it has not arrived (2 connection(s) did)"
+    )

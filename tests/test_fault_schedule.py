@@ -379,3 +379,37 @@ def test_the_accept_draws_are_replayed_by_the_seed(seed: int, number: int) -> No
     assert first == run()
     waits = [action.seconds for action in first if isinstance(action, Wait)]
     assert first == [Reset()] or (len(waits) == 1 and 0.05 <= waits[0] <= 0.15)
+
+
+def test_adding_what_a_peer_faults_method_returned_says_it_was_applied_and_removes_it() -> None:
+    # peer.faults.reset_peer() applies the fault at once and returns an ActiveFault: passed
+    # to add(..., first=2), it would have stayed on for good behind the ScriptError.
+    peer = pinger()
+    with peer.serve():
+        with pytest.raises(ScriptError) as error:
+            peer.faults.add(peer.faults.reset_peer(), first=2)  # type: ignore[arg-type]
+        assert str(error.value) == (
+            "peer.faults.add() takes a fault, got <ActiveFault reset_peer(0)>: the call "
+            "peer.faults.reset_peer(...) applied it at once, for good (it is removed now); "
+            "pass fakepeer.faults.reset_peer(0), which only builds the fault: "
+            "peer.faults.add(fakepeer.faults.reset_peer(0), first=...)"
+        )
+        assert ping(peer.address) == b"PONG\n"  # not reset: the fault is off
+        assert fault_lines(peer) == ["+ reset_peer(0)", "- reset_peer(0)"]
+        # The builder the message names is the one to pass
+        peer.faults.add(faults.reset_peer(0), first=1)
+        assert ping(peer.address) == b"reset"
+        assert ping(peer.address) == b"PONG\n"
+
+
+def test_adding_another_peers_active_fault_leaves_it_alone() -> None:
+    peer, other = pinger(), pinger()
+    with peer.serve(), other.serve():
+        active = other.faults.latency(0.01)
+        with pytest.raises(ScriptError) as error:
+            peer.faults.add(active, first=1)  # type: ignore[arg-type]
+        assert "applied it at once to another peer (call .remove() on what it returned)" in str(
+            error.value
+        )
+        assert fault_lines(other) == ["+ latency(0.01, 0)"]
+        active.remove()

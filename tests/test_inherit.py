@@ -301,3 +301,25 @@ def test_a_raw_stream_inherits_too() -> None:
         while len(received) < len(b"PONGVALUE"):
             received += sock.recv(64)
         assert received == b"PONGVALUE"
+
+
+def test_an_inheriting_script_hints_at_the_peer_expect_that_would_take_it() -> None:
+    # A newcomer expects the peer's expect to be inherited too: say it is not.
+    peer = FakePeer(framing=Lines())
+    login = peer.expect("LOGIN").reply("ok")
+    peer.always("PING").reply("PONG")
+    peer.on_connection(1, inherit=True).expect("GET").reply("value")
+    failed = unexpected(peer, b"LOGIN\n")
+    assert (
+        f"  hint:      the peer's {login.describe()} would take it, but expect rules are "
+        "not inherited (they are one sequence over the connections that follow the peer's "
+        "script): write it on connection #1's script too"
+    ) in failed.diagnosis.splitlines(), failed.diagnosis
+    assert "hint" not in unexpected_inheriting(b"NOPE\n").diagnosis
+
+
+def unexpected_inheriting(data: bytes) -> UnexpectedData:
+    peer = FakePeer(framing=Lines())
+    peer.expect("LOGIN").reply("ok")
+    peer.on_connection(1, inherit=True).expect("GET").reply("value")
+    return unexpected(peer, data)

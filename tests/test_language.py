@@ -420,7 +420,7 @@ def test_the_transcript_renders_the_same_every_run() -> None:
 
 def test_a_reply_the_framing_cannot_frame_is_a_script_error() -> None:
     peer = FakePeer(framing=Fixed(4))
-    peer.expect(b"PIN\n").reply(b"TOO LONG")  # REPLY_RULE
+    peer.expect(b"PIN\n").reply(lambda _: b"TOO LONG")  # REPLY_RULE
     with pytest.raises(ScriptError) as info, peer.serve(), client(peer.address) as c:
         assert c.call(b"PIN") == b""  # "PIN\n" is one Fixed(4) message: PING's twin
     assert info.value.diagnosis.startswith(f"expect #1 'PIN\\n' ({where('REPLY_RULE')}): ")

@@ -790,7 +790,7 @@ def test_a_bad_length_field_fails_the_connection_with_the_diagnosis() -> None:
 
 def test_a_reply_that_is_not_a_frame_fails_where_the_script_wrote_it() -> None:
     peer = FakePeer(framing=LengthField(offset=4, size=2))
-    peer.expect(MBAP_REQUEST).reply(MBAP_RESPONSE[:-1])  # one byte short of its length
+    peer.expect(MBAP_REQUEST).reply(lambda _: MBAP_RESPONSE[:-1])  # one byte short
     with (  # noqa: PT012 - the client, then the stop
         pytest.raises(ScriptError) as excinfo,
         peer.serve(),

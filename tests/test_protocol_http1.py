@@ -13,7 +13,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fakepeer import ANY, FakePeer, FramingError, Matched, ScriptError, UnexpectedData, prefix
+from fakepeer import (
+    ANY,
+    FakePeer,
+    FramingError,
+    Matched,
+    Raw,
+    ScriptError,
+    UnexpectedData,
+    prefix,
+)
 from fakepeer import json as json_matcher
 from fakepeer.protocols import http1
 from fakepeer.testing import check_framing
@@ -222,6 +231,54 @@ def test_the_framing_sends_responses_unchanged_and_checks_its_limit() -> None:
         http1.framing(max_length=1)
     with pytest.raises(FramingError, match="is not exactly one whole request"):
         http1.parse(b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [b"OK", b"200 OK\r\n\r\n", b"HTTP/2 200\r\n\r\n", b"HTTP/1.1 200 OK", b""],
+)
+def test_a_reply_that_is_no_response_names_the_builder(reply: bytes) -> None:
+    rule = FakePeer(framing=http1.framing()).expect(http1.request("GET", "/"))
+    with pytest.raises(ScriptError) as error:
+        rule.reply(reply)
+    shown = "'" + repr(reply)[2:-1] + "'"
+    assert str(error.value) == (
+        f".reply() on {rule.describe()}: http1.framing(): the reply {shown} is no HTTP/1.x "
+        "response: a response starts with a status line such as 'HTTP/1.1 200 OK\\r\\n'; "
+        "build it with http1.response(200, b'body', headers={...}) (to send other bytes on "
+        "purpose, pass FakePeer(framing=http1.framing(), reply_framing=Raw()))"
+    )
+
+
+@pytest.mark.parametrize(
+    "reply", [b"HTTP/1.1 200 OK\r\n\r\n", b"HTTP/1.0 404\r\n\r\n", b"HTTP/1.1 599 \r\n\r\n"]
+)
+def test_a_status_line_is_enough(reply: bytes) -> None:
+    assert http1.framing().encode(reply) == reply
+
+
+def test_a_body_sent_in_parts_needs_reply_framing_raw() -> None:
+    peer = FakePeer(framing=http1.framing(), reply_framing=Raw())
+    head = http1.response(200, headers={"Transfer-Encoding": "chunked"})
+    peer.expect(http1.request("GET", "/")).reply(head).send(b"2\r\nok\r\n").send(b"0\r\n\r\n")
+    with peer.serve():
+        client = connect(peer)
+        client.request("GET", "/")
+        assert client.getresponse().read() == b"ok"
+        client.close()
+
+
+def test_response_says_what_its_arguments_are() -> None:
+    doc = http1.response.__doc__ or ""
+    assert "see the module docstring" not in doc
+    assert "``status`` is the status code, an int from 100 to 599" in doc
+    with pytest.raises(ScriptError) as error:
+        http1.response("200")  # type: ignore[arg-type]
+    assert str(error.value) == (
+        "response(status='200'): the status code is an int, such as 200, not str"
+    )
+    with pytest.raises(ScriptError, match=r"^response\(status=99\): a status code is from 100"):
+        http1.response(99)
 
 
 # -- the matcher -------------------------------------------------------------------------------

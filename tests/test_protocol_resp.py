@@ -16,7 +16,16 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from fakepeer import ANY, FakePeer, FramingError, Matched, ScriptError, UnexpectedData, prefix
+from fakepeer import (
+    ANY,
+    FakePeer,
+    FramingError,
+    Matched,
+    Raw,
+    ScriptError,
+    UnexpectedData,
+    prefix,
+)
 from fakepeer.protocols import resp
 from fakepeer.testing import check_framing
 
@@ -268,6 +277,79 @@ def test_the_framing_sends_replies_unchanged_and_checks_its_limit() -> None:
         resp.framing(max_length=0)
 
 
+#: What a reply of the kit's framing that is no RESP reply says after its reason.
+BUILDERS = (
+    "build replies with the kit: resp.simple_string('OK'), resp.error('ERR ...'), "
+    "resp.integer(1), resp.bulk_string(b'...'), resp.array(...), resp.null()... (to send "
+    "malformed bytes on purpose, pass FakePeer(framing=resp.framing(), reply_framing=Raw()))"
+)
+
+
+@pytest.mark.parametrize(
+    ("reply", "why"),
+    [
+        (b"OK", "'OK' starts with no RESP type byte ('+', '-', ':', '$', '*', '_', '%'...)"),
+        (b"+OK", "'+OK' has no '\\r\\n' to end its line"),
+        (b"*2\r\n+a\r\n", "it ends before a value the ones before it announce"),
+        (b"$3\r\nab\r\n", "the 3 byte(s) after '$3\\r\\n' are not followed by '\\r\\n'"),
+        (b"*x\r\n", "the length 'x' of '*' is no number >= 0"),
+        (b"", "it is empty (a reply callable returns None to send nothing)"),
+    ],
+)
+def test_a_reply_that_is_no_resp_reply_names_the_builders(reply: bytes, why: str) -> None:
+    rule = FakePeer(framing=resp.framing()).expect(resp.command("GET", "k"))
+    with pytest.raises(ScriptError) as error:
+        rule.reply(reply)
+    assert str(error.value) == (
+        f".reply() on {rule.describe()}: resp.framing(): the reply {resp_show(reply)} is no "
+        f"whole RESP reply: {why}; {BUILDERS}"
+    )
+
+
+def resp_show(data: bytes) -> str:
+    return "'" + repr(data)[2:-1] + "'"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"+OK\r\n+QUEUED\r\n",  # two replies: a pipeline's
+        b"$-1\r\n",
+        b"*-1\r\n",
+        b"%1\r\n+a\r\n*1\r\n:1\r\n",
+        b"|1\r\n+ttl\r\n:3\r\n$1\r\nv\r\n",  # an attribute, then the reply
+        b">2\r\n+message\r\n$0\r\n\r\n",
+    ],
+)
+def test_whole_resp_replies_go_out_unchanged(reply: bytes) -> None:
+    assert resp.framing().encode(reply) == reply
+
+
+def test_redis_py_gets_what_reply_framing_raw_sends_on_purpose() -> None:
+    peer = FakePeer(framing=resp.framing(), reply_framing=Raw())
+    resp.handshake(peer)
+    peer.expect(resp.command("GET", "k")).reply("?bad\r\n")  # malformed on purpose
+    with peer.serve():
+        client = redis_client(peer)
+        with pytest.raises(redis.exceptions.InvalidResponse):
+            client.get("k")
+        client.close()
+
+
+def test_a_reply_callable_that_returns_no_resp_reply_fails_as_it_replies() -> None:
+    peer = FakePeer(framing=resp.framing())
+    resp.handshake(peer)
+    rule = peer.expect(resp.command("GET", "k")).reply(lambda _: "OK")
+    with pytest.raises(ScriptError) as error, peer.serve():  # noqa: PT012 - client, then stop
+        client = redis_client(peer)
+        with pytest.raises(redis.exceptions.ConnectionError):  # the peer closed
+            client.get("k")
+        client.close()
+    assert error.value.diagnosis.startswith(
+        f"{rule.describe()}: resp.framing(): the reply 'OK' is no whole RESP reply"
+    )
+
+
 # -- the matcher -------------------------------------------------------------------------------
 
 
@@ -308,7 +390,13 @@ def test_a_command_matches_whole_commands_and_says_why_not() -> None:
     [
         (lambda: resp.command("GET", 1.5), "command(): argument 1 is float 1.5; an argument is"),
         (lambda: resp.command(""), "the name is a command, optionally with a subcommand"),
-        (lambda: resp.command("A B C"), "the name is a command, optionally with a subcommand"),
+        (lambda: resp.command("CLIENT A B"), "the name is a command, optionally with a subcommand"),
+        (
+            lambda: resp.command("GET k"),
+            "command('GET k'): 'GET' takes no subcommand: pass each argument on its own, "
+            "command('GET', 'k') (a name of two words is a container command and its "
+            "subcommand: 'CLIENT SETINFO', 'CONFIG GET'...)",
+        ),
         (lambda: resp.simple_string("a\r\nb"), "a line end cannot be in it"),
         (lambda: resp.error(""), "an error needs a message"),
         (lambda: resp.integer(2**63), "RESP integers are signed 64-bit"),

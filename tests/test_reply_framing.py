@@ -38,8 +38,18 @@ def test_fixed_requests_and_replies_of_another_length() -> None:
 
 
 def test_without_reply_framing_the_reply_must_fit_the_request_framing() -> None:
+    rule = FakePeer(framing=Fixed(12)).expect(MBAP_REQUEST)
+    with pytest.raises(ScriptError) as excinfo:  # a constant reply: as the test writes it
+        rule.reply(MBAP_EXCEPTION)
+    assert str(excinfo.value) == (
+        f".reply() on {rule.describe()}: Fixed(12) sends messages of exactly 12 bytes, got a "
+        "reply of 9 bytes: '\\x00\\x01\\x00\\x00\\x00\\x03\\x01\\x83\\x02'"
+    )
+
+
+def test_a_reply_callable_must_fit_the_request_framing_as_it_replies() -> None:
     peer = FakePeer(framing=Fixed(12))
-    peer.expect(MBAP_REQUEST).reply(MBAP_EXCEPTION)
+    peer.expect(MBAP_REQUEST).reply(lambda _: MBAP_EXCEPTION)
     with (  # noqa: PT012 - the client, then the stop
         pytest.raises(ScriptError) as excinfo,
         peer.serve(),
@@ -123,7 +133,7 @@ def test_a_length_field_that_strips_replies_with_whole_frames() -> None:
 
 def test_a_framing_that_cannot_frame_replies_points_to_reply_framing() -> None:
     peer = FakePeer(framing=LengthField(offset=2, size=2, adjustment=-4, strip=4))
-    peer.expect(TPKT_CR[4:]).reply(b"\x06\xd0")
+    peer.expect(TPKT_CR[4:]).reply(lambda _: b"\x06\xd0")
     with (  # noqa: PT012 - the client, then the stop
         pytest.raises(ScriptError) as excinfo,
         peer.serve(),

@@ -186,10 +186,10 @@ class Closes(Inspection):
         if connection is None:
             return records
         chosen = [record for record in records if record.id == connection]
-        if not chosen:
-            raise ScriptError(
-                f"{method}(connection={connection!r}): {len(records)} connection(s) "
-                "arrived (they count from 1)"
+        if not chosen:  # the client never made it: its failure, as a wait's timeout says
+            self._fails(
+                f"expected the client to close connection #{connection}, but it has not "
+                f"arrived ({len(records)} connection(s) did)"
             )
         return chosen
 
@@ -203,8 +203,9 @@ class Closes(Inspection):
         still open or closed by the peer, and how; a peer no client connected to fails it
         too. On the hub, it first reads the closes clients already made; a peer served
         in your own event loop judges what that loop has read (``await
-        wait_for_closes_async()`` first). :class:`~fakepeer.ScriptError` for a
-        ``connection`` number that did not arrive."""
+        wait_for_closes_async()`` first). A ``connection`` number that did not arrive
+        fails it too (:class:`~fakepeer.ConversationError`); :class:`~fakepeer.ScriptError`
+        for one that is no connection's number (0, -1, True, "1")."""
         __tracebackhide__ = True
         self._close_args("assert_client_closed", 1, connection, "client")
         records = self._records_for("assert_client_closed", connection)

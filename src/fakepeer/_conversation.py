@@ -391,6 +391,7 @@ class Conversation:
                     connections=len(self.connections),
                     received=len(self.received),
                     datagrams=self.datagrams,
+                    hint=_explain.no_line_end_hint(self.connections, stream=self.stream),
                 )
         if problem is not None and deliver:
             self.delivered.add(problem)

@@ -27,6 +27,7 @@ __all__ = [
     "closeness",
     "line_hint",
     "looks_like_tls",
+    "no_line_end_hint",
     "outlook",
     "tls_hint",
     "unexpected",
@@ -157,6 +158,39 @@ def line_hint(data: bytes, rules: Sequence[Rule], *, stream: bool) -> str:
     )
 
 
+#: The events of a connection that carry the client's bytes (Raw framing records some as
+#: they arrive, some as they match; ``unexpected`` ones fail the connection).
+_FROM_CLIENT: Final = frozenset({"received", "matched", "unexpected"})
+
+
+def no_line_end_hint(records: Sequence[ConnectionRecord], *, stream: bool) -> str:
+    """A hint line for expectations a :class:`~fakepeer.Raw` peer (``stream``) waited for
+    in vain, when the last bytes it sent on a connection are text with no line end after
+    them (``.send("220 ready")``) and the client sent nothing since: a client of a line
+    protocol (SMTP, FTP, POP3...) waits for the end of that line. Else ``""``; binary bytes
+    never get it."""
+    if not stream:
+        return ""
+    for record in records:
+        events = [
+            event
+            for event in record.transcript.for_connection(record.id)
+            if event.kind == "sent" or event.kind in _FROM_CLIENT
+        ]
+        if not events or events[-1].kind != "sent":
+            continue
+        data = events[-1].data
+        if data and _text(data) and not data.endswith(b"\n"):
+            return (
+                f"\n  hint:      the peer's last bytes on connection #{record.id}, {show(data)}, "
+                "end in no line end, and the client sent nothing after them: a client of a "
+                "line protocol (SMTP, FTP, POP3...) waits for the end of the line; use "
+                'FakePeer(framing=Lines(b"\\r\\n")), which ends each reply and .send() with '
+                "'\\r\\n' (or end the text with \"\\r\\n\" yourself)"
+            )
+    return ""
+
+
 def closeness(rule: Rule, data: bytes, stream: bool) -> float:
     """How close ``data`` is to what ``rule`` wants, in [0, 1]; 1 when it matches."""
     matcher = rule.matcher
@@ -251,10 +285,18 @@ def _scripts(script: Script, peer: Script | None, data: bytes, stream: bool) -> 
     if number is None or peer is None:
         return []
     if script.parent is not None:
-        return [
+        lines = [
             f"  scripts:   connection #{number}'s own, then the peer's always and otherwise "
             f"rules (on_connection({number}, inherit=True))"
         ]
+        taker = next((r for r in peer.expectations if closeness(r, data, stream) >= 1.0), None)
+        if taker is not None:
+            lines.append(
+                f"  hint:      the peer's {taker.describe()} would take it, but expect rules "
+                f"are not inherited (they are one sequence over the connections that follow "
+                f"the peer's script): write it on connection #{number}'s script too"
+            )
+        return lines
     lines = [
         f"  scripts:   connection #{number}'s own only (on_connection({number}) replaces the "
         "peer's script)"
@@ -277,9 +319,11 @@ def unmet_verdict(
     connections: int,
     received: int,
     datagrams: bool = False,
+    hint: str = "",
 ) -> UnmetExpectations:
     """The failure for expectations not met when the peer stopped, after ``connections``
-    connections (client addresses, for ``datagrams``) that sent ``received`` messages."""
+    connections (client addresses, for ``datagrams``) that sent ``received`` messages;
+    ``hint``: lines that end it (:func:`no_line_end_hint`)."""
     lines = []
     for rule in unmet:
         count = counts(rule)
@@ -300,7 +344,7 @@ def unmet_verdict(
     diagnosis = f"{count} {noun} not met when the peer stopped ({waiting}):\n" + "\n".join(
         f"  {line}" for line in lines
     )
-    return UnmetExpectations(diagnosis, unmet=lines)
+    return UnmetExpectations(diagnosis + hint, unmet=lines)
 
 
 def waits_for(framing: Framing, buffer: bytes | bytearray) -> str:

@@ -73,6 +73,24 @@ class ActiveFault:
         return f"<ActiveFault {self.fault}>"
 
 
+def _not_a_fault(faults: Faults, got: object) -> str:
+    """Why ``peer.faults.add(got)`` takes no ``got``; an :class:`ActiveFault` of ``faults``
+    (``add(peer.faults.reset_peer())``: that call applied the fault) is removed first."""
+    text = f"peer.faults.add() takes a fault, got {got!r}"
+    if not isinstance(got, ActiveFault):
+        return text
+    name, built = str(got.fault).partition("(")[0], f"fakepeer.faults.{got.fault}"
+    if got._faults is faults:
+        got.remove()  # the test meant to apply it on a schedule, not for good
+        done = "applied it at once, for good (it is removed now)"
+    else:
+        done = "applied it at once to another peer (call .remove() on what it returned)"
+    return (
+        f"{text}: the call peer.faults.{name}(...) {done}; pass {built}, which only builds "
+        f"the fault: peer.faults.add({built}, first=...)"
+    )
+
+
 def _applying(make: Callable[P, Fault]) -> Callable[Concatenate[Faults, P], ActiveFault]:
     """A method of :class:`Faults` that applies the fault ``make`` makes (a fault class, or
     a function such as ``blackhole``), with ``make``'s parameters and first sentence."""
@@ -151,7 +169,7 @@ class Faults:
         ``fault`` is not a fault, or shapes upstream bytes on a peer that has none (only a
         Proxy has)."""
         if not isinstance(fault, Fault):
-            raise ScriptError(f"peer.faults.add() takes a fault, got {fault!r}")
+            raise ScriptError(_not_a_fault(self, fault))
         peer = self._peer
         if fault.direction != "downstream" and not peer._relays:
             raise ScriptError(

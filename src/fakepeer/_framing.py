@@ -89,6 +89,7 @@ __all__ = [
     "Raw",
     "StxEtx",
     "check_framing",
+    "encodable",
 ]
 
 
@@ -221,3 +222,15 @@ def check_framing(framing: object, keyword: str = "framing") -> Framing:
             ">= 1, or None for the default"
         )
     return framing
+
+
+def encodable(framing: Framing, data: bytes | None, step: str) -> None:
+    """Check, as a rule is written, that ``framing`` can encode the constant reply ``data``
+    (None: a reply callable, checked as it replies): the :class:`ScriptError` its ``encode``
+    raises, after ``step`` (``".reply() on expect #1 ... (test_x.py:9)"``). Only a
+    ScriptError: a framing of your own that raises anything else is left to the send."""
+    if data is not None:
+        try:
+            framing.encode(data)
+        except ScriptError as error:
+            raise ScriptError(f"{step}: {error.diagnosis}") from None

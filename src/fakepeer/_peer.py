@@ -49,6 +49,7 @@ class _Scripting:
         with self._lock:
             rule = self._conversation.add_rule(kind, built, where, self._number)
             rule.no_starttls = self._no_starttls
+            rule.framing = self._conversation.reply_framing
             self._waiters.notify()
         return rule
 

@@ -26,7 +26,8 @@ Steps run in the order written, like a sentence::
     peer.expect(b"PING").reply(b"PONG").close()        # reply, then close
 
 Every method validates at once and raises :class:`~fakepeer.ScriptError` at the line that
-wrote the mistake (a negative delay, a reply after ``hang()``, ``times(0)``...).
+wrote the mistake (a negative delay, a reply after ``hang()``, ``times(0)``, a constant reply
+the peer's reply framing cannot encode...).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from typing import Final, TypeAlias
 from ._actions import Close, HalfClose, Reset, StartTLS
 from ._errors import ScriptError
 from ._faults import Fault
+from ._framing import Framing, encodable
 from ._matchers import Matcher
 
 __all__ = [
@@ -206,12 +208,8 @@ class _ByKeyword:
 
 
 def _reply_arity(function: Callable[..., object]) -> tuple[Callable[..., object], bool]:
-    """How the runtime calls ``function``: ``(function, True)`` to call it with
-    ``(match, connection)``, ``(function, False)`` with ``(match)``; else ScriptError.
-
-    The connection goes to a second *required* positional parameter, or to a parameter
-    named ``connection`` (by keyword); a second parameter with a default (``def f(m,
-    qos=0)``) is the function's own, and gets nothing."""
+    """How the runtime calls ``function`` (see :meth:`Rule.reply`): ``(function, True)``
+    with ``(match, connection)``, ``(function, False)`` with ``(match)``; else ScriptError."""
     try:
         signature = inspect.signature(function)
     except (TypeError, ValueError):  # some builtins have no signature: give them the match
@@ -277,6 +275,7 @@ class Rule:
         self.state: str | None = None  # the connection state the rule requires
         self.peer_state: str | None = None  # the peer state the rule requires
         self.no_starttls: str | None = NO_STARTTLS  # why .start_tls() cannot be (None: it can)
+        self.framing: Framing | None = None  # the peer's reply framing: checks constant replies
         self._description: str | None = None
 
     # -- description -------------------------------------------------------------------------
@@ -291,11 +290,8 @@ class Rule:
             what = "otherwise"
         else:
             what = f"{self.kind} #{self.number}"
-        matcher = (
-            ""
-            if self.matcher is None or self.kind == "otherwise"
-            else (f" {self.matcher.describe()}")
-        )
+        hidden = self.matcher is None or self.kind == "otherwise"
+        matcher = "" if hidden or self.matcher is None else f" {self.matcher.describe()}"
         times = f" x{self.limit}" if self.limit not in (None, 1) else ""
         states = []
         if self.state is not None:
@@ -325,6 +321,10 @@ class Rule:
                 f".{method}() after .half_close() on {self.describe()}: "
                 "the peer can no longer write on that connection"
             )
+        if self.framing is not None and isinstance(step, Reply | Send):
+            rotation = getattr(step, "function", None)  # .reply([a, b]): each is a constant
+            for data in rotation.choices if isinstance(rotation, _Rotation) else (step.data,):
+                encodable(self.framing, data, f".{method}() on {self.describe()}")
         self.steps.append(step)
         return self
 

@@ -23,7 +23,9 @@ The kit, built of fakepeer's public API only (a model for a kit of your own):
     a ``Content-Length`` that is not one decimal number, ``Content-Length`` and
     ``Transfer-Encoding`` both, a transfer coding other than ``chunked`` last, a bad chunk
     size, or a request over ``max_length`` bytes (head and body). Its ``encode`` sends a
-    reply unchanged: :func:`response` builds whole responses. ``Expect: 100-continue`` is
+    reply unchanged if it starts with a status line (:func:`response` builds whole
+    responses), else raises :class:`~fakepeer.ScriptError`; other bytes on purpose need
+    ``FakePeer(framing=http1.framing(), reply_framing=Raw())``. ``Expect: 100-continue`` is
     not answered: the framing waits for the body.
 :func:`request` ``(method=ANY, target=ANY, *, headers=None, body=ANY)``
     A :class:`~fakepeer.Matcher` of requests: ``request("POST", "/items",
@@ -68,6 +70,8 @@ _CRLF: Final = b"\r\n"
 _TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VERSION: Final = re.compile(rb"HTTP/1\.[01]")
 _HEX: Final = re.compile(rb"[0-9A-Fa-f]{1,16}")
+#: The start of a response: its status line (RFC 9112 section 4), a reason phrase optional.
+_STATUS_LINE: Final = re.compile(rb"HTTP/1\.[01] [1-5][0-9][0-9](?: [^\r\n]*)?\r\n")
 
 
 def _show(data: bytes, limit: int = 60) -> str:
@@ -301,8 +305,19 @@ class HTTPFraming:
         return messages, start
 
     def encode(self, message: bytes) -> bytes:
-        """``message`` unchanged: :func:`response` builds whole responses."""
-        return message
+        """``message`` unchanged, if it starts with a status line (``HTTP/1.1 200 OK``, as
+        :func:`response` builds it); else a :class:`~fakepeer.ScriptError` naming
+        :func:`response` (raised as the rule is written, for a constant reply). Bytes that
+        are no response on purpose (a body sent in parts, garbage) go out with
+        ``FakePeer(framing=http1.framing(), reply_framing=Raw())``."""
+        if _STATUS_LINE.match(message):
+            return message
+        raise ScriptError(
+            f"{self!r}: the reply {_show(message)} is no HTTP/1.x response: a response starts "
+            "with a status line such as 'HTTP/1.1 200 OK\\r\\n'; build it with "
+            "http1.response(200, b'body', headers={...}) (to send other bytes on purpose, "
+            "pass FakePeer(framing=http1.framing(), reply_framing=Raw()))"
+        )
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and other._max_length == self._max_length
@@ -478,8 +493,27 @@ def response(
     *,
     reason: str | None = None,
 ) -> bytes:
-    """A whole HTTP/1.1 response: see the module docstring."""
-    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+    """A whole HTTP/1.1 response, as bytes to reply with (RFC 9112 section 4).
+
+    ``status`` is the status code, an int from 100 to 599; ``body`` bytes, or a str sent
+    as UTF-8; ``headers`` a mapping or (name, value) pairs, sent in order; ``reason`` the
+    reason phrase (default: the status code's phrase in RFC 9110, ``""`` for a code it
+    does not name). A ``Content-Length`` is added unless ``headers`` has one or a
+    ``Transfer-Encoding`` (or the status has no body: 1xx, 204, 304)::
+
+        http1.response(200, b"ok")  # b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok"
+        http1.response(503, headers={"Retry-After": "1"})
+
+    ``Connection: close`` in ``headers``, then the rule's ``.close()``, ends a kept-alive
+    connection as a server does. :class:`~fakepeer.ScriptError` for a status that is no
+    int or outside 100-599, a body for a status that has none, a body that is no bytes or
+    str, a line end in the reason or a field."""
+    if isinstance(status, bool) or not isinstance(status, int):
+        raise ScriptError(
+            f"response(status={status!r}): the status code is an int, such as 200, not "
+            f"{type(status).__name__}"
+        )
+    if not 100 <= status <= 599:
         raise ScriptError(f"response(status={status!r}): a status code is from 100 to 599")
     if not isinstance(body, bytes | str):
         raise ScriptError(f"response(body=...) takes bytes or str, not {type(body).__name__}")

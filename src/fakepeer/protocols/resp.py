@@ -24,11 +24,18 @@ The kit, built of fakepeer's public API only (a model for a kit of your own):
     an element that is not a bulk string, a bulk string not followed by ``\\r\\n``, a command
     over ``max_length`` bytes. Empty inline lines are skipped, as Redis does; inline
     commands are split at whitespace (quotes are not interpreted). Its ``encode`` sends a
-    reply unchanged: the builders below return whole RESP replies.
+    reply unchanged if it is one or more whole RESP replies (the builders below return
+    them), else raises :class:`~fakepeer.ScriptError` (``.reply("OK")`` where
+    ``.reply(resp.simple_string("OK"))`` was meant); malformed replies on purpose need
+    ``FakePeer(framing=resp.framing(), reply_framing=Raw())``.
 :func:`command` ``(name, *args)``
     A :class:`~fakepeer.Matcher` of commands: ``command("SET", "k", ANY)``. The name matches
-    whatever its case; a name of two words is a command and its subcommand,
-    ``command("CLIENT SETINFO", ...)``. Each argument is bytes or str (exactly those bytes),
+    whatever its case; a name of two words is a container command and its subcommand,
+    ``command("CLIENT SETINFO", ...)``: only Redis's containers (``ACL``, ``CLIENT``,
+    ``CLUSTER``, ``COMMAND``, ``CONFIG``, ``FUNCTION``, ``LATENCY``, ``MEMORY``, ``MODULE``,
+    ``OBJECT``, ``PUBSUB``, ``SCRIPT``, ``SLOWLOG``, ``XGROUP``, ``XINFO``) take one, so
+    ``command("GET k")`` is a :class:`~fakepeer.ScriptError` that points to
+    ``command("GET", "k")``. Each argument is bytes or str (exactly those bytes),
     an int (its decimal digits, as clients send numbers), :data:`~fakepeer.ANY` (any one
     argument) or a matcher (``prefix("user:")``, judging the argument as a whole message);
     ``...`` last accepts any further arguments. Otherwise the number of arguments must be
@@ -72,6 +79,14 @@ from fakepeer import (
     exact,
 )
 
+from ._resp_wire import CONTAINERS as _CONTAINERS
+from ._resp_wire import CRLF as _CRLF
+from ._resp_wire import REPLY_TYPES as _REPLY_TYPES
+from ._resp_wire import command_at as _command_at
+from ._resp_wire import reply_problem as _reply_problem
+from ._resp_wire import show as _show
+from ._resp_wire import too_long as _too_long
+
 __all__ = [
     "Command",
     "CommandMatcher",
@@ -94,16 +109,6 @@ __all__ = [
 
 #: The default ``max_length``: the most bytes one command may take on the wire.
 MAX_LENGTH: Final = 1024 * 1024
-#: The most elements a command may have (Redis's own limit).
-_MAX_ELEMENTS: Final = 1024 * 1024
-#: The longest bulk string (Redis's ``proto-max-bulk-len``); ``max_length`` limits it too.
-_MAX_BULK: Final = 512 * 1024 * 1024
-_CRLF: Final = b"\r\n"
-
-
-def _show(data: bytes, limit: int = 40) -> str:
-    text = repr(data[:limit])[2:-1]
-    return f"'{text}'" + ("..." if len(data) > limit else "")
 
 
 # -- the client's commands -------------------------------------------------------------------
@@ -119,73 +124,6 @@ class Command:
 
     def __str__(self) -> str:
         return " ".join([self.name, *(repr(arg)[1:] for arg in self.args)])
-
-
-def _count(line: bytes, what: str, low: int, high: int) -> int:
-    """The number on a ``*`` or ``$`` line, or a FramingError saying what is wrong."""
-    # Length first: int() refuses more than 4300 digits (ValueError).
-    if not line.isdigit() or len(line) > 20 or not low <= int(line) <= high:
-        raise FramingError(
-            f"RESP: invalid {what} {_show(line)}: expected a whole number from {low} to {high}"
-        )
-    return int(line)
-
-
-def _multibulk(buffer: bytes, start: int, limit: int) -> tuple[list[bytes], int] | None:
-    """The array of bulk strings at ``start`` (a ``*``): its elements and where it ends."""
-    end = buffer.find(_CRLF, start)
-    if end < 0:
-        return None
-    count = _count(buffer[start + 1 : end], "multibulk length", 1, _MAX_ELEMENTS)
-    position, elements = end + 2, list[bytes]()
-    for _ in range(count):
-        if position >= len(buffer):
-            return None
-        if buffer[position] != ord("$"):
-            raise FramingError(
-                f"RESP: element {len(elements) + 1} of the command is not a bulk string: "
-                f"expected '$', received {_show(buffer[position : position + 20])}"
-            )
-        end = buffer.find(_CRLF, position)
-        if end < 0:
-            return None
-        size = _count(buffer[position + 1 : end], "bulk length", 0, _MAX_BULK)
-        stop = end + 2 + size
-        if stop + 2 - start > limit:
-            raise _too_long(stop + 2 - start, limit)
-        if stop + 2 > len(buffer):
-            return None
-        if buffer[stop : stop + 2] != _CRLF:
-            raise FramingError(
-                f"RESP: the bulk string of {size} byte(s) at element {len(elements) + 1} is "
-                f"not followed by '\\r\\n' but by {_show(buffer[stop : stop + 2])}"
-            )
-        elements.append(buffer[end + 2 : stop])
-        position = stop + 2
-    return elements, position
-
-
-def _command_at(buffer: bytes, start: int, limit: int) -> tuple[list[bytes], int] | None:
-    """The command at ``buffer[start:]``: its words (none for an empty inline line) and where
-    it ends; None while it is incomplete. Raises FramingError for bytes that cannot be one."""
-    if buffer[start] == ord("*"):
-        return _multibulk(buffer, start, limit)
-    if not 32 <= buffer[start] < 127 and buffer[start] not in b"\t\r\n":
-        raise FramingError(
-            f"RESP: {_show(buffer[start : start + 20])} is no command: a command is an array "
-            "('*') of bulk strings, or an inline command, a line of text"
-        )
-    end = buffer.find(b"\n", start)
-    if end < 0:
-        return None
-    return buffer[start:end].split(), end + 1
-
-
-def _too_long(size: int, limit: int) -> FramingError:
-    return FramingError(
-        f"RESP: a command of {size} bytes or more, over the limit of {limit} "
-        f"(resp.framing(max_length=...) raises it)"
-    )
 
 
 class RESPFraming:
@@ -227,8 +165,23 @@ class RESPFraming:
         return messages, start
 
     def encode(self, message: bytes) -> bytes:
-        """``message`` unchanged: a reply built by this kit is a whole RESP reply."""
-        return message
+        """``message`` unchanged, if it is one or more whole RESP replies (as this kit's
+        builders make them); else a :class:`~fakepeer.ScriptError` naming the builders (raised
+        as the rule is written, for a constant reply). Bytes malformed on purpose go out
+        with ``FakePeer(framing=resp.framing(), reply_framing=Raw())``."""
+        problem = _reply_problem(message)
+        if problem is None:
+            return message
+        text = message.decode(errors="replace")
+        text = text[1:] if text.startswith("+") else text  # '+OK' without its line end
+        example = text if text.isprintable() and 0 < len(text) <= 40 else "OK"
+        raise ScriptError(
+            f"{self!r}: the reply {_show(message)} is no whole RESP reply: {problem}; build "
+            f"replies with the kit: resp.simple_string({example!r}), resp.error('ERR ...'), "
+            "resp.integer(1), resp.bulk_string(b'...'), resp.array(...), resp.null()... (to "
+            "send malformed bytes on purpose, pass FakePeer(framing=resp.framing(), "
+            "reply_framing=Raw()))"
+        )
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and other._max_length == self._max_length
@@ -350,7 +303,15 @@ def command(name: str | bytes, *args: object) -> Matcher:
     docstring. Raises :class:`~fakepeer.ScriptError` for an empty name or a wrong argument."""
     if not isinstance(name, str | bytes):
         raise ScriptError(f"command(): the name is a str, not {type(name).__name__} {name!r}")
-    words = tuple((name.encode() if isinstance(name, str) else name).upper().split())
+    spelled = (name.encode() if isinstance(name, str) else name).split()
+    words = tuple(word.upper() for word in spelled)
+    if len(words) > 1 and words[0] not in _CONTAINERS:  # "GET k": a command and an argument
+        each = ", ".join(repr(word.decode(errors="replace")) for word in spelled)
+        raise ScriptError(
+            f"command({name!r}): {_show(words[0])} takes no subcommand: pass each argument on "
+            f"its own, command({each}) (a name of two words is a container command and its "
+            "subcommand: 'CLIENT SETINFO', 'CONFIG GET'...)"
+        )
     if not 1 <= len(words) <= 2:
         raise ScriptError(
             f"command({name!r}): the name is a command, optionally with a subcommand "
@@ -419,10 +380,6 @@ def bulk_string(data: str | bytes) -> bytes:
 def null(*, protocol: int = 3) -> bytes:
     """No value: RESP3's ``_``, RESP2's null bulk string ``$-1`` (redis-py gives ``None``)."""
     return b"_\r\n" if _check_protocol(protocol, "null") == 3 else b"$-1\r\n"
-
-
-#: The first byte of every RESP2 and RESP3 reply type.
-_REPLY_TYPES: Final = frozenset(b"+-:$*_#,(!=%~>|")
 
 
 def _replies(items: Iterable[object], builder: str) -> list[bytes]:
