@@ -52,14 +52,15 @@ HTTP has no handshake, so this kit has no preset: a client's first bytes are a r
 
 from __future__ import annotations
 
-import http
 import json as _json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
 from fakepeer import ANY, FramingError, Matched, Matcher, ScriptError, exact
+
+from ._http1_response import response
 
 __all__ = ["HTTPFraming", "Request", "RequestMatcher", "framing", "parse", "request", "response"]
 
@@ -149,6 +150,11 @@ def _head(head: bytes) -> _Head:
                 else ("has no colon" if not colon else "has a bad field name before its colon")
             )
             raise FramingError(f"HTTP: the header line {_show(field)} {why} (RFC 9112 section 5)")
+        if b"\r" in value or b"\n" in value:
+            raise FramingError(
+                f"HTTP: the header line {_show(field)} holds a bare CR or LF: a line ends "
+                "with CRLF (RFC 9112 section 2.2; a server rejects it, section 5.5)"
+            )
         headers.append((name, value.strip(b" \t")))
     return _Head(parts[0], parts[1], parts[2], tuple(headers))
 
@@ -194,9 +200,10 @@ def _body(
     """The body that starts at ``start`` and where it ends; None while incomplete.
     ``request`` is where the request starts and its limit: a ``Content-Length`` that makes
     it longer raises at once."""
-    codings = b",".join(head.field(b"transfer-encoding"))
+    fields = head.field(b"transfer-encoding")
+    codings = b",".join(fields)
     lengths = head.field(b"content-length")
-    if codings:
+    if fields:  # an empty one is no coding, and not chunked either
         if lengths:
             raise FramingError(
                 "HTTP: a request with both Content-Length and Transfer-Encoding "
@@ -461,76 +468,3 @@ def request(
         tuple(fields),
         _part(body, "the body", text=False),
     )
-
-
-# -- responses -------------------------------------------------------------------------------
-
-
-def _fields(headers: object) -> list[tuple[str, str]]:
-    if headers is None:
-        return []
-    pairs = headers.items() if isinstance(headers, Mapping) else headers
-    if not isinstance(pairs, Iterable) or isinstance(pairs, str | bytes):
-        raise ScriptError(f"response(headers={headers!r}): a mapping or (name, value) pairs")
-    fields = []
-    for pair in pairs:
-        name, value = pair if isinstance(pair, tuple) and len(pair) == 2 else (None, None)
-        if not isinstance(name, str) or not _TOKEN.fullmatch(name.encode()):
-            raise ScriptError(f"response(headers=...): {pair!r} is no (name, value) field")
-        if not isinstance(value, str | int) or re.search(r"[\r\n]", str(value)):
-            raise ScriptError(
-                f"response(headers=...): the {name} field's value {value!r} is a str "
-                "without line ends"
-            )
-        fields.append((name, str(value)))
-    return fields
-
-
-def response(
-    status: int = 200,
-    body: bytes | str = b"",
-    headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
-    *,
-    reason: str | None = None,
-) -> bytes:
-    """A whole HTTP/1.1 response, as bytes to reply with (RFC 9112 section 4).
-
-    ``status`` is the status code, an int from 100 to 599; ``body`` bytes, or a str sent
-    as UTF-8; ``headers`` a mapping or (name, value) pairs, sent in order; ``reason`` the
-    reason phrase (default: the status code's phrase in RFC 9110, ``""`` for a code it
-    does not name). A ``Content-Length`` is added unless ``headers`` has one or a
-    ``Transfer-Encoding`` (or the status has no body: 1xx, 204, 304)::
-
-        http1.response(200, b"ok")  # b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok"
-        http1.response(503, headers={"Retry-After": "1"})
-
-    ``Connection: close`` in ``headers``, then the rule's ``.close()``, ends a kept-alive
-    connection as a server does. :class:`~fakepeer.ScriptError` for a status that is no
-    int or outside 100-599, a body for a status that has none, a body that is no bytes or
-    str, a line end in the reason or a field."""
-    if isinstance(status, bool) or not isinstance(status, int):
-        raise ScriptError(
-            f"response(status={status!r}): the status code is an int, such as 200, not "
-            f"{type(status).__name__}"
-        )
-    if not 100 <= status <= 599:
-        raise ScriptError(f"response(status={status!r}): a status code is from 100 to 599")
-    if not isinstance(body, bytes | str):
-        raise ScriptError(f"response(body=...) takes bytes or str, not {type(body).__name__}")
-    data = body.encode() if isinstance(body, str) else body
-    if data and (status < 200 or status in (204, 304)):  # RFC 9110 sections 15.2, 15.3.5, 15.4.5
-        raise ScriptError(f"response({status}): a {status} response has no body (RFC 9110)")
-    if reason is None:
-        try:
-            reason = http.HTTPStatus(status).phrase
-        except ValueError:
-            reason = ""
-    if not isinstance(reason, str) or re.search(r"[\r\n]", reason):
-        raise ScriptError(f"response(reason={reason!r}): the reason is a str, one line")
-    fields = _fields(headers)
-    names = {name.lower() for name, _ in fields}
-    bodiless = status < 200 or status in (204, 304)  # these have no Content-Length to send
-    if not names & {"content-length", "transfer-encoding"} and not bodiless:
-        fields.append(("Content-Length", str(len(data))))
-    head = [f"HTTP/1.1 {status} {reason}", *(f"{name}: {value}" for name, value in fields)]
-    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data

@@ -304,6 +304,8 @@ def command(name: str | bytes, *args: object) -> Matcher:
     if not isinstance(name, str | bytes):
         raise ScriptError(f"command(): the name is a str, not {type(name).__name__} {name!r}")
     spelled = (name.encode() if isinstance(name, str) else name).split()
+    if not name.isascii():  # every Redis command is named in ASCII
+        raise ScriptError(f"command({name!r}): a command's name is ASCII, such as 'GET'")
     words = tuple(word.upper() for word in spelled)
     if len(words) > 1 and words[0] not in _CONTAINERS:  # "GET k": a command and an argument
         each = ", ".join(repr(word.decode(errors="replace")) for word in spelled)
