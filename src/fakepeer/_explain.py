@@ -249,7 +249,15 @@ def unexpected(
         score = closeness(rule, data, stream)
         if score >= 1.0 or (score >= SIMILARITY and not exhausted(rule, counts(rule))):
             similar.append((score, rule))
-    lines.extend(_scripts(script, peer, data, stream))
+    def takes(rule: Rule) -> bool:  # the rule would have taken the data, as things stand
+        return (
+            closeness(rule, data, stream) >= 1.0
+            and rule.state in (None, record.state)
+            and rule.peer_state in (None, peer_state)
+            and not exhausted(rule, counts(rule))
+        )
+
+    lines.extend(_scripts(script, peer, takes))
     if similar:
         similar.sort(key=lambda pair: -pair[0])
         lines.append("  similar rules:")
@@ -278,9 +286,9 @@ def nothing_more(script: Script, met: int) -> str:
     return "nothing: the script was empty when these bytes arrived"
 
 
-def _scripts(script: Script, peer: Script | None, data: bytes, stream: bool) -> list[str]:
+def _scripts(script: Script, peer: Script | None, takes: Callable[[Rule], bool]) -> list[str]:
     """For a connection's own script: the scripts its message was tried against, and a hint
-    when a rule of the peer's script, which it replaces, would have taken it."""
+    when a rule of the peer's script, which it replaces, would have taken it (``takes``)."""
     number = script.connection
     if number is None or peer is None:
         return []
@@ -289,7 +297,7 @@ def _scripts(script: Script, peer: Script | None, data: bytes, stream: bool) -> 
             f"  scripts:   connection #{number}'s own, then the peer's always and otherwise "
             f"rules (on_connection({number}, inherit=True))"
         ]
-        taker = next((r for r in peer.expectations if closeness(r, data, stream) >= 1.0), None)
+        taker = next((r for r in peer.expectations if takes(r)), None)
         if taker is not None:
             lines.append(
                 f"  hint:      the peer's {taker.describe()} would take it, but expect rules "
@@ -301,7 +309,7 @@ def _scripts(script: Script, peer: Script | None, data: bytes, stream: bool) -> 
         f"  scripts:   connection #{number}'s own only (on_connection({number}) replaces the "
         "peer's script)"
     ]
-    taker = next((r for r in peer.permanent if closeness(r, data, stream) >= 1.0), None)
+    taker = next((r for r in peer.permanent if takes(r)), None)
     if taker is None and peer.fallbacks:
         taker = peer.fallbacks[0]
     if taker is not None:
