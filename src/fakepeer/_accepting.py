@@ -92,7 +92,10 @@ def _serve_late(server: PeerServer, sock: socket.socket) -> None:
 
 def release(server: PeerServer) -> None:
     """On the loop, lock held, as the peer stops: close the connections still waiting for
-    their accept delay (unserved: the client reads EOF) and the fillers."""
+    their accept delay, unserved, and the fillers. A client that sent nothing reads EOF;
+    one whose bytes the peer never read gets a reset (RST: the kernel resets a socket
+    closed with received data unread, RFC 1122 4.2.2.13), its ``recv()`` raising
+    ``ConnectionResetError``."""
     waiting, server.waiting = server.waiting, {}
     for sock, timer in waiting.items():
         timer.cancel()
