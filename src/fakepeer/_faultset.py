@@ -289,12 +289,11 @@ class Faults:
     def _disarm(self) -> None:
         """The peer stopped: cancel the timers (each also does nothing from now on)."""
         loop = self._peer._loop
-        with self._peer._lock:
-            self._unarmed.clear()
-            timers: list[asyncio.TimerHandle] = []
-            for active in [*self._pending, *self._on]:
-                timers.extend(active._timers)
-                active._timers = []
+        self._unarmed.clear()  # (no lock: a script's code blocking the hub holds it)
+        timers: list[asyncio.TimerHandle] = []
+        for active in [*self._pending, *self._on]:
+            while active._timers:
+                timers.append(active._timers.pop())
         if loop is not None and timers:
             with contextlib.suppress(RuntimeError):  # the loop closed: they are gone
                 loop.call_soon_threadsafe(_cancel, timers)
