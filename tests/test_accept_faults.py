@@ -132,6 +132,24 @@ def test_a_connection_still_waiting_when_the_peer_stops_is_closed_unserved() -> 
     assert peer.connections == []
 
 
+def test_a_waiting_client_that_sent_bytes_is_reset_as_the_peer_stops() -> None:
+    # the kernel resets a socket closed with received data unread (RFC 1122 4.2.2.13)
+    for _ in range(20):
+        peer = pinger()
+        peer.faults.accept_delay(30)
+        with socket.socket() as sock:
+            sock.settimeout(TIMEOUT)
+            with peer.serve():
+                sock.connect(peer.address)
+                sock.sendall(b"PING\n")  # waits unread in the peer's kernel
+                deadline = time.monotonic() + TIMEOUT
+                while not accept_notes(peer) and time.monotonic() < deadline:
+                    time.sleep(0.005)  # polls what the peer recorded (an accept has no wait)
+            with pytest.raises(ConnectionResetError):
+                sock.recv(10)
+        assert accept_notes(peer)[-1] == "1 connection(s) closed unserved: the peer stopped"
+
+
 def test_accept_delay_on_a_unix_socket(unix_path: str) -> None:
     peer = pinger(unix=unix_path)
     peer.faults.accept_delay(0.3)

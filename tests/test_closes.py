@@ -363,6 +363,52 @@ def test_bad_arguments_are_script_errors(call: object, message: str) -> None:
     assert str(error.value) == message
 
 
+WAITS = [
+    "wait_for_closes",
+    "wait_for_closes_async",
+    "wait_for_connections",
+    "wait_for_connections_async",
+    "wait_until_done",
+    "wait_until_done_async",
+]
+
+
+@pytest.mark.parametrize("timeout", [-1, 0, float("nan"), float("inf"), True, "1"])
+@pytest.mark.parametrize("method", WAITS)
+def test_a_bad_timeout_of_a_wait_is_a_script_error_naming_the_keyword(
+    method: str, timeout: object
+) -> None:
+    peer = lines_peer()  # (its timeout: 5 s)
+
+    def call() -> None:
+        wait = getattr(peer, method)(timeout=timeout)
+        if method.endswith("_async"):
+            asyncio.run(wait)
+
+    with peer.serve(), pytest.raises(ScriptError) as error:
+        call()
+    assert str(error.value) == (
+        f"{method}(timeout=...) takes a positive number of seconds (None: the peer's "
+        f"timeout, 5 s), got {timeout!r}"
+    )
+
+
+@pytest.mark.parametrize(("timeout", "shown"), [(None, "0.05"), (0.02, "0.02")])
+@pytest.mark.parametrize("method", [w for w in WAITS if not w.startswith("wait_until")])
+def test_a_wait_s_timeout_is_seconds_or_none_for_the_peer_s(
+    method: str, timeout: float | None, shown: str
+) -> None:
+    peer = lines_peer(timeout=0.05)
+
+    def call(timeout: float | None) -> None:
+        wait = getattr(peer, method)(timeout=timeout)
+        if method.endswith("_async"):
+            asyncio.run(wait)
+
+    with peer.serve(), pytest.raises(WaitTimeout, match=rf"^timed out after {shown} s waiting"):
+        call(timeout)
+
+
 def test_a_udp_peer_has_no_closes() -> None:
     peer = FakePeer(transport="udp")
     peer.always("PING").reply("PONG")

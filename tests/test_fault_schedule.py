@@ -18,6 +18,7 @@ from fakepeer._actions import Reset, Wait, Write
 from fakepeer._conversation import Conversation
 from fakepeer._faults import FaultState, on_accept
 from fakepeer._faultschedule import Schedule, in_force
+from fakepeer._hub import hub
 from fakepeer.faults import Fault
 
 TIMEOUT = 5.0
@@ -226,6 +227,94 @@ def test_a_with_block_ends_a_lasting_fault_first() -> None:
             pass
         assert ping(peer.address) == b"PONG\n"
     assert fault_lines(peer) == ["+ latency(0.3, 0) (for 10 s)", "- latency(0.3, 0)"]
+
+
+# -- each add() is its own ----------------------------------------------------------------------
+
+
+def schedule_timers() -> list[object]:
+    """The timers of fault schedules pending on the hub loop, once what was sent to the
+    loop before (an arm, a cancel) ran."""
+    loop = hub.loop()
+    found: list[object] = []
+    probed = threading.Event()
+
+    def probe() -> None:
+        pending = loop._scheduled  # type: ignore[attr-defined]
+        found.extend(t for t in pending if not t.cancelled() and "_arm_one" in repr(t))
+        probed.set()
+
+    loop.call_soon_threadsafe(probe)
+    assert probed.wait(TIMEOUT), "the hub did not answer"
+    return found
+
+
+def test_removing_one_add_leaves_the_same_fault_added_again_on() -> None:
+    down = faults.refuse()
+    peer = pinger()
+    with peer.serve():
+        first = peer.faults.add(down)
+        with peer.faults.add(down):  # the same value added again: an ActiveFault of its own
+            first.remove()
+            first.remove()  # idempotent: it never removes the with block's
+            assert list(peer.faults) == [down]
+            assert ping(peer.address) == b"refused"
+        assert list(peer.faults) == []
+        assert ping(peer.address) == b"PONG\n"
+
+
+def test_a_counted_add_that_went_off_leaves_the_same_fault_added_again_on() -> None:
+    reset = faults.reset_on_accept()
+    peer = pinger()
+    with peer.serve():
+        counted = peer.faults.add(reset, first=1)
+        assert ping(peer.address) == b"reset"
+        wait_until(lambda: len(peer.faults) == 0, "the counted fault to go off")
+        again = peer.faults.add(reset)
+        counted.remove()  # off already (its count): not the add() of now
+        assert list(peer.faults) == [reset]
+        assert ping(peer.address) == b"reset"
+        again.remove()
+    assert fault_lines(peer) == [
+        "+ reset_on_accept(1) (its first connection)",
+        "- reset_on_accept(1) (after its first connection)",
+        "+ reset_on_accept(1)",
+        "- reset_on_accept(1)",
+    ]
+
+
+@pytest.mark.parametrize("end", ["remove", "with", "clear"])
+def test_a_removed_fault_leaves_no_timer_behind(end: str) -> None:
+    peer = pinger()
+    with peer.serve():
+        before = schedule_timers()
+        lasting = peer.faults.add(faults.latency(0.1), lasting=300)
+        later = peer.faults.add(faults.latency(0.2), after=300, lasting=300)
+        assert len([t for t in schedule_timers() if t not in before]) == 3
+        if end == "remove":
+            lasting.remove()
+            later.remove()
+        elif end == "with":
+            with lasting, later:
+                pass
+        else:
+            peer.faults.clear()
+        assert [t for t in schedule_timers() if t not in before] == []  # none holds the peer
+
+
+def test_a_lasting_timer_that_fires_as_its_fault_is_removed_spares_the_next_add() -> None:
+    down = faults.latency(0.001)
+    peer = pinger()
+    with peer.serve():
+        for _ in range(200):  # the timer fires before, or after, the remove(): either way
+            peer.faults.add(down, lasting=0.001).remove()
+            again = peer.faults.add(down)
+            time.sleep(0.002)  # past the first add's time (what its timer would do)
+            schedule_timers()  # (twice: a timer due runs after a probe of its iteration)
+            schedule_timers()
+            assert list(peer.faults) == [down]
+            again.remove()
+            assert list(peer.faults) == []
 
 
 def test_a_lasting_fault_on_a_proxy() -> None:

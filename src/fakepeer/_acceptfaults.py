@@ -52,7 +52,8 @@ class AcceptDelay(_BeforeServing, Fault):
     nothing and sends nothing (no greeting) until the delay is over, like a server slow to
     call ``accept()``. ``probability`` (0 to 1): the chance for each connection. It applies
     to the connections that arrive while it is on; those still waiting when the peer stops
-    are closed unserved."""
+    are closed unserved: the client reads EOF, or, if it sent bytes (unread), gets a reset
+    (RST, RFC 1122 4.2.2.13: ``ConnectionResetError``)."""
 
     accept_fault: ClassVar[bool] = True
 

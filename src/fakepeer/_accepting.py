@@ -24,8 +24,8 @@ import struct
 from typing import TYPE_CHECKING, Final
 
 from ._actions import Reset, Wait
-from ._faults import FaultState, on_accept
-from ._faultschedule import accepting
+from ._faults import Fault, FaultState, on_accept
+from ._faultschedule import accepting, switch_off
 from ._steps import clock
 
 if TYPE_CHECKING:
@@ -40,20 +40,29 @@ _FILL_WAIT_MS: Final = 1000
 
 def admit(server: PeerServer, sock: socket.socket) -> bool:
     """With the lock held, for a socket just accepted: True if the accept faults took it
-    (reset, or held back to be served later), False to serve it now."""
+    (reset, or held back to be served later), False to serve it now. A counted fault that
+    reached its count goes off after the ``accept`` line of what it did."""
     conversation = server.conversation
     server.accepted += 1
     if not (conversation.faults or conversation.counters):
         return False
     now = clock()
-    faults = accepting(conversation, now)
-    if not faults:
-        return False
+    faults, spent = accepting(conversation, now)
+    try:
+        return bool(faults) and _met(server, sock, faults, now)
+    finally:
+        switch_off(conversation, spent, now)
+
+
+def _met(server: PeerServer, sock: socket.socket, faults: list[Fault], now: float) -> bool:
+    """``sock`` meets the accept ``faults``: True if they took it (see :func:`admit`)."""
+    conversation = server.conversation
     state = FaultState.seeded(conversation.seed, server.accepted, "/accept")
-    actions = on_accept(faults, state)
+    acted: list[Fault] = []
+    actions = on_accept(faults, state, acted)
     if not actions:
         return False
-    names = ", ".join(str(fault) for fault in faults if state.drawn.get(id(fault)))
+    names = ", ".join(str(fault) for fault in acted)  # (not those drawn in vain)
     if isinstance(actions[0], Reset):
         _reset(sock)
         conversation.note_peer(now, "accept", f"a connection reset as accepted ({names})")
@@ -83,7 +92,10 @@ def _serve_late(server: PeerServer, sock: socket.socket) -> None:
 
 def release(server: PeerServer) -> None:
     """On the loop, lock held, as the peer stops: close the connections still waiting for
-    their accept delay (unserved: the client reads EOF) and the fillers."""
+    their accept delay, unserved, and the fillers. A client that sent nothing reads EOF;
+    one whose bytes the peer never read gets a reset (RST: the kernel resets a socket
+    closed with received data unread, RFC 1122 4.2.2.13), its ``recv()`` raising
+    ``ConnectionResetError``."""
     waiting, server.waiting = server.waiting, {}
     for sock, timer in waiting.items():
         timer.cancel()

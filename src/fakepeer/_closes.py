@@ -12,6 +12,7 @@ other waits) and asserts on them. A ``tls=True`` peer's failed handshakes make n
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 from ._errors import ConversationError, ScriptError, WaitTimeout
@@ -77,6 +78,24 @@ class Closes(Inspection):
                     f"{method}(count={count}, connection={connection}): a count is for any "
                     "connections; one connection closes once"
                 )
+
+    def _wait_limit(self, method: str, timeout: object) -> float:
+        """The seconds a wait of ``method`` waits: ``timeout``, or the peer's if None;
+        :class:`~fakepeer.ScriptError` naming ``timeout=`` for anything but a finite
+        number > 0 (a wait is bounded, and 0 would race the hub for the peer's lock)."""
+        if timeout is None:
+            return self.timeout
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
+            raise ScriptError(
+                f"{method}(timeout=...) takes a positive number of seconds (None: the "
+                f"peer's timeout, {self.timeout:g} s), got {timeout!r}"
+            )
+        return timeout  # (as written: an int shows as one in the WaitTimeout)
 
     # -- the waits ---------------------------------------------------------------------------
 
@@ -153,11 +172,12 @@ class Closes(Inspection):
         closes as the wait begins. Raises :class:`~fakepeer.WaitTimeout` after ``timeout``
         (default: the peer's timeout) naming how each connection stands (closed by whom
         and how, or open); the problem the peer saw, if any, first (as :meth:`check`).
-        :class:`~fakepeer.ScriptError` for a bad argument, and on a UDP peer."""
+        :class:`~fakepeer.ScriptError` for a bad argument (``timeout``: a finite number of
+        seconds > 0, or None), and on a UDP peer."""
         __tracebackhide__ = True
         self._close_args("wait_for_closes", count, connection, by)
+        limit = self._wait_limit("wait_for_closes", timeout)
         self._blocking_ok("wait_for_closes")
-        limit = self.timeout if timeout is None else timeout
         ok = self._waiters.wait(self._closed(count, connection, by), limit)
         self._after_closes(ok, count, connection, by, limit)
 
@@ -172,7 +192,7 @@ class Closes(Inspection):
         """:meth:`wait_for_closes` for asyncio and trio code."""
         __tracebackhide__ = True
         self._close_args("wait_for_closes_async", count, connection, by)
-        limit = self.timeout if timeout is None else timeout
+        limit = self._wait_limit("wait_for_closes_async", timeout)
         ok = await self._waiters.wait_async(self._closed(count, connection, by), limit)
         self._after_closes(ok, count, connection, by, limit)
 

@@ -252,15 +252,24 @@ def on_connect(faults: Sequence[Fault], state: FaultState) -> list[object]:
     return actions
 
 
-def on_accept(faults: Sequence[Fault], state: FaultState) -> list[object]:
+def on_accept(
+    faults: Sequence[Fault], state: FaultState, acted: list[Fault] | None = None
+) -> list[object]:
     """What the accept faults do to a connection the kernel accepted, in the order added:
-    ``Wait`` actions (their delays add up), or a ``Reset`` that ends it (nothing after)."""
+    ``Wait`` actions (their delays add up), or a ``Reset`` that ends it (nothing after).
+    ``acted``, if given, gets the faults that did it: those that waited, or the one that
+    reset (the waits before a reset do not happen)."""
     actions: list[object] = []
+    doing: list[Fault] = []
     for fault in faults:
         if fault.accept_fault and drawn(fault, state):
             actions.extend(fault._on_accept(state))
+            doing.append(fault)
             if any(isinstance(action, Reset) for action in actions):
-                return [Reset()]
+                actions, doing = [Reset()], [fault]
+                break
+    if acted is not None:
+        acted.extend(doing)
     return actions
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "in_force",
     "removed",
     "spend",
+    "switch_off",
 ]
 
 #: What ``first=`` counts.
@@ -137,6 +138,7 @@ class Counter:
     first: int
     per: str
     left: int = 0
+    token: object = None  # the add() it is of (its ActiveFault), set by the runtime
 
     def __post_init__(self) -> None:
         self.left = self.first
@@ -152,11 +154,19 @@ def in_force(convo: Conversation) -> list[Fault]:
     return [*convo.faults, *counted]
 
 
-def accepting(convo: Conversation, at: float) -> list[Fault]:
+def accepting(convo: Conversation, at: float) -> tuple[list[Fault], list[Counter]]:
     """A connection was accepted: the connect-phase faults that apply to it (a counted one
-    is counted)."""
-    dealt = deal(convo, None, at, accept=True) if convo.counters else []
-    return [fault for fault in convo.faults if fault.accept_fault] + dealt
+    is counted), and the counters it spent, to :func:`switch_off` once what the faults did
+    to it is recorded (the connection met them while they were on)."""
+    spent: list[Counter] = []
+    dealt = deal(convo, None, at, accept=True, spent=spent) if convo.counters else []
+    return [fault for fault in convo.faults if fault.accept_fault] + dealt, spent
+
+
+def switch_off(convo: Conversation, spent: list[Counter], at: float) -> None:
+    """Switch off the counted faults that reached their count (``fault - ...`` lines)."""
+    for counter in spent:
+        convo.remove_fault(counter.fault, at, counter.spent())
 
 
 def faults_of(convo: Conversation, record: ConnectionRecord) -> list[Fault]:
@@ -168,10 +178,18 @@ def faults_of(convo: Conversation, record: ConnectionRecord) -> list[Fault]:
     return [*convo.faults, *state.kept]
 
 
-def deal(convo: Conversation, state: FaultState | None, at: float, *, accept: bool) -> list[Fault]:
+def deal(
+    convo: Conversation,
+    state: FaultState | None,
+    at: float,
+    *,
+    accept: bool,
+    spent: list[Counter] | None = None,
+) -> list[Fault]:
     """A connection opens (``accept``: is accepted, for the connect-phase faults): the
     counted faults it gets, each counted once; those that reach their count are switched
-    off. With a ``state``, what it gets is kept there too."""
+    off (or added to ``spent``, to be by the caller). With a ``state``, what it gets is
+    kept there too."""
     dealt: list[Fault] = []
     for counter in list(convo.counters.values()):
         fault = counter.fault
@@ -179,7 +197,9 @@ def deal(convo: Conversation, state: FaultState | None, at: float, *, accept: bo
             continue
         dealt.append(fault)
         counter.left -= 1
-        if not counter.left:
+        if not counter.left and spent is not None:
+            spent.append(counter)
+        elif not counter.left:
             convo.remove_fault(fault, at, counter.spent())
     if state is not None and dealt:
         state.kept = (*state.kept, *dealt)

@@ -53,15 +53,22 @@ P = ParamSpec("P")
 
 class ActiveFault:
     """A fault applied to a peer: :meth:`remove` it, or use it as a context manager to
-    apply it for a block only (``with peer.faults.latency(0.2): ...``)."""
+    apply it for a block only (``with peer.faults.latency(0.2): ...``).
+
+    Each ``add()`` makes its own: removing one (by hand, at the end of its ``with`` block,
+    by ``clear()`` or by its ``lasting`` timer) never removes the same fault value added
+    again by another ``add()``."""
 
     def __init__(self, faults: Faults, fault: Fault) -> None:
         self._faults = faults
         self.fault = fault
+        self._timers: list[asyncio.TimerHandle] = []  # its schedule's, on the serving loop
+        self._gone = False  # removed: its timers do nothing
+        self._counted = False  # added with first=: the conversation may switch it off
 
     def remove(self) -> None:
         """Stop applying the fault (to new writes on every connection). Idempotent."""
-        self._faults._remove(self.fault)
+        self._faults._remove(self)
 
     def __enter__(self) -> ActiveFault:
         return self
@@ -135,9 +142,9 @@ class Faults:
 
     def __init__(self, peer: Host) -> None:
         self._peer = peer
-        self._pending: list[Fault] = []  # added with after=, not on yet
-        self._unarmed: list[tuple[float, Callable[[], None]]] = []  # (when, what), on clock()
-        self._timers: list[asyncio.TimerHandle] = []
+        self._pending: list[ActiveFault] = []  # added with after=, not on yet
+        self._on: list[ActiveFault] = []  # on (a counted one may have been spent since)
+        self._unarmed: list[tuple[float, ActiveFault, Callable[[], None]]] = []  # on clock()
 
     def add(
         self,
@@ -179,71 +186,99 @@ class Faults:
         _check_tls(peer, fault)
         peer._check_fault(fault)
         schedule = Schedule.checked(fault, after=after, lasting=lasting, first=first, per=per)
+        active = ActiveFault(self, fault)
+        active._counted = schedule.counted
         if schedule.after:
             with peer._lock:
-                self._pending.append(fault)
+                self._pending.append(active)
                 on = f"on in {schedule.after:g} s{schedule.describe()}"
                 peer._conversation.note_peer(clock(), "fault", f"{fault}: {on}")
-            self._later(schedule.after, lambda: self._start(fault, schedule))
+            self._later(active, schedule.after, lambda: self._start(active, schedule))
         else:
-            self._switch_on(fault, schedule)
+            self._switch_on(active, schedule)
         if schedule.lasting is not None:
             why = f"(after {schedule.lasting:g} s)"
-            self._later(schedule.after + schedule.lasting, lambda: self._remove(fault, why))
-        return ActiveFault(self, fault)
+            self._later(
+                active, schedule.after + schedule.lasting, lambda: self._remove(active, why)
+            )
+        return active
 
-    def _switch_on(self, fault: Fault, schedule: Schedule) -> None:
-        peer = self._peer
+    def _switch_on(self, active: ActiveFault, schedule: Schedule) -> None:
+        peer, fault = self._peer, active.fault
         shown = schedule if schedule.counted or schedule.lasting is not None else None
         with peer._lock:
             peer._conversation.add_fault(fault, clock(), shown)
+            if schedule.counted:  # (its count is this add()'s: see _remove)
+                peer._conversation.counters[id(fault)].token = active
+            self._on.append(active)
         if isinstance(fault, Refuse):
             peer._refuse(True)
         elif isinstance(fault, AcceptQueueFull):
             peer._queue_full(True)
 
-    def _start(self, fault: Fault, schedule: Schedule) -> None:
-        """A timer: ``fault``, added with ``after``, is on (unless removed before)."""
+    def _start(self, active: ActiveFault, schedule: Schedule) -> None:
+        """A timer: ``active``, added with ``after``, is on (unless removed before)."""
         with self._peer._lock:  # (one step: a remove() now finds it pending, or on)
-            if _take(self._pending, fault):
-                self._switch_on(fault, schedule)
+            if _take(self._pending, active):
+                self._switch_on(active, schedule)
 
-    def _remove(self, fault: Fault, why: str = "") -> None:
-        peer = self._peer
+    def _remove(self, active: ActiveFault, why: str = "") -> None:
+        """``active`` is off, if it still was on: its timers are cancelled, and a stale
+        one (removed before) is nothing to do, the same fault added again left on."""
+        peer, fault = self._peer, active.fault
         with peer._lock:
             conversation = peer._conversation
-            if _take(self._pending, fault):  # removed before it was on
+            if _take(self._pending, active):  # removed before it was on
+                self._retire(active)
                 note = f"{fault}: removed before it was on"
                 conversation.note_peer(clock(), "fault", note)
                 return
+            if not _take(self._on, active):  # removed already
+                return
+            self._retire(active)
+            counter = conversation.counters.get(id(fault))
+            if active._counted and (counter is None or counter.token is not active):
+                return  # it reached its count: off already
             if not conversation.remove_fault(fault, clock(), why):
                 return
-            still = {type(active) for active in conversation.faults}
+            still = {type(on) for on in conversation.faults}
         if isinstance(fault, Refuse) and Refuse not in still:
             peer._refuse(False)
         elif isinstance(fault, AcceptQueueFull) and AcceptQueueFull not in still:
             peer._queue_full(False)
 
+    def _retire(self, active: ActiveFault) -> None:
+        """With the lock held: ``active`` is removed; cancel its timers, armed or not."""
+        active._gone = True
+        self._unarmed = [entry for entry in self._unarmed if entry[1] is not active]
+        timers, active._timers = active._timers, []
+        loop = self._peer._loop
+        if loop is not None and timers:
+            with contextlib.suppress(RuntimeError):  # the loop closed: they are gone
+                loop.call_soon_threadsafe(_cancel, timers)
+
     # -- the timers of a schedule, on the serving loop -------------------------------------------
 
-    def _later(self, delay: float, what: Callable[[], None]) -> None:
+    def _later(self, active: ActiveFault, delay: float, what: Callable[[], None]) -> None:
         """Do ``what`` on the serving loop ``delay`` seconds from now (armed when the peer
-        serves); nothing once it stopped."""
+        serves), a timer of ``active``'s; nothing once it is removed or the peer stopped."""
         when = clock() + delay
         with self._peer._lock:
-            if self._peer._state != "serving":
-                self._unarmed.append((when, what))
+            if active._gone:
                 return
-        self._arm_one(when, what)
+            if self._peer._state != "serving":
+                self._unarmed.append((when, active, what))
+                return
+        self._arm_one(when, active, what)
 
     def _arm(self) -> None:
         """The peer serves: arm the timers asked for before."""
         with self._peer._lock:
             unarmed, self._unarmed = self._unarmed, []
-        for when, what in unarmed:
-            self._arm_one(when, what)
+        for when, active, what in unarmed:
+            self._arm_one(when, active, what)
 
-    def _arm_one(self, when: float, what: Callable[[], None]) -> None:
+    def _arm_one(self, when: float, active: ActiveFault, what: Callable[[], None]) -> None:
         peer = self._peer
         loop = peer._loop
         if loop is None:  # pragma: no cover - serving means a loop
@@ -254,10 +289,10 @@ class Faults:
                 what()
 
         def arm() -> None:
-            with peer._lock:  # (a stop disarmed before this ran: no timer to leave behind)
-                if peer._state != "serving":
+            with peer._lock:  # (a stop or a remove() came first: no timer to leave behind)
+                if peer._state != "serving" or active._gone:
                     return
-                self._timers.append(loop.call_later(max(0.0, when - clock()), fire))
+                active._timers.append(loop.call_later(max(0.0, when - clock()), fire))
 
         try:
             here = asyncio.get_running_loop() is loop
@@ -272,8 +307,11 @@ class Faults:
     def _disarm(self) -> None:
         """The peer stopped: cancel the timers (each also does nothing from now on)."""
         loop = self._peer._loop
-        timers, self._timers = self._timers, []
-        self._unarmed.clear()
+        self._unarmed.clear()  # (no lock: a script's code blocking the hub holds it)
+        timers: list[asyncio.TimerHandle] = []
+        for active in [*self._pending, *self._on]:
+            while active._timers:
+                timers.append(active._timers.pop())
         if loop is not None and timers:
             with contextlib.suppress(RuntimeError):  # the loop closed: they are gone
                 loop.call_soon_threadsafe(_cancel, timers)
@@ -281,9 +319,9 @@ class Faults:
     def clear(self) -> None:
         """Remove every fault, those added with ``after`` and not on yet too."""
         with self._peer._lock:
-            pending = list(self._pending)
-        for fault in [*pending, *self]:
-            self._remove(fault)
+            actives = [*self._pending, *self._on]
+        for active in actives:
+            self._remove(active)
 
     def __iter__(self) -> Iterator[Fault]:
         with self._peer._lock:
@@ -325,11 +363,11 @@ def _cancel(timers: list[asyncio.TimerHandle]) -> None:
         timer.cancel()
 
 
-def _take(faults: list[Fault], fault: Fault) -> bool:
-    """Take ``fault`` (this very value) out of ``faults``; False if it was not there."""
-    for index, listed in enumerate(faults):
-        if listed is fault:
-            del faults[index]
+def _take(actives: list[ActiveFault], active: ActiveFault) -> bool:
+    """Take ``active`` (this very one) out of ``actives``; False if it was not there."""
+    for index, listed in enumerate(actives):
+        if listed is active:
+            del actives[index]
             return True
     return False
 

@@ -419,10 +419,11 @@ class Host(Closes, Inspection):
     def wait_for_connections(self, count: int = 1, *, timeout: float | None = None) -> None:
         """Block until ``count`` connections have arrived in all (or a problem was seen).
 
-        Raises :class:`~fakepeer.WaitTimeout` after ``timeout`` (default: the peer's timeout).
+        Raises :class:`~fakepeer.WaitTimeout` after ``timeout`` (default: the peer's timeout);
+        :class:`~fakepeer.ScriptError` if ``timeout`` is not a finite number of seconds > 0.
         """
+        limit = self._wait_limit("wait_for_connections", timeout)
         self._blocking_ok("wait_for_connections")
-        limit = self.timeout if timeout is None else timeout
         ok = self._waiters.wait(self._connected(count), limit)
         self._after_wait(ok, f"{count} connection(s)", limit)
 
@@ -430,7 +431,7 @@ class Host(Closes, Inspection):
         self, count: int = 1, *, timeout: float | None = None
     ) -> None:
         """:meth:`wait_for_connections` for asyncio and trio code."""
-        limit = self.timeout if timeout is None else timeout
+        limit = self._wait_limit("wait_for_connections_async", timeout)
         ok = await self._waiters.wait_async(self._connected(count), limit)
         self._after_wait(ok, f"{count} connection(s)", limit)
 
@@ -441,15 +442,17 @@ class Host(Closes, Inspection):
     def wait_until_done(self, *, timeout: float | None = None) -> None:
         """Block until every ``expect`` was met (or a problem was seen).
 
-        Raises :class:`~fakepeer.WaitTimeout` naming the unmet expectations after ``timeout``.
+        Raises :class:`~fakepeer.WaitTimeout` naming the unmet expectations after ``timeout``
+        (default: the peer's timeout); :class:`~fakepeer.ScriptError` if ``timeout`` is not
+        a finite number of seconds > 0.
         """
+        limit = self._wait_limit("wait_until_done", timeout)
         self._blocking_ok("wait_until_done")
-        limit = self.timeout if timeout is None else timeout
         ok = self._waiters.wait(self._finished(), limit)
         self._after_wait(ok, "the script to be done", limit)
 
     async def wait_until_done_async(self, *, timeout: float | None = None) -> None:
         """:meth:`wait_until_done` for asyncio and trio code."""
-        limit = self.timeout if timeout is None else timeout
+        limit = self._wait_limit("wait_until_done_async", timeout)
         ok = await self._waiters.wait_async(self._finished(), limit)
         self._after_wait(ok, "the script to be done", limit)
