@@ -184,3 +184,22 @@ def test_modbus_device_answers_an_illegal_write_quantity_with_exception_3(
     with peer.serve():
         answer = _exchange(peer.address, _mbap(9, 1, pdu))
     assert answer == _mbap(9, 1, bytes([function | 0x80, 3]))
+
+
+def test_mqtt_handshake_refusing_closes_the_connection() -> None:
+    # MQTT 3.1.1 §3.2.2.3 [MQTT-3.2.2-5]: after a CONNACK with a non-zero return code the
+    # server MUST close the connection (MQTT 5 [MQTT-3.2.2-7], codes >= 0x80). The howto's
+    # "connack(session_present=True, code=5) refuses a connection" also breaks
+    # [MQTT-3.2.2-4]: Session Present MUST be 0 with a non-zero code.
+    peer = FakePeer(framing=mqtt.framing())
+    mqtt.handshake(peer, code=5)
+    connect_4 = b"\x10\x0c\x00\x04MQTT\x04\x02\x00<\x00\x00"
+    with peer.serve(), socket.create_connection(peer.address, timeout=2) as sock:
+        sock.sendall(connect_4)
+        received = b""
+        try:
+            while chunk := sock.recv(100):
+                received += chunk
+        except TimeoutError:
+            pytest.fail(f"the peer kept the connection open after {received!r}")
+    assert received == b"\x20\x02\x00\x05"
