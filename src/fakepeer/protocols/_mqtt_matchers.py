@@ -165,7 +165,7 @@ class PacketMatcher(Matcher):
             return f"matches {self.describe()}"
         if self.kind is not None and first.type is self.kind:
             why = f"is an MQTT {first.type.name} that {why}"
-        if len(found) > 1 and self.version is None:
+        if len(found) > 1 and self.version is None and self._wrong_type(first) is None:
             others = ", ".join(f"version={p.version}" for p in found)
             why += f" (it reads as {others}: pass one to the matcher to choose)"
         return why

@@ -379,8 +379,9 @@ def response(data: bytes) -> Response:
 
 # -- presets -----------------------------------------------------------------------------------
 
-#: The most items one read may ask for (Modbus Application Protocol §6.1 to §6.4).
-_MOST: Final = {1: 2000, 2: 2000, 3: 125, 4: 125}
+#: The most items one read or multiple write may ask for (Modbus Application Protocol §6.1
+#: to §6.4, §6.11, §6.12).
+_MOST: Final = {1: 2000, 2: 2000, 3: 125, 4: 125, 15: 1968, 16: 123}
 #: Which table each function reads or writes.
 _TABLES: Final = {
     1: "coils",
@@ -445,8 +446,9 @@ def device(
     Each table is a dict (address -> value: ints 0 to 65535 for registers, bools for coils and
     discrete inputs) or a list (the values from address 0); a dict is updated in place by the
     writes, so the test can read what the client wrote. A request for an address a table does
-    not hold is answered with ``ILLEGAL_DATA_ADDRESS``, a read of more than the specification
-    allows (125 registers, 2000 coils) or of none with ``ILLEGAL_DATA_VALUE``. Requests for a
+    not hold is answered with ``ILLEGAL_DATA_ADDRESS``, a read or a multiple write of more than
+    the specification allows (reads: 125 registers, 2000 coils; writes: 123 registers, 1968
+    coils) or of none with ``ILLEGAL_DATA_VALUE``. Requests for a
     table not given, or another ``unit``, are left to the rest of the script. Returns the
     rules it added (one per function it answers).
     """

@@ -387,6 +387,13 @@ def message(
         raise ScriptError(f"mqtt.message() takes a payload as bytes or str, got {payload!r}")
     check_choice("message", "qos", qos, (0, 1, 2))
     check_choice("message", "version", version, (3, 4, 5))
+    for keyword, flag in (("retain", retain), ("dup", dup)):
+        if not isinstance(flag, bool):
+            raise ScriptError(f"mqtt.message({keyword}=...) takes True or False, got {flag!r}")
+    if dup and not qos:
+        raise ScriptError(
+            "mqtt.message(dup=True) needs qos=1 or 2: a QoS 0 PUBLISH has DUP 0 (MQTT-3.3.1-2)"
+        )
     body = string(topic)
     if qos:
         identifier = 1 if packet_id is None else packet_id
@@ -415,8 +422,10 @@ def handshake(
 ) -> list[Rule]:
     """Add to ``script`` (a :class:`~fakepeer.FakePeer` or a
     :class:`~fakepeer.ConnectionScript`) the permanent rules a client needs around its own
-    conversation: CONNECT is answered with :func:`connack` (``session_present``, ``code``),
-    PINGREQ with :func:`pingresp`, and DISCONNECT closes the connection, as a broker does.
+    conversation: CONNECT is answered with :func:`connack` (``session_present``, ``code``;
+    a non-zero ``code`` refuses the client, and the connection is then closed, as MQTT
+    requires), PINGREQ with :func:`pingresp`, and DISCONNECT closes the connection, as a
+    broker does.
     Returns the rules, in that order.
 
     They are ``always`` rules: any number of connections, any number of pings, none required
@@ -426,8 +435,11 @@ def handshake(
         raise ScriptError(
             f"mqtt.handshake() takes a FakePeer or a ConnectionScript, got {script!r}"
         )
+    answer = script.always(connect()).reply(connack(session_present=session_present, code=code))
+    if code:  # a refusal: the server then closes the connection (MQTT-3.2.2-5, MQTT-3.2.2-7)
+        answer.close()
     return [
-        script.always(connect()).reply(connack(session_present=session_present, code=code)),
+        answer,
         script.always(pingreq()).reply(pingresp()),
         script.always(disconnect()).close(),
     ]
