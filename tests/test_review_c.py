@@ -11,7 +11,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from fakepeer import Error, FakePeer, Lines, ScriptError
+from fakepeer import Error, FakePeer, Lines, ScriptError, UnexpectedData
 from fakepeer.protocols import modbus, mqtt, resp
 
 TIMEOUT = 5.0
@@ -203,3 +203,22 @@ def test_mqtt_handshake_refusing_closes_the_connection() -> None:
         except TimeoutError:
             pytest.fail(f"the peer kept the connection open after {received!r}")
     assert received == b"\x20\x02\x00\x05"
+
+
+def test_mqtt_publish_payload_does_not_match_a_3_1_1_payload_less_its_first_byte() -> None:
+    # A 3.1.1 client (its CONNECT says level 4) publishes b"\x00*" at QoS 0: the script
+    # wants b"*", and 08cac7f says it matched (the MQTT 5 reading eats the 0x00 as an empty
+    # properties length), so a test of a client that sends the wrong bytes passes.
+    connect_4 = b"\x10\x0c\x00\x04MQTT\x04\x02\x00<\x00\x00"
+    publish_4 = b"\x30\x05\x00\x01t\x00*"
+    peer = FakePeer(framing=mqtt.framing())
+    mqtt.handshake(peer)
+    peer.expect(mqtt.publish("t", b"*"))
+    with (  # noqa: PT012
+        pytest.raises(UnexpectedData),
+        peer.serve(),
+        socket.create_connection(peer.address, timeout=TIMEOUT) as sock,
+    ):
+        sock.sendall(connect_4 + publish_4)
+        assert sock.recv(4) == b"\x20\x02\x00\x00"
+        peer.wait_until_done(timeout=2)
