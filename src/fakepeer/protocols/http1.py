@@ -59,6 +59,8 @@ from typing import Final
 
 from fakepeer import ANY, FramingError, Matched, Matcher, ScriptError, exact
 
+from . import _http1_scan
+
 __all__ = ["HTTPFraming", "Request", "RequestMatcher", "framing", "parse", "request", "response"]
 
 #: The default ``max_length``: the most bytes one request (head and body) may take.
@@ -299,6 +301,14 @@ class HTTPFraming:
             messages.append(buffer[start:end])
             start = end
         return messages, start
+
+    def waiting(self, buffer: bytearray, mark: int) -> int | None:
+        """The framing protocol's optional ``waiting``: a long request is scanned once."""
+        return _http1_scan.waiting(buffer, mark, self._max_length)
+
+    def mark(self, rest: bytearray) -> int:
+        """The framing protocol's optional ``mark``, for what :meth:`decode` left."""
+        return _http1_scan.mark(rest)
 
     def encode(self, message: bytes) -> bytes:
         """``message`` unchanged: :func:`response` builds whole responses."""

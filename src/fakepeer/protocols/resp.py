@@ -72,6 +72,8 @@ from fakepeer import (
     exact,
 )
 
+from . import _resp_scan
+
 __all__ = [
     "Command",
     "CommandMatcher",
@@ -225,6 +227,14 @@ class RESPFraming:
                 messages.append(buffer[start:end])
             start = end
         return messages, start
+
+    def waiting(self, buffer: bytearray, mark: int) -> int | None:
+        """The framing protocol's optional ``waiting``: a long command is scanned once."""
+        return _resp_scan.waiting(buffer, mark, self._max_length)
+
+    def mark(self, rest: bytearray) -> int:
+        """The framing protocol's optional ``mark``, for what :meth:`decode` left."""
+        return _resp_scan.mark(rest)
 
     def encode(self, message: bytes) -> bytes:
         """``message`` unchanged: a reply built by this kit is a whole RESP reply."""
