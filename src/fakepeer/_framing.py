@@ -58,7 +58,8 @@ A custom framing is any object with these members (see :class:`Framing`):
     it returned, and ``0``, may come back with more bytes appended. ``mark(rest)`` is the
     mark for the bytes ``decode`` just left unconsumed, which ``decode`` accepted as the
     start of a message (``0`` is always right; a framing that knows more saves ``waiting`` a
-    rescan). At EOF, ``decode`` is always called.
+    rescan). At EOF, ``decode`` is always called. A subclass that overrides ``decode`` but
+    not ``waiting`` is decoded without them (they were written for another ``decode``).
     :func:`fakepeer.testing.check_framing` checks that ``waiting`` agrees with ``decode``.
 
 A custom framing, for example C strings (each ends at a NUL byte), with at most 32 bytes
@@ -116,7 +117,8 @@ __all__ = [
 class Framing(Protocol):
     """The framing protocol; see the module docstring for the contract.
 
-    ``max_length`` is optional, so it is not part of the protocol class.
+    ``max_length``, ``waiting`` and ``mark`` are optional, so they are not part of the
+    protocol class.
     """
 
     @property
@@ -151,13 +153,24 @@ class _Incremental(Protocol):
 
 def _incremental(framing: Framing) -> tuple[_Waiting, _Marking] | None:
     """The framing's ``waiting`` and ``mark`` (private for a built-in one), or None."""
+    # Not for subclasses of the built-in framings: they may decode otherwise.
     if type(framing) in _BUILT_IN:
         built_in = cast(_Incremental, framing)
         return built_in._waiting, built_in._mark
     waiting, mark = getattr(framing, "waiting", None), getattr(framing, "mark", None)
-    if callable(waiting) and callable(mark):
-        return waiting, mark
-    return None
+    if not callable(waiting) or not callable(mark):
+        return None
+    # A subclass that overrides decode, not waiting: the waiting it inherits knows another.
+    decode_owner, waiting_owner = _owner(framing, "decode"), _owner(framing, "waiting")
+    if decode_owner is not waiting_owner and issubclass(decode_owner, waiting_owner):
+        return None
+    return waiting, mark
+
+
+def _owner(framing: object, name: str) -> type:
+    """The class that defines ``framing``'s attribute ``name`` (``object`` if none does:
+    an attribute set on the instance)."""
+    return next((cls for cls in type(framing).__mro__ if name in vars(cls)), object)
 
 
 class Decoder:
@@ -184,9 +197,11 @@ class Decoder:
 
     def __init__(self, framing: Framing) -> None:
         self._framing = framing
-        # Not for subclasses of the built-in framings: they may decode otherwise.
         incremental = _incremental(framing)
-        self._waiting, self._marking = incremental if incremental is not None else (None, None)
+        self._waiting: _Waiting | None = None
+        self._marking: _Marking | None = None
+        if incremental is not None:
+            self._waiting, self._marking = incremental
         self._mark = 0
 
     def take(self, buffer: bytearray, eof: bool) -> list[bytes]:
