@@ -24,7 +24,8 @@ SIZES = st.lists(st.one_of(st.just(1), st.integers(1, 40)), min_size=1, max_size
 
 def segments(data: bytes, sizes: Sequence[int]) -> list[bytes]:
     """``data`` cut into segments of ``sizes`` bytes, in turn."""
-    chunks, start = [], 0
+    chunks: list[bytes] = []
+    start = 0
     while start < len(data):
         size = sizes[len(chunks) % len(sizes)]
         chunks.append(data[start : start + size])
