@@ -147,6 +147,21 @@ def test_bad_bytes_fail_the_connection_with_a_framing_error() -> None:
     )
 
 
+def test_a_chunked_upload_in_small_segments_is_one_request() -> None:
+    """A slow client: 1-byte chunks, sent 300 bytes at a time with no delay (TCP_NODELAY),
+    the request decoded incrementally as the segments arrive."""
+    body = b"1\r\na\r\n" * 5000 + b"0\r\n\r\n"
+    sent = b"POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+    peer = FakePeer(framing=http1.framing())
+    peer.expect(http1.request("POST", "/up", body=b"a" * 5000)).reply(http1.response(201))
+    with peer.serve(), socket.create_connection(peer.address, timeout=5) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for start in range(0, len(sent), 300):
+            sock.sendall(sent[start : start + 300])
+        assert sock.makefile("rb").readline() == b"HTTP/1.1 201 Created\r\n"
+    assert peer.received == [sent]
+
+
 # -- the framing -------------------------------------------------------------------------------
 
 
