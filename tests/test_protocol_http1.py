@@ -237,6 +237,33 @@ def test_through_the_decoder_in_any_segments_as_decode_on_every_segment(
     assert (expected[2] is None) == (whole[2] is None)
 
 
+@pytest.mark.parametrize(
+    ("more", "waits"),
+    [
+        (b"\r\nX: 1", True),
+        (b"\r", True),  # a CRLF may be arriving
+        (b"\nX: 1", False),  # a bare LF
+        (b"\rX: 1", False),  # a bare CR
+        (b"\0", False),
+        (b"\r\n\r\n", False),  # the head is whole
+    ],
+)
+def test_the_framing_waits_in_a_head_only_for_plain_field_bytes(more: bytes, waits: bool) -> None:
+    """decode judges a bare CR or LF, or a NUL, in a field (RFC 9112 section 5.5) as soon
+    as it arrives: waiting does not skip it."""
+    framing = http1.framing()
+    buffer = bytearray(b"GET / HTTP/1.1\r\nHost: a")
+    mark = framing.mark(buffer)
+    mark = framing.waiting(buffer, mark)
+    assert mark is not None
+    buffer += more
+    after = framing.waiting(buffer, mark)
+    assert (after is not None) == waits
+    if after is not None and more == b"\r":
+        buffer += b"\nX"  # the CR was a CRLF's
+        assert framing.waiting(buffer, after) is not None
+
+
 BIG = b"b" * 500_000
 
 

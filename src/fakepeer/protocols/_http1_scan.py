@@ -22,10 +22,10 @@ _TRAILER    the last chunk (size 0) arrived; the trailer lines before ``position
 ==========  ==================================================================================
 
 ``waiting`` returns None (call ``decode``) as soon as anything is not plainly "more bytes
-to come": the request line or the head may be whole, the request may be, a byte is wrong,
-``max_length`` is reached. So ``decode`` stays the one judge of the bytes, and says what is
-wrong in its own words. A body's framing is read from the head only by :func:`mark`, after
-``decode`` accepted the head.
+to come": the request line or the head may be whole, the request may be, a byte is wrong
+(or odd: a bare CR or LF, a NUL in the head), ``max_length`` is reached. So ``decode``
+stays the one judge of the bytes, and says what is wrong in its own words. A body's framing
+is read from the head only by :func:`mark`, after ``decode`` accepted the head.
 """
 
 from __future__ import annotations
@@ -53,12 +53,25 @@ def waiting(buffer: bytearray, mark: int, limit: int) -> int | None:
     if phase == _HEAD:  # decode checks the request line as soon as it ends
         return None if buffer.find(b"\n", scanned) >= 0 else _pack(_HEAD, len(buffer))
     if phase == _FIELDS:
-        if buffer.find(b"\r\n\r\n", max(scanned - 3, 0)) >= 0:
+        if buffer.find(b"\r\n\r\n", max(scanned - 3, 0)) >= 0 or _odd(buffer, scanned):
             return None
         return _pack(_FIELDS, len(buffer))
     if phase == _LENGTH:
         return None if len(buffer) >= position else mark
     return _chunks(buffer, phase, scanned, position)
+
+
+def _odd(buffer: bytearray, scanned: int) -> bool:
+    """Whether the bytes after ``scanned`` hold a bare LF, a bare CR or a NUL, which a
+    recipient rejects in a field (RFC 9112 sections 2.2 and 5.5): ``decode`` judges them
+    (a CR last may be a CRLF still arriving: it is judged with the next bytes)."""
+    start, end = max(scanned - 1, 0), len(buffer)
+    pairs = buffer.count(b"\r\n", start, end)
+    return (
+        buffer.count(b"\n", scanned, end) != pairs
+        or buffer.count(b"\r", start, end - 1) != pairs
+        or buffer.find(b"\0", scanned) >= 0
+    )
 
 
 def _chunks(buffer: bytearray, phase: int, scanned: int, position: int) -> int | None:
