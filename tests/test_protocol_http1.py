@@ -253,8 +253,7 @@ def test_the_framing_waits_in_a_head_only_for_plain_field_bytes(more: bytes, wai
     as it arrives: waiting does not skip it."""
     framing = http1.framing()
     buffer = bytearray(b"GET / HTTP/1.1\r\nHost: a")
-    mark = framing.mark(buffer)
-    mark = framing.waiting(buffer, mark)
+    mark = framing.waiting(buffer, framing.mark(buffer))
     assert mark is not None
     buffer += more
     after = framing.waiting(buffer, mark)
