@@ -14,6 +14,7 @@ import fakepeer
 from fakepeer import (
     ANY,
     Delimited,
+    FakePeer,
     Fixed,
     Framing,
     FramingError,
@@ -22,6 +23,7 @@ from fakepeer import (
     Raw,
     ScriptError,
     StxEtx,
+    testing,
 )
 from fakepeer._actions import Close, Write
 from fakepeer._conversation import Conversation
@@ -1058,9 +1060,22 @@ class CStrings:
         return message + b"\0"
 
 
+class IncrementalCStrings(CStrings):
+    """The same, with the optional ``waiting`` and ``mark`` of the docs' example."""
+
+    def waiting(self, buffer: bytearray, mark: int) -> int | None:
+        return None if buffer.find(b"\0", mark) >= 0 else len(buffer)
+
+    def mark(self, rest: bytearray) -> int:
+        return len(rest)
+
+
 DECODER_CASES: dict[str, st.SearchStrategy[Case]] = {
     **CASES,
     "custom": st.builds(lambda: (CStrings(), st.binary(max_size=SHORT).map(no_nul))),
+    "custom-incremental": st.builds(
+        lambda: (IncrementalCStrings(), st.binary(max_size=SHORT).map(no_nul))
+    ),
 }
 
 
@@ -1124,6 +1139,87 @@ def test_a_custom_framing_is_decoded_whole_on_every_segment() -> None:
     assert decoder.take(buffer, True) == []
     assert framing.handed == [b"AB", b"ABC\0D", b"DE", b"DE"]
     assert buffer == b"DE"
+
+
+def test_a_custom_framing_with_waiting_and_mark_is_decoded_when_a_message_can_be_whole() -> None:
+    framing = IncrementalCStrings()
+    decoder = Decoder(framing)
+    buffer = bytearray()
+    assert decoder.feed(buffer, b"AB") == []
+    assert decoder.feed(buffer, b"C") == []
+    assert decoder.feed(buffer, b"D") == []
+    assert decoder.feed(buffer, b"\0E") == [b"ABCD"]
+    assert decoder.feed(buffer, b"F") == []
+    assert framing.handed == [b"AB", b"ABCD\0E"]
+    assert decoder.take(buffer, True) == []  # at EOF, decode is called: it may cut a last one
+    assert framing.handed[-1] == b"EF"
+
+
+def test_a_subclass_that_overrides_decode_is_not_decoded_with_the_waiting_it_inherits() -> None:
+    class Newlines(IncrementalCStrings):
+        def decode(self, buffer: bytes, eof: bool) -> tuple[list[bytes], int]:
+            *messages, rest = buffer.split(b"\n")
+            return messages, len(buffer) - len(rest)
+
+    decoder = Decoder(Newlines())
+    buffer = bytearray()
+    assert decoder.feed(buffer, b"AB") == []
+    assert decoder.feed(buffer, b"\n") == [b"AB"]  # the inherited waiting waits for a NUL
+
+
+def test_waiting_without_mark_or_mark_without_waiting_is_a_script_error() -> None:
+    class OnlyWaiting(CStrings):
+        def waiting(self, buffer: bytearray, mark: int) -> int | None:
+            return None
+
+        def __repr__(self) -> str:
+            return "OnlyWaiting()"
+
+    class OnlyMark(CStrings):
+        def mark(self, rest: bytearray) -> int:
+            return 0
+
+        def __repr__(self) -> str:
+            return "OnlyMark()"
+
+    assert error_text(lambda: FakePeer(framing=OnlyWaiting()), ScriptError) == (
+        "OnlyWaiting() has waiting() but no mark(rest): a framing that decodes incrementally "
+        "needs both (or neither)"
+    )
+    assert error_text(lambda: check_framing(OnlyMark()), ScriptError) == (
+        "OnlyMark() has mark() but no waiting(buffer, mark): a framing that decodes "
+        "incrementally needs both (or neither)"
+    )
+
+
+class Lying(IncrementalCStrings):
+    """A framing whose ``waiting`` waits for two NULs: it misses a message."""
+
+    def waiting(self, buffer: bytearray, mark: int) -> int | None:
+        return None if buffer.count(b"\0") >= 2 else 7
+
+    def __repr__(self) -> str:
+        return "Lying()"
+
+
+def test_check_framing_catches_a_waiting_that_disagrees_with_decode() -> None:
+    assert error_text(lambda: testing.check_framing(Lying(), b"AB\0"), AssertionError) == (
+        "Lying().waiting() returned the mark 7 for b'AB\\x00', but decode() cuts [b'AB'] "
+        "(using 3 bytes)"
+    )
+
+
+def test_check_framing_catches_a_mark_that_is_no_int() -> None:
+    class Floating(IncrementalCStrings):
+        def mark(self, rest: bytearray) -> int:
+            return 0.5  # type: ignore[return-value]  # the mistake under test
+
+        def __repr__(self) -> str:
+            return "Floating()"
+
+    assert error_text(lambda: testing.check_framing(Floating(), b"AB"), AssertionError) == (
+        "Floating().mark() returned 0.5 for b'AB': a mark is an int"
+    )
 
 
 def test_a_subclass_of_a_built_in_framing_is_decoded_whole_on_every_segment() -> None:

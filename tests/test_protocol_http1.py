@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from _segments import SIZES, counting_decode, feed_all, per_segment, segments, through_decoder
 from fakepeer import (
     ANY,
     FakePeer,
@@ -155,6 +156,21 @@ def test_bad_bytes_fail_the_connection_with_a_framing_error() -> None:
     )
 
 
+def test_a_chunked_upload_in_small_segments_is_one_request() -> None:
+    """A slow client: 1-byte chunks, sent 300 bytes at a time with no delay (TCP_NODELAY),
+    the request decoded incrementally as the segments arrive."""
+    body = b"1\r\na\r\n" * 5000 + b"0\r\n\r\n"
+    sent = b"POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+    peer = FakePeer(framing=http1.framing())
+    peer.expect(http1.request("POST", "/up", body=b"a" * 5000)).reply(http1.response(201))
+    with peer.serve(), socket.create_connection(peer.address, timeout=5) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for start in range(0, len(sent), 300):
+            sock.sendall(sent[start : start + 300])
+        assert sock.makefile("rb").readline() == b"HTTP/1.1 201 Created\r\n"
+    assert peer.received == [sent]
+
+
 # -- the framing -------------------------------------------------------------------------------
 
 
@@ -185,6 +201,106 @@ def requests(draw: st.DrawFn) -> bytes:
 def test_the_same_requests_however_the_bytes_are_split(sent: list[bytes], blank: bool) -> None:
     data = b"".join((b"\r\n" if blank else b"") + request for request in sent)
     assert check_framing(http1.framing(), data, sent) == sent
+
+
+#: Bytes that make a request wrong, or another one, wherever they land.
+JUNK = st.one_of(
+    st.binary(min_size=1, max_size=3),
+    st.sampled_from([b"\r\n", b"\n", b"\r", b"\r\n\r\n", b"0\r\n", b"zz", b";", b"\r\n0\r\n\r\n"]),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    sent=st.lists(requests(), max_size=4),
+    blank=st.booleans(),
+    junk=st.one_of(st.none(), st.tuples(st.integers(0, 1000), JUNK)),
+    sizes=SIZES,
+    way=st.sampled_from(["feed", "take"]),
+    limit=st.sampled_from([40, 90, http1.MAX_LENGTH]),
+)
+def test_through_the_decoder_in_any_segments_as_decode_on_every_segment(
+    *,
+    sent: list[bytes],
+    blank: bool,
+    junk: tuple[int, bytes] | None,
+    sizes: list[int],
+    way: str,
+    limit: int,
+) -> None:
+    """The framing's waiting and mark skip decode only when it would cut nothing and raise
+    nothing: the same requests, leftover and FramingError (its text, at the same segment),
+    in segments of any sizes (1 byte too), fed or taken, with junk inserted anywhere; and the same
+    requests as one decode of the whole stream."""
+    stream = b"".join((b"\r\n" if blank else b"") + request for request in sent)
+    if junk is not None:
+        at = junk[0] % (len(stream) + 1)
+        stream = stream[:at] + junk[1] + stream[at:]
+    framing = http1.framing(max_length=limit)
+    chunks = segments(stream, sizes)
+    expected = per_segment(framing, chunks)
+    assert through_decoder(framing, chunks, way) == expected
+    whole = per_segment(framing, [stream])
+    if whole[2] is None:
+        assert expected == whole
+    assert (expected[2] is None) == (whole[2] is None)
+
+
+@pytest.mark.parametrize(
+    ("more", "waits"),
+    [
+        (b"\r\nX: 1", True),
+        (b"\r", True),  # a CRLF may be arriving
+        (b"\nX: 1", False),  # a bare LF
+        (b"\rX: 1", False),  # a bare CR
+        (b"\0", False),
+        (b"\r\n\r\n", False),  # the head is whole
+    ],
+)
+def test_the_framing_waits_in_a_head_only_for_plain_field_bytes(more: bytes, waits: bool) -> None:
+    """decode judges a bare CR or LF, or a NUL, in a field (RFC 9112 section 5.5) as soon
+    as it arrives: waiting does not skip it."""
+    framing = http1.framing()
+    buffer = bytearray(b"GET / HTTP/1.1\r\nHost: a")
+    mark = framing.waiting(buffer, framing.mark(buffer))
+    assert mark is not None
+    buffer += more
+    after = framing.waiting(buffer, mark)
+    assert (after is not None) == waits
+    if after is not None and more == b"\r":
+        buffer += b"\nX"  # the CR was a CRLF's
+        assert framing.waiting(buffer, after) is not None
+
+
+BIG = b"b" * 500_000
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"1\r\na\r\n" * 20000
+        + b"0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"%x;ext=1\r\n%s\r\n0\r\n" % (len(BIG), BIG)
+        + b"T: 1\r\n" * 10000
+        + b"\r\n",
+        b"POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(BIG), BIG),
+        b"GET / HTTP/1.1\r\n" + b"X-A: 1\r\n" * 60000 + b"\r\n",
+        b"GET /" + BIG + b" HTTP/1.1\r\n\r\n",
+    ],
+    ids=["1-byte-chunks", "long-chunk-and-trailers", "content-length", "long-head", "long-line"],
+)
+def test_a_long_request_in_small_segments_is_decoded_in_linear_time(
+    monkeypatch: pytest.MonkeyPatch, request_: bytes
+) -> None:
+    """Not a timing: decode is handed each byte about once, not once per segment."""
+    framing = http1.framing()
+    handed = counting_decode(monkeypatch, framing)
+    after = b"GET / HTTP/1.1\r\n\r\n"
+    assert feed_all(framing, request_ + after, 300) == ([request_, after], b"")
+    assert sum(handed) < 4 * len(request_)
+    assert len(handed) <= 5
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from _segments import SIZES, counting_decode, feed_all, per_segment, segments, through_decoder
 from fakepeer import (
     ANY,
     FakePeer,
@@ -247,6 +248,63 @@ def test_the_same_commands_however_the_bytes_are_split(
     for message, (_, words) in zip(messages, commands, strict=True):
         sent = resp.parse(message)
         assert (sent.name.encode(), sent.args) == (words[0].upper(), tuple(words[1:]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    commands=st.lists(st.tuples(st.booleans(), st.one_of(WORDS, INLINE)), max_size=5),
+    junk=st.one_of(st.none(), st.tuples(st.integers(0, 1000), st.binary(min_size=1, max_size=3))),
+    sizes=SIZES,
+    way=st.sampled_from(["feed", "take"]),
+    limit=st.sampled_from([24, 64, resp.MAX_LENGTH]),
+)
+def test_through_the_decoder_in_any_segments_as_decode_on_every_segment(
+    *,
+    commands: list[tuple[bool, list[bytes]]],
+    junk: tuple[int, bytes] | None,
+    sizes: list[int],
+    way: str,
+    limit: int,
+) -> None:
+    """The framing's waiting and mark skip decode only when it would cut nothing and raise
+    nothing: the same commands, leftover and FramingError (its text, at the same segment),
+    in segments of any sizes (1 byte too), fed or taken, with junk inserted anywhere; and the same
+    commands as one decode of the whole stream."""
+    stream = b"".join(
+        b" ".join(words) + b"\r\n" if inline and words in INLINE_WORDS else multibulk(words)
+        for inline, words in commands
+    )
+    if junk is not None:
+        at = junk[0] % (len(stream) + 1)
+        stream = stream[:at] + junk[1] + stream[at:]
+    framing = resp.framing(max_length=limit)
+    chunks = segments(stream, sizes)
+    expected = per_segment(framing, chunks)
+    assert through_decoder(framing, chunks, way) == expected
+    whole = per_segment(framing, [stream])
+    if whole[2] is None:
+        assert expected == whole
+    assert (expected[2] is None) == (whole[2] is None)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        b"*40001\r\n$4\r\nSADD\r\n" + b"".join(b"$5\r\n%05d\r\n" % i for i in range(40000)),
+        b"*2\r\n$3\r\nSET\r\n$500000\r\n" + b"v" * 500_000 + b"\r\n",
+        b"SET k " + b"v" * 500_000 + b"\r\n",
+    ],
+    ids=["many-arguments", "long-argument", "long-inline"],
+)
+def test_a_long_command_in_small_segments_is_decoded_in_linear_time(
+    monkeypatch: pytest.MonkeyPatch, command: bytes
+) -> None:
+    """Not a timing: decode is handed each byte about once, not once per segment."""
+    framing = resp.framing()
+    handed = counting_decode(monkeypatch, framing)
+    assert feed_all(framing, command + b"PING\r\n", 300) == ([command, b"PING\r\n"], b"")
+    assert sum(handed) < 2 * len(command)
+    assert len(handed) <= 3
 
 
 @pytest.mark.parametrize(

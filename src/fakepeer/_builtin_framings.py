@@ -6,7 +6,9 @@ docstring is the contract a custom framing follows too), checks its arguments wh
 script writes them (:class:`~fakepeer.ScriptError`) and its bytes as they arrive
 (:class:`~fakepeer.FramingError`, saying what is wrong). Besides the protocol, each has the
 two private methods ``_waiting`` and ``_mark`` with which ``fakepeer._framing.Decoder`` skips
-calling ``decode`` until the new bytes can complete a message. They are apart from the
+calling ``decode`` until the new bytes can complete a message (the optional ``waiting`` and
+``mark`` of the protocol, private here: only the exact built-in classes are trusted with
+them, not their subclasses). They are apart from the
 protocol and the decoder, which the conversation uses for any framing, built-in or not.
 Pure: no I/O, no clock.
 """

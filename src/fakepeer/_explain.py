@@ -249,6 +249,7 @@ def unexpected(
         score = closeness(rule, data, stream)
         if score >= 1.0 or (score >= SIMILARITY and not exhausted(rule, counts(rule))):
             similar.append((score, rule))
+
     def takes(rule: Rule) -> bool:  # the rule would have taken the data, as things stand
         return (
             closeness(rule, data, stream) >= 1.0

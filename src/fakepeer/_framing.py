@@ -26,11 +26,11 @@ A custom framing is any object with these members (see :class:`Framing`):
     terminator, or leave the bytes unconsumed (they are reported as an incomplete message).
     ``decode`` is called once per segment received, so it must give the same messages
     however the stream was split; it is handed the whole buffer each time, so a message that
-    arrives in many small segments costs a custom framing time quadratic in its length (the
-    built-in framings are called only when the new bytes can complete a message: see
-    :class:`Decoder`). It raises :class:`~fakepeer.FramingError` when the bytes
-    cannot be right (a message over ``max_length``, a bad length prefix); the peer then fails
-    the connection, prefixing the message with the connection (``"connection #1: ..."``).
+    arrives in many small segments costs time quadratic in its length, unless the framing
+    also has ``waiting`` and ``mark`` (below; the built-in framings have them). It raises
+    :class:`~fakepeer.FramingError` when the bytes cannot be right (a message over
+    ``max_length``, a bad length prefix); the peer then fails the connection, prefixing the
+    message with the connection (``"connection #1: ..."``).
     Any other exception is a bug of the framing; it is reported too, never lost.
 ``encode(message) -> bytes``
     Frame one outgoing message (a reply or a send). Raises :class:`~fakepeer.ScriptError`
@@ -42,6 +42,25 @@ A custom framing is any object with these members (see :class:`Framing`):
     unconsumed bytes exceed it, with a generic diagnosis; without the attribute the limit is
     1 MiB. Built-in framings check it in ``decode`` first, so their diagnosis says what is
     wrong, and never leave ``max_length`` bytes or more unconsumed.
+
+``waiting(buffer, mark) -> int | None`` and ``mark(rest) -> int`` (optional, both or neither)
+    Let :class:`Decoder` skip calling ``decode`` while a message is still arriving, so that a
+    message sent in many small segments costs time linear in its length, not quadratic. A
+    *mark* is what the framing remembers of the bytes it has scanned already: an ``int`` of
+    the framing's own meaning (an offset, or several numbers packed), ``0`` meaning nothing
+    is known. ``waiting(buffer, mark)`` is called, when new bytes arrived, with the whole
+    buffer (a ``bytearray``: the connection's buffer itself, read it, never change it) and
+    the mark it or ``mark`` returned last; it returns the new mark when
+    ``decode(buffer, False)`` would return ``([], 0)`` and raise nothing, and ``None`` when
+    ``decode`` must be called (a message may be complete, the bytes may be wrong, the buffer
+    reached ``max_length``; ``None`` is always a safe answer). It looks only at the bytes
+    after what ``mark`` says was scanned, or it is no faster than ``decode``. Any ``mark``
+    it returned, and ``0``, may come back with more bytes appended. ``mark(rest)`` is the
+    mark for the bytes ``decode`` just left unconsumed, which ``decode`` accepted as the
+    start of a message (``0`` is always right; a framing that knows more saves ``waiting`` a
+    rescan). At EOF, ``decode`` is always called. A subclass that overrides ``decode`` but
+    not ``waiting`` is decoded without them (they were written for another ``decode``).
+    :func:`fakepeer.testing.check_framing` checks that ``waiting`` agrees with ``decode``.
 
 A custom framing, for example C strings (each ends at a NUL byte), with at most 32 bytes
 waiting for their NUL::
@@ -65,13 +84,15 @@ dataclasses: ``dataclasses.replace`` works), equal when they are of the same cla
 same arguments, and their ``repr`` is the call that makes them.
 
 This module holds the contract: the :class:`Framing` protocol, the :class:`Decoder` that
-cuts one connection's messages with any framing (and skips work for the built-in ones), and
+cuts one connection's messages with any framing (and skips work with ``waiting`` and
+``mark``), and
 :func:`check_framing`, which vets what a script passed. The built-in framings themselves are
 in ``fakepeer._builtin_framings`` and ``fakepeer._lengthfield`` (exported from here too).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final, Protocol, cast, runtime_checkable
 
 from ._builtin_framings import Delimited, Fixed, LengthPrefixed, Lines, Raw, StxEtx
@@ -97,7 +118,8 @@ __all__ = [
 class Framing(Protocol):
     """The framing protocol; see the module docstring for the contract.
 
-    ``max_length`` is optional, so it is not part of the protocol class.
+    ``max_length``, ``waiting`` and ``mark`` are optional, so they are not part of the
+    protocol class.
     """
 
     @property
@@ -111,23 +133,45 @@ class Framing(Protocol):
 #: Framings whose decoding :class:`Decoder` knows (see :class:`_Incremental`).
 _BUILT_IN: Final = frozenset({Raw, Delimited, Lines, LengthPrefixed, LengthField, Fixed, StxEtx})
 
+#: ``waiting(buffer, mark) -> mark | None``: see the module docstring.
+_Waiting = Callable[[bytearray, int], "int | None"]
+#: ``mark(rest) -> mark``: see the module docstring.
+_Marking = Callable[[bytearray], int]
+
 
 class _Incremental(Protocol):
     """What the built-in framings add to the protocol so that :class:`Decoder` can skip
-    calling ``decode`` when the new bytes cannot complete a message.
-
-    ``mark`` is what the framing remembers of the bytes it scanned already (its meaning is
-    the framing's own; 0 means nothing is known). ``_waiting(buffer, mark)`` returns the
-    mark to keep when ``decode(buffer)`` would give ``([], 0)`` and raise nothing, and
-    ``None`` when ``decode`` must be called; it looks only at the bytes added since ``mark``.
-    ``_mark(rest)`` is the mark for the bytes ``decode`` left unconsumed.
-    """
+    calling ``decode`` when the new bytes cannot complete a message: the optional
+    ``waiting`` and ``mark`` of the module docstring, under private names (``_waiting``,
+    ``_mark``), which only the exact built-in classes are trusted with."""
 
     def decode(self, buffer: bytes, eof: bool) -> tuple[list[bytes], int]: ...
 
     def _waiting(self, buffer: bytearray, mark: int) -> int | None: ...
 
     def _mark(self, rest: bytearray) -> int: ...
+
+
+def _incremental(framing: Framing) -> tuple[_Waiting, _Marking] | None:
+    """The framing's ``waiting`` and ``mark`` (private for a built-in one), or None."""
+    # Not for subclasses of the built-in framings: they may decode otherwise.
+    if type(framing) in _BUILT_IN:
+        built_in = cast(_Incremental, framing)
+        return built_in._waiting, built_in._mark
+    waiting, mark = getattr(framing, "waiting", None), getattr(framing, "mark", None)
+    if not callable(waiting) or not callable(mark):
+        return None
+    # A subclass that overrides decode, not waiting: the waiting it inherits knows another.
+    decode_owner, waiting_owner = _owner(framing, "decode"), _owner(framing, "waiting")
+    if decode_owner is not waiting_owner and issubclass(decode_owner, waiting_owner):
+        return None
+    return waiting, mark
+
+
+def _owner(framing: object, name: str) -> type:
+    """The class that defines ``framing``'s attribute ``name`` (``object`` if none does:
+    an attribute set on the instance)."""
+    return next((cls for cls in type(framing).__mro__ if name in vars(cls)), object)
 
 
 class Decoder:
@@ -138,22 +182,27 @@ class Decoder:
     the whole messages from the front of the buffer and returns them, and raises
     :class:`~fakepeer.FramingError` exactly when and as ``framing.decode`` would.
 
-    For a built-in framing it remembers how far it scanned the buffer, and calls ``decode``
-    (on a copy of the buffer) only when the new bytes can complete a message or break a
-    rule (a delimiter, an ETX or ``max_length`` reached, the length a prefix declared
-    arrived), so a message that arrives in many small segments costs time linear in its
-    length. A custom framing's ``decode`` is called every time, on the whole buffer.
+    For a framing with ``waiting`` and ``mark`` (all built-in framings have them, under
+    private names; see the module docstring) it keeps the framing's mark, and calls
+    ``decode`` (on a copy of the buffer) only when ``waiting`` says the new bytes can
+    complete a message or break a rule (a delimiter, an ETX or ``max_length`` reached, the
+    length a prefix declared arrived), so a message that arrives in many small segments
+    costs time linear in its length. Another framing's ``decode`` is called every time, on
+    the whole buffer; at EOF, every framing's ``decode`` is.
 
     Between two calls the buffer may only grow at its end; after taking bytes off it any
     other way, call :meth:`reset`.
     """
 
-    __slots__ = ("_framing", "_incremental", "_mark")
+    __slots__ = ("_framing", "_mark", "_marking", "_waiting")
 
     def __init__(self, framing: Framing) -> None:
         self._framing = framing
-        # Not for subclasses of the built-in framings: they may decode otherwise.
-        self._incremental = cast(_Incremental, framing) if type(framing) in _BUILT_IN else None
+        incremental = _incremental(framing)
+        self._waiting: _Waiting | None = None
+        self._marking: _Marking | None = None
+        if incremental is not None:
+            self._waiting, self._marking = incremental
         self._mark = 0
 
     def take(self, buffer: bytearray, eof: bool) -> list[bytes]:
@@ -161,18 +210,18 @@ class Decoder:
 
         ``eof`` is true when the client will send nothing more (see the module docstring).
         """
-        incremental = self._incremental
-        if incremental is not None:
-            mark = incremental._waiting(buffer, self._mark)
+        waiting = self._waiting
+        if waiting is not None and not eof:
+            mark = waiting(buffer, self._mark)
             if mark is not None:
                 self._mark = mark
                 return []
-            self._mark = 0  # until decode says otherwise
+        self._mark = 0  # until decode says otherwise
         messages, consumed = self._framing.decode(bytes(buffer), eof)
         if consumed:
             del buffer[:consumed]
-        if incremental is not None:
-            self._mark = incremental._mark(buffer)
+        if self._marking is not None:
+            self._mark = self._marking(buffer)
         return messages
 
     def feed(self, buffer: bytearray, data: bytes) -> list[bytes]:
@@ -183,13 +232,12 @@ class Decoder:
         if buffer:
             buffer += data
             return self.take(buffer, False)
-        incremental = self._incremental
         self._mark = 0
         messages, consumed = self._framing.decode(data, False)
         if consumed < len(data):
             buffer += data[consumed:]
-        if incremental is not None:
-            self._mark = incremental._mark(buffer)
+        if self._marking is not None:
+            self._mark = self._marking(buffer)
         return messages
 
     def reset(self) -> None:
@@ -202,7 +250,7 @@ def check_framing(framing: object, keyword: str = "framing") -> Framing:
     names the ``keyword`` it was given as when the mistake is the keyword's).
 
     ``None`` gives :class:`Raw`. A custom framing's optional ``max_length`` must be a whole
-    number >= 1 (or ``None``).
+    number >= 1 (or ``None``); its optional ``waiting`` and ``mark`` come both or neither.
     """
     if framing is None:
         return Raw()
@@ -214,6 +262,13 @@ def check_framing(framing: object, keyword: str = "framing") -> Framing:
         raise ScriptError(
             f"{framing!r} is not a framing: it needs .streaming, .decode(buffer, eof) "
             "and .encode(message)"
+        )
+    has = [name for name in ("waiting", "mark") if callable(getattr(framing, name, None))]
+    if len(has) == 1:
+        missing = "mark(rest)" if has == ["waiting"] else "waiting(buffer, mark)"
+        raise ScriptError(
+            f"{framing!r} has {has[0]}() but no {missing}: a framing that decodes "
+            "incrementally needs both (or neither)"
         )
     limit = getattr(framing, "max_length", None)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):

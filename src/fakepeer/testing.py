@@ -29,7 +29,7 @@ from ._actions import Action, Call, Close, HalfClose, Hold, Later, Push, Reset, 
 from ._connection import Connection
 from ._conversation import Conversation
 from ._errors import Error, FramingError, IncompleteMessage, ScriptError
-from ._framing import Decoder, Framing
+from ._framing import Decoder, Framing, _incremental, _Marking, _Waiting
 from ._framing import check_framing as _valid_framing
 from ._peer import FakePeer
 from ._state import ConnectionRecord
@@ -248,7 +248,12 @@ def check_framing(
     are what a served peer reports as an :class:`~fakepeer.IncompleteMessage` (raised here
     too). With ``eof`` false, bytes may be left over (a message still on its way).
 
-    Raises ``AssertionError`` naming the first split that differs: a framing bug;
+    A framing with the optional ``waiting`` and ``mark`` (see :class:`~fakepeer.Framing`)
+    is decoded through them, as a served peer decodes, and each mark ``waiting`` returns is
+    checked: ``decode`` on the same bytes must cut nothing and raise nothing.
+
+    Raises ``AssertionError`` naming the first split that differs, or a ``waiting`` that
+    disagrees with ``decode``: a framing bug;
     :class:`~fakepeer.FramingError` if the framing refuses ``data`` (however it is split);
     :class:`~fakepeer.ScriptError` for a wrong argument, or a streaming framing such as
     :class:`~fakepeer.Raw` (it cuts no messages: rules match the stream).
@@ -295,8 +300,50 @@ def _as_bytes(data: object, what: str) -> bytes:
     return data
 
 
+class _Checked:
+    """``framing``, its ``waiting`` checked against its ``decode`` at every call: a mark
+    means ``decode`` would cut nothing and raise nothing (see ``fakepeer._framing``)."""
+
+    streaming = False
+
+    def __init__(self, framing: Framing, waiting: _Waiting, mark: _Marking) -> None:
+        self._framing, self._waiting, self._mark = framing, waiting, mark
+
+    def decode(self, buffer: bytes, eof: bool) -> tuple[list[bytes], int]:
+        return self._framing.decode(buffer, eof)
+
+    def encode(self, message: bytes) -> bytes:
+        return self._framing.encode(message)
+
+    def waiting(self, buffer: bytearray, mark: int) -> int | None:
+        __tracebackhide__ = True
+        new = self._waiting(buffer, mark)
+        if new is None:
+            return None
+        said = f"{self._framing!r}.waiting() returned the mark {new!r} for {bytes(buffer)!r}"
+        if isinstance(new, bool) or not isinstance(new, int):
+            raise AssertionError(f"{said}: a mark is an int, or None")
+        try:
+            messages, consumed = self._framing.decode(bytes(buffer), False)
+        except FramingError as problem:
+            raise AssertionError(f"{said}, but decode() raises: {problem}") from None
+        if messages or consumed:
+            raise AssertionError(f"{said}, but decode() cuts {messages!r} (using {consumed} bytes)")
+        return new
+
+    def mark(self, rest: bytearray) -> int:
+        __tracebackhide__ = True
+        new = self._mark(rest)
+        if isinstance(new, bool) or not isinstance(new, int):
+            raise AssertionError(
+                f"{self._framing!r}.mark() returned {new!r} for {bytes(rest)!r}: a mark is an int"
+            )
+        return new
+
+
 def _frame(framing: Framing, segments: Iterable[bytes], eof: bool) -> list[bytes] | Error:
-    decoder = Decoder(framing)
+    incremental = _incremental(framing)
+    decoder = Decoder(framing if incremental is None else _Checked(framing, *incremental))
     buffer = bytearray()
     messages: list[bytes] = []
     try:

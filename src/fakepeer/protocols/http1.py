@@ -60,6 +60,7 @@ from typing import Final
 
 from fakepeer import ANY, FramingError, Matched, Matcher, ScriptError, exact
 
+from . import _http1_scan
 from ._http1_response import response
 
 __all__ = ["HTTPFraming", "Request", "RequestMatcher", "framing", "parse", "request", "response"]
@@ -310,6 +311,14 @@ class HTTPFraming:
             messages.append(buffer[start:end])
             start = end
         return messages, start
+
+    def waiting(self, buffer: bytearray, mark: int) -> int | None:
+        """The framing protocol's optional ``waiting``: a long request is scanned once."""
+        return _http1_scan.waiting(buffer, mark, self._max_length)
+
+    def mark(self, rest: bytearray) -> int:
+        """The framing protocol's optional ``mark``, for what :meth:`decode` left."""
+        return _http1_scan.mark(rest)
 
     def encode(self, message: bytes) -> bytes:
         """``message`` unchanged, if it starts with a status line (``HTTP/1.1 200 OK``, as

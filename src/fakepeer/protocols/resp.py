@@ -79,6 +79,7 @@ from fakepeer import (
     exact,
 )
 
+from . import _resp_scan
 from ._resp_wire import CONTAINERS as _CONTAINERS
 from ._resp_wire import CRLF as _CRLF
 from ._resp_wire import REPLY_TYPES as _REPLY_TYPES
@@ -163,6 +164,14 @@ class RESPFraming:
                 messages.append(buffer[start:end])
             start = end
         return messages, start
+
+    def waiting(self, buffer: bytearray, mark: int) -> int | None:
+        """The framing protocol's optional ``waiting``: a long command is scanned once."""
+        return _resp_scan.waiting(buffer, mark, self._max_length)
+
+    def mark(self, rest: bytearray) -> int:
+        """The framing protocol's optional ``mark``, for what :meth:`decode` left."""
+        return _resp_scan.mark(rest)
 
     def encode(self, message: bytes) -> bytes:
         """``message`` unchanged, if it is one or more whole RESP replies (as this kit's
