@@ -1,0 +1,68 @@
+"""Fixes of reviewer C's findings (issue 15): early reply checks, RESP nesting, UDP size,
+MQTT PUBREL and the 3.1.1/5 PUBLISH ambiguity. Every wait is bounded."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from fakepeer import Error, FakePeer, Lines, ScriptError
+from fakepeer.protocols import resp
+
+TIMEOUT = 5.0
+
+
+def _exchange(address: tuple[str, int], data: bytes) -> bytes:
+    with socket.create_connection(address, timeout=TIMEOUT) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := sock.recv(4096):
+            received += chunk
+    return received
+
+
+class Limited:
+    """A custom framing refusing long messages with a ScriptError; holds a lock (no copy)."""
+
+    streaming = False
+
+    def __init__(self, lock: bool = False) -> None:
+        self.lock = threading.Lock() if lock else None
+
+    def decode(self, buffer: bytes, eof: bool) -> tuple[list[bytes], int]:
+        return Lines().decode(buffer, eof)
+
+    def encode(self, message: bytes) -> bytes:
+        if len(message) > 3:
+            raise ScriptError(f"{len(message)} bytes: at most 3")
+        return message + b"\n"
+
+
+def test_a_custom_framings_script_error_still_fails_at_the_rule() -> None:
+    peer = FakePeer(framing=Limited())
+    with pytest.raises(ScriptError, match=r"\.reply\(\) on expect #1 .*: 4 bytes: at most 3"):
+        peer.expect(b"a").reply(b"xxxx")
+
+
+def test_a_custom_framing_that_cannot_be_copied_is_checked_as_it_sends() -> None:
+    peer = FakePeer(framing=Limited(lock=True))
+    peer.expect(b"a").reply(b"xxxx")  # no early check: a lock cannot be deep-copied
+    with pytest.raises(Error, match="4 bytes: at most 3"), peer.serve():
+        assert _exchange(peer.address, b"a\n") == b""
+
+
+def test_a_deeply_nested_resp_reply_is_sent_whole() -> None:
+    nested = b"*1\r\n" * 3000 + b":1\r\n"
+    peer = FakePeer(framing=resp.framing())
+    peer.expect(resp.command("GET", "k")).reply(nested)
+    with peer.serve():
+        assert _exchange(peer.address, b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n") == nested
+
+
+def test_a_deeply_nested_resp_reply_missing_its_last_value_is_a_script_error() -> None:
+    peer = FakePeer(framing=resp.framing())
+    with pytest.raises(ScriptError, match="ends before a value the ones before it announce"):
+        peer.expect(resp.command("GET", "k")).reply(b"*2\r\n" * 3000 + b":1\r\n")
