@@ -66,3 +66,25 @@ def test_a_deeply_nested_resp_reply_missing_its_last_value_is_a_script_error() -
     peer = FakePeer(framing=resp.framing())
     with pytest.raises(ScriptError, match="ends before a value the ones before it announce"):
         peer.expect(resp.command("GET", "k")).reply(b"*2\r\n" * 3000 + b":1\r\n")
+
+
+def test_a_udp_constant_reply_too_big_for_a_datagram_fails_at_its_line() -> None:
+    peer = FakePeer(transport="udp")
+    peer.expect(b"hi").reply(b"x" * 65507)  # the largest UDP payload over IPv4: fine
+    with pytest.raises(ScriptError) as caught:
+        peer.expect(b"hi").reply(b"x" * 65508)
+    assert caught.value.diagnosis.endswith(
+        "a reply of 65508 bytes is more than one UDP datagram carries (65,507 bytes, the "
+        "largest UDP payload over IPv4): split it into several replies, one datagram each"
+    ), caught.value.diagnosis
+
+
+def test_a_udp_reply_callable_too_big_for_a_datagram_fails_the_test() -> None:
+    peer = FakePeer(transport="udp")
+    peer.expect(b"hi").reply(lambda data: b"x" * 70000)
+    too_big = "a reply of 70000 bytes is more than one UDP datagram"
+    with pytest.raises(Error, match=too_big), peer.serve():  # noqa: PT012
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"hi", peer.address)
+        peer.wait_until_done(timeout=TIMEOUT)
+    assert " sent " not in str(peer.transcript), peer.transcript
