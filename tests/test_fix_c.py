@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from fakepeer import Error, FakePeer, Lines, ScriptError
-from fakepeer.protocols import resp
+from fakepeer.protocols import http1, resp
 
 TIMEOUT = 5.0
 
@@ -88,3 +88,17 @@ def test_a_udp_reply_callable_too_big_for_a_datagram_fails_the_test() -> None:
             sock.sendto(b"hi", peer.address)
         peer.wait_until_done(timeout=TIMEOUT)
     assert " sent " not in str(peer.transcript), peer.transcript
+
+
+def test_an_http_reply_without_the_blank_line_ending_its_head_is_a_script_error() -> None:
+    peer = FakePeer(framing=http1.framing())
+    rule = peer.expect(http1.request("GET", "/"))
+    with pytest.raises(ScriptError) as caught:
+        rule.reply(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n")
+    assert caught.value.diagnosis.endswith(
+        "http1.framing(): the reply 'HTTP/1.1 200 OK\\r\\nContent-Length: 0\\r\\n' has a status "
+        "line, but no blank line ('\\r\\n\\r\\n') ends its head, so the client waits for more "
+        "headers; build it with http1.response(200, b'body', headers={...}) (to send other "
+        "bytes on purpose, pass FakePeer(framing=http1.framing(), reply_framing=Raw()))"
+    ), caught.value.diagnosis
+    rule.reply(b"HTTP/1.1 204 No Content\r\n\r\n")  # a whole head: fine
