@@ -27,6 +27,7 @@ from fakepeer import (
     ScriptError,
     UnexpectedData,
     json,
+    regex,
 )
 from fakepeer.protocols import mqtt
 from fakepeer.protocols._mqtt_packets import frame_length, varint
@@ -147,6 +148,10 @@ def test_suback_unsuback_and_acknowledgements_echo_the_packet_id() -> None:
     assert mqtt.puback(0x10)(PUBLISH_QOS1_5) == b"\x40\x04\x00\x01\x10\x00"
     assert mqtt.pubrec()(b"\x34\x05\x00\x01t\x00\x05") == b"\x50\x02\x00\x05"
     assert mqtt.pubcomp()(b"\x62\x02\x00\x05") == b"\x70\x02\x00\x05"
+    assert mqtt.pubrel()(b"\x50\x02\x00\x05") == b"\x62\x02\x00\x05"  # flags 0b0010
+    pubrec_5 = b"\x50\x04\x00\x05\x00\x00"  # reason code, empty properties: MQTT 5
+    assert mqtt.pubrel(0x92)(pubrec_5) == b"\x62\x04\x00\x05\x92\x00"
+    assert mqtt.parse(mqtt.pubrel()(pubrec_5)).type is mqtt.PacketType.PUBREL  # well-formed
     assert mqtt.pingresp() == b"\xd0\x00"
 
 
@@ -211,7 +216,8 @@ def test_matchers_by_type_and_fields() -> None:
     assert matched(mqtt.subscribe("sensors/#"), SUBSCRIBE_5) is not None
     assert matched(mqtt.subscribe("sensors/+"), SUBSCRIBE_5) is None  # filters as written
     assert matched(mqtt.subscribe(qos=1), SUBSCRIBE_4) is None
-    assert matched(mqtt.publish("cmd/led", b"on", qos=1), PUBLISH_QOS1_5) is not None
+    assert matched(mqtt.publish("cmd/led", b"on", qos=1, version=5), PUBLISH_QOS1_5) is not None
+    assert matched(mqtt.publish("cmd/led", qos=1), PUBLISH_QOS1_5) is not None
     assert matched(mqtt.publish("cmd/+", "on"), PUBLISH_QOS1_4) is not None  # a filter
     assert matched(mqtt.publish("cmd/#", qos=0), PUBLISH_QOS1_4) is None
     assert matched(mqtt.publish(payload=json({"on": True})), mqtt.message("t", b'{"on":true}'))
@@ -222,16 +228,32 @@ def test_matchers_by_type_and_fields() -> None:
     assert matched(mqtt.packet(), b"\x00\x00") is None  # not MQTT
 
 
-def test_a_publish_matches_either_reading_of_its_payload() -> None:
-    """A 3.1.1 payload that starts with 0x00 also reads as MQTT 5 (no properties): payload=
-    matches whichever reading fits; version= chooses one."""
+def test_an_ambiguous_publish_matches_a_payload_only_with_the_version_pinned() -> None:
+    """A 3.1.1 payload that starts with 0x00 also reads as MQTT 5 (no properties): a
+    payload= that fits one reading only matches neither, unless version= chooses one."""
     ambiguous = mqtt.message("t", b"\x00\x01")
-    assert matched(mqtt.publish("t", b"\x00\x01"), ambiguous) == mqtt.parse(ambiguous, version=4)
-    assert matched(mqtt.publish("t", b"\x01"), ambiguous) == mqtt.parse(ambiguous, version=5)
+    assert matched(mqtt.publish("t", b"\x00\x01"), ambiguous) is None
+    assert matched(mqtt.publish("t", b"\x01"), ambiguous) is None
+    assert matched(mqtt.publish("t", b"\x00\x01", version=4), ambiguous) == mqtt.parse(
+        ambiguous, version=4
+    )
+    assert matched(mqtt.publish("t", b"\x01", version=5), ambiguous) == mqtt.parse(
+        ambiguous, version=5
+    )
     assert matched(mqtt.publish("t", b"\x01", version=4), ambiguous) is None
+    # readings that agree (any payload, or one both payloads fit) match: the MQTT 5 reading
     value = matched(mqtt.publish("t"), ambiguous)
     assert isinstance(value, mqtt.Publish)
     assert value.version == 5
+    either = mqtt.publish("t", regex(rb"\x00?\x01"))
+    assert matched(either, ambiguous) == mqtt.parse(ambiguous, version=5)
+    assert mqtt.publish("t", b"\x01").explain(ambiguous) == (
+        "is an MQTT PUBLISH that is ambiguous: a packet alone does not say which MQTT version "
+        "wrote it, and its readings disagree (as version=5 its payload is b'\\x01' (matches); "
+        "as version=4 its payload is b'\\x00\\x01' (does not match)); pass the version the "
+        "client speaks (its CONNECT's protocol level) to the matcher: "
+        "mqtt.publish(..., version=4) or mqtt.publish(..., version=5)"
+    )
 
 
 def test_descriptions_and_explanations() -> None:
@@ -422,8 +444,8 @@ def test_paho_connect_subscribe_publish(
     peer.expect(mqtt.subscribe("sensors/#")).reply(mqtt.suback()).reply(
         mqtt.message("sensors/temp", b"21.5", version=level)
     )
-    peer.expect(mqtt.publish("cmd/led", b"on", qos=0))
-    peer.expect(mqtt.publish("cmd/led", b"off", qos=1)).reply(mqtt.puback())
+    peer.expect(mqtt.publish("cmd/led", b"on", qos=0, version=level))
+    peer.expect(mqtt.publish("cmd/led", b"off", qos=1, version=level)).reply(mqtt.puback())
     peer.expect(mqtt.disconnect())
     with peer.serve():
         client = paho_client(peer, protocol)
@@ -467,13 +489,35 @@ def test_paho_pushes_at_qos_1_and_pings(
         client.stop()
 
 
+def test_paho_gets_a_qos_2_message_of_the_broker_on_its_pubrel(
+    version: tuple[MQTTProtocolVersion, int], paho_client: PahoFactory
+) -> None:
+    """MQTT 3.1.1 §4.3.3: the client answers a QoS 2 PUBLISH with PUBREC, and delivers the
+    message once the broker's PUBREL comes (then answers PUBCOMP)."""
+    protocol, level = version
+    peer = FakePeer(framing=mqtt.framing())
+    mqtt.handshake(peer)
+    push = mqtt.message("ledger", b"+1", qos=2, packet_id=9, version=level)
+    peer.expect(mqtt.subscribe("ledger", qos=2)).reply(mqtt.suback()).reply(push)
+    peer.expect(mqtt.packet("PUBREC", packet_id=9)).reply(mqtt.pubrel())
+    peer.expect(mqtt.packet("PUBCOMP", packet_id=9))
+    with peer.serve():
+        client = paho_client(peer, protocol)
+        client.wait(client.connected)
+        client.client.subscribe("ledger", qos=2)
+        client.wait(client.received)
+        assert [(m.topic, m.payload, m.qos) for m in client.messages] == [("ledger", b"+1", 2)]
+        peer.wait_until_done(timeout=TIMEOUT)
+        client.stop()
+
+
 def test_paho_qos_2_and_unsubscribe(
     version: tuple[MQTTProtocolVersion, int], paho_client: PahoFactory
 ) -> None:
-    protocol, _ = version
+    protocol, level = version
     peer = FakePeer(framing=mqtt.framing())
     mqtt.handshake(peer)
-    peer.expect(mqtt.publish("ledger", b"+1", qos=2)).reply(mqtt.pubrec())
+    peer.expect(mqtt.publish("ledger", b"+1", qos=2, version=level)).reply(mqtt.pubrec())
     peer.expect(mqtt.packet("PUBREL")).reply(mqtt.pubcomp())
     peer.expect(mqtt.subscribe("news")).reply(mqtt.suback())
     peer.expect(mqtt.unsubscribe("news")).reply(mqtt.unsuback())
@@ -541,8 +585,8 @@ async def test_aiomqtt(protocol: aiomqtt.ProtocolVersion, level: int) -> None:
     peer.expect(mqtt.subscribe("sensors/+/temp")).reply(mqtt.suback()).reply(
         mqtt.message("sensors/kitchen/temp", b"19.0", version=level)
     )
-    peer.expect(mqtt.publish("cmd/led", b"on", qos=1)).reply(mqtt.puback())
-    peer.expect(mqtt.publish("cmd/led", b"off", qos=0))
+    peer.expect(mqtt.publish("cmd/led", b"on", qos=1, version=level)).reply(mqtt.puback())
+    peer.expect(mqtt.publish("cmd/led", b"off", qos=0, version=level))
     peer.expect(mqtt.pingreq()).reply(mqtt.pingresp())  # a second later
     async with peer.serve():
         client = aiomqtt.Client(

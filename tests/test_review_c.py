@@ -110,11 +110,13 @@ def test_mqtt_has_a_pubrel_for_a_qos_2_message_of_the_broker() -> None:
     # mqtt.message(qos=2): the client answers PUBREC and waits for the broker's PUBREL
     # (MQTT 3.1.1 §4.3.3, fig. 4.3) before paho calls on_message; the kit has no builder.
     pubrec = b"\x50\x02\x00\x07"
-    assert mqtt.pubrel()(mqtt.parse(pubrec)) == b"\x62\x02\x00\x07"  # type: ignore[attr-defined]
+    assert mqtt.pubrel()(mqtt.parse(pubrec)) == b"\x62\x02\x00\x07"
 
 
 def test_mqtt_a_3_1_1_payload_starting_with_0x00_keeps_its_first_byte() -> None:
     # paho 3.1.1 publishes b"\x00\x2a" (a big-endian 42): the reply gets payload b"*".
+    # (Fix C: the same bytes are an MQTT 5 client's b"*", and a matcher sees one packet, not
+    # the connection's CONNECT: the script says which version its client speaks, version=4.)
     peer = FakePeer(framing=mqtt.framing())
     mqtt.handshake(peer)
     got: list[mqtt.Publish] = []
@@ -123,7 +125,7 @@ def test_mqtt_a_3_1_1_payload_starting_with_0x00_keeps_its_first_byte() -> None:
         got.append(packet)
         return mqtt.puback()(packet)
 
-    peer.expect(mqtt.publish("t", qos=1)).reply(acknowledge)
+    peer.expect(mqtt.publish("t", qos=1, version=4)).reply(acknowledge)
     client = paho.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv311)
     connected = threading.Event()
     client.on_connect = lambda *args: connected.set()

@@ -52,7 +52,16 @@ class DatagramFraming:
         return [bytes(buffer)], len(buffer)
 
     def encode(self, message: bytes) -> bytes:
-        """``message`` unchanged: a datagram carries its own length."""
+        """``message`` unchanged: a datagram carries its own length. A
+        :class:`~fakepeer.ScriptError` over :data:`MAX_DATAGRAM`, IPv4's limit (65,507 bytes),
+        for a peer of either family: the framing does not know the peer's addresses, and a
+        script meant to run over both must fit the smaller (IPv6 would carry 65,527)."""
+        if len(message) > MAX_DATAGRAM:
+            raise ScriptError(
+                f"a reply of {len(message)} bytes is more than one UDP datagram carries "
+                f"({MAX_DATAGRAM:,} bytes, the largest UDP payload over IPv4): split it into "
+                "several replies, one datagram each"
+            )
         return message
 
     def __repr__(self) -> str:

@@ -35,7 +35,10 @@ A custom framing is any object with these members (see :class:`Framing`):
 ``encode(message) -> bytes``
     Frame one outgoing message (a reply or a send). Raises :class:`~fakepeer.ScriptError`
     when the message cannot be framed (too long for a length prefix, wrong size for
-    :class:`Fixed`).
+    :class:`Fixed`). It must be pure: one framing object serves every connection, and the
+    peer may call ``encode`` once more, as a rule is written, to check a constant reply
+    (for a framing of your own, on a ``copy.deepcopy`` of it, so a counter in it is left
+    alone; a framing that cannot be copied is not checked early).
 ``max_length`` (optional)
     The most bytes one message may take *on the wire, its framing included* (for
     :class:`Raw`: the most unmatched bytes). The peer fails a connection whose buffered,
@@ -92,6 +95,7 @@ in ``fakepeer._builtin_framings`` and ``fakepeer._lengthfield`` (exported from h
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Final, Protocol, cast, runtime_checkable
 
@@ -283,9 +287,21 @@ def encodable(framing: Framing, data: bytes | None, step: str) -> None:
     """Check, as a rule is written, that ``framing`` can encode the constant reply ``data``
     (None: a reply callable, checked as it replies): the :class:`ScriptError` its ``encode``
     raises, after ``step`` (``".reply() on expect #1 ... (test_x.py:9)"``). Only a
-    ScriptError: a framing of your own that raises anything else is left to the send."""
-    if data is not None:
+    ScriptError: a framing of your own that raises anything else is left to the send.
+
+    A framing of your own is checked on a ``copy.deepcopy`` of it, so an ``encode`` that
+    keeps state (against the contract) still numbers the replies it sends from the first;
+    one that cannot be copied is not checked here, only as it sends."""
+    if data is None:
+        return
+    if not type(framing).__module__.startswith("fakepeer."):
         try:
-            framing.encode(data)
-        except ScriptError as error:
-            raise ScriptError(f"{step}: {error.diagnosis}") from None
+            framing = copy.deepcopy(framing)
+        except Exception:
+            return
+    try:
+        framing.encode(data)
+    except ScriptError as error:
+        raise ScriptError(f"{step}: {error.diagnosis}") from None
+    except Exception:
+        pass

@@ -124,11 +124,20 @@ class _Endpoint(asyncio.DatagramProtocol):
             client.datagram(data)
 
     def error_received(self, exc: Exception) -> None:
-        # an ICMP error for something sent earlier: the client's port is closed, say
+        # an ICMP error for something sent earlier (the client's port is closed, say), or a
+        # send the kernel refused at once (a datagram over the size limit): that one fails
+        conversation = self.server.conversation
         with self.server.lock:
-            self.server.conversation.note_peer(
-                clock(), "error", f"ICMP: {type(exc).__name__}: {exc} (a client's port is closed?)"
-            )
+            if isinstance(exc, OSError) and exc.errno == errno.EMSGSIZE:
+                text = f"a datagram could not be sent: {type(exc).__name__}: {exc}"
+                conversation.note_peer(clock(), "error", text)
+                conversation.problems.append(ConversationError(text))
+            else:
+                conversation.note_peer(
+                    clock(),
+                    "error",
+                    f"ICMP: {type(exc).__name__}: {exc} (a client's port is closed?)",
+                )
             self.server.changed()
 
 

@@ -11,7 +11,15 @@ from collections.abc import Mapping
 
 from fakepeer import ANY, NEED_MORE, FramingError, Matched, Matcher, MatchOutcome, ScriptError
 
-from ._mqtt_packets import Packet, PacketType, Subscribe, Unsubscribe, frame_length, readings
+from ._mqtt_packets import (
+    Packet,
+    PacketType,
+    Publish,
+    Subscribe,
+    Unsubscribe,
+    frame_length,
+    readings,
+)
 
 __all__ = ["PacketMatcher", "check_choice", "check_type", "topic_matches"]
 
@@ -87,10 +95,16 @@ class PacketMatcher(Matcher):
             found = readings(data, self.version)
         except FramingError:
             return None
-        for reading in found:
-            if self._wrong_type(reading) is None and self._mismatch(reading) is None:
-                return Matched(reading, len(data))
-        return None
+        fitting = [r for r in found if self._wrong_type(r) is None and self._mismatch(r) is None]
+        if not fitting or self._ambiguous(found, fitting):
+            return None
+        return Matched(fitting[0], len(data))
+
+    @staticmethod
+    def _ambiguous(found: list[Packet], fitting: list[Packet]) -> bool:
+        """Whether a PUBLISH read two ways (no ``version``) fits one reading, not the other:
+        then it matches neither (which payload the client sent is unknown)."""
+        return isinstance(found[0], Publish) and 0 < len(fitting) < len(found)
 
     def _wrong_type(self, packet: Packet) -> str | None:
         if self.kind is None or packet.type is self.kind:
@@ -160,6 +174,9 @@ class PacketMatcher(Matcher):
         if isinstance(found, str):
             return found
         first = found[0]
+        fitting = [r for r in found if self._wrong_type(r) is None and self._mismatch(r) is None]
+        if self._ambiguous(found, fitting):
+            return self._explain_ambiguous(found)
         why = self._wrong_type(first) or self._mismatch(first)
         if why is None:
             return f"matches {self.describe()}"
@@ -169,6 +186,20 @@ class PacketMatcher(Matcher):
             others = ", ".join(f"version={p.version}" for p in found)
             why += f" (it reads as {others}: pass one to the matcher to choose)"
         return why
+
+    def _explain_ambiguous(self, found: list[Packet]) -> str:
+        """Why a PUBLISH that one reading fits, and the other does not, matches neither."""
+        shown = "; ".join(
+            f"as version={p.version} its payload is {p.payload!r}"  # type: ignore[attr-defined]
+            + (" (matches)" if self._mismatch(p) is None else " (does not match)")
+            for p in found
+        )
+        return (
+            "is an MQTT PUBLISH that is ambiguous: a packet alone does not say which MQTT "
+            f"version wrote it, and its readings disagree ({shown}); pass the version the "
+            "client speaks (its CONNECT's protocol level) to the matcher: "
+            "mqtt.publish(..., version=4) or mqtt.publish(..., version=5)"
+        )
 
     def _closeness(self, data: bytes, stream: bool) -> float:
         found = self._readings(data)

@@ -140,7 +140,25 @@ def _number(line: bytes, kind: int, low: int) -> int:
 
 
 def _value_end(data: bytes, start: int) -> int:
-    """Where the one reply at ``data[start:]`` ends, or :class:`_Malformed`."""
+    """Where the one reply at ``data[start:]`` ends, or :class:`_Malformed`. Nested
+    aggregates are walked with a stack of the values each still owes (RESP sets no depth
+    limit, so no recursion)."""
+    owed = [1]  # values still to read, innermost aggregate last
+    position = start
+    while owed:
+        if owed[-1] == 0:
+            owed.pop()
+            continue
+        owed[-1] -= 1
+        position, children = _head_end(data, position)
+        if children:
+            owed.append(children)
+    return position
+
+
+def _head_end(data: bytes, start: int) -> tuple[int, int]:
+    """Where the value at ``data[start:]`` ends, its elements excepted, and how many values
+    follow as its elements (0 but for an aggregate); or :class:`_Malformed`."""
     if start >= len(data):
         raise _Malformed("it ends before a value the ones before it announce")
     kind = data[start]
@@ -154,10 +172,10 @@ def _value_end(data: bytes, start: int) -> int:
         raise _Malformed(f"{show(data[start : start + 20])} has no '\\r\\n' to end its line")
     line, position = data[start + 1 : end], end + 2
     if kind in _LINES:
-        return position
+        return position, 0
     null = kind in b"$*" and line == b"-1"  # RESP2's null bulk string and null array
     if null:
-        return position
+        return position, 0
     count = _number(line, kind, 0)
     if kind in _BLOBS:
         stop = position + count
@@ -166,10 +184,8 @@ def _value_end(data: bytes, start: int) -> int:
                 f"the {count} byte(s) after {show(data[start:position])} are not followed "
                 "by '\\r\\n'"
             )
-        return stop + 2
-    for _ in range(count * _AGGREGATES[kind]):
-        position = _value_end(data, position)
-    return position
+        return stop + 2, 0
+    return position, count * _AGGREGATES[kind]
 
 
 def reply_problem(reply: bytes) -> str | None:

@@ -325,9 +325,18 @@ class HTTPFraming:
         :func:`response` builds it); else a :class:`~fakepeer.ScriptError` naming
         :func:`response` (raised as the rule is written, for a constant reply). Bytes that
         are no response on purpose (a body sent in parts, garbage) go out with
-        ``FakePeer(framing=http1.framing(), reply_framing=Raw())``."""
+        ``FakePeer(framing=http1.framing(), reply_framing=Raw())``. A response whose head
+        has no ending blank line (``\\r\\n\\r\\n``) is a ScriptError too: the client would
+        wait for more headers."""
         if _STATUS_LINE.match(message):
-            return message
+            if b"\r\n\r\n" in message:
+                return message
+            raise ScriptError(
+                f"{self!r}: the reply {_show(message)} has a status line, but no blank line "
+                "('\\r\\n\\r\\n') ends its head, so the client waits for more headers; build "
+                "it with http1.response(200, b'body', headers={...}) (to send other bytes on "
+                "purpose, pass FakePeer(framing=http1.framing(), reply_framing=Raw()))"
+            )
         raise ScriptError(
             f"{self!r}: the reply {_show(message)} is no HTTP/1.x response: a response starts "
             "with a status line such as 'HTTP/1.1 200 OK\\r\\n'; build it with "

@@ -31,22 +31,32 @@ matches none of them, and the failure says what is wrong with it. They also work
 
 **Versions.** Only CONNECT says which version a client speaks, and a matcher sees one packet.
 The matchers read the version from the packet's layout where it shows: a SUBSCRIBE or an
-UNSUBSCRIBE, an acknowledgement with a reason code. A PUBLISH is read as MQTT 5 when the bytes
-after its topic (and packet identifier) begin with a well-formed block of PUBLISH properties,
-as 3.1.1 otherwise, and a matcher accepts either reading that fits its arguments: a 3.1.1
-payload whose first bytes read as MQTT 5 properties (the byte ``0x00``, for one) is still
-matched by ``payload=``, but ``payload=ANY`` hands the reply the MQTT 5 reading. Pass
-``version=4`` (or 5) to a matcher to read one way only.
+UNSUBSCRIBE, an acknowledgement with a reason code. A PUBLISH is ambiguous when the bytes
+after its topic (and packet identifier) begin with a well-formed block of MQTT 5 properties:
+every MQTT 5 PUBLISH (its properties length, ``0x00`` when it has none, comes first), and a
+3.1.1 PUBLISH whose payload starts so (with the byte ``0x00``, for one). It then reads two
+ways, MQTT 5 first, and the readings differ in ``payload`` (and ``properties``) only. Without
+``version=``, :func:`publish` matches such a packet only when every reading fits its
+arguments: ``payload=b"on"`` matches neither reading of an MQTT 5 client's ``b"\x00on"``,
+and the failure says the packet is ambiguous, shows both payloads and names the fix. Pass
+the version your client speaks, ``version=4`` (3.1.1) or ``version=5``, to match a payload.
+
+.. warning::
+   With ``payload=ANY`` (the default) and no ``version=``, the match value a reply callable
+   receives for an ambiguous PUBLISH is the MQTT 5 reading (``version`` 5): a 3.1.1 payload
+   that starts with ``0x00`` arrives without its first bytes. A reply that uses the payload
+   should be on a matcher with ``version=``; :func:`parse` takes ``version=`` too.
 
 **Builders** return a whole packet (bytes), or, where the answer depends on the request, a
 reply callable for :meth:`~fakepeer.Rule.reply` that takes the parsed request (or its bytes):
 :func:`connack` (the CONNECT's version), :func:`suback` and :func:`unsuback` (its packet
-identifier and topic filters), :func:`puback`, :func:`pubrec` and :func:`pubcomp` (its packet
-identifier). Answering an MQTT 5 client, they add the properties (empty) that MQTT 5 puts in
-those packets. :func:`message` (a PUBLISH from the broker) and :func:`pingresp` return bytes,
-for ``.reply()``, ``.send()``, ``connection.send()`` or ``peer.broadcast()``; :func:`message`
-takes the version as ``version=`` (default 4, MQTT 3.1.1: pass ``version=5`` for an MQTT 5
-client, which reads the properties length that 5 puts before the payload).
+identifier and topic filters), :func:`puback`, :func:`pubrec`, :func:`pubrel` and
+:func:`pubcomp` (its packet identifier). Answering an MQTT 5 client, they add the
+properties (empty) that MQTT 5 puts in those packets. :func:`message` (a PUBLISH from the
+broker) and :func:`pingresp` return bytes, for ``.reply()``, ``.send()``,
+``connection.send()`` or ``peer.broadcast()``; :func:`message` takes the version as
+``version=`` (default 4, MQTT 3.1.1: pass ``version=5`` for an MQTT 5 client, which reads
+the properties length that 5 puts before the payload).
 
 **Errors.** A wrong argument is a :class:`~fakepeer.ScriptError` where the script is written;
 a reply callable that cannot answer its request (a SUBACK with 2 codes for 3 topic filters,
@@ -107,6 +117,7 @@ __all__ = [
     "pubcomp",
     "publish",
     "pubrec",
+    "pubrel",
     "suback",
     "subscribe",
     "topic_matches",
@@ -323,7 +334,9 @@ def _acknowledge(kind: PacketType, request: Packet, codes: bytes) -> bytes:
     return frame(kind, 0, body)
 
 
-def _publish_ack(kind: PacketType, answers: PacketType, name: str, code: int) -> Reply:
+def _publish_ack(
+    kind: PacketType, answers: PacketType, name: str, code: int, flags: int = 0
+) -> Reply:
     _code(name, code)
 
     def answer(request: object) -> bytes:
@@ -333,7 +346,7 @@ def _publish_ack(kind: PacketType, answers: PacketType, name: str, code: int) ->
         body = parsed.packet_id.to_bytes(2, "big")
         if code:
             body += bytes([code]) + (b"\x00" if parsed.version == 5 else b"")
-        return frame(kind, 0, body)
+        return frame(kind, flags, body)
 
     return answer
 
@@ -348,6 +361,14 @@ def pubrec(code: int = 0) -> Reply:
     """A reply callable answering a QoS 2 PUBLISH with a PUBREC (the client then sends a
     PUBREL: answer it with :func:`pubcomp`)."""
     return _publish_ack(PacketType.PUBREC, PacketType.PUBLISH, "pubrec", code)
+
+
+def pubrel(code: int = 0) -> Reply:
+    """A reply callable answering a PUBREC (``packet("PUBREC")``, a client's answer to a
+    QoS 2 :func:`message`) with a PUBREL (fixed header ``0x62``: MQTT 3.1.1 and 5.0 §3.6),
+    its packet identifier echoed; the client then delivers the message and sends a PUBCOMP.
+    ``code``: MQTT 5's reason code (0, success; 0x92, packet identifier not found)."""
+    return _publish_ack(PacketType.PUBREL, PacketType.PUBREC, "pubrel", code, flags=2)
 
 
 def pubcomp(code: int = 0) -> Reply:
@@ -373,9 +394,13 @@ def message(
     """A PUBLISH from the broker: ``payload`` (bytes, or a str as UTF-8) on ``topic``.
 
     ``qos`` 0, 1 or 2; at QoS 1 or 2 it carries ``packet_id`` (default 1), and the client
-    answers with a PUBACK (QoS 1) or a PUBREC (2): script it with
-    ``packet("PUBACK", packet_id=...)``. ``version`` 3, 4 (3.1.1, the default) or 5 (MQTT 5
-    puts a properties length, 0 here, before the payload).
+    answers with a PUBACK (QoS 1): script it with ``packet("PUBACK", packet_id=...)``. At
+    QoS 2 the client answers with a PUBREC, the broker with a PUBREL, the client with a
+    PUBCOMP (PUBREC -> PUBREL -> PUBCOMP, MQTT 3.1.1 §4.3.3): script
+    ``expect(packet("PUBREC", packet_id=...)).reply(pubrel())`` then
+    ``expect(packet("PUBCOMP", packet_id=...))``; a client delivers the message on the PUBREL.
+    ``version`` 3, 4 (3.1.1, the default) or 5 (MQTT 5 puts a properties length, 0 here,
+    before the payload).
     """
     if not isinstance(topic, str) or not topic or "+" in topic or "#" in topic:
         raise ScriptError(
