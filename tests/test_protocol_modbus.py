@@ -28,6 +28,7 @@ from fakepeer import (
     ScriptError,
     UnexpectedData,
 )
+from fakepeer._framing import _incremental
 from fakepeer.protocols import modbus
 from fakepeer.testing import Rehearsal, check_framing
 
@@ -130,13 +131,18 @@ def test_a_response_that_does_not_fit_its_request_fails_the_reply() -> None:
 @pytest.mark.parametrize(
     ("call", "text"),
     [
-        (lambda: modbus.registers([70000]), "modbus.registers(values=...) takes a whole number"),
+        (
+            lambda: modbus.registers([70000]),
+            "modbus.registers(values=...) takes whole numbers from 0 to 65535, got 70000",
+        ),
         (lambda: modbus.registers([]), "modbus.registers(values=...) takes a non-empty list"),
-        (lambda: modbus.coils([2]), "modbus.coils(values=...) takes a whole number from 0 to 1"),
+        (lambda: modbus.coils([2]), "modbus.coils(values=...) takes True, False, 0 or 1, got 2"),
+        (lambda: modbus.registers(ANY), "a reply needs values; ANY is for matchers"),  # type: ignore[arg-type]
+        (lambda: modbus.coils([ANY, False]), "has ANY in (ANY, False): a reply needs values"),
         (lambda: modbus.exception(0), "modbus.exception() takes an exception code from 1"),
         (lambda: modbus.read_coils(-1), "modbus.read_coils(address=...) takes a whole number"),
         (lambda: modbus.read_holding_registers(0, 2, unit=256), "(unit=...) takes a whole"),
-        (lambda: modbus.write_single_coil(1, 1), "takes True, False or ANY, got 1"),
+        (lambda: modbus.write_single_coil(1, 2), "takes True, False, 0, 1 or ANY, got 2"),
         (lambda: modbus.response("x"), "modbus.response() takes the data as bytes"),  # type: ignore[arg-type]
         (lambda: modbus.framing(max_length=7), "modbus.framing(max_length=...) takes"),
         (lambda: modbus.device(object()), "takes a FakePeer or a ConnectionScript"),  # type: ignore[arg-type]
@@ -173,6 +179,9 @@ def test_matchers_by_unit_function_and_address() -> None:
     assert matched(modbus.write_multiple_registers(8, [1, 3]), write) is None
     assert matched(modbus.request(16, values=[1, 2]), write) is not None
     assert matched(modbus.write_single_coil(1, True), frame(3, 1, b"\x05\x00\x01\xff\x00"))
+    # 1 and 0 are accepted as in coils() and write_multiple_coils()
+    assert matched(modbus.write_single_coil(1, 1), frame(3, 1, b"\x05\x00\x01\xff\x00"))
+    assert matched(modbus.write_single_coil(1, 0), frame(3, 1, b"\x05\x00\x01\xff\x00")) is None
     assert matched(modbus.write_single_register(7, 99), frame(3, 1, b"\x06\x00\x07\x00\x63"))
     coils = frame(4, 1, b"\x0f\x00\x02\x00\x03\x01\x05")
     assert matched(modbus.write_multiple_coils(2, [1, 0, 1]), coils) is not None
@@ -224,6 +233,16 @@ def test_the_framing_cuts_the_same_frames_however_split(frames: list[bytes]) -> 
     assert check_framing(modbus.framing(), b"".join(frames)) == frames
     for data in frames:
         assert modbus.framing().encode(data) == data  # a response is a whole frame, unchanged
+
+
+def test_the_framing_decodes_incrementally_and_names_itself() -> None:
+    assert _incremental(modbus.framing()) is not None
+    assert repr(modbus.framing()) == "modbus.framing()"
+    assert modbus.framing().max_length == 260
+    with pytest.raises(
+        ScriptError, match=r"^modbus.framing\(\): a reply of 2 bytes .* modbus.registers"
+    ):
+        modbus.framing().encode(b"OK")
 
 
 def test_a_frame_over_max_length_names_the_keyword() -> None:

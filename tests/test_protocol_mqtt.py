@@ -29,6 +29,7 @@ from fakepeer import (
     json,
     regex,
 )
+from fakepeer._framing import _incremental
 from fakepeer.protocols import mqtt
 from fakepeer.protocols._mqtt_packets import frame_length, varint
 from fakepeer.testing import Rehearsal, check_framing
@@ -359,6 +360,19 @@ def test_packets_with_edge_remaining_lengths_round_trip(remaining: int) -> None:
     packet = (b"\xe0" if remaining == 0 else b"\x30") + varint(remaining) + body
     assert check_framing(mqtt.framing(), packet + DISCONNECT) == [packet, DISCONNECT]
     assert mqtt.framing().encode(packet) == packet  # a reply is a whole packet, unchanged
+
+
+def test_the_framing_decodes_incrementally_and_names_itself() -> None:
+    # A wrapper of LengthField (its encode names the builders): the Decoder still gets its
+    # waiting/mark pair, so a packet in many small segments costs linear time.
+    assert _incremental(mqtt.framing()) is not None
+    assert repr(mqtt.framing()) == "mqtt.framing()"
+    assert repr(mqtt.framing(max_length=64)) == "mqtt.framing(max_length=64)"
+    assert mqtt.framing() == mqtt.framing() != mqtt.framing(max_length=64)
+    with pytest.raises(
+        ScriptError, match=r"^mqtt.framing\(\): a reply of 2 bytes .* mqtt.connack\(\)"
+    ):
+        mqtt.framing().encode(b"OK")
 
 
 def string_topic_body(size: int) -> bytes:

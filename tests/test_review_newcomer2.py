@@ -67,7 +67,9 @@ def test_reply_builders_refuse_any_where_written(build) -> None:  # type: ignore
 
 
 @pytest.mark.parametrize(
-    "framing, kit", [(mqtt.framing(), "mqtt."), (modbus.framing(), "modbus.")], ids=["mqtt", "modbus"]
+    "framing, kit",
+    [(mqtt.framing(), "mqtt."), (modbus.framing(), "modbus.")],
+    ids=["mqtt", "modbus"],
 )
 def test_a_str_reply_under_a_kit_framing_names_the_builders(framing, kit) -> None:  # type: ignore[no-untyped-def]
     # api-protocols.md, "Every kit has the same shape": the framing's encode "checks that a

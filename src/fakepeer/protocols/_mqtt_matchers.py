@@ -24,6 +24,19 @@ from ._mqtt_packets import (
 __all__ = ["PacketMatcher", "check_choice", "check_type", "topic_matches"]
 
 
+#: The MQTT version of each protocol level.
+_NAMES = {3: "3.1", 4: "3.1.1", 5: "5"}
+
+
+def _summary(packet: Packet) -> str:
+    """A packet in a few words: ``a PUBLISH of b'on' to 'cmd'``."""
+    if isinstance(packet, Publish):
+        return f"a PUBLISH of {packet.payload!r} to {packet.topic!r}"
+    if isinstance(packet, Subscribe | Unsubscribe):
+        return f"a {packet.type.name} of {', '.join(map(repr, packet.topic_filters))}"
+    return f"a {packet.type.name}"
+
+
 def topic_matches(topic_filter: str, topic: str) -> bool:
     """Whether ``topic`` (a topic name) matches ``topic_filter`` as a broker matches it
     (MQTT 5.0 §4.7): ``+`` is one level, a final ``#`` this level and all below
@@ -167,7 +180,25 @@ class PacketMatcher(Matcher):
                 data = data[:length]  # Raw framing: the packet at the front
             return readings(data, self.version)
         except FramingError as error:
-            return f"is not a well-formed MQTT packet: {error}"
+            return self._other_version(data) or f"is not a well-formed MQTT packet: {error}"
+
+    def _other_version(self, data: bytes) -> str | None:
+        """Why a packet that does not read as ``self.version`` reads as another version."""
+        if self.version is None:
+            return None
+        try:
+            others = [p for p in readings(data) if p.version not in (None, self.version)]
+        except FramingError:
+            return None
+        if not others:
+            return None
+        other = others[0]
+        return (
+            f"does not read as MQTT {_NAMES.get(self.version, self.version)}; as "
+            f"{_NAMES.get(other.version or 0, other.version)} it is {_summary(other)} (does the "
+            f"client speak {_NAMES.get(other.version or 0, other.version)}? then "
+            f"version={other.version})"
+        )
 
     def explain(self, data: bytes) -> str:
         found = self._readings(data)

@@ -13,9 +13,9 @@ pymodbus or any Modbus/TCP client::
     peer = FakePeer(framing=modbus.framing())
     peer.expect(modbus.read_holding_registers(0, 2)).reply(modbus.registers([1, 2]))
 
-**Framing.** :func:`framing` is :class:`~fakepeer.LengthField` ``(offset=4, size=2)``: a rule
-sees each whole frame, MBAP header included, and a reply must be a whole frame, as the
-builders make them. A frame over ``max_length`` (260 bytes, the largest Modbus/TCP ADU, by
+**Framing.** :func:`framing` decodes as :class:`~fakepeer.LengthField` ``(offset=4, size=2)``:
+a rule sees each whole frame, MBAP header included, and a reply must be a whole frame, as the
+builders make them (the framing checks its length field, naming the builders if it is wrong). A frame over ``max_length`` (260 bytes, the largest Modbus/TCP ADU, by
 default) fails the connection with a :class:`~fakepeer.FramingError`.
 
 **Matchers** (:func:`request` and one per common function: :func:`read_coils`,
@@ -50,6 +50,7 @@ from fakepeer import (
     ANY,
     ConnectionScript,
     FakePeer,
+    Framing,
     FramingError,
     LengthField,
     Matcher,
@@ -57,6 +58,7 @@ from fakepeer import (
     ScriptError,
 )
 
+from ._kit_framing import KitFraming
 from ._modbus_requests import (
     BITS,
     MAX_FRAME,
@@ -109,8 +111,11 @@ SERVER_DEVICE_FAILURE: Final = ExceptionCode.SERVER_DEVICE_FAILURE
 SERVER_DEVICE_BUSY: Final = ExceptionCode.SERVER_DEVICE_BUSY
 
 
-def framing(*, max_length: int = MAX_FRAME) -> LengthField:
-    """The framing of what a Modbus/TCP client sends: ``LengthField(offset=4, size=2)``.
+def framing(*, max_length: int = MAX_FRAME) -> Framing:
+    """The framing of what a Modbus/TCP client sends: it decodes as
+    ``LengthField(offset=4, size=2)``, and checks that a reply is one whole frame (a
+    :class:`~fakepeer.ScriptError` naming the builders, raised where a constant reply is
+    written; bytes malformed on purpose go out with ``reply_framing=Raw()``).
 
     ``max_length``: the most bytes one frame may take, its header included (default 260, the
     largest the specification allows); a client that sends more fails the connection with a
@@ -120,7 +125,16 @@ def framing(*, max_length: int = MAX_FRAME) -> LengthField:
         raise ScriptError(
             f"modbus.framing(max_length=...) takes a whole number of bytes >= 8, got {max_length!r}"
         )
-    return LengthField(offset=4, size=2, max_length=max_length)
+    inner = LengthField(offset=4, size=2, max_length=max_length)
+    return KitFraming(inner, kit="modbus.framing", default=MAX_FRAME, builders=_BUILDERS)
+
+
+#: What a reply check that fails says.
+_BUILDERS: Final = (
+    "build replies with the kit: modbus.registers([...]), modbus.coils([...]), "
+    "modbus.written(), modbus.exception(modbus.ILLEGAL_DATA_ADDRESS), modbus.response(b'...') "
+    "(to send bytes as written, pass FakePeer(reply_framing=Raw()))"
+)
 
 
 def _number(function: str, keyword: str, value: object, largest: int) -> object:
@@ -148,6 +162,32 @@ def _values(function: str, values: object, coils: bool) -> object:
         if not (coils and isinstance(value, bool)):
             _number(function, "values", value, 1 if coils else 0xFFFF)
     return tuple(bool(v) for v in values) if coils else tuple(values)
+
+
+def _reply_values(function: str, values: object, coils: bool) -> tuple[int, ...]:
+    """The values of a reply builder: concrete ones (no ANY, which is for matchers)."""
+    if values is ANY:
+        raise ScriptError(
+            f"modbus.{function}(values=...): a reply needs values; ANY is for matchers"
+        )
+    values = _sequence(function, values)
+    for value in values:
+        if value is ANY:
+            raise ScriptError(
+                f"modbus.{function}(values=...) has ANY in {values!r}: a reply needs values; "
+                "ANY is for matchers"
+            )
+        if coils and not isinstance(value, bool) and value not in (0, 1):
+            raise ScriptError(
+                f"modbus.{function}(values=...) takes True, False, 0 or 1, got {value!r}"
+            )
+        if not coils and (
+            isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFFFF
+        ):
+            raise ScriptError(
+                f"modbus.{function}(values=...) takes whole numbers from 0 to 65535, got {value!r}"
+            )
+    return tuple(int(v) for v in values)
 
 
 def request(
@@ -212,12 +252,14 @@ def read_input_registers(address: object = ANY, count: object = ANY, unit: objec
 
 def write_single_coil(address: object = ANY, value: object = ANY, unit: object = ANY) -> Matcher:
     """A write single coil request (function 5) setting the coil at ``address`` to
-    ``value`` (a bool)."""
-    if value is not ANY and not isinstance(value, bool):
+    ``value`` (True or False, or 1 or 0, as in :func:`coils`)."""
+    if value is not ANY and not isinstance(value, bool) and value not in (0, 1):
         raise ScriptError(
-            f"modbus.write_single_coil(value=...) takes True, False or ANY, got {value!r}"
+            f"modbus.write_single_coil(value=...) takes True, False, 0, 1 or ANY, got {value!r}"
         )
-    return _write(Function.WRITE_SINGLE_COIL, address, ANY if value is ANY else (value,), unit)
+    return _write(
+        Function.WRITE_SINGLE_COIL, address, ANY if value is ANY else (bool(value),), unit
+    )
 
 
 def write_single_register(
@@ -302,8 +344,7 @@ def _for(request: Request, builder: str, functions: frozenset[int], count: int) 
 def registers(values: Sequence[int]) -> Response:
     """A response to a read of holding or input registers (function 3 or 4): ``values``,
     ints from 0 to 65535, as many as the request's count."""
-    words = _values("registers", values, coils=False)
-    assert isinstance(words, tuple)
+    words = _reply_values("registers", values, coils=False)
 
     def answer(request: object) -> bytes:
         parsed = _answering(request, "registers")
@@ -317,8 +358,7 @@ def registers(values: Sequence[int]) -> Response:
 def coils(values: Sequence[bool | int]) -> Response:
     """A response to a read of coils or discrete inputs (function 1 or 2): ``values``, bools
     (or 0 and 1), as many as the request's count, packed 8 a byte from the lowest bit."""
-    bits = _values("coils", values, coils=True)
-    assert isinstance(bits, tuple)
+    bits = _reply_values("coils", values, coils=True)
 
     def answer(request: object) -> bytes:
         parsed = _answering(request, "coils")

@@ -14,9 +14,10 @@ properties) and §3 (each control packet); MQTT 3.1 (protocol level 3, ``MQIsdp`
         mqtt.message("sensors/temp", b"21.5"))
     peer.expect(mqtt.publish("cmd/led", b"on", qos=1)).reply(mqtt.puback())
 
-**Framing.** :func:`framing` is :class:`~fakepeer.LengthField` ``(offset=1, size="varint")``:
-a rule sees each whole packet, fixed header included, and a reply must be a whole packet,
-as the builders make them (the framing checks its Remaining Length and sends it unchanged).
+**Framing.** :func:`framing` decodes as :class:`~fakepeer.LengthField`
+``(offset=1, size="varint")``: a rule sees each whole packet, fixed header included, and a
+reply must be a whole packet, as the builders make them (the framing checks its Remaining
+Length, naming the builders if it is wrong, and sends it unchanged).
 Bytes that break the fixed header (a Remaining Length over 4 bytes, a packet over
 ``max_length``) fail the connection with a :class:`~fakepeer.FramingError`.
 
@@ -74,6 +75,7 @@ from fakepeer import (
     ANY,
     ConnectionScript,
     FakePeer,
+    Framing,
     FramingError,
     LengthField,
     Matcher,
@@ -81,6 +83,7 @@ from fakepeer import (
     ScriptError,
 )
 
+from ._kit_framing import KitFraming
 from ._mqtt_matchers import PacketMatcher, check_choice, check_type, topic_matches
 from ._mqtt_packets import (
     Connect,
@@ -132,8 +135,11 @@ Reply = Callable[[object], bytes]
 _LARGEST_PACKET: Final = 268_435_455 + 5
 
 
-def framing(*, max_length: int = 1 << 20) -> LengthField:
-    """The framing of what an MQTT client sends: ``LengthField(offset=1, size="varint")``.
+def framing(*, max_length: int = 1 << 20) -> Framing:
+    """The framing of what an MQTT client sends: it decodes as
+    ``LengthField(offset=1, size="varint")``, and checks that a reply is one whole packet
+    (a :class:`~fakepeer.ScriptError` naming the builders, raised where a constant reply is
+    written; bytes malformed on purpose go out with ``reply_framing=Raw()``).
 
     ``max_length``: the most bytes one packet may take, fixed header included (default 1 MiB;
     MQTT allows up to 256 MiB); a client that sends a bigger packet fails the connection with
@@ -143,7 +149,16 @@ def framing(*, max_length: int = 1 << 20) -> LengthField:
         raise ScriptError(
             f"mqtt.framing(max_length=...) takes a whole number of bytes >= 2, got {max_length!r}"
         )
-    return LengthField(offset=1, size="varint", max_length=min(max_length, _LARGEST_PACKET))
+    inner = LengthField(offset=1, size="varint", max_length=min(max_length, _LARGEST_PACKET))
+    return KitFraming(inner, kit="mqtt.framing", default=1 << 20, builders=_BUILDERS)
+
+
+#: What a reply check that fails says.
+_BUILDERS: Final = (
+    "build replies with the kit: mqtt.connack(), mqtt.suback(), mqtt.unsuback(), "
+    "mqtt.puback(), mqtt.pubrec(), mqtt.pubrel(), mqtt.pubcomp(), mqtt.pingresp(), "
+    "mqtt.message(...) (to send bytes as written, pass FakePeer(reply_framing=Raw()))"
+)
 
 
 def parse(data: bytes, *, version: int | None = None) -> Packet:
