@@ -9,7 +9,8 @@ import socket
 
 import pytest
 
-from fakepeer import ANY, ConversationError, FakePeer, ScriptError
+from fakepeer import ANY, ConversationError, FakePeer, Matched, Matcher, ScriptError
+from fakepeer._explain import framing_hint
 from fakepeer.protocols import modbus, mqtt, resp
 
 
@@ -80,3 +81,57 @@ def test_a_str_reply_under_a_kit_framing_names_the_builders(framing, kit) -> Non
     with pytest.raises(ScriptError) as info:
         peer.expect(ANY).reply("OK")
     assert kit in str(info.value), str(info.value)
+
+
+# -- the fixes' own edges ---------------------------------------------------------------------
+
+
+class _WholeOnly(Matcher):
+    """Matches b"HI" as a whole message only, as a kit's matcher does."""
+
+    def match(self, data: bytes, *, stream: bool = False) -> Matched | None:
+        return Matched(data, len(data)) if data == b"HI" and not stream else None
+
+    def describe(self) -> str:
+        return "whole HI"
+
+
+class _Raises(_WholeOnly):
+    def match(self, data: bytes, *, stream: bool = False) -> Matched | None:
+        raise RuntimeError("boom")
+
+
+class _StreamAware(_WholeOnly):
+    def _explain(self, data: bytes, stream: bool) -> str:  # judges the stream itself
+        return "does not match in stream mode"
+
+
+def test_the_framing_hint_names_any_whole_message_rule_and_never_raises() -> None:
+    peer = FakePeer()
+    rules = [peer.expect(_Raises()), peer.always(_StreamAware()), peer.always(_WholeOnly())]
+    hint = framing_hint(b"HI", rules, stream=True)
+    assert hint.startswith("\n  hint:      always #2 whole HI"), hint
+    assert "FakePeer(framing=<kit>.framing())" in hint
+    assert framing_hint(b"HI", rules, stream=False) == ""  # a message framing: nothing forgot
+    assert framing_hint(b"HO", rules, stream=True) == ""  # no rule would take it whole
+    assert framing_hint(b"HI", rules[:2], stream=True) == ""  # raising / stream-aware: none
+
+
+def test_a_version_4_matcher_on_an_mqtt_5_only_packet_says_what_it_is() -> None:
+    # A QoS 0 PUBLISH of 3.1.1: read as 5, the payload's b"o" is a property length that
+    # runs past the end. The failure names what it is as 3.1.1, and the version to pass.
+    matcher = mqtt.publish("cmd", b"on", version=5)
+    text = matcher.explain(b"\x30\x07\x00\x03cmdon")
+    assert text == (
+        "does not read as MQTT 5; as 3.1.1 it is a PUBLISH of b'on' to 'cmd' (does the "
+        "client speak 3.1.1? then version=4)"
+    ), text
+
+
+def test_coils_and_write_single_coil_agree_on_0_and_1() -> None:
+    assert modbus.write_single_coil(1, 1).describe() == modbus.write_single_coil(1, True).describe()
+    modbus.coils([1, 0, True])  # accepted, as in write_multiple_coils
+    with pytest.raises(ScriptError, match=r"takes True, False, 0, 1 or ANY, got 2"):
+        modbus.write_single_coil(1, 2)
+    with pytest.raises(ScriptError, match=r"takes True, False, 0 or 1, got 2"):
+        modbus.coils([2])

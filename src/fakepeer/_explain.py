@@ -15,7 +15,7 @@ from typing import Final
 from . import _matchers
 from ._errors import UnexpectedData, UnmetExpectations
 from ._framing import Delimited, Fixed, Framing, LengthField, LengthPrefixed, Lines, StxEtx
-from ._matchers import NEED_MORE, explain
+from ._matchers import NEED_MORE, Matched, Matcher, explain
 from ._script import Rule, Script
 from ._show import show_value
 from ._state import ConnectionRecord
@@ -25,6 +25,7 @@ __all__ = [
     "SIMILAR",
     "SIMILARITY",
     "closeness",
+    "framing_hint",
     "line_hint",
     "looks_like_tls",
     "no_line_end_hint",
@@ -158,6 +159,32 @@ def line_hint(data: bytes, rules: Sequence[Rule], *, stream: bool) -> str:
     )
 
 
+def framing_hint(data: bytes, rules: Sequence[Rule], *, stream: bool) -> str:
+    """A hint line for a failure of a streaming (Raw) peer on ``data`` that a rule's matcher
+    judging whole messages only (a protocol kit's, whose class keeps
+    :meth:`~fakepeer.Matcher._explain`) would take as a whole message, else ``""``: the test
+    forgot its kit's framing. Never raises: a matcher that raises counts as no match."""
+    if not stream:
+        return ""
+    for rule in rules:
+        matcher = rule.matcher
+        if matcher is None or type(matcher)._explain is not Matcher._explain:
+            continue
+        try:
+            whole = isinstance(matcher.match(data, stream=False), Matched)
+            if not whole or isinstance(matcher.match(data, stream=True), Matched):
+                continue
+        except Exception:  # the diagnosis must not hide the real failure
+            continue
+        return (
+            f"\n  hint:      {rule.describe()} would take these bytes as a whole message, but "
+            "the framing is Raw(), which gives a matcher the front of a byte stream: a "
+            "protocol kit's matcher needs its kit's framing, "
+            "FakePeer(framing=<kit>.framing()) (e.g. resp.framing(), mqtt.framing())"
+        )
+    return ""
+
+
 #: The events of a connection that carry the client's bytes (Raw framing records some as
 #: they arrive, some as they match; ``unexpected`` ones fail the connection).
 _FROM_CLIENT: Final = frozenset({"received", "matched", "unexpected"})
@@ -265,7 +292,11 @@ def unexpected(
         lines.extend(f"    {rule.describe()}: {because(rule)}" for _, rule in similar[:SIMILAR])
         if len(similar) > SIMILAR:
             lines.append(f"    ... and {len(similar) - SIMILAR} more")
-    hints = tls_hint(data) or line_hint(data, script.rules(), stream=stream)
+    hints = (
+        tls_hint(data)
+        or framing_hint(data, script.rules(), stream=stream)
+        or line_hint(data, script.rules(), stream=stream)
+    )
     return UnexpectedData(
         "\n".join(lines) + hint + hints,
         connection=record.id,
