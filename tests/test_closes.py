@@ -241,7 +241,10 @@ def test_the_timeout_says_how_each_connection_stands() -> None:
             "1 of 3 were\n"
             "  #1 closed by the client (EOF)\n"
             f"  #2 open (from {client})\n"
-            "  #3 closed by the peer (reset)"
+            "  #3 closed by the peer (reset)\n"
+            "  hint:      1 connection(s) were closed by the peer first (a rule's .close() or "
+            ".reset(), a fault, a failure, or a preset's rule, such as mqtt.handshake()'s on a "
+            'DISCONNECT): to count them, pass by="any" (or by="peer")'
         )
         assert "#3 reset" in timed_out.value.transcript
         with pytest.raises(ConversationError) as asserted:

@@ -14,11 +14,15 @@ from fakepeer._explain import framing_hint
 from fakepeer.protocols import modbus, mqtt, resp
 
 
+def _send(address: tuple[str, int], data: bytes) -> None:
+    with socket.create_connection(address, timeout=5) as sock:
+        sock.sendall(data)
+        sock.recv(10)  # the peer fails the connection and closes it
+
+
 def _failure(peer: FakePeer, data: bytes) -> str:
     with pytest.raises(ConversationError) as info, peer.serve():
-        with socket.create_connection(peer.address, timeout=5) as sock:
-            sock.sendall(data)
-            sock.recv(10)  # the peer fails the connection and closes it
+        _send(peer.address, data)
     return str(info.value)
 
 
@@ -51,10 +55,10 @@ def test_publish_matcher_with_the_wrong_version_does_not_call_the_packet_malform
 @pytest.mark.parametrize(
     "build",
     [
-        lambda: modbus.registers(ANY),
-        lambda: modbus.registers([ANY, 5]),
-        lambda: modbus.coils(ANY),
-        lambda: modbus.coils([ANY, False]),
+        lambda: modbus.registers(ANY),  # type: ignore[arg-type]
+        lambda: modbus.registers([ANY, 5]),  # type: ignore[list-item]
+        lambda: modbus.coils(ANY),  # type: ignore[arg-type]
+        lambda: modbus.coils([ANY, False]),  # type: ignore[list-item]
     ],
     ids=["registers(ANY)", "registers([ANY, 5])", "coils(ANY)", "coils([ANY, False])"],
 )
@@ -68,7 +72,7 @@ def test_reply_builders_refuse_any_where_written(build) -> None:  # type: ignore
 
 
 @pytest.mark.parametrize(
-    "framing, kit",
+    ("framing", "kit"),
     [(mqtt.framing(), "mqtt."), (modbus.framing(), "modbus.")],
     ids=["mqtt", "modbus"],
 )

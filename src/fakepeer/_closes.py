@@ -43,6 +43,24 @@ def _whose(by: str) -> str:
     return "either side" if by == "any" else f"the {by}"
 
 
+def _other_side(records: Sequence[ConnectionRecord], by: str) -> str:
+    """A hint line when some of ``records`` were closed by the side ``by`` does not count."""
+    side = "peer" if by == "client" else "client"
+    other = sum(1 for record in records if by != "any" and _counts(record, side))
+    if not other:
+        return ""
+    why = (
+        " (a rule's .close() or .reset(), a fault, a failure, or a preset's rule, such as "
+        "mqtt.handshake()'s on a DISCONNECT)"
+        if side == "peer"
+        else ""
+    )
+    return (
+        f"\n  hint:      {other} connection(s) were closed by the {side} first{why}: to count "
+        f'them, pass by="any" (or by="{side}")'
+    )
+
+
 class Closes(Inspection):
     """The waits and assertions on closes of a host; see the module docstring."""
 
@@ -149,7 +167,7 @@ class Closes(Inspection):
         )
         raise WaitTimeout(
             f"timed out after {timeout} s waiting for {count} connection(s) to be closed by "
-            f"{_whose(by)}: {closed} of {len(records)} were{lines}"
+            f"{_whose(by)}: {closed} of {len(records)} were{lines}{_other_side(records, by)}"
         ).with_transcript(transcript)
 
     def wait_for_closes(

@@ -15,8 +15,9 @@ pymodbus or any Modbus/TCP client::
 
 **Framing.** :func:`framing` decodes as :class:`~fakepeer.LengthField` ``(offset=4, size=2)``:
 a rule sees each whole frame, MBAP header included, and a reply must be a whole frame, as the
-builders make them (the framing checks its length field, naming the builders if it is wrong). A frame over ``max_length`` (260 bytes, the largest Modbus/TCP ADU, by
-default) fails the connection with a :class:`~fakepeer.FramingError`.
+builders make them (the framing checks its length field, naming the builders if it is
+wrong). A frame over ``max_length`` (260 bytes, the largest Modbus/TCP ADU, by default)
+fails the connection with a :class:`~fakepeer.FramingError`.
 
 **Matchers** (:func:`request` and one per common function: :func:`read_coils`,
 :func:`read_discrete_inputs`, :func:`read_holding_registers`, :func:`read_input_registers`,
@@ -44,13 +45,12 @@ bytes that are not a well-formed Modbus/TCP request.
 from __future__ import annotations
 
 from collections.abc import Callable, MutableMapping, Sequence
-from typing import Final
+from typing import Final, cast
 
 from fakepeer import (
     ANY,
     ConnectionScript,
     FakePeer,
-    Framing,
     FramingError,
     LengthField,
     Matcher,
@@ -78,6 +78,7 @@ __all__ = [
     "SERVER_DEVICE_FAILURE",
     "ExceptionCode",
     "Function",
+    "ModbusFraming",
     "Request",
     "coils",
     "device",
@@ -111,7 +112,33 @@ SERVER_DEVICE_FAILURE: Final = ExceptionCode.SERVER_DEVICE_FAILURE
 SERVER_DEVICE_BUSY: Final = ExceptionCode.SERVER_DEVICE_BUSY
 
 
-def framing(*, max_length: int = MAX_FRAME) -> Framing:
+class ModbusFraming(KitFraming):
+    """The framing :func:`framing` returns: it decodes as
+    ``LengthField(offset=4, size=2, max_length=max_length)`` (a frame that arrives in many
+    small segments costs time linear in its length), and its ``encode`` checks that a reply is
+    one whole frame, raising a :class:`~fakepeer.ScriptError` that names the builders (where a
+    constant reply is written). ``length_field`` is that LengthField. Immutable; equal when
+    the limits are."""
+
+    def __init__(self, *, max_length: int = MAX_FRAME) -> None:
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 8:
+            raise ScriptError(
+                "modbus.framing(max_length=...) takes a whole number of bytes >= 8, got "
+                f"{max_length!r}"
+            )
+        inner = LengthField(offset=4, size=2, max_length=max_length)
+        super().__init__(inner, kit="modbus.framing", default=MAX_FRAME, builders=_BUILDERS)
+
+
+#: What a reply check that fails says.
+_BUILDERS: Final = (
+    "build replies with the kit: modbus.registers([...]), modbus.coils([...]), "
+    "modbus.written(), modbus.exception(modbus.ILLEGAL_DATA_ADDRESS), modbus.response(b'...') "
+    "(to send bytes as written, pass FakePeer(reply_framing=Raw()))"
+)
+
+
+def framing(*, max_length: int = MAX_FRAME) -> ModbusFraming:
     """The framing of what a Modbus/TCP client sends: it decodes as
     ``LengthField(offset=4, size=2)``, and checks that a reply is one whole frame (a
     :class:`~fakepeer.ScriptError` naming the builders, raised where a constant reply is
@@ -121,20 +148,7 @@ def framing(*, max_length: int = MAX_FRAME) -> Framing:
     largest the specification allows); a client that sends more fails the connection with a
     :class:`~fakepeer.FramingError` that names this keyword.
     """
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 8:
-        raise ScriptError(
-            f"modbus.framing(max_length=...) takes a whole number of bytes >= 8, got {max_length!r}"
-        )
-    inner = LengthField(offset=4, size=2, max_length=max_length)
-    return KitFraming(inner, kit="modbus.framing", default=MAX_FRAME, builders=_BUILDERS)
-
-
-#: What a reply check that fails says.
-_BUILDERS: Final = (
-    "build replies with the kit: modbus.registers([...]), modbus.coils([...]), "
-    "modbus.written(), modbus.exception(modbus.ILLEGAL_DATA_ADDRESS), modbus.response(b'...') "
-    "(to send bytes as written, pass FakePeer(reply_framing=Raw()))"
-)
+    return ModbusFraming(max_length=max_length)
 
 
 def _number(function: str, keyword: str, value: object, largest: int) -> object:
@@ -187,7 +201,7 @@ def _reply_values(function: str, values: object, coils: bool) -> tuple[int, ...]
             raise ScriptError(
                 f"modbus.{function}(values=...) takes whole numbers from 0 to 65535, got {value!r}"
             )
-    return tuple(int(v) for v in values)
+    return tuple(int(cast(int, v)) for v in values)
 
 
 def request(

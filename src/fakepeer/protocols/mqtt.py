@@ -75,7 +75,6 @@ from fakepeer import (
     ANY,
     ConnectionScript,
     FakePeer,
-    Framing,
     FramingError,
     LengthField,
     Matcher,
@@ -100,6 +99,7 @@ from ._mqtt_packets import (
 
 __all__ = [
     "Connect",
+    "MQTTFraming",
     "Packet",
     "PacketType",
     "Publish",
@@ -135,7 +135,33 @@ Reply = Callable[[object], bytes]
 _LARGEST_PACKET: Final = 268_435_455 + 5
 
 
-def framing(*, max_length: int = 1 << 20) -> Framing:
+class MQTTFraming(KitFraming):
+    """The framing :func:`framing` returns: it decodes as
+    ``LengthField(offset=1, size="varint", max_length=max_length)`` (a packet that arrives in
+    many small segments costs time linear in its length), and its ``encode`` checks that a
+    reply is one whole packet, raising a :class:`~fakepeer.ScriptError` that names the
+    builders (where a constant reply is written). ``length_field`` is that LengthField.
+    Immutable; equal when the limits are."""
+
+    def __init__(self, *, max_length: int = 1 << 20) -> None:
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+            raise ScriptError(
+                "mqtt.framing(max_length=...) takes a whole number of bytes >= 2, got "
+                f"{max_length!r}"
+            )
+        inner = LengthField(offset=1, size="varint", max_length=min(max_length, _LARGEST_PACKET))
+        super().__init__(inner, kit="mqtt.framing", default=1 << 20, builders=_BUILDERS)
+
+
+#: What a reply check that fails says.
+_BUILDERS: Final = (
+    "build replies with the kit: mqtt.connack(), mqtt.suback(), mqtt.unsuback(), "
+    "mqtt.puback(), mqtt.pubrec(), mqtt.pubrel(), mqtt.pubcomp(), mqtt.pingresp(), "
+    "mqtt.message(...) (to send bytes as written, pass FakePeer(reply_framing=Raw()))"
+)
+
+
+def framing(*, max_length: int = 1 << 20) -> MQTTFraming:
     """The framing of what an MQTT client sends: it decodes as
     ``LengthField(offset=1, size="varint")``, and checks that a reply is one whole packet
     (a :class:`~fakepeer.ScriptError` naming the builders, raised where a constant reply is
@@ -145,20 +171,7 @@ def framing(*, max_length: int = 1 << 20) -> Framing:
     MQTT allows up to 256 MiB); a client that sends a bigger packet fails the connection with
     a :class:`~fakepeer.FramingError` that names this keyword.
     """
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
-        raise ScriptError(
-            f"mqtt.framing(max_length=...) takes a whole number of bytes >= 2, got {max_length!r}"
-        )
-    inner = LengthField(offset=1, size="varint", max_length=min(max_length, _LARGEST_PACKET))
-    return KitFraming(inner, kit="mqtt.framing", default=1 << 20, builders=_BUILDERS)
-
-
-#: What a reply check that fails says.
-_BUILDERS: Final = (
-    "build replies with the kit: mqtt.connack(), mqtt.suback(), mqtt.unsuback(), "
-    "mqtt.puback(), mqtt.pubrec(), mqtt.pubrel(), mqtt.pubcomp(), mqtt.pingresp(), "
-    "mqtt.message(...) (to send bytes as written, pass FakePeer(reply_framing=Raw()))"
-)
+    return MQTTFraming(max_length=max_length)
 
 
 def parse(data: bytes, *, version: int | None = None) -> Packet:
