@@ -345,7 +345,7 @@ def test_a_response_of_the_wrong_size_fails_the_reply() -> None:
 def test_a_device_answers_a_read_out_of_bounds_with_an_exception() -> None:
     peer = FakePeer(framing=modbus.framing())
     line = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
-    (rule,) = modbus.device(peer, input_registers=list(range(200)))
+    (rule, *refused) = modbus.device(peer, input_registers=list(range(200)))
     assert rule.where == f"test_protocol_modbus.py:{line}"  # the test's line, not the kit's
     assert rule.matcher is not None
     assert rule.matcher.describe() == "Modbus read_input_registers (function 4)"
@@ -357,4 +357,23 @@ def test_a_device_answers_a_read_out_of_bounds_with_an_exception() -> None:
     assert rehearsal.send(client, none) == [frame(2, 1, b"\x84\x03")]
     beyond = frame(3, 1, b"\x04\x00\xc7\x00\x02")  # 199 and 200
     assert rehearsal.send(client, beyond) == [frame(3, 1, b"\x84\x02")]
+    rehearsal.verify()
+    assert len(refused) == 7  # functions 1, 2, 3, 5, 6, 15, 16: tables not given
+
+
+def test_a_device_refuses_a_table_it_was_not_given_and_writes_into_a_list() -> None:
+    peer = FakePeer(framing=modbus.framing())
+    coils = [False] * 4
+    modbus.device(peer, coils=coils, unit=1)
+    rehearsal = Rehearsal(peer)
+    client = rehearsal.connect()
+    holding = frame(1, 1, b"\x03\x00\x00\x00\x01")  # no holding registers: function 3
+    assert rehearsal.send(client, holding) == [frame(1, 1, b"\x83\x01")]  # ILLEGAL_FUNCTION
+    write = frame(2, 1, b"\x05\x00\x02\xff\x00")  # coil 2 on
+    assert rehearsal.send(client, write) == [write]
+    assert coils == [False, False, True, False]  # the list itself, updated in place
+    read = frame(3, 1, b"\x01\x00\x00\x00\x04")
+    assert rehearsal.send(client, read) == [frame(3, 1, b"\x01\x01\x04")]
+    beyond = frame(4, 1, b"\x01\x00\x03\x00\x02")  # coils 3 and 4: 4 is not there
+    assert rehearsal.send(client, beyond) == [frame(4, 1, b"\x81\x02")]
     rehearsal.verify()

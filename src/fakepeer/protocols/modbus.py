@@ -44,14 +44,13 @@ bytes that are not a well-formed Modbus/TCP request.
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping, Sequence
-from typing import Final, cast
+from collections.abc import MutableMapping, MutableSequence, Sequence
+from typing import Final
 
 from fakepeer import (
     ANY,
     ConnectionScript,
     FakePeer,
-    FramingError,
     LengthField,
     Matcher,
     Rule,
@@ -59,6 +58,16 @@ from fakepeer import (
 )
 
 from ._kit_framing import KitFraming
+from ._modbus_replies import (
+    Response,
+    answering,
+    coils,
+    exception,
+    registers,
+    response,
+    sequence,
+    written,
+)
 from ._modbus_requests import (
     BITS,
     MAX_FRAME,
@@ -67,7 +76,6 @@ from ._modbus_requests import (
     Request,
     RequestMatcher,
     parse,
-    shown,
 )
 
 __all__ = [
@@ -162,46 +170,14 @@ def _number(function: str, keyword: str, value: object, largest: int) -> object:
     return value
 
 
-def _sequence(function: str, values: object) -> tuple[object, ...]:
-    if isinstance(values, bytes | str) or not isinstance(values, Sequence) or not values:
-        raise ScriptError(f"modbus.{function}(values=...) takes a non-empty list, got {values!r}")
-    return tuple(values)
-
-
 def _values(function: str, values: object, coils: bool) -> object:
     if values is ANY:
         return values
-    values = _sequence(function, values)
+    values = sequence(function, values)
     for value in values:
         if not (coils and isinstance(value, bool)):
             _number(function, "values", value, 1 if coils else 0xFFFF)
     return tuple(bool(v) for v in values) if coils else tuple(values)
-
-
-def _reply_values(function: str, values: object, coils: bool) -> tuple[int, ...]:
-    """The values of a reply builder: concrete ones (no ANY, which is for matchers)."""
-    if values is ANY:
-        raise ScriptError(
-            f"modbus.{function}(values=...): a reply needs values; ANY is for matchers"
-        )
-    values = _sequence(function, values)
-    for value in values:
-        if value is ANY:
-            raise ScriptError(
-                f"modbus.{function}(values=...) has ANY in {values!r}: a reply needs values; "
-                "ANY is for matchers"
-            )
-        if coils and not isinstance(value, bool) and value not in (0, 1):
-            raise ScriptError(
-                f"modbus.{function}(values=...) takes True, False, 0 or 1, got {value!r}"
-            )
-        if not coils and (
-            isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFFFF
-        ):
-            raise ScriptError(
-                f"modbus.{function}(values=...) takes whole numbers from 0 to 65535, got {value!r}"
-            )
-    return tuple(int(cast(int, v)) for v in values)
 
 
 def request(
@@ -220,7 +196,7 @@ def request(
         "unit": _number("request", "unit", unit, 255),
         "address": _number("request", "address", address, 0xFFFF),
         "count": _number("request", "count", count, 0xFFFF),
-        "values": values if values is ANY else _sequence("request", values),
+        "values": values if values is ANY else sequence("request", values),
         "transaction": _number("request", "transaction", transaction, 0xFFFF),
     }
     return RequestMatcher(fields)
@@ -315,122 +291,6 @@ def _write(function: Function, address: object, values: object, unit: object) ->
     )
 
 
-# -- responses ---------------------------------------------------------------------------------
-
-#: A response of the kit: a reply callable taking the parsed request (or its bytes).
-Response = Callable[[object], bytes]
-
-
-def _answering(request: object, builder: str) -> Request:
-    if isinstance(request, bytes | bytearray):
-        try:
-            return parse(bytes(request))
-        except FramingError as error:
-            raise ScriptError(f"modbus.{builder}() answers a request, and got {error}") from None
-    if not isinstance(request, Request):
-        raise ScriptError(
-            f"modbus.{builder}() answers a Modbus request, and got {request!r}: use it in the "
-            ".reply() of a rule with a modbus matcher"
-        )
-    return request
-
-
-def _frame(request: Request, pdu: bytes) -> bytes:
-    """A response frame: the request's transaction and unit identifiers, then ``pdu``."""
-    header = request.transaction.to_bytes(2, "big") + b"\x00\x00"
-    return header + (len(pdu) + 1).to_bytes(2, "big") + bytes([request.unit]) + pdu
-
-
-def _for(request: Request, builder: str, functions: frozenset[int], count: int) -> None:
-    if request.function not in functions:
-        wanted = " or ".join(str(f) for f in sorted(functions))
-        raise ScriptError(
-            f"modbus.{builder}() answers function {wanted}, and the request is "
-            f"{shown('function', request.function)}"
-        )
-    if request.count != count:
-        raise ScriptError(
-            f"modbus.{builder}() has {count} values for a request of {request.count}, from "
-            f"address {request.address}"
-        )
-
-
-def registers(values: Sequence[int]) -> Response:
-    """A response to a read of holding or input registers (function 3 or 4): ``values``,
-    ints from 0 to 65535, as many as the request's count."""
-    words = _reply_values("registers", values, coils=False)
-
-    def answer(request: object) -> bytes:
-        parsed = _answering(request, "registers")
-        _for(parsed, "registers", frozenset({3, 4}), len(words))
-        data = b"".join(word.to_bytes(2, "big") for word in words)
-        return _frame(parsed, bytes([parsed.function, len(data)]) + data)
-
-    return answer
-
-
-def coils(values: Sequence[bool | int]) -> Response:
-    """A response to a read of coils or discrete inputs (function 1 or 2): ``values``, bools
-    (or 0 and 1), as many as the request's count, packed 8 a byte from the lowest bit."""
-    bits = _reply_values("coils", values, coils=True)
-
-    def answer(request: object) -> bytes:
-        parsed = _answering(request, "coils")
-        _for(parsed, "coils", frozenset({1, 2}), len(bits))
-        data = bytearray((len(bits) + 7) // 8)
-        for index, bit in enumerate(bits):
-            data[index // 8] |= bit << (index % 8)
-        return _frame(parsed, bytes([parsed.function, len(data)]) + data)
-
-    return answer
-
-
-def written() -> Response:
-    """The normal response to a write (function 5, 6, 15 or 16): the request's address and
-    value for a single write, its address and count for a multiple write."""
-
-    def answer(request: object) -> bytes:
-        parsed = _answering(request, "written")
-        if parsed.function not in (5, 6, 15, 16):
-            raise ScriptError(
-                "modbus.written() answers a write (function 5, 6, 15 or 16), and the request "
-                f"is {shown('function', parsed.function)}"
-            )
-        return _frame(parsed, bytes([parsed.function]) + parsed.data[:4])
-
-    return answer
-
-
-def exception(code: int) -> Response:
-    """An exception response to any request: its function code with the high bit set, then
-    ``code`` (an :class:`ExceptionCode`, or any number from 1 to 255), e.g.
-    ``exception(ExceptionCode.ILLEGAL_DATA_ADDRESS)``."""
-    if isinstance(code, bool) or not isinstance(code, int) or not 1 <= code <= 255:
-        raise ScriptError(
-            f"modbus.exception() takes an exception code from 1 to 255 (an ExceptionCode), "
-            f"got {code!r}"
-        )
-
-    def answer(request: object) -> bytes:
-        parsed = _answering(request, "exception")
-        return _frame(parsed, bytes([parsed.function | 0x80, code]))
-
-    return answer
-
-
-def response(data: bytes) -> Response:
-    """A response to any request: its function code, then ``data`` as given (for functions
-    the kit has no builder for)."""
-    if not isinstance(data, bytes | bytearray):
-        raise ScriptError(f"modbus.response() takes the data as bytes, got {data!r}")
-
-    def answer(request: object) -> bytes:
-        parsed = _answering(request, "response")
-        return _frame(parsed, bytes([parsed.function]) + bytes(data))
-
-    return answer
-
-
 # -- presets -----------------------------------------------------------------------------------
 
 #: The most items one read or multiple write may ask for (Modbus Application Protocol §6.1
@@ -450,16 +310,21 @@ _TABLES: Final = {
 
 #: A table of a :func:`device`: address -> value, or the values from address 0.
 Table = MutableMapping[int, int] | Sequence[int]
+#: A table as :func:`device` keeps it: the dict or list it was given (updated in place), or
+#: a dict made from another sequence (a tuple).
+_Kept = MutableMapping[int, int] | MutableSequence[int]
 
 
-def _table(keyword: str, table: Table | None, coils: bool) -> MutableMapping[int, int] | None:
+def _table(keyword: str, table: Table | None, coils: bool) -> _Kept | None:
     if table is None:
         return None
+    kept: _Kept
     if isinstance(table, MutableMapping):
-        items = list(table.items())
-    elif isinstance(table, Sequence) and not isinstance(table, bytes | str):
-        items = list(enumerate(table))
-        table = {}
+        items, kept = list(table.items()), table
+    elif isinstance(table, MutableSequence) and not isinstance(table, bytearray):
+        items, kept = list(enumerate(table)), table
+    elif isinstance(table, Sequence) and not isinstance(table, bytes | bytearray | str):
+        items, kept = list(enumerate(table)), {}
     else:
         raise ScriptError(
             f"modbus.device({keyword}=...) takes a dict (address -> value) or a list (the "
@@ -479,8 +344,9 @@ def _table(keyword: str, table: Table | None, coils: bool) -> MutableMapping[int
                 f"modbus.device({keyword}=...) has the value {value!r} at address {address}: "
                 f"{'coils are True or False' if coils else 'registers are 0 to 65535'}"
             )
-        table[address] = bool(value) if coils else value
-    return table
+        if isinstance(kept, MutableMapping):
+            kept[address] = bool(value) if coils else value
+    return kept
 
 
 def device(
@@ -498,13 +364,19 @@ def device(
     registers and coils.
 
     Each table is a dict (address -> value: ints 0 to 65535 for registers, bools for coils and
-    discrete inputs) or a list (the values from address 0); a dict is updated in place by the
-    writes, so the test can read what the client wrote. A request for an address a table does
-    not hold is answered with ``ILLEGAL_DATA_ADDRESS``, a read or a multiple write of more than
-    the specification allows (reads: 125 registers, 2000 coils; writes: 123 registers, 1968
-    coils) or of none with ``ILLEGAL_DATA_VALUE``. Requests for a
-    table not given, or another ``unit``, are left to the rest of the script. Returns the
-    rules it added (one per function it answers).
+    discrete inputs) or a list (the values from address 0); a dict or a list is updated in
+    place by the writes, so the test can read what the client wrote (another sequence, a
+    tuple, is copied). A request for an address a table does not hold is answered with
+    ``ILLEGAL_DATA_ADDRESS``, a read or a multiple write of more than the specification allows
+    (reads: 125 registers, 2000 coils; writes: 123 registers, 1968 coils) or of none with
+    ``ILLEGAL_DATA_VALUE``. A request for a table not given is answered with
+    ``ILLEGAL_FUNCTION``, as a device without that table answers it (Modbus Application
+    Protocol §6: a function code the device does not support is exception 1), so the client
+    sees a Modbus exception and the transcript shows it; its rule is an ``always`` rule like
+    the others, so to script such requests yourself, use ``expect`` rules (tried first) or
+    write your ``always`` rules before calling :func:`device`. Requests for another ``unit``
+    are left to the rest of the script. Returns the rules it added: one per function it
+    answers from a table, then one per function of a table not given.
     """
     if not isinstance(script, FakePeer | ConnectionScript):
         raise ScriptError(f"modbus.device() takes a FakePeer or a ConnectionScript, got {script!r}")
@@ -515,23 +387,35 @@ def device(
         "discrete_inputs": _table("discrete_inputs", discrete_inputs, True),
     }
     unit = _number("device", "unit", unit, 255)
-    return [
+    served = [
         script.always(request(function, unit=unit)).reply(_serve(table, function in BITS))
         for function, name in _TABLES.items()
         if (table := tables[name]) is not None
     ]
+    refused = [
+        script.always(request(function, unit=unit)).reply(exception(ILLEGAL_FUNCTION))
+        for function, name in _TABLES.items()
+        if tables[name] is None
+    ]
+    return served + refused
 
 
-def _serve(table: MutableMapping[int, int], bits: bool) -> Response:
+def _holds(table: _Kept, address: int) -> bool:
+    if isinstance(table, MutableMapping):
+        return address in table
+    return 0 <= address < len(table)
+
+
+def _serve(table: _Kept, bits: bool) -> Response:
     """A response that reads ``table``, or writes into it."""
 
     def answer(request: object) -> bytes:
-        parsed = _answering(request, "device")
+        parsed = answering(request, "device")
         address, count = parsed.address or 0, parsed.count or 0
         if parsed.function in _MOST and not 1 <= count <= _MOST[parsed.function]:
             return exception(ILLEGAL_DATA_VALUE)(parsed)
         addresses = range(address, address + count)
-        if any(a not in table for a in addresses):
+        if not all(_holds(table, a) for a in addresses):
             return exception(ILLEGAL_DATA_ADDRESS)(parsed)
         if parsed.values is None:
             values = [table[a] for a in addresses]
