@@ -242,10 +242,18 @@ class LengthField:
             position += framed
         return messages, position
 
-    def _waiting(self, buffer: bytearray, mark: int) -> int | None:
+    def waiting(self, buffer: bytearray, mark: int) -> int | None:
+        """The optional incremental member of the framing protocol (see ``fakepeer._framing``),
+        public so that a framing that wraps this one (a protocol kit's) stays linear too."""
         # ``mark`` is how many bytes decode needs to do anything: the header (or one more
         # byte of a varint), or the whole frame once decode checked its header.
         return mark if len(buffer) < mark else None
+
+    def mark(self, rest: bytearray) -> int:
+        """The optional incremental member of the framing protocol: see :meth:`waiting`."""
+        return self._mark(rest)
+
+    _waiting = waiting  # what fakepeer._framing.Decoder calls on a built-in framing
 
     def _mark(self, rest: bytearray) -> int:
         # decode checked the header in ``rest`` if it is all there: no error to raise here.

@@ -45,11 +45,11 @@ class KitFraming:
 
     def waiting(self, buffer: bytearray, mark: int) -> int | None:
         """The framing protocol's optional ``waiting``, as the LengthField's."""
-        return self._inner._waiting(buffer, mark)
+        return self._inner.waiting(buffer, mark)
 
     def mark(self, rest: bytearray) -> int:
         """The framing protocol's optional ``mark``, as the LengthField's."""
-        return self._inner._mark(rest)
+        return self._inner.mark(rest)
 
     def encode(self, message: bytes) -> bytes:
         """``message`` unchanged, if it is one whole frame; else a
