@@ -84,6 +84,8 @@ class Raw:
     """
 
     streaming: ClassVar[bool] = True
+    #: ``encode`` never raises: a reply is not encoded early to check it (see ``encodable``).
+    encode_cannot_fail: ClassVar[bool] = True
     max_length: int
 
     def __init__(self, *, max_length: int = RAW_MAX_LENGTH) -> None:
@@ -130,6 +132,7 @@ class Delimited:
     delimiter: bytes
     max_length: int
     streaming: ClassVar[bool] = False
+    encode_cannot_fail: ClassVar[bool] = True
 
     def __init__(self, delimiter: bytes | str, *, max_length: int = DEFAULT_MAX_LENGTH) -> None:
         name = type(self).__name__
