@@ -382,3 +382,22 @@ def test_what_a_test_sees_is_a_copy_and_the_record_stays_as_found() -> None:
         rehearsal.verify()
     assert raised.value is not recorded
     assert recorded.__traceback__ is None  # raising a copy leaves the record untouched
+
+
+# -- the repository itself -----------------------------------------------------------------------
+
+CONFLICT = re.compile(rb"^(<<<<<<<|>>>>>>>)( |$)|^=======$", re.MULTILINE)
+
+
+def test_no_file_holds_a_merge_conflict_marker() -> None:
+    root = Path(__file__).resolve().parent.parent
+    texts = [
+        path
+        for folder in ("src", "tests", "docs", "benchmarks", ".ci")
+        for path in (root / folder).rglob("*")
+        if path.is_file() and path.suffix in {".py", ".md", ".toml", ".json", ".txt", ""}
+    ]
+    texts += [root / name for name in ("README.md", "CHANGELOG.md", "pyproject.toml")]
+    assert len(texts) > 100
+    marked = [str(path.relative_to(root)) for path in texts if CONFLICT.search(path.read_bytes())]
+    assert marked == []
