@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from fakepeer import FakePeer, Proxy, ScriptError, UpstreamError
+from fakepeer import FakePeer, Lines, Proxy, ScriptError, UpstreamError
 
 TIMEOUT = 5.0
 
@@ -219,3 +219,35 @@ def test_upstream_faults_shape_what_the_client_sends(upstream: tuple[str, int]) 
 def test_a_fake_peer_has_no_upstream_to_fault() -> None:
     with pytest.raises(ScriptError, match="a FakePeer has no upstream"):
         FakePeer().faults.latency(0.1, direction="upstream")
+
+
+@pytest.mark.parametrize("latency", [0.0, 0.01])
+def test_the_server_closing_first_then_the_client_ends_the_proxied_connection(
+    latency: float,
+) -> None:
+    # The server's EOF reaches the client as a half-close; the client's close that follows
+    # must end the connection then, not when the proxy stops (it stayed open before), also
+    # when a downstream fault still holds the half-close.
+    peer = FakePeer(framing=Lines())
+    peer.always("BYE").reply("bye").close()
+    with peer.serve():
+        proxy = Proxy(peer.address, transcript_budget=None)
+        if latency:
+            proxy.faults.latency(latency)
+        with proxy.serve():
+            for number in range(1, 101):
+                with socket.create_connection(proxy.address, timeout=5) as sock:
+                    sock.sendall(b"BYE\n")
+                    received = b""
+                    while chunk := sock.recv(100):
+                        received += chunk
+                    assert received == b"bye\n"
+                proxy.wait_for_closes(number, timeout=5)
+                connection = proxy.connections[number - 1]
+                # without latency at once; with it, once the fault lets the close through
+                deadline = time.monotonic() + (latency and 2.0)
+                while connection.open and time.monotonic() < deadline:
+                    time.sleep(0.001)
+                assert (connection.open, connection.closed_by) == (False, "client")
+            kinds = [event.kind for event in proxy.transcript.for_connection(100)]
+            assert kinds[-3:] == ["half-closed", "eof", "closed"]

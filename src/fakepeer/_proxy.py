@@ -193,6 +193,10 @@ class _ProxyProtocol(_PeerProtocol):
         with server.lock:
             now = clock()
             self.up_steps.run(relay.client_eof(now), now)
+            try:
+                self._run(relay.client_done(now), now)
+            except Exception as exc:
+                self._crash(exc, now)
             server.changed()
         # keep sending what the server still answers (TLS cannot: its transport closes after
         # the client's close_notify, and says so if asked to keep it)

@@ -79,6 +79,13 @@ class Relay:
         self.conversation.note(self.connection, at, "eof", "")
         return self._upstream([HalfClose()])
 
+    def client_done(self, at: float) -> list[Action]:
+        """After :meth:`client_eof`, for the client's side: a close if the server had closed
+        first (both directions are over), after what the downstream faults still hold."""
+        if not self.ended:
+            return []
+        return self._shaped([Close()], DOWNSTREAM, at)
+
     def client_lost(self) -> list[Action]:
         """The client's connection is gone: close the upstream one (at once: what is queued
         for it is dropped), or as soon as it is made."""
