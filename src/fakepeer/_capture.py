@@ -201,10 +201,10 @@ class _Capture:
             self.note(flow, event)
             return
         data = self.wire(event)
-        if data is not None:
-            side = _PEER if event.kind == "sent" else _CLIENT
+        side = _PEER if event.kind == "sent" else _CLIENT
+        if data is not None and not flow.fin[side]:
             self.data(flow, side, event, data)
-        elif self.transcript.datagrams:
+        elif self.transcript.datagrams or data is not None:  # (data after its side's FIN)
             self.note(flow, event)
         else:
             self.close(flow, event)
