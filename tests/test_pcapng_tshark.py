@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -82,7 +83,7 @@ def test_an_http_exchange_decodes_as_http(tmp_path: Path) -> None:
         http1.response(201, "second", {"Connection": "close"})
     ).close()
     with peer.serve():
-        client = http.client.HTTPConnection(*peer.address, timeout=5)
+        client = http.client.HTTPConnection(peer.host, peer.port, timeout=5)
         client.request("GET", "/a")
         assert client.getresponse().read() == b"first"
         client.request("POST", "/b", body=b'{"x": 1}')
@@ -99,10 +100,10 @@ def test_an_http_exchange_decodes_as_http(tmp_path: Path) -> None:
     assert any("-> expect #1 request('GET', '/a')" in c for c in comments)
 
 
-def redis_talk(peer: FakePeer, **options: object) -> None:
+def redis_talk(peer: FakePeer, **options: Any) -> None:
     client = redis.Redis(
         peer.host, peer.port, protocol=2, socket_timeout=5, retry=Retry(NoBackoff(), 0), **options
-    )  # type: ignore[arg-type]
+    )
     assert client.set("greeting", "hello") is True
     assert client.get("greeting") == b"hello"
     client.close()
@@ -184,7 +185,7 @@ def test_a_proxys_transcript_decodes_too(tmp_path: Path) -> None:
         http1.response(200, "hi", {"Connection": "close"})
     ).close()
     with upstream.serve(), Proxy(upstream.address).serve() as proxy:
-        client = http.client.HTTPConnection(*proxy.address, timeout=5)
+        client = http.client.HTTPConnection(proxy.host, proxy.port, timeout=5)
         client.request("GET", "/")
         assert client.getresponse().read() == b"hi"
         client.close()
