@@ -16,7 +16,7 @@ from ._errors import LoopBlocked, ScriptError
 from ._host import Host
 from ._serving import Serving
 from ._wait import current_async_library
-from .reports import IN_LOOP_HINT, diagram_name, write_diagram
+from .reports import IN_LOOP_HINT, diagram_name, write_diagram, write_pcapng
 from .settings import PeerOptions
 
 __all__ = ["Served", "TestPeers"]
@@ -76,13 +76,22 @@ class TestPeers:
                 raise
 
     def sections(
-        self, when: str, message: str, *, folder: str | None = None, used: MutableSet[str]
+        self,
+        when: str,
+        message: str,
+        *,
+        folder: str | None = None,
+        used: MutableSet[str],
+        pcapng: str | None = None,
+        captures: set[str] | None = None,
     ) -> list[tuple[str, str]]:
         """The report sections of a failure of phase ``when`` (``message``: the failure's
         own): ``("fakepeer '<name>'", text)`` per peer, its
         :meth:`~fakepeer.FakePeer.report` (unless the failure is a peer's verdict, which
-        shows it already) and, with ``folder``, the file its sequence diagram was written
-        to (names not in ``used``: see :func:`~fakepeer.reports.diagram_name`)."""
+        shows it already), with ``folder`` the file its sequence diagram was written to
+        (names not in ``used``: see :func:`~fakepeer.reports.diagram_name`), and with
+        ``pcapng`` (a folder) the file its pcapng capture was written to (names not in
+        ``captures``)."""
         shown = self._verdict_shown if when == "call" else self._teardown_verdict
         sections = []
         for number, (peer, _serving) in enumerate(self.peers):
@@ -94,6 +103,12 @@ class TestPeers:
                 failure = f"{self.test} failed ({when}): "
                 written = write_diagram(folder, name, peer, failure, message)
                 lines.append(f"sequence diagram: {written}")
+            if pcapng is not None:
+                name = diagram_name(
+                    self.test, when, peer.name, number, len(self.peers),
+                    used=set() if captures is None else captures, suffix=".pcapng",
+                )  # fmt: skip
+                lines.append(f"pcapng capture: {write_pcapng(pcapng, name, peer)}")
             if lines:
                 sections.append((f"fakepeer {peer.name!r}", "\n\n".join(lines)))
         return sections

@@ -7,7 +7,8 @@ OPTIONS`, ini < environment < command line < marker) and markers (``fakepeer``,
 ``loop_watchdog``, ``task_died``) are described in the docs (``api-pytest``,
 ``api-watchdog``). Each phase of each test runs under the session's
 :class:`fakepeer.watchdog.Guard`; a failing test's report gets a ``fakepeer '<name>'``
-section per peer, and with ``--fakepeer-diagrams=DIR`` a sequence diagram file.
+section per peer, with ``--fakepeer-diagrams=DIR`` a sequence diagram file and with
+``--fakepeer-pcapng=DIR`` a pcapng capture.
 
 Everything here only wires pytest to the public library, which works without pytest.
 """
@@ -36,8 +37,11 @@ _OPTIONS: Final = pytest.StashKey[PeerOptions]()
 _GUARD: Final = pytest.StashKey[Guard]()
 _ITEM: Final = pytest.StashKey[TestPeers]()
 _DIAGRAMS: Final = pytest.StashKey[str | None]()
-#: The diagram files this session wrote (lowercased: some file systems ignore case).
+_PCAPNG: Final = pytest.StashKey[str | None]()
+#: The diagram and capture files this session wrote (lowercased: some file systems ignore
+#: case).
 _DIAGRAM_NAMES: Final = pytest.StashKey[set[str]]()
+_PCAPNG_NAMES: Final = pytest.StashKey[set[str]]()
 _PEER_SETTINGS: Final = ("fakepeer_timeout", "fakepeer_serve_in")
 
 
@@ -77,9 +81,11 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     config.add_cleanup(guard.close)
     config.stash[_GUARD] = guard
-    diagrams = config.getoption("fakepeer_diagrams") or config.getini("fakepeer_diagrams")
-    config.stash[_DIAGRAMS] = os.path.abspath(diagrams) if diagrams else None
+    for key, option in ((_DIAGRAMS, "fakepeer_diagrams"), (_PCAPNG, "fakepeer_pcapng")):
+        folder = config.getoption(option) or config.getini(option)
+        config.stash[key] = os.path.abspath(folder) if folder else None
     config.stash[_DIAGRAM_NAMES] = set()
+    config.stash[_PCAPNG_NAMES] = set()
     seed = config.getoption("fakepeer_seed")
     workerinput = getattr(config, "workerinput", None)  # a pytest-xdist worker
     if seed is None and workerinput is not None:  # the controller's: one seed for the session
@@ -226,8 +232,10 @@ def pytest_runtest_makereport(
         return report
     crash = getattr(report.longrepr, "reprcrash", None)
     message = getattr(crash, "message", "") or ""
-    folder, used = item.config.stash[_DIAGRAMS], item.config.stash[_DIAGRAM_NAMES]
-    report.sections += state.sections(report.when, message, folder=folder, used=used)
+    stash = item.config.stash
+    used, captures = stash[_DIAGRAM_NAMES], stash[_PCAPNG_NAMES]
+    folders = {"folder": stash[_DIAGRAMS], "pcapng": stash[_PCAPNG]}
+    report.sections += state.sections(report.when, message, used=used, captures=captures, **folders)
     return report
 
 
