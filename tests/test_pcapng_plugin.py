@@ -85,4 +85,6 @@ def test_the_option_is_off_by_default_and_an_ini_sets_it(pytester: pytest.Pytest
 
 def test_the_help_names_the_option(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--help", *ARGS)
-    result.stdout.fnmatch_lines(["*--fakepeer-pcapng=DIR*", "*as a pcapng capture for Wireshark*"])
+    result.stdout.fnmatch_lines(
+        ["*--fakepeer-pcapng=DIR*", "*each failing test to DIR as a pcapng capture for*"]
+    )
