@@ -27,7 +27,7 @@ from typing import Any, Final
 import pytest
 
 from fakepeer import FakePeer, Proxy, __version__
-from fakepeer.fixtures import Served, TestPeers
+from fakepeer.fixtures import ReportFiles, Served, TestPeers
 from fakepeer.settings import MARKERS, OPTIONS, PeerFactory, PeerOptions, ProxyFactory, serve_in
 from fakepeer.watchdog import Guard, Marker, heartbeat
 
@@ -36,12 +36,7 @@ __all__ = ["PeerFactory", "PeerOptions", "ProxyFactory"]
 _OPTIONS: Final = pytest.StashKey[PeerOptions]()
 _GUARD: Final = pytest.StashKey[Guard]()
 _ITEM: Final = pytest.StashKey[TestPeers]()
-_DIAGRAMS: Final = pytest.StashKey[str | None]()
-_PCAPNG: Final = pytest.StashKey[str | None]()
-#: The diagram and capture files this session wrote (lowercased: some file systems ignore
-#: case).
-_DIAGRAM_NAMES: Final = pytest.StashKey[set[str]]()
-_PCAPNG_NAMES: Final = pytest.StashKey[set[str]]()
+_FILES: Final = pytest.StashKey[ReportFiles]()
 _PEER_SETTINGS: Final = ("fakepeer_timeout", "fakepeer_serve_in")
 
 
@@ -81,11 +76,8 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     config.add_cleanup(guard.close)
     config.stash[_GUARD] = guard
-    for key, option in ((_DIAGRAMS, "fakepeer_diagrams"), (_PCAPNG, "fakepeer_pcapng")):
-        folder = config.getoption(option) or config.getini(option)
-        config.stash[key] = os.path.abspath(folder) if folder else None
-    config.stash[_DIAGRAM_NAMES] = set()
-    config.stash[_PCAPNG_NAMES] = set()
+    folders = [config.getoption(name) or config.getini(name) for name in ReportFiles.OPTIONS]
+    config.stash[_FILES] = ReportFiles.configure(*folders)
     seed = config.getoption("fakepeer_seed")
     workerinput = getattr(config, "workerinput", None)  # a pytest-xdist worker
     if seed is None and workerinput is not None:  # the controller's: one seed for the session
@@ -232,10 +224,7 @@ def pytest_runtest_makereport(
         return report
     crash = getattr(report.longrepr, "reprcrash", None)
     message = getattr(crash, "message", "") or ""
-    stash = item.config.stash
-    used, captures = stash[_DIAGRAM_NAMES], stash[_PCAPNG_NAMES]
-    folders = {"folder": stash[_DIAGRAMS], "pcapng": stash[_PCAPNG]}
-    report.sections += state.sections(report.when, message, used=used, captures=captures, **folders)
+    report.sections += state.sections(report.when, message, item.config.stash[_FILES])
     return report
 
 
