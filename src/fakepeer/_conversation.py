@@ -107,6 +107,8 @@ class Conversation:
         self.problems: list[Error] = []  # in the order found; never changed once recorded
         self.delivered: set[Error] = set()  # problems raised to the test already
         self.transcript = Transcript(title, budget=transcript_budget)
+        self.transcript.framing = None if self.stream or self.datagrams else framing
+        self.transcript.datagrams = self.datagrams
         #: Set once the peer stopped: nothing more is recorded (events are ignored).
         self.closed_for_good = False
 
@@ -163,6 +165,8 @@ class Conversation:
         record = ConnectionRecord(number, client, self.transcript, script, START)
         record.faults = state = FaultState.seeded(self.seed, number)
         self.connections.append(record)
+        if record.handled:  # a handler reads the bytes as they come
+            self.transcript.unframed.add(number)
         self.event(at, record, "connected", note=f"from {client}")
         if self.counters:
             deal(self, state, at, accept=False)
@@ -349,10 +353,12 @@ class Conversation:
 
     # -- the peer's own life -----------------------------------------------------------------
 
-    def started(self, address: str, at: float) -> None:
-        """The peer serves at ``address`` (as the transcript shows it) since ``at``."""
+    def started(self, address: str, at: float, wall: float | None = None) -> None:
+        """The peer serves at ``address`` (as the transcript shows it) since ``at`` (``wall``:
+        the Unix time then)."""
         self.transcript.address = address
         self.transcript.started = at
+        self.transcript.wall = wall
 
     def add_fault(self, fault: Fault, at: float, schedule: Schedule | None = None) -> None:
         """``fault`` applies from now on (to the first connections or requests only, if

@@ -15,6 +15,7 @@ import os
 import random
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
@@ -204,7 +205,7 @@ class Host(Closes, Inspection):
         address = _listening.describe(self._addresses) + self._over()
         if self.external:
             address += " (external=True: reachable beyond loopback)"
-        self._conversation.started(address, clock())
+        self._conversation.started(address, clock(), time.time())
         self._state = "serving"
         if any(isinstance(fault, Refuse) for fault in self._conversation.faults):
             self._refuse(True)

@@ -219,6 +219,13 @@ class Inspection:
         with _reading(self._lock, self._conversation):  # the hub may still be adding
             return self._now().to_html(diagnosis=diagnosis)
 
+    def to_pcapng(self) -> bytes:
+        """The conversation so far as a pcapng capture file (:meth:`Transcript.to_pcapng`),
+        each connection's bytes that are no message yet included: write it to a
+        ``.pcapng`` file and open it in Wireshark."""
+        with _reading(self._lock, self._conversation):  # the hub may still be adding
+            return self._now().to_pcapng()
+
     def known_problems(self) -> frozenset[tuple[object, ...]]:
         """An opaque record of what a report made now shows of the verdict to come (the
         problems seen, and each incomplete message a stop would find), for

@@ -35,10 +35,13 @@ import copy
 import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
-from typing import Final, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from ._errors import ScriptError
 from ._show import INLINE_LIMIT, escape, hexdump, is_binary, show
+
+if TYPE_CHECKING:
+    from ._framing import Framing
 
 __all__ = [
     "DEFAULT_BUDGET",
@@ -54,6 +57,8 @@ __all__ = [
 
 #: Event kinds that carry a message: shown even when empty, as ''.
 _MESSAGES: Final = frozenset({"received", "matched", "unexpected", "sent", "handled", "pending"})
+#: Event kinds whose data a client sent (on the wire, framed or not).
+_FROM_CLIENT: Final = frozenset({"received", "unexpected", "pending"})
 
 #: Bytes of transcript per connection by default. The transcript is read by a person looking
 #: at a failure: 64 KiB holds a few hundred events at each end of a long connection (or the
@@ -120,6 +125,8 @@ class _Ring:
         "connection",
         "dropped",
         "dropped_bytes",
+        "dropped_in",
+        "dropped_out",
         "events",
         "keys",
         "lost",
@@ -138,6 +145,8 @@ class _Ring:
         self.events: deque[Event] = deque()
         self.dropped = 0  # events left out whole, between the first events and these
         self.dropped_bytes = 0  # their data, as it came
+        self.dropped_in = 0  # of it, what the client sent (received, unexpected, pending)
+        self.dropped_out = 0  # and what the peer sent
         self.lost = 0  # bytes of data not kept: of the events dropped, and cut from the others
         self.pinnable = pinnable
         self.pinned: Event | None = None
@@ -173,7 +182,12 @@ class _Ring:
             events.popleft()
             spent -= length + EVENT_OVERHEAD
             self.dropped += 1
-            self.dropped_bytes += oldest.size if oldest.size >= 0 else length
+            size = oldest.size if oldest.size >= 0 else length
+            self.dropped_bytes += size
+            if oldest.kind == "sent":
+                self.dropped_out += size
+            elif oldest.kind in _FROM_CLIENT:
+                self.dropped_in += size
             self.lost += length
         self.spent = spent
 
@@ -235,6 +249,14 @@ class Transcript:
         self.seed: int | None = None  # the fault seed, once faults were used
         self.upstream = ""  # "host:port" a proxy relays to
         self.started: float | None = None
+        self.wall: float | None = None  # the Unix time at ``started``, once the peer serves
+        #: For :meth:`to_pcapng`, set by the peer: what framed the messages of the clients'
+        #: ``received`` and ``unexpected`` events (None: they are the bytes as they came),
+        #: the connections a handler served (their bytes as they came), whether the events
+        #: are UDP datagrams.
+        self.framing: Framing | None = None
+        self.unframed: set[int] = set()
+        self.datagrams = False
         self._budget = budget
         self._limit = sys.maxsize if budget is None else budget
         self._half = self._limit // 2
@@ -371,14 +393,7 @@ class Transcript:
     ) -> str:
         """The transcript as text; ``connection`` limits it to one connection; ``times`` and
         ``addresses`` (the peer's and clients') can be left out."""
-        title = self.title
-        if addresses and self.upstream:
-            title += f" to {self.upstream}"
-        if addresses and self.address:
-            title += f" on {self.address}"
-        if addresses and self.seed is not None:  # varies between runs, like the addresses
-            title += f" (fault seed {self.seed})"
-        lines = [title]
+        lines = [self.heading(addresses=addresses)]
         rows = list(self._rows(connection))
         if not rows:
             lines.append("  (nothing happened)")
@@ -425,6 +440,18 @@ class Transcript:
                     if len(data) > 4096:
                         lines.append(f"{indent}... ({len(data)} bytes in all)")
         return "\n".join(lines)
+
+    def heading(self, *, addresses: bool = True) -> str:
+        """The first line of :meth:`render`: the title, and with ``addresses`` the upstream,
+        the peer's address and the fault seed."""
+        title = self.title
+        if addresses and self.upstream:
+            title += f" to {self.upstream}"
+        if addresses and self.address:
+            title += f" on {self.address}"
+        if addresses and self.seed is not None:  # varies between runs, like the addresses
+            title += f" (fault seed {self.seed})"
+        return title
 
     def _omission(self, ring: _Ring) -> str:
         """The line that stands for the events of a connection left out."""
@@ -494,3 +521,16 @@ class Transcript:
         from ._mermaid import mermaid  # noqa: PLC0415  # _mermaid imports this module
 
         return mermaid(self, times=times, addresses=addresses, max_chars=max_chars)
+
+    def to_pcapng(self) -> bytes:
+        """The transcript as a pcapng capture file (``bytes``) for Wireshark or ``tshark``:
+        each connection a TCP connection on loopback (a handshake, one segment per event
+        of at most 65,495 bytes each, FIN and RST as it ended), or UDP datagrams for a UDP
+        peer; notes as packet comments. TLS connections hold the inner plain text, as if
+        decrypted; a Unix socket stands as 127.0.0.1, port 40000 for the peer. Bytes not kept
+        by the budget are a gap in the sequence numbers, with a comment. Timestamps: Unix
+        time of the events (``at`` itself for a transcript that never served). The docs'
+        guide ``howto-wireshark`` says what each event becomes."""
+        from ._capture import pcapng  # noqa: PLC0415  # _capture imports this module
+
+        return pcapng(self)

@@ -9,17 +9,17 @@ fixtures each a :class:`Served`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import MutableSet
-from typing import Any, Final, TypeVar
+import os
+from typing import Any, ClassVar, Final, TypeVar
 
 from ._errors import LoopBlocked, ScriptError
 from ._host import Host
 from ._serving import Serving
 from ._wait import current_async_library
-from .reports import IN_LOOP_HINT, diagram_name, write_diagram
+from .reports import IN_LOOP_HINT, diagram_name, write_diagram, write_pcapng
 from .settings import PeerOptions
 
-__all__ = ["Served", "TestPeers"]
+__all__ = ["ReportFiles", "Served", "TestPeers"]
 
 _LOOP_TOO_LATE: Final = (
     "fake_peer_factory(serve_in='loop') serves a peer in the test's loop when it is made "
@@ -29,6 +29,30 @@ _LOOP_TOO_LATE: Final = (
 
 
 _H = TypeVar("_H", bound=Host)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportFiles:
+    """The files a failing test's report gets for each peer: its sequence diagram in the
+    folder ``diagrams`` and its pcapng capture in ``pcapng`` (absolute paths; None: not
+    written), and the names written so far to each (lowercased: some file systems ignore
+    case; see :func:`~fakepeer.reports.diagram_name`)."""
+
+    diagrams: str | None = None
+    pcapng: str | None = None
+    diagram_names: set[str] = dataclasses.field(default_factory=set)
+    pcapng_names: set[str] = dataclasses.field(default_factory=set)
+
+    #: The settings that name the two folders (:data:`fakepeer.settings.OPTIONS`).
+    OPTIONS: ClassVar = ("fakepeer_diagrams", "fakepeer_pcapng")
+
+    @classmethod
+    def configure(cls, diagrams: str | None, pcapng: str | None) -> ReportFiles:
+        """The folders as given (relative to the current directory), made absolute."""
+        return cls(
+            os.path.abspath(diagrams) if diagrams else None,
+            os.path.abspath(pcapng) if pcapng else None,
+        )
 
 
 class TestPeers:
@@ -75,25 +99,27 @@ class TestPeers:
                 self._known.update((id(shown), shown.known_problems()) for shown, _ in self.peers)
                 raise
 
-    def sections(
-        self, when: str, message: str, *, folder: str | None = None, used: MutableSet[str]
-    ) -> list[tuple[str, str]]:
+    def sections(self, when: str, message: str, files: ReportFiles) -> list[tuple[str, str]]:
         """The report sections of a failure of phase ``when`` (``message``: the failure's
         own): ``("fakepeer '<name>'", text)`` per peer, its
         :meth:`~fakepeer.FakePeer.report` (unless the failure is a peer's verdict, which
-        shows it already) and, with ``folder``, the file its sequence diagram was written
-        to (names not in ``used``: see :func:`~fakepeer.reports.diagram_name`)."""
+        shows it already), and the files of ``files`` written for it: its sequence diagram,
+        its pcapng capture."""
         shown = self._verdict_shown if when == "call" else self._teardown_verdict
         sections = []
         for number, (peer, _serving) in enumerate(self.peers):
             lines = [] if shown else [peer.report()]  # settles the peer first: every byte read
             if when == "call" and id(peer) not in self._known:
                 self._known[id(peer)] = peer.known_problems()
-            if folder is not None:
-                name = diagram_name(self.test, when, peer.name, number, len(self.peers), used=used)
+            where = (self.test, when, peer.name, number, len(self.peers))
+            if files.diagrams is not None:
+                name = diagram_name(*where, used=files.diagram_names)
                 failure = f"{self.test} failed ({when}): "
-                written = write_diagram(folder, name, peer, failure, message)
+                written = write_diagram(files.diagrams, name, peer, failure, message)
                 lines.append(f"sequence diagram: {written}")
+            if files.pcapng is not None:
+                name = diagram_name(*where, used=files.pcapng_names, suffix=".pcapng")
+                lines.append(f"pcapng capture: {write_pcapng(files.pcapng, name, peer)}")
             if lines:
                 sections.append((f"fakepeer {peer.name!r}", "\n\n".join(lines)))
         return sections

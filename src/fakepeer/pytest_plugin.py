@@ -7,7 +7,8 @@ OPTIONS`, ini < environment < command line < marker) and markers (``fakepeer``,
 ``loop_watchdog``, ``task_died``) are described in the docs (``api-pytest``,
 ``api-watchdog``). Each phase of each test runs under the session's
 :class:`fakepeer.watchdog.Guard`; a failing test's report gets a ``fakepeer '<name>'``
-section per peer, and with ``--fakepeer-diagrams=DIR`` a sequence diagram file.
+section per peer, with ``--fakepeer-diagrams=DIR`` a sequence diagram file and with
+``--fakepeer-pcapng=DIR`` a pcapng capture.
 
 Everything here only wires pytest to the public library, which works without pytest.
 """
@@ -26,7 +27,7 @@ from typing import Any, Final
 import pytest
 
 from fakepeer import FakePeer, Proxy, __version__
-from fakepeer.fixtures import Served, TestPeers
+from fakepeer.fixtures import ReportFiles, Served, TestPeers
 from fakepeer.settings import MARKERS, OPTIONS, PeerFactory, PeerOptions, ProxyFactory, serve_in
 from fakepeer.watchdog import Guard, Marker, heartbeat
 
@@ -35,9 +36,7 @@ __all__ = ["PeerFactory", "PeerOptions", "ProxyFactory"]
 _OPTIONS: Final = pytest.StashKey[PeerOptions]()
 _GUARD: Final = pytest.StashKey[Guard]()
 _ITEM: Final = pytest.StashKey[TestPeers]()
-_DIAGRAMS: Final = pytest.StashKey[str | None]()
-#: The diagram files this session wrote (lowercased: some file systems ignore case).
-_DIAGRAM_NAMES: Final = pytest.StashKey[set[str]]()
+_FILES: Final = pytest.StashKey[ReportFiles]()
 _PEER_SETTINGS: Final = ("fakepeer_timeout", "fakepeer_serve_in")
 
 
@@ -77,9 +76,8 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     config.add_cleanup(guard.close)
     config.stash[_GUARD] = guard
-    diagrams = config.getoption("fakepeer_diagrams") or config.getini("fakepeer_diagrams")
-    config.stash[_DIAGRAMS] = os.path.abspath(diagrams) if diagrams else None
-    config.stash[_DIAGRAM_NAMES] = set()
+    folders = [config.getoption(name) or config.getini(name) for name in ReportFiles.OPTIONS]
+    config.stash[_FILES] = ReportFiles.configure(*folders)
     seed = config.getoption("fakepeer_seed")
     workerinput = getattr(config, "workerinput", None)  # a pytest-xdist worker
     if seed is None and workerinput is not None:  # the controller's: one seed for the session
@@ -226,8 +224,7 @@ def pytest_runtest_makereport(
         return report
     crash = getattr(report.longrepr, "reprcrash", None)
     message = getattr(crash, "message", "") or ""
-    folder, used = item.config.stash[_DIAGRAMS], item.config.stash[_DIAGRAM_NAMES]
-    report.sections += state.sections(report.when, message, folder=folder, used=used)
+    report.sections += state.sections(report.when, message, item.config.stash[_FILES])
     return report
 
 

@@ -118,6 +118,14 @@ OPTIONS: Final = (
         "file in the failure's report (default: off; relative to the current directory)",
     ),
     Option(
+        name="fakepeer_pcapng",
+        flag="--fakepeer-pcapng",
+        metavar="DIR",
+        help="write the conversation of each fake peer (and proxy) of each failing test to DIR "
+        "as a pcapng capture for Wireshark, named after the test and the peer, and name the "
+        "file in the failure's report (default: off; relative to the current directory)",
+    ),
+    Option(
         name="fakepeer_seed",
         flag="--fakepeer-seed",
         metavar="N",
