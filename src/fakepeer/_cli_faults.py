@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 import tomllib
 from collections.abc import Callable
 
@@ -57,22 +58,18 @@ def parse_spec(spec: str) -> dict[str, object]:
     ``{"kind": ..., KEY: VALUE...}``; :class:`~fakepeer.ScriptError` naming the SPEC if it
     is not one."""
     where = f"--fault {spec!r}"
-    kind, sep, rest = spec.partition(":")
-    first = None
-    if "=" in kind:  # KIND=VALUE[,KEY=VALUE...]
-        kind, _, rest = spec.partition("=")
-        first, _, rest = rest.partition(",")
-    elif not sep and "," in kind:
-        raise ScriptError(f"{where}: write KIND:KEY=VALUE,... (a ':' after the fault's name)")
-    kind = kind.strip()
-    if not kind:
-        raise ScriptError(f"{where}: no fault named; write KIND, KIND=VALUE or KIND:KEY=VALUE")
+    found = re.fullmatch(r"\s*([A-Za-z][\w-]*)\s*(?:([=:])(.*))?", spec, re.DOTALL)
+    if found is None:
+        raise ScriptError(f"{where}: write KIND, KIND=VALUE or KIND:KEY=VALUE,... (KIND: a fault)")
+    kind, sign, rest = found[1], found[2], found[3] or ""
     table: dict[str, object] = {"kind": kind}
-    if first is not None:
+    if sign == "=":  # KIND=VALUE[,KEY=VALUE...]: VALUE is the first parameter's
+        first, _, rest = rest.partition(",")
         parameters = list(inspect.signature(_make(kind, where)).parameters)
         if not parameters:
             raise ScriptError(f"{where}: {kind}() takes no value; write {kind}")
-        table[parameters[0]] = _value(first.strip())
+        name = parameters[0]  # reset_peer's after is fault_after: after is the schedule's
+        table[f"fault_{name}" if name in SCHEDULE_KEYS else name] = _value(first.strip())
     for item in filter(None, (part.strip() for part in rest.split(","))):
         key, equals, value = item.partition("=")
         if not equals or not key.strip():
