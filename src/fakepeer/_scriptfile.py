@@ -230,6 +230,7 @@ def _kit(script: FakePeer | ConnectionScript, value: object, place: Place, name:
         rules = function(script, **arguments)
     for rule in rules:
         rule.where = f"{name}:{place.line}"
+        rule._description = None  # the kit's reply check described it at the kit's own line
 
 
 def _connections(peer: FakePeer, document: dict[str, object], place: Place, name: str) -> None:

@@ -17,6 +17,7 @@ from typing import Final
 
 from . import faults as _faults
 from ._builtin_framings import Delimited, Fixed, LengthPrefixed, Lines, Raw, StxEtx
+from ._errors import ScriptError
 from ._faults import Fault
 from ._framing import Framing
 from ._lengthfield import LengthField
@@ -368,5 +369,9 @@ def to_framing(value: object, place: Place, *, replies: bool = False) -> Framing
         arguments[key] = to_bytes(item, place.at(key)) if key in byte_keys else item
     if kind in ("fixed",) and "n" not in arguments:
         raise place.error("the fixed framing needs 'n', the size of each message in bytes")
-    with place.building():
+    try:
         return make(**arguments)
+    except (ScriptError, TypeError, ValueError) as error:  # at the key the error names
+        text = error.diagnosis if isinstance(error, ScriptError) else str(error)
+        named = [key for key in arguments if re.search(rf"\b{key}=", text)]
+        raise (place.at(named[0]) if named else place).error(text) from None
