@@ -57,6 +57,7 @@ import html as _html
 import re
 from typing import TYPE_CHECKING, Final, NamedTuple
 
+from ._eventlines import MESSAGES as _MESSAGES
 from ._mermaid import MERMAID_CHARS, mermaid
 from ._sequence import (
     LABEL_CHARS,
@@ -76,7 +77,7 @@ from ._sequence import (
     shorten,
 )
 from ._show import hexdump, is_binary, show
-from ._transcript import _MESSAGES, Event
+from ._transcript import Event
 
 if TYPE_CHECKING:
     from ._transcript import Transcript

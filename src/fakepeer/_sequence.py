@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final, NamedTuple
 
+from ._eventlines import MESSAGES as _MESSAGES
 from ._show import escape, is_binary
-from ._transcript import _MESSAGES, Event, _Ring
+from ._transcript import Event, _Ring
 
 if TYPE_CHECKING:
     from ._transcript import Transcript
