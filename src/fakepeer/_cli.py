@@ -1,4 +1,10 @@
-"""The ``fakepeer`` command line."""
+"""The ``fakepeer`` command line.
+
+Each command but ``demo`` is a private module of its own with two functions:
+``add_parser(commands)`` adds its parser to the subparsers (``add_subparsers()``'s result)
+and returns it; ``run(args)`` runs it and returns the exit status. Adding a command is one
+entry in :data:`COMMANDS`.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,31 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any, Final, Protocol
 
-from ._demo import run
+from . import _cli_proxy, _cli_run
+from ._demo import run as demo
 from ._version import __version__
+
+
+class Command(Protocol):
+    """A command's module: see the module docstring."""
+
+    def add_parser(self, commands: Any) -> argparse.ArgumentParser: ...  # pragma: no cover
+
+    def run(self, args: argparse.Namespace) -> int: ...  # pragma: no cover
+
+
+#: The commands after ``demo``, in the order ``fakepeer --help`` lists them.
+COMMANDS: Final[tuple[Command, ...]] = (_cli_run, _cli_proxy)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    try:
+        return demo(sys.stdout)
+    except BrokenPipeError:  # `fakepeer demo | head`: the reader left, not an error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives until exit
+        return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -16,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="fakepeer",
         description="Scripted fake TCP peers for testing network clients.",
+        epilog="'fakepeer COMMAND --help' says more of each, with examples.",
     )
     parser.add_argument("--version", action="version", version=f"fakepeer {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -23,16 +52,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo",
         help="show what fakepeer is for, in three short acts (a scripted peer and its transcript, "
         "a client's failure, the loop watchdog catching a hang)",
-    )
+    ).set_defaults(run=_demo)
+    for command in COMMANDS:
+        command.add_parser(commands).set_defaults(run=command.run)
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        try:
-            return run(sys.stdout)
-        except BrokenPipeError:  # `fakepeer demo | head`: the reader left, not an error
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives until exit
-            return 0
-    parser.print_help()
-    return 2
+    if args.command is None:
+        parser.print_help()
+        return 2
+    status: int = args.run(args)
+    return status
 
 
 if __name__ == "__main__":  # pragma: no cover

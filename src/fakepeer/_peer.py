@@ -280,6 +280,25 @@ class FakePeer(Host, _Scripting):
                 "FakePeer(tls='starttls') serves plain text until .start_tls()"
             )
 
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], **overrides: object) -> FakePeer:
+        """The peer a script file describes (TOML: see the file format's reference page).
+
+        ``overrides`` are keywords of this class that win over the file's ``[peer]`` table
+        (and its ``[framing]``), such as ``port=8025``; one it does not take is a
+        :class:`TypeError`. The rules are located at their table's line in diagnoses
+        (``expect #2 'PING' (conversation.toml:12)``).
+
+        Every problem of the file is a :class:`~fakepeer.ScriptError` whose message starts
+        with ``FILE:LINE:`` (the path as given, the line of the key or table at fault) and
+        the key path (``expect #3: reply``), and says what is accepted: a file that cannot
+        be read, TOML syntax, an unknown key (with the closest known one), a wrong type or
+        value, and what the Python API refuses as the peer is built.
+        """
+        from ._scriptfile import load_file  # noqa: PLC0415  # _scriptfile imports this module
+
+        return load_file(path, **overrides)
+
     def _check_fault(self, fault: Fault) -> None:
         _datagram.check_fault(fault, self._udp)
 

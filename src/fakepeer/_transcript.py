@@ -34,7 +34,7 @@ from __future__ import annotations
 import copy
 import sys
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Final, NamedTuple
 
 from ._errors import ScriptError
@@ -246,6 +246,7 @@ class Transcript:
         self._sequence = 0  # of the events put in rings
         self._lost = 0  # bytes of data cut from the first events
         self._pending: tuple[Event, ...] = ()  # shown after the events: see with_pending()
+        self._watchers: tuple[Callable[[Event], None], ...] = ()  # see _watch()
 
     @property
     def budget(self) -> int | None:
@@ -265,10 +266,30 @@ class Transcript:
         left out, and what was cut from the events kept in part (see :attr:`Event.size`)."""
         return self._lost + sum(ring.lost for ring in self._rings.values())
 
+    def _watch(self, watcher: Callable[[Event], None]) -> Callable[[], None]:
+        """Call ``watcher(event)`` with each event added from now on, whole (before the
+        budget cuts it), in order; returns the function that stops it (idempotent).
+
+        The command line's live transcript and journal (``fakepeer run``). ``watcher`` runs
+        in the thread that adds the event (the serving loop's, with the peer's lock held):
+        it must be quick, must not wait for the peer, and must not raise (an exception is
+        the runtime's problem, recorded as the peer's). Nothing is queued, so a slow watcher
+        slows the peer down instead of growing memory. Watching and unwatching replace a
+        tuple, so either may be done from any thread.
+        """
+        self._watchers = (*self._watchers, watcher)
+
+        def unwatch() -> None:
+            self._watchers = tuple(w for w in self._watchers if w is not watcher)
+
+        return unwatch
+
     def add(self, event: Event) -> None:
         """Append an event; the first one sets the zero of the rendered times if unset."""
         if self.started is None:
             self.started = event.at
+        for watcher in self._watchers:
+            watcher(event)
         self._room -= len(event.data) + EVENT_OVERHEAD
         if self._room >= 0:  # all events together within half the budget: so is each connection
             self._first.append(event)
@@ -382,49 +403,56 @@ class Transcript:
         rows = list(self._rows(connection))
         if not rows:
             lines.append("  (nothing happened)")
-        zero = self.started or 0.0
         blank = " " * 15 if times else "  "  # as wide as a time stamp
         for event in rows:
             if isinstance(event, _Ring):
                 lines.append(blank + self._omission(event))
-                continue
-            stamp = f"{(event.at - zero) * 1000:10.3f} ms  " if times else "  "
-            who = f"#{event.connection} " if event.connection else ""
-            head = f"{stamp}{who}{event.kind:<10}"
-            body = []
-            data = event.data
-            cut = event.size - len(data) if event.size > len(data) else 0
-            binary = bool(data) and is_binary(data)
-            if binary:
-                body.append(f"{len(data) + cut} bytes:")
-            elif cut:
-                middle = (len(data) + 1) // 2
-                front, back = data[:middle], data[middle:]
-                half = INLINE_LIMIT // 2
-                body.append(
-                    f"'{escape(front[:half])}'...'{escape(back[-half:])}' "
-                    f"({event.size} bytes in all, {cut} not kept)"
-                )
-            elif data or event.kind in _MESSAGES:
-                body.append(show(data))
-            if event.note and (addresses or event.kind != "connected"):
-                body.append(event.note)
-            lines.append(f"{head} {' '.join(body)}".rstrip())
-            if binary:
-                indent = " " * (len(stamp) + 4)
-                if cut:
-                    middle = (len(data) + 1) // 2
-                    back = data[max(middle, len(data) - _DUMP_END) :]
-                    align = (len(back) - event.size) % 16  # offsets in the tail: from 16s
-                    lines.append(hexdump(data[: min(middle, _DUMP_END)], indent=indent))
-                    lines.append(f"{indent}... ({event.size} bytes in all, {cut} not kept)")
-                    start = event.size - len(back) + align
-                    lines.append(hexdump(back[align:], indent=indent, start=start))
-                else:
-                    lines.append(hexdump(data[:4096], indent=indent))
-                    if len(data) > 4096:
-                        lines.append(f"{indent}... ({len(data)} bytes in all)")
+            else:
+                lines.extend(self._lines(event, times=times, addresses=addresses))
         return "\n".join(lines)
+
+    def _lines(self, event: Event, *, times: bool = True, addresses: bool = True) -> list[str]:
+        """The lines of one event as :meth:`render` shows it: one line, then a hexdump of
+        binary data (the command line's live transcript shows each event so)."""
+        zero = self.started or 0.0
+        lines: list[str] = []
+        stamp = f"{(event.at - zero) * 1000:10.3f} ms  " if times else "  "
+        who = f"#{event.connection} " if event.connection else ""
+        head = f"{stamp}{who}{event.kind:<10}"
+        body = []
+        data = event.data
+        cut = event.size - len(data) if event.size > len(data) else 0
+        binary = bool(data) and is_binary(data)
+        if binary:
+            body.append(f"{len(data) + cut} bytes:")
+        elif cut:
+            middle = (len(data) + 1) // 2
+            front, back = data[:middle], data[middle:]
+            half = INLINE_LIMIT // 2
+            body.append(
+                f"'{escape(front[:half])}'...'{escape(back[-half:])}' "
+                f"({event.size} bytes in all, {cut} not kept)"
+            )
+        elif data or event.kind in _MESSAGES:
+            body.append(show(data))
+        if event.note and (addresses or event.kind != "connected"):
+            body.append(event.note)
+        lines.append(f"{head} {' '.join(body)}".rstrip())
+        if binary:
+            indent = " " * (len(stamp) + 4)
+            if cut:
+                middle = (len(data) + 1) // 2
+                back = data[max(middle, len(data) - _DUMP_END) :]
+                align = (len(back) - event.size) % 16  # offsets in the tail: from 16s
+                lines.append(hexdump(data[: min(middle, _DUMP_END)], indent=indent))
+                lines.append(f"{indent}... ({event.size} bytes in all, {cut} not kept)")
+                start = event.size - len(back) + align
+                lines.append(hexdump(back[align:], indent=indent, start=start))
+            else:
+                lines.append(hexdump(data[:4096], indent=indent))
+                if len(data) > 4096:
+                    lines.append(f"{indent}... ({len(data)} bytes in all)")
+        return lines
 
     def _omission(self, ring: _Ring) -> str:
         """The line that stands for the events of a connection left out."""

@@ -1,0 +1,437 @@
+"""What the serving commands (``fakepeer run``, ``fakepeer proxy``) share.
+
+The listening options and their overrides, the console and the journal (the live
+transcript), the address file, and :func:`serve`: a peer or a proxy served in this
+process's own asyncio loop until it ends (the script is done, ``--timeout``, SIGINT or
+SIGTERM), then its verdict as an exit status (:data:`PASSED`, :data:`FAILED`,
+:data:`USAGE`). See docs/cli.md for what a user sees of it.
+
+Serving runs in ``asyncio.run`` with ``async with``-style start and stop, not on the hub: the
+command is the only thing in the process, so one thread does everything. The signals are
+the loop's (``loop.add_signal_handler``: no handler runs in the middle of a lock), the live
+transcript is written as each event is added, in that same thread (nothing is queued: a
+slow reader slows the peer down, memory stays bounded), and the wake-up of the wait for the
+end is a plain :class:`asyncio.Event`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import math
+import os
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import IO, Any, Final
+
+from ._errors import Error, ScriptError
+from ._host import Host
+from ._runtime import clock
+from ._transcript import Event
+
+__all__ = [
+    "FAILED",
+    "PASSED",
+    "USAGE",
+    "Output",
+    "add_output_options",
+    "add_where_options",
+    "seconds",
+    "serve",
+    "serve_command",
+    "where_overrides",
+]
+
+#: Exit statuses: the verdict passed; it failed (or the proxy saw an error); the command
+#: could not start (its options, the script file, the address to listen on).
+PASSED: Final = 0
+FAILED: Final = 1
+USAGE: Final = 2
+
+#: Why serving ended, as the console says it (the journal's verdict line has the key).
+_ENDED: Final = {
+    "done": "the script is done: every expect was met and every connection is closed",
+    "failed": "the peer saw a problem and every connection is closed",
+    "timeout": "the --timeout was reached",
+    "SIGINT": "interrupted (SIGINT)",
+    "SIGTERM": "terminated (SIGTERM)",
+}
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"takes a number of seconds > 0, got {text!r}")
+    return value
+
+
+def add_where_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--host``, ``--port``, ``--unix``, ``--external``, ``--tls``, ``--seed``: where and
+    how ``what`` listens; given ones win over the script file's ``[peer]`` table."""
+    where = parser.add_argument_group("where it listens (given ones win over the file's)")
+    where.add_argument("--host", help=f"the address {what} listens on (default 127.0.0.1)")
+    where.add_argument("--port", type=int, help="the port (default 0: the OS chooses a free one)")
+    where.add_argument(
+        "--unix",
+        nargs="?",
+        const=True,
+        metavar="PATH",
+        help="listen on a Unix socket at PATH (without PATH: a fresh path in a private "
+        "directory) instead of a host and port",
+    )
+    where.add_argument(
+        "--external",
+        action="store_true",
+        default=None,
+        help="allow a --host beyond loopback (0.0.0.0, a LAN address): other machines can "
+        "then reach it",
+    )
+    where.add_argument(
+        "--tls",
+        action="store_true",
+        default=None,
+        help="serve TLS with a certificate made for the run (needs fakepeer[tls]); the "
+        "clients trust its CA, written to --ca-file",
+    )
+    where.add_argument("--seed", type=int, help="the seed of the faults' randomness")
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    """``--timeout``, ``--address-file``, ``--ca-file``, ``--journal``, ``--quiet``."""
+    out = parser.add_argument_group("running and output")
+    out.add_argument(
+        "--timeout",
+        type=seconds,
+        metavar="SECONDS",
+        help="stop after this long in all (default: no limit)",
+    )
+    out.add_argument(
+        "--address-file",
+        metavar="FILE",
+        help="write the address (HOST:PORT, or a Unix socket's path) to FILE once it "
+        "listens (written whole: poll for it); removed when the command ends",
+    )
+    out.add_argument(
+        "--ca-file",
+        metavar="FILE",
+        help="with --tls: write the CA certificate (PEM) the clients trust to FILE, before "
+        "the address file",
+    )
+    out.add_argument(
+        "--journal",
+        metavar="FILE",
+        help="write every event as a JSON line to FILE ('-': standard output, the console "
+        "then goes to standard error)",
+    )
+    out.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        help="print no transcript: only the address and the verdict",
+    )
+
+
+def where_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The keywords of the where options the user gave, as a FakePeer or Proxy takes them.
+    A Unix socket or a host/port given wins whole over the other form in the file."""
+    overrides: dict[str, Any] = {}
+    if args.unix is not None:
+        overrides.update(unix=args.unix, host="127.0.0.1", port=0)
+    elif args.host is not None or args.port is not None:
+        overrides["unix"] = None
+    if args.host is not None:
+        overrides["host"] = args.host
+    if args.port is not None:
+        overrides["port"] = args.port
+    for key in ("external", "tls", "seed"):
+        value = getattr(args, key)
+        if value is not None:
+            overrides[key] = value
+    return overrides
+
+
+def address_text(host: Host) -> str:
+    """Where ``host`` listens, for a client: ``127.0.0.1:40123``, ``[::1]:40123``, a path."""
+    address = host.address
+    if isinstance(address, str):
+        return address
+    name, port = address[0], address[1]
+    return f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
+
+
+def write_whole(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` so that a reader sees it whole or not at all: a temporary
+    file in the same directory, renamed over it."""
+    target = Path(path)
+    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _data(data: bytes) -> dict[str, str]:
+    """An event's data for JSON: text if it is printable UTF-8 (tabs and line ends
+    allowed), else base64 with ``"encoding": "base64"``."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and (text.isprintable() or text.translate(_WHITE).isprintable()):
+        return {"data": text}
+    return {"data": base64.b64encode(data).decode("ascii"), "encoding": "base64"}
+
+
+_WHITE: Final = str.maketrans("", "", "\t\r\n")
+
+
+class Output:
+    """The console (the live transcript, then the verdict) and the journal (JSON lines).
+
+    Events are written as they are added (see :meth:`Transcript._watch`), from the serving
+    loop's thread; they are held back until :meth:`serving` says where the host listens, so
+    the address is always the console's first line.
+    """
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.quiet: bool = args.quiet
+        self._journal_name: str | None = args.journal
+        self.journal: IO[str] | None = None
+        self.console: IO[str] = sys.stdout
+        if args.journal == "-":
+            self.journal, self.console = sys.stdout, sys.stderr
+        self._host: Host | None = None
+        self._held: list[Event] | None = []  # until serving(): then None
+        self.broken = ""  # why the journal could not be written, if it could not
+
+    @contextlib.contextmanager
+    def opened(self) -> Iterator[Output]:
+        """Open the journal file (``--journal FILE``) for the command's duration."""
+        name = self._journal_name
+        if name is None or name == "-":
+            yield self
+            return
+        with open(name, "w", encoding="utf-8") as journal:  # errors: the caller's (USAGE)
+            self.journal = journal
+            try:
+                yield self
+            finally:
+                self.journal = None
+
+    def say(self, line: str) -> None:
+        """A line of the command's own (``fakepeer: ...``) on the console."""
+        self._print(f"fakepeer: {line}")
+
+    def _print(self, text: str) -> None:
+        with contextlib.suppress(OSError):  # a reader gone (`| head`): nothing to do
+            self.console.write(text + "\n")
+            self.console.flush()
+
+    def record(self, fields: dict[str, Any]) -> None:
+        """One line of the journal, flushed."""
+        journal = self.journal
+        if journal is None or self.broken:
+            return
+        try:
+            journal.write(json.dumps(fields, ensure_ascii=False) + "\n")
+            journal.flush()
+        except (OSError, ValueError) as exc:  # ValueError: closed
+            self.broken = str(exc) or type(exc).__name__
+
+    def event(self, event: Event) -> None:
+        """A transcript watcher: show ``event`` on the console and in the journal."""
+        host = self._host
+        if self._held is not None or host is None:
+            if self._held is not None:
+                self._held.append(event)
+            return
+        transcript = host.transcript
+        if not self.quiet:
+            self._print("\n".join(transcript._lines(event)))
+        if self.journal is not None:
+            zero = transcript.started or 0.0
+            fields: dict[str, Any] = {"t": round(event.at - zero, 6)}
+            fields.update(connection=event.connection, kind=event.kind)
+            fields.update(_data(event.data), note=event.note)
+            self.record(fields)
+
+    def serving(self, host: Host, line: str, extra: dict[str, Any]) -> None:
+        """``host`` listens: say ``line`` first, then the events held back."""
+        self._host = host
+        self.say(line)
+        self.record({"t": 0.0, "kind": "serving", **extra})
+        held, self._held = self._held or [], None
+        for event in held:
+            self.event(event)
+
+    def verdict(self, problem: Error | None, ended: str) -> int:
+        """Say why serving ended and the verdict; the exit status."""
+        self.say(f"stopped: {_ENDED.get(ended, ended)}")
+        start = (self._host.transcript.started if self._host else None) or 0.0
+        t = round(max(0.0, clock() - start), 6)
+        passed = problem is None
+        diagnosis = None if problem is None else problem.diagnosis
+        verdict = {"passed": passed, "ended": ended, "diagnosis": diagnosis}
+        self.record({"t": t, "kind": "verdict", **verdict})
+        if problem is None:
+            self.say("passed")
+        else:
+            self._print(f"fakepeer: failed:\n{problem}")
+        if self.broken:
+            print(f"fakepeer: the journal could not be written: {self.broken}", file=sys.stderr)
+            return FAILED
+        return PASSED if passed else FAILED
+
+
+def usage_error(text: str) -> int:
+    """Say ``text`` on standard error; :data:`USAGE`."""
+    print(f"fakepeer: error: {text}", file=sys.stderr)
+    return USAGE
+
+
+#: Why serving ends now ("done", "failed"), or None to go on.
+Ended = Callable[[], str | None]
+
+
+async def serve(
+    host: Host,
+    output: Output,
+    *,
+    timeout: float | None,
+    ended: Ended,
+    listening: Callable[[], None],
+) -> tuple[Error | None, str]:
+    """Serve ``host`` in this loop until ``ended()`` says why (checked after each event),
+    ``timeout`` seconds pass or SIGINT/SIGTERM come; the verdict and why it ended.
+
+    Once it listens, ``listening()`` (the command's: :meth:`Output.serving`, then the
+    address file...). The live transcript runs from before the start to after the stop."""
+    loop = asyncio.get_running_loop()
+    wake = asyncio.Event()
+    thread = threading.get_ident()
+    why: list[str] = []
+
+    def watch(event: Event) -> None:
+        output.event(event)
+        if threading.get_ident() == thread:
+            wake.set()
+        else:  # pragma: no cover - every event of an in-loop host is added in its loop
+            loop.call_soon_threadsafe(wake.set)
+
+    def stop(name: str) -> None:
+        why.append(name)
+        wake.set()
+
+    transcript = host.transcript
+    unwatch = transcript._watch(watch)
+    for event in transcript.events:  # added before serving (the file's faults)
+        output.event(event)
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for number in signals:
+        loop.add_signal_handler(number, stop, number.name)
+    serving = host.serve()
+    try:
+        await serving.start_async()
+        try:
+            listening()
+            deadline = None if timeout is None else loop.time() + timeout
+            while not why:
+                reason = ended()
+                if reason is not None:
+                    why.append(reason)
+                    break
+                wake.clear()
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        await wake.wait()
+                except TimeoutError:
+                    why.append("timeout")
+        finally:
+            await serving.stop_async()
+    finally:
+        for number in signals:
+            loop.remove_signal_handler(number)
+        unwatch()
+    return host.problem(), why[0]
+
+
+def run_command(main: Callable[[], Coroutine[Any, Any, int]], cleanup: list[str]) -> int:
+    """Run ``main()`` in a new loop, its status; a :class:`ScriptError` (an address it
+    cannot listen on...) or an :class:`OSError` (a file it cannot write) is a usage error
+    (:data:`USAGE`), said on standard error. Then remove the files in ``cleanup`` (the
+    address file...)."""
+    try:
+        return asyncio.run(main())
+    except ScriptError as exc:
+        return usage_error(str(exc))
+    except OSError as exc:
+        return usage_error(f"cannot write {exc.filename}: {exc.strerror or exc}")
+    finally:
+        for name in cleanup:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+
+
+def remove_stale(path: str | None) -> None:
+    """Remove an address file left by an earlier run, so that a poller waits for ours."""
+    if path:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def serve_command(
+    host: Host,
+    args: argparse.Namespace,
+    *,
+    ended: Ended,
+    line: Callable[[str], str],
+    fields: dict[str, Any],
+) -> int:
+    """A serving command from the start to its exit status: serve ``host`` (see
+    :func:`serve`) with the output options of ``args``. Once it listens: the console's
+    first line, ``line(address)``; the journal's, ``fields`` and the address; the CA file
+    (``--ca-file``), the address file (``--address-file``), both removed at the end."""
+    tls = host._tls is not None
+    if args.ca_file and not tls:
+        noun = "proxy" if host._relays else "peer"
+        return usage_error(f"--ca-file: the {noun} serves no TLS (give --tls)")
+    output = Output(args)
+    written: list[str] = []
+
+    def listening() -> None:
+        address = address_text(host)
+        ca = (args.ca_file or host.ca_path) if tls else None
+        output.serving(host, line(address), {**fields, "address": address, "ca": ca})
+        if tls:
+            if args.ca_file:
+                written.append(args.ca_file)
+                write_whole(args.ca_file, host.ca_pem.decode("ascii"))
+            output.say(f"clients trust the CA certificate in {ca}")
+        if args.address_file:
+            written.append(args.address_file)
+            write_whole(args.address_file, address + "\n")
+
+    async def main() -> int:
+        with output.opened():
+            problem, why = await serve(
+                host, output, timeout=args.timeout, ended=ended, listening=listening
+            )
+            return output.verdict(problem, why)
+
+    remove_stale(args.address_file)
+    return run_command(main, written)
