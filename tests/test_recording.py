@@ -145,7 +145,7 @@ def test_the_script_text() -> None:
     assert text == (
         "# hi\nversion = 1\n\n"
         '[framing]\nkind = "lines"\ndelimiter = "\\r\\n"\n\n'
-        '[reply_framing]\nkind = "raw"\n\n'
+        '[reply_framing]\nkind = "none"\n\n'
         '[[greeting]]\nsend = "220 ready\\r\\n"\n\n'
         '[[expect]]\nmatch = "HELO me"\nreply = "250 hi\\r\\n"\n\n'
         '[[expect]]\nmatch = "QUIT"\nreply = "221 bye\\r\\n"\nclose = true\n'

@@ -27,7 +27,7 @@ from ._framing import Decoder, Framing
 from ._recording import Recorded
 from ._show import is_binary, show
 
-__all__ = ["EXTRA", "KINDS", "bytes_value", "framing_table", "script_text"]
+__all__ = ["EXTRA", "KINDS", "bytes_value", "check_writer", "framing_table", "script_text"]
 
 EXTRA: Final = "pip install 'fakepeer[record]'"
 
@@ -62,6 +62,12 @@ def _tomli_w() -> Any:
             f"writing a recording as a script file needs tomli-w, which is not installed: {EXTRA}"
         ) from None
     return tomli_w
+
+
+def check_writer() -> None:
+    """Raise the :class:`~fakepeer.ScriptError` of a missing tomli-w now, before a
+    recording is made that could not be written."""
+    _tomli_w()
 
 
 def bytes_value(data: bytes) -> str | dict[str, str]:
@@ -133,11 +139,31 @@ def _unframed(framing: Framing, where: str, why: str) -> ScriptError:
     )
 
 
+def http_match(request: bytes) -> dict[str, object] | None:
+    """An HTTP/1.1 request (as ``http1.framing()`` cuts it) as the script format's ``http``
+    matcher: its method and target, and its body when it has one (not chunked), not its
+    headers: they vary from run to run (``Host`` names the port the client connected to).
+    None when it has no request line of three words (then it is matched exactly)."""
+    head, _, body = request.partition(b"\r\n\r\n")
+    words = head.split(b"\r\n", 1)[0].split(b" ")
+    if len(words) != 3:
+        return None
+    try:
+        method, target = words[0].decode("ascii"), words[1].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    match: dict[str, object] = {"http": [method, target]}
+    if body and b"chunked" not in head.lower():
+        match["body"] = bytes_value(body)
+    return match
+
+
 class _Writer:
     """The script's text, table by table."""
 
-    def __init__(self, reply_framing: Framing | None) -> None:
+    def __init__(self, framing: Framing, reply_framing: Framing | None) -> None:
         self.tomli_w = _tomli_w()
+        self.http = KINDS.get(type(framing).__name__) == "http1"
         self.reply_framing = reply_framing
         self.lines: list[str] = []
 
@@ -178,7 +204,8 @@ class _Writer:
                     greeting["close"] = True
             self.table(f"[[{prefix}greeting]]", greeting)
         for index, exchange in enumerate(recorded.exchanges, 1):
-            rule: dict[str, object] = {"match": bytes_value(exchange.message)}
+            match = http_match(exchange.message) if self.http else None
+            rule: dict[str, object] = {"match": match or bytes_value(exchange.message)}
             if exchange.reply:
                 where = f"connection #{number}, the reply to message #{index}"
                 rule["reply"] = self.replies(exchange.reply, where)
@@ -198,20 +225,20 @@ def script_text(
 
     ``framing`` is what the client's messages were cut with (its ``[framing]`` table);
     ``reply_framing`` None keeps each reply as the server sent it (``[reply_framing]`` is
-    ``raw``), else a reply is written as that framing's messages (a list when several),
+    ``none``), else a reply is written as that framing's messages (a list when several),
     and a reply that is not whole messages of it is a :class:`~fakepeer.ScriptError`.
     ``header`` is put first as comment lines. Raises :class:`~fakepeer.ScriptError` when
     tomli-w is missing (the extra ``fakepeer[record]``) or a framing has no ``kind`` in
     the format.
     """
-    writer = _Writer(reply_framing)
+    writer = _Writer(framing, reply_framing)
     writer.lines += [f"# {line}".rstrip() for line in header.splitlines()]
     writer.lines.append("version = 1")
     writer.table("[framing]", framing_table(framing))
     if reply_framing is not None:
         writer.table("[reply_framing]", framing_table(reply_framing, "reply_framing"))
     elif type(framing).__name__ != "Raw":  # (a Raw framing sends replies as they are)
-        writer.table("[reply_framing]", {"kind": "raw"})
+        writer.table("[reply_framing]", {"kind": "none"})
     if len(recorded) == 1 and recorded[0].number == 1:
         writer.rules(recorded[0], "")
     else:
