@@ -25,7 +25,7 @@ from ._framing import Framing, check_framing
 from ._host import Host
 from ._inspection import _reading
 from ._recording import conversations, refuse_cut_or_shaped
-from ._recording_toml import script_text
+from ._recording_toml import framing_table, script_text
 from ._relay import Relay
 from ._runtime import (
     _UPSTREAM,
@@ -438,8 +438,10 @@ class Proxy(Host):
         a framing of your own (the file names built-in ones); tomli-w is missing.
         """
         framing = check_framing(framing)
+        framing_table(framing)  # a framing the file can name, or a ScriptError now
         if reply_framing is not None:
             reply_framing = check_framing(reply_framing, "reply_framing")
+            framing_table(reply_framing, "reply_framing")
         with _reading(self._lock, self._conversation):
             transcript = self._conversation.transcript
             events, omitted = transcript.events, transcript.omitted_events
