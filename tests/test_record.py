@@ -288,3 +288,50 @@ def test_proxy_record_refuses_faults_and_a_cut_transcript() -> None:
 
         with pytest.raises(ScriptError, match="a script file names built-in framings only"):
             proxy.record(framing=Mine())
+
+
+# -- fakepeer learn ----------------------------------------------------------------------------------
+
+
+def test_learn_answers_from_the_script_and_forwards_the_rest(tmp_path: Path) -> None:
+    known = tmp_path / "known.toml"
+    with line_server() as server:
+        proxy = Proxy(server, transcript_budget=None)
+        with proxy.serve():
+            line_client(proxy.address, b"TIME")
+        proxy.record(known, framing=Lines(b"\r\n"))
+        known.write_text(known.read_text().replace("12:00", "09:30"))  # the script's own answer
+
+        address_file, learned = tmp_path / "address", tmp_path / "learned.toml"
+        command = [sys.executable, "-m", "fakepeer", "learn", str(known), "-o", str(learned)]
+        command += ["--upstream", f"{server[0]}:{server[1]}", "--connections", "1"]
+        command += ["--address-file", str(address_file), "--timeout", "60"]
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while not address_file.exists():
+                assert process.poll() is None, process.communicate(timeout=10)
+                assert time.monotonic() < deadline, "fakepeer learn did not start"
+                time.sleep(0.02)  # polling a file the process writes: no other sync point
+            host, _, port = address_file.read_text().strip().rpartition(":")
+            answers = line_client((host, int(port)), b"TIME", b"ECHO news")
+            out, err = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.communicate(timeout=10)
+    # TIME from the script, ECHO from the server (the script does not know it)
+    assert answers == [b"+OK ready\r\n", b"09:30\r\n", b"news\r\n", b"+OK bye\r\n", b""]
+    assert process.returncode == 0, out + err
+    assert f"wrote {learned} (1 exchange(s) learned)" in out
+    text = learned.read_text()
+    assert text.startswith(known.read_text())
+    assert text.endswith(
+        f"# Learned by fakepeer from {server[0]}:{server[1]}\n# (what {known} did not know)\n\n"
+        '[[always]]\nmatch = "ECHO news"\nreply = "news\\r\\n"\n'
+    )
+    peer = FakePeer.from_file(learned)  # replays the whole conversation now
+    with peer.serve():
+        assert line_client(peer.address, b"TIME", b"ECHO news")[1:3] == [b"09:30\r\n", b"news\r\n"]

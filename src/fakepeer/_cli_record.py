@@ -34,7 +34,7 @@ from ._scriptplace import Place
 from ._scriptvalues import to_framing
 from ._transcript import Event
 
-__all__ = ["add_parser", "parse_framing", "run"]
+__all__ = ["Gone", "add_parser", "parse_framing", "run"]
 
 _EPILOG = """\
 It relays each client to the server, printing the traffic as it happens, and stops when
@@ -165,7 +165,7 @@ def _make(args: argparse.Namespace) -> tuple[Proxy, Framing, Framing | None]:
 _OVER: Final = frozenset({"closed", "reset", "lost"})
 
 
-class _Gone:
+class Gone:
     """Counts the connections that came and went, from the proxy's events as they come: a
     connection is gone once it closed, or once both sides sent their EOF."""
 
@@ -194,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
         proxy, framing, replies = _make(args)
     except ScriptError as exc:
         return usage_error(str(exc))
-    gone = _Gone(args.connections)
+    gone = Gone(args.connections)
     unwatch = proxy.transcript._watch(gone.watch)
     upstream = proxy.transcript.upstream
     try:

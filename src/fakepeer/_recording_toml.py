@@ -27,7 +27,16 @@ from ._framing import Decoder, Framing
 from ._recording import Recorded
 from ._show import is_binary, show
 
-__all__ = ["EXTRA", "KINDS", "bytes_value", "check_writer", "framing_table", "script_text"]
+__all__ = [
+    "EXTRA",
+    "KINDS",
+    "bytes_value",
+    "check_writer",
+    "framing_table",
+    "http_match",
+    "script_text",
+    "table_text",
+]
 
 EXTRA: Final = "pip install 'fakepeer[record]'"
 
@@ -158,27 +167,34 @@ def http_match(request: bytes) -> dict[str, object] | None:
     return match
 
 
+def _value(tomli_w: Any, value: object) -> str:
+    """``value`` in TOML, inline (tables and arrays on one line)."""
+    if isinstance(value, dict):
+        inner = ", ".join(f"{key} = {_value(tomli_w, item)}" for key, item in value.items())
+        return f"{{ {inner} }}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_value(tomli_w, item) for item in value) + "]"
+    text: str = tomli_w.dumps({"v": value})
+    return text[len("v = ") :].rstrip("\n")
+
+
+def table_text(header: str, keys: dict[str, object]) -> str:
+    """One table: its ``header`` line (``[[expect]]``), then a ``key = value`` line each."""
+    tomli_w = _tomli_w()
+    return "\n".join([header, *(f"{key} = {_value(tomli_w, item)}" for key, item in keys.items())])
+
+
 class _Writer:
     """The script's text, table by table."""
 
     def __init__(self, framing: Framing, reply_framing: Framing | None) -> None:
-        self.tomli_w = _tomli_w()
+        _tomli_w()
         self.http = KINDS.get(type(framing).__name__) == "http1"
         self.reply_framing = reply_framing
         self.lines: list[str] = []
 
-    def value(self, value: object) -> str:
-        if isinstance(value, dict):
-            inner = ", ".join(f"{key} = {self.value(item)}" for key, item in value.items())
-            return f"{{ {inner} }}"
-        if isinstance(value, list):
-            return "[" + ", ".join(self.value(item) for item in value) + "]"
-        text: str = self.tomli_w.dumps({"v": value})
-        return text[len("v = ") :].rstrip("\n")
-
     def table(self, header: str, keys: dict[str, object]) -> None:
-        self.lines += ["", header]
-        self.lines += [f"{key} = {self.value(value)}" for key, value in keys.items()]
+        self.lines += ["", table_text(header, keys)]
 
     def replies(self, data: bytes, where: str) -> object:
         """A reply's value: one BYTES, or a list of them (messages of the reply framing)."""
