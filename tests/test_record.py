@@ -246,7 +246,7 @@ def test_the_command_says_what_is_wrong(tmp_path: Path) -> None:
     )
 
 
-# -- Proxy.record() --------------------------------------------------------------------------------
+# -- Proxy.record() ------------------------------------------------------------------------------
 
 
 def test_proxy_record_while_and_after_serving(tmp_path: Path) -> None:
@@ -290,7 +290,7 @@ def test_proxy_record_refuses_faults_and_a_cut_transcript() -> None:
             proxy.record(framing=Mine())
 
 
-# -- fakepeer learn ----------------------------------------------------------------------------------
+# -- fakepeer learn ------------------------------------------------------------------------------
 
 
 def test_learn_answers_from_the_script_and_forwards_the_rest(tmp_path: Path) -> None:
