@@ -416,7 +416,8 @@ def serve_command(
     def listening() -> None:
         address = address_text(host)
         ca = (args.ca_file or host.ca_path) if tls else None
-        output.serving(host, line(address), {**fields, "address": address, "ca": ca})
+        extra = {**fields, "address": address} | ({"ca": ca} if tls else {})
+        output.serving(host, line(address), extra)
         if tls:
             if args.ca_file:
                 written.append(args.ca_file)

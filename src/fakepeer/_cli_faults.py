@@ -2,15 +2,16 @@
 
 A SPEC is one fault, written as a ``[[faults]]`` table of a script file is, on one line::
 
-    KIND                         reset_peer, blackhole, half_close, ...
-    KIND=VALUE[,KEY=VALUE...]    latency=0.1   (VALUE: the fault's first parameter)
+    KIND                          reset_peer, blackhole, half_close, ...
+    KIND=VALUE[,KEY=VALUE...]     latency=0.1   (VALUE: the fault's first parameter)
     KIND:KEY=VALUE[,KEY=VALUE...] latency:seconds=0.1,direction=upstream
 
 KIND is a method of ``peer.faults`` (``-`` may stand for ``_``); the keys are its keywords,
-and the schedule's ``after``, ``lasting``, ``first`` and ``per`` (``peer.faults.add``),
-unless the fault has a keyword of that name (``reset_peer:after=0.5`` is the fault's). A
-VALUE is read as a TOML value (``0.1``, ``3``, ``true``, ``"a,b"``); anything else is a
-string (``direction=upstream``).
+and the schedule's ``after``, ``lasting``, ``first`` and ``per`` (``peer.faults.add``);
+``reset_peer``'s own ``after`` is ``fault_after``, as in a script file. A VALUE is read as a
+TOML value (``0.1``, ``3``, ``true``, ``"a,b"``); anything else is a string
+(``direction=upstream``). A ``--faults`` file has ``[[faults]]`` tables, read as a script
+file's are (``fakepeer._scriptfile``), with their ``FILE:LINE`` errors.
 """
 
 from __future__ import annotations
@@ -19,27 +20,16 @@ import difflib
 import inspect
 import tomllib
 from collections.abc import Callable
-from typing import Final
 
-from . import faults as _faults
 from ._errors import ScriptError
 from ._faults import Fault
 from ._host import Host
+from ._scriptfile import SCHEDULE_KEYS, _faults, _syntax_error
+from ._scriptlines import locate
+from ._scriptplace import Place
+from ._scriptvalues import FAULT_KINDS
 
-__all__ = ["SCHEDULE", "apply", "fault_kinds", "load_faults", "parse_spec"]
-
-#: The keys of a fault's schedule (``peer.faults.add``'s keywords).
-SCHEDULE: Final = ("after", "lasting", "first", "per")
-
-
-def fault_kinds() -> dict[str, Callable[..., Fault]]:
-    """The faults by name: ``peer.faults``' methods (the lowercase names of
-    :mod:`fakepeer.faults`)."""
-    return {
-        name: getattr(_faults, name)
-        for name in _faults.__all__
-        if name[0].islower() and callable(getattr(_faults, name))
-    }
+__all__ = ["apply", "apply_file", "parse_spec"]
 
 
 def _value(text: str) -> object:
@@ -51,7 +41,7 @@ def _value(text: str) -> object:
 
 
 def _make(kind: str, where: str) -> Callable[..., Fault]:
-    makers = fault_kinds()
+    makers = FAULT_KINDS
     name = kind.replace("-", "_")
     if name not in makers:
         close = difflib.get_close_matches(name, makers, n=1)
@@ -95,43 +85,42 @@ def apply(host: Host, table: dict[str, object], where: str) -> None:
     """Apply the fault ``table`` (``{"kind": ..., keywords and schedule...}``) to ``host``;
     :class:`~fakepeer.ScriptError` starting ``where`` if it is wrong."""
     rest = dict(table)
-    kind = rest.pop("kind", None)
-    if not isinstance(kind, str):
-        raise ScriptError(f"{where}: a fault needs kind = the name of one, such as 'latency'")
+    kind = str(rest.pop("kind"))
     make = _make(kind, where)
+    schedule = {key: rest.pop(key) for key in SCHEDULE_KEYS if key in rest}
     takes = inspect.signature(make).parameters
-    schedule = {key: rest.pop(key) for key in SCHEDULE if key in rest and key not in takes}
+    if "fault_after" in rest and "after" in takes:  # reset_peer's own after=
+        rest["after"] = rest.pop("fault_after")
     unknown = [key for key in rest if key not in takes]
     if unknown:
-        close = difflib.get_close_matches(unknown[0], [*takes, *SCHEDULE], n=1)
+        words = [*takes, *SCHEDULE_KEYS]
+        close = difflib.get_close_matches(unknown[0], words, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        known = ", ".join([*takes, *(key for key in SCHEDULE if key not in takes)])
         raise ScriptError(
-            f"{where}: {make.__name__}() has no keyword {unknown[0]!r}{hint}; it takes {known}"
+            f"{where}: {kind} has no key {unknown[0]!r}{hint}; it takes "
+            f"{', '.join(takes) or 'no keyword'}, and the schedule's {', '.join(SCHEDULE_KEYS)}"
         )
     try:
-        host.faults.add(make(**rest), **schedule)  # type: ignore[arg-type]
+        host.faults.add(make(**rest), **schedule)  # type: ignore[arg-type]  # checked there
     except ScriptError as exc:
         raise ScriptError(f"{where}: {exc}") from None
     except (TypeError, ValueError) as exc:
-        raise ScriptError(f"{where}: {make.__name__}(): {exc}") from None
+        raise ScriptError(f"{where}: {kind}: {exc}") from None
 
 
-def load_faults(path: str) -> list[tuple[dict[str, object], str]]:
-    """The fault tables of a ``--faults`` file (``[[faults]]`` tables, and an optional
-    ``version = 1``), each with where it is for an error; :class:`~fakepeer.ScriptError`
-    naming the file if it is not one."""
+def apply_file(host: Host, path: str) -> None:
+    """Apply the ``[[faults]]`` of the TOML file at ``path`` (and an optional
+    ``version = 1``) to ``host``; :class:`~fakepeer.ScriptError` with ``FILE:LINE`` if it is
+    wrong, as for a script file."""
     try:
         with open(path, "rb") as file:
-            document = tomllib.load(file)
+            text = file.read().decode("utf-8", errors="replace")
     except OSError as exc:
-        raise ScriptError(f"{path}: cannot read it: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ScriptError(f"{path}: not TOML: {exc}") from None
-    extra = sorted(set(document) - {"version", "faults"})
-    if extra:
-        raise ScriptError(f"{path}: unknown key {extra[0]!r}: a faults file has [[faults]] only")
-    tables = document.get("faults", [])
-    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
-        raise ScriptError(f"{path}: faults: expected [[faults]] tables")
-    return [(table, f"{path}: faults #{n}") for n, table in enumerate(tables, 1)]
+        raise ScriptError(f"{path}: cannot read the faults: {exc.strerror or exc}") from None
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise _syntax_error(error, path) from None
+    place = Place(path, locate(text))
+    place.keys(document, ("version", "faults"))
+    _faults(host, document, place)  # type: ignore[arg-type]  # it uses the host's faults only

@@ -36,7 +36,8 @@ a fault (--fault SPEC, repeatable):
   KIND:KEY=VALUE[,KEY=VALUE...]     latency:seconds=0.2,jitter=0.05,direction=upstream
   KIND is a method of peer.faults (see the faults' reference); the keys are its keywords,
   and the schedule's after, lasting, first, per (seconds, seconds, a count,
-  connection|request). VALUEs are TOML values (0.2, 3, true, "text") or plain words.
+  connection|request); reset_peer's own after is fault_after. VALUEs are TOML values
+  (0.2, 3, true, "text") or plain words.
   --faults FILE reads [[faults]] tables of the same keys, as in a script file.
 
 examples:
@@ -116,8 +117,7 @@ def _make(args: argparse.Namespace) -> Proxy:
         upstream_address(args.upstream), upstream_tls=upstream_tls, **where_overrides(args)
     )
     if args.faults:
-        for table, where in _cli_faults.load_faults(args.faults):
-            _cli_faults.apply(proxy, table, where)
+        _cli_faults.apply_file(proxy, args.faults)
     for spec in args.fault:
         _cli_faults.apply(proxy, _cli_faults.parse_spec(spec), f"--fault {spec!r}")
     return proxy
