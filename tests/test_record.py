@@ -8,18 +8,30 @@ import asyncio
 import contextlib
 import http.client
 import http.server
+import json
 import socket
 import subprocess
 import sys
 import threading
 import time
+import tomllib
 import urllib.request
 from collections.abc import Iterator
+from importlib.resources import files
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from fakepeer import FakePeer, Lines, Proxy, Raw, ScriptError, UnexpectedData
+
+SCHEMA = json.loads(files("fakepeer").joinpath("script.schema.json").read_text(encoding="utf-8"))
+
+
+def check_schema(text: str) -> None:
+    """A recorded script is valid by the published JSON Schema, as an editor checks it."""
+    jsonschema.Draft202012Validator(SCHEMA).validate(tomllib.loads(text))
+
 
 # -- the real servers ----------------------------------------------------------------------------
 
@@ -176,6 +188,7 @@ def test_record_a_line_server_edit_and_replay(tmp_path: Path) -> None:
         '[[expect]]\nmatch = "ECHO hi"\nreply = "hi\\r\\n"\n\n'
         '[[expect]]\nmatch = "QUIT"\nreply = "+OK bye\\r\\n"\nclose = true\n'
     )
+    check_schema(text)
     recorder.path.write_text(text.replace("12:00", "13:37"))  # edited by hand
 
     peer = FakePeer.from_file(recorder.path)
@@ -207,6 +220,7 @@ def test_record_an_http_server_edit_and_replay(tmp_path: Path) -> None:
     assert '[framing]\nkind = "http1"\n' in text
     assert "[[connection]]\nnumber = 2\n" in text
     assert 'match = { http = ["GET", "/about"] }\n' in text
+    check_schema(text)
     recorder.path.write_text(text.replace("hello world", "HELLO WORLD"))  # same length
 
     peer = FakePeer.from_file(recorder.path)
@@ -328,6 +342,7 @@ def test_learn_answers_from_the_script_and_forwards_the_rest(tmp_path: Path) -> 
     assert f"wrote {learned} (1 exchange(s) learned)" in out
     text = learned.read_text()
     assert text.startswith(known.read_text())
+    check_schema(text)
     assert text.endswith(
         f"# Learned by fakepeer from {server[0]}:{server[1]}\n# (what {known} did not know)\n\n"
         '[[always]]\nmatch = "ECHO news"\nreply = "news\\r\\n"\n'
