@@ -3,7 +3,6 @@ a conversation becomes, Hypothesis for any split of the bytes."""
 
 from __future__ import annotations
 
-import ast
 import itertools
 import tomllib
 
@@ -15,6 +14,8 @@ from fakepeer import Delimited, Fixed, LengthField, Lines, Raw, ScriptError
 from fakepeer._framing import Framing
 from fakepeer._recording import Exchange, Recorded, conversations, refuse_cut_or_shaped
 from fakepeer._recording_toml import bytes_value, framing_table, script_text
+from fakepeer._scriptplace import Place
+from fakepeer._scriptvalues import to_bytes
 from fakepeer._transcript import Event
 from fakepeer.protocols import http1
 
@@ -24,18 +25,8 @@ def _events(*items: tuple[int, str, bytes]) -> list[Event]:
 
 
 def _bytes(value: object) -> bytes:
-    """A BYTES value of the script format, read back (as the format's reference says)."""
-    if isinstance(value, str):
-        return value.encode()
-    assert isinstance(value, dict)
-    assert len(value) == 1
-    ((key, text),) = value.items()
-    if key == "hex":
-        return bytes.fromhex(text)
-    assert key == "escaped"
-    data = ast.literal_eval(f'b"{text}"')
-    assert isinstance(data, bytes)
-    return data
+    """A BYTES value of the script format, read back as the loader reads it."""
+    return to_bytes(value, Place("recorded.toml", {}))
 
 
 SMTP = _events(
