@@ -13,6 +13,7 @@ import asyncio
 import os
 import ssl
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from . import _upstream
@@ -20,7 +21,11 @@ from ._actions import Action, Await, Close, HalfClose, Reset, Write
 from ._datagramfaults import DATAGRAM_FAULTS
 from ._errors import ScriptError, UpstreamError
 from ._faults import Fault
+from ._framing import Framing, check_framing
 from ._host import Host
+from ._inspection import _reading
+from ._recording import conversations, refuse_cut_or_shaped
+from ._recording_toml import framing_table, script_text
 from ._relay import Relay
 from ._runtime import (
     _UPSTREAM,
@@ -35,6 +40,7 @@ from ._tls import configure
 from ._tlsinfo import reason
 from ._transcript import DEFAULT_BUDGET
 from ._upstream import Upstream
+from ._version import __version__
 
 __all__ = ["Proxy", "UpstreamError"]
 
@@ -406,6 +412,61 @@ class Proxy(Host):
                     "script; use a FakePeer to script a conversation"
                 )
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def record(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        framing: Framing | None = None,
+        reply_framing: Framing | None = None,
+    ) -> str:
+        """The conversation relayed so far, as a script file that replays it: returned as
+        TOML text, and written to ``path`` (UTF-8) when given. Callable while serving (the
+        connections so far) or after.
+
+        ``framing`` cuts what the client sent into messages, one ``[[expect]]`` each
+        (``Lines(b"\\r\\n")``, ``http1.framing()``: the client's protocol); the default
+        :class:`~fakepeer.Raw` makes one per *turn*, what the client sent until the server
+        answered, which replays any protocol as recorded. What the server sent after a
+        message and before the next is its ``reply``, unframed (``reply_framing=None``) or
+        as messages of ``reply_framing`` (a list when several); what it sent first is a
+        ``[[greeting]]``; its close, ``close = true`` on the last rule. One connection:
+        top-level rules; several: a ``[[connection]]`` table each, so a replay answers
+        connection 1, 2, ... as the server did. Written with tomli-w: the extra
+        ``pip install 'fakepeer[record]'``. See the how-to, docs/howto-record.md.
+
+        Raises :class:`~fakepeer.ScriptError` (the caller's to fix): a fault was added to
+        this proxy (a recording is of what the server said); the transcript was cut to its
+        budget (record through ``Proxy(..., transcript_budget=None)``); what the client
+        sent does not fit ``framing``, or a reply ``reply_framing``, naming the connection;
+        a framing of your own (the file names built-in ones); tomli-w is missing.
+        """
+        framing = check_framing(framing)
+        framing_table(framing)  # a framing the file can name, or a ScriptError now
+        if reply_framing is not None:
+            reply_framing = check_framing(reply_framing, "reply_framing")
+            framing_table(reply_framing, "reply_framing")
+        with _reading(self._lock, self._conversation):
+            transcript = self._conversation.transcript
+            events, omitted = transcript.events, transcript.omitted_events
+        if len(self.faults):
+            faults = ", ".join(str(fault) for fault in self.faults)
+            raise ScriptError(
+                f"Proxy.record(): this proxy has faults ({faults}), and a recording is of "
+                "what the server said: record through a proxy with no faults"
+            )
+        refuse_cut_or_shaped(events, omitted)
+        recorded = conversations(events, framing)
+        connections = len(recorded)
+        header = (
+            f"Recorded by fakepeer {__version__} from {transcript.upstream}: "
+            f"{connections} connection{'' if connections == 1 else 's'}.\n"
+            "Replay: fakepeer run FILE, or FakePeer.from_file(FILE) in a test; edit freely."
+        )
+        text = script_text(recorded, framing=framing, reply_framing=reply_framing, header=header)
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
 
     def _make_server(self, server: type[PeerServer] = ProxyServer, **extra: Any) -> PeerServer:
         return super()._make_server(server, upstream=self._upstream, **extra)
