@@ -22,11 +22,13 @@ import pytest
 
 from fakepeer import (
     ANY,
+    ConversationError,
     FakePeer,
     HubBlocked,
     IncompleteMessage,
     LengthPrefixed,
     Lines,
+    Proxy,
     Raw,
     UnmetExpectations,
     _peerprotocol,
@@ -182,30 +184,26 @@ def test_the_tail_of_a_bulk_send_that_reaches_the_peer_during_its_stop_is_kept(
         )
 
 
-def test_a_flood_that_never_ends_is_cut_off_at_the_peer_timeout() -> None:
+def test_a_flood_that_never_ends_is_cut_off_at_the_peer_timeout_and_said_so() -> None:
     peer = FakePeer(framing=Raw(), timeout=0.5)
     peer.expect(ANY)
     peer.always(ANY)
     stop = threading.Event()
+    began: list[tuple[threading.Thread, float]] = []
 
-    def flood(sock: socket.socket) -> None:
-        chunk = b"x" * 65536
-        try:
-            while not stop.is_set():
-                sock.sendall(chunk)
-        except OSError:
-            pass
-
-    with peer.serve():
-        sock = socket.create_connection(peer.address, timeout=5)
-        sender = threading.Thread(target=flood, args=(sock,))
-        sender.start()
+    def begin() -> None:
+        sender = _flood(peer.address, stop)
         peer.wait_until_done()  # the flood has begun
-        start = time.monotonic()
-    elapsed = time.monotonic() - start
+        began.append((sender, time.monotonic()))
+
+    with (
+        pytest.raises(ConversationError, match="still sending when the peer stopped"),
+        peer.serve(),
+    ):
+        begin()
+    elapsed = time.monotonic() - began[0][1]
     stop.set()
-    sender.join(5)
-    sock.close()
+    began[0][0].join(5)
     assert elapsed < 0.5 + 1.5
     assert sum(map(len, peer.received)) > 0
 
@@ -650,3 +648,43 @@ def test_a_partial_line_of_a_client_still_connected_fails_every_fixture_test(
         if re.match(r"E\s+fakepeer\.IncompleteMessage: connection #1 was cut off", line)
     ]
     assert len(failures) == 100
+
+
+def _flood(address: tuple[str, int], done: threading.Event) -> threading.Thread:
+    """A client that sends until ``done`` is set (or the connection breaks), then closes."""
+    client = socket.create_connection(address, timeout=5)
+
+    def flood() -> None:
+        with client, contextlib.suppress(OSError):
+            while not done.is_set():
+                client.sendall(b"x" * 65536)
+
+    sender = threading.Thread(target=flood)
+    sender.start()
+    return sender
+
+
+@pytest.mark.parametrize("host", ["peer", "proxy"])
+def test_a_client_still_sending_when_the_stop_runs_out_of_time_is_reported(host: str) -> None:
+    # The stop reads what clients send for at most the peer's timeout; a client still sending
+    # then leaves bytes unread, which used to pass without a word.
+    with contextlib.ExitStack() as stack:
+        if host == "peer":
+            peer = FakePeer(timeout=0.5)
+            peer.always(ANY)
+            served: FakePeer | Proxy = peer
+        else:
+            sink = stack.enter_context(socket.create_server(("127.0.0.1", 0)))
+            served = Proxy(sink.getsockname()[:2], timeout=0.5)
+        done = threading.Event()
+        senders: list[threading.Thread] = []
+        with pytest.raises(ConversationError) as failure, served.serve():
+            senders.append(_flood(served.address, done))
+        done.set()
+        senders[0].join(5)
+    assert not senders[0].is_alive()
+    assert (
+        "connection #1: the client was still sending when the peer stopped: the stop read what "
+        "came for 0.5 s (the peer's timeout=) and left the rest unread; stop the client's "
+        "sending before the peer stops, or give the stop more time with timeout=..."
+    ) in str(failure.value)

@@ -415,7 +415,9 @@ class PeerServer:
             _accepting.release(self)  # (the queued clients of a full queue get an RST)
             for protocol in list(self.protocols):  # backpressure must not hide what was sent
                 protocol._resume(_SENDING | _UPSTREAM)
-        await self.settle()
+        if not await self.settle():
+            with self.lock:
+                self._unread_at_stop()
         self._cancel_handshakes()
         self.stopping = True
         protocols = list(self.protocols)
@@ -438,6 +440,27 @@ class PeerServer:
             await asyncio.sleep(0)  # let the aborts' connection_lost run
         finally:
             self.close()
+
+    def _unread_at_stop(self) -> None:
+        """The stop read for the peer's ``timeout`` and clients were still sending: what
+        they send from now on is not read. Say so on each such connection, rather than
+        lose its bytes quietly (lock held)."""
+        now = clock()
+        for protocol in self.protocols:
+            connection = protocol.connection
+            if connection is None or connection.problem is not None or not protocol.lagging():
+                continue
+            fd = protocol.fileno()
+            if not (protocol.in_flight(now) or (fd is not None and _ready([fd]))):
+                continue
+            problem = ConversationError(
+                f"connection #{connection.id}: the client was still sending when the peer "
+                f"stopped: the stop read what came for {self.timeout:g} s (the peer's "
+                "timeout=) and left the rest unread; stop the client's sending before the "
+                "peer stops, or give the stop more time with timeout=...",
+                connection=connection.id,
+            )
+            self.conversation.fail(connection, problem, now, note=True)
 
     def stop_soon(self) -> None:
         """On the loop: :meth:`stop` in a task of its own, nobody waiting for it."""
