@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import base64
+import importlib.resources
+import json
 import socket
 import threading
 from pathlib import Path
@@ -13,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fakepeer import FakePeer, Lines, ScriptError
+from fakepeer._cli import main
 from fakepeer._cli_common import _data, write_whole
 from fakepeer._cli_faults import parse_spec
 from fakepeer._transcript import Event, Transcript
@@ -130,3 +133,11 @@ def test_the_address_file_is_written_whole(tmp_path: Path) -> None:
     write_whole(str(path), "127.0.0.1:1\n")
     assert path.read_text() == "127.0.0.1:1\n"
     assert [p.name for p in tmp_path.iterdir()] == ["addr"]  # no temporary file left
+
+
+def test_schema_prints_the_packaged_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    packaged = importlib.resources.files("fakepeer").joinpath("script.schema.json").read_text()
+    assert printed == json.loads(packaged)
+    assert printed["$id"] == "urn:fakepeer:script:1"

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Final, Protocol
 
-from . import _cli_learn, _cli_proxy, _cli_record, _cli_run
+from . import _cli_learn, _cli_proxy, _cli_record, _cli_run, _cli_schema
 from ._demo import run as demo
 from ._version import __version__
 
@@ -28,7 +28,13 @@ class Command(Protocol):
 
 
 #: The commands after ``demo``, in the order ``fakepeer --help`` lists them.
-COMMANDS: Final[tuple[Command, ...]] = (_cli_run, _cli_proxy, _cli_record, _cli_learn)
+COMMANDS: Final[tuple[Command, ...]] = (
+    _cli_run,
+    _cli_proxy,
+    _cli_record,
+    _cli_learn,
+    _cli_schema,
+)
 
 
 def _demo(args: argparse.Namespace) -> int:

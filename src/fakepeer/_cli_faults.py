@@ -25,7 +25,7 @@ from collections.abc import Callable
 from ._errors import ScriptError
 from ._faults import Fault
 from ._host import Host
-from ._scriptfile import SCHEDULE_KEYS, _faults, _syntax_error
+from ._scriptfile import SCHEDULE_KEYS, apply_faults, syntax_error
 from ._scriptlines import locate
 from ._scriptplace import Place
 from ._scriptvalues import FAULT_KINDS
@@ -117,7 +117,7 @@ def apply_file(host: Host, path: str) -> None:
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise _syntax_error(error, path) from None
+        raise syntax_error(error, path) from None
     place = Place(path, locate(text))
     place.keys(document, ("version", "faults"))
-    _faults(host, document, place)  # type: ignore[arg-type]  # it uses the host's faults only
+    apply_faults(host, document, place)

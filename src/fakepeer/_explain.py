@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 from . import _matchers
-from ._errors import UnexpectedData, UnmetExpectations
+from ._errors import ConversationError, UnexpectedData, UnmetExpectations
 from ._framing import Delimited, Fixed, Framing, LengthField, LengthPrefixed, Lines, StxEtx
 from ._matchers import NEED_MORE, Matched, Matcher, explain
 from ._script import Rule, Script
@@ -30,6 +30,7 @@ __all__ = [
     "looks_like_tls",
     "no_line_end_hint",
     "outlook",
+    "still_sending",
     "tls_hint",
     "unexpected",
     "unmet_verdict",
@@ -480,3 +481,14 @@ def outlook(
     else:
         verdict = "report " + ("IncompleteMessage" if incomplete else "UnmetExpectations")
     return f"still serving; stopped now, the peer would {verdict}:\n" + "\n".join(lines)
+
+
+def still_sending(connection: int, timeout: float) -> ConversationError:
+    """The problem of a client still sending when the stop's reading ran out of time."""
+    return ConversationError(
+        f"connection #{connection}: the client was still sending when the peer stopped: the "
+        f"stop read what came for {timeout:g} s (the peer's timeout=) and left the rest "
+        "unread; stop the client's sending before the peer stops, or give the stop more time "
+        "with timeout=...",
+        connection=connection,
+    )

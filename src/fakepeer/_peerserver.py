@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Callable
 from typing import Final
 
-from . import _accepting, _tlsfaults
+from . import _accepting, _explain, _tlsfaults
 from ._connection import Connection
 from ._conversation import Conversation
 from ._errors import ConversationError
@@ -442,25 +442,16 @@ class PeerServer:
             self.close()
 
     def _unread_at_stop(self) -> None:
-        """The stop read for the peer's ``timeout`` and clients were still sending: what
-        they send from now on is not read. Say so on each such connection, rather than
-        lose its bytes quietly (lock held)."""
+        """The stop read for ``timeout`` and clients still send: say so on each such
+        connection, rather than lose what it sends next quietly (lock held)."""
         now = clock()
         for protocol in self.protocols:
-            connection = protocol.connection
-            if connection is None or connection.problem is not None or not protocol.lagging():
-                continue
-            fd = protocol.fileno()
-            if not (protocol.in_flight(now) or (fd is not None and _ready([fd]))):
-                continue
-            problem = ConversationError(
-                f"connection #{connection.id}: the client was still sending when the peer "
-                f"stopped: the stop read what came for {self.timeout:g} s (the peer's "
-                "timeout=) and left the rest unread; stop the client's sending before the "
-                "peer stops, or give the stop more time with timeout=...",
-                connection=connection.id,
-            )
-            self.conversation.fail(connection, problem, now, note=True)
+            record, fd = protocol.connection, protocol.fileno()
+            sending = protocol.in_flight(now) or (fd is not None and bool(_ready([fd])))
+            if record and record.problem is None and protocol.lagging() and sending:
+                self.conversation.fail(
+                    record, _explain.still_sending(record.id, self.timeout), now, note=True
+                )
 
     def stop_soon(self) -> None:
         """On the loop: :meth:`stop` in a task of its own, nobody waiting for it."""

@@ -19,9 +19,10 @@ import re
 import ssl
 import tomllib
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from ._errors import ScriptError
+from ._host import Host
 from ._peer import ConnectionScript, FakePeer
 from ._script import Rule
 from ._scriptlines import locate
@@ -140,7 +141,7 @@ def load_text(text: str, source: str = "<string>", **overrides: object) -> FakeP
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise _syntax_error(error, source) from None
+        raise syntax_error(error, source) from None
     place = Place(source, locate(text))
     place.keys(document, TOP_KEYS)
     if "version" not in document:
@@ -155,11 +156,11 @@ def load_text(text: str, source: str = "<string>", **overrides: object) -> FakeP
     peer = _peer(document, place, overrides)
     _rules(peer, document, place, os.path.basename(source))
     _connections(peer, document, place, os.path.basename(source))
-    _faults(peer, document, place)
+    apply_faults(peer, document, place)
     return peer
 
 
-def _syntax_error(error: tomllib.TOMLDecodeError, source: str) -> ScriptError:
+def syntax_error(error: tomllib.TOMLDecodeError, source: str) -> ScriptError:
     text = str(error)
     found = re.search(r"\s*\(at line (\d+), column (\d+)\)$", text)
     if found:
@@ -251,7 +252,9 @@ def _connections(peer: FakePeer, document: dict[str, object], place: Place, name
         _rules(script, table, where, name)
 
 
-def _faults(peer: FakePeer, document: dict[str, object], place: Place) -> None:
+def apply_faults(host: Host, document: dict[str, object], place: Place) -> None:
+    """Apply the ``[[faults]]`` tables of ``document`` to ``host`` (a peer or a proxy; the
+    command line's ``--faults FILE`` too), each with its schedule keys."""
     tables = document.get("faults", [])
     if not isinstance(tables, list):
         raise place.at("faults").error("takes an array of tables ([[faults]])")
@@ -267,6 +270,6 @@ def _faults(peer: FakePeer, document: dict[str, object], place: Place) -> None:
                 )
             fault_table["after"] = fault_table.pop("fault_after")
         fault = to_fault(fault_table, where, extra=SCHEDULE_KEYS)
-        schedule = {key: table[key] for key in SCHEDULE_KEYS if key in table}
+        schedule: dict[str, Any] = {key: table[key] for key in SCHEDULE_KEYS if key in table}
         with where.building():
-            peer.faults.add(fault, **schedule)  # type: ignore[arg-type]
+            host.faults.add(fault, **schedule)  # its own checks, at the table's line
