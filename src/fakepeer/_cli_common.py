@@ -2,8 +2,8 @@
 
 The listening options and their overrides, the console and the journal (the live
 transcript), the address file, and :func:`serve`: a peer or a proxy served in this
-process's own asyncio loop until it ends (the script is done, ``--timeout``, SIGINT or
-SIGTERM), then its verdict as an exit status (:data:`PASSED`, :data:`FAILED`,
+process's own asyncio loop until it ends (the script is done, ``--timeout``, SIGINT,
+SIGTERM or SIGHUP), then its verdict as an exit status (:data:`PASSED`, :data:`FAILED`,
 :data:`USAGE`). See docs/cli.md for what a user sees of it.
 
 Serving runs in ``asyncio.run`` with ``async with``-style start and stop, not on the hub: the
@@ -23,6 +23,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -45,7 +46,11 @@ __all__ = [
     "add_where_options",
     "seconds",
     "serve",
+    "in_option_terms",
+    "option_error",
+    "port",
     "serve_command",
+    "unwritable",
     "where_overrides",
 ]
 
@@ -62,7 +67,26 @@ _ENDED: Final = {
     "timeout": "the --timeout was reached",
     "SIGINT": "interrupted (SIGINT)",
     "SIGTERM": "terminated (SIGTERM)",
+    "SIGHUP": "hung up (SIGHUP)",
 }
+
+#: The signals that stop serving, as Ctrl-C does: a closed terminal or ssh session
+#: (SIGHUP) too, so that the address file, the journal's verdict and a --unix private
+#: directory are seen to on every way out.
+STOPS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def port(text: str) -> int:
+    """An argparse type: a port number from 0 to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"takes a port number from 0 to 65535 (0: the OS chooses a free one), got {text!r}"
+        )
+    return value
 
 
 def seconds(text: str) -> float:
@@ -76,12 +100,18 @@ def seconds(text: str) -> float:
     return value
 
 
-def add_where_options(parser: argparse.ArgumentParser, what: str) -> None:
-    """``--host``, ``--port``, ``--unix``, ``--external``, ``--tls``, ``--seed``: where and
-    how ``what`` listens; given ones win over the script file's ``[peer]`` table."""
-    where = parser.add_argument_group("where it listens (given ones win over the file's)")
+def add_where_options(
+    parser: argparse.ArgumentParser, what: str, *, file: bool = True, seed: bool = True
+) -> None:
+    """``--host``, ``--port``, ``--unix``, ``--external``, ``--tls``, and with ``seed``
+    ``--seed``: where and how ``what`` listens; with ``file``, given ones win over the
+    script file's ``[peer]`` table (the heading says so)."""
+    heading = "where it listens (given ones win over the file's)" if file else "where it listens"
+    where = parser.add_argument_group(heading)
     where.add_argument("--host", help=f"the address {what} listens on (default 127.0.0.1)")
-    where.add_argument("--port", type=int, help="the port (default 0: the OS chooses a free one)")
+    where.add_argument(
+        "--port", type=port, help="the port (default 0: the OS chooses a free one)"
+    )
     where.add_argument(
         "--unix",
         nargs="?",
@@ -104,11 +134,13 @@ def add_where_options(parser: argparse.ArgumentParser, what: str) -> None:
         help="serve TLS with a certificate made for the run (needs fakepeer[tls]); the "
         "clients trust its CA, written to --ca-file",
     )
-    where.add_argument("--seed", type=int, help="the seed of the faults' randomness")
+    if seed:
+        where.add_argument("--seed", type=int, help="the seed of the faults' randomness")
 
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:
-    """``--timeout``, ``--address-file``, ``--ca-file``, ``--journal``, ``--quiet``."""
+    """``--timeout``, ``--address-file``, ``--ca-file``, ``--journal``, ``--pcapng``,
+    ``--quiet``."""
     out = parser.add_argument_group("running and output")
     out.add_argument(
         "--timeout",
@@ -135,6 +167,12 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
         "then goes to standard error)",
     )
     out.add_argument(
+        "--pcapng",
+        metavar="FILE",
+        help="at the end, write the transcript to FILE as a pcapng capture, for Wireshark "
+        "or tshark (see docs/howto-wireshark.md)",
+    )
+    out.add_argument(
         "--quiet",
         "-q",
         action="store_true",
@@ -155,7 +193,7 @@ def where_overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.port is not None:
         overrides["port"] = args.port
     for key in ("external", "tls", "seed"):
-        value = getattr(args, key)
+        value = getattr(args, key, None)
         if value is not None:
             overrides[key] = value
     return overrides
@@ -170,19 +208,77 @@ def address_text(host: Host) -> str:
     return f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
 
 
-def write_whole(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader sees it whole or not at all: a temporary
-    file in the same directory, renamed over it."""
+def write_whole(path: str, data: str | bytes) -> None:
+    """Write ``data`` (text: UTF-8) to ``path`` so that a reader sees it whole or not at
+    all: a temporary file in the same directory, renamed over it. An :class:`OSError`
+    names ``path``, never the temporary file."""
     target = Path(path)
-    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
+    content = data.encode("utf-8") if isinstance(data, str) else data
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(text)
+        fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, path) from None
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(content)
         os.replace(temporary, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, exc.strerror, path) from None
         raise
+
+
+def unwritable(option: str, path: str) -> str | None:
+    """Why the file ``path`` of ``option`` cannot be written (its directory is missing,
+    it is a directory), or None: checked before serving, so that a mistake is said at once
+    and not after a run (or a recording) is over."""
+    target = Path(path)
+    parent = target.parent
+    if not parent.is_dir():
+        return f"{option} {path}: cannot write it: no directory {parent}"
+    if target.is_dir():
+        return f"{option} {path}: cannot write it: it is a directory"
+    if not os.access(parent, os.W_OK):
+        return f"{option} {path}: cannot write it: the directory {parent} is not writable"
+    return None
+
+
+#: An error of FakePeer or Proxy about a keyword a where option gives: its first words.
+_KEYWORD: Final = re.compile(r"(?:FakePeer|Proxy)\((host|port|unix|tls|external)=[^)]*\)")
+
+#: The options that stand for the keyword an error names.
+_OPTIONS: Final = {
+    "host": ("host", "port"),
+    "port": ("host", "port"),
+    "unix": ("unix",),
+    "tls": ("tls",),
+    "external": ("host", "external"),
+}
+
+
+def in_option_terms(text: str, args: argparse.Namespace) -> str:
+    """``text``, an error of FakePeer or Proxy about a keyword the user gave as an option
+    (``FakePeer(host='10.0.0.1') ... say external=True``), said with the options the user
+    typed (``--host 10.0.0.1 ... add --external``). Any other error is as it is: a script
+    file's own mistakes keep their ``FILE:LINE``."""
+    found = _KEYWORD.match(text)
+    if found is None:
+        return text
+    given = {key: getattr(args, key, None) for key in ("host", "port", "unix", "tls", "external")}
+    named = [key for key in _OPTIONS[found[1]] if given[key] is not None]
+    if not named:
+        return text
+    spelled = " ".join(
+        f"--{key}" if given[key] is True else f"--{key} {given[key]}" for key in named
+    )
+    return spelled + text[found.end() :].replace("say external=True", "add --external")
+
+
+def option_error(error: ScriptError, args: argparse.Namespace) -> int:
+    """Say ``error`` (in the options' terms: :func:`in_option_terms`); :data:`USAGE`."""
+    return usage_error(in_option_terms(str(error), args))
 
 
 def _data(data: bytes) -> dict[str, str]:
@@ -317,7 +413,7 @@ async def serve(
     listening: Callable[[], None],
 ) -> tuple[Error | None, str]:
     """Serve ``host`` in this loop until ``ended()`` says why (checked after each event),
-    ``timeout`` seconds pass or SIGINT/SIGTERM come; the verdict and why it ended.
+    ``timeout`` seconds pass or a signal of :data:`STOPS` comes; the verdict and why it ended.
 
     Once it listens, ``listening()`` (the command's: :meth:`Output.serving`, then the
     address file...). The live transcript runs from before the start to after the stop."""
@@ -341,7 +437,7 @@ async def serve(
     unwatch = transcript._watch(watch)
     for event in transcript.events:  # added before serving (the file's faults)
         output.event(event)
-    signals = (signal.SIGINT, signal.SIGTERM)
+    signals = STOPS
     for number in signals:
         loop.add_signal_handler(number, stop, number.name)
     serving = host.serve()
@@ -370,15 +466,17 @@ async def serve(
     return host.problem(), why[0]
 
 
-def run_command(main: Callable[[], Coroutine[Any, Any, int]], cleanup: list[str]) -> int:
+def run_command(
+    main: Callable[[], Coroutine[Any, Any, int]], cleanup: list[str], args: argparse.Namespace
+) -> int:
     """Run ``main()`` in a new loop, its status; a :class:`ScriptError` (an address it
-    cannot listen on...) or an :class:`OSError` (a file it cannot write) is a usage error
-    (:data:`USAGE`), said on standard error. Then remove the files in ``cleanup`` (the
-    address file...)."""
+    cannot listen on...: said in the options' terms) or an :class:`OSError` (a file it
+    cannot write) is a usage error (:data:`USAGE`), said on standard error. Then, whatever
+    the way out, remove the files in ``cleanup`` (the address file...)."""
     try:
         return asyncio.run(main())
     except ScriptError as exc:
-        return usage_error(str(exc))
+        return option_error(exc, args)
     except OSError as exc:
         return usage_error(f"cannot write {exc.filename}: {exc.strerror or exc}")
     finally:
@@ -401,15 +499,29 @@ def serve_command(
     ended: Ended,
     line: Callable[[str], str],
     fields: dict[str, Any],
+    outputs: tuple[tuple[str, str], ...] = (),
 ) -> int:
     """A serving command from the start to its exit status: serve ``host`` (see
     :func:`serve`) with the output options of ``args``. Once it listens: the console's
     first line, ``line(address)``; the journal's, ``fields`` and the address; the CA file
-    (``--ca-file``), the address file (``--address-file``), both removed at the end."""
+    (``--ca-file``), the address file (``--address-file``), both removed at the end; after
+    the verdict, the ``--pcapng`` capture. Every file named, and the command's own
+    ``outputs`` (``(option, path)``), is checked before serving (:func:`unwritable`)."""
     tls = host._tls is not None
     if args.ca_file and not tls:
         noun = "proxy" if host._relays else "peer"
         return usage_error(f"--ca-file: the {noun} serves no TLS (give --tls)")
+    files = [
+        ("--address-file", args.address_file),
+        ("--ca-file", args.ca_file),
+        ("--journal", None if args.journal == "-" else args.journal),
+        ("--pcapng", args.pcapng),
+        *outputs,
+    ]
+    for option, path in files:
+        why = path and unwritable(option, path)
+        if why:
+            return usage_error(why)
     output = Output(args)
     written: list[str] = []
 
@@ -432,7 +544,15 @@ def serve_command(
             problem, why = await serve(
                 host, output, timeout=args.timeout, ended=ended, listening=listening
             )
-            return output.verdict(problem, why)
+            status = output.verdict(problem, why)
+        if args.pcapng:
+            try:
+                write_whole(args.pcapng, host.transcript.to_pcapng())
+            except OSError as exc:
+                print(f"fakepeer: error: --pcapng {args.pcapng}: cannot write it: {exc.strerror}")
+                return FAILED
+            output.say(f"wrote {args.pcapng} (pcapng)")
+        return status
 
     remove_stale(args.address_file)
-    return run_command(main, written)
+    return run_command(main, written, args)
