@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from _cli_process import finish, journal, run, started
-from fakepeer import FakePeer, Lines, Proxy, UnexpectedData
+from fakepeer import FakePeer, Lines, Proxy, UnexpectedData, UnmetExpectations
+from fakepeer._learning import Learner
 
 SCRIPT = 'version = 1\n[[expect]]\nmatch = "A"\n'
 PING = (
@@ -124,12 +125,14 @@ def test_one_recorded_conversation_replays_to_any_one_connection(tmp_path: Path)
 def test_diagnosis_names_the_connections_that_have_a_script() -> None:
     peer = FakePeer(framing=Lines())
     peer.on_connection(2).expect(b"GET").reply(b"OK")
-    with pytest.raises(UnexpectedData) as caught:
-        with peer.serve():
-            with socket.create_connection(peer.address, timeout=5) as sock:
-                sock.sendall(b"GET\n")
-                sock.settimeout(5)
-                sock.recv(100)
+    with (  # noqa: PT012 - the failure comes at the stop
+        pytest.raises(UnexpectedData) as caught,
+        peer.serve(),
+        socket.create_connection(peer.address, timeout=5) as sock,
+    ):
+        sock.sendall(b"GET\n")
+        sock.settimeout(5)
+        assert sock.recv(100) == b""  # the peer failed the connection: it closed
     message = str(caught.value)
     assert "the script was empty" not in message
     assert "before serve()" not in message
@@ -148,12 +151,14 @@ def test_a_connection_following_the_peers_script_says_which_have_their_own() -> 
     peer = FakePeer(framing=Lines())
     peer.always(b"PING").reply(b"PONG")
     peer.on_connection(3).expect(b"GET").reply(b"OK")
-    with pytest.raises(UnexpectedData) as caught:
-        with peer.serve():
-            with socket.create_connection(peer.address, timeout=5) as sock:
-                sock.sendall(b"GET\n")
-                sock.settimeout(5)
-                sock.recv(100)
+    with (  # noqa: PT012 - the failure comes at the stop
+        pytest.raises(UnexpectedData) as caught,
+        peer.serve(),
+        socket.create_connection(peer.address, timeout=5) as sock,
+    ):
+        sock.sendall(b"GET\n")
+        sock.settimeout(5)
+        assert sock.recv(100) == b""  # the peer failed the connection: it closed
     assert (
         "  scripts:   connection #1 follows the peer's script; connection #3 has its own"
     ) in str(caught.value)
@@ -240,7 +245,8 @@ def test_run_writes_the_conversation_as_a_pcapng_file(tmp_path: Path, tshark: bo
     assert capture.read_bytes()[:4] == b"\x0a\x0d\x0d\x0a"
     if tshark:
         shown = subprocess.run(
-            ["tshark", "-r", str(capture), "-Y", "tcp.len > 0", "-T", "fields", "-e", "tcp.payload"],
+            ["tshark", "-r", str(capture), "-Y", "tcp.len > 0", "-T", "fields",
+             "-e", "tcp.payload"],
             capture_output=True, text=True, timeout=60, check=True,
         ).stdout.split()  # fmt: skip
         assert shown == [b"PING\n".hex(), b"PONG\n".hex()]
@@ -345,7 +351,7 @@ def test_a_file_peer_no_client_hint_speaks_the_files_terms(tmp_path: Path) -> No
     done = run("run", "a.toml", "--timeout", "0.3", cwd=tmp_path)
     assert done.returncode == 1
     assert (
-        "(no client ever connected; a UDP client needs [peer] transport = \"udp\")"
+        '(no client ever connected; a UDP client needs [peer] transport = "udp")'
     ) in done.stdout, done.stdout
     assert "FakePeer(transport" not in done.stdout
 
@@ -353,9 +359,9 @@ def test_a_file_peer_no_client_hint_speaks_the_files_terms(tmp_path: Path) -> No
 def test_a_python_peer_no_client_hint_speaks_python() -> None:
     peer = FakePeer()
     peer.expect(b"A")
-    with pytest.raises(Exception, match=r"a UDP client needs FakePeer\(transport='udp'\)"):
-        with peer.serve():
-            pass
+    needs = r"a UDP client needs FakePeer\(transport='udp'\)"
+    with pytest.raises(UnmetExpectations, match=needs), peer.serve():
+        pass  # no client: the stop raises
 
 
 # 10. the help of record
@@ -367,3 +373,13 @@ def test_record_help_offers_no_seed_and_no_file() -> None:
     assert "the file's" not in done.stdout
     assert "where it listens (given ones win over the file's)" in run("run", "--help").stdout
     assert "where it listens:" in run("proxy", "--help").stdout
+
+
+def test_learns_rule_says_what_it_does_not_where_fakepeer_wrote_it() -> None:
+    peer = FakePeer()
+    learner = Learner(peer, ("127.0.0.1", 9), settle=0.1)
+    try:
+        (rule,) = peer._conversation.script.fallbacks
+        assert rule.describe() == "otherwise (learning: asks the server)"
+    finally:
+        learner.close()

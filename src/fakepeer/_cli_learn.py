@@ -17,9 +17,9 @@ from ._cli_common import (
     USAGE,
     add_output_options,
     add_where_options,
+    option_error,
     seconds,
     serve_command,
-    option_error,
     usage_error,
     where_overrides,
 )

@@ -21,9 +21,8 @@ from ._cli_common import (
     USAGE,
     add_output_options,
     add_where_options,
-    serve_command,
     option_error,
-    usage_error,
+    serve_command,
     where_overrides,
     write_whole,
 )

@@ -14,8 +14,8 @@ from ._cli_common import (
     Ended,
     add_output_options,
     add_where_options,
-    serve_command,
     option_error,
+    serve_command,
     where_overrides,
 )
 from ._errors import ScriptError
@@ -36,7 +36,8 @@ why it stopped and the verdict:
 
 It stops when the script is done (every expect met and no connection open), when the peer
 saw a problem and no connection is open any more, at --timeout, or on Ctrl-C (SIGINT),
-SIGTERM or SIGHUP. A script of `always` rules only is never done: it serves until --timeout or a signal.
+SIGTERM or SIGHUP. A script of `always` rules only is never done: it serves until --timeout
+or a signal.
 
 examples:
   fakepeer run smtp.toml

@@ -291,9 +291,10 @@ def unexpected(
 
     lines.extend(_scripts(script, peer, takes))
     if own and script.rules():
+        have = "has its" if len(own) == 1 else "have their"
         lines.append(
             f"  scripts:   connection #{record.id} follows the peer's script; "
-            f"{_connections(own)} {'has' if len(own) == 1 else 'have'} {'its' if len(own) == 1 else 'their'} own"
+            f"{_connections(own)} {have} own"
         )
     if similar:
         similar.sort(key=lambda pair: -pair[0])
@@ -329,9 +330,7 @@ def no_script_hint(connection: int) -> str:
     )
 
 
-def nothing_more(
-    script: Script, met: int, connection: int = 0, own: tuple[int, ...] = ()
-) -> str:
+def nothing_more(script: Script, met: int, connection: int = 0, own: tuple[int, ...] = ()) -> str:
     """What ``script`` expected when no expectation was left: ``met`` of them were met;
     ``own``: the connections with a script of their own, when ``connection`` (its number)
     follows the peer's script."""
@@ -394,10 +393,12 @@ def unmet_verdict(
     connections: int,
     received: int,
     datagrams: bool = False,
+    file: bool = False,
     hint: str = "",
 ) -> UnmetExpectations:
     """The failure for expectations not met when the peer stopped, after ``connections``
     connections (client addresses, for ``datagrams``) that sent ``received`` messages;
+    ``file``: the peer was read from a script file (the hints say its words, not Python's);
     ``hint``: lines that end it (:func:`no_line_end_hint`)."""
     lines = []
     for rule in unmet:
@@ -413,9 +414,11 @@ def unmet_verdict(
     if connections:
         waiting = f"{connections} connection(s), {received} message(s) received"
     elif datagrams:
-        waiting = "no datagram came; a TCP client needs FakePeer() (transport='tcp')"
+        needs = 'no [peer] transport = "udp"' if file else "FakePeer() (transport='tcp')"
+        waiting = f"no datagram came; a TCP client needs {needs}"
     else:  # a UDP client's datagrams go to a port nobody listens on with UDP
-        waiting = "no client ever connected; a UDP client needs FakePeer(transport='udp')"
+        needs = '[peer] transport = "udp"' if file else "FakePeer(transport='udp')"
+        waiting = f"no client ever connected; a UDP client needs {needs}"
     diagnosis = f"{count} {noun} not met when the peer stopped ({waiting}):\n" + "\n".join(
         f"  {line}" for line in lines
     )

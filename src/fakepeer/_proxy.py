@@ -448,9 +448,7 @@ class Proxy(Host):
             Path(path).write_text(text, encoding="utf-8")
         return text
 
-    def _recording(
-        self, framing: Framing | None, reply_framing: Framing | None
-    ) -> tuple[str, int]:
+    def _recording(self, framing: Framing | None, reply_framing: Framing | None) -> tuple[str, int]:
         """:meth:`record`'s text, and how many conversations it holds."""
         framing = check_framing(framing)
         framing_table(framing)  # a framing the file can name, or a ScriptError now

@@ -182,7 +182,7 @@ def conversations(events: Iterable[Event], framing: Framing) -> list[Recorded]:
     recorded = [state.done() for _, state in sorted(cutting.items())]
     kept = [one for one in recorded if one.greeting or one.exchanges or one.closed]
     return [
-        dataclasses.replace(one, number=number, relayed=one.number)
+        dataclasses.replace(one, number=number, relayed=0 if one.number == number else one.number)
         for number, one in enumerate(kept, 1)
     ]
 

@@ -154,6 +154,7 @@ def load_text(text: str, source: str = "<string>", **overrides: object) -> FakeP
             f"this fakepeer reads version {VERSION} of the format, got {version!r}"
         )
     peer = _peer(document, place, overrides)
+    peer._conversation.script.file = source
     _rules(peer, document, place, os.path.basename(source))
     _connections(peer, document, place, os.path.basename(source))
     apply_faults(peer, document, place)
