@@ -3,6 +3,7 @@ their findings, reproduced with the real command (a process of its own) or a rea
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import signal
 import socket
@@ -13,6 +14,7 @@ import pytest
 
 from _cli_process import finish, journal, run, started
 from fakepeer import FakePeer, Lines, Proxy, UnexpectedData, UnmetExpectations
+from fakepeer._cli_options import add_output_options, add_where_options, in_option_terms
 from fakepeer._learning import Learner
 
 SCRIPT = 'version = 1\n[[expect]]\nmatch = "A"\n'
@@ -383,3 +385,32 @@ def test_learns_rule_says_what_it_does_not_where_fakepeer_wrote_it() -> None:
         assert rule.describe() == "otherwise (learning: asks the server)"
     finally:
         learner.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "options", "said"),
+    [
+        (
+            "FakePeer(tls=True) makes the test's certificates with trustme, which is not "
+            "installed: pip install 'fakepeer[tls]'",
+            ["--tls"],
+            "--tls makes the test's certificates with trustme, which is not installed: "
+            "pip install 'fakepeer[tls]'",
+        ),
+        (
+            "Proxy(unix=True): cannot listen on /x: too long",
+            ["--unix"],
+            "--unix: cannot listen on /x: too long",
+        ),
+        (  # not an option the user gave: the words stay the library's
+            "FakePeer(host='10.0.0.1') listens on a non-loopback address",
+            [],
+            "FakePeer(host='10.0.0.1') listens on a non-loopback address",
+        ),
+    ],
+)
+def test_errors_in_option_terms(text: str, options: list[str], said: str) -> None:
+    parser = argparse.ArgumentParser()
+    add_where_options(parser, "the peer")
+    add_output_options(parser)
+    assert in_option_terms(text, parser.parse_args(options)) == said
