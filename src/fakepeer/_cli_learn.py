@@ -17,6 +17,7 @@ from ._cli_common import (
     USAGE,
     add_output_options,
     add_where_options,
+    option_error,
     seconds,
     serve_command,
     usage_error,
@@ -35,7 +36,7 @@ It serves SCRIPT as `fakepeer run` does, with one rule more: a message no rule o
 expects is sent to the server at --upstream (on a connection of its own for each client
 connection, its greeting set aside), and the server's answer, once it has been quiet for
 --settle seconds, is the reply. When it stops (--connections N clients came and went,
---timeout, Ctrl-C or SIGTERM) it writes SCRIPT to -o with each new exchange appended as an
+--timeout, Ctrl-C, SIGTERM or SIGHUP) it writes SCRIPT to -o with each new exchange appended as an
 [[always]] rule. The server sees only what the script does not answer: this fits requests
 that stand alone (HTTP, lookups, most RPC); record a conversation with state anew.
 
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         return usage_error(f"cannot read {args.script}: {exc.strerror or exc}")
     except ScriptError as exc:
-        return usage_error(str(exc))
+        return option_error(exc, args)
     gone = Gone(args.connections)
     unwatch = peer.transcript._watch(gone.watch)
     try:
@@ -103,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
             ended=gone.ended,
             line=lambda address: f"learning on {address} from {args.upstream}",
             fields={"name": peer.name, "upstream": args.upstream},
+            outputs=(("-o", args.output),),
         )
     finally:
         unwatch()

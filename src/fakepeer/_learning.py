@@ -88,7 +88,9 @@ class Learner:
         self._links: dict[int, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}
         #: The new exchanges, in order: (connection number, message, answer).
         self.learned: list[tuple[int, bytes, bytes]] = []
-        peer.otherwise().reply(self._forward)
+        rule = peer.otherwise()
+        rule.where = "learning: asks the server"  # not this module's line: the user's words
+        rule.reply(self._forward)
         self._unwatch = peer.transcript._watch(self._watch)
 
     async def _forward(self, message: bytes, connection: Connection) -> bytes:

@@ -432,7 +432,9 @@ class Proxy(Host):
         as messages of ``reply_framing`` (a list when several); what it sent first is a
         ``[[greeting]]``; its close, ``close = true`` on the last rule. One connection:
         top-level rules; several: a ``[[connection]]`` table each, so a replay answers
-        connection 1, 2, ... as the server did. Written with tomli-w: the extra
+        connection 1, 2, ... as the server did. A connection with nothing said either way
+        (a port probe: connected, then closed) is left out, and the rest numbered from 1
+        (the header comment says how many were left out). Written with tomli-w: the extra
         ``pip install 'fakepeer[record]'``. See the how-to, docs/howto-record.md.
 
         Raises :class:`~fakepeer.ScriptError` (the caller's to fix): a fault was added to
@@ -441,6 +443,13 @@ class Proxy(Host):
         sent does not fit ``framing``, or a reply ``reply_framing``, naming the connection;
         a framing of your own (the file names built-in ones); tomli-w is missing.
         """
+        text, _ = self._recording(framing, reply_framing)
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    def _recording(self, framing: Framing | None, reply_framing: Framing | None) -> tuple[str, int]:
+        """:meth:`record`'s text, and how many conversations it holds."""
         framing = check_framing(framing)
         framing_table(framing)  # a framing the file can name, or a ScriptError now
         if reply_framing is not None:
@@ -458,15 +467,20 @@ class Proxy(Host):
         refuse_cut_or_shaped(events, omitted)
         recorded = conversations(events, framing)
         connections = len(recorded)
+        silent = len({event.connection for event in events if event.connection}) - connections
+        left_out = (
+            f" ({silent} more with nothing said either way {'is' if silent == 1 else 'are'} "
+            "left out)"
+            if silent
+            else ""
+        )
         header = (
             f"Recorded by fakepeer {__version__} from {transcript.upstream}: "
-            f"{connections} connection{'' if connections == 1 else 's'}.\n"
+            f"{connections} connection{'' if connections == 1 else 's'}{left_out}.\n"
             "Replay: fakepeer run FILE, or FakePeer.from_file(FILE) in a test; edit freely."
         )
         text = script_text(recorded, framing=framing, reply_framing=reply_framing, header=header)
-        if path is not None:
-            Path(path).write_text(text, encoding="utf-8")
-        return text
+        return text, connections
 
     def _make_server(self, server: type[PeerServer] = ProxyServer, **extra: Any) -> PeerServer:
         return super()._make_server(server, upstream=self._upstream, **extra)

@@ -204,7 +204,7 @@ class _Writer:
         return messages[0] if len(messages) == 1 else messages
 
     def rules(self, recorded: Recorded, prefix: str) -> None:
-        number = recorded.number
+        number = recorded.transcript_number  # as the user saw it, in the transcript
         last = len(recorded.exchanges)
         closing = recorded.closed and not last  # the server closed before any message
         if recorded.greeting or closing:
