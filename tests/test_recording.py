@@ -62,10 +62,44 @@ def test_under_raw_a_message_is_a_turn() -> None:
     assert recorded.exchanges == (Exchange(b"A"), Exchange(b"B", b"a\nb\n"))
 
 
-def test_what_the_client_sends_after_the_server_closed_is_left_out() -> None:
+def test_what_the_client_sends_after_a_server_half_close_is_kept() -> None:
+    """The server closed its side and read on (the client's bytes went without a reset)."""
     events = _events((1, "received", b"A\n"), (1, "half-closed", b""), (1, "received", b"late\n"))
     (recorded,) = conversations(events, Lines())
+    assert recorded == Recorded(
+        1, b"", (Exchange(b"A"), Exchange(b"late")), closed=True, end="half_close", end_at=1
+    )
+    (raw,) = conversations([*events, *_events((1, "eof", b""))], Raw())
+    assert raw.exchanges == (Exchange(b"A\n"), Exchange(b"late\n"))
+    assert (raw.end, raw.end_at) == ("half_close", 1)
+
+
+def test_what_the_client_sends_after_the_server_closed_for_good_is_left_out() -> None:
+    """The server reset what came after its EOF: it had closed whole; and a server's EOF
+    with nothing after it is a close."""
+    events = _events(
+        (1, "received", b"A\n"),
+        (1, "half-closed", b""),
+        (1, "received", b"la"),
+        (1, "received", b"te\n"),
+        (1, "reset", b""),
+    )
+    (recorded,) = conversations(events, Lines())
     assert recorded == Recorded(1, b"", (Exchange(b"A"),), closed=True, left_out=5)
+    (closed,) = conversations(events[:2], Lines())
+    assert closed == Recorded(1, b"", (Exchange(b"A"),), closed=True)
+
+
+def test_a_server_reset_or_loss_ends_the_recording_so() -> None:
+    events = _events((1, "received", b"A\n"), (1, "sent", b"a\n"), (1, "reset", b""))
+    (recorded,) = conversations(events, Lines())
+    assert recorded == Recorded(1, b"", (Exchange(b"A", b"a\n"),), closed=True, end="reset")
+    lost = [*events[:2], *_events((1, "closed", b""))]
+    assert not conversations(lost, Lines())[0].closed  # the proxy's own close, both sides done
+    lost = [*events[:2], Event(0.0, 1, "closed", b"", "(after the error)")]
+    assert conversations(lost, Lines())[0] == Recorded(
+        1, b"", (Exchange(b"A", b"a\n"),), closed=True
+    )
 
 
 def test_a_framing_that_does_not_fit_is_a_script_error() -> None:

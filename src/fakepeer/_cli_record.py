@@ -230,6 +230,8 @@ def _write(proxy: Proxy, output: str, framing: Framing, replies: Framing | None)
     except OSError as exc:
         print(f"fakepeer: error: cannot write {output}: {exc.strerror or exc}")
         return FAILED
+    for line in proxy._left_out:
+        print(f"fakepeer: {line}")
     connections = len({e.connection for e in proxy.transcript.events if e.connection})
     print(f"fakepeer: wrote {output} ({connections} connection(s))")
     return status

@@ -26,7 +26,7 @@ from ._host import Host
 from ._inspection import _reading
 from ._recording import conversations, refuse_cut_or_shaped
 from ._recording_toml import framing_table, script_text
-from ._relay import Relay
+from ._relay import RESETS, Relay
 from ._runtime import (
     _UPSTREAM,
     MAX_SEND_BUFFER,
@@ -49,11 +49,13 @@ class _Upstream(asyncio.Protocol):
     """The proxy's connection to the real server, feeding one client connection; the
     upstream :class:`~fakepeer._steps.Side` its :class:`~fakepeer._steps.Steps` drive."""
 
-    __slots__ = ("client", "transport")
+    __slots__ = ("client", "eof_received_", "eof_sent", "transport")
 
     def __init__(self, client: _ProxyProtocol) -> None:
         self.client = client
         self.transport: asyncio.Transport | None = None
+        self.eof_received_ = False  # the server is done sending
+        self.eof_sent = False  # the client's EOF was passed on: the client is done sending
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = stream_transport(transport)
@@ -63,8 +65,12 @@ class _Upstream(asyncio.Protocol):
         self.client.from_upstream(data)
 
     def eof_received(self) -> bool:
+        self.eof_received_ = True
         self.client.from_upstream_eof()
-        return False  # nothing more to read: let asyncio close our side of it
+        # The server may still read (it half-closed): keep the connection open for what the
+        # client sends next, until the client is done too (then it is closed: see _do). Not
+        # over TLS, which asyncio closes on the server's close_notify whatever we return.
+        return not self.eof_sent and not self.client.server.upstream.tls
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.client.server.upstreams.discard(self)
@@ -83,18 +89,25 @@ class _Upstream(asyncio.Protocol):
     # -- the upstream side of the executor (lock held) ---------------------------------------
 
     def _write_all(self, writes: list[bytes], now: float) -> None:
+        data = writes[0] if len(writes) == 1 else b"".join(writes)
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            transport.write(writes[0] if len(writes) == 1 else b"".join(writes))
+            transport.write(data)
+        else:  # never lost quietly: the transcript says the client's bytes did not go
+            self.client.unsent(data, now)
 
     def _do(self, action: Action, now: float) -> None:
         transport = self.transport
+        if isinstance(action, Write):
+            self._write_all([action.data], now)
+            return
         if transport is None or transport.is_closing():
             return
-        if isinstance(action, Write):
-            transport.write(action.data)
-        elif isinstance(action, HalfClose):
-            if transport.can_write_eof():
+        if isinstance(action, HalfClose):
+            self.eof_sent = True
+            if self.eof_received_:  # both directions are over
+                transport.close()
+            elif transport.can_write_eof():
                 transport.write_eof()
         elif isinstance(action, Reset):
             transport.abort()
@@ -236,10 +249,32 @@ class _ProxyProtocol(_PeerProtocol):
     def from_upstream_eof(self) -> None:
         self._deliver(Relay.upstream_eof)
 
+    def unsent(self, data: bytes, now: float) -> None:
+        """The client's ``data`` could not go upstream: the connection to the server is
+        closed (lock held)."""
+        connection = self.connection
+        if connection is not None and data:
+            self.server.conversation.unsent(
+                connection, data, now, "not sent: the upstream connection is closed"
+            )
+
     def upstream_failed(self, exc: BaseException) -> None:
         relay = self.relay
         assert relay is not None
-        self._fail(relay.upstream_failed(exc, connecting=False))
+        problem = relay.upstream_failed(exc, connecting=False)
+        transport = self.transport
+        if not isinstance(exc, RESETS) or transport is None:
+            self._fail(problem)
+            return
+        server = self.server
+        assert self.connection is not None
+        with server.lock:  # a reset is passed on as a reset (recorded as one)
+            now = clock()
+            server.conversation.fail(self.connection, problem, now)
+            self.steps.clear()
+            if not transport.is_closing():
+                self._do(Reset(), now)
+            server.changed()
 
     def cancel(self) -> None:
         super().cancel()
@@ -332,6 +367,8 @@ class Proxy(Host):
     """
 
     _relays = True
+    #: What the last :meth:`record` left out, a line per connection (the CLI prints them).
+    _left_out: list[str] = []  # noqa: RUF012 - replaced, never changed in place
 
     def _check_fault(self, fault: Fault) -> None:
         if isinstance(fault, DATAGRAM_FAULTS):
@@ -430,7 +467,13 @@ class Proxy(Host):
         answered, which replays any protocol as recorded. What the server sent after a
         message and before the next is its ``reply``, unframed (``reply_framing=None``) or
         as messages of ``reply_framing`` (a list when several); what it sent first is a
-        ``[[greeting]]``; its close, ``close = true`` on the last rule. One connection:
+        ``[[greeting]]``; its close, ``close = true`` on the last rule, and its reset
+        ``reset = true``. A server that closed its side and still read what the client sent
+        next (a half-close: no reset followed) ends its last reply with
+        ``half_close = true``, and the client's bytes after it are ``[[expect]]`` rules
+        with no reply. Bytes of the client's that no rule can answer (sent after the
+        server closed for good, or a message its close cut short) are left out, and the
+        file's header comment says so, per connection. One connection:
         top-level rules; several: a ``[[connection]]`` table each, so a replay answers
         connection 1, 2, ... as the server did. Written with tomli-w: the extra
         ``pip install 'fakepeer[record]'``. See the how-to, docs/howto-record.md.
@@ -458,10 +501,19 @@ class Proxy(Host):
         refuse_cut_or_shaped(events, omitted)
         recorded = conversations(events, framing)
         connections = len(recorded)
-        header = (
-            f"Recorded by fakepeer {__version__} from {transcript.upstream}: "
-            f"{connections} connection{'' if connections == 1 else 's'}.\n"
-            "Replay: fakepeer run FILE, or FakePeer.from_file(FILE) in a test; edit freely."
+        self._left_out = [
+            f"connection #{one.number}: the client's last {one.left_out} bytes are left out: "
+            "the server closed before they could be answered"
+            for one in recorded
+            if one.left_out
+        ]
+        header = "\n".join(
+            [
+                f"Recorded by fakepeer {__version__} from {transcript.upstream}: "
+                f"{connections} connection{'' if connections == 1 else 's'}.",
+                "Replay: fakepeer run FILE, or FakePeer.from_file(FILE) in a test; edit freely.",
+                *self._left_out,
+            ]
         )
         text = script_text(recorded, framing=framing, reply_framing=reply_framing, header=header)
         if path is not None:

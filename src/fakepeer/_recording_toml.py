@@ -205,19 +205,20 @@ class _Writer:
 
     def rules(self, recorded: Recorded, prefix: str) -> None:
         number = recorded.number
-        last = len(recorded.exchanges)
-        closing = recorded.closed and not last  # the server closed before any message
+        end_at = len(recorded.exchanges) if recorded.end_at is None else recorded.end_at
+        end_at = end_at if recorded.closed else -1  # the rule that ends it
+        closing = end_at == 0  # the server closed before any message
         if recorded.greeting or closing:
             sends = self.replies(recorded.greeting, f"connection #{number}, greeting")
             sends = sends if isinstance(sends, list) else [sends] if recorded.greeting else []
             greeting: dict[str, object]
             if len(sends) > 1:  # several messages: a send step each
                 steps: list[object] = [{"send": send} for send in sends]
-                greeting = {"steps": steps + ([{"close": True}] if closing else [])}
+                greeting = {"steps": steps + ([{recorded.end: True}] if closing else [])}
             else:
                 greeting = {"send": sends[0]} if sends else {}
                 if closing:
-                    greeting["close"] = True
+                    greeting[recorded.end] = True
             self.table(f"[[{prefix}greeting]]", greeting)
         for index, exchange in enumerate(recorded.exchanges, 1):
             match = http_match(exchange.message) if self.http else None
@@ -225,8 +226,8 @@ class _Writer:
             if exchange.reply:
                 where = f"connection #{number}, the reply to message #{index}"
                 rule["reply"] = self.replies(exchange.reply, where)
-            if recorded.closed and index == last:
-                rule["close"] = True
+            if index == end_at:
+                rule[recorded.end] = True
             self.table(f"[[{prefix}expect]]", rule)
 
 
