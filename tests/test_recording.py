@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from fakepeer import Delimited, Fixed, LengthField, Lines, Raw, ScriptError
 from fakepeer._framing import Framing
 from fakepeer._recording import Exchange, Recorded, conversations, refuse_cut_or_shaped
-from fakepeer._recording_toml import bytes_value, framing_table, script_text
+from fakepeer._recording_toml import bytes_value, fitting, framing_table, script_text
 from fakepeer._scriptplace import Place
 from fakepeer._scriptvalues import to_bytes
 from fakepeer._transcript import Event
@@ -294,3 +294,12 @@ def test_in_turns_each_reply_is_the_one_after_its_message(
         expected[-1] = Exchange(expected[-1].message, reply)
     recorded = conversations(events, Lines())
     assert [exchange for one in recorded for exchange in one.exchanges] == expected
+
+
+def test_a_message_over_the_framing_limit_raises_it_to_fit() -> None:
+    events = _events((1, "received", b"0123456789"), (1, "sent", b"ok"))
+    assert fitting(Raw(max_length=4), events) == Raw(max_length=10)
+    assert fitting(Raw(max_length=10), events) == Raw(max_length=10)  # it fits: unchanged
+    lines = _events((1, "received", b"ab\n0123456"), (1, "received", b"78\n"))
+    assert fitting(Lines(max_length=4), lines) == Lines(max_length=10)  # with its delimiter
+    assert fitting(Fixed(5), events) == Fixed(5)  # no max_length

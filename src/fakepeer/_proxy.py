@@ -25,7 +25,7 @@ from ._framing import Framing, check_framing
 from ._host import Host
 from ._inspection import _reading
 from ._recording import conversations, refuse_cut_or_shaped
-from ._recording_toml import framing_table, script_text
+from ._recording_toml import fitting, framing_table, script_text
 from ._relay import RESETS, Relay
 from ._runtime import (
     _UPSTREAM,
@@ -464,7 +464,9 @@ class Proxy(Host):
         ``framing`` cuts what the client sent into messages, one ``[[expect]]`` each
         (``Lines(b"\\r\\n")``, ``http1.framing()``: the client's protocol); the default
         :class:`~fakepeer.Raw` makes one per *turn*, what the client sent until the server
-        answered, which replays any protocol as recorded. What the server sent after a
+        answered, which replays any protocol as recorded. A message (or turn) longer than
+        the framing's ``max_length`` raises it in the file's ``[framing]``, to hold the
+        largest one recorded. What the server sent after a
         message and before the next is its ``reply``, unframed (``reply_framing=None``) or
         as messages of ``reply_framing`` (a list when several); what it sent first is a
         ``[[greeting]]``; its close, ``close = true`` on the last rule, and its reset
@@ -499,6 +501,7 @@ class Proxy(Host):
                 "what the server said: record through a proxy with no faults"
             )
         refuse_cut_or_shaped(events, omitted)
+        framing = fitting(framing, events)  # a max_length that holds what was recorded
         recorded = conversations(events, framing)
         connections = len(recorded)
         self._left_out = [

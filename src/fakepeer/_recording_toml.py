@@ -24,14 +24,16 @@ from typing import Any, Final
 
 from ._errors import ScriptError
 from ._framing import Decoder, Framing
-from ._recording import Recorded
+from ._recording import Recorded, conversations
 from ._show import is_binary, show
+from ._transcript import Event
 
 __all__ = [
     "EXTRA",
     "KINDS",
     "bytes_value",
     "check_writer",
+    "fitting",
     "framing_table",
     "http_match",
     "script_text",
@@ -124,6 +126,52 @@ def framing_table(framing: object, keyword: str = "framing") -> dict[str, object
     for name, value in given.items():
         table[name] = bytes_value(value) if isinstance(value, bytes) else value
     return table
+
+
+def _with_max_length(framing: Framing, max_length: int) -> Framing | None:
+    """``framing`` again with ``max_length`` (None: it has none, or cannot have this one)."""
+    parameters = list(inspect.signature(type(framing).__init__).parameters.values())[1:]
+    if "max_length" not in {parameter.name for parameter in parameters}:
+        return None
+    keywords = {parameter.name: getattr(framing, parameter.name) for parameter in parameters}
+    keywords["max_length"] = max_length
+    try:
+        return type(framing)(**keywords)
+    except (ScriptError, ValueError, TypeError):
+        return None
+
+
+def fitting(framing: Framing, events: Sequence[Event]) -> Framing:
+    """``framing``, its ``max_length`` raised when a message the client sent in ``events``
+    (a turn, under :class:`~fakepeer.Raw`) would not fit it, so the file replays what was
+    recorded: the largest message's size (with its framing bytes), or when that is not
+    enough for the framing's own count, every byte the client sent."""
+    limit = getattr(framing, "max_length", None)
+    if not isinstance(limit, int):
+        return framing
+    total = sum(len(event.data) for event in events if event.kind == "received")
+    if total < limit:
+        return framing  # no message can be over the limit
+    roomy = _with_max_length(framing, total + 1)
+    if roomy is None:
+        return framing
+    sizes = [
+        len(framing.encode(exchange.message))
+        for one in conversations(events, roomy)
+        for exchange in one.exchanges
+    ]
+    needed = max(sizes, default=0)
+    if needed <= limit:
+        return framing
+    tight = _with_max_length(framing, needed)
+    if tight is not None:
+        try:
+            conversations(events, tight)
+        except ScriptError:
+            pass
+        else:
+            return tight
+    return roomy
 
 
 def _messages(data: bytes, framing: Framing, where: str) -> list[bytes]:
