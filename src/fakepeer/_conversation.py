@@ -351,10 +351,6 @@ class Conversation:
         """Record bytes a fault kept from being sent (``way``: ``", upstream"`` for a proxy)."""
         self.event(at, record, "dropped", action.data, f"(by {action.why}{way})")
 
-    def unsent(self, record: ConnectionRecord, data: bytes, at: float, why: str) -> None:
-        """Record bytes that could not be sent (``why``: the connection is closed, say)."""
-        self.event(at, record, "dropped", data, f"({why})")
-
     # -- the peer's own life -----------------------------------------------------------------
 
     def started(self, address: str, at: float, wall: float | None = None) -> None:

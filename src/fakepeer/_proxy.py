@@ -25,7 +25,7 @@ from ._framing import Framing, check_framing
 from ._host import Host
 from ._inspection import _reading
 from ._recording import conversations, refuse_cut_or_shaped
-from ._recording_toml import fitting, framing_table, script_text
+from ._recording_toml import fitting, framing_table, left_out, script_text
 from ._relay import RESETS, Relay
 from ._runtime import (
     _UPSTREAM,
@@ -94,7 +94,7 @@ class _Upstream(asyncio.Protocol):
         if transport is not None and not transport.is_closing():
             transport.write(data)
         else:  # never lost quietly: the transcript says the client's bytes did not go
-            self.client.unsent(data, now)
+            self.client.unsent(data, now, "upstream")
 
     def _do(self, action: Action, now: float) -> None:
         transport = self.transport
@@ -231,6 +231,26 @@ class _ProxyProtocol(_PeerProtocol):
 
     # -- server to client (through the faults) -----------------------------------------------
 
+    def _write_all(self, writes: list[bytes], now: float) -> None:
+        transport = self.transport
+        if transport is not None and transport.is_closing() and self.connection is not None:
+            self.unsent(b"".join(writes), now, "client's")
+            return
+        super()._write_all(writes, now)
+
+    def _do(self, action: Action, now: float) -> None:
+        transport = self.transport
+        if isinstance(action, Write) and transport is not None and transport.is_closing():
+            self.unsent(action.data, now, "client's")
+            return
+        super()._do(action, now)
+
+    def unsent(self, data: bytes, now: float, whose: str) -> None:
+        """``data`` could not be sent: ``whose`` connection is closed (lock held)."""
+        if data and self.connection is not None:
+            why = f"(not sent: the {whose} connection is closed)"
+            self.server.conversation.event(now, self.connection, "dropped", data, why)
+
     def _deliver(self, event: Callable[[Relay, float], list[Action]]) -> None:
         server = self.server
         relay = self.relay
@@ -248,15 +268,6 @@ class _ProxyProtocol(_PeerProtocol):
 
     def from_upstream_eof(self) -> None:
         self._deliver(Relay.upstream_eof)
-
-    def unsent(self, data: bytes, now: float) -> None:
-        """The client's ``data`` could not go upstream: the connection to the server is
-        closed (lock held)."""
-        connection = self.connection
-        if connection is not None and data:
-            self.server.conversation.unsent(
-                connection, data, now, "not sent: the upstream connection is closed"
-            )
 
     def upstream_failed(self, exc: BaseException) -> None:
         relay = self.relay
@@ -504,12 +515,7 @@ class Proxy(Host):
         framing = fitting(framing, events)  # a max_length that holds what was recorded
         recorded = conversations(events, framing)
         connections = len(recorded)
-        self._left_out = [
-            f"connection #{one.number}: the client's last {one.left_out} bytes are left out: "
-            "the server closed before they could be answered"
-            for one in recorded
-            if one.left_out
-        ]
+        self._left_out = left_out(recorded)
         header = "\n".join(
             [
                 f"Recorded by fakepeer {__version__} from {transcript.upstream}: "

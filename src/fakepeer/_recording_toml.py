@@ -36,6 +36,7 @@ __all__ = [
     "fitting",
     "framing_table",
     "http_match",
+    "left_out",
     "script_text",
     "table_text",
 ]
@@ -311,3 +312,14 @@ def script_text(
             writer.table("[[connection]]", {"number": one.number})
             writer.rules(one, "connection.")
     return "\n".join(writer.lines) + "\n"
+
+
+def left_out(recorded: Sequence[Recorded]) -> list[str]:
+    """A line per connection whose client's bytes a recording leaves out (see
+    :attr:`Recorded.left_out`), for the file's header and the command's output."""
+    return [
+        f"connection #{one.number}: the client's last {one.left_out} bytes are left out: "
+        "the server closed before they could be answered"
+        for one in recorded
+        if one.left_out
+    ]
