@@ -325,7 +325,7 @@ def test_a_missing_script_and_a_busy_port_are_status_2(tmp_path: Path) -> None:
         done = run("run", str(tmp_path / "s.toml"), "--port", str(port))
     assert done.returncode == 2
     assert done.stderr == (
-        f"fakepeer: error: FakePeer(host='127.0.0.1'): cannot listen on 127.0.0.1:{port}: "
+        f"fakepeer: error: --port {port}: cannot listen on 127.0.0.1:{port}: "
         "Address already in use\n"
     )
 
@@ -334,7 +334,11 @@ def test_a_missing_script_and_a_busy_port_are_status_2(tmp_path: Path) -> None:
     ("args", "error"),
     [
         (["--timeout", "0"], "argument --timeout: takes a number of seconds > 0, got '0'"),
-        (["--port", "x"], "argument --port: invalid int value: 'x'"),
+        (
+            ["--port", "x"],
+            "argument --port: takes a port number from 0 to 65535 (0: the OS chooses a free "
+            "one), got 'x'",
+        ),
         (["--ca-file", "ca.pem"], "--ca-file: the peer serves no TLS (give --tls)"),
     ],
 )

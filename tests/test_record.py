@@ -180,7 +180,7 @@ def test_record_a_line_server_edit_and_replay(tmp_path: Path) -> None:
             assert line_client(recorder.address, b"TIME", b"ECHO hi")[1] == b"12:00\r\n"
             out = recorder.finish()
     assert "stopped: 1 client(s) came and went (--connections)" in out
-    assert f"wrote {recorder.path} (1 connection(s))" in out
+    assert f"wrote {recorder.path} (1 connection)" in out
     text = recorder.path.read_text()
     assert text.endswith(
         '[[greeting]]\nsend = "+OK ready\\r\\n"\n\n'

@@ -653,14 +653,18 @@ def test_a_partial_line_of_a_client_still_connected_fails_every_fixture_test(
 def _flood(address: tuple[str, int], done: threading.Event) -> threading.Thread:
     """A client that sends until ``done`` is set (or the connection breaks), then closes."""
     client = socket.create_connection(address, timeout=5)
+    began = threading.Event()
 
     def flood() -> None:
         with client, contextlib.suppress(OSError):
             while not done.is_set():
                 client.sendall(b"x" * 65536)
+                began.set()
+        began.set()
 
     sender = threading.Thread(target=flood)
     sender.start()
+    assert began.wait(5)  # sending: the stop that follows finds a client still sending
     return sender
 
 

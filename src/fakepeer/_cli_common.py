@@ -1,9 +1,9 @@
 """What the serving commands (``fakepeer run``, ``fakepeer proxy``) share.
 
-The listening options and their overrides, the console and the journal (the live
+The listening options (from :mod:`fakepeer._cli_options`), the console and the journal (the live
 transcript), the address file, and :func:`serve`: a peer or a proxy served in this
-process's own asyncio loop until it ends (the script is done, ``--timeout``, SIGINT or
-SIGTERM), then its verdict as an exit status (:data:`PASSED`, :data:`FAILED`,
+process's own asyncio loop until it ends (the script is done, ``--timeout``, SIGINT,
+SIGTERM or SIGHUP), then its verdict as an exit status (:data:`PASSED`, :data:`FAILED`,
 :data:`USAGE`). See docs/cli.md for what a user sees of it.
 
 Serving runs in ``asyncio.run`` with ``async with``-style start and stop, not on the hub: the
@@ -21,7 +21,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import math
 import os
 import signal
 import sys
@@ -31,6 +30,15 @@ from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import IO, Any, Final
 
+from ._cli_options import (
+    add_output_options,
+    add_where_options,
+    in_option_terms,
+    port,
+    seconds,
+    unwritable,
+    where_overrides,
+)
 from ._errors import Error, ScriptError
 from ._host import Host
 from ._runtime import clock
@@ -43,9 +51,13 @@ __all__ = [
     "Output",
     "add_output_options",
     "add_where_options",
+    "in_option_terms",
+    "option_error",
+    "port",
     "seconds",
     "serve",
     "serve_command",
+    "unwritable",
     "where_overrides",
 ]
 
@@ -62,103 +74,13 @@ _ENDED: Final = {
     "timeout": "the --timeout was reached",
     "SIGINT": "interrupted (SIGINT)",
     "SIGTERM": "terminated (SIGTERM)",
+    "SIGHUP": "hung up (SIGHUP)",
 }
 
-
-def seconds(text: str) -> float:
-    """An argparse type: a finite number of seconds > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"takes a number of seconds > 0, got {text!r}")
-    return value
-
-
-def add_where_options(parser: argparse.ArgumentParser, what: str) -> None:
-    """``--host``, ``--port``, ``--unix``, ``--external``, ``--tls``, ``--seed``: where and
-    how ``what`` listens; given ones win over the script file's ``[peer]`` table."""
-    where = parser.add_argument_group("where it listens (given ones win over the file's)")
-    where.add_argument("--host", help=f"the address {what} listens on (default 127.0.0.1)")
-    where.add_argument("--port", type=int, help="the port (default 0: the OS chooses a free one)")
-    where.add_argument(
-        "--unix",
-        nargs="?",
-        const=True,
-        metavar="PATH",
-        help="listen on a Unix socket at PATH (without PATH: a fresh path in a private "
-        "directory) instead of a host and port",
-    )
-    where.add_argument(
-        "--external",
-        action="store_true",
-        default=None,
-        help="allow a --host beyond loopback (0.0.0.0, a LAN address): other machines can "
-        "then reach it",
-    )
-    where.add_argument(
-        "--tls",
-        action="store_true",
-        default=None,
-        help="serve TLS with a certificate made for the run (needs fakepeer[tls]); the "
-        "clients trust its CA, written to --ca-file",
-    )
-    where.add_argument("--seed", type=int, help="the seed of the faults' randomness")
-
-
-def add_output_options(parser: argparse.ArgumentParser) -> None:
-    """``--timeout``, ``--address-file``, ``--ca-file``, ``--journal``, ``--quiet``."""
-    out = parser.add_argument_group("running and output")
-    out.add_argument(
-        "--timeout",
-        type=seconds,
-        metavar="SECONDS",
-        help="stop after this long in all (default: no limit)",
-    )
-    out.add_argument(
-        "--address-file",
-        metavar="FILE",
-        help="write the address (HOST:PORT, or a Unix socket's path) to FILE once it "
-        "listens (written whole: poll for it); removed when the command ends",
-    )
-    out.add_argument(
-        "--ca-file",
-        metavar="FILE",
-        help="with --tls: write the CA certificate (PEM) the clients trust to FILE, before "
-        "the address file",
-    )
-    out.add_argument(
-        "--journal",
-        metavar="FILE",
-        help="write every event as a JSON line to FILE ('-': standard output, the console "
-        "then goes to standard error)",
-    )
-    out.add_argument(
-        "--quiet",
-        "-q",
-        action="store_true",
-        help="print no transcript: only the address and the verdict",
-    )
-
-
-def where_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The keywords of the where options the user gave, as a FakePeer or Proxy takes them.
-    A Unix socket or a host/port given wins whole over the other form in the file."""
-    overrides: dict[str, Any] = {}
-    if args.unix is not None:
-        overrides.update(unix=args.unix, host="127.0.0.1", port=0)
-    elif args.host is not None or args.port is not None:
-        overrides["unix"] = None
-    if args.host is not None:
-        overrides["host"] = args.host
-    if args.port is not None:
-        overrides["port"] = args.port
-    for key in ("external", "tls", "seed"):
-        value = getattr(args, key)
-        if value is not None:
-            overrides[key] = value
-    return overrides
+#: The signals that stop serving, as Ctrl-C does: a closed terminal or ssh session
+#: (SIGHUP) too, so that the address file, the journal's verdict and a --unix private
+#: directory are seen to on every way out.
+STOPS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def address_text(host: Host) -> str:
@@ -170,19 +92,31 @@ def address_text(host: Host) -> str:
     return f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
 
 
-def write_whole(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader sees it whole or not at all: a temporary
-    file in the same directory, renamed over it."""
+def write_whole(path: str, data: str | bytes) -> None:
+    """Write ``data`` (text: UTF-8) to ``path`` so that a reader sees it whole or not at
+    all: a temporary file in the same directory, renamed over it. An :class:`OSError`
+    names ``path``, never the temporary file."""
     target = Path(path)
-    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
+    content = data.encode("utf-8") if isinstance(data, str) else data
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(text)
+        fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, path) from None
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(content)
         os.replace(temporary, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, exc.strerror, path) from None
         raise
+
+
+def option_error(error: ScriptError, args: argparse.Namespace) -> int:
+    """Say ``error`` (in the options' terms: :func:`in_option_terms`); :data:`USAGE`."""
+    return usage_error(in_option_terms(str(error), args))
 
 
 def _data(data: bytes) -> dict[str, str]:
@@ -317,7 +251,7 @@ async def serve(
     listening: Callable[[], None],
 ) -> tuple[Error | None, str]:
     """Serve ``host`` in this loop until ``ended()`` says why (checked after each event),
-    ``timeout`` seconds pass or SIGINT/SIGTERM come; the verdict and why it ended.
+    ``timeout`` seconds pass or a signal of :data:`STOPS` comes; the verdict and why it ended.
 
     Once it listens, ``listening()`` (the command's: :meth:`Output.serving`, then the
     address file...). The live transcript runs from before the start to after the stop."""
@@ -341,7 +275,7 @@ async def serve(
     unwatch = transcript._watch(watch)
     for event in transcript.events:  # added before serving (the file's faults)
         output.event(event)
-    signals = (signal.SIGINT, signal.SIGTERM)
+    signals = STOPS
     for number in signals:
         loop.add_signal_handler(number, stop, number.name)
     serving = host.serve()
@@ -370,15 +304,17 @@ async def serve(
     return host.problem(), why[0]
 
 
-def run_command(main: Callable[[], Coroutine[Any, Any, int]], cleanup: list[str]) -> int:
+def run_command(
+    main: Callable[[], Coroutine[Any, Any, int]], cleanup: list[str], args: argparse.Namespace
+) -> int:
     """Run ``main()`` in a new loop, its status; a :class:`ScriptError` (an address it
-    cannot listen on...) or an :class:`OSError` (a file it cannot write) is a usage error
-    (:data:`USAGE`), said on standard error. Then remove the files in ``cleanup`` (the
-    address file...)."""
+    cannot listen on...: said in the options' terms) or an :class:`OSError` (a file it
+    cannot write) is a usage error (:data:`USAGE`), said on standard error. Then, whatever
+    the way out, remove the files in ``cleanup`` (the address file...)."""
     try:
         return asyncio.run(main())
     except ScriptError as exc:
-        return usage_error(str(exc))
+        return option_error(exc, args)
     except OSError as exc:
         return usage_error(f"cannot write {exc.filename}: {exc.strerror or exc}")
     finally:
@@ -401,15 +337,29 @@ def serve_command(
     ended: Ended,
     line: Callable[[str], str],
     fields: dict[str, Any],
+    outputs: tuple[tuple[str, str], ...] = (),
 ) -> int:
     """A serving command from the start to its exit status: serve ``host`` (see
     :func:`serve`) with the output options of ``args``. Once it listens: the console's
     first line, ``line(address)``; the journal's, ``fields`` and the address; the CA file
-    (``--ca-file``), the address file (``--address-file``), both removed at the end."""
+    (``--ca-file``), the address file (``--address-file``), both removed at the end; after
+    the verdict, the ``--pcapng`` capture. Every file named, and the command's own
+    ``outputs`` (``(option, path)``), is checked before serving (:func:`unwritable`)."""
     tls = host._tls is not None
     if args.ca_file and not tls:
         noun = "proxy" if host._relays else "peer"
         return usage_error(f"--ca-file: the {noun} serves no TLS (give --tls)")
+    files = [
+        ("--address-file", args.address_file),
+        ("--ca-file", args.ca_file),
+        ("--journal", None if args.journal == "-" else args.journal),
+        ("--pcapng", args.pcapng),
+        *outputs,
+    ]
+    for option, path in files:
+        why = path and unwritable(option, path)
+        if why:
+            return usage_error(why)
     output = Output(args)
     written: list[str] = []
 
@@ -432,7 +382,15 @@ def serve_command(
             problem, why = await serve(
                 host, output, timeout=args.timeout, ended=ended, listening=listening
             )
-            return output.verdict(problem, why)
+            status = output.verdict(problem, why)
+        if args.pcapng:
+            try:
+                write_whole(args.pcapng, host.transcript.to_pcapng())
+            except OSError as exc:
+                print(f"fakepeer: error: --pcapng {args.pcapng}: cannot write it: {exc.strerror}")
+                return FAILED
+            output.say(f"wrote {args.pcapng} (pcapng)")
+        return status
 
     remove_stale(args.address_file)
-    return run_command(main, written)
+    return run_command(main, written, args)

@@ -28,7 +28,7 @@ from ._host import Host
 from ._scriptfile import SCHEDULE_KEYS, apply_faults, syntax_error
 from ._scriptlines import locate
 from ._scriptplace import Place
-from ._scriptvalues import FAULT_KINDS
+from ._scriptvalues import FAULT_KINDS, fault_keywords
 
 __all__ = ["apply", "apply_file", "parse_spec"]
 
@@ -97,6 +97,13 @@ def apply(host: Host, table: dict[str, object], where: str) -> None:
             f"{where}: {kind} has no key {unknown[0]!r}{hint}; it takes "
             f"{', '.join(takes) or 'no keyword'}, and the schedule's {', '.join(SCHEDULE_KEYS)}"
         )
+    required = fault_keywords(kind.replace("-", "_")).items()
+    missing = [name for name, needed in required if needed and name not in rest]
+    if missing:
+        name = missing[0]
+        first = next(iter(takes)) == name
+        short = f"{kind}={name.upper()} or " if first else ""
+        raise ScriptError(f"{where}: {kind} needs its {name}: write {short}{kind}:{name}=...")
     try:
         host.faults.add(make(**rest), **schedule)  # type: ignore[arg-type]  # checked there
     except ScriptError as exc:

@@ -17,6 +17,7 @@ from ._cli_common import (
     USAGE,
     add_output_options,
     add_where_options,
+    option_error,
     seconds,
     serve_command,
     usage_error,
@@ -39,8 +40,8 @@ for the next message; one that cannot be reached or closes without answering fai
 client's connection (exit status 1, naming the server); one that does not answer in time
 gives an empty reply, learned, and said so. SCRIPT needs a framing of messages (not raw)
 and no [[otherwise]] rule of its own. When it stops (--connections N clients came and went,
---timeout, Ctrl-C or SIGTERM) it writes SCRIPT to -o with each new exchange appended as an
-[[always]] rule. The server sees only what the script does not answer: this fits requests
+--timeout, Ctrl-C, SIGTERM or SIGHUP) it writes SCRIPT to -o with each new exchange appended
+as an [[always]] rule. The server sees only what the script does not answer: this fits requests
 that stand alone (HTTP, lookups, most RPC); record a conversation with state anew.
 
 examples:
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         return usage_error(f"cannot read {args.script}: {exc.strerror or exc}")
     except ScriptError as exc:
-        return usage_error(str(exc))
+        return option_error(exc, args)
     gone = Gone(args.connections)
     unwatch = peer.transcript._watch(gone.watch)
     try:
@@ -109,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
             ended=gone.ended,
             line=lambda address: f"learning on {address} from {args.upstream}",
             fields={"name": peer.name, "upstream": args.upstream},
+            outputs=(("-o", args.output),),
         )
     finally:
         unwatch()

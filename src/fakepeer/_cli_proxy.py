@@ -15,8 +15,8 @@ from . import _cli_faults
 from ._cli_common import (
     add_output_options,
     add_where_options,
+    option_error,
     serve_command,
-    usage_error,
     where_overrides,
 )
 from ._errors import ScriptError
@@ -28,7 +28,7 @@ _EPILOG = """\
 Each client's connection is relayed to the upstream server; the faults shape what passes
 (what the server sends back, or with direction=upstream what the client sends). The first
 line says where it listens, then each event as it happens. It serves until --timeout, or
-Ctrl-C (SIGINT) or SIGTERM.
+Ctrl-C (SIGINT), SIGTERM or SIGHUP.
 
 a fault (--fault SPEC, repeatable):
   KIND                              blackhole, reset_peer, half_close, refuse, ...
@@ -85,7 +85,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="a fault, as below (repeatable)",
     )
     parser.add_argument("--faults", metavar="FILE", help="faults from a TOML file")
-    add_where_options(parser, "the proxy")
+    add_where_options(parser, "the proxy", file=False)
     add_output_options(parser)
     return parser
 
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         proxy = _make(args)
     except ScriptError as exc:
-        return usage_error(str(exc))
+        return option_error(exc, args)
     upstream = proxy.transcript.upstream
     return serve_command(
         proxy,

@@ -4,7 +4,7 @@ written as a script file that replays it.
 A subcommand module of the command line: :func:`add_parser` and :func:`run` (see
 ``fakepeer._cli``). It serves a :class:`~fakepeer.Proxy` with no faults and no transcript
 budget (nothing is cut) until ``--connections N`` clients came and went, ``--timeout``, or
-Ctrl-C/SIGTERM, then writes :meth:`Proxy.record` to the file.
+Ctrl-C/SIGTERM/SIGHUP, then writes :meth:`Proxy.record` to the file.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from ._cli_common import (
     USAGE,
     add_output_options,
     add_where_options,
+    option_error,
     serve_command,
-    usage_error,
     where_overrides,
+    write_whole,
 )
 from ._cli_proxy import upstream_address
 from ._errors import ScriptError
@@ -38,11 +39,13 @@ __all__ = ["Gone", "add_parser", "parse_framing", "run"]
 
 _EPILOG = """\
 It relays each client to the server, printing the traffic as it happens, and stops when
---connections N clients have come and gone, at --timeout, or on Ctrl-C (SIGINT) or SIGTERM.
-Then it writes the conversation to the -o file: what each client sent, cut into messages by
+--connections N clients have come and gone, at --timeout, or on Ctrl-C (SIGINT), SIGTERM or
+SIGHUP. Then it writes the conversation to the -o file: what each client sent, cut into messages by
 --framing, as [[expect]] rules; what the server answered after each, as its reply; what the
 server sent first, as a [[greeting]]; its close, as close = true. One connection: top-level
-rules; several: a [[connection]] table each. Replay it with `fakepeer run FILE` or
+rules; several: a [[connection]] table each (a client that connected and said nothing, such
+as a port probe, is left out). Nothing is written when nothing was said, or when the proxy
+saw an error: an existing file stays as it was. Replay it with `fakepeer run FILE` or
 FakePeer.from_file(FILE) in a test; edit it as you like.
 
 the framing (--framing SPEC, the client's protocol; default raw):
@@ -61,8 +64,9 @@ examples:
 
 exit status:
   0  the file is written
-  1  the proxy saw an error (the server could not be reached...), or the conversation does
-     not fit --framing (then the file is written with raw, and it says so)
+  1  nothing is written: the proxy saw an error (the server could not be reached...), or
+     no client said anything; or the conversation does not fit --framing (then the file
+     is written with raw, and it says so)
   2  it could not start: a wrong option, an address it cannot listen on, tomli-w missing
 """
 
@@ -106,7 +110,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--upstream-ca", metavar="FILE", help="with --upstream-tls: trust this CA (PEM) only"
     )
-    add_where_options(parser, "the proxy")
+    add_where_options(parser, "the proxy", file=False, seed=False)
     add_output_options(parser)
     return parser
 
@@ -193,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         proxy, framing, replies = _make(args)
     except ScriptError as exc:
-        return usage_error(str(exc))
+        return option_error(exc, args)
     gone = Gone(args.connections)
     unwatch = proxy.transcript._watch(gone.watch)
     upstream = proxy.transcript.upstream
@@ -204,26 +208,44 @@ def run(args: argparse.Namespace) -> int:
             ended=gone.ended,
             line=lambda address: f"recording on {address}{proxy._over()} from {upstream}",
             fields={"name": proxy.name, "upstream": upstream},
+            outputs=(("-o", args.output),),
         )
     finally:
         unwatch()
     if status == USAGE:
         return status
-    return max(status, _write(proxy, args.output, framing, replies))
+    return max(status, _write(proxy, args.output, framing, replies, status == FAILED))
 
 
-def _write(proxy: Proxy, output: str, framing: Framing, replies: Framing | None) -> int:
-    """Write the recording; if it does not fit the framings named, write it with raw."""
+def _write(
+    proxy: Proxy, output: str, framing: Framing, replies: Framing | None, failed: bool
+) -> int:
+    """Write the recording; if it does not fit the framings named, write it with raw.
+    Nothing is written (an existing file is left as it is) when the proxy saw an error
+    (``failed``) or nothing was said: the exit status is then :data:`FAILED`."""
+    if failed:
+        print(
+            f"fakepeer: error: the proxy saw an error, so {output} is not written (a recording "
+            "is of what the server said): record again once the server is reached"
+        )
+        return FAILED
     status = 0
     try:
         try:
-            proxy.record(output, framing=framing, reply_framing=replies)
+            text, connections = proxy._recording(framing, replies)
         except ScriptError as error:
             if type(framing) is Raw and replies is None:
                 raise
             print(f"fakepeer: {error}\nfakepeer: so it is written with --framing raw")
             status = FAILED
-            proxy.record(output)
+            text, connections = proxy._recording(None, None)
+        if not connections:
+            print(
+                "fakepeer: error: nothing was recorded (no client talked to the server): "
+                f"{output} is not written"
+            )
+            return FAILED
+        write_whole(output, text)
     except ScriptError as error:
         print(f"fakepeer: error: {error}")
         return FAILED
@@ -232,6 +254,5 @@ def _write(proxy: Proxy, output: str, framing: Framing, replies: Framing | None)
         return FAILED
     for line in proxy._left_out:
         print(f"fakepeer: {line}")
-    connections = len({e.connection for e in proxy.transcript.events if e.connection})
-    print(f"fakepeer: wrote {output} ({connections} connection(s))")
+    print(f"fakepeer: wrote {output} ({connections} connection{'' if connections == 1 else 's'})")
     return status

@@ -14,8 +14,8 @@ from ._cli_common import (
     Ended,
     add_output_options,
     add_where_options,
+    option_error,
     serve_command,
-    usage_error,
     where_overrides,
 )
 from ._errors import ScriptError
@@ -29,14 +29,15 @@ why it stopped and the verdict:
 
   fakepeer: serving 'smtp' on 127.0.0.1:40123
        0.512 ms  #1 connected  from 127.0.0.1:51234
-       0.601 ms  #1 sent       '220 ready'
+       0.601 ms  #1 sent       '220 ready\\r\\n'
        ...
   fakepeer: stopped: the script is done: every expect was met and every connection is closed
   fakepeer: passed
 
 It stops when the script is done (every expect met and no connection open), when the peer
-saw a problem and no connection is open any more, at --timeout, or on Ctrl-C (SIGINT) or
-SIGTERM. A script of `always` rules only is never done: it serves until --timeout or a signal.
+saw a problem and no connection is open any more, at --timeout, or on Ctrl-C (SIGINT),
+SIGTERM or SIGHUP. A script of `always` rules only is never done: it serves until --timeout
+or a signal.
 
 examples:
   fakepeer run smtp.toml
@@ -46,6 +47,7 @@ examples:
   # in a shell script: start it in the background, wait for its address, run the client
   fakepeer run smtp.toml --quiet --address-file addr --timeout 60 &
   peer=$!
+  rm -f addr   # not an earlier run's
   while [ ! -s addr ]; do kill -0 $peer || exit 2; sleep 0.05; done
   ./my-client --server "$(cat addr)"
   wait $peer   # the peer's verdict: 0 passed, 1 failed
@@ -107,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         peer = _load(args)
     except ScriptError as exc:
-        return usage_error(str(exc))
+        return option_error(exc, args)
     return serve_command(
         peer,
         args,

@@ -397,6 +397,7 @@ class Conversation:
                     connections=len(self.connections),
                     received=len(self.received),
                     datagrams=self.datagrams,
+                    file=bool(self.script.file),
                     hint=_explain.no_line_end_hint(self.connections, stream=self.stream),
                 )
         if problem is not None and deliver:

@@ -248,12 +248,15 @@ def unexpected(
     head: Rule | None,
     met: int,
     peer: Script | None = None,
+    own: tuple[int, ...] = (),
 ) -> UnexpectedData:
     """The failure for ``data`` that no rule of ``record``'s script took: what came, what
     the script waited for and why that did not match, and up to :data:`SIMILAR` close rules
     (``met``: how many expectations of the script were met); for a connection's own
-    script, which scripts were tried (``peer``: the peer's script)."""
+    script, which scripts were tried (``peer``: the peer's script); for a connection that
+    follows the peer's script, which connections have their own (``own``: their numbers)."""
     script = record.script
+    own = () if script.connection is not None else own  # a connection's own: not these
 
     def because(rule: Rule) -> str:
         return why_not(
@@ -267,9 +270,9 @@ def unexpected(
         lines.append(f"  expected:  {head.describe()}")
         lines.append(f"             the data {because(head)}")
     else:
-        lines.append(f"  expected:  {nothing_more(script, met)}")
+        lines.append(f"  expected:  {nothing_more(script, met, record.id, own)}")
         if not script.rules():
-            hint = EMPTY_SCRIPT_HINT
+            hint = no_script_hint(record.id) if own and not met else EMPTY_SCRIPT_HINT
     similar = []
     for rule in script.rules():
         if rule is head:
@@ -287,6 +290,12 @@ def unexpected(
         )
 
     lines.extend(_scripts(script, peer, takes))
+    if own and script.rules():
+        have = "has its" if len(own) == 1 else "have their"
+        lines.append(
+            f"  scripts:   connection #{record.id} follows the peer's script; "
+            f"{_connections(own)} {have} own"
+        )
     if similar:
         similar.sort(key=lambda pair: -pair[0])
         lines.append("  similar rules:")
@@ -306,8 +315,25 @@ def unexpected(
     )
 
 
-def nothing_more(script: Script, met: int) -> str:
-    """What ``script`` expected when no expectation was left: ``met`` of them were met."""
+def _connections(numbers: tuple[int, ...]) -> str:
+    """``connection #2``, ``connections #2, #3``."""
+    listed = ", ".join(f"#{number}" for number in numbers)
+    return f"connection{'s' if len(numbers) > 1 else ''} {listed}"
+
+
+def no_script_hint(connection: int) -> str:
+    """The ``hint:`` for data on ``connection``, which has no script while others do."""
+    return (
+        "\n  hint:      every connection counts, a client's port probe or retry too: script "
+        f"connection #{connection} as well, or the rules every connection follows "
+        "(peer.expect(...), a file's top-level rules)"
+    )
+
+
+def nothing_more(script: Script, met: int, connection: int = 0, own: tuple[int, ...] = ()) -> str:
+    """What ``script`` expected when no expectation was left: ``met`` of them were met;
+    ``own``: the connections with a script of their own, when ``connection`` (its number)
+    follows the peer's script."""
     if met == 1:
         return "nothing more: the script's one expectation was met"
     if met:
@@ -316,6 +342,13 @@ def nothing_more(script: Script, met: int) -> str:
         return "nothing: the script has no expectations, and none of its other rules took the data"
     if script.connect_rules:
         return "nothing: the script had no rule for messages when these bytes arrived"
+    if own:
+        calls = ", ".join(f"on_connection({number})" for number in own)
+        tables = ", ".join(f"[[connection]] number = {number}" for number in own)
+        return (
+            f"nothing: connection #{connection} has no script: the script has rules only for "
+            f"{_connections(own)} ({calls}, a file's {tables})"
+        )
     return "nothing: the script was empty when these bytes arrived"
 
 
@@ -360,10 +393,12 @@ def unmet_verdict(
     connections: int,
     received: int,
     datagrams: bool = False,
+    file: bool = False,
     hint: str = "",
 ) -> UnmetExpectations:
     """The failure for expectations not met when the peer stopped, after ``connections``
     connections (client addresses, for ``datagrams``) that sent ``received`` messages;
+    ``file``: the peer was read from a script file (the hints say its words, not Python's);
     ``hint``: lines that end it (:func:`no_line_end_hint`)."""
     lines = []
     for rule in unmet:
@@ -379,9 +414,11 @@ def unmet_verdict(
     if connections:
         waiting = f"{connections} connection(s), {received} message(s) received"
     elif datagrams:
-        waiting = "no datagram came; a TCP client needs FakePeer() (transport='tcp')"
+        needs = 'no [peer] transport = "udp"' if file else "FakePeer() (transport='tcp')"
+        waiting = f"no datagram came; a TCP client needs {needs}"
     else:  # a UDP client's datagrams go to a port nobody listens on with UDP
-        waiting = "no client ever connected; a UDP client needs FakePeer(transport='udp')"
+        needs = '[peer] transport = "udp"' if file else "FakePeer(transport='udp')"
+        waiting = f"no client ever connected; a UDP client needs {needs}"
     diagnosis = f"{count} {noun} not met when the peer stopped ({waiting}):\n" + "\n".join(
         f"  {line}" for line in lines
     )

@@ -149,6 +149,7 @@ def unexpected(convo: Conversation, record: ConnectionRecord, data: bytes) -> Er
         head=convo.rules.head(script),
         met=met,
         peer=convo.script,
+        own=tuple(sorted(convo.scripts)),
     )
 
 

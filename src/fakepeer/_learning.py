@@ -120,7 +120,7 @@ class Learner:
         #: What the user should know of them: a message the server did not answer in time.
         self.notes: list[str] = []
         rule = peer.otherwise()
-        rule.where = f"forwarded to {self.server}"  # not this file's line: the user's view
+        rule.where = f"forwarded to {self.server}"  # not this module's line: the user's words
         rule.reply(self._forward)
         self._unwatch = peer.transcript._watch(self._watch)
 

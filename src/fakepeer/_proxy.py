@@ -10,7 +10,9 @@ client. The transcript records both directions.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import socket
 import ssl
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,9 +26,10 @@ from ._faults import Fault
 from ._framing import Framing, check_framing
 from ._host import Host
 from ._inspection import _reading
-from ._recording import conversations, refuse_cut_or_shaped
-from ._recording_toml import fitting, framing_table, left_out, script_text
-from ._relay import RESETS, Relay
+from ._peerprotocol import _LINGER_RESET
+from ._recording import refuse_cut_or_shaped
+from ._recording_toml import framing_table, recording
+from ._relay import Relay
 from ._runtime import (
     _UPSTREAM,
     MAX_SEND_BUFFER,
@@ -43,6 +46,9 @@ from ._upstream import Upstream
 from ._version import __version__
 
 __all__ = ["Proxy", "UpstreamError"]
+
+#: The errors of a connection the server reset (a write after its RST: a broken pipe).
+_RESETS = (ConnectionResetError, BrokenPipeError)
 
 
 class _Upstream(asyncio.Protocol):
@@ -272,19 +278,21 @@ class _ProxyProtocol(_PeerProtocol):
     def upstream_failed(self, exc: BaseException) -> None:
         relay = self.relay
         assert relay is not None
-        problem = relay.upstream_failed(exc, connecting=False)
         transport = self.transport
-        if not isinstance(exc, RESETS) or transport is None:
-            self._fail(problem)
+        if not isinstance(exc, _RESETS) or transport is None or self.connection is None:
+            self._fail(relay.upstream_failed(exc, connecting=False))
             return
         server = self.server
-        assert self.connection is not None
-        with server.lock:  # a reset is passed on as a reset (recorded as one)
-            now = clock()
-            server.conversation.fail(self.connection, problem, now)
+        with server.lock:  # the server's reset is its answer: passed on as a reset, no error
             self.steps.clear()
             if not transport.is_closing():
-                self._do(Reset(), now)
+                sock = transport.get_extra_info("socket")
+                if sock is not None:
+                    with contextlib.suppress(OSError):  # an RST, not a FIN
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                transport.abort()
+                note = "(as the upstream server did)"
+                server.conversation.closed(self.connection, clock(), "reset", note)
             server.changed()
 
     def cancel(self) -> None:
@@ -475,20 +483,19 @@ class Proxy(Host):
         ``framing`` cuts what the client sent into messages, one ``[[expect]]`` each
         (``Lines(b"\\r\\n")``, ``http1.framing()``: the client's protocol); the default
         :class:`~fakepeer.Raw` makes one per *turn*, what the client sent until the server
-        answered, which replays any protocol as recorded. A message (or turn) longer than
-        the framing's ``max_length`` raises it in the file's ``[framing]``, to hold the
-        largest one recorded. What the server sent after a
+        answered, which replays any protocol as recorded (the file's ``max_length`` raised
+        to hold the largest message recorded). What the server sent after a
         message and before the next is its ``reply``, unframed (``reply_framing=None``) or
         as messages of ``reply_framing`` (a list when several); what it sent first is a
-        ``[[greeting]]``; its close, ``close = true`` on the last rule, and its reset
-        ``reset = true``. A server that closed its side and still read what the client sent
-        next (a half-close: no reset followed) ends its last reply with
-        ``half_close = true``, and the client's bytes after it are ``[[expect]]`` rules
-        with no reply. Bytes of the client's that no rule can answer (sent after the
-        server closed for good, or a message its close cut short) are left out, and the
-        file's header comment says so, per connection. One connection:
+        ``[[greeting]]``; its close, ``close = true`` on the last rule, its reset ``reset =
+        true``, and a half-close (the client sent more, taken without a reset) ``half_close
+        = true``, the client's later bytes ``[[expect]]`` rules with no reply. Bytes no rule
+        can answer (after the server closed for good, or a message its close cut short) are
+        left out, as the header comment says. One connection:
         top-level rules; several: a ``[[connection]]`` table each, so a replay answers
-        connection 1, 2, ... as the server did. Written with tomli-w: the extra
+        connection 1, 2, ... as the server did. A connection with nothing said either way
+        (a port probe: connected, then closed) is left out, and the rest numbered from 1
+        (the header comment says how many were left out). Written with tomli-w: the extra
         ``pip install 'fakepeer[record]'``. See the how-to, docs/howto-record.md.
 
         Raises :class:`~fakepeer.ScriptError` (the caller's to fix): a fault was added to
@@ -497,6 +504,13 @@ class Proxy(Host):
         sent does not fit ``framing``, or a reply ``reply_framing``, naming the connection;
         a framing of your own (the file names built-in ones); tomli-w is missing.
         """
+        text, _ = self._recording(framing, reply_framing)
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    def _recording(self, framing: Framing | None, reply_framing: Framing | None) -> tuple[str, int]:
+        """:meth:`record`'s text, and how many conversations it holds."""
         framing = check_framing(framing)
         framing_table(framing)  # a framing the file can name, or a ScriptError now
         if reply_framing is not None:
@@ -512,22 +526,9 @@ class Proxy(Host):
                 "what the server said: record through a proxy with no faults"
             )
         refuse_cut_or_shaped(events, omitted)
-        framing = fitting(framing, events)  # a max_length that holds what was recorded
-        recorded = conversations(events, framing)
-        connections = len(recorded)
-        self._left_out = left_out(recorded)
-        header = "\n".join(
-            [
-                f"Recorded by fakepeer {__version__} from {transcript.upstream}: "
-                f"{connections} connection{'' if connections == 1 else 's'}.",
-                "Replay: fakepeer run FILE, or FakePeer.from_file(FILE) in a test; edit freely.",
-                *self._left_out,
-            ]
-        )
-        text = script_text(recorded, framing=framing, reply_framing=reply_framing, header=header)
-        if path is not None:
-            Path(path).write_text(text, encoding="utf-8")
-        return text
+        by = f"fakepeer {__version__} from {transcript.upstream}"
+        text, connections, self._left_out = recording(events, framing, reply_framing, by)
+        return text, connections
 
     def _make_server(self, server: type[PeerServer] = ProxyServer, **extra: Any) -> PeerServer:
         return super()._make_server(server, upstream=self._upstream, **extra)

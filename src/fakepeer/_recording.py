@@ -27,6 +27,7 @@ unframed) sends the client the same bytes in the same order as the server did.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -57,10 +58,12 @@ class Exchange:
 
 @dataclass(frozen=True)
 class Recorded:
-    """One connection's conversation: ``greeting`` (what the server sent before the client's
-    first message), its exchanges in order, ``closed`` when the server closed its side
-    first, and ``left_out``: how many bytes of the client's are not in the exchanges (sent
-    after the server closed for good, or a message it cut short).
+    """One connection's conversation: ``number``, its place among the conversations kept
+    (from 1: the connection of a replay that answers it), ``greeting`` (what the server
+    sent before the client's first message), its exchanges in order, ``closed`` when the
+    server closed its side first, ``left_out``: how many bytes of the client's are not in
+    the exchanges (sent after the server closed for good, or a message it cut short), and
+    ``relayed``: its number in the proxy's transcript (0: the same as ``number``).
 
     ``end`` is how the server ended, when ``closed``: ``"close"``, ``"half_close"`` (it
     closed its side and still read: the client's bytes after that are exchanges with no
@@ -72,8 +75,14 @@ class Recorded:
     exchanges: tuple[Exchange, ...]
     closed: bool = False
     left_out: int = 0
+    relayed: int = 0
     end: str = "close"
     end_at: int | None = None
+
+    @property
+    def transcript_number(self) -> int:
+        """Its number in the proxy's transcript (``#N`` there)."""
+        return self.relayed or self.number
 
     @property
     def replies(self) -> bytes:
@@ -174,8 +183,8 @@ class _Cutting:
             tuple(Exchange(m, bytes(r)) for m, r in zip(self.messages, self.replies, strict=True)),
             self.closed,
             self.left_out,
-            self.end,
-            self.end_at if self.end == "half_close" else None,
+            end=self.end,
+            end_at=self.end_at if self.end == "half_close" else None,
         )
 
     def _unfit(self, why: str) -> ScriptError:
@@ -193,7 +202,9 @@ def conversations(events: Iterable[Event], framing: Framing) -> list[Recorded]:
     Raises :class:`~fakepeer.ScriptError` when the client's bytes do not fit ``framing``
     (a :class:`~fakepeer.FramingError` while cutting them, or bytes at the end that are no
     whole message: the framing named is not the client's), naming the connection.
-    Connections with nothing sent either way are left out.
+    Connections with nothing sent either way (a port probe: a client that connected and
+    closed) are left out, and the others numbered from 1 in order (``relayed`` keeps the
+    transcript's number): a replay's first connection is answered as the first that spoke.
     """
     cutting: dict[int, _Cutting] = {}
     for event in events:
@@ -214,7 +225,11 @@ def conversations(events: Iterable[Event], framing: Framing) -> list[Recorded]:
         elif kind == "eof":
             state.client_eof()
     recorded = [state.done() for _, state in sorted(cutting.items())]
-    return [one for one in recorded if one.greeting or one.exchanges or one.closed]
+    kept = [one for one in recorded if one.greeting or one.exchanges or one.closed]
+    return [
+        dataclasses.replace(one, number=number, relayed=0 if one.number == number else one.number)
+        for number, one in enumerate(kept, 1)
+    ]
 
 
 def refuse_cut_or_shaped(events: Iterable[Event], omitted: int) -> None:

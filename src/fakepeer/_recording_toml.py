@@ -36,7 +36,7 @@ __all__ = [
     "fitting",
     "framing_table",
     "http_match",
-    "left_out",
+    "recording",
     "script_text",
     "table_text",
 ]
@@ -253,7 +253,7 @@ class _Writer:
         return messages[0] if len(messages) == 1 else messages
 
     def rules(self, recorded: Recorded, prefix: str) -> None:
-        number = recorded.number
+        number = recorded.transcript_number  # as the user saw it, in the transcript
         end_at = len(recorded.exchanges) if recorded.end_at is None else recorded.end_at
         end_at = end_at if recorded.closed else -1  # the rule that ends it
         closing = end_at == 0  # the server closed before any message
@@ -314,12 +314,35 @@ def script_text(
     return "\n".join(writer.lines) + "\n"
 
 
-def left_out(recorded: Sequence[Recorded]) -> list[str]:
-    """A line per connection whose client's bytes a recording leaves out (see
-    :attr:`Recorded.left_out`), for the file's header and the command's output."""
-    return [
-        f"connection #{one.number}: the client's last {one.left_out} bytes are left out: "
-        "the server closed before they could be answered"
+def recording(
+    events: Sequence[Event], framing: Framing, reply_framing: Framing | None, by: str
+) -> tuple[str, int, list[str]]:
+    """The script file of a proxy's transcript ``events`` (checked: see
+    :func:`~fakepeer._recording.refuse_cut_or_shaped`), under a header naming who recorded
+    it from where (``by``); how many conversations it holds; and what it left out, a line
+    per connection (also in the header). ``framing``'s ``max_length`` is raised to hold the
+    largest message recorded (:func:`fitting`)."""
+    framing = fitting(framing, events)
+    recorded = conversations(events, framing)
+    connections = len(recorded)
+    silent = len({event.connection for event in events if event.connection}) - connections
+    probes = (
+        f" ({silent} more with nothing said either way {'is' if silent == 1 else 'are'} left out)"
+        if silent
+        else ""
+    )
+    notes = [
+        f"connection #{one.transcript_number}: the client's last {one.left_out} bytes are "
+        "left out: the server closed before they could be answered"
         for one in recorded
         if one.left_out
     ]
+    header = "\n".join(
+        [
+            f"Recorded by {by}: {connections} connection{'' if connections == 1 else 's'}{probes}.",
+            "Replay: fakepeer run FILE, or FakePeer.from_file(FILE) in a test; edit freely.",
+            *notes,
+        ]
+    )
+    text = script_text(recorded, framing=framing, reply_framing=reply_framing, header=header)
+    return text, connections, notes

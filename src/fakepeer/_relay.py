@@ -23,10 +23,7 @@ from ._faults import FaultState, shape
 from ._faultschedule import faults_of, spend
 from ._state import ConnectionRecord
 
-__all__ = ["DOWNSTREAM", "RESETS", "UPSTREAM", "Relay"]
-
-#: The errors of a connection the other end reset (a write after its RST: a broken pipe).
-RESETS = (ConnectionResetError, BrokenPipeError)
+__all__ = ["DOWNSTREAM", "UPSTREAM", "Relay"]
 
 #: The two directions, as faults name them (see :attr:`Fault.direction`).
 DOWNSTREAM = "downstream"
@@ -127,12 +124,6 @@ class Relay:
 
     def upstream_failed(self, error: BaseException, *, connecting: bool) -> UpstreamError:
         """The problem to record: the server could not be reached, or was lost."""
-        if not connecting and isinstance(error, RESETS):
-            return self._problem(
-                f"the upstream server {self.upstream} reset the connection "
-                "(passed on: the client's connection is reset too)",
-                error,
-            )
         doing = "could not connect to" if connecting else "lost its connection to"
         return self._problem(
             f"the proxy {doing} the upstream server {self.upstream}: "

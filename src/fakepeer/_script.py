@@ -458,8 +458,8 @@ class Script:
     """The rules of the peer, or of one connection: greetings, expectations, permanent
     rules, fallbacks, or a handler that takes the connection over.
 
-    ``connection`` is the number of the connection it is for (None: the peer's script).
-    Which expectation comes next is the conversation's business (it keeps the counts).
+    ``connection``: the connection it is for (None: the peer's script); ``file``: the file it
+    was read from ("": Python; hints speak its terms). The conversation keeps the counts.
 
     A connection's script that :meth:`inherits` the peer's (``on_connection(n,
     inherit=True)``) adds to it: its messages are tried against its own next expectation,
@@ -478,7 +478,7 @@ class Script:
         self.permanent: list[Rule] = []
         self.fallbacks: list[Rule] = []
         self.handler: HandlerFunction | None = None
-        self.handler_where = ""
+        self.handler_where, self.file = "", ""
         self.parent: Script | None = None  # the peer's script, if this one inherits it
         self.heirs: list[Script] = []  # the connections' scripts that inherit this one
         # The rules tried after the next expectation (the same lists unless it inherits).

@@ -154,6 +154,7 @@ def load_text(text: str, source: str = "<string>", **overrides: object) -> FakeP
             f"this fakepeer reads version {VERSION} of the format, got {version!r}"
         )
     peer = _peer(document, place, overrides)
+    peer._conversation.script.file = source
     _rules(peer, document, place, os.path.basename(source))
     _connections(peer, document, place, os.path.basename(source))
     apply_faults(peer, document, place)
@@ -183,6 +184,8 @@ def _peer(document: dict[str, object], place: Place, overrides: dict[str, object
     except (ScriptError, TypeError, ValueError) as error:
         text = error.diagnosis if isinstance(error, ScriptError) else str(error)
         named = [key for key in given if re.search(rf"\b{key}\b", text)]
+        if not named and any(re.search(rf"\b{key}=", text) for key in overrides):
+            raise ScriptError(text) from None  # the caller's keyword, not the file, is wrong
         at = table.at(named[0]) if named else table if "peer" in document else place
         raise at.error(text) from None
 
