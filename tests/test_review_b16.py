@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from fakepeer import FakePeer, Lines, Proxy, UnexpectedData
+from test_record import recording
 
 # -- a server that half-closes, then reads ------------------------------------------------------
 
@@ -289,3 +290,42 @@ def test_what_a_recording_leaves_out_is_said(tmp_path: Path) -> None:
         "before they could be answered\n"
     ) in text, text
     assert text.endswith('[[greeting]]\nsend = "bye\\n"\nclose = true\n'), text
+
+
+def test_fakepeer_record_records_a_reset_and_says_what_it_left_out(tmp_path: Path) -> None:
+    listener, thread = _resetting_server()
+    try:
+        with recording(tmp_path, listener.getsockname(), "--connections", "1") as recorder:
+            assert _client(recorder.address) == (b"bye\n", "reset")
+            out = recorder.finish()
+        thread.join(5)
+    finally:
+        listener.close()
+    assert recorder.path.read_text().endswith('reply = "bye\\n"\nreset = true\n'), out
+
+    def close_mid_message() -> None:
+        listener.settimeout(10)
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(10)
+            conn.recv(100)
+            conn.sendall(b"bye\n")
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    thread = threading.Thread(target=close_mid_message, daemon=True)
+    thread.start()
+    try:
+        options = ("--connections", "1", "--framing", "lines")
+        with recording(tmp_path, listener.getsockname(), *options) as recorder:
+            with socket.create_connection(recorder.address, timeout=5) as sock:
+                sock.sendall(b"par")
+                assert sock.recv(100) == b"bye\n"
+                assert sock.recv(100) == b""
+            out = recorder.finish()
+        thread.join(5)
+    finally:
+        listener.close()
+    assert (
+        "fakepeer: connection #1: the client's last 3 bytes are left out: the server closed "
+        "before they could be answered\n"
+    ) in out, out
