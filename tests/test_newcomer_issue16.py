@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from _cli_process import finish, journal, run, started
-from fakepeer import FakePeer, Lines, Proxy, UnexpectedData, UnmetExpectations
+from fakepeer import FakePeer, Lines, Proxy, Raw, UnexpectedData, UnmetExpectations
 from fakepeer._cli_options import add_output_options, add_where_options, in_option_terms
 from fakepeer._learning import Learner
 
@@ -378,11 +378,11 @@ def test_record_help_offers_no_seed_and_no_file() -> None:
 
 
 def test_learns_rule_says_what_it_does_not_where_fakepeer_wrote_it() -> None:
-    peer = FakePeer()
+    peer = FakePeer(framing=Lines(), reply_framing=Raw())  # (raw: no messages to forward)
     learner = Learner(peer, ("127.0.0.1", 9), settle=0.1)
     try:
         (rule,) = peer._conversation.script.fallbacks
-        assert rule.describe() == "otherwise (learning: asks the server)"
+        assert rule.describe() == "otherwise (forwarded to 127.0.0.1:9)"
     finally:
         learner.close()
 

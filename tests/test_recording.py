@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from fakepeer import Delimited, Fixed, LengthField, Lines, Raw, ScriptError
 from fakepeer._framing import Framing
 from fakepeer._recording import Exchange, Recorded, conversations, refuse_cut_or_shaped
-from fakepeer._recording_toml import bytes_value, framing_table, script_text
+from fakepeer._recording_toml import bytes_value, fitting, framing_table, script_text
 from fakepeer._scriptplace import Place
 from fakepeer._scriptvalues import to_bytes
 from fakepeer._transcript import Event
@@ -62,10 +62,44 @@ def test_under_raw_a_message_is_a_turn() -> None:
     assert recorded.exchanges == (Exchange(b"A"), Exchange(b"B", b"a\nb\n"))
 
 
-def test_what_the_client_sends_after_the_server_closed_is_left_out() -> None:
+def test_what_the_client_sends_after_a_server_half_close_is_kept() -> None:
+    """The server closed its side and read on (the client's bytes went without a reset)."""
     events = _events((1, "received", b"A\n"), (1, "half-closed", b""), (1, "received", b"late\n"))
     (recorded,) = conversations(events, Lines())
+    assert recorded == Recorded(
+        1, b"", (Exchange(b"A"), Exchange(b"late")), closed=True, end="half_close", end_at=1
+    )
+    (raw,) = conversations([*events, *_events((1, "eof", b""))], Raw())
+    assert raw.exchanges == (Exchange(b"A\n"), Exchange(b"late\n"))
+    assert (raw.end, raw.end_at) == ("half_close", 1)
+
+
+def test_what_the_client_sends_after_the_server_closed_for_good_is_left_out() -> None:
+    """The server reset what came after its EOF: it had closed whole; and a server's EOF
+    with nothing after it is a close."""
+    events = _events(
+        (1, "received", b"A\n"),
+        (1, "half-closed", b""),
+        (1, "received", b"la"),
+        (1, "received", b"te\n"),
+        (1, "reset", b""),
+    )
+    (recorded,) = conversations(events, Lines())
     assert recorded == Recorded(1, b"", (Exchange(b"A"),), closed=True, left_out=5)
+    (closed,) = conversations(events[:2], Lines())
+    assert closed == Recorded(1, b"", (Exchange(b"A"),), closed=True)
+
+
+def test_a_server_reset_or_loss_ends_the_recording_so() -> None:
+    events = _events((1, "received", b"A\n"), (1, "sent", b"a\n"), (1, "reset", b""))
+    (recorded,) = conversations(events, Lines())
+    assert recorded == Recorded(1, b"", (Exchange(b"A", b"a\n"),), closed=True, end="reset")
+    lost = [*events[:2], *_events((1, "closed", b""))]
+    assert not conversations(lost, Lines())[0].closed  # the proxy's own close, both sides done
+    lost = [*events[:2], Event(0.0, 1, "closed", b"", "(after the error)")]
+    assert conversations(lost, Lines())[0] == Recorded(
+        1, b"", (Exchange(b"A", b"a\n"),), closed=True
+    )
 
 
 def test_a_framing_that_does_not_fit_is_a_script_error() -> None:
@@ -260,3 +294,12 @@ def test_in_turns_each_reply_is_the_one_after_its_message(
         expected[-1] = Exchange(expected[-1].message, reply)
     recorded = conversations(events, Lines())
     assert [exchange for one in recorded for exchange in one.exchanges] == expected
+
+
+def test_a_message_over_the_framing_limit_raises_it_to_fit() -> None:
+    events = _events((1, "received", b"0123456789"), (1, "sent", b"ok"))
+    assert fitting(Raw(max_length=4), events) == Raw(max_length=10)
+    assert fitting(Raw(max_length=10), events) == Raw(max_length=10)  # it fits: unchanged
+    lines = _events((1, "received", b"ab\n0123456"), (1, "received", b"78\n"))
+    assert fitting(Lines(max_length=4), lines) == Lines(max_length=10)  # with its delimiter
+    assert fitting(Fixed(5), events) == Fixed(5)  # no max_length

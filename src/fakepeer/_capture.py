@@ -330,6 +330,8 @@ def _comment(event: Event) -> str:
     packet of its own."""
     wire = event.kind in _WIRE
     if wire and not event.note:
+        if event.kind == "unexpected":  # the packet that failed the test: mark it
+            return f"#{event.connection} unexpected: no rule matched"
         return ""  # the packet shows it
     parts = [f"#{event.connection}" if event.connection else "peer", event.kind]
     if event.data and not wire:

@@ -35,9 +35,13 @@ _EPILOG = """\
 It serves SCRIPT as `fakepeer run` does, with one rule more: a message no rule of the script
 expects is sent to the server at --upstream (on a connection of its own for each client
 connection, its greeting set aside), and the server's answer, once it has been quiet for
---settle seconds, is the reply. When it stops (--connections N clients came and went,
---timeout, Ctrl-C, SIGTERM or SIGHUP) it writes SCRIPT to -o with each new exchange appended as an
-[[always]] rule. The server sees only what the script does not answer: this fits requests
+--settle seconds, is the reply. A server that closed after an answer is connected to again
+for the next message; one that cannot be reached or closes without answering fails the
+client's connection (exit status 1, naming the server); one that does not answer in time
+gives an empty reply, learned, and said so. SCRIPT needs a framing of messages (not raw)
+and no [[otherwise]] rule of its own. When it stops (--connections N clients came and went,
+--timeout, Ctrl-C, SIGTERM or SIGHUP) it writes SCRIPT to -o with each new exchange appended
+as an [[always]] rule. The server sees only what the script does not answer: this fits requests
 that stand alone (HTTP, lookups, most RPC); record a conversation with state anew.
 
 examples:
@@ -72,7 +76,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         type=seconds,
         default=0.2,
         metavar="SECONDS",
-        help="the server's answer is over once it is quiet this long (default 0.2)",
+        help="the server's answer (and greeting) is over once it is quiet this long "
+        "(default 0.2); a greeting later than this after connecting is taken for the first "
+        "answer: raise it for a server that greets slowly",
     )
     parser.add_argument(
         "--connections", type=int, metavar="N", help="stop once N clients have come and gone"
@@ -116,5 +122,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"fakepeer: error: cannot write {args.output}: {exc.strerror or exc}")
         return FAILED
+    for note in learner.notes:
+        print(f"fakepeer: {note}")
     print(f"fakepeer: wrote {args.output} ({len(learner.learned)} exchange(s) learned)")
     return status

@@ -252,5 +252,7 @@ def _write(
     except OSError as exc:
         print(f"fakepeer: error: cannot write {output}: {exc.strerror or exc}")
         return FAILED
+    for line in proxy._left_out:
+        print(f"fakepeer: {line}")
     print(f"fakepeer: wrote {output} ({connections} connection{'' if connections == 1 else 's'})")
     return status

@@ -10,7 +10,9 @@ client. The transcript records both directions.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import socket
 import ssl
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,8 +26,9 @@ from ._faults import Fault
 from ._framing import Framing, check_framing
 from ._host import Host
 from ._inspection import _reading
-from ._recording import conversations, refuse_cut_or_shaped
-from ._recording_toml import framing_table, script_text
+from ._peerprotocol import _LINGER_RESET
+from ._recording import refuse_cut_or_shaped
+from ._recording_toml import framing_table, recording
 from ._relay import Relay
 from ._runtime import (
     _UPSTREAM,
@@ -44,16 +47,21 @@ from ._version import __version__
 
 __all__ = ["Proxy", "UpstreamError"]
 
+#: The errors of a connection the server reset (a write after its RST: a broken pipe).
+_RESETS = (ConnectionResetError, BrokenPipeError)
+
 
 class _Upstream(asyncio.Protocol):
     """The proxy's connection to the real server, feeding one client connection; the
     upstream :class:`~fakepeer._steps.Side` its :class:`~fakepeer._steps.Steps` drive."""
 
-    __slots__ = ("client", "transport")
+    __slots__ = ("client", "eof_received_", "eof_sent", "transport")
 
     def __init__(self, client: _ProxyProtocol) -> None:
         self.client = client
         self.transport: asyncio.Transport | None = None
+        self.eof_received_ = False  # the server is done sending
+        self.eof_sent = False  # the client's EOF was passed on: the client is done sending
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = stream_transport(transport)
@@ -63,8 +71,12 @@ class _Upstream(asyncio.Protocol):
         self.client.from_upstream(data)
 
     def eof_received(self) -> bool:
+        self.eof_received_ = True
         self.client.from_upstream_eof()
-        return False  # nothing more to read: let asyncio close our side of it
+        # The server may still read (it half-closed): keep the connection open for what the
+        # client sends next, until the client is done too (then it is closed: see _do). Not
+        # over TLS, which asyncio closes on the server's close_notify whatever we return.
+        return not self.eof_sent and not self.client.server.upstream.tls
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.client.server.upstreams.discard(self)
@@ -83,18 +95,25 @@ class _Upstream(asyncio.Protocol):
     # -- the upstream side of the executor (lock held) ---------------------------------------
 
     def _write_all(self, writes: list[bytes], now: float) -> None:
+        data = writes[0] if len(writes) == 1 else b"".join(writes)
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            transport.write(writes[0] if len(writes) == 1 else b"".join(writes))
+            transport.write(data)
+        else:  # never lost quietly: the transcript says the client's bytes did not go
+            self.client.unsent(data, now, "upstream")
 
     def _do(self, action: Action, now: float) -> None:
         transport = self.transport
+        if isinstance(action, Write):
+            self._write_all([action.data], now)
+            return
         if transport is None or transport.is_closing():
             return
-        if isinstance(action, Write):
-            transport.write(action.data)
-        elif isinstance(action, HalfClose):
-            if transport.can_write_eof():
+        if isinstance(action, HalfClose):
+            self.eof_sent = True
+            if self.eof_received_:  # both directions are over
+                transport.close()
+            elif transport.can_write_eof():
                 transport.write_eof()
         elif isinstance(action, Reset):
             transport.abort()
@@ -218,6 +237,26 @@ class _ProxyProtocol(_PeerProtocol):
 
     # -- server to client (through the faults) -----------------------------------------------
 
+    def _write_all(self, writes: list[bytes], now: float) -> None:
+        transport = self.transport
+        if transport is not None and transport.is_closing() and self.connection is not None:
+            self.unsent(b"".join(writes), now, "client's")
+            return
+        super()._write_all(writes, now)
+
+    def _do(self, action: Action, now: float) -> None:
+        transport = self.transport
+        if isinstance(action, Write) and transport is not None and transport.is_closing():
+            self.unsent(action.data, now, "client's")
+            return
+        super()._do(action, now)
+
+    def unsent(self, data: bytes, now: float, whose: str) -> None:
+        """``data`` could not be sent: ``whose`` connection is closed (lock held)."""
+        if data and self.connection is not None:
+            why = f"(not sent: the {whose} connection is closed)"
+            self.server.conversation.event(now, self.connection, "dropped", data, why)
+
     def _deliver(self, event: Callable[[Relay, float], list[Action]]) -> None:
         server = self.server
         relay = self.relay
@@ -239,7 +278,22 @@ class _ProxyProtocol(_PeerProtocol):
     def upstream_failed(self, exc: BaseException) -> None:
         relay = self.relay
         assert relay is not None
-        self._fail(relay.upstream_failed(exc, connecting=False))
+        transport = self.transport
+        if not isinstance(exc, _RESETS) or transport is None or self.connection is None:
+            self._fail(relay.upstream_failed(exc, connecting=False))
+            return
+        server = self.server
+        with server.lock:  # the server's reset is its answer: passed on as a reset, no error
+            self.steps.clear()
+            if not transport.is_closing():
+                sock = transport.get_extra_info("socket")
+                if sock is not None:
+                    with contextlib.suppress(OSError):  # an RST, not a FIN
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                transport.abort()
+                note = "(as the upstream server did)"
+                server.conversation.closed(self.connection, clock(), "reset", note)
+            server.changed()
 
     def cancel(self) -> None:
         super().cancel()
@@ -332,6 +386,8 @@ class Proxy(Host):
     """
 
     _relays = True
+    #: What the last :meth:`record` left out, a line per connection (the CLI prints them).
+    _left_out: list[str] = []  # noqa: RUF012 - replaced, never changed in place
 
     def _check_fault(self, fault: Fault) -> None:
         if isinstance(fault, DATAGRAM_FAULTS):
@@ -427,10 +483,15 @@ class Proxy(Host):
         ``framing`` cuts what the client sent into messages, one ``[[expect]]`` each
         (``Lines(b"\\r\\n")``, ``http1.framing()``: the client's protocol); the default
         :class:`~fakepeer.Raw` makes one per *turn*, what the client sent until the server
-        answered, which replays any protocol as recorded. What the server sent after a
+        answered, which replays any protocol as recorded (the file's ``max_length`` raised
+        to hold the largest message recorded). What the server sent after a
         message and before the next is its ``reply``, unframed (``reply_framing=None``) or
         as messages of ``reply_framing`` (a list when several); what it sent first is a
-        ``[[greeting]]``; its close, ``close = true`` on the last rule. One connection:
+        ``[[greeting]]``; its close, ``close = true`` on the last rule, its reset ``reset =
+        true``, and a half-close (the client sent more, taken without a reset) ``half_close
+        = true``, the client's later bytes ``[[expect]]`` rules with no reply. Bytes no rule
+        can answer (after the server closed for good, or a message its close cut short) are
+        left out, as the header comment says. One connection:
         top-level rules; several: a ``[[connection]]`` table each, so a replay answers
         connection 1, 2, ... as the server did. A connection with nothing said either way
         (a port probe: connected, then closed) is left out, and the rest numbered from 1
@@ -465,21 +526,8 @@ class Proxy(Host):
                 "what the server said: record through a proxy with no faults"
             )
         refuse_cut_or_shaped(events, omitted)
-        recorded = conversations(events, framing)
-        connections = len(recorded)
-        silent = len({event.connection for event in events if event.connection}) - connections
-        left_out = (
-            f" ({silent} more with nothing said either way {'is' if silent == 1 else 'are'} "
-            "left out)"
-            if silent
-            else ""
-        )
-        header = (
-            f"Recorded by fakepeer {__version__} from {transcript.upstream}: "
-            f"{connections} connection{'' if connections == 1 else 's'}{left_out}.\n"
-            "Replay: fakepeer run FILE, or FakePeer.from_file(FILE) in a test; edit freely."
-        )
-        text = script_text(recorded, framing=framing, reply_framing=reply_framing, header=header)
+        by = f"fakepeer {__version__} from {transcript.upstream}"
+        text, connections, self._left_out = recording(events, framing, reply_framing, by)
         return text, connections
 
     def _make_server(self, server: type[PeerServer] = ProxyServer, **extra: Any) -> PeerServer:

@@ -40,6 +40,11 @@ __all__ = ["Exchange", "Recorded", "conversations", "refuse_cut_or_shaped"]
 
 #: Transcript events that show a fault had a hand in what passed: a recording refuses them.
 _FAULT_KINDS = frozenset({"fault", "dropped", "accept"})
+#: The note of bytes dropped because their connection was closed (no fault): the client's,
+#: after the server's end, which a recording leaves out (see Recorded.left_out).
+_UNSENT = "(not sent: "
+#: Transcript events of the server's end, as the proxy passed it on to the client.
+_SERVER_ENDS = frozenset({"half-closed", "reset", "closed"})
 
 
 @dataclass(frozen=True)
@@ -56,9 +61,14 @@ class Recorded:
     """One connection's conversation: ``number``, its place among the conversations kept
     (from 1: the connection of a replay that answers it), ``greeting`` (what the server
     sent before the client's first message), its exchanges in order, ``closed`` when the
-    server closed its side first, ``left_out``: how many bytes the client sent after that
-    (no reply can follow them: they are not in the exchanges), and ``relayed``: its number
-    in the proxy's transcript (0: the same as ``number``)."""
+    server closed its side first, ``left_out``: how many bytes of the client's are not in
+    the exchanges (sent after the server closed for good, or a message it cut short), and
+    ``relayed``: its number in the proxy's transcript (0: the same as ``number``).
+
+    ``end`` is how the server ended, when ``closed``: ``"close"``, ``"half_close"`` (it
+    closed its side and still read: the client's bytes after that are exchanges with no
+    reply) or ``"reset"``; the step of the rule of exchange number ``end_at`` (1-based; 0:
+    the greeting's; None: the last one's)."""
 
     number: int
     greeting: bytes
@@ -66,6 +76,8 @@ class Recorded:
     closed: bool = False
     left_out: int = 0
     relayed: int = 0
+    end: str = "close"
+    end_at: int | None = None
 
     @property
     def transcript_number(self) -> int:
@@ -92,11 +104,18 @@ class _Cutting:
     closed: bool = False
     eof: bool = False
     left_out: int = 0
+    end: str = "close"
+    end_at: int = 0
+    after: int = 0  # bytes the client sent after the server's EOF
+    reset_after: bool = False  # and the server's connection was reset or lost after its EOF
+    cut_short: int = 0  # the bytes of a message the server's EOF came in the middle of
 
     def received(self, data: bytes) -> None:
-        if self.closed or self.eof:  # after the server's close: nothing answers it
+        if self.eof or (self.closed and self.end != "half_close"):  # nothing answers it
             self.left_out += len(data)
             return
+        if self.closed:  # the server half-closed (so far): it may still read
+            self.after += len(data)
         if self.framing.streaming:
             self.buffer += data  # a turn, cut when the server answers
             return
@@ -111,8 +130,25 @@ class _Cutting:
             self.buffer.clear()
         (self.replies[-1] if self.replies else self.greeting).extend(data)
 
+    def server_end(self, kind: str, note: str) -> None:
+        """The server closed (``half-closed``: the proxy passed its EOF on), or reset the
+        connection (``reset``), or was lost (``closed`` after the error)."""
+        if kind == "closed" and note != "(after the error)":
+            return  # the proxy's own close, after both sides were done
+        if self.closed:
+            self.reset_after = self.reset_after or kind != "half-closed"
+            return
+        if self.framing.streaming and self.buffer:  # the server's end ends a turn
+            self._add([bytes(self.buffer)])
+            self.buffer.clear()
+        self.closed = True
+        self.end = {"half-closed": "half_close", "reset": "reset"}.get(kind, "close")
+        self.end_at = len(self.messages)
+        self.cut_short = len(self.buffer)
+
     def client_eof(self) -> None:
-        if not self.framing.streaming and not self.eof and not self.closed:
+        over = self.closed and self.end != "half_close"
+        if not self.framing.streaming and not self.eof and not over:
             try:
                 self._add(self.decoder.take(self.buffer, True))
             except FramingError as error:
@@ -125,6 +161,13 @@ class _Cutting:
             self.replies.append(bytearray())
 
     def done(self) -> Recorded:
+        if self.end == "half_close" and (self.reset_after or not self.after):
+            # Reset for what the client sent after its EOF, the server had closed for good
+            # (a replayed close resets those bytes likewise); nothing sent: a close is likelier.
+            self.end = "close"
+            self.left_out += self.after + self.cut_short
+            del self.messages[self.end_at :], self.replies[self.end_at :]
+            self.buffer.clear()
         if self.buffer and self.closed and not self.framing.streaming:
             self.left_out += len(self.buffer)  # a message cut short by the server's close
         elif self.buffer and self.framing.streaming:
@@ -140,6 +183,8 @@ class _Cutting:
             tuple(Exchange(m, bytes(r)) for m, r in zip(self.messages, self.replies, strict=True)),
             self.closed,
             self.left_out,
+            end=self.end,
+            end_at=self.end_at if self.end == "half_close" else None,
         )
 
     def _unfit(self, why: str) -> ScriptError:
@@ -175,8 +220,8 @@ def conversations(events: Iterable[Event], framing: Framing) -> list[Recorded]:
             state.received(event.data)
         elif kind == "sent":
             state.sent(event.data)
-        elif kind == "half-closed":  # the server closed: the proxy passed its EOF on
-            state.closed = True
+        elif kind in _SERVER_ENDS:  # the server closed (the proxy passed its EOF on), or reset
+            state.server_end(kind, event.note)
         elif kind == "eof":
             state.client_eof()
     recorded = [state.done() for _, state in sorted(cutting.items())]
@@ -192,7 +237,7 @@ def refuse_cut_or_shaped(events: Iterable[Event], omitted: int) -> None:
     stands: ``omitted`` events were left out, or an event's data was cut, to fit the
     transcript's budget; or a fault acted on what passed."""
     for event in events:
-        if event.kind in _FAULT_KINDS:
+        if event.kind in _FAULT_KINDS and not event.note.startswith(_UNSENT):
             raise ScriptError(
                 f"a recording is of what the server said, and a fault acted on it "
                 f"({event.kind}: {event.note or show(event.data)}): record through a proxy "

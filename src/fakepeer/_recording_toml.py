@@ -24,16 +24,19 @@ from typing import Any, Final
 
 from ._errors import ScriptError
 from ._framing import Decoder, Framing
-from ._recording import Recorded
+from ._recording import Recorded, conversations
 from ._show import is_binary, show
+from ._transcript import Event
 
 __all__ = [
     "EXTRA",
     "KINDS",
     "bytes_value",
     "check_writer",
+    "fitting",
     "framing_table",
     "http_match",
+    "recording",
     "script_text",
     "table_text",
 ]
@@ -126,6 +129,52 @@ def framing_table(framing: object, keyword: str = "framing") -> dict[str, object
     return table
 
 
+def _with_max_length(framing: Framing, max_length: int) -> Framing | None:
+    """``framing`` again with ``max_length`` (None: it has none, or cannot have this one)."""
+    parameters = list(inspect.signature(type(framing).__init__).parameters.values())[1:]
+    if "max_length" not in {parameter.name for parameter in parameters}:
+        return None
+    keywords = {parameter.name: getattr(framing, parameter.name) for parameter in parameters}
+    keywords["max_length"] = max_length
+    try:
+        return type(framing)(**keywords)
+    except (ScriptError, ValueError, TypeError):
+        return None
+
+
+def fitting(framing: Framing, events: Sequence[Event]) -> Framing:
+    """``framing``, its ``max_length`` raised when a message the client sent in ``events``
+    (a turn, under :class:`~fakepeer.Raw`) would not fit it, so the file replays what was
+    recorded: the largest message's size (with its framing bytes), or when that is not
+    enough for the framing's own count, every byte the client sent."""
+    limit = getattr(framing, "max_length", None)
+    if not isinstance(limit, int):
+        return framing
+    total = sum(len(event.data) for event in events if event.kind == "received")
+    if total < limit:
+        return framing  # no message can be over the limit
+    roomy = _with_max_length(framing, total + 1)
+    if roomy is None:
+        return framing
+    sizes = [
+        len(framing.encode(exchange.message))
+        for one in conversations(events, roomy)
+        for exchange in one.exchanges
+    ]
+    needed = max(sizes, default=0)
+    if needed <= limit:
+        return framing
+    tight = _with_max_length(framing, needed)
+    if tight is not None:
+        try:
+            conversations(events, tight)
+        except ScriptError:
+            pass
+        else:
+            return tight
+    return roomy
+
+
 def _messages(data: bytes, framing: Framing, where: str) -> list[bytes]:
     """``data`` as whole messages of ``framing`` that it encodes back to ``data``, exactly;
     else a :class:`~fakepeer.ScriptError` saying where."""
@@ -205,19 +254,20 @@ class _Writer:
 
     def rules(self, recorded: Recorded, prefix: str) -> None:
         number = recorded.transcript_number  # as the user saw it, in the transcript
-        last = len(recorded.exchanges)
-        closing = recorded.closed and not last  # the server closed before any message
+        end_at = len(recorded.exchanges) if recorded.end_at is None else recorded.end_at
+        end_at = end_at if recorded.closed else -1  # the rule that ends it
+        closing = end_at == 0  # the server closed before any message
         if recorded.greeting or closing:
             sends = self.replies(recorded.greeting, f"connection #{number}, greeting")
             sends = sends if isinstance(sends, list) else [sends] if recorded.greeting else []
             greeting: dict[str, object]
             if len(sends) > 1:  # several messages: a send step each
                 steps: list[object] = [{"send": send} for send in sends]
-                greeting = {"steps": steps + ([{"close": True}] if closing else [])}
+                greeting = {"steps": steps + ([{recorded.end: True}] if closing else [])}
             else:
                 greeting = {"send": sends[0]} if sends else {}
                 if closing:
-                    greeting["close"] = True
+                    greeting[recorded.end] = True
             self.table(f"[[{prefix}greeting]]", greeting)
         for index, exchange in enumerate(recorded.exchanges, 1):
             match = http_match(exchange.message) if self.http else None
@@ -225,8 +275,8 @@ class _Writer:
             if exchange.reply:
                 where = f"connection #{number}, the reply to message #{index}"
                 rule["reply"] = self.replies(exchange.reply, where)
-            if recorded.closed and index == last:
-                rule["close"] = True
+            if index == end_at:
+                rule[recorded.end] = True
             self.table(f"[[{prefix}expect]]", rule)
 
 
@@ -262,3 +312,37 @@ def script_text(
             writer.table("[[connection]]", {"number": one.number})
             writer.rules(one, "connection.")
     return "\n".join(writer.lines) + "\n"
+
+
+def recording(
+    events: Sequence[Event], framing: Framing, reply_framing: Framing | None, by: str
+) -> tuple[str, int, list[str]]:
+    """The script file of a proxy's transcript ``events`` (checked: see
+    :func:`~fakepeer._recording.refuse_cut_or_shaped`), under a header naming who recorded
+    it from where (``by``); how many conversations it holds; and what it left out, a line
+    per connection (also in the header). ``framing``'s ``max_length`` is raised to hold the
+    largest message recorded (:func:`fitting`)."""
+    framing = fitting(framing, events)
+    recorded = conversations(events, framing)
+    connections = len(recorded)
+    silent = len({event.connection for event in events if event.connection}) - connections
+    probes = (
+        f" ({silent} more with nothing said either way {'is' if silent == 1 else 'are'} left out)"
+        if silent
+        else ""
+    )
+    notes = [
+        f"connection #{one.transcript_number}: the client's last {one.left_out} bytes are "
+        "left out: the server closed before they could be answered"
+        for one in recorded
+        if one.left_out
+    ]
+    header = "\n".join(
+        [
+            f"Recorded by {by}: {connections} connection{'' if connections == 1 else 's'}{probes}.",
+            "Replay: fakepeer run FILE, or FakePeer.from_file(FILE) in a test; edit freely.",
+            *notes,
+        ]
+    )
+    text = script_text(recorded, framing=framing, reply_framing=reply_framing, header=header)
+    return text, connections, notes

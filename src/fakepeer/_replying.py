@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from . import _failing
 from ._actions import Action, Await, Call, HalfClose, Hold, StartTLS, Wait, Write
-from ._errors import Error, ReplyFailed, ScriptError
+from ._errors import Error, ReplyFailed, ScriptError, UpstreamError
 from ._script import After, Echo, Goto, Hang, Reply, Rule, Send
 from ._state import ConnectionRecord, Phase, Transition
 from ._transcript import show
@@ -164,6 +164,8 @@ def check_reply(
     error: BaseException | None,
 ) -> bytes | Error | None:
     """The bytes a reply callable gave, or the problem it is."""
+    if isinstance(error, UpstreamError):  # a server the callable asked failed: it says which
+        return error
     if error is not None:
         problem = ReplyFailed(
             f"the reply callable {name} of {rule.describe()} raised "

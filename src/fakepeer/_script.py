@@ -333,10 +333,10 @@ class Rule:
 
         A callable gets the ``re.Match`` for a regex rule, else the matched bytes; it may
         return bytes, str, or None (no reply). Its exceptions fail the test as
-        :class:`~fakepeer.ReplyFailed`. It gets the :class:`~fakepeer.Connection` too when it
-        declares a second *required* positional parameter, or a parameter named
-        ``connection`` (passed by keyword); a second parameter with a default is its own.
-        Any other signature is a :class:`~fakepeer.ScriptError`.
+        :class:`~fakepeer.ReplyFailed` (an :class:`~fakepeer.UpstreamError` as it is). It gets
+        the :class:`~fakepeer.Connection` too when it declares a second *required* positional
+        parameter, or one named ``connection`` (passed by keyword); a second with a default
+        is its own. Any other signature is a :class:`~fakepeer.ScriptError`.
         """
         if self.matcher is None:
             raise ScriptError(

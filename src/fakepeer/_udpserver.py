@@ -246,6 +246,8 @@ class DatagramClient(_PeerProtocol):
             self._send([action.data], now, "(a copy: duplicate)")
         elif isinstance(action, Write):
             self._write_all([action.data], now)
+        elif type(action) is Close and connection.failed:
+            pass  # the peer's own end of a failed connection (a stream's is closed): no step's
         elif type(action) in _STREAM_ONLY:
             what = _STREAM_ONLY[type(action)]
             problem = ScriptError(
