@@ -11,7 +11,8 @@ command is the only thing in the process, so one thread does everything. The sig
 the loop's (``loop.add_signal_handler``: no handler runs in the middle of a lock), the live
 transcript is written as each event is added, in that same thread (nothing is queued: a
 slow reader slows the peer down, memory stays bounded), and the wake-up of the wait for the
-end is a plain :class:`asyncio.Event`.
+end is a plain :class:`asyncio.Event`. What the peer keeps of the messages it received is a
+bounded window (:mod:`fakepeer._keeping`): the process serves for long.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from ._cli_options import (
 )
 from ._errors import Error, ScriptError
 from ._host import Host
+from ._keeping import bound
 from ._runtime import clock
 from ._transcript import Event
 
@@ -362,6 +364,8 @@ def serve_command(
             return usage_error(why)
     output = Output(args)
     written: list[str] = []
+    if not host._conversation.received:
+        bound(host._conversation)
 
     def listening() -> None:
         address = address_text(host)
