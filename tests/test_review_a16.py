@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import os
 import socket
+import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
-from _cli_process import SIGNALS, finish, started
-from fakepeer import ANY, Connection, FakePeer, Lines
+from _cli_process import SIGNALS, WAIT, command, environment, finish, run, started
+from fakepeer import ANY, Connection, FakePeer, Lines, ScriptError, _cli_run
+from fakepeer._cli import main
 from fakepeer._keeping import bound
+from fakepeer._scriptfile import load_text
 from fakepeer.protocols import resp
 
 TIMEOUT = 30
@@ -120,3 +127,181 @@ def test_protocol_of_finds_its_place_again_when_the_oldest_messages_are_dropped(
 def _answer(connection: Connection, seen: list[int]) -> bytes:
     seen.append(resp.protocol_of(connection))
     return b"+OK\r\n"
+
+
+# -- 2. the loader: every error a ScriptError at FILE:LINE, never a traceback ------------------
+
+OCTAL = """version = 1
+[framing]
+kind = "lines"
+[[expect]]
+match = "A"
+reply = { escaped = '\\777' }
+"""
+
+
+def test_an_octal_escape_over_0o377_is_a_script_error_at_its_line(tmp_path: Path) -> None:
+    """The loader's escape pattern took \\777, and encoding it to bytes raised
+    UnicodeEncodeError: `fakepeer run` printed a traceback and exited 1."""
+    path = tmp_path / "oct.toml"
+    path.write_text(OCTAL)
+    with pytest.raises(ScriptError) as info:
+        FakePeer.from_file(path)
+    assert str(info.value) == (
+        f"{path}:6: expect #1: reply: escaped: '\\\\777' is not a byte: an octal escape is at "
+        "most \\\\377 (255)"
+    )
+    done = run("run", "oct.toml", "--timeout", "1", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.startswith("fakepeer: error: oct.toml:6: expect #1: reply: escaped:")
+
+
+def test_octal_escapes_up_to_0o377_are_bytes() -> None:
+    peer = load_text(
+        "version = 1\n[[greeting]]\nsend = { escaped = '\\0\\12\\377' }\n[[expect]]\nmatch = 'A'\n"
+    )
+    with peer.serve(), socket.create_connection(peer.address, timeout=TIMEOUT) as sock:
+        assert sock.recv(10) == b"\x00\n\xff"
+        sock.sendall(b"A")
+
+
+DEEP = "version = 1\n[[expect]]\nmatch = " + "{ not = " * 500 + '"A"' + " }" * 500 + "\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        (DEEP, 3),
+        ('version = 1\n[[expect]]\nmatch = "A"\nreply = ' + "[" * 600 + "]" * 600 + "\n", 4),
+    ],
+    ids=["not-in-not", "arrays"],
+)
+def test_too_deep_a_document_is_a_script_error(tmp_path: Path, text: str, line: int) -> None:
+    """tomllib recursed past the interpreter's limit: RecursionError escaped from_file and
+    `fakepeer run` printed some 3,000 lines of traceback, exit status 1."""
+    path = tmp_path / "deep.toml"
+    path.write_text(text)
+    with pytest.raises(ScriptError) as info:
+        FakePeer.from_file(path)
+    assert str(info.value) == (
+        f"{path}:{line}: nested too deeply: its values (tables in tables, arrays in arrays, "
+        "{ not = { not = ... } }) go more levels deep than the TOML reader can take; a script "
+        "needs a few"
+    )
+    done = run("run", "deep.toml", "--timeout", "1", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"fakepeer: error: deep.toml:{line}: nested too deeply")
+
+
+def test_a_hundred_nested_matchers_still_load() -> None:
+    text = "version = 1\n[[expect]]\nmatch = " + "{ not = " * 100 + '"A"' + " }" * 100 + "\n"
+    assert len(load_text(text)._conversation.expectations) == 1
+
+
+def test_an_endless_file_is_not_read_to_the_end(tmp_path: Path) -> None:
+    """/dev/zero was read whole: MemoryError, a traceback, exit status 1."""
+    done = run("run", "/dev/zero", "--timeout", "1", cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (
+        2,
+        "fakepeer: error: /dev/zero: not a script file: longer than 268,435,456 bytes\n",
+    )
+
+
+def test_an_unexpected_exception_is_exit_3_never_the_status_of_a_verdict(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    def broken(args: object) -> int:
+        raise RuntimeError("something fakepeer did not expect")
+
+    monkeypatch.setattr(_cli_run, "run", broken)
+    assert main(["run", str(tmp_path / "any.toml")]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("fakepeer: internal error: a bug in fakepeer, please report it with")
+    assert err.rstrip().endswith("RuntimeError: something fakepeer did not expect")
+
+
+# -- the address file of an earlier run, when this one cannot start ---------------------------
+
+
+def test_a_stale_address_file_is_removed_even_when_the_script_is_wrong(tmp_path: Path) -> None:
+    """The stale file was removed only once the script loaded: a shell loop waiting for the
+    address found the dead one of an earlier run instead of the peer's exit status 2."""
+    (tmp_path / "bad.toml").write_text("version = 2\n")
+    addr = tmp_path / "addr"
+    addr.write_text("127.0.0.1:1\n")
+    done = run("run", "bad.toml", "--address-file", str(addr), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert not addr.exists()
+
+
+# -- 3. the console never breaks serving -------------------------------------------------------
+
+PING = """version = 1
+[framing]
+kind = "lines"
+[[expect]]
+match = "PING"
+reply = "PONG"
+close = true
+"""
+
+
+def _serve_once(tmp_path: Path, *options: str, **popen: Any) -> tuple[int, str, str]:
+    """Run `fakepeer run ping.toml OPTIONS`, ping it once: its status, stdout and stderr."""
+    addr = tmp_path / "addr"
+    peer = subprocess.Popen(
+        command("run", "ping.toml", "--address-file", str(addr), *options),
+        cwd=tmp_path, env={**environment(), **popen.pop("env", {})},
+        stdout=popen.pop("stdout", subprocess.PIPE), stderr=subprocess.PIPE, **popen,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + WAIT
+        while not (addr.exists() and addr.read_text().strip()):
+            assert peer.poll() is None, peer.communicate(timeout=WAIT)
+            assert time.monotonic() < deadline
+            time.sleep(0.02)  # polling a file, as a shell script does
+        host, port = addr.read_text().strip().rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=TIMEOUT) as sock:
+            sock.sendall(b"PING\n")
+            assert sock.makefile("rb").read() == b"PONG\n"
+        out, err = peer.communicate(timeout=WAIT)
+        return peer.returncode, (out or b"").decode("ascii"), err.decode("ascii")
+    finally:
+        if peer.poll() is None:
+            peer.kill()
+            peer.communicate(timeout=WAIT)
+
+
+def _close_stdout() -> None:
+    os.close(1)
+
+
+def test_run_serves_and_passes_with_stdout_closed(tmp_path: Path) -> None:
+    """`>&-`: sys.stdout is None, and Output._print's None.write raised AttributeError as
+    the peer started listening: it never served."""
+    (tmp_path / "ping.toml").write_text(PING)
+    status, _, err = _serve_once(tmp_path, stdout=None, preexec_fn=_close_stdout)
+    assert (status, err) == (0, "")
+
+
+def test_a_journal_on_a_closed_stdout_is_said_after_the_verdict(tmp_path: Path) -> None:
+    (tmp_path / "ping.toml").write_text(PING)
+    status, _, err = _serve_once(tmp_path, "--journal", "-", stdout=None, preexec_fn=_close_stdout)
+    assert status == 1
+    assert err.endswith(
+        "fakepeer: passed\nfakepeer: the journal could not be written: standard output is closed\n"
+    )
+
+
+def test_a_name_the_console_cannot_encode_is_escaped(tmp_path: Path) -> None:
+    """PYTHONIOENCODING=ascii and a peer named 'café': UnicodeEncodeError out of the
+    console's write, a traceback instead of serving."""
+    named = PING.replace("version = 1\n", 'version = 1\n[peer]\nname = "café"\n')
+    (tmp_path / "ping.toml").write_text(named, encoding="utf-8")
+    status, out, err = _serve_once(tmp_path, env={"PYTHONIOENCODING": "ascii"})
+    assert status == 0, err
+    assert out.startswith("fakepeer: serving 'caf\\xe9' on ")
+    status, out, err = _serve_once(tmp_path, "--journal", "-", env={"PYTHONIOENCODING": "ascii"})
+    assert status == 0, err
+    assert json.loads(out.splitlines()[0])["name"] == "café"
+    assert err.startswith("fakepeer: serving 'caf\\xe9' on ")

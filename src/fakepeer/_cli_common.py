@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import codecs
 import contextlib
 import json
 import os
@@ -48,6 +49,7 @@ from ._transcript import Event
 
 __all__ = [
     "FAILED",
+    "INTERNAL",
     "PASSED",
     "USAGE",
     "Output",
@@ -63,11 +65,13 @@ __all__ = [
     "where_overrides",
 ]
 
-#: Exit statuses: the verdict passed; it failed (or the proxy saw an error); the command
-#: could not start (its options, the script file, the address to listen on).
+#: Exit statuses: the verdict passed; it failed (or the proxy saw an error, or a file it
+#: writes as it serves could not be written); the command could not start (its options, the
+#: script file, the address to listen on); a bug in fakepeer (an exception it did not expect).
 PASSED: Final = 0
 FAILED: Final = 1
 USAGE: Final = 2
+INTERNAL: Final = 3
 
 #: Why serving ended, as the console says it (the journal's verdict line has the key).
 _ENDED: Final = {
@@ -148,12 +152,18 @@ class Output:
         self.quiet: bool = args.quiet
         self._journal_name: str | None = args.journal
         self.journal: IO[str] | None = None
-        self.console: IO[str] = sys.stdout
+        # None: closed (`>&-`): the console is then silent, and serving goes on.
+        self.console: IO[str] | None = sys.stdout
+        self.broken = ""  # why the journal could not be written, if it could not
+        self._ascii = False  # the journal's JSON escapes all but ASCII (a file is UTF-8)
         if args.journal == "-":
             self.journal, self.console = sys.stdout, sys.stderr
+            if self.journal is None:
+                self.broken = "standard output is closed"
+            else:
+                self._ascii = not _utf8(self.journal)
         self._host: Host | None = None
         self._held: list[Event] | None = []  # until serving(): then None
-        self.broken = ""  # why the journal could not be written, if it could not
 
     @contextlib.contextmanager
     def opened(self) -> Iterator[Output]:
@@ -174,9 +184,13 @@ class Output:
         self._print(f"fakepeer: {line}")
 
     def _print(self, text: str) -> None:
-        with contextlib.suppress(OSError):  # a reader gone (`| head`): nothing to do
-            self.console.write(text + "\n")
-            self.console.flush()
+        console = self.console
+        if console is None:
+            return
+        # A reader gone (`| head`), a console closed under it: nothing to do, serving goes on.
+        with contextlib.suppress(OSError, ValueError):
+            console.write(text + "\n")
+            console.flush()
 
     def record(self, fields: dict[str, Any]) -> None:
         """One line of the journal, flushed."""
@@ -184,7 +198,7 @@ class Output:
         if journal is None or self.broken:
             return
         try:
-            journal.write(json.dumps(fields, ensure_ascii=False) + "\n")
+            journal.write(json.dumps(fields, ensure_ascii=self._ascii) + "\n")
             journal.flush()
         except (OSError, ValueError) as exc:  # ValueError: closed
             self.broken = str(exc) or type(exc).__name__
@@ -232,6 +246,11 @@ class Output:
             print(f"fakepeer: the journal could not be written: {self.broken}", file=sys.stderr)
             return FAILED
         return PASSED if passed else FAILED
+
+
+def _utf8(stream: IO[str]) -> bool:
+    """True if ``stream`` writes UTF-8 (a journal file does; standard output may not)."""
+    return codecs.lookup(getattr(stream, "encoding", None) or "ascii").name == "utf-8"
 
 
 def usage_error(text: str) -> int:
@@ -326,9 +345,11 @@ def run_command(
 
 
 def remove_stale(path: str | None) -> None:
-    """Remove an address file left by an earlier run, so that a poller waits for ours."""
+    """Remove an address file left by an earlier run, so that a poller waits for ours (as
+    the command starts, before it reads its script). One it cannot remove is said when it
+    is written."""
     if path:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.unlink(path)
 
 
@@ -396,5 +417,4 @@ def serve_command(
             output.say(f"wrote {args.pcapng} (pcapng)")
         return status
 
-    remove_stale(args.address_file)
     return run_command(main, written, args)
