@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -305,3 +306,53 @@ def test_a_name_the_console_cannot_encode_is_escaped(tmp_path: Path) -> None:
     assert status == 0, err
     assert json.loads(out.splitlines()[0])["name"] == "café"
     assert err.startswith("fakepeer: serving 'caf\\xe9' on ")
+
+
+# -- 4. a long `reply = [...]` loads in linear time ----------------------------------------------
+
+
+def _growth(work: Callable[[int], object], n: int, factor: int = 4) -> float:
+    """How much longer ``work(factor * n)`` takes than ``work(n)`` in CPU time, the least of
+    three tries of each (as tests/test_review_a.py's ``growth``): about ``factor`` when the
+    work is linear, ``factor**2`` when it is quadratic."""
+    small: list[float] = []
+    large: list[float] = []
+    for _ in range(3):
+        for size, times in ((n, small), (factor * n, large)):
+            started = time.process_time()
+            work(size)
+            times.append(time.process_time() - started)
+    return min(large) / max(min(small), 1e-6)
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        "reply = [{}]",
+        "steps = [{}]",
+    ],
+)
+def test_a_long_list_of_replies_loads_in_linear_time(rule: str) -> None:
+    """Each .reply() scanned every step so far for a .half_close(): 5,000 replies took
+    ~1 s, 20,000 ~17 s (what `fakepeer record` writes for a long listing)."""
+
+    def work(n: int) -> None:
+        items = ",".join(
+            f'"item {i}"' if rule.startswith("reply") else f'{{ reply = "item {i}" }}'
+            for i in range(n)
+        )
+        text = 'version = 1\n[framing]\nkind = "lines"\n[[expect]]\nmatch = "LIST"\n'
+        load_text(text + rule.format(items) + "\n", "list.toml")
+
+    assert _growth(work, 2000) < 8  # quadratic: about 16
+
+
+def test_a_write_after_half_close_is_still_refused_past_other_steps() -> None:
+    peer = FakePeer()
+    rule = peer.expect(b"A").reply(b"1").half_close().after(0.1)
+    with pytest.raises(ScriptError) as info:
+        rule.reply(b"2")
+    assert str(info.value).startswith(".reply() after .half_close() on expect #1 'A' (")
+    assert str(info.value).endswith("): the peer can no longer write on that connection")
+    with pytest.raises(ScriptError, match=r"^\.send\(\) after \.half_close\(\) on expect #1"):
+        rule.send(b"2")
