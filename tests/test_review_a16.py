@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 
-from _cli_process import SIGNALS, WAIT, command, environment, finish, run, started
+from _cli_process import SIGNALS, WAIT, command, environment, finish, journal, run, started
 from fakepeer import ANY, Connection, FakePeer, Lines, ScriptError, _cli_run
 from fakepeer._cli import main
 from fakepeer._keeping import bound
@@ -356,3 +356,82 @@ def test_a_write_after_half_close_is_still_refused_past_other_steps() -> None:
     assert str(info.value).endswith("): the peer can no longer write on that connection")
     with pytest.raises(ScriptError, match=r"^\.send\(\) after \.half_close\(\) on expect #1"):
         rule.send(b"2")
+
+
+# -- 7. a --faults FILE of another version ------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["7", '"x"', "true"])
+def test_a_faults_file_of_another_version_is_exit_2_naming_the_line(
+    tmp_path: Path, version: str
+) -> None:
+    """Any `version` passed silently, where a script file says which version it reads."""
+    (tmp_path / "f.toml").write_text(
+        f'version = {version}\n[[faults]]\nkind = "latency"\nseconds = 0.1\n'
+    )
+    done = run("proxy", "--upstream", "127.0.0.1:1", "--faults", "f.toml", cwd=tmp_path)
+    shown = {"7": "7", '"x"': "'x'", "true": "True"}[version]
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"fakepeer: error: f.toml:1: version: this fakepeer reads version 1 of the format, "
+        f"got {shown}\n"
+    )
+
+
+# -- 9. a --fault key given twice ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "key"),
+    [("slice:size=1,size=2", "size"), ("latency=0.1,seconds=0.2", "seconds")],
+)
+def test_a_fault_key_given_twice_is_an_error(tmp_path: Path, spec: str, key: str) -> None:
+    """The last value silently won."""
+    done = run("proxy", "--upstream", "127.0.0.1:1", "--fault", spec, cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"fakepeer: error: --fault {spec!r}: {key} is given twice; give each key once\n"
+    )
+
+
+# -- 8. the journal: its data once, and a journal that cannot be written -----------------------
+
+
+def test_a_raw_journal_writes_the_bytes_once(tmp_path: Path) -> None:
+    """Under raw framing each chunk was written twice: `received`, then `matched`."""
+    (tmp_path / "raw.toml").write_text(
+        'version = 1\n[[expect]]\nmatch = "HELLO"\nreply = "HI"\nclose = true\n'
+    )
+    path = tmp_path / "j.jsonl"
+    with started(
+        "run", str(tmp_path / "raw.toml"), "--journal", str(path), address_file=tmp_path / "a"
+    ) as (process, address):
+        host, port = address.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=TIMEOUT) as sock:
+            sock.sendall(b"HELLO")
+            assert sock.makefile("rb").read() == b"HI"
+        status, _, err = finish(process)
+    assert status == 0, err
+    lines = journal(path)
+    assert [line["kind"] for line in lines][2:5] == ["received", "matched", "sent"]
+    received, matched = lines[2], lines[3]
+    assert received["data"] == "HELLO"
+    assert "data" not in matched
+    assert matched["size"] == 5
+    assert matched["note"].startswith("-> expect #1 'HELLO' (raw.toml:2)")
+
+
+def test_a_journal_that_cannot_be_written_is_exit_1_said_after_the_verdict(
+    tmp_path: Path,
+) -> None:
+    """/dev/full: the close at the end raised again, out of the command as exit 2 with
+    `cannot write None`."""
+    (tmp_path / "raw.toml").write_text('version = 1\n[[always]]\nmatch = "A"\n')
+    done = run(
+        "run", "raw.toml", "--journal", "/dev/full", "--timeout", "0.2", "--quiet", cwd=tmp_path
+    )
+    assert done.returncode == 1
+    assert done.stdout.endswith("fakepeer: passed\n")
+    assert done.stderr == (
+        "fakepeer: the journal could not be written: [Errno 28] No space left on device\n"
+    )

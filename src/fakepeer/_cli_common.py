@@ -172,12 +172,15 @@ class Output:
         if name is None or name == "-":
             yield self
             return
-        with open(name, "w", encoding="utf-8") as journal:  # errors: the caller's (USAGE)
-            self.journal = journal
-            try:
-                yield self
-            finally:
-                self.journal = None
+        journal = open(name, "w", encoding="utf-8")  # noqa: SIM115 - errors: the caller's (USAGE)
+        self.journal = journal
+        try:
+            yield self
+        finally:
+            self.journal = None
+            # Each line was flushed: a failed close is a line that failed (said already).
+            with contextlib.suppress(OSError):
+                journal.close()
 
     def say(self, line: str) -> None:
         """A line of the command's own (``fakepeer: ...``) on the console."""
@@ -217,7 +220,10 @@ class Output:
             zero = transcript.started or 0.0
             fields: dict[str, Any] = {"t": round(event.at - zero, 6)}
             fields.update(connection=event.connection, kind=event.kind)
-            fields.update(_data(event.data), note=event.note)
+            if event.kind == "matched":  # raw: the next bytes of its received lines, again
+                fields.update(size=len(event.data), note=event.note)
+            else:
+                fields.update(_data(event.data), note=event.note)
             self.record(fields)
 
     def serving(self, host: Host, line: str, extra: dict[str, Any]) -> None:

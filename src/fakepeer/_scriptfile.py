@@ -146,7 +146,7 @@ def load_text(text: str, source: str = "<string>", **overrides: object) -> FakeP
         return _load(text, source, overrides)
     except RecursionError:  # tomllib (and the matchers' builders) recurse once a level
         raise ScriptError(
-            f"{source}:{_deepest_line(text)}: nested too deeply: its values (tables in "
+            f"{source}:{deepest_line(text)}: nested too deeply: its values (tables in "
             "tables, arrays in arrays, { not = { not = ... } }) go more levels deep than the "
             "TOML reader can take; a script needs a few"
         ) from None
@@ -176,7 +176,7 @@ def _load(text: str, source: str, overrides: dict[str, object]) -> FakePeer:
     return peer
 
 
-def _deepest_line(text: str) -> int:
+def deepest_line(text: str) -> int:
     """The line (from 1) where the brackets and braces of ``text`` nest deepest (those in
     quotes too: a hint for an error message, not a parse)."""
     depth = deepest = 0
