@@ -435,3 +435,26 @@ def test_a_journal_that_cannot_be_written_is_exit_1_said_after_the_verdict(
     assert done.stderr == (
         "fakepeer: the journal could not be written: [Errno 28] No space left on device\n"
     )
+
+
+# -- already fixed (the options' errors, issue 16's newcomer): kept as tests ---------------------
+
+
+def test_an_unwritable_address_file_names_the_option_and_the_path(tmp_path: Path) -> None:
+    (tmp_path / "ping.toml").write_text('version = 1\n[[expect]]\nmatch = "A"\n')
+    done = run(
+        "run", "ping.toml", "--address-file", "/nonexistent/addr", "--timeout", "5", cwd=tmp_path
+    )
+    assert done.returncode == 2
+    assert "--address-file /nonexistent/addr" in done.stderr
+    assert "/nonexistent/.addr." not in done.stderr
+
+
+def test_conflicting_options_are_not_blamed_on_line_1_of_the_file(tmp_path: Path) -> None:
+    (tmp_path / "ping.toml").write_text('version = 1\n[[expect]]\nmatch = "A"\n')
+    done = run(
+        "run", "ping.toml", "--unix", str(tmp_path / "s.sock"), "--host", "::1", cwd=tmp_path
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("fakepeer: error: ")
+    assert "ping.toml:1" not in done.stderr
