@@ -19,7 +19,7 @@ import tomllib
 from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import jsonschema
 import pytest
@@ -43,6 +43,7 @@ from fakepeer._scriptvalues import (
     MATCHER_KEYS,
     fault_keywords,
 )
+from fakepeer.faults import Fault
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = ROOT / "src" / "fakepeer" / "script.schema.json"
@@ -271,10 +272,17 @@ def test_the_schema_has_the_loaders_values() -> None:
 
 def test_the_schema_has_the_loaders_faults_framings_and_presets() -> None:
     defs = SCHEMA["$defs"]
-    rule_faults = {kind: {"kind", *fault_keywords(kind)} for kind in FAULT_KINDS}
+    faults = {kind: _fault(kind) for kind in FAULT_KINDS}
+    rule_faults = {
+        kind: {"kind", *fault_keywords(kind)} for kind in FAULT_KINDS if faults[kind].per_rule
+    }
     assert _by_const(defs["fault"], "kind") == rule_faults
+    counting = {  # first= and per= count connections or requests: not these faults'
+        kind: set(SCHEDULE_KEYS) - ({"first", "per"} if _counts_nothing(fault) else set())
+        for kind, fault in faults.items()
+    }
     scheduled = {
-        kind: {"kind", *SCHEDULE_KEYS}
+        kind: {"kind", *counting[kind]}
         | {("fault_after" if k == "after" else k) for k in fault_keywords(kind)}
         for kind in FAULT_KINDS
     }
@@ -289,6 +297,15 @@ def test_the_schema_has_the_loaders_faults_framings_and_presets() -> None:
         for name, function in KIT_PRESETS.items()
     }
     assert _by_const(defs["kit"], "preset") == presets
+
+
+def _fault(kind: str) -> Fault:
+    """A fault of ``kind``, with 1 for each keyword it requires."""
+    return FAULT_KINDS[kind](**{k: 1 for k, required in fault_keywords(kind).items() if required})
+
+
+def _counts_nothing(fault: Fault) -> bool:
+    return fault.server_fault or bool(getattr(fault, "tls_handshake", False))
 
 
 def test_every_key_of_the_schema_has_a_description() -> None:
@@ -309,6 +326,118 @@ def test_every_key_of_the_schema_has_a_description() -> None:
     assert missing == []
 
 
-def test_tls_versions_are_the_ssl_modules() -> None:
+def test_tls_versions_are_the_ssl_modules_a_peer_serves() -> None:
     names = SCHEMA["properties"]["peer"]["properties"]["tls_min_version"]["enum"]
-    assert names == [version.name for version in ssl.TLSVersion]
+    assert set(names) <= {version.name for version in ssl.TLSVersion}
+    assert names == ["TLSv1_2", "TLSv1_3"]
+
+
+# -- the schema refuses what the loader refuses, value by value ----------------------------------
+
+#: Values tried for each key: each type, and either side of each limit the loader sets. Not
+#: tried: a TOML float with no fraction (1e9), an integer to JSON Schema (JSON has one kind
+#: of number) but not to the loader; inf and nan (not JSON); host names (resolved by the
+#: loader).
+PROBES: Final = (
+    "-1", "0", "1", "0.5", "1.5", "2", "1023", "1024", "65535", "65536",
+    '"abc"', '""', "true", "false", "[]", '["x"]', "{}",
+    '"TLSv1"', '"TLSv1_2"', '"downstream"', '"up"', '"connection"', '"request"',
+)  # fmt: skip
+
+#: The peer a fault needs (its transport, TLS) and the keywords it requires, valid.
+_CONTEXT: Final = {
+    **dict.fromkeys(("drop", "duplicate", "reorder"), '[peer]\ntransport = "udp"\n'),
+    "client_certificate_refused": "[peer]\ntls = true\ntls_client_cert = true\n",
+    **dict.fromkeys(
+        ("expired_certificate", "handshake_reset", "handshake_stall"), "[peer]\ntls = true\n"
+    ),
+    **dict.fromkeys(("untrusted_certificate", "wrong_hostname"), "[peer]\ntls = true\n"),
+}
+_REQUIRED: Final = {
+    "seconds": "1",
+    "size": "1",
+    "bytes_per_second": "1",
+    "n": "1",
+    "probability": "1",
+}
+
+#: Where the schema is stricter, on purpose: max_clients is for a UDP peer (the loader lets
+#: a TCP peer give its default, 1024).
+_STRICTER: Final = {"version = 1\n[peer]\nmax_clients = 1024\n"}
+
+
+def _fault_probes() -> list[str]:
+    texts = []
+    for variant in SCHEMA["properties"]["faults"]["items"]["anyOf"]:
+        kind = variant["properties"]["kind"]["const"]
+        required = [key for key in variant.get("required", ()) if key != "kind"]
+        for key in variant["properties"]:
+            if key == "kind":
+                continue
+            given = "".join(f"{name} = {_REQUIRED[name]}\n" for name in required if name != key)
+            for value in PROBES:
+                table = f'[[faults]]\nkind = "{kind}"\n{given}{key} = {value}\n'
+                texts.append(f"version = 1\n{_CONTEXT.get(kind, '')}{table}")
+    return texts
+
+
+def _rule_fault_probes() -> list[str]:
+    texts = []
+    for kind in FAULT_KINDS:
+        required = [key for key, needed in fault_keywords(kind).items() if needed]
+        for key in fault_keywords(kind):
+            given = "".join(f", {name} = {_REQUIRED[name]}" for name in required if name != key)
+            for value in PROBES:
+                fault = f'{{ kind = "{kind}"{given}, {key} = {value} }}'
+                rule = f'[[expect]]\nmatch = "A"\nfault = {fault}\n'
+                texts.append(f"version = 1\n{_CONTEXT.get(kind, '')}{rule}")
+    return texts
+
+
+def _peer_probes() -> list[str]:
+    texts = []
+    for key in PEER_KEYS:
+        if key == "host":
+            continue
+        tls = "tls = true\n" if key.startswith("tls_") else ""
+        texts += [f"version = 1\n[peer]\n{tls}{key} = {value}\n" for value in PROBES]
+    return texts
+
+
+_PROBES: Final = {"faults": _fault_probes, "rule-fault": _rule_fault_probes, "peer": _peer_probes}
+
+
+@pytest.mark.parametrize("group", list(_PROBES))
+def test_the_schema_and_the_loader_agree_on_each_value(group: str) -> None:
+    """The schema refuses a value exactly when the loader does (an editor shows a file as
+    valid that then fails to load: transcript_budget = 10, tls_min_version = "TLSv1",
+    a fault's seconds = "abc" were such)."""
+    disagree = []
+    for text in _PROBES[group]():
+        try:
+            load_text(text, "f.toml")
+            loads = True
+        except ScriptError:
+            loads = False
+        valid = not _schema_errors(tomllib.loads(text))
+        if loads != valid and text not in _STRICTER:
+            disagree.append(f"{'loads' if loads else 'refused'}, schema {valid}: {text!r}")
+    assert disagree == []
+
+
+def test_a_rules_fault_has_the_same_keywords_as_a_faults_table() -> None:
+    """The schema has two copies of each fault: a rule's (``fault = {...}``) and a
+    ``[[faults]]`` table's (with the schedule keys): their keywords agree."""
+    tables = {
+        variant["properties"]["kind"]["const"]: variant["properties"]
+        for variant in SCHEMA["properties"]["faults"]["items"]["anyOf"]
+    }
+    for variant in SCHEMA["$defs"]["fault"]["anyOf"]:
+        kind = variant["properties"]["kind"]["const"]
+        for key, value in variant["properties"].items():
+            if key == "kind":
+                continue
+            table = tables[kind].get(key) or tables[kind][f"fault_{key}"]
+            strip = {name: item for name, item in value.items() if name != "description"}
+            if (kind, key) != ("reset_peer", "after"):  # on a rule: 0 only
+                assert strip == {n: i for n, i in table.items() if n != "description"}, (kind, key)

@@ -267,6 +267,8 @@ def take(
         return None
     record.received.append(message)
     convo.received.append(message)
+    if convo.keeping is not None:
+        convo.keeping.add(record, message)
     convo.event(at, record, "handled", message, "(by the handler)")
     return message
 
@@ -320,6 +322,8 @@ def _find(
     does, the failure (its actions). The message is recorded as received either way."""
     record.received.append(message)
     convo.received.append(message)
+    if convo.keeping is not None:
+        convo.keeping.add(record, message)
     script = record.script
     book = convo.rules
     head = book.head(script)
@@ -363,6 +367,8 @@ def _match_fresh(convo: Conversation, record: ConnectionRecord, data: bytes, at:
             message = data if consumed == len(data) else data[:consumed]
             record.received.append(message)
             convo.received.append(message)
+            if convo.keeping is not None:
+                convo.keeping.add(record, message)
             _record_match(convo, rule, record, message, at)
             actions = yield from _matched(convo, rule, record, message, outcome.value, at=at)
             if consumed < len(data):
@@ -414,6 +420,8 @@ def _match_stream(convo: Conversation, record: ConnectionRecord, at: float) -> S
                 scanned.clear()
                 record.received.append(message)
                 convo.received.append(message)
+                if convo.keeping is not None:
+                    convo.keeping.add(record, message)
                 _record_match(convo, rule, record, message, at)
                 actions += yield from _matched(convo, rule, record, message, outcome.value, at=at)
                 break

@@ -9,12 +9,15 @@ entry in :data:`COMMANDS`.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any, Final, Protocol
 
 from . import _cli_learn, _cli_proxy, _cli_record, _cli_run, _cli_schema
+from ._cli_common import INTERNAL, remove_stale
 from ._demo import run as demo
 from ._version import __version__
 
@@ -61,12 +64,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     ).set_defaults(run=_demo)
     for command in COMMANDS:
         command.add_parser(commands).set_defaults(run=command.run)
+    _printable_anywhere()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    status: int = args.run(args)
+    remove_stale(getattr(args, "address_file", None))  # even if it cannot start: not ours
+    try:
+        status: int = args.run(args)
+    except Exception:  # a bug: never the status of a verdict, and never said as one
+        print(
+            "fakepeer: internal error: a bug in fakepeer, please report it with this:\n"
+            + traceback.format_exc().rstrip(),
+            file=sys.stderr,
+        )
+        return INTERNAL
     return status
+
+
+def _printable_anywhere() -> None:
+    """Let a console that cannot encode every character (``PYTHONIOENCODING=ascii``, a C
+    locale) show it as an escape (``\\xe9``) rather than fail on it."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            stream.reconfigure(errors="backslashreplace")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,7 +11,8 @@ command is the only thing in the process, so one thread does everything. The sig
 the loop's (``loop.add_signal_handler``: no handler runs in the middle of a lock), the live
 transcript is written as each event is added, in that same thread (nothing is queued: a
 slow reader slows the peer down, memory stays bounded), and the wake-up of the wait for the
-end is a plain :class:`asyncio.Event`.
+end is a plain :class:`asyncio.Event`. What the peer keeps of the messages it received is a
+bounded window (:mod:`fakepeer._keeping`): the process serves for long.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import codecs
 import contextlib
 import json
 import os
@@ -41,11 +43,13 @@ from ._cli_options import (
 )
 from ._errors import Error, ScriptError
 from ._host import Host
+from ._keeping import bound
 from ._runtime import clock
 from ._transcript import Event
 
 __all__ = [
     "FAILED",
+    "INTERNAL",
     "PASSED",
     "USAGE",
     "Output",
@@ -61,11 +65,13 @@ __all__ = [
     "where_overrides",
 ]
 
-#: Exit statuses: the verdict passed; it failed (or the proxy saw an error); the command
-#: could not start (its options, the script file, the address to listen on).
+#: Exit statuses: the verdict passed; it failed (or the proxy saw an error, or a file it
+#: writes as it serves could not be written); the command could not start (its options, the
+#: script file, the address to listen on); a bug in fakepeer (an exception it did not expect).
 PASSED: Final = 0
 FAILED: Final = 1
 USAGE: Final = 2
+INTERNAL: Final = 3
 
 #: Why serving ended, as the console says it (the journal's verdict line has the key).
 _ENDED: Final = {
@@ -146,12 +152,18 @@ class Output:
         self.quiet: bool = args.quiet
         self._journal_name: str | None = args.journal
         self.journal: IO[str] | None = None
-        self.console: IO[str] = sys.stdout
+        # None: closed (`>&-`): the console is then silent, and serving goes on.
+        self.console: IO[str] | None = sys.stdout
+        self.broken = ""  # why the journal could not be written, if it could not
+        self._ascii = False  # the journal's JSON escapes all but ASCII (a file is UTF-8)
         if args.journal == "-":
             self.journal, self.console = sys.stdout, sys.stderr
+            if self.journal is None:
+                self.broken = "standard output is closed"
+            else:
+                self._ascii = not _utf8(self.journal)
         self._host: Host | None = None
         self._held: list[Event] | None = []  # until serving(): then None
-        self.broken = ""  # why the journal could not be written, if it could not
 
     @contextlib.contextmanager
     def opened(self) -> Iterator[Output]:
@@ -160,21 +172,28 @@ class Output:
         if name is None or name == "-":
             yield self
             return
-        with open(name, "w", encoding="utf-8") as journal:  # errors: the caller's (USAGE)
-            self.journal = journal
-            try:
-                yield self
-            finally:
-                self.journal = None
+        journal = open(name, "w", encoding="utf-8")  # noqa: SIM115 - errors: the caller's (USAGE)
+        self.journal = journal
+        try:
+            yield self
+        finally:
+            self.journal = None
+            # Each line was flushed: a failed close is a line that failed (said already).
+            with contextlib.suppress(OSError):
+                journal.close()
 
     def say(self, line: str) -> None:
         """A line of the command's own (``fakepeer: ...``) on the console."""
         self._print(f"fakepeer: {line}")
 
     def _print(self, text: str) -> None:
-        with contextlib.suppress(OSError):  # a reader gone (`| head`): nothing to do
-            self.console.write(text + "\n")
-            self.console.flush()
+        console = self.console
+        if console is None:
+            return
+        # A reader gone (`| head`), a console closed under it: nothing to do, serving goes on.
+        with contextlib.suppress(OSError, ValueError):
+            console.write(text + "\n")
+            console.flush()
 
     def record(self, fields: dict[str, Any]) -> None:
         """One line of the journal, flushed."""
@@ -182,7 +201,7 @@ class Output:
         if journal is None or self.broken:
             return
         try:
-            journal.write(json.dumps(fields, ensure_ascii=False) + "\n")
+            journal.write(json.dumps(fields, ensure_ascii=self._ascii) + "\n")
             journal.flush()
         except (OSError, ValueError) as exc:  # ValueError: closed
             self.broken = str(exc) or type(exc).__name__
@@ -201,7 +220,10 @@ class Output:
             zero = transcript.started or 0.0
             fields: dict[str, Any] = {"t": round(event.at - zero, 6)}
             fields.update(connection=event.connection, kind=event.kind)
-            fields.update(_data(event.data), note=event.note)
+            if event.kind == "matched":  # raw: the next bytes of its received lines, again
+                fields.update(size=len(event.data), note=event.note)
+            else:
+                fields.update(_data(event.data), note=event.note)
             self.record(fields)
 
     def serving(self, host: Host, line: str, extra: dict[str, Any]) -> None:
@@ -230,6 +252,11 @@ class Output:
             print(f"fakepeer: the journal could not be written: {self.broken}", file=sys.stderr)
             return FAILED
         return PASSED if passed else FAILED
+
+
+def _utf8(stream: IO[str]) -> bool:
+    """True if ``stream`` writes UTF-8 (a journal file does; standard output may not)."""
+    return codecs.lookup(getattr(stream, "encoding", None) or "ascii").name == "utf-8"
 
 
 def usage_error(text: str) -> int:
@@ -324,9 +351,11 @@ def run_command(
 
 
 def remove_stale(path: str | None) -> None:
-    """Remove an address file left by an earlier run, so that a poller waits for ours."""
+    """Remove an address file left by an earlier run, so that a poller waits for ours (as
+    the command starts, before it reads its script). One it cannot remove is said when it
+    is written."""
     if path:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.unlink(path)
 
 
@@ -362,6 +391,8 @@ def serve_command(
             return usage_error(why)
     output = Output(args)
     written: list[str] = []
+    if not host._conversation.received:
+        bound(host._conversation)
 
     def listening() -> None:
         address = address_text(host)
@@ -392,5 +423,4 @@ def serve_command(
             output.say(f"wrote {args.pcapng} (pcapng)")
         return status
 
-    remove_stale(args.address_file)
     return run_command(main, written, args)

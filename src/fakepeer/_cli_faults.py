@@ -25,7 +25,14 @@ from collections.abc import Callable
 from ._errors import ScriptError
 from ._faults import Fault
 from ._host import Host
-from ._scriptfile import SCHEDULE_KEYS, apply_faults, syntax_error
+from ._scriptfile import (
+    MAX_FILE,
+    SCHEDULE_KEYS,
+    VERSION,
+    apply_faults,
+    deepest_line,
+    syntax_error,
+)
 from ._scriptlines import locate
 from ._scriptplace import Place
 from ._scriptvalues import FAULT_KINDS, fault_keywords
@@ -74,7 +81,10 @@ def parse_spec(spec: str) -> dict[str, object]:
         key, equals, value = item.partition("=")
         if not equals or not key.strip():
             raise ScriptError(f"{where}: expected KEY=VALUE, got {item!r}")
-        table[key.strip()] = _value(value.strip())
+        key = key.strip()
+        if key in table or f"fault_{key}" in table:
+            raise ScriptError(f"{where}: {key} is given twice; give each key once")
+        table[key] = _value(value.strip())
     return table
 
 
@@ -118,13 +128,25 @@ def apply_file(host: Host, path: str) -> None:
     wrong, as for a script file."""
     try:
         with open(path, "rb") as file:
-            text = file.read().decode("utf-8", errors="replace")
+            data = file.read(MAX_FILE + 1)
     except OSError as exc:
         raise ScriptError(f"{path}: cannot read the faults: {exc.strerror or exc}") from None
+    if len(data) > MAX_FILE:
+        raise ScriptError(f"{path}: not a faults file: longer than {MAX_FILE:,} bytes")
+    text = data.decode("utf-8", errors="replace")
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise syntax_error(error, path) from None
+    except RecursionError:
+        raise ScriptError(
+            f"{path}:{deepest_line(text)}: nested too deeply for the TOML reader"
+        ) from None
     place = Place(path, locate(text))
     place.keys(document, ("version", "faults"))
+    version = document.get("version", VERSION)
+    if version != VERSION or isinstance(version, bool):
+        raise place.at("version").error(
+            f"this fakepeer reads version {VERSION} of the format, got {version!r}"
+        )
     apply_faults(host, document, place)

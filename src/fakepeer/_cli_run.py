@@ -54,9 +54,11 @@ examples:
 
 exit status:
   0  the verdict passed
-  1  it failed; the diagnosis is printed (what a pytest test would show)
+  1  it failed; the diagnosis is printed (what a pytest test would show); or the
+     --journal or --pcapng file could not be written (standard error says so)
   2  it could not start: a wrong option, the script file (FILE:LINE: what is wrong),
      an address it cannot listen on
+  3  a bug in fakepeer (an internal error, with its traceback: please report it)
 """
 
 

@@ -26,8 +26,7 @@ event                                  what happened
 A reply callable is not called here: the event stops at a :class:`~fakepeer._actions.Call`
 (returned alone), the runtime calls it with the user's connection handle at once and reports
 the outcome with ``replied``, which goes on where the event stopped. So user code never runs
-inside the core, and a callable that pushes bytes (``connection.send()``) finds the core
-between two events, not in the middle of one.
+in the core, and a callable that pushes bytes finds the core between two events.
 
 Each connection's record (:class:`~fakepeer._state.ConnectionRecord`) moves through the phases
 of :mod:`fakepeer._state`; rule counts (which expectation comes next) live in the
@@ -43,7 +42,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Final, TypeAlias
 
-from . import _answering, _explain, _failing, _replying
+from . import _answering, _explain, _failing, _keeping, _replying
 from ._actions import Action, Await, Call, Dropped, Write
 from ._errors import Error
 from ._faults import Fault, FaultState, shape
@@ -104,6 +103,7 @@ class Conversation:
         self.counters: dict[int, Counter] = {}  # id(fault) -> its count (first=N)
         self.seed = seed  # the seed of the faults' randomness
         self.received: list[bytes] = []
+        self.keeping: _keeping.Keeping | None = None  # None: keep every message received
         self.problems: list[Error] = []  # in the order found; never changed once recorded
         self.delivered: set[Error] = set()  # problems raised to the test already
         self.transcript = Transcript(title, budget=transcript_budget)
@@ -395,7 +395,7 @@ class Conversation:
                     unmet,
                     self.count,
                     connections=len(self.connections),
-                    received=len(self.received),
+                    received=len(self.received) + (self.keeping.dropped if self.keeping else 0),
                     datagrams=self.datagrams,
                     file=bool(self.script.file),
                     hint=_explain.no_line_end_hint(self.connections, stream=self.stream),

@@ -42,6 +42,8 @@ def unanswered(convo: Conversation, record: ConnectionRecord, data: bytes, at: f
     convo.event(at, record, "received", data, f"(not answered: connection {why})")
     record.received.append(data)
     convo.received.append(data)
+    if convo.keeping is not None:
+        convo.keeping.add(record, data)
 
 
 def before_handshake(
@@ -52,6 +54,8 @@ def before_handshake(
     convo.event(at, record, "unexpected", data, "(plain text before the TLS handshake)")
     record.received.append(data)
     convo.received.append(data)
+    if convo.keeping is not None:
+        convo.keeping.add(record, data)
     problem = UnexpectedData(
         f"connection #{record.id}: the client sent {show(data)} in plain text after the "
         "message that started TLS (.start_tls()), before the TLS handshake; a client must "

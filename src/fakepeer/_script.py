@@ -11,23 +11,19 @@ Four kinds of rule, tried in this order for each message:
     permanent: matches any time the next expectation does not, as often as needed
     (or at most ``times(n)``). Never required.
 ``otherwise()``
-    the fallback for a message nothing else matched. Without one, such a message fails the
-    test (strict); with one, it is answered and counted as unmatched
-    (``peer.assert_no_unmatched()`` still catches it).
+    the fallback for a message nothing else matched: without one, such a message fails the
+    test; with one, it is answered and counted (``peer.assert_no_unmatched()`` fails).
 
-Any rule can require a state with ``.when("state")`` (the connection's) or
-``.when(peer="state")`` (the peer's, shared by all connections), and a step ``.goto(...)``
-moves the connection or the peer to another state as soon as the rule matches. Both start in
-the state ``"start"``.
+A rule can require a state with ``.when("state")`` (the connection's) or ``.when(peer=...)``
+(the peer's, shared), and ``.goto(...)`` moves to another as the rule matches (from ``"start"``).
 
 Steps run in the order written, like a sentence::
 
     peer.expect(b"SLOW").after(0.2).reply(b"OK")      # wait 0.2 s, then reply
     peer.expect(b"PING").reply(b"PONG").close()        # reply, then close
 
-Every method validates at once and raises :class:`~fakepeer.ScriptError` at the line that
-wrote the mistake (a negative delay, a reply after ``hang()``, ``times(0)``, a constant reply
-the peer's reply framing cannot encode...).
+Every method validates at once: a mistake (a negative delay, a reply after ``hang()``,
+``times(0)``, a reply the reply framing cannot encode...) is a ScriptError at its line.
 """
 
 from __future__ import annotations
@@ -307,6 +303,13 @@ class Rule:
 
     # -- steps -------------------------------------------------------------------------------
 
+    def _half_closed(self) -> bool:
+        """After .half_close(): it comes after the last write (none may follow it)."""
+        for step in reversed(self.steps):  # no scan of every reply of a long .reply([...])
+            if isinstance(step, HalfClose | Reply | Send | Echo):
+                return isinstance(step, HalfClose)
+        return False
+
     def _add(self, step: Step, method: str) -> Rule:
         if self.steps and isinstance(self.steps[-1], _ENDINGS):
             ended = type(self.steps[-1]).__name__.lower()
@@ -314,9 +317,7 @@ class Rule:
                 f".{method}() after .{ended}() on {self.describe()}: "
                 f"nothing can happen on a connection after {ended}()"
             )
-        if isinstance(step, Reply | Send | Echo) and any(
-            isinstance(s, HalfClose) for s in self.steps
-        ):
+        if isinstance(step, Reply | Send | Echo) and self._half_closed():
             raise ScriptError(
                 f".{method}() after .half_close() on {self.describe()}: "
                 "the peer can no longer write on that connection"
@@ -424,15 +425,14 @@ class Rule:
 
         The handshake is a ``tls`` event of the connection (``upgraded: TLSv1.3, ...``);
         ``connection.tls`` says what it agreed. A client byte after the matched message and
-        before the handshake (plain text the client had no business sending yet) is an
-        :class:`~fakepeer.UnexpectedData` problem. A handshake that fails (a client that does
-        not trust the CA, say) is recorded as a ``tls`` event of the connection, which
-        closes: the client sees its own error. :class:`~fakepeer.ScriptError` on a peer
-        without ``tls="starttls"``, or after ``.half_close()``.
+        before the handshake is an :class:`~fakepeer.UnexpectedData` problem. A handshake
+        that fails (a client that does not trust the CA, say) is a ``tls`` event of the
+        connection, which closes: the client sees its own error. :class:`~fakepeer.ScriptError`
+        on a peer without ``tls="starttls"``, or after ``.half_close()``.
         """
         if self.no_starttls is not None:
             raise ScriptError(f".start_tls() on {self.describe()}: {self.no_starttls}")
-        if any(isinstance(step, HalfClose) for step in self.steps):
+        if self._half_closed():
             raise ScriptError(
                 f".start_tls() after .half_close() on {self.describe()}: a TLS handshake "
                 "needs both directions"

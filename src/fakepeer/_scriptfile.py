@@ -43,6 +43,8 @@ __all__ = [
 
 #: The version of the format this loader reads.
 VERSION: Final = 1
+#: The longest script file read, in bytes (a recording of a long conversation is far less).
+MAX_FILE: Final = 256 << 20
 TOP_KEYS: Final = (
     "version",
     "peer",
@@ -119,9 +121,11 @@ def load_file(path: str | os.PathLike[str], **overrides: object) -> FakePeer:
     source = os.fspath(path)
     try:
         with open(source, "rb") as file:
-            data = file.read()
+            data = file.read(MAX_FILE + 1)
     except OSError as error:
         raise ScriptError(f"{source}: cannot read the script: {error.strerror}") from None
+    if len(data) > MAX_FILE:
+        raise ScriptError(f"{source}: not a script file: longer than {MAX_FILE:,} bytes")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -138,6 +142,17 @@ def load_text(text: str, source: str = "<string>", **overrides: object) -> FakeP
     for key in overrides:
         if key not in keywords:
             raise TypeError(f"FakePeer.from_file() got an unexpected keyword argument {key!r}")
+    try:
+        return _load(text, source, overrides)
+    except RecursionError:  # tomllib (and the matchers' builders) recurse once a level
+        raise ScriptError(
+            f"{source}:{deepest_line(text)}: nested too deeply: its values (tables in "
+            "tables, arrays in arrays, { not = { not = ... } }) go more levels deep than the "
+            "TOML reader can take; a script needs a few"
+        ) from None
+
+
+def _load(text: str, source: str, overrides: dict[str, object]) -> FakePeer:
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -159,6 +174,23 @@ def load_text(text: str, source: str = "<string>", **overrides: object) -> FakeP
     _connections(peer, document, place, os.path.basename(source))
     apply_faults(peer, document, place)
     return peer
+
+
+def deepest_line(text: str) -> int:
+    """The line (from 1) where the brackets and braces of ``text`` nest deepest (those in
+    quotes too: a hint for an error message, not a parse)."""
+    depth = deepest = 0
+    line = where = 1
+    for char in text:
+        if char in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest, where = depth, line
+        elif char in "]}":
+            depth -= 1
+        elif char == "\n":
+            line += 1
+    return where
 
 
 def syntax_error(error: tomllib.TOMLDecodeError, source: str) -> ScriptError:

@@ -86,6 +86,10 @@ def _unescape(text: str, place: Place) -> bytes:
                 "\\\\0, \\\\\\\\ and the like (in a TOML basic string each backslash is "
                 "written twice; a literal 'string' takes them as they are)"
             )
+        if text[start + 1] in "01234567" and int(escape[0][1:], 8) > 0o377:
+            raise place.error(
+                f"{escape[0]!r} is not a byte: an octal escape is at most \\\\377 (255)"
+            )
         position = escape.end()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -451,10 +451,14 @@ def double(value: float, *, protocol: int = 3) -> bytes:
 def protocol_of(connection: Connection) -> int:
     """The RESP version the client chose on ``connection``: the version of its last
     ``HELLO 2`` or ``HELLO 3``, else 2 (every connection starts with RESP2). Each call reads
-    only the messages that arrived since the last call on the same connection."""
-    seen, protocol = _PROTOCOLS.get(connection, (0, 2))
+    only the messages that arrived since the last call on the same connection.
+
+    ``fakepeer run`` keeps a bounded window of what a connection received (the oldest
+    dropped): the last message read is found again by identity, not by its index."""
+    seen, last, protocol = _PROTOCOLS.get(connection, (0, None, 2))
     received = connection.received
-    for message in received[seen:]:
+    start = _resume(received, seen, last)
+    for message in received[start:]:
         if b"HELLO" not in message[:24].upper():  # the name comes first: skip the parse
             continue
         try:
@@ -463,12 +467,27 @@ def protocol_of(connection: Connection) -> int:
             continue
         if sent.name == "HELLO" and sent.args and sent.args[0] in (b"2", b"3"):
             protocol = int(sent.args[0])
-    _PROTOCOLS[connection] = (len(received), protocol)
+    _PROTOCOLS[connection] = (len(received), received[-1] if received else None, protocol)
     return protocol
 
 
-#: What :func:`protocol_of` read of each connection: (messages read, the version).
-_PROTOCOLS: weakref.WeakKeyDictionary[Connection, tuple[int, int]] = weakref.WeakKeyDictionary()
+def _resume(received: list[bytes], seen: int, last: bytes | None) -> int:
+    """Where to go on reading ``received``: after ``last``, the message that was at index
+    ``seen - 1`` when it was last read (still there unless older messages were dropped);
+    from the start if it was dropped too."""
+    if last is None or (seen <= len(received) and received[seen - 1] is last):
+        return seen if last is not None else 0
+    for index in range(min(seen, len(received)) - 1, -1, -1):  # it can only have moved down
+        if received[index] is last:
+            return index + 1
+    return 0
+
+
+#: What :func:`protocol_of` read of each connection: (messages read, the last of them, the
+#: version).
+_PROTOCOLS: weakref.WeakKeyDictionary[Connection, tuple[int, bytes | None, int]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _hello(server_version: str) -> Callable[[Command, Connection], bytes]:
@@ -477,7 +496,7 @@ def _hello(server_version: str) -> Callable[[Command, Connection], bytes]:
         protocol asked for (Redis's ``NOPROTO`` error for a version other than 2 or 3)."""
         if sent.args and sent.args[0] not in (b"2", b"3"):
             return error("NOPROTO unsupported protocol version")
-        protocol = int(sent.args[0]) if sent.args else protocol_of(connection)
+        protocol = protocol_of(connection)  # this HELLO's (read: it is the last received)
         return map(
             {
                 bulk_string("server"): bulk_string("redis"),
