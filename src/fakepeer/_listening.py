@@ -310,3 +310,14 @@ def describe(addresses: tuple[tuple[str, int] | str, ...]) -> str:
             host, port = address
             shown.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     return ", ".join(shown)
+
+
+def format_address(address: object) -> str:
+    """A peer's or client's address as a transcript shows it: ``host:port``, ``[::1]:port``,
+    a Unix socket's path (``unix socket client`` when unnamed)."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    if isinstance(address, str | bytes):  # a Unix socket client: usually unnamed
+        return os.fsdecode(address) or "unix socket client"
+    return str(address) if address else "?"

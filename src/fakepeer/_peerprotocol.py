@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
 import struct
 from typing import TYPE_CHECKING, Final, cast
@@ -37,6 +36,7 @@ from ._actions import (
 from ._connection import Connection
 from ._errors import ConversationError
 from ._handleio import HandleIO
+from ._listening import format_address
 from ._state import ConnectionRecord
 from ._steps import Steps, clock
 
@@ -62,15 +62,7 @@ _BULK: Final = 32 * 1024
 #: How long a stop (or settle) waits, after such a client's last byte, for more of them
 #: before it takes the socket's "would block" for the end (seconds). An EOF ends the wait.
 IN_FLIGHT_GRACE: Final = 0.1
-
-
-def _format_address(address: object) -> str:
-    if isinstance(address, tuple) and len(address) >= 2:
-        host, port = address[0], address[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    if isinstance(address, str | bytes):  # a Unix socket client: usually unnamed
-        return os.fsdecode(address) or "unix socket client"
-    return str(address) if address else "?"
+HELD_BACK_GRACE: Final = 0.5  #: the same, once the stop began: a loaded machine pauses longer
 
 
 def stream_transport(transport: asyncio.BaseTransport) -> asyncio.Transport:
@@ -89,6 +81,7 @@ class _PeerProtocol(asyncio.Protocol):
         "_held",
         "connection",
         "eof",
+        "grace",
         "handle",
         "handler",
         "last_read",
@@ -121,6 +114,7 @@ class _PeerProtocol(asyncio.Protocol):
         self.timers: list[asyncio.TimerHandle] = []  # faults' Later actions
         self.read = 0  # bytes read from the client, and when the last of them came
         self.last_read = 0.0
+        self.grace = IN_FLIGHT_GRACE  # see in_flight()
         self._held: bytearray | None = None  # read while paused, not yet seen (see _hold)
 
     @property
@@ -133,7 +127,7 @@ class _PeerProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = stream_transport(transport)
         server = self.server
-        client = _format_address(transport.get_extra_info("peername"))
+        client = format_address(transport.get_extra_info("peername"))
         # One locked step from "being made" to "served": a thread that holds the lock sees
         # this connection in unmade or in protocols, never in neither (see PeerServer.idle).
         with server.lock:
@@ -233,6 +227,12 @@ class _PeerProtocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._resume(_SENDING)
 
+    def resume_at_stop(self) -> None:
+        """Read on at the stop despite backpressure; a bulk sender's tail gets longer."""
+        if self.paused & (_SENDING | _UPSTREAM) or self.read >= _BULK:
+            self.grace = HELD_BACK_GRACE
+        self._resume(_SENDING | _UPSTREAM)
+
     def _pause(self, reason: int) -> None:
         transport = self.transport
         if not self.paused and transport is not None and not transport.is_closing():
@@ -308,7 +308,7 @@ class _PeerProtocol(asyncio.Protocol):
         """True if the client may have bytes on their way though its socket would block: it
         sent in bulk (``_BULK``) or nothing since its TLS handshake, in ``IN_FLIGHT_GRACE``."""
         late = self.read >= _BULK or not self.read  # (not read: last_read is 0 but for TLS)
-        return not self.eof and late and now - self.last_read < IN_FLIGHT_GRACE
+        return not self.eof and late and now - self.last_read < self.grace
 
     def inert_at_eof(self) -> bool:
         """True if this connection's EOF, read now, could not change the verdict: the script

@@ -27,7 +27,7 @@ from ._connection import Connection
 from ._conversation import Conversation
 from ._errors import ConversationError
 from ._listening import Where, bind
-from ._peerprotocol import _SENDING, _UPSTREAM, _PeerProtocol
+from ._peerprotocol import _PeerProtocol
 from ._state import ConnectionRecord
 from ._steps import clock
 from ._tls import TLS
@@ -414,7 +414,7 @@ class PeerServer:
             self._close_listener()
             _accepting.release(self)  # (the queued clients of a full queue get an RST)
             for protocol in list(self.protocols):  # backpressure must not hide what was sent
-                protocol._resume(_SENDING | _UPSTREAM)
+                protocol.resume_at_stop()
         if not await self.settle():
             with self.lock:
                 self._unread_at_stop()
