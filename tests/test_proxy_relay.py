@@ -163,7 +163,7 @@ client = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
 client.sendall(b"x" * 65536)
 print("started", flush=True)
 client.sendall(b"x" * (int(sys.argv[3]) - 65536 - 4096))  # held back until the stop reads
-time.sleep(0.25)  # a client a loaded machine paused, longer than a bulk sender's usual tail
+time.sleep(0.2)  # a client a loaded machine paused, longer than a bulk sender's usual tail
 client.sendall(b"y" * 4096)
 print("sent", flush=True)
 client.close()

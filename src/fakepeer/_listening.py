@@ -27,6 +27,7 @@ import os
 import shutil
 import socket
 import stat
+import sys
 import tempfile
 from typing import Final
 
@@ -321,3 +322,18 @@ def format_address(address: object) -> str:
     if isinstance(address, str | bytes):  # a Unix socket client: usually unnamed
         return os.fsdecode(address) or "unix socket client"
     return str(address) if address else "?"
+
+
+def unsent(sock: socket.socket | None) -> int:
+    """Bytes in ``sock``'s send queue the other end has not acknowledged (Linux's
+    ``SIOCOUTQ``), 0 where the system cannot say."""
+    if sock is None:
+        return 0
+    try:
+        import fcntl  # noqa: PLC0415 - not on Windows
+        import termios  # noqa: PLC0415
+
+        queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except (ImportError, OSError, AttributeError):
+        return 0
+    return int.from_bytes(queued, sys.byteorder, signed=True)

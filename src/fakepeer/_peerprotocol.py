@@ -229,8 +229,7 @@ class _PeerProtocol(asyncio.Protocol):
 
     def resume_at_stop(self) -> None:
         """Read on at the stop despite backpressure; a bulk sender's tail gets longer."""
-        if self.paused & (_SENDING | _UPSTREAM) or self.read >= _BULK:
-            self.grace = HELD_BACK_GRACE
+        self.grace = HELD_BACK_GRACE  # for a bulk sender (in_flight), however late it became one
         self._resume(_SENDING | _UPSTREAM)
 
     def _pause(self, reason: int) -> None:

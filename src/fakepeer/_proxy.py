@@ -1,11 +1,7 @@
 """The proxy: a peer that forwards to a real server, with the same faults and transcript.
-
-``Proxy(upstream=(host, port))`` serves like a :class:`~fakepeer.FakePeer` (``with`` on the
-hub, ``async with`` in the running loop). For each client it connects to the upstream server
-and relays bytes both ways: what the client sends goes upstream as it arrives; what the server
-sends back goes through ``proxy.faults`` (latency, slicing, resets...) on its way to the
-client. The transcript records both directions.
-"""
+``Proxy(upstream=(host, port))`` serves like a :class:`~fakepeer.FakePeer`; for each client it
+connects to the upstream server and relays both ways: the client's bytes as they arrive, the
+server's through ``proxy.faults`` (latency, slicing, resets...). The transcript has both."""
 
 from __future__ import annotations
 
@@ -26,6 +22,7 @@ from ._faults import Fault
 from ._framing import Framing, check_framing
 from ._host import Host
 from ._inspection import _reading
+from ._listening import unsent
 from ._peerprotocol import _LINGER_RESET
 from ._recording import refuse_cut_or_shaped
 from ._recording_toml import framing_table, recording
@@ -287,12 +284,16 @@ class _ProxyProtocol(_PeerProtocol):
             self.steps.clear()
             if not transport.is_closing():
                 sock = transport.get_extra_info("socket")
+                lost = transport.get_write_buffer_size() + unsent(sock)  # the RST discards it
                 if sock is not None:
                     with contextlib.suppress(OSError):  # an RST, not a FIN
                         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
                 transport.abort()
-                note = "(as the upstream server did)"
-                server.conversation.closed(self.connection, clock(), "reset", note)
+                note, now = "(as the upstream server did)", clock()
+                if lost:
+                    why = f"(up to {lost:,} bytes not yet delivered, discarded by the reset"
+                    server.conversation.note(self.connection, now, "dropped", why + " passed on)")
+                server.conversation.closed(self.connection, now, "reset", note)
             server.changed()
 
     def cancel(self) -> None:
