@@ -155,3 +155,46 @@ def test_the_stop_reads_what_the_client_sent_while_the_server_took_nothing(run: 
     relayed = sum(len(event.data) for event in proxy.transcript.events if event.kind == "received")
     assert (out, sender.returncode) == ("sent\n", 0)
     assert relayed == TOTAL
+
+
+PAUSING_SENDER = """
+import socket, sys, time
+client = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
+client.sendall(b"x" * 65536)
+print("started", flush=True)
+client.sendall(b"x" * (int(sys.argv[3]) - 65536 - 4096))  # held back until the stop reads
+time.sleep(0.2)  # a client a loaded machine paused, longer than a bulk sender's usual tail
+client.sendall(b"y" * 4096)
+print("sent", flush=True)
+client.close()
+"""
+
+
+@pytest.mark.parametrize("run", range(20))
+def test_the_stop_waits_for_a_held_back_client_that_pauses(run: int) -> None:
+    """A bulk sender may have more on its way: the stop waits up to 0.5 s after its last
+    byte (not 0.1 s), so a pause of the client (a loaded machine) loses nothing; also when
+    the stop accepts the connection itself (it was still in the listen queue: 1 run in 10
+    failed so)."""
+    with _unread_server() as server:
+        proxy = Proxy(server.getsockname()[:2], transcript_budget=None, timeout=60)
+        with proxy.serve():
+            host, port = proxy.address
+            sender = subprocess.Popen(
+                [sys.executable, "-c", PAUSING_SENDER, host, str(port), str(TOTAL)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            try:
+                assert sender.stdout is not None
+                assert sender.stdout.readline() == "started\n"
+            except BaseException:
+                sender.kill()
+                raise
+        try:
+            out, _ = sender.communicate(timeout=TIMEOUT)
+        finally:
+            sender.kill()
+    received = b"".join(event.data for event in proxy.transcript.events if event.kind == "received")
+    assert (out, sender.returncode) == ("sent\n", 0)
+    assert (len(received), received[-4096:]) == (TOTAL, b"y" * 4096)

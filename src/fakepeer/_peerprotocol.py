@@ -114,7 +114,7 @@ class _PeerProtocol(asyncio.Protocol):
         self.timers: list[asyncio.TimerHandle] = []  # faults' Later actions
         self.read = 0  # bytes read from the client, and when the last of them came
         self.last_read = 0.0
-        self.grace = IN_FLIGHT_GRACE  # see in_flight()
+        self.grace = HELD_BACK_GRACE if server.draining else IN_FLIGHT_GRACE  # see in_flight()
         self._held: bytearray | None = None  # read while paused, not yet seen (see _hold)
 
     @property
