@@ -14,16 +14,21 @@ import argparse
 import math
 import os
 import re
+import ssl
 from pathlib import Path
 from typing import Any, Final
 
+from ._errors import ScriptError
+
 __all__ = [
     "add_output_options",
+    "add_upstream_options",
     "add_where_options",
     "in_option_terms",
     "port",
     "seconds",
     "unwritable",
+    "upstream_tls",
     "where_overrides",
 ]
 
@@ -193,3 +198,35 @@ def in_option_terms(text: str, args: argparse.Namespace) -> str:
         f"--{key}" if given[key] is True else f"--{key} {given[key]}" for key in named
     )
     return spelled + text[found.end() :].replace("say external=True", "add --external")
+
+
+def add_upstream_options(parser: argparse.ArgumentParser) -> None:
+    """``--upstream``, ``--upstream-tls`` and ``--upstream-ca``: the real server of a
+    proxy (``proxy``, ``record``)."""
+    parser.add_argument(
+        "--upstream",
+        required=True,
+        metavar="HOST:PORT",
+        help="the real server: HOST:PORT, [IPv6]:PORT, or a Unix socket's path",
+    )
+    parser.add_argument(
+        "--upstream-tls",
+        action="store_true",
+        help="connect to the server over TLS, trusting the system's CAs (or --upstream-ca)",
+    )
+    parser.add_argument(
+        "--upstream-ca", metavar="FILE", help="with --upstream-tls: trust this CA (PEM) only"
+    )
+
+
+def upstream_tls(args: argparse.Namespace) -> bool | ssl.SSLContext:
+    """``Proxy(upstream_tls=...)`` from ``--upstream-tls`` and ``--upstream-ca``;
+    :class:`~fakepeer.ScriptError` naming the option if they are wrong."""
+    if not args.upstream_ca:
+        return bool(args.upstream_tls)
+    if not args.upstream_tls:
+        raise ScriptError("--upstream-ca: add --upstream-tls (the CA is for its handshake)")
+    try:
+        return ssl.create_default_context(cafile=args.upstream_ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise ScriptError(f"--upstream-ca {args.upstream_ca}: {exc}") from None

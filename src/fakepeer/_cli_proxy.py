@@ -8,7 +8,6 @@ A subcommand module of the command line: :func:`add_parser` and :func:`run` (see
 from __future__ import annotations
 
 import argparse
-import ssl
 from typing import Any
 
 from . import _cli_faults
@@ -19,6 +18,7 @@ from ._cli_common import (
     serve_command,
     where_overrides,
 )
+from ._cli_options import add_upstream_options, upstream_tls
 from ._errors import ScriptError
 from ._proxy import Proxy
 
@@ -63,20 +63,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--upstream",
-        required=True,
-        metavar="HOST:PORT",
-        help="the real server: HOST:PORT, [IPv6]:PORT, or a Unix socket's path",
-    )
-    parser.add_argument(
-        "--upstream-tls",
-        action="store_true",
-        help="connect to the server over TLS, trusting the system's CAs (or --upstream-ca)",
-    )
-    parser.add_argument(
-        "--upstream-ca", metavar="FILE", help="with --upstream-tls: trust this CA (PEM) only"
-    )
+    add_upstream_options(parser)
     parser.add_argument(
         "--fault",
         action="append",
@@ -105,16 +92,8 @@ def upstream_address(text: str) -> tuple[str, int] | str:
 
 
 def _make(args: argparse.Namespace) -> Proxy:
-    upstream_tls: bool | ssl.SSLContext = args.upstream_tls
-    if args.upstream_ca:
-        if not args.upstream_tls:
-            raise ScriptError("--upstream-ca: add --upstream-tls (the CA is for its handshake)")
-        try:
-            upstream_tls = ssl.create_default_context(cafile=args.upstream_ca)
-        except (OSError, ssl.SSLError) as exc:
-            raise ScriptError(f"--upstream-ca {args.upstream_ca}: {exc}") from None
     proxy = Proxy(
-        upstream_address(args.upstream), upstream_tls=upstream_tls, **where_overrides(args)
+        upstream_address(args.upstream), upstream_tls=upstream_tls(args), **where_overrides(args)
     )
     if args.faults:
         _cli_faults.apply_file(proxy, args.faults)

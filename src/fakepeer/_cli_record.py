@@ -10,7 +10,6 @@ Ctrl-C/SIGTERM/SIGHUP, then writes :meth:`Proxy.record` to the file.
 from __future__ import annotations
 
 import argparse
-import ssl
 import tomllib
 from collections import Counter
 from typing import Any, Final
@@ -26,6 +25,7 @@ from ._cli_common import (
     where_overrides,
     write_whole,
 )
+from ._cli_options import add_upstream_options, upstream_tls
 from ._cli_proxy import upstream_address
 from ._errors import ScriptError
 from ._framing import Framing
@@ -81,12 +81,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--upstream",
-        required=True,
-        metavar="HOST:PORT",
-        help="the real server: HOST:PORT, [IPv6]:PORT, or a Unix socket's path",
-    )
+    add_upstream_options(parser)
     parser.add_argument(
         "-o", "--output", required=True, metavar="FILE", help="the script file to write"
     )
@@ -101,14 +96,6 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="stop once N clients have come and gone (connected, then closed)",
-    )
-    parser.add_argument(
-        "--upstream-tls",
-        action="store_true",
-        help="connect to the server over TLS, trusting the system's CAs (or --upstream-ca)",
-    )
-    parser.add_argument(
-        "--upstream-ca", metavar="FILE", help="with --upstream-tls: trust this CA (PEM) only"
     )
     add_where_options(parser, "the proxy", file=False, seed=False)
     add_output_options(parser)
@@ -147,18 +134,10 @@ def _make(args: argparse.Namespace) -> tuple[Proxy, Framing, Framing | None]:
         raise ScriptError(f"--connections {args.connections}: a number of clients >= 1")
     framing = parse_framing(args.framing)
     replies = None if args.reply_framing is None else parse_framing(args.reply_framing)
-    upstream_tls: bool | ssl.SSLContext = args.upstream_tls
-    if args.upstream_ca:
-        if not args.upstream_tls:
-            raise ScriptError("--upstream-ca: add --upstream-tls (the CA is for its handshake)")
-        try:
-            upstream_tls = ssl.create_default_context(cafile=args.upstream_ca)
-        except (OSError, ssl.SSLError) as exc:
-            raise ScriptError(f"--upstream-ca {args.upstream_ca}: {exc}") from None
     proxy = Proxy(
         upstream_address(args.upstream),
         name="record",
-        upstream_tls=upstream_tls,
+        upstream_tls=upstream_tls(args),
         transcript_budget=None,
         **where_overrides(args),
     )
