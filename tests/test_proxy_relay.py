@@ -131,30 +131,7 @@ def test_the_stop_reads_what_the_client_sent_while_the_server_took_nothing(run: 
     its stop must read everything the client sent anyway, like a peer's. It used to find
     the paused connection quiet, and closed it with megabytes unread (a loss the hostile
     benchmark saw, now and then, with a slow sink under load)."""
-    with _unread_server() as server:
-        # The stop reads 16 MB through Python: on a loaded machine that takes more than the
-        # default 5 s (then the stop says so: "still sending when the peer stopped").
-        proxy = Proxy(server.getsockname()[:2], transcript_budget=None, timeout=60)
-        with proxy.serve():
-            host, port = proxy.address
-            sender = subprocess.Popen(
-                [sys.executable, "-c", SENDER, host, str(port), str(TOTAL)],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            try:
-                assert sender.stdout is not None
-                assert sender.stdout.readline() == "started\n"  # then stop while it sends
-            except BaseException:
-                sender.kill()
-                raise
-        try:
-            out, _ = sender.communicate(timeout=TIMEOUT)
-        finally:
-            sender.kill()
-    relayed = sum(len(event.data) for event in proxy.transcript.events if event.kind == "received")
-    assert (out, sender.returncode) == ("sent\n", 0)
-    assert relayed == TOTAL
+    assert len(_stop_while_sending(SENDER)) == TOTAL
 
 
 PAUSING_SENDER = """
@@ -176,18 +153,28 @@ def test_the_stop_waits_for_a_held_back_client_that_pauses(run: int) -> None:
     byte (not 0.1 s), so a pause of the client (a loaded machine) loses nothing; also when
     the stop accepts the connection itself (it was still in the listen queue: 1 run in 10
     failed so)."""
+    received = _stop_while_sending(PAUSING_SENDER)
+    assert (len(received), received[-4096:]) == (TOTAL, b"y" * 4096)
+
+
+def _stop_while_sending(script: str) -> bytes:
+    """Run the client ``script`` (it prints ``started`` once sending, ``sent`` at the end)
+    against a proxy whose server reads nothing, stop the proxy once it has started, and
+    return what the proxy received from it; the client must have sent everything."""
     with _unread_server() as server:
+        # The stop reads 16 MB through Python: on a loaded machine that takes more than the
+        # default 5 s (then the stop says so: "still sending when the peer stopped").
         proxy = Proxy(server.getsockname()[:2], transcript_budget=None, timeout=60)
         with proxy.serve():
             host, port = proxy.address
             sender = subprocess.Popen(
-                [sys.executable, "-c", PAUSING_SENDER, host, str(port), str(TOTAL)],
+                [sys.executable, "-c", script, host, str(port), str(TOTAL)],
                 stdout=subprocess.PIPE,
                 text=True,
             )
             try:
                 assert sender.stdout is not None
-                assert sender.stdout.readline() == "started\n"
+                assert sender.stdout.readline() == "started\n"  # then stop while it sends
             except BaseException:
                 sender.kill()
                 raise
@@ -195,6 +182,5 @@ def test_the_stop_waits_for_a_held_back_client_that_pauses(run: int) -> None:
             out, _ = sender.communicate(timeout=TIMEOUT)
         finally:
             sender.kill()
-    received = b"".join(event.data for event in proxy.transcript.events if event.kind == "received")
     assert (out, sender.returncode) == ("sent\n", 0)
-    assert (len(received), received[-4096:]) == (TOTAL, b"y" * 4096)
+    return b"".join(event.data for event in proxy.transcript.events if event.kind == "received")
